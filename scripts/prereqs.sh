@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs, only when missing, what building, recording and testing need on a
+# Debian machine that has the .NET SDK. Sourced by test.sh and demo.sh.
+set -euo pipefail
+
+need_pkgs=()
+want() { # want <command-or-file> <debian package>
+  if [[ "$1" == /* ]]; then [[ -e "$1" ]] || need_pkgs+=("$2"); else command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); fi
+}
+
+want /usr/lib/x86_64-linux-gnu/libbpf.so.1 libbpf1
+want ip iproute2
+if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
+  # Building and checking the BPF objects (users run the committed ones).
+  want clang-14 clang-14
+  want llvm-strip-14 llvm-14
+  want /usr/include/bpf/bpf_helpers.h libbpf-dev
+  want /usr/include/x86_64-linux-gnu/asm/types.h linux-libc-dev
+  want bpftool bpftool
+  want tshark tshark
+  want tcpdump tcpdump
+fi
+
+if ((${#need_pkgs[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "error: missing packages ${need_pkgs[*]}: run as root (sudo) or install them with apt-get" >&2
+    exit 3
+  fi
+  echo "installing: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! command -v dotnet >/dev/null 2>&1; then
+  echo "error: the .NET SDK (dotnet) is not on PATH: install the .NET 10 SDK" >&2
+  exit 3
+fi

@@ -1,0 +1,40 @@
+using System.CommandLine;
+using Forensics.Datapath;
+using Forensics.Datapath.Bpf;
+
+namespace Forensics.Cli;
+
+/// <summary><c>forensics doctor</c>: checks that this machine can record, and says what is missing.</summary>
+public static class DoctorCommand
+{
+    public static Command Build()
+    {
+        var cmd = new Command("doctor", "Check that this machine can record: privileges, libbpf, kernel BTF, tracefs and bpffs (mounted if missing), and that every embedded BPF object loads");
+        cmd.SetAction(_ => Run());
+        return cmd;
+    }
+
+    private static int Run()
+    {
+        try
+        {
+            Prerequisites.EnsureKernelAccess();
+            Console.WriteLine($"kernel {Environment.OSVersion.Version}, BTF present, tracefs and bpffs mounted, privileges ok");
+            foreach (var name in EmbeddedObjects.Names().Order(StringComparer.Ordinal))
+            {
+                using var obj = BpfObject.OpenEmbedded(name);
+                obj.Load();
+                Console.WriteLine($"bpf/{name}.bpf.o: loaded {string.Join(", ", obj.ProgramNames())}");
+            }
+            return (int)ExitCode.Ok;
+        }
+        catch (PrerequisiteException e)
+        {
+            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+        }
+        catch (BpfException e)
+        {
+            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+        }
+    }
+}
