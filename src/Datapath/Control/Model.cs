@@ -1,0 +1,81 @@
+using System.Net;
+
+namespace Forensics.Datapath.Control;
+
+// The cluster as users describe it in Kubernetes-shaped YAML (Pod, Service,
+// CiliumNetworkPolicy, and our own Lab), after parsing and validation. The
+// YAML loader produces it; the datapath control plane compiles it into BPF map
+// entries; the lab builds namespaces and veths from it.
+
+public sealed record PodSpec(
+    string Name,
+    string Namespace,
+    IReadOnlyDictionary<string, string> Labels,
+    IPAddress? Ip)
+{
+    public string FullName => $"{Namespace}/{Name}";
+}
+
+public sealed record ServicePort(int Port, int TargetPort, string Protocol, string? Name = null);
+
+public sealed record ServiceSpec(
+    string Name,
+    string Namespace,
+    IPAddress ClusterIp,
+    IReadOnlyDictionary<string, string> Selector,
+    IReadOnlyList<ServicePort> Ports);
+
+/// <summary>matchLabels; keys may carry Cilium's source prefix (k8s:) and include the namespace label.</summary>
+public sealed record EndpointSelector(IReadOnlyDictionary<string, string> MatchLabels);
+
+/// <summary>A port (0 = any) and protocol: TCP, UDP or ANY.</summary>
+public sealed record PortProtocol(int Port, string Protocol);
+
+public sealed record CidrRule(string Cidr, IReadOnlyList<string> Except);
+
+/// <summary>One ingress/egress rule: peers (endpoints, CIDRs, entities) and ports; empty lists mean "not given".</summary>
+public sealed record PolicyRule(
+    IReadOnlyList<EndpointSelector> Endpoints,
+    IReadOnlyList<CidrRule> Cidrs,
+    IReadOnlyList<string> Entities,
+    IReadOnlyList<PortProtocol> Ports);
+
+public sealed record NetworkPolicySpec(
+    string Name,
+    string Namespace,
+    EndpointSelector Selector,
+    IReadOnlyList<PolicyRule> Ingress,
+    IReadOnlyList<PolicyRule> Egress,
+    IReadOnlyList<PolicyRule> IngressDeny,
+    IReadOnlyList<PolicyRule> EgressDeny,
+    string SourceText);
+
+/// <summary>A host of the "outside world" on a TEST-NET address, with listening ports.</summary>
+public sealed record OutsideHost(string Name, IPAddress Ip, IReadOnlyList<int> TcpPorts, IReadOnlyList<int> UdpPorts);
+
+/// <summary>What a scenario step's traffic is expected to meet; null fields are not checked.</summary>
+public sealed record StepExpectation(bool? Delivered, int? DropReason, string? Translation);
+
+/// <summary>A scripted step run inside a pod: tcp, http, udp, or any command (exec).</summary>
+public sealed record ScenarioStep(
+    string Name,
+    string Pod,
+    string Action,
+    string? Target,
+    IReadOnlyList<string> Command,
+    StepExpectation? Expect);
+
+public sealed record LabSpec(
+    string Name,
+    IPNetwork PodCidr,
+    IPNetwork ServiceCidr,
+    IPAddress NodeIp,
+    IReadOnlyList<OutsideHost> Outside,
+    IReadOnlyList<ScenarioStep> Steps);
+
+public sealed record ClusterSpec(
+    string SourceFile,
+    LabSpec? Lab,
+    IReadOnlyList<PodSpec> Pods,
+    IReadOnlyList<ServiceSpec> Services,
+    IReadOnlyList<NetworkPolicySpec> Policies);
