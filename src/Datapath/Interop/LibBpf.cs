@@ -159,6 +159,15 @@ internal static unsafe partial class LibC
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int close(int fd);
 
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    public static partial int fsync(int fd);
+
+    public const int O_RDONLY = 0;
+    public const int O_DIRECTORY = 0x10000;
+
     [LibraryImport("libc", EntryPoint = "geteuid")]
     public static partial uint geteuid();
 

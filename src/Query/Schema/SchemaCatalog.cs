@@ -43,7 +43,7 @@ public static class SchemaCatalog
     {
         var asm = typeof(SchemaCatalog).Assembly;
         var list = new List<TableSchema>();
-        foreach (var name in asm.GetManifestResourceNames().Where(n => n.StartsWith("schemas/", StringComparison.Ordinal)))
+        foreach (var name in asm.GetManifestResourceNames().Where(n => n.StartsWith("schemas/", StringComparison.Ordinal) && !n.EndsWith(".schema.json", StringComparison.Ordinal)))
         {
             using var s = asm.GetManifestResourceStream(name)!;
             var schema = JsonSerializer.Deserialize<TableSchema>(s)

@@ -1,0 +1,168 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Forensics.Datapath;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Bpf;
+using Forensics.Recorder;
+using Forensics.Recorder.Storage;
+using Forensics.Recorder.Tables;
+
+namespace Forensics.Cli;
+
+/// <summary>What <c>forensics record</c> was asked to do, after parsing.</summary>
+public sealed record RecordArgs(
+    string Output,
+    TimeSpan? Duration,
+    IReadOnlySet<EventKind> Kinds,
+    IReadOnlyList<string> ExcludeCidrs,
+    uint Snaplen,
+    uint RingBytes,
+    bool Progress);
+
+/// <summary><c>forensics record</c>: the main job.</summary>
+public static class RecordCommand
+{
+    internal static readonly string[] KindNames = [.. Enumerable.Range(1, (int)EventKind.Max - 1).Select(k => Rows.TableOf((EventKind)k))];
+
+    public static Command Build()
+    {
+        var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s, 10m, 1h); without it, record until Ctrl-C or SIGTERM" };
+        var output = new Option<string?>("--output", "-o") { Description = "Recording folder (default: ./recording-YYYYMMDD-HHMMSS)" };
+        var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to record, comma-separated or repeated: {string.Join(", ", KindNames)} (default: all)", AllowMultipleArgumentsPerToken = true };
+        var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
+        var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
+        var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
+        var cmd = new Command("record", "Record what the probes see to Parquet with a manifest; stops on --duration, Ctrl-C or SIGTERM")
+        {
+            duration, output, types, exclude, snaplen, ring,
+        };
+        cmd.SetAction(parse =>
+        {
+            RecordArgs args;
+            try
+            {
+                var kinds = ParseKinds(parse.GetValue(types) ?? []);
+                var ringBytes = Args.ParseSize(parse.GetValue(ring)!);
+                if (ringBytes < 4096 || (ringBytes & (ringBytes - 1)) != 0 || ringBytes > 1UL << 30)
+                    throw new FormatException($"--ring-size {parse.GetValue(ring)} is not a power of two between 4K and 1G");
+                if (parse.GetValue(snaplen) > Limits.CaptureMax)
+                    throw new FormatException($"--snaplen {parse.GetValue(snaplen)} is over {Limits.CaptureMax}");
+                args = new RecordArgs(
+                    parse.GetValue(output) ?? $"recording-{DateTime.Now:yyyyMMdd-HHmmss}",
+                    parse.GetValue(duration) is { } d ? Args.ParseDuration(d) : null,
+                    kinds,
+                    parse.GetValue(exclude) ?? [],
+                    parse.GetValue(snaplen),
+                    (uint)ringBytes,
+                    !Console.IsErrorRedirected);
+            }
+            catch (FormatException e)
+            {
+                return Cli.Fail(ExitCode.Usage, e.Message);
+            }
+            return Run(args);
+        });
+        return cmd;
+    }
+
+    internal static HashSet<EventKind> ParseKinds(IEnumerable<string> values)
+    {
+        var kinds = new HashSet<EventKind>();
+        foreach (var v in values.SelectMany(s => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))
+        {
+            int i = Array.IndexOf(KindNames, v.ToLowerInvariant());
+            if (i < 0)
+                throw new FormatException($"unknown event kind '{v}' (kinds: {string.Join(", ", KindNames)})");
+            kinds.Add((EventKind)(i + 1));
+        }
+        return kinds;
+    }
+
+    public static int Run(RecordArgs args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        if (Directory.Exists(args.Output) && Directory.EnumerateFileSystemEntries(args.Output).Any())
+            return Cli.Fail(ExitCode.BadInput, $"output folder {args.Output} exists and is not empty");
+        try
+        {
+            Prerequisites.EnsureKernelAccess();
+        }
+        catch (PrerequisiteException e)
+        {
+            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+        }
+
+        var (mono, boot) = Recording.ClockOffsets();
+        var context = new EventContext(mono) { BoottimeToUtcOffsetNs = boot };
+        var options = new EventOptions
+        {
+            Kinds = args.Kinds,
+            Snaplen = args.Snaplen,
+            RingBytes = args.RingBytes,
+            SelfPid = (uint)Environment.ProcessId,
+        };
+        var sources = new List<IEventSource>();
+        try
+        {
+            sources.Add(new ObjectSource(EmbeddedObjects.Probes, options, ["fx_exec", "fx_exit"]));
+        }
+        catch (BpfException e)
+        {
+            sources.ForEach(s => s.Dispose());
+            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+        }
+
+        using var cts = new CancellationTokenSource();
+        string reason = "duration";
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; reason = "interrupt"; cts.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; reason = "terminate"; cts.Cancel(); });
+        if (args.Duration is { } d)
+            cts.CancelAfter(d);
+
+        var recording = new Recording(sources, context, new RecordOptions
+        {
+            OutputDir = args.Output,
+            Progress = args.Progress,
+            Duration = args.Duration,
+            Config = new ManifestConfig
+            {
+                Kinds = [.. (args.Kinds.Count == 0 ? KindNames : args.Kinds.Select(Rows.TableOf))],
+                ExcludeCidrs = [.. args.ExcludeCidrs],
+                Snaplen = args.Snaplen,
+                RingBytes = args.RingBytes,
+                DurationSeconds = args.Duration?.TotalSeconds,
+            },
+        });
+        if (args.Progress)
+            Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+        RecordingSummary summary;
+        try
+        {
+            summary = recording.Run(() => reason, cts.Token);
+        }
+        finally
+        {
+            sources.ForEach(s => s.Dispose());
+        }
+        PrintSummary(summary);
+        if (summary.Error is not null)
+            return Cli.Fail(summary.StopReason == "disk-full" ? ExitCode.DiskFull : ExitCode.Failure, summary.Error);
+        if (summary.EventsLost > 0)
+            return Cli.Fail(ExitCode.EventsLost, $"{summary.EventsLost} events were lost: {LossText(summary.Loss)}");
+        return (int)ExitCode.Ok;
+    }
+
+    internal static string LossText(IReadOnlyDictionary<string, ManifestLoss> loss) =>
+        string.Join(", ", loss.Where(l => l.Value.Failed + l.Value.UserspaceDropped > 0)
+            .Select(l => $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
+
+    private static void PrintSummary(RecordingSummary s)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        Console.WriteLine($"recorded {s.Elapsed.TotalSeconds.ToString("F1", inv)}s to {s.Directory} (stopped: {s.StopReason})");
+        foreach (var (table, rows) in s.Rows.OrderBy(r => r.Key, StringComparer.Ordinal))
+            Console.WriteLine($"  {table,-10} {rows.ToString("N0", inv),12} rows");
+        Console.WriteLine($"  {s.Bytes.ToString("N0", inv)} bytes sealed; events lost: {(s.EventsLost == 0 ? "none" : s.EventsLost.ToString(inv))}");
+    }
+}

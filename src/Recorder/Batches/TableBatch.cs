@@ -1,0 +1,268 @@
+using Apache.Arrow;
+using Apache.Arrow.Types;
+
+namespace Forensics.Recorder.Batches;
+
+/// <summary>The storage types a column can have (schemas/*.json "type").</summary>
+public enum ColumnType
+{
+    TimestampNsUtc,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    Int32,
+    Int64,
+    Bool,
+    Utf8,
+    Binary,
+}
+
+/// <summary>
+/// One column of a <see cref="TableBatch"/>: a reusable typed array (Arrow's
+/// columnar layout: values in one contiguous buffer, a validity flag per
+/// value for nullable columns). Filled by index, never grown per value.
+/// </summary>
+public abstract class Column
+{
+    protected Column(string name, ColumnType type, bool nullable)
+    {
+        Name = name;
+        Type = type;
+        Nullable = nullable;
+    }
+
+    public string Name { get; }
+    public ColumnType Type { get; }
+    public bool Nullable { get; }
+
+    public static string TypeName(ColumnType t) => t switch
+    {
+        ColumnType.TimestampNsUtc => "timestamp[ns,UTC]",
+        ColumnType.UInt8 => "uint8",
+        ColumnType.UInt16 => "uint16",
+        ColumnType.UInt32 => "uint32",
+        ColumnType.UInt64 => "uint64",
+        ColumnType.Int32 => "int32",
+        ColumnType.Int64 => "int64",
+        ColumnType.Bool => "bool",
+        ColumnType.Utf8 => "utf8",
+        ColumnType.Binary => "binary",
+        _ => throw new ArgumentOutOfRangeException(nameof(t)),
+    };
+
+    internal abstract IArrowArray ToArrow(int length);
+
+    internal abstract IArrowType ArrowType { get; }
+}
+
+/// <summary>A column of unmanaged values; <see cref="Valid"/> is set only for nullable columns.</summary>
+public sealed class Column<T> : Column where T : unmanaged
+{
+    internal Column(string name, ColumnType type, bool nullable, int capacity) : base(name, type, nullable)
+    {
+        Values = new T[capacity];
+        Valid = nullable ? new bool[capacity] : null;
+    }
+
+    public T[] Values { get; }
+
+    /// <summary>Per row: false when the value is null (nullable columns only).</summary>
+    public bool[]? Valid { get; }
+
+    public void Set(int row, T value)
+    {
+        Values[row] = value;
+        if (Valid is not null)
+            Valid[row] = true;
+    }
+
+    public void SetNull(int row)
+    {
+        Values[row] = default;
+        Valid![row] = false;
+    }
+
+    internal override IArrowType ArrowType => Type switch
+    {
+        ColumnType.TimestampNsUtc => new TimestampType(TimeUnit.Nanosecond, "UTC"),
+        ColumnType.UInt8 => UInt8Type.Default,
+        ColumnType.UInt16 => UInt16Type.Default,
+        ColumnType.UInt32 => UInt32Type.Default,
+        ColumnType.UInt64 => UInt64Type.Default,
+        ColumnType.Int32 => Int32Type.Default,
+        ColumnType.Int64 => Int64Type.Default,
+        _ => throw new InvalidOperationException(Type.ToString()),
+    };
+
+    internal override IArrowArray ToArrow(int length)
+    {
+        // Copies: the batch buffers are reused as soon as the batch is written.
+        var values = new ArrowBuffer(System.Runtime.InteropServices.MemoryMarshal.AsBytes(Values.AsSpan(0, length)).ToArray());
+        var (validity, nulls) = Validity(Valid, length);
+        var data = new ArrayData(ArrowType, length, nulls, 0, [validity, values]);
+        return ArrowArrayFactory.BuildArray(data);
+    }
+
+    internal static (ArrowBuffer Buffer, int Nulls) Validity(bool[]? valid, int length)
+    {
+        if (valid is null)
+            return (ArrowBuffer.Empty, 0);
+        var b = new ArrowBuffer.BitmapBuilder(length);
+        int nulls = 0;
+        for (int i = 0; i < length; i++)
+        {
+            b.Append(valid[i]);
+            if (!valid[i])
+                nulls++;
+        }
+        return (b.Build(), nulls);
+    }
+}
+
+/// <summary>A bool column (Arrow stores bits; we keep bytes and pack on conversion).</summary>
+public sealed class BoolColumn : Column
+{
+    internal BoolColumn(string name, int capacity) : base(name, ColumnType.Bool, false) => Values = new bool[capacity];
+
+    public bool[] Values { get; }
+
+    internal override IArrowType ArrowType => BooleanType.Default;
+
+    internal override IArrowArray ToArrow(int length)
+    {
+        var b = new BooleanArray.Builder();
+        b.AppendRange(Values.Take(length));
+        return b.Build();
+    }
+}
+
+/// <summary>A string column of (mostly interned) references; null entries are nulls.</summary>
+public sealed class StringColumn : Column
+{
+    internal StringColumn(string name, bool nullable, int capacity) : base(name, ColumnType.Utf8, nullable) => Values = new string?[capacity];
+
+    public string?[] Values { get; }
+
+    internal override IArrowType ArrowType => StringType.Default;
+
+    internal override IArrowArray ToArrow(int length)
+    {
+        var b = new StringArray.Builder();
+        for (int i = 0; i < length; i++)
+        {
+            if (Values[i] is null)
+                b.AppendNull();
+            else
+                b.Append(Values[i]);
+        }
+        return b.Build();
+    }
+}
+
+/// <summary>A binary column.</summary>
+public sealed class BinaryColumn : Column
+{
+    internal BinaryColumn(string name, bool nullable, int capacity) : base(name, ColumnType.Binary, nullable) => Values = new byte[]?[capacity];
+
+    public byte[]?[] Values { get; }
+
+    internal override IArrowType ArrowType => BinaryType.Default;
+
+    internal override IArrowArray ToArrow(int length)
+    {
+        var b = new BinaryArray.Builder();
+        for (int i = 0; i < length; i++)
+        {
+            if (Values[i] is null)
+                b.AppendNull();
+            else
+                b.Append(Values[i].AsSpan());
+        }
+        return b.Build();
+    }
+}
+
+/// <summary>
+/// A batch of rows of one table, column by column, with reusable buffers.
+/// Columns are declared once, in schema order, by the table's appender;
+/// rows are filled by index and the batch is reset after it is written.
+/// </summary>
+public sealed class TableBatch
+{
+    private readonly List<Column> columns = [];
+
+    public TableBatch(string table, int capacity)
+    {
+        Table = table;
+        Capacity = capacity;
+    }
+
+    public string Table { get; }
+    public int Capacity { get; }
+    public int Count { get; private set; }
+    public bool IsFull => Count >= Capacity;
+    public IReadOnlyList<Column> Columns => columns;
+
+    /// <summary>Kernel time of the first row, for closing batches on time.</summary>
+    public long FirstRowTicks { get; private set; }
+
+    public Column<long> Timestamp(string name) => Add(new Column<long>(name, ColumnType.TimestampNsUtc, false, Capacity));
+    public Column<byte> U8(string name) => Add(new Column<byte>(name, ColumnType.UInt8, false, Capacity));
+    public Column<ushort> U16(string name) => Add(new Column<ushort>(name, ColumnType.UInt16, false, Capacity));
+    public Column<uint> U32(string name) => Add(new Column<uint>(name, ColumnType.UInt32, false, Capacity));
+    public Column<ulong> U64(string name, bool nullable = false) => Add(new Column<ulong>(name, ColumnType.UInt64, nullable, Capacity));
+    public Column<int> I32(string name, bool nullable = false) => Add(new Column<int>(name, ColumnType.Int32, nullable, Capacity));
+    public Column<long> I64(string name) => Add(new Column<long>(name, ColumnType.Int64, false, Capacity));
+    public BoolColumn Bool(string name) => Add(new BoolColumn(name, Capacity));
+    public StringColumn Str(string name, bool nullable = false) => Add(new StringColumn(name, nullable, Capacity));
+    public BinaryColumn Bin(string name, bool nullable = false) => Add(new BinaryColumn(name, nullable, Capacity));
+
+    private T Add<T>(T c) where T : Column
+    {
+        if (Count != 0)
+            throw new InvalidOperationException("columns are declared before rows");
+        if (columns.Any(x => x.Name == c.Name))
+            throw new InvalidOperationException($"{Table}: duplicate column {c.Name}");
+        columns.Add(c);
+        return c;
+    }
+
+    /// <summary>Starts a row; returns its index.</summary>
+    public int NextRow()
+    {
+        if (Count == 0)
+            FirstRowTicks = Environment.TickCount64;
+        return Count++;
+    }
+
+    public void Reset()
+    {
+        foreach (var c in columns)
+        {
+            switch (c)
+            {
+                case StringColumn s:
+                    System.Array.Clear(s.Values, 0, Count);
+                    break;
+                case BinaryColumn b:
+                    System.Array.Clear(b.Values, 0, Count);
+                    break;
+            }
+        }
+        Count = 0;
+    }
+
+    /// <summary>The Arrow schema this batch writes: names, types, nullability, in order.</summary>
+    public Schema ArrowSchema()
+    {
+        var b = new Schema.Builder();
+        foreach (var c in columns)
+            b.Field(f => f.Name(c.Name).DataType(c.ArrowType).Nullable(c.Nullable));
+        b.Metadata("forensics.table", Table);
+        return b.Build();
+    }
+
+    /// <summary>The rows as an Arrow record batch (copies; for consumers outside the hot path).</summary>
+    public RecordBatch ToArrow() => new(ArrowSchema(), columns.Select(c => c.ToArrow(Count)), Count);
+}

@@ -1,0 +1,354 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using Forensics.Datapath;
+using Forensics.Datapath.Abi;
+using Forensics.Recorder.Storage;
+using Forensics.Recorder.Tables;
+
+namespace Forensics.Recorder;
+
+public sealed record RecordOptions
+{
+    public required string OutputDir { get; init; }
+    public PipelineOptions Pipeline { get; init; } = new();
+
+    /// <summary>A segment is sealed (and so safe from a crash) at least this often.</summary>
+    public TimeSpan SealInterval { get; init; } = TimeSpan.FromSeconds(2);
+
+    public long SealBytes { get; init; } = 64L << 20;
+
+    /// <summary>Show progress on stderr (a terminal).</summary>
+    public bool Progress { get; init; }
+
+    public TimeSpan? Duration { get; init; }
+    public ManifestConfig Config { get; init; } = new();
+    public string Node { get; init; } = Environment.MachineName;
+}
+
+public sealed record RecordingSummary(
+    string Directory,
+    string StopReason,
+    TimeSpan Elapsed,
+    IReadOnlyDictionary<string, long> Rows,
+    IReadOnlyDictionary<string, ManifestLoss> Loss,
+    ulong EventsLost,
+    long Bytes,
+    string? Error);
+
+/// <summary>
+/// One recording: the pipeline's batches written as sealed Parquet segments
+/// per table, the manifest kept current after every seal, loss counted per
+/// second and per kind. Stops when the token is cancelled; drains, seals
+/// every file, writes the final manifest.
+/// </summary>
+public sealed class Recording
+{
+    private readonly IReadOnlyList<IEventSource> sources;
+    private readonly EventContext context;
+    private readonly RecordOptions options;
+    private readonly Manifest manifest;
+    private readonly Dictionary<string, SegmentWriter> writers = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ulong> discarded = new(StringComparer.Ordinal);
+    private readonly object manifestLock = new();
+    private readonly Dictionary<EventKind, EmitStats> lastCounters = [];
+    private readonly Dictionary<EventKind, ulong> lastDrops = [];
+    private readonly LossRows loss = new(4096);
+    private Dictionary<EventKind, EmitStats> progressCounters = [];
+    private long bytesSealed;
+    private Pipeline? pipeline;
+    private string? error;
+    private bool diskFull;
+
+    public Recording(IReadOnlyList<IEventSource> sources, EventContext context, RecordOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(context);
+        this.sources = sources;
+        this.context = context;
+        this.options = options;
+        manifest = NewManifest(options, context);
+    }
+
+    public Manifest Manifest => manifest;
+
+    /// <summary>Snapshot tables (endpoints, services, ...) to write at start and end, as batches.</summary>
+    public List<Batches.TableBatch> Snapshots { get; } = [];
+
+    public static Manifest NewManifest(RecordOptions options, EventContext context)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(context);
+        return new Manifest
+        {
+            Node = options.Node,
+            Host = HostInfo(),
+            ToolVersion = ToolVersion(),
+            StartedAt = DateTime.UtcNow,
+            MonotonicToUtcOffsetNs = context.MonotonicToUtcOffsetNs,
+            Config = options.Config,
+        };
+    }
+
+    public static string ToolVersion() =>
+        typeof(Recording).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
+
+    public static ManifestHost HostInfo()
+    {
+        static string Read(string p) => File.Exists(p) ? File.ReadAllText(p).Trim() : "";
+        return new ManifestHost
+        {
+            Hostname = Environment.MachineName,
+            Kernel = Read("/proc/sys/kernel/osrelease"),
+            Machine = System.Runtime.InteropServices.RuntimeInformation.OSArchitecture.ToString().ToLowerInvariant(),
+            BootId = Read("/proc/sys/kernel/random/boot_id"),
+        };
+    }
+
+    /// <summary>The UTC offset of CLOCK_MONOTONIC and CLOCK_BOOTTIME, measured once (best of several reads).</summary>
+    public static (long Monotonic, long Boottime) ClockOffsets()
+    {
+        long bestSpan = long.MaxValue, mono = 0, boot = 0;
+        for (int i = 0; i < 16; i++)
+        {
+            var (m1, b1, r) = FileSystem.Clocks();
+            var (m2, _, _) = FileSystem.Clocks();
+            if (m2 - m1 < bestSpan)
+            {
+                bestSpan = m2 - m1;
+                mono = r - m1;
+                boot = r - b1;
+            }
+        }
+        return (mono, boot);
+    }
+
+    /// <summary>Runs until <paramref name="token"/> is cancelled; <paramref name="stopReason"/> says why it was.</summary>
+    public RecordingSummary Run(Func<string> stopReason, CancellationToken token)
+    {
+        ArgumentNullException.ThrowIfNull(stopReason);
+        var sw = Stopwatch.StartNew();
+        Directory.CreateDirectory(options.OutputDir);
+        lock (manifestLock)
+            manifest.Write(options.OutputDir);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
+        using var queue = new BatchQueue(options.Pipeline.BatchRows, options.Pipeline.BatchesPerTable);
+        using var pipe = new Pipeline(sources, context, options.Pipeline);
+        pipeline = pipe;
+
+        foreach (var snap in Snapshots)
+            WriteBatchSafely(snap);
+
+        var writer = new Thread(() => WriterLoop(queue, stop)) { Name = "forensics-writer", IsBackground = true };
+        writer.Start();
+        Timer? progress = options.Progress ? new Timer(_ => PrintProgress(sw.Elapsed), null, 1000, 1000) : null;
+        try
+        {
+            pipe.Run(queue, stop.Token);
+        }
+        catch (InvalidOperationException e)
+        {
+            error ??= e.Message;
+        }
+        finally
+        {
+            writer.Join();
+            progress?.Dispose();
+            if (options.Progress)
+                Console.Error.WriteLine();
+        }
+
+        SampleLoss(final: true);
+        WriteBatchSafely(loss.Batch);
+        SealAll();
+
+        var reason = diskFull ? "disk-full" : error is not null ? "error" : stopReason();
+        lock (manifestLock)
+        {
+            manifest.EndedAt = DateTime.UtcNow;
+            manifest.StopReason = reason;
+            FillLoss();
+            TryWriteManifest();
+        }
+        return new RecordingSummary(options.OutputDir, reason, sw.Elapsed,
+            manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
+            manifest.Loss, manifest.EventsLost, Interlocked.Read(ref bytesSealed), error);
+    }
+
+    private void WriterLoop(BatchQueue queue, CancellationTokenSource stop)
+    {
+        long lastSeal = Environment.TickCount64, lastLoss = Environment.TickCount64;
+        while (!queue.IsCompleted)
+        {
+            if (queue.TryNext(out var rows, 100))
+            {
+                WriteBatchSafely(rows.Batch);
+                queue.Recycle(rows);
+            }
+            long now = Environment.TickCount64;
+            if (now - lastLoss >= 1000)
+            {
+                lastLoss = now;
+                SampleLoss(final: false);
+            }
+            if (now - lastSeal >= 250)
+            {
+                lastSeal = now;
+                if (now - loss.Batch.FirstRowTicks >= (long)options.SealInterval.TotalMilliseconds && loss.Batch.Count > 0)
+                {
+                    WriteBatchSafely(loss.Batch);
+                    loss.Batch.Reset();
+                }
+                foreach (var w in writers.Values.ToList())
+                    Guard(() => w.SealIfDueAsync().GetAwaiter().GetResult());
+            }
+            if (error is not null && !stop.IsCancellationRequested)
+                stop.Cancel(); // stop within a second of a write failure
+        }
+    }
+
+    private void WriteBatchSafely(Batches.TableBatch batch)
+    {
+        if (batch.Count == 0)
+            return;
+        if (error is not null)
+        {
+            discarded[batch.Table] = discarded.GetValueOrDefault(batch.Table) + (ulong)batch.Count;
+            return;
+        }
+        if (!writers.TryGetValue(batch.Table, out var w))
+            writers[batch.Table] = w = new SegmentWriter(options.OutputDir, options.Node, batch, manifest.RecordingId, OnSealed, options.SealInterval, options.SealBytes);
+        if (!Guard(() => w.WriteAsync(batch).GetAwaiter().GetResult()))
+            discarded[batch.Table] = discarded.GetValueOrDefault(batch.Table) + (ulong)batch.Count;
+    }
+
+    private bool Guard(Action action)
+    {
+        try
+        {
+            action();
+            return true;
+        }
+        catch (IOException e)
+        {
+            diskFull |= FileSystem.IsDiskFull(e);
+            error ??= diskFull ? $"disk full writing {options.OutputDir}: {e.Message}" : $"writing {options.OutputDir}: {e.Message}";
+            return false;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            error ??= $"cannot write {options.OutputDir}: {e.Message}";
+            return false;
+        }
+    }
+
+    private void OnSealed(ManifestFile file)
+    {
+        lock (manifestLock)
+        {
+            var table = file.Path.Split('/')[0];
+            var version = writers.TryGetValue(table, out var w) ? w.SchemaVersion : 1;
+            manifest.AddFile(table, version, file);
+            Interlocked.Add(ref bytesSealed, file.Bytes);
+            FillLoss();
+            manifest.Write(options.OutputDir);
+        }
+    }
+
+    private void SealAll()
+    {
+        foreach (var w in writers.Values)
+        {
+            Guard(() => w.SealAsync().GetAwaiter().GetResult());
+            w.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+    }
+
+    private void TryWriteManifest()
+    {
+        try
+        {
+            manifest.Write(options.OutputDir);
+        }
+        catch (IOException e)
+        {
+            error ??= "writing the manifest: " + e.Message; // the last sealed manifest stays valid
+        }
+    }
+
+    private Dictionary<EventKind, EmitStats> ReadCounters()
+    {
+        var total = new Dictionary<EventKind, EmitStats>();
+        foreach (var s in sources)
+        {
+            foreach (var (k, v) in EventChannel.ReadCounters(s.EmitStatsMap))
+            {
+                var t = total.GetValueOrDefault(k);
+                t.Emitted += v.Emitted;
+                t.Failed += v.Failed;
+                total[k] = t;
+            }
+        }
+        return total;
+    }
+
+    private void SampleLoss(bool final)
+    {
+        Dictionary<EventKind, EmitStats> counters;
+        try
+        {
+            counters = ReadCounters();
+        }
+        catch (Datapath.Bpf.BpfException)
+        {
+            return;
+        }
+        long utc = DateTime.UtcNow.Ticks * 100 - DateTime.UnixEpoch.Ticks * 100;
+        foreach (var (k, now) in counters)
+        {
+            var before = lastCounters.GetValueOrDefault(k);
+            ulong drops = pipeline?.UserspaceDropped(k) ?? 0;
+            ulong dropsBefore = lastDrops.GetValueOrDefault(k);
+            ulong e = now.Emitted - before.Emitted, f = now.Failed - before.Failed, d = drops - dropsBefore;
+            if (e != 0 || f != 0 || d != 0)
+            {
+                if (loss.Batch.IsFull)
+                {
+                    WriteBatchSafely(loss.Batch);
+                    loss.Batch.Reset();
+                }
+                loss.Add(utc - utc % 1_000_000_000, Rows.TableOf(k), e, f, d);
+            }
+            lastCounters[k] = now;
+            lastDrops[k] = drops;
+        }
+        progressCounters = new Dictionary<EventKind, EmitStats>(lastCounters);
+        _ = final;
+    }
+
+    private void FillLoss()
+    {
+        ulong lost = 0;
+        foreach (var (k, c) in lastCounters)
+        {
+            var name = Rows.TableOf(k);
+            var d = (pipeline?.UserspaceDropped(k) ?? 0) + discarded.GetValueOrDefault(name);
+            if (c.Emitted == 0 && c.Failed == 0 && d == 0)
+                continue;
+            manifest.Loss[name] = new ManifestLoss { Emitted = c.Emitted, Failed = c.Failed, UserspaceDropped = d };
+            lost += c.Failed + d;
+        }
+        manifest.EventsLost = lost;
+    }
+
+    private void PrintProgress(TimeSpan elapsed)
+    {
+        var counters = progressCounters;
+        string Rate(KeyValuePair<EventKind, EmitStats> kv) => $"{Rows.TableOf(kv.Key)} {kv.Value.Emitted.ToString("N0", CultureInfo.InvariantCulture)}";
+        var kinds = string.Join(", ", counters.Where(kv => kv.Value.Emitted > 0).Select(Rate));
+        ulong lost = counters.Values.Aggregate(0UL, (a, c) => a + c.Failed);
+        var remaining = options.Duration is { } d ? $"/{d:hh\\:mm\\:ss}" : "";
+        long bytes = Interlocked.Read(ref bytesSealed);
+        Console.Error.Write($"\r[{elapsed:hh\\:mm\\:ss}{remaining}] events: {(kinds.Length > 0 ? kinds : "none yet")}; lost {lost}; {bytes / 1024.0 / 1024.0:F1} MiB sealed   ");
+    }
+}

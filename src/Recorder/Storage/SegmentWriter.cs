@@ -1,0 +1,229 @@
+using System.IO.Compression;
+using System.Security.Cryptography;
+using Forensics.Datapath;
+using Forensics.Query.Schema;
+using Forensics.Recorder.Batches;
+using Parquet;
+using Parquet.Schema;
+
+namespace Forensics.Recorder.Storage;
+
+/// <summary>
+/// Writes one table's batches as row groups of Parquet segment files, and
+/// seals a segment every few seconds or megabytes: footer, fsync, rename
+/// from .tmp, fsync of the folder, SHA-256. A sealed segment always opens;
+/// an unsealed one is what a crash can lose.
+/// </summary>
+public sealed class SegmentWriter : IAsyncDisposable
+{
+    private readonly string recordingDir;
+    private readonly string relativeDir;
+    private readonly ParquetSchema schema;
+    private readonly DataField[] fields;
+    private readonly ParquetOptions options;
+    private readonly Dictionary<string, string> metadata;
+    private readonly Action<ManifestFile> onSealed;
+    private readonly TimeSpan sealInterval;
+    private readonly long sealBytes;
+    private readonly object?[] scratch;
+    private int segment;
+    private FileStream? stream;
+    private ParquetWriter? writer;
+    private string? tmpPath;
+    private long rows;
+    private long openedAt;
+
+    public SegmentWriter(string recordingDir, string node, TableBatch template, string recordingId,
+        Action<ManifestFile> onSealed, TimeSpan sealInterval, long sealBytes = 64 << 20)
+    {
+        ArgumentNullException.ThrowIfNull(template);
+        this.recordingDir = recordingDir;
+        Table = template.Table;
+        relativeDir = $"{Table}/node={node}";
+        Directory.CreateDirectory(Path.Combine(recordingDir, relativeDir));
+        this.onSealed = onSealed;
+        this.sealInterval = sealInterval;
+        this.sealBytes = sealBytes;
+        fields = template.Columns.Select(ToField).ToArray();
+        schema = new ParquetSchema(fields);
+        scratch = new object?[fields.Length];
+        options = new ParquetOptions { CompressionMethod = CompressionMethod.Zstd, CompressionLevel = CompressionLevel.Fastest };
+        foreach (var (c, f) in template.Columns.Zip(fields))
+            if (c.Type == ColumnType.Utf8)
+                options.ColumnEncodingHints[f.Path.ToString()] = EncodingHint.Dictionary;
+        var version = SchemaCatalog.Schemas.FirstOrDefault(s => s.Table == Table) is { } s0 ? SchemaCatalog.CurrentVersion(Table) : 0;
+        SchemaVersion = version;
+        metadata = new Dictionary<string, string>
+        {
+            ["forensics.table"] = Table,
+            ["forensics.schema_version"] = version.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["forensics.recording_id"] = recordingId,
+        };
+        if (version > 0)
+            foreach (var col in SchemaCatalog.Current(Table).Columns)
+                metadata["forensics.doc." + col.Name] = col.Doc;
+    }
+
+    public string Table { get; }
+    public int SchemaVersion { get; }
+
+    /// <summary>Bytes of sealed segments so far.</summary>
+    public long BytesSealed { get; private set; }
+
+    private static DataField ToField(Column c) => c.Type switch
+    {
+        ColumnType.TimestampNsUtc => new DateTimeDataField(c.Name, DateTimeFormat.Timestamp, isAdjustedToUTC: true, unit: DateTimeTimeUnit.Nanos, isNullable: false),
+        ColumnType.UInt8 => new DataField<byte>(c.Name),
+        ColumnType.UInt16 => new DataField<ushort>(c.Name),
+        ColumnType.UInt32 => new DataField<uint>(c.Name),
+        ColumnType.UInt64 => c.Nullable ? new DataField<ulong?>(c.Name) : new DataField<ulong>(c.Name),
+        ColumnType.Int32 => c.Nullable ? new DataField<int?>(c.Name) : new DataField<int>(c.Name),
+        ColumnType.Int64 => new DataField<long>(c.Name),
+        ColumnType.Bool => new DataField<bool>(c.Name),
+        ColumnType.Utf8 => new DataField<string>(c.Name, nullable: c.Nullable),
+        ColumnType.Binary => new DataField<byte[]>(c.Name, nullable: c.Nullable),
+        _ => throw new ArgumentOutOfRangeException(nameof(c)),
+    };
+
+    /// <summary>Writes the batch as one row group of the open segment (opening one if needed).</summary>
+    public async Task WriteAsync(TableBatch batch, CancellationToken token = default)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (batch.Count == 0)
+            return;
+        if (writer is null)
+            await OpenAsync(token);
+        int n = batch.Count;
+        using (var rg = writer!.CreateRowGroup())
+        {
+            for (int c = 0; c < fields.Length; c++)
+                await WriteColumnAsync(rg, c, batch.Columns[c], n, token);
+            rg.CompleteValidate();
+        }
+        rows += n;
+        if (stream!.Length >= sealBytes)
+            await SealAsync();
+    }
+
+    private async Task WriteColumnAsync(ParquetRowGroupWriter rg, int index, Column column, int n, CancellationToken token)
+    {
+        var f = fields[index];
+        switch (column)
+        {
+            case Column<long> ts when column.Type == ColumnType.TimestampNsUtc:
+                var dates = Scratch<DateTime>(index, n);
+                for (int i = 0; i < n; i++)
+                    dates[i] = DateTime.UnixEpoch.AddTicks(ts.Values[i] / 100);
+                await rg.WriteAsync<DateTime>(f, dates.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<byte> b:
+                await rg.WriteAsync<byte>(f, b.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<ushort> u16:
+                await rg.WriteAsync<ushort>(f, u16.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<uint> u32:
+                await rg.WriteAsync<uint>(f, u32.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<ulong> u64 when u64.Valid is null:
+                await rg.WriteAsync<ulong>(f, u64.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<ulong> u64n:
+                await rg.WriteAsync<ulong>(f, Nullable(index, u64n, n), cancellationToken: token);
+                break;
+            case Column<int> i32 when i32.Valid is null:
+                await rg.WriteAsync<int>(f, i32.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<int> i32n:
+                await rg.WriteAsync<int>(f, Nullable(index, i32n, n), cancellationToken: token);
+                break;
+            case Column<long> i64:
+                await rg.WriteAsync<long>(f, i64.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case BoolColumn bo:
+                await rg.WriteAsync<bool>(f, bo.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case StringColumn s:
+                await rg.WriteAsync(f, new ArraySegment<string>(s.Values!, 0, n));
+                break;
+            case BinaryColumn bin:
+                await rg.WriteAsync(f, new ArraySegment<byte[]>(bin.Values!, 0, n));
+                break;
+            default:
+                throw new InvalidOperationException($"{Table}.{column.Name}: no writer for {column.GetType().Name}");
+        }
+    }
+
+    private T[] Scratch<T>(int index, int n)
+    {
+        if (scratch[index] is T[] a && a.Length >= n)
+            return a;
+        var fresh = new T[Math.Max(n, 1024)];
+        scratch[index] = fresh;
+        return fresh;
+    }
+
+    private ReadOnlyMemory<T?> Nullable<T>(int index, Column<T> c, int n) where T : unmanaged
+    {
+        var buf = Scratch<T?>(index, n);
+        for (int i = 0; i < n; i++)
+            buf[i] = c.Valid![i] ? c.Values[i] : null;
+        return buf.AsMemory(0, n);
+    }
+
+    private async Task OpenAsync(CancellationToken token)
+    {
+        segment++;
+        var name = $"seg-{segment:D6}.parquet";
+        tmpPath = Path.Combine(recordingDir, relativeDir, name + ".tmp");
+        stream = new FileStream(tmpPath, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, 1 << 20);
+        writer = await ParquetWriter.CreateAsync(schema, stream, options, cancellationToken: token);
+        writer.CustomMetadata = metadata;
+        rows = 0;
+        openedAt = Environment.TickCount64;
+    }
+
+    /// <summary>Seals the open segment when it is older than the seal interval.</summary>
+    public async Task SealIfDueAsync()
+    {
+        if (writer is not null && Environment.TickCount64 - openedAt >= (long)sealInterval.TotalMilliseconds)
+            await SealAsync();
+    }
+
+    /// <summary>Closes the open segment: footer, fsync, rename, folder fsync, hash; reports it.</summary>
+    public async Task SealAsync()
+    {
+        if (writer is null)
+            return;
+        await writer.DisposeAsync();
+        writer = null;
+        await stream!.FlushAsync();
+        stream.Flush(flushToDisk: true);
+        stream.Position = 0;
+        var hash = Convert.ToHexStringLower(await SHA256.HashDataAsync(stream));
+        long bytes = stream.Length;
+        await stream.DisposeAsync();
+        stream = null;
+        var final = tmpPath![..^".tmp".Length];
+        File.Move(tmpPath, final, overwrite: false);
+        var dir = Path.GetDirectoryName(final)!;
+        FileSystem.FsyncDirectory(dir);
+        BytesSealed += bytes;
+        onSealed(new ManifestFile
+        {
+            Path = $"{relativeDir}/{Path.GetFileName(final)}",
+            Rows = rows,
+            Bytes = bytes,
+            Sha256 = hash,
+        });
+        tmpPath = null;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (writer is not null)
+            await writer.DisposeAsync();
+        if (stream is not null)
+            await stream.DisposeAsync();
+    }
+}

@@ -1,0 +1,178 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Forensics.Datapath.Abi;
+
+namespace Forensics.Recorder.Tables;
+
+/// <summary>Who a network namespace belongs to (a lab pod, a named netns).</summary>
+public sealed record NetnsOwner(string? Namespace, string? Pod);
+
+/// <summary>
+/// What decoding needs beyond the record itself: the clock conversion, name
+/// tables, and what earlier events taught (exec id -> binary). Used only by
+/// the decode thread, except the registrations, which are thread-safe.
+/// </summary>
+public sealed class EventContext
+{
+    private readonly Dictionary<uint, string> v4 = [];
+    private readonly Dictionary<(ulong, ulong), string> v6 = [];
+    private readonly ConcurrentDictionary<uint, NetnsOwner> netns = new();
+    private readonly ConcurrentDictionary<ulong, string> binaries = new();
+
+    public EventContext(long monotonicToUtcOffsetNs) => MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
+
+    /// <summary>UTC ns = kernel CLOCK_MONOTONIC ns + this, measured once at recording start.</summary>
+    public long MonotonicToUtcOffsetNs { get; }
+
+    /// <summary>Names of the running kernel's enum skb_drop_reason values.</summary>
+    public Func<uint, string> KernelDropReason { get; set; } = r => r.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Resolves a kernel address to symbol+offset.</summary>
+    public Func<ulong, string> KernelSymbol { get; set; } = a => "0x" + a.ToString("x", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Boot-time ns to UTC ns (for task start times).</summary>
+    public long BoottimeToUtcOffsetNs { get; init; }
+
+    public long Utc(ulong ktime) => (long)ktime + MonotonicToUtcOffsetNs;
+
+    public void RegisterNetns(uint inode, NetnsOwner owner) => netns[inode] = owner;
+
+    public NetnsOwner? Owner(uint inode) => netns.TryGetValue(inode, out var o) ? o : null;
+
+    public void RegisterBinary(ulong execId, string binary) => binaries[execId] = binary;
+
+    public string? Binary(ulong execId) => execId != 0 && binaries.TryGetValue(execId, out var b) ? b : null;
+
+    public void ForgetBinary(ulong execId) => binaries.TryRemove(execId, out _);
+
+    /// <summary>The address as text, cached: few distinct addresses, many events.</summary>
+    public string Ip(in Bytes16 addr, byte family)
+    {
+        ReadOnlySpan<byte> b = addr;
+        if (family == 10)
+        {
+            var key = (BitConverter.ToUInt64(b), BitConverter.ToUInt64(b[8..]));
+            if (!v6.TryGetValue(key, out var s6))
+                v6[key] = s6 = Cap(v6.Count, new IPAddress(b).ToString());
+            return s6;
+        }
+        uint k = BitConverter.ToUInt32(b);
+        if (!v4.TryGetValue(k, out var s))
+            v4[k] = s = Cap(v4.Count, new IPAddress(b[..4]).ToString());
+        return s;
+    }
+
+    private string Cap(int count, string s)
+    {
+        if (count > 1_000_000)
+        {
+            v4.Clear();
+            v6.Clear();
+        }
+        return s;
+    }
+}
+
+/// <summary>Fixed names, shared string instances (no allocation per event).</summary>
+public static class Names
+{
+    private static readonly string[] Protocols = Enumerable.Range(0, 256).Select(p => p switch
+    {
+        1 => "icmp",
+        6 => "tcp",
+        17 => "udp",
+        58 => "icmpv6",
+        132 => "sctp",
+        _ => p.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    }).ToArray();
+
+    private static readonly string[] Flags = Enumerable.Range(0, 256).Select(FormatFlags).ToArray();
+
+    public static string Protocol(byte p) => Protocols[p];
+
+    /// <summary>TCP flags as cilium monitor prints them ("SYN", "SYN, ACK").</summary>
+    public static string TcpFlags(byte proto, byte flags) => proto == 6 ? Flags[flags] : "";
+
+    private static string FormatFlags(int f)
+    {
+        var parts = new List<string>();
+        if ((f & 0x02) != 0) parts.Add("SYN");
+        if ((f & 0x10) != 0) parts.Add("ACK");
+        if ((f & 0x01) != 0) parts.Add("FIN");
+        if ((f & 0x04) != 0) parts.Add("RST");
+        if ((f & 0x08) != 0) parts.Add("PSH");
+        if ((f & 0x20) != 0) parts.Add("URG");
+        if ((f & 0x40) != 0) parts.Add("ECE");
+        if ((f & 0x80) != 0) parts.Add("CWR");
+        return string.Join(", ", parts);
+    }
+
+    public static string ObsPoint(ObsPoint o) => o switch
+    {
+        Datapath.Abi.ObsPoint.FromEndpoint => "from-endpoint",
+        Datapath.Abi.ObsPoint.ToEndpoint => "to-endpoint",
+        _ => "test",
+    };
+
+    public static string Direction(Dir d) => d == Dir.Ingress ? "ingress" : "egress";
+
+    public static string CtState(CtState s) => s switch
+    {
+        Datapath.Abi.CtState.New => "new",
+        Datapath.Abi.CtState.Established => "established",
+        Datapath.Abi.CtState.Reply => "reply",
+        Datapath.Abi.CtState.Related => "related",
+        _ => "none",
+    };
+
+    public static string Action(VerdictAction a) => a switch
+    {
+        VerdictAction.Allow => "allow",
+        VerdictAction.Audit => "audit",
+        _ => "deny",
+    };
+
+    public static string Match(PolicyMatch m) => m switch
+    {
+        PolicyMatch.L3Only => "L3-Only",
+        PolicyMatch.L3L4 => "L3-L4",
+        PolicyMatch.L4Only => "L4-Only",
+        PolicyMatch.All => "all",
+        _ => "none",
+    };
+
+    public static string Nat(NatKind k) => k switch
+    {
+        NatKind.Dnat => "dnat",
+        NatKind.RevDnat => "rev-dnat",
+        NatKind.Snat => "snat",
+        _ => "rev-snat",
+    };
+
+    public static string Connect(ConnectKind k) => k switch
+    {
+        ConnectKind.Tcp => "tcp",
+        ConnectKind.Udp => "udp",
+        _ => "udp-send",
+    };
+
+    public static string SourceFile(SrcFile f) => f switch
+    {
+        SrcFile.Datapath => "datapath.bpf.c",
+        SrcFile.Policy => "lib/policy.h",
+        SrcFile.Conntrack => "lib/conntrack.h",
+        SrcFile.Lb => "lib/lb.h",
+        SrcFile.Nat => "lib/nat.h",
+        SrcFile.Parse => "lib/parse.h",
+        _ => "unknown",
+    };
+
+    private static readonly string[] Signals =
+    [
+        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
+        "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP",
+        "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    ];
+
+    public static string Signal(int sig) => sig > 0 && sig < Signals.Length ? Signals[sig] : "SIG" + sig.ToString(System.Globalization.CultureInfo.InvariantCulture);
+}

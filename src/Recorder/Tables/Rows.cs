@@ -1,0 +1,564 @@
+using Forensics.Datapath.Abi;
+using Forensics.Query.Reference;
+using Forensics.Recorder.Batches;
+
+namespace Forensics.Recorder.Tables;
+
+/// <summary>
+/// Decodes one event kind into the rows of its table. Each subclass declares
+/// its columns, in schema order, on a fresh <see cref="TableBatch"/> and keeps
+/// the column references; <see cref="Append"/> fills one row per record.
+/// A test checks the declared columns against schemas/TABLE.vN.json.
+/// </summary>
+public abstract class Rows
+{
+    protected Rows(string table, int capacity) => Batch = new TableBatch(table, capacity);
+
+    public TableBatch Batch { get; }
+
+    /// <summary>Appends the record (the span is valid only during the call).</summary>
+    public abstract void Append(ReadOnlySpan<byte> record, EventContext ctx);
+
+    /// <summary>The decoders of every event table, by event kind.</summary>
+    public static Rows? For(EventKind kind, int capacity) => kind switch
+    {
+        EventKind.Drop => new DropRows(capacity),
+        EventKind.Policy => new PolicyRows(capacity),
+        EventKind.Nat => new NatRows(capacity),
+        EventKind.Trace => new TraceRows(capacity),
+        EventKind.Capture => new CaptureRows(capacity),
+        EventKind.Exec => new ExecRows(capacity),
+        EventKind.Exit => new ExitRows(capacity),
+        EventKind.Connect => new ConnectRows(capacity),
+        EventKind.Kdrop => new KdropRows(capacity),
+        _ => null,
+    };
+
+    public static string TableOf(EventKind kind) => kind.ToString().ToLowerInvariant();
+}
+
+/// <summary>time, ktime_ns, cpu.</summary>
+internal readonly struct HeaderCols
+{
+    private readonly Column<long> time;
+    private readonly Column<ulong> ktime;
+    private readonly Column<uint> cpu;
+
+    public HeaderCols(TableBatch b)
+    {
+        time = b.Timestamp("time");
+        ktime = b.U64("ktime_ns");
+        cpu = b.U32("cpu");
+    }
+
+    public void Set(int i, in Hdr h, EventContext ctx)
+    {
+        time.Values[i] = ctx.Utc(h.Ktime);
+        ktime.Values[i] = h.Ktime;
+        cpu.Values[i] = h.Cpu;
+    }
+}
+
+/// <summary>ip_version, src_ip, src_port, dst_ip, dst_port, protocol[, tcp_flags].</summary>
+internal readonly struct TupleCols
+{
+    private readonly Column<byte> version;
+    private readonly StringColumn src, dst, proto;
+    private readonly Column<ushort> sport, dport;
+    private readonly StringColumn? flags;
+
+    public TupleCols(TableBatch b, bool withFlags)
+    {
+        version = b.U8("ip_version");
+        src = b.Str("src_ip");
+        sport = b.U16("src_port");
+        dst = b.Str("dst_ip");
+        dport = b.U16("dst_port");
+        proto = b.Str("protocol");
+        flags = withFlags ? b.Str("tcp_flags") : null;
+    }
+
+    public void Set(int i, in Datapath.Abi.Tuple t, EventContext ctx)
+    {
+        version.Values[i] = t.Family == 10 ? (byte)6 : (byte)4;
+        src.Values[i] = ctx.Ip(t.Saddr, t.Family);
+        sport.Values[i] = t.Sport;
+        dst.Values[i] = ctx.Ip(t.Daddr, t.Family);
+        dport.Values[i] = t.Dport;
+        proto.Values[i] = Names.Protocol(t.Proto);
+        if (flags is not null)
+            flags.Values[i] = Names.TcpFlags(t.Proto, t.TcpFlags);
+    }
+}
+
+/// <summary>src_identity ... direction (fx_dp_meta).</summary>
+internal readonly struct MetaCols
+{
+    private readonly Column<uint> srcId, dstId, ifindex, flow, len;
+    private readonly Column<ushort> ep;
+    private readonly StringColumn obs, dir;
+
+    public MetaCols(TableBatch b)
+    {
+        srcId = b.U32("src_identity");
+        dstId = b.U32("dst_identity");
+        ep = b.U16("endpoint_id");
+        ifindex = b.U32("ifindex");
+        flow = b.U32("flow_id");
+        len = b.U32("pkt_len");
+        obs = b.Str("obs_point");
+        dir = b.Str("direction");
+    }
+
+    public void Set(int i, in DpMeta m)
+    {
+        srcId.Values[i] = m.SrcIdentity;
+        dstId.Values[i] = m.DstIdentity;
+        ep.Values[i] = m.EndpointId;
+        ifindex.Values[i] = m.Ifindex;
+        flow.Values[i] = m.FlowId;
+        len.Values[i] = m.PktLen;
+        obs.Values[i] = Names.ObsPoint(m.ObsPoint);
+        dir.Values[i] = Names.Direction(m.Direction);
+    }
+}
+
+/// <summary>netns_ino, cgroup_id, namespace, pod.</summary>
+internal readonly struct ProcAttrCols
+{
+    private readonly Column<uint> netns;
+    private readonly Column<ulong> cgroup;
+    private readonly StringColumn ns, pod;
+
+    public ProcAttrCols(TableBatch b)
+    {
+        netns = b.U32("netns_ino");
+        cgroup = b.U64("cgroup_id");
+        ns = b.Str("namespace", nullable: true);
+        pod = b.Str("pod", nullable: true);
+    }
+
+    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx)
+    {
+        netns.Values[i] = netnsIno;
+        cgroup.Values[i] = cgroupId;
+        var owner = ctx.Owner(netnsIno);
+        ns.Values[i] = owner?.Namespace;
+        pod.Values[i] = owner?.Pod;
+    }
+}
+
+internal sealed class DropRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly TupleCols tuple;
+    private readonly MetaCols meta;
+    private readonly Column<ushort> reason, line;
+    private readonly StringColumn reasonName, file, ct;
+
+    public DropRows(int capacity) : base("drop", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        tuple = new TupleCols(Batch, true);
+        meta = new MetaCols(Batch);
+        reason = Batch.U16("reason");
+        reasonName = Batch.Str("reason_name");
+        file = Batch.Str("file");
+        line = Batch.U16("line");
+        ct = Batch.Str("ct_state");
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<DropEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        tuple.Set(i, ev.Tuple, ctx);
+        meta.Set(i, ev.Meta);
+        reason.Values[i] = ev.Reason;
+        reasonName.Values[i] = ReasonNames.Get(ev.Reason);
+        file.Values[i] = Names.SourceFile(ev.File);
+        line.Values[i] = ev.Line;
+        ct.Values[i] = Names.CtState(ev.CtState);
+    }
+}
+
+/// <summary>Cilium reason names as shared string instances.</summary>
+internal static class ReasonNames
+{
+    private static readonly string[] Cache = Enumerable.Range(0, 256).Select(DropReasons.Name).ToArray();
+
+    public static string Get(int code) => code is >= 0 and < 256 ? Cache[code] : DropReasons.Name(code);
+}
+
+internal sealed class PolicyRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly TupleCols tuple;
+    private readonly MetaCols meta;
+    private readonly Column<uint> remote;
+    private readonly StringColumn action, match;
+
+    public PolicyRows(int capacity) : base("policy", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        tuple = new TupleCols(Batch, true);
+        meta = new MetaCols(Batch);
+        remote = Batch.U32("remote_identity");
+        action = Batch.Str("action");
+        match = Batch.Str("match");
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<PolicyEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        tuple.Set(i, ev.Tuple, ctx);
+        meta.Set(i, ev.Meta);
+        remote.Values[i] = ev.RemoteIdentity;
+        action.Values[i] = Names.Action(ev.Action);
+        match.Values[i] = Names.Match(ev.Match);
+    }
+}
+
+internal sealed class NatRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly StringColumn kind, proto, osrc, odst, xsrc, xdst;
+    private readonly Column<byte> version;
+    private readonly Column<ushort> osport, odport, xsport, xdport;
+    private readonly Column<uint> service;
+    private readonly MetaCols meta;
+
+    public NatRows(int capacity) : base("nat", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        kind = Batch.Str("nat_kind");
+        version = Batch.U8("ip_version");
+        proto = Batch.Str("protocol");
+        osrc = Batch.Str("orig_src_ip");
+        osport = Batch.U16("orig_src_port");
+        odst = Batch.Str("orig_dst_ip");
+        odport = Batch.U16("orig_dst_port");
+        xsrc = Batch.Str("xlated_src_ip");
+        xsport = Batch.U16("xlated_src_port");
+        xdst = Batch.Str("xlated_dst_ip");
+        xdport = Batch.U16("xlated_dst_port");
+        service = Batch.U32("service_id");
+        meta = new MetaCols(Batch);
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<NatEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        kind.Values[i] = Names.Nat(ev.NatKind);
+        version.Values[i] = ev.Orig.Family == 10 ? (byte)6 : (byte)4;
+        proto.Values[i] = Names.Protocol(ev.Orig.Proto);
+        osrc.Values[i] = ctx.Ip(ev.Orig.Saddr, ev.Orig.Family);
+        osport.Values[i] = ev.Orig.Sport;
+        odst.Values[i] = ctx.Ip(ev.Orig.Daddr, ev.Orig.Family);
+        odport.Values[i] = ev.Orig.Dport;
+        xsrc.Values[i] = ctx.Ip(ev.Xlated.Saddr, ev.Xlated.Family);
+        xsport.Values[i] = ev.Xlated.Sport;
+        xdst.Values[i] = ctx.Ip(ev.Xlated.Daddr, ev.Xlated.Family);
+        xdport.Values[i] = ev.Xlated.Dport;
+        service.Values[i] = ev.ServiceId;
+        meta.Set(i, ev.Meta);
+    }
+}
+
+internal sealed class TraceRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly TupleCols tuple;
+    private readonly MetaCols meta;
+    private readonly StringColumn ct, origIp;
+
+    public TraceRows(int capacity) : base("trace", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        tuple = new TupleCols(Batch, true);
+        meta = new MetaCols(Batch);
+        ct = Batch.Str("ct_state");
+        origIp = Batch.Str("orig_ip", nullable: true);
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<TraceEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        tuple.Set(i, ev.Tuple, ctx);
+        meta.Set(i, ev.Meta);
+        ct.Values[i] = Names.CtState(ev.CtState);
+        ReadOnlySpan<byte> orig = ev.OrigAddr;
+        origIp.Values[i] = orig.IndexOfAnyExcept((byte)0) < 0 ? null : ctx.Ip(ev.OrigAddr, ev.Tuple.Family);
+    }
+}
+
+internal sealed class CaptureRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly TupleCols tuple;
+    private readonly MetaCols meta;
+    private readonly Column<ushort> capLen, dropReason;
+    private readonly StringColumn ct;
+    private readonly BinaryColumn data;
+
+    public CaptureRows(int capacity) : base("capture", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        tuple = new TupleCols(Batch, true);
+        meta = new MetaCols(Batch);
+        capLen = Batch.U16("cap_len");
+        dropReason = Batch.U16("drop_reason");
+        ct = Batch.Str("ct_state");
+        data = Batch.Bin("data");
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<CaptureEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        tuple.Set(i, ev.Tuple, ctx);
+        meta.Set(i, ev.Meta);
+        int n = Math.Min((int)ev.CapLen, Limits.CaptureMax);
+        capLen.Values[i] = (ushort)n;
+        dropReason.Values[i] = ev.DropReason;
+        ct.Values[i] = Names.CtState(ev.CtState);
+        data.Values[i] = ((ReadOnlySpan<byte>)ev.Data)[..n].ToArray();
+    }
+}
+
+internal sealed class ExecRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly Column<uint> pid, tid, ppid, uid, gid;
+    private readonly Column<ulong> execId, parentExecId;
+    private readonly Column<long> processStart;
+    private readonly StringColumn binary, arguments, cwd, comm;
+    private readonly BoolColumn truncated, procfs;
+    private readonly ProcAttrCols attr;
+
+    public ExecRows(int capacity) : base("exec", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        pid = Batch.U32("pid");
+        tid = Batch.U32("tid");
+        ppid = Batch.U32("ppid");
+        uid = Batch.U32("uid");
+        gid = Batch.U32("gid");
+        execId = Batch.U64("exec_id");
+        parentExecId = Batch.U64("parent_exec_id", nullable: true);
+        processStart = Batch.Timestamp("process_start");
+        binary = Batch.Str("binary");
+        arguments = Batch.Str("arguments");
+        truncated = Batch.Bool("args_truncated");
+        cwd = Batch.Str("cwd");
+        comm = Batch.Str("comm");
+        procfs = Batch.Bool("procfs");
+        attr = new ProcAttrCols(Batch);
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<ExecEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        pid.Values[i] = ev.Pid;
+        tid.Values[i] = ev.Tid;
+        ppid.Values[i] = ev.Ppid;
+        uid.Values[i] = ev.Uid;
+        gid.Values[i] = ev.Gid;
+        execId.Values[i] = ev.ExecId;
+        if (ev.ParentExecId != 0)
+            parentExecId.Set(i, ev.ParentExecId);
+        else
+            parentExecId.SetNull(i);
+        processStart.Values[i] = (long)ev.StartTime + ctx.BoottimeToUtcOffsetNs;
+        var bin = EventReader.CString(ev.Filename, ev.FilenameLen);
+        binary.Values[i] = bin;
+        ctx.RegisterBinary(ev.ExecId, bin);
+        arguments.Values[i] = JoinArguments(EventReader.Argv(ev));
+        truncated.Values[i] = (ev.Flags & ExecFlags.ArgsTruncated) != 0;
+        cwd.Values[i] = EventReader.CString(ev.Cwd, ev.CwdLen);
+        comm.Values[i] = EventReader.CString(ev.Comm);
+        procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
+        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+    }
+
+    /// <summary>argv[1..] joined by spaces, as Tetragon's "arguments" (an argument with spaces is quoted).</summary>
+    public static string JoinArguments(string[] argv) =>
+        string.Join(' ', argv.Skip(1).Select(a => a.Length == 0 || a.Contains(' ', StringComparison.Ordinal) ? "\"" + a.Replace("\"", "\\\"", StringComparison.Ordinal) + "\"" : a));
+}
+
+internal sealed class ExitRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly Column<uint> pid, ppid, status;
+    private readonly Column<ulong> execId;
+    private readonly StringColumn binary, signal, comm;
+    private readonly Column<int> exitCode;
+    private readonly ProcAttrCols attr;
+
+    public ExitRows(int capacity) : base("exit", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        pid = Batch.U32("pid");
+        ppid = Batch.U32("ppid");
+        execId = Batch.U64("exec_id");
+        binary = Batch.Str("binary", nullable: true);
+        exitCode = Batch.I32("exit_code", nullable: true);
+        signal = Batch.Str("signal", nullable: true);
+        status = Batch.U32("status");
+        comm = Batch.Str("comm");
+        attr = new ProcAttrCols(Batch);
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<ExitEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        pid.Values[i] = ev.Pid;
+        ppid.Values[i] = ev.Ppid;
+        execId.Values[i] = ev.ExecId;
+        binary.Values[i] = ctx.Binary(ev.ExecId);
+        int sig = (int)(ev.ExitCode & 0x7f);
+        if (sig == 0)
+        {
+            exitCode.Set(i, (int)((ev.ExitCode >> 8) & 0xff));
+            signal.Values[i] = null;
+        }
+        else
+        {
+            exitCode.SetNull(i);
+            signal.Values[i] = Names.Signal(sig);
+        }
+        status.Values[i] = ev.ExitCode;
+        comm.Values[i] = EventReader.CString(ev.Comm);
+        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+    }
+}
+
+internal sealed class ConnectRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly Column<uint> pid, tid, uid;
+    private readonly Column<ulong> execId;
+    private readonly StringColumn binary, comm, kind;
+    private readonly TupleCols tuple;
+    private readonly ProcAttrCols attr;
+
+    public ConnectRows(int capacity) : base("connect", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        pid = Batch.U32("pid");
+        tid = Batch.U32("tid");
+        uid = Batch.U32("uid");
+        execId = Batch.U64("exec_id", nullable: true);
+        binary = Batch.Str("binary", nullable: true);
+        comm = Batch.Str("comm");
+        kind = Batch.Str("connect_kind");
+        tuple = new TupleCols(Batch, false);
+        attr = new ProcAttrCols(Batch);
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<ConnectEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        pid.Values[i] = ev.Pid;
+        tid.Values[i] = ev.Tid;
+        uid.Values[i] = ev.Uid;
+        if (ev.ExecId != 0)
+            execId.Set(i, ev.ExecId);
+        else
+            execId.SetNull(i);
+        binary.Values[i] = ctx.Binary(ev.ExecId);
+        comm.Values[i] = EventReader.CString(ev.Comm);
+        kind.Values[i] = Names.Connect(ev.ConnectKind);
+        tuple.Set(i, ev.Tuple, ctx);
+        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+    }
+}
+
+internal sealed class KdropRows : Rows
+{
+    private readonly HeaderCols hdr;
+    private readonly Column<uint> reason, netns, ifindex, len;
+    private readonly StringColumn reasonName, function, ns, pod;
+    private readonly Column<ulong> location;
+    private readonly Column<ushort> l3;
+    private readonly TupleCols tuple;
+
+    public KdropRows(int capacity) : base("kdrop", capacity)
+    {
+        hdr = new HeaderCols(Batch);
+        reason = Batch.U32("reason");
+        reasonName = Batch.Str("reason_name");
+        location = Batch.U64("location");
+        function = Batch.Str("function");
+        l3 = Batch.U16("l3_proto");
+        tuple = new TupleCols(Batch, false);
+        netns = Batch.U32("netns_ino");
+        ifindex = Batch.U32("ifindex");
+        len = Batch.U32("pkt_len");
+        ns = Batch.Str("namespace", nullable: true);
+        pod = Batch.Str("pod", nullable: true);
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
+    {
+        var ev = EventReader.Read<KdropEvent>(record);
+        int i = Batch.NextRow();
+        hdr.Set(i, ev.Hdr, ctx);
+        reason.Values[i] = ev.Reason;
+        reasonName.Values[i] = ctx.KernelDropReason(ev.Reason);
+        location.Values[i] = ev.Location;
+        function.Values[i] = ctx.KernelSymbol(ev.Location);
+        l3.Values[i] = ev.L3Proto;
+        tuple.Set(i, ev.Tuple, ctx);
+        netns.Values[i] = ev.NetnsIno;
+        ifindex.Values[i] = ev.Ifindex;
+        len.Values[i] = ev.PktLen;
+        var owner = ctx.Owner(ev.NetnsIno);
+        ns.Values[i] = owner?.Namespace;
+        pod.Values[i] = owner?.Pod;
+    }
+}
+
+/// <summary>The loss table: one row per second and kind.</summary>
+public sealed class LossRows : Rows
+{
+    private readonly Column<long> time;
+    private readonly StringColumn kind;
+    private readonly Column<ulong> emitted, failed, dropped;
+
+    public LossRows(int capacity) : base("loss", capacity)
+    {
+        time = Batch.Timestamp("time");
+        kind = Batch.Str("kind");
+        emitted = Batch.U64("emitted");
+        failed = Batch.U64("failed");
+        dropped = Batch.U64("userspace_dropped");
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
+        throw new NotSupportedException("loss rows are added with Add");
+
+    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount)
+    {
+        int i = Batch.NextRow();
+        time.Values[i] = utcNs;
+        kind.Values[i] = kindName;
+        emitted.Values[i] = emittedCount;
+        failed.Values[i] = failedCount;
+        dropped.Values[i] = droppedCount;
+    }
+}
