@@ -69,6 +69,15 @@ public sealed class Manifest
     [JsonPropertyName("loss")] public SortedDictionary<string, ManifestLoss> Loss { get; set; } = new(StringComparer.Ordinal);
     [JsonPropertyName("events_lost")] public ulong EventsLost { get; set; }
 
+    /// <summary>After recovery: segments that were never sealed (a crash lost their rows).</summary>
+    [JsonPropertyName("unsealed_segments")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public int UnsealedSegments { get; set; }
+
+    [JsonPropertyName("unsealed_bytes")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long UnsealedBytes { get; set; }
+
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
     public static Manifest Read(string dir)

@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Forensics.Datapath;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Bpf;
+using Forensics.Recorder;
+using Forensics.Recorder.Storage;
+using Forensics.Recorder.Tables;
+using Forensics.Tests;
+
+namespace Forensics.Kernel.Tests;
+
+/// <summary>The recorder end to end: real programs, real events, Parquet read back with DuckDB.</summary>
+public class RecorderTests
+{
+    private static EventContext NewContext()
+    {
+        var (mono, boot) = Recording.ClockOffsets();
+        return new EventContext(mono) { BoottimeToUtcOffsetNs = boot };
+    }
+
+    private static RecordingSummary RecordWhile(IReadOnlyList<IEventSource> sources, string dir, Action during, TimeSpan? after = null)
+    {
+        using var cts = new CancellationTokenSource();
+        var rec = new Recording(sources, NewContext(), new RecordOptions { OutputDir = dir, SealInterval = TimeSpan.FromMilliseconds(500) });
+        RecordingSummary? summary = null;
+        var t = new Thread(() => summary = rec.Run(() => "duration", cts.Token));
+        t.Start();
+        try
+        {
+            Thread.Sleep(300);
+            during();
+            Thread.Sleep(after ?? TimeSpan.FromMilliseconds(1500));
+        }
+        finally
+        {
+            cts.Cancel();
+            t.Join(TimeSpan.FromSeconds(30));
+        }
+        return summary ?? throw new InvalidOperationException("the recording did not finish");
+    }
+
+    private static string TempDir() => Path.Combine(Directory.CreateTempSubdirectory("fx-rec-").FullName, "rec");
+
+    [KernelFact]
+    public void Record_ProcessesRun_ExecAndExitRowsWithFieldsInParquet()
+    {
+        Prerequisites.EnsureKernelAccess();
+        var dir = TempDir();
+        var token = "fx-token-" + Guid.NewGuid().ToString("N")[..8];
+        int exitPid = 0, killedPid = 0;
+        using (var probes = new ObjectSource(EmbeddedObjects.Probes, new EventOptions { SelfPid = (uint)Environment.ProcessId }, ["fx_exec", "fx_exit"]))
+        {
+            var summary = RecordWhile([probes], dir, () =>
+            {
+                using var p = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", "exit 5", token]))!;
+                p.WaitForExit();
+                exitPid = p.Id;
+                using var s = Process.Start(new ProcessStartInfo("/bin/sleep", ["30"]))!;
+                killedPid = s.Id;
+                Thread.Sleep(100);
+                s.Kill();
+                s.WaitForExit();
+            });
+            Assert.Equal("duration", summary.StopReason);
+            Assert.Equal(0UL, summary.EventsLost);
+        }
+
+        var exec = Duck.Table(dir, "exec", $"pid = {exitPid}").Single();
+        Assert.Equal("/bin/sh", exec["binary"]);
+        Assert.Equal($"-c \"exit 5\" {token}", exec["arguments"]);
+        Assert.Equal((uint)Environment.ProcessId, exec["ppid"]);
+        Assert.Equal(false, exec["procfs"]);
+        var exit = Duck.Table(dir, "exit", $"pid = {exitPid}").Single();
+        Assert.Equal(5, exit["exit_code"]);
+        Assert.Null(exit["signal"]);
+        Assert.Equal(exec["exec_id"], exit["exec_id"]);
+        Assert.Equal("/bin/sh", exit["binary"]);
+        var killed = Duck.Table(dir, "exit", $"pid = {killedPid}").Single();
+        Assert.Equal("SIGKILL", killed["signal"]);
+        Assert.Null(killed["exit_code"]);
+
+        // times are UTC and close to now; the manifest lists every file with its hash
+        var time = (DateTime)exec["time"]!;
+        Assert.InRange(time, DateTime.UtcNow.AddMinutes(-2), DateTime.UtcNow.AddSeconds(5));
+        var manifest = Manifest.Read(dir);
+        Assert.Equal("duration", manifest.StopReason);
+        foreach (var f in manifest.Tables.Values.SelectMany(t => t.Files))
+            Assert.Equal(f.Sha256, Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(Path.Combine(dir, f.Path)))));
+        Assert.Equal(manifest.Tables["exec"].Rows, Duck.Scalar($"SELECT count(*) FROM read_parquet('{dir}/exec/*/*.parquet')"));
+    }
+
+    [KernelFact]
+    public void Record_FloodIntoSmallRing_LossCountsEqualMissingEvents()
+    {
+        Prerequisites.EnsureKernelAccess();
+        var dir = TempDir();
+        const int rounds = 20, repeat = 5000;
+        using var source = new ObjectSource(EmbeddedObjects.Datapath, new EventOptions { Snaplen = 0, RingBytes = 8192, Kinds = new HashSet<EventKind> { EventKind.Trace } });
+        var pkt = Packets.Udp("10.0.0.5", 40000, "10.0.0.6", 53);
+        var summary = RecordWhile([source], dir, () =>
+        {
+            var prog = source.Object.Program("fx_from_endpoint");
+            for (int i = 0; i < rounds; i++)
+                prog.TestRun(pkt, repeat);
+        });
+
+        long recorded = Duck.Table(dir, "trace").Count;
+        var loss = summary.Loss["trace"];
+        ulong attempted = loss.Emitted + loss.Failed;
+        Assert.Equal((ulong)(rounds * repeat), attempted);
+        Assert.True(loss.Failed > 0, "an 8 KiB ring should overflow under BPF_PROG_TEST_RUN");
+        Assert.Equal(attempted, (ulong)recorded + loss.Failed + loss.UserspaceDropped);
+        Assert.Equal(loss.Failed + loss.UserspaceDropped, summary.EventsLost);
+        // the per-second loss table adds up to the same totals
+        var perSecond = Duck.Table(dir, "loss", "kind = 'trace'");
+        Assert.Equal(loss.Failed, (ulong)perSecond.Sum(r => (long)(ulong)r["failed"]!));
+        Assert.Equal(loss.Emitted, (ulong)perSecond.Sum(r => (long)(ulong)r["emitted"]!));
+    }
+
+    [KernelFact]
+    public void Record_KilledWithSigkill_SealedFilesOpenMatchHashesAndRecoverMarksIt()
+    {
+        Prerequisites.EnsureKernelAccess();
+        var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
+        var rng = new Random();
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            var dir = TempDir();
+            using var rec = Process.Start(new ProcessStartInfo("dotnet", [cli, "record", "-d", "60s", "-o", dir, "-t", "exec,exit"])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            })!;
+            // a steady stream of execs while it records, bounded in count and time
+            var sw = Stopwatch.StartNew();
+            int killAfterMs = 4500 + rng.Next(3500); // past the first seal: batch age 1 s + seal interval 2 s
+            while (!File.Exists(Path.Combine(dir, "manifest.json")) && sw.ElapsedMilliseconds < 20000)
+                Thread.Sleep(50);
+            var start = sw.ElapsedMilliseconds;
+            int spawned = 0;
+            while (sw.ElapsedMilliseconds - start < killAfterMs && spawned < 2000)
+            {
+                using var p = Process.Start(new ProcessStartInfo("/bin/true"))!;
+                p.WaitForExit();
+                spawned++;
+                Thread.Sleep(5);
+            }
+            while (sw.ElapsedMilliseconds - start < killAfterMs)
+                Thread.Sleep(10);
+            var killedAt = DateTime.UtcNow;
+            rec.Kill(); // SIGKILL
+            rec.WaitForExit();
+
+            var manifest = Manifest.Read(dir);
+            Assert.Equal("recording", manifest.StopReason);
+            var files = manifest.Tables.Values.SelectMany(t => t.Files).ToList();
+            Assert.True(files.Count > 0, $"no sealed file after {killAfterMs} ms and {spawned} processes; left: {string.Join(", ", Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories))}; stderr: {rec.StandardError.ReadToEnd()}");
+            foreach (var f in files)
+            {
+                var path = Path.Combine(dir, f.Path);
+                Assert.Equal(f.Sha256, Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path))));
+                Assert.Equal(f.Rows, Duck.Scalar($"SELECT count(*) FROM read_parquet('{path}')"));
+            }
+
+            using var recover = Process.Start(new ProcessStartInfo("dotnet", [cli, "recover", dir]) { RedirectStandardOutput = true })!;
+            recover.WaitForExit();
+            Assert.Equal(0, recover.ExitCode);
+            var after = Manifest.Read(dir);
+            Assert.True(after.Recovered);
+            Assert.Equal("recovered", after.StopReason);
+            // the loss is bounded: the newest recorded exec is within seal interval + batch age (+ slack) of the kill
+            var newest = (DateTime)Duck.Query($"SELECT max(time) AS t FROM read_parquet('{dir}/exec/*/*.parquet')")[0]["t"]!;
+            Assert.True(killedAt - newest < TimeSpan.FromSeconds(5), $"newest sealed exec {newest:O}, killed at {killedAt:O}");
+            Directory.Delete(Path.GetDirectoryName(dir)!, true);
+        }
+    }
+}
