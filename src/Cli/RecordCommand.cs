@@ -86,6 +86,17 @@ public static class RecordCommand
             return Cli.Fail(ExitCode.BadInput, $"output folder {args.Output} exists and is not empty");
         try
         {
+            Directory.CreateDirectory(args.Output);
+            var probe = Path.Combine(args.Output, ".write-test");
+            File.WriteAllText(probe, "");
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return Cli.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, $"cannot write the output folder {args.Output}: {e.Message}");
+        }
+        try
+        {
             Prerequisites.EnsureKernelAccess();
         }
         catch (PrerequisiteException e)

@@ -332,7 +332,8 @@ public sealed class Recording
         foreach (var (k, c) in lastCounters)
         {
             var name = Rows.TableOf(k);
-            var d = (pipeline?.UserspaceDropped(k) ?? 0) + discarded.GetValueOrDefault(name);
+            var d = (pipeline?.UserspaceDropped(k) ?? 0) + discarded.GetValueOrDefault(name)
+                + (ulong)(writers.TryGetValue(name, out var w) ? w.AbandonedRows : 0);
             if (c.Emitted == 0 && c.Failed == 0 && d == 0)
                 continue;
             manifest.Loss[name] = new ManifestLoss { Emitted = c.Emitted, Failed = c.Failed, UserspaceDropped = d };

@@ -176,3 +176,73 @@ public class RecorderTests
         }
     }
 }
+
+public class RecorderDiskTests
+{
+    [KernelFact]
+    public void Record_DiskFills_StopsWithDiskFullAndSealedFilesStayValid()
+    {
+        Prerequisites.EnsureKernelAccess();
+        var mnt = Directory.CreateTempSubdirectory("fx-full-").FullName;
+        Run("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt);
+        try
+        {
+            var dir = Path.Combine(mnt, "rec");
+            var (mono, boot) = Recording.ClockOffsets();
+            using var source = new ObjectSource(EmbeddedObjects.Datapath, new EventOptions { Snaplen = 256, RingBytes = 1 << 22 });
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            var rec = new Recording([source], new EventContext(mono) { BoottimeToUtcOffsetNs = boot },
+                new RecordOptions { OutputDir = dir, SealInterval = TimeSpan.FromMilliseconds(300), Pipeline = new PipelineOptions { BatchAge = TimeSpan.FromMilliseconds(200) } });
+            RecordingSummary? summary = null;
+            var t = new Thread(() => summary = rec.Run(() => "duration", cts.Token));
+            t.Start();
+            var prog = source.Object.Program("fx_from_endpoint");
+            var sw = Stopwatch.StartNew();
+            int port = 1;
+            // distinct packets (random-ish ports) so the capture data does not compress away; bounded in time
+            while (t.IsAlive && sw.Elapsed < TimeSpan.FromSeconds(40))
+                prog.TestRun(Packets.Udp("10.0.0.5", (ushort)(port++ % 60000 + 1), "10.0.0.6", (ushort)(port * 7 % 60000 + 1), payload: 200), repeat: 200);
+            var stoppedAfter = sw.Elapsed;
+            t.Join(TimeSpan.FromSeconds(30));
+
+            Assert.NotNull(summary);
+            Assert.Equal("disk-full", summary!.StopReason);
+            Assert.Contains("disk full", summary.Error, StringComparison.OrdinalIgnoreCase);
+            Assert.True(stoppedAfter < TimeSpan.FromSeconds(40), "the recorder should stop by itself when the disk is full");
+            var manifest = Manifest.Read(dir);
+            var files = manifest.Tables.Values.SelectMany(x => x.Files).ToList();
+            Assert.NotEmpty(files);
+            foreach (var f in files)
+            {
+                var path = Path.Combine(dir, f.Path);
+                Assert.Equal(f.Sha256, Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path))));
+                Assert.Equal(f.Rows, Duck.Scalar($"SELECT count(*) FROM read_parquet('{path}')"));
+            }
+        }
+        finally
+        {
+            Run("umount", mnt);
+            Directory.Delete(mnt);
+        }
+    }
+
+    [KernelFact]
+    public void RecordCli_UnwritableOutput_OneLineErrorAndExitCode()
+    {
+        var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
+        using var p = Process.Start(new ProcessStartInfo("dotnet", [cli, "record", "-d", "1s", "-o", "/proc/forensics-cannot-write"]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
+        var err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        Assert.Equal(7, p.ExitCode);
+        var line = Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("error: cannot write the output folder /proc/forensics-cannot-write", line);
+    }
+
+    private static void Run(string file, params string[] args)
+    {
+        using var p = Process.Start(new ProcessStartInfo(file, args) { RedirectStandardError = true })!;
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)}: {p.StandardError.ReadToEnd()}");
+    }
+}

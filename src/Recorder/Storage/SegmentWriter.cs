@@ -91,14 +91,20 @@ public sealed class SegmentWriter : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(batch);
         if (batch.Count == 0)
             return;
-        if (writer is null)
-            await OpenAsync(token);
         int n = batch.Count;
-        using (var rg = writer!.CreateRowGroup())
+        try
         {
+            if (writer is null)
+                await OpenAsync(token);
+            using var rg = writer!.CreateRowGroup();
             for (int c = 0; c < fields.Length; c++)
                 await WriteColumnAsync(rg, c, batch.Columns[c], n, token);
             rg.CompleteValidate();
+        }
+        catch (IOException)
+        {
+            await AbandonAsync(); // a half-written row group: the segment cannot be sealed
+            throw;
         }
         rows += n;
         if (stream!.Length >= sealBytes)
@@ -195,7 +201,53 @@ public sealed class SegmentWriter : IAsyncDisposable
     {
         if (writer is null)
             return;
-        await writer.DisposeAsync();
+        try
+        {
+            await SealOpenAsync();
+        }
+        catch (IOException)
+        {
+            await AbandonAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Rows of segments that could not be sealed (disk full, I/O error): lost, and counted.</summary>
+    public long AbandonedRows { get; private set; }
+
+    /// <summary>Drops the open segment without sealing it (freeing its space); its rows count as lost.</summary>
+    public async Task AbandonAsync()
+    {
+        if (writer is null && stream is null)
+            return;
+        AbandonedRows += rows;
+        rows = 0;
+        try
+        {
+            if (writer is not null)
+                await writer.DisposeAsync();
+        }
+        catch (IOException)
+        {
+        }
+        writer = null;
+        try
+        {
+            if (stream is not null)
+                await stream.DisposeAsync();
+        }
+        catch (IOException)
+        {
+        }
+        stream = null;
+        if (tmpPath is not null)
+            File.Delete(tmpPath);
+        tmpPath = null;
+    }
+
+    private async Task SealOpenAsync()
+    {
+        await writer!.DisposeAsync();
         writer = null;
         await stream!.FlushAsync();
         stream.Flush(flushToDisk: true);
@@ -219,11 +271,6 @@ public sealed class SegmentWriter : IAsyncDisposable
         tmpPath = null;
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        if (writer is not null)
-            await writer.DisposeAsync();
-        if (stream is not null)
-            await stream.DisposeAsync();
-    }
+    /// <summary>Abandons an open segment: call <see cref="SealAsync"/> first to keep it.</summary>
+    public async ValueTask DisposeAsync() => await AbandonAsync();
 }
