@@ -34,6 +34,12 @@ int BPF_PROG(fx_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	return fx_emit_exec(task, bprm);
 }
 
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(fx_fork, struct task_struct *parent, struct task_struct *child)
+{
+	return fx_on_fork(parent, child);
+}
+
 SEC("raw_tp/sched_process_exit")
 int BPF_PROG(fx_exit, struct task_struct *task)
 {

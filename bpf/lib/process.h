@@ -245,6 +245,25 @@ static __always_inline int fx_emit_exec(struct task_struct *task, struct linux_b
 	return 0;
 }
 
+/*
+ * A new process (not a thread) runs its parent's image until it execs: it
+ * inherits the parent's exec id, so a forked worker's connects and exit name
+ * the image they run. No event: the exec that follows, if any, is one.
+ */
+static __always_inline int fx_on_fork(struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	struct fx_proc *pp;
+
+	if (BPF_CORE_READ(child, pid) != ctgid || ptgid == ctgid)
+		return 0;
+	pp = bpf_map_lookup_elem(&fx_procs, &ptgid);
+	if (pp)
+		bpf_map_update_elem(&fx_procs, &ctgid, pp, BPF_ANY);
+	return 0;
+}
+
 static __always_inline int fx_emit_exit(struct task_struct *task)
 {
 	struct fx_exit_event *ev;
