@@ -67,6 +67,22 @@ static __always_inline void fx_skb_tuple(struct sk_buff *skb, __u16 l3_proto, st
 	}
 }
 
+/*
+ * Bytes from the network header on: skb->len counts from skb->data, which
+ * the stack has pulled past the IP header by the time most drops happen.
+ */
+static __always_inline __u32 fx_skb_l3_len(struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	unsigned char *data = BPF_CORE_READ(skb, data);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u32 len = BPF_CORE_READ(skb, len);
+
+	if (nh != FX_HDR_UNSET && data >= head + nh && data - (head + nh) < 0x10000)
+		len += data - (head + nh);
+	return len;
+}
+
 static __always_inline int fx_on_kfree_skb(struct sk_buff *skb, void *location, __u32 reason, struct sock *rx_sk)
 {
 	struct fx_kdrop_event *ev;
@@ -84,7 +100,7 @@ static __always_inline int fx_on_kfree_skb(struct sk_buff *skb, void *location, 
 	ev->location = (__u64)location;
 	ev->reason = reason;
 	ev->l3_proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	ev->pkt_len = BPF_CORE_READ(skb, len);
+	ev->pkt_len = fx_skb_l3_len(skb);
 	ev->ifindex = 0;
 	ev->netns_ino = 0;
 	dev = BPF_CORE_READ(skb, dev);
