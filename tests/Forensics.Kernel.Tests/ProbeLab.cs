@@ -90,7 +90,11 @@ internal sealed class ProbeNetns : IDisposable
         ExcludedHostV6 = $"fd0f:214:{subnet}::1";
         ExcludedV4Cidr = $"10.214.{subnet}.0/24";
         ExcludedV6Cidr = $"fd0f:214:{subnet}::/64";
+        Unanswering = $"10.213.{subnet}.99";
     }
+
+    /// <summary>An address on the veth's subnet that nobody holds: its neighbour never resolves, nothing answers.</summary>
+    public string Unanswering { get; }
 
     public string Name { get; }
     public string HostIf { get; }

@@ -68,6 +68,11 @@ public partial class ProbeTests
             Assert.NotEqual(Attribution.CurrentNetnsInode(), py.NetnsIno);
             Assert.Equal(CgroupIdOfSelf(), py.CgroupId);
             Assert.Equal(cwd.FullName, EventReader.CString(py.Cwd, py.CwdLen));
+            var attribution = new Attribution();
+            Assert.Equal(ns.Name, attribution.Lookup(py.NetnsIno)?.ToString()); // a named network namespace
+            attribution.Register(py.NetnsIno, "default", "xwing");
+            Assert.Equal("default/xwing", attribution.Lookup(py.NetnsIno)?.ToString());
+            Assert.Null(attribution.Lookup(Attribution.CurrentNetnsInode())); // the host's
             Assert.True(py.ExecId > ip.ExecId, "a later exec has a later exec id");
             Assert.Equal(ip.StartTime, py.StartTime); // same process, new image
             var startTicks = ulong.Parse(File.ReadAllText("/proc/self/stat").Split(')')[1].Split(' ')[20], CultureInfo.InvariantCulture);
@@ -253,6 +258,69 @@ public partial class ProbeTests
         Assert.Equal(CgroupIdOfSelf(), ev.CgroupId);
     }
 
+    /// <summary>bash's /dev/tcp connects with a blocking connect(): the call returns only after the handshake.</summary>
+    private static Process BlockingConnect(ProbeNetns ns, string host, int port) =>
+        ns.Start(["/usr/bin/bash", "-c", $"exec 3<>/dev/tcp/{host}/{port}; echo connected"]);
+
+    [KernelFact]
+    public void Connect_BlockingTcpAnswered_ReportedWhenTheHandshakeEnds()
+    {
+        using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Connect);
+        using var log = new EventLog(probes);
+        using var ns = ProbeNetns.Create();
+        using var listener = new TcpListener(IPAddress.Parse(ns.HostV4), 0);
+        listener.Start();
+        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+
+        int pid;
+        using (var p = BlockingConnect(ns, ns.HostV4, port))
+        {
+            pid = p.Id;
+            Assert.Equal("connected", p.StandardOutput.ReadLine());
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+        }
+        using var accepted = listener.AcceptSocket();
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)));
+        log.Settle();
+
+        var ev = log.Connects(pid).Single();
+        Assert.Equal(ConnectKind.Tcp, ev.ConnectKind);
+        Assert.Equal(accepted.RemoteEndPoint, new IPEndPoint(EventReader.Source(ev.Tuple), ev.Tuple.Sport));
+        Assert.Equal(accepted.LocalEndPoint, new IPEndPoint(EventReader.Destination(ev.Tuple), ev.Tuple.Dport));
+        Assert.Equal("bash", EventReader.CString(ev.Comm));
+        Assert.Equal(log.Execs(pid).Last().ExecId, ev.ExecId);
+        Assert.Equal(ns.Inode, ev.NetnsIno);
+    }
+
+    [KernelFact]
+    public void Connect_BlockingTcpUnanswered_ReportedAtTheFirstSynRetransmit()
+    {
+        using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Connect);
+        using var log = new EventLog(probes);
+        using var ns = ProbeNetns.Create();
+
+        using var p = BlockingConnect(ns, ns.Unanswering, 80);
+        try
+        {
+            // connect() is still blocked: the SYN went nowhere; the retransmit after ~1 s reports it
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, p.Id), seconds: 6), "no connect event while connect() blocks");
+            Assert.False(p.HasExited);
+            var ev = log.Connects(p.Id).Single();
+            Assert.Equal(ConnectKind.Tcp, ev.ConnectKind);
+            Assert.Equal(IPAddress.Parse(ns.Unanswering), EventReader.Destination(ev.Tuple));
+            Assert.Equal(80, ev.Tuple.Dport);
+            Assert.NotEqual(0, ev.Tuple.Sport);
+            Assert.Equal(IPAddress.Parse(ns.NsV4), EventReader.Source(ev.Tuple));
+        }
+        finally
+        {
+            p.Kill(true);
+            p.WaitForExit(TimeSpan.FromSeconds(10));
+        }
+        log.Settle();
+        Assert.Single(log.Connects(p.Id)); // the interrupted connect() does not report it again
+    }
+
     [KernelFact]
     public void ConnectFilter_ExcludedCidrs_NoEventInRingAndCounted()
     {
@@ -272,6 +340,7 @@ public partial class ProbeTests
             ns.RunClient("tcp", ns.ExcludedHostV6, port),
             ns.RunClient("udp-connect", ns.ExcludedHostV4, port),
             ns.RunClient("sendto", ns.ExcludedHostV6, port),
+            ns.RunClient("sendto", "::ffff:" + ns.ExcludedHostV4, port), // IPv4-mapped: the IPv4 list applies
         };
         var allowed = ns.RunClient("tcp", ns.HostV4, port);
         Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, allowed.Pid)), "the connect outside the excluded CIDRs was not reported");
@@ -286,7 +355,7 @@ public partial class ProbeTests
         Assert.DoesNotContain(log.Of<ConnectEvent>(EventKind.Connect), e => excludedNets.Any(n => n.Contains(EventReader.Destination(e.Tuple))));
         Assert.Equal(IPAddress.Parse(ns.HostV4), EventReader.Destination(log.Connects(allowed.Pid).Single().Tuple));
         // sendto sends twice to one destination: each send is filtered, and counted
-        Assert.Equal(5UL, probes.FilteredConnects);
+        Assert.Equal(7UL, probes.FilteredConnects);
     }
 
     [KernelFact]
