@@ -256,3 +256,22 @@ public class ProcfsTests
         Assert.Equal(Limits.ArgsMax, ev.ArgsLen);
     }
 }
+
+public class ExitStatusTests
+{
+    [Theory]
+    [InlineData(0u, 0, null, "0")]
+    [InlineData(3u << 8, 3, null, "3")]
+    [InlineData(255u << 8, 255, null, "255")]
+    [InlineData(9u, null, "SIGKILL", "SIGKILL")]
+    [InlineData(15u, null, "SIGTERM", "SIGTERM")]
+    [InlineData(0x80u | 11, null, "SIGSEGV", "SIGSEGV")]
+    [InlineData(36u, null, "SIGRT2", "SIGRT2")]
+    public void Decode_WaitStatus_CodeOrSignal(uint status, int? code, string? signal, string text)
+    {
+        Assert.Equal(code, ExitStatus.Code(status));
+        Assert.Equal(signal, ExitStatus.Signal(status));
+        Assert.Equal(text, ExitStatus.Describe(status));
+        Assert.Equal(status == (0x80u | 11), ExitStatus.CoreDumped(status));
+    }
+}

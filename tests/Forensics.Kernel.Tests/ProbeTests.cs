@@ -80,6 +80,7 @@ public partial class ProbeTests
 
             var exit = log.Exits(pid).Single();
             Assert.Equal(3u << 8, exit.ExitCode);
+            Assert.Equal(3, ExitStatus.Code(exit.ExitCode));
             Assert.Equal(py.ExecId, exit.ExecId);
             Assert.Equal((uint)Environment.ProcessId, exit.Ppid);
             Assert.Equal(ns.Inode, exit.NetnsIno);
@@ -109,8 +110,8 @@ public partial class ProbeTests
         var exec = log.Execs(pid).Single();
         Assert.Equal(["/usr/bin/sleep", "30"], EventReader.Argv(exec));
         var exit = log.Exits(pid).Single();
-        Assert.Equal(9u, exit.ExitCode & 0x7f);
-        Assert.Equal(0u, exit.ExitCode >> 8);
+        Assert.Equal("SIGKILL", ExitStatus.Signal(exit.ExitCode));
+        Assert.Null(ExitStatus.Code(exit.ExitCode));
         Assert.Equal(exec.ExecId, exit.ExecId);
     }
 
