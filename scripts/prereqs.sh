@@ -10,6 +10,7 @@ want() { # want <command-or-file> <debian package>
 
 want /usr/lib/x86_64-linux-gnu/libbpf.so.1 libbpf1
 want ip iproute2
+want /usr/bin/python3 python3  # kernel tests run small socket clients
 if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
   # Building and checking the BPF objects (users run the committed ones).
   want clang-14 clang-14

@@ -20,6 +20,159 @@ struct {
 	__type(value, struct fx_proc);
 } fx_procs SEC(".maps");
 
+/* Bounds of the working-directory walk: path components, mounts included. */
+#define FX_CWD_DEPTH 32
+#define FX_CWD_STEPS 48
+
+struct fx_path_scratch {
+	__u8 buf[FX_CWD_MAX * 2];	/* room for a full read at any offset below FX_CWD_MAX */
+	const unsigned char *names[FX_CWD_DEPTH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fx_path_scratch);
+} fx_path_scratch SEC(".maps");
+
+/* v & mask, kept in the instruction stream so the verifier sees the bound. */
+static __always_inline __u64 fx_mask(__u64 v, const __u64 mask)
+{
+	asm volatile("%[v] &= %[m]" : [v] "+r"(v) : [m] "i"(mask));
+	return v;
+}
+
+static __always_inline struct mount *fx_real_mount(struct vfsmount *vfsmnt)
+{
+	return (struct mount *)((char *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
+}
+
+struct fx_cwd_walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	__u32 n;
+	__u32 complete;
+};
+
+/* One step up the tree: a component, a mount crossing, or the end. */
+static long fx_cwd_step(__u32 i, void *data)
+{
+	struct fx_cwd_walk *w = data;
+	struct dentry *dentry = w->dentry, *mnt_root, *parent;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt, *mnt_parent;
+	struct fx_path_scratch *s;
+	__u32 zero = 0;
+
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt) {
+		w->complete = 1;
+		return 1;
+	}
+	mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+	parent = BPF_CORE_READ(dentry, d_parent);
+	if (dentry == mnt_root || dentry == parent) {
+		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (dentry != mnt_root || mnt == mnt_parent) {
+			w->complete = 1;	/* the global root (or an unreachable dentry) */
+			return 1;
+		}
+		/* cross from this mount's root to its mount point in the parent */
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mnt_parent;
+		w->vfsmnt = (struct vfsmount *)((char *)mnt_parent + bpf_core_field_offset(struct mount, mnt));
+		return 0;
+	}
+	if (w->n >= FX_CWD_DEPTH)
+		return 1;
+	s = bpf_map_lookup_elem(&fx_path_scratch, &zero);
+	if (!s)
+		return 1;
+	s->names[fx_mask(w->n, FX_CWD_DEPTH - 1)] = BPF_CORE_READ(dentry, d_name.name);
+	w->n++;
+	w->dentry = parent;
+	return 0;
+}
+
+struct fx_cwd_write {
+	__u32 n;
+	__u32 off;
+	__u32 truncated;
+};
+
+/* Writes component n-1-i (the collection is leaf first) after a '/'. */
+static long fx_cwd_put(__u32 i, void *data)
+{
+	struct fx_cwd_write *w = data;
+	struct fx_path_scratch *s;
+	__u32 zero = 0;
+	long r;
+
+	if (i >= w->n)
+		return 1;
+	if (w->off > FX_CWD_MAX - 2) {
+		w->truncated = 1;
+		return 1;
+	}
+	s = bpf_map_lookup_elem(&fx_path_scratch, &zero);
+	if (!s)
+		return 1;
+	s->buf[fx_mask(w->off, FX_CWD_MAX - 1)] = '/';
+	w->off++;
+	r = bpf_probe_read_kernel_str(&s->buf[fx_mask(w->off, FX_CWD_MAX - 1)], FX_CWD_MAX,
+				      s->names[fx_mask(w->n - 1 - i, FX_CWD_DEPTH - 1)]);
+	if (r > 1 && r <= FX_CWD_MAX)
+		w->off += r - 1;
+	return 0;
+}
+
+/*
+ * The task's working directory as d_path() would print it, relative to the
+ * task's root: walk the dentries up to each mount's root, cross to the
+ * mount point in the parent mount, stop at the task's root or the global
+ * root. At most FX_CWD_STEPS steps and FX_CWD_DEPTH components; a deeper or
+ * longer path is truncated (flagged). Writes ev->cwd and ev->cwd_len.
+ */
+static __always_inline void fx_read_cwd(struct task_struct *task, struct fx_exec_event *ev)
+{
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct fx_cwd_walk walk = {};
+	struct fx_cwd_write put = {};
+	struct fx_path_scratch *s;
+	__u32 zero = 0;
+
+	ev->cwd_len = 0;
+	s = bpf_map_lookup_elem(&fx_path_scratch, &zero);
+	if (!s || !fs)
+		return;
+	walk.dentry = BPF_CORE_READ(fs, pwd.dentry);
+	walk.vfsmnt = BPF_CORE_READ(fs, pwd.mnt);
+	walk.root_dentry = BPF_CORE_READ(fs, root.dentry);
+	walk.root_mnt = BPF_CORE_READ(fs, root.mnt);
+	walk.mnt = fx_real_mount(walk.vfsmnt);
+	bpf_loop(FX_CWD_STEPS, fx_cwd_step, &walk, 0);
+	if (!walk.complete)
+		ev->flags |= FX_EXEC_CWD_TRUNCATED;
+
+	put.n = walk.n;
+	bpf_loop(FX_CWD_DEPTH, fx_cwd_put, &put, 0);
+	if (put.truncated)
+		ev->flags |= FX_EXEC_CWD_TRUNCATED;
+	if (walk.n == 0) {
+		s->buf[0] = '/';
+		put.off = 1;
+	}
+	if (put.off >= FX_CWD_MAX) {
+		ev->flags |= FX_EXEC_CWD_TRUNCATED;
+		put.off = FX_CWD_MAX;
+	}
+	if (bpf_probe_read_kernel(ev->cwd, FX_CWD_MAX, s->buf) == 0)
+		ev->cwd_len = put.off;
+}
+
 static __always_inline __u32 fx_task_netns(struct task_struct *task)
 {
 	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
@@ -44,7 +197,7 @@ static __always_inline int fx_emit_exec(struct task_struct *task, struct linux_b
 	tgid = BPF_CORE_READ(task, tgid);
 	ppid = BPF_CORE_READ(task, real_parent, tgid);
 	proc.exec_id = bpf_ktime_get_boot_ns();
-	proc.start_time = BPF_CORE_READ(task, start_time);
+	proc.start_time = BPF_CORE_READ(task, start_boottime);
 	bpf_map_update_elem(&fx_procs, &tgid, &proc, BPF_ANY);
 
 	if (!fx_kind_enabled(FX_KIND_EXEC) || tgid == fx_cfg.self_pid)
@@ -86,9 +239,28 @@ static __always_inline int fx_emit_exec(struct task_struct *task, struct linux_b
 			len = 0;
 	}
 	ev->args_len = len;
-	ev->cwd_len = 0;
+	fx_read_cwd(task, ev);
 
 	fx_submit(ev, FX_KIND_EXEC);
+	return 0;
+}
+
+/*
+ * A new process (not a thread) runs its parent's image until it execs: it
+ * inherits the parent's exec id, so a forked worker's connects and exit name
+ * the image they run. No event: the exec that follows, if any, is one.
+ */
+static __always_inline int fx_on_fork(struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	struct fx_proc *pp;
+
+	if (BPF_CORE_READ(child, pid) != ctgid || ptgid == ctgid)
+		return 0;
+	pp = bpf_map_lookup_elem(&fx_procs, &ptgid);
+	if (pp)
+		bpf_map_update_elem(&fx_procs, &ctgid, pp, BPF_ANY);
 	return 0;
 }
 
@@ -98,8 +270,10 @@ static __always_inline int fx_emit_exit(struct task_struct *task)
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	__u64 exec_id;
 
-	if (BPF_CORE_READ(task, pid) != tgid)
-		return 0;	/* a thread, not the process */
+	/* do_exit() decremented signal->live before this tracepoint: 0 means the
+	 * last thread of the process is exiting (whichever thread it is). */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
 	exec_id = fx_exec_id_of(tgid);
 	bpf_map_delete_elem(&fx_procs, &tgid);
 	if (!fx_kind_enabled(FX_KIND_EXIT) || tgid == fx_cfg.self_pid)
@@ -108,7 +282,7 @@ static __always_inline int fx_emit_exit(struct task_struct *task)
 	if (!ev)
 		return 0;
 	ev->pid = tgid;
-	ev->tid = tgid;
+	ev->tid = BPF_CORE_READ(task, pid);
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	ev->exit_code = BPF_CORE_READ(task, exit_code);
 	ev->exec_id = exec_id;

@@ -1,0 +1,102 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using Forensics.Datapath.Interop;
+
+namespace Forensics.Datapath.Probes;
+
+/// <summary>
+/// What a network namespace is called: a pod (namespace/name) or a named
+/// network namespace (ip netns; Namespace null). Prints as Tetragon's compact
+/// output does ("default/xwing").
+/// </summary>
+public sealed record Workload(string? Namespace, string Name)
+{
+    public override string ToString() => Namespace is null ? Name : $"{Namespace}/{Name}";
+}
+
+/// <summary>
+/// Maps network namespace inodes (as events carry them) to workloads: every
+/// named network namespace under /run/netns, and the lab's pods, which the
+/// lab registers with their Kubernetes namespace and name (a registration
+/// wins over the netns file's name). Thread-safe.
+/// </summary>
+public sealed class Attribution
+{
+    public const string NamedNetnsDir = "/run/netns";
+
+    private readonly ConcurrentDictionary<uint, Workload> registered = new();
+    private readonly ConcurrentDictionary<uint, Workload> named = new();
+    private readonly string netnsDir;
+
+    public Attribution(string netnsDir = NamedNetnsDir)
+    {
+        this.netnsDir = netnsDir;
+        Refresh();
+    }
+
+    /// <summary>Names a network namespace as a pod.</summary>
+    public void Register(uint netnsInode, string? @namespace, string pod)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(pod);
+        registered[netnsInode] = new Workload(@namespace, pod);
+    }
+
+    /// <summary>Names a pod by the path of its network namespace (/run/netns/NAME, /proc/PID/ns/net).</summary>
+    public void Register(string netnsPath, string? @namespace, string pod) =>
+        Register(NetnsInode(netnsPath) ?? throw new FileNotFoundException($"no network namespace at {netnsPath}", netnsPath), @namespace, pod);
+
+    public bool Unregister(uint netnsInode) => registered.TryRemove(netnsInode, out _);
+
+    /// <summary>The workload of a network namespace; null for the host's and unknown ones.</summary>
+    public Workload? Lookup(uint netnsInode)
+    {
+        if (registered.TryGetValue(netnsInode, out var w))
+            return w;
+        if (named.TryGetValue(netnsInode, out w))
+            return w;
+        return null;
+    }
+
+    /// <summary>Rereads the named network namespaces (namespaces created since are found, deleted ones forgotten).</summary>
+    public void Refresh()
+    {
+        var seen = new Dictionary<uint, Workload>();
+        if (Directory.Exists(netnsDir))
+            foreach (var path in Directory.EnumerateFiles(netnsDir))
+                if (NetnsInode(path) is { } ino)
+                    seen[ino] = new Workload(null, Path.GetFileName(path));
+        foreach (var key in named.Keys)
+            if (!seen.ContainsKey(key))
+                named.TryRemove(key, out _);
+        foreach (var (ino, w) in seen)
+            named[ino] = w;
+    }
+
+    /// <summary>The inode of a network namespace file (a /run/netns bind mount or a /proc/PID/ns/net link).</summary>
+    public static uint? NetnsInode(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        // /proc/PID/ns/net reads as "net:[4026531840]" without needing to stat the namespace
+        if (path.StartsWith("/proc/", StringComparison.Ordinal))
+        {
+            try
+            {
+                var target = new FileInfo(path).LinkTarget;
+                if (target is not null && target.StartsWith("net:[", StringComparison.Ordinal) && target.EndsWith(']'))
+                    return uint.Parse(target.AsSpan(5, target.Length - 6), CultureInfo.InvariantCulture);
+            }
+            catch (IOException)
+            {
+                return null;
+            }
+            catch (UnauthorizedAccessException)
+            {
+                return null;
+            }
+        }
+        return FileStat.Inode(path) is { } ino ? (uint)ino : null;
+    }
+
+    /// <summary>The network namespace of this process.</summary>
+    public static uint CurrentNetnsInode() => NetnsInode("/proc/self/ns/net") ?? 0;
+}

@@ -1,0 +1,124 @@
+using System.Net;
+using System.Text;
+using System.Text.RegularExpressions;
+using YamlDotNet.RepresentationModel;
+
+namespace Forensics.Datapath.Probes;
+
+/// <summary>A TracingPolicy the connect filter can honour, and the CIDRs it excludes.</summary>
+public sealed record TracingPolicyFilter(string Name, string Call, IReadOnlyList<IPNetwork> ExcludedCidrs);
+
+/// <summary>A TracingPolicy this tool cannot honour; the message says why, in one line.</summary>
+public sealed class TracingPolicyException : Exception
+{
+    public TracingPolicyException(string message) : base(message) { }
+    public TracingPolicyException() { }
+    public TracingPolicyException(string message, Exception inner) : base(message, inner) { }
+}
+
+/// <summary>
+/// Reads a Tetragon TracingPolicy of the quickstart's shape (a kprobe on
+/// tcp_connect whose selector has a NotDAddr matchArgs list), so users can
+/// reuse that file as it is: ${VAR} references are substituted from the
+/// environment first (as envsubst does), and the NotDAddr values become the
+/// connect probe's excluded destinations.
+/// </summary>
+public static partial class TracingPolicyReader
+{
+    private static readonly string[] ConnectCalls = ["tcp_connect", "tcp_v4_connect", "tcp_v6_connect"];
+
+    public static TracingPolicyFilter ReadFile(string path, Func<string, string?>? environment = null) =>
+        Parse(File.ReadAllText(path), environment);
+
+    /// <summary>Parses the policy text; <paramref name="environment"/> defaults to the process environment.</summary>
+    public static TracingPolicyFilter Parse(string yaml, Func<string, string?>? environment = null)
+    {
+        ArgumentNullException.ThrowIfNull(yaml);
+        var text = Substitute(yaml, environment ?? Environment.GetEnvironmentVariable);
+        var stream = new YamlStream();
+        try
+        {
+            stream.Load(new StringReader(text));
+        }
+        catch (YamlDotNet.Core.YamlException e)
+        {
+            throw new TracingPolicyException($"the TracingPolicy is not valid YAML: {e.Message}", e);
+        }
+        if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is not YamlMappingNode root)
+            throw new TracingPolicyException("the TracingPolicy is empty");
+
+        var kind = Scalar(root, "kind");
+        if (kind is not ("TracingPolicy" or "TracingPolicyNamespaced"))
+            throw new TracingPolicyException($"kind is '{kind}', not TracingPolicy");
+        var name = Child(root, "metadata") is YamlMappingNode meta ? Scalar(meta, "name") ?? "" : "";
+        if (Child(root, "spec") is not YamlMappingNode spec || Child(spec, "kprobes") is not YamlSequenceNode kprobes)
+            throw new TracingPolicyException("the TracingPolicy has no spec.kprobes");
+
+        foreach (var kp in kprobes.Children.OfType<YamlMappingNode>())
+        {
+            var call = Scalar(kp, "call");
+            if (call is null || !ConnectCalls.Contains(call))
+                continue;
+            var selectors = Child(kp, "selectors") as YamlSequenceNode;
+            if (selectors is null || selectors.Children.Count == 0)
+                throw new TracingPolicyException($"the kprobe on {call} has no selectors: nothing to exclude");
+            if (selectors.Children.Count > 1)
+                throw new TracingPolicyException($"the kprobe on {call} has {selectors.Children.Count} selectors; only one (a NotDAddr list) is supported");
+            var selector = (YamlMappingNode)selectors.Children[0];
+            foreach (var key in selector.Children.Keys.OfType<YamlScalarNode>())
+                if (key.Value != "matchArgs")
+                    throw new TracingPolicyException($"the selector of {call} uses {key.Value}; only matchArgs with NotDAddr is supported");
+            if (Child(selector, "matchArgs") is not YamlSequenceNode matchArgs)
+                throw new TracingPolicyException($"the selector of {call} has no matchArgs");
+
+            var cidrs = new List<IPNetwork>();
+            foreach (var arg in matchArgs.Children.OfType<YamlMappingNode>())
+            {
+                var op = Scalar(arg, "operator");
+                if (op != "NotDAddr")
+                    throw new TracingPolicyException($"matchArgs operator '{op}' is not supported; only NotDAddr is");
+                if (Child(arg, "values") is not YamlSequenceNode values)
+                    throw new TracingPolicyException("a NotDAddr matchArgs has no values");
+                foreach (var v in values.Children.OfType<YamlScalarNode>())
+                {
+                    var value = v.Value ?? "";
+                    if (!Cidrs.TryParse(value, out var net))
+                        throw new TracingPolicyException($"NotDAddr value '{value}' is not an address or CIDR");
+                    cidrs.Add(net);
+                }
+            }
+            if (cidrs.Count == 0)
+                throw new TracingPolicyException($"the kprobe on {call} has no NotDAddr values");
+            return new TracingPolicyFilter(name, call, cidrs);
+        }
+        throw new TracingPolicyException($"the TracingPolicy has no kprobe on {string.Join(" or ", ConnectCalls)}");
+    }
+
+    /// <summary>envsubst: ${VAR} and $VAR replaced from the environment; an unset variable is an error.</summary>
+    internal static string Substitute(string text, Func<string, string?> environment)
+    {
+        var missing = new List<string>();
+        var result = VariablePattern().Replace(text, m =>
+        {
+            var name = m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value;
+            var value = environment(name);
+            if (value is null)
+            {
+                missing.Add(name);
+                return m.Value;
+            }
+            return value;
+        });
+        if (missing.Count > 0)
+            throw new TracingPolicyException($"the TracingPolicy uses {string.Join(", ", missing.Distinct().Select(n => "${" + n + "}"))}, which is not set: export it or run the file through envsubst");
+        return result;
+    }
+
+    [GeneratedRegex(@"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")]
+    private static partial Regex VariablePattern();
+
+    private static YamlNode? Child(YamlMappingNode node, string key) =>
+        node.Children.TryGetValue(new YamlScalarNode(key), out var v) ? v : null;
+
+    private static string? Scalar(YamlMappingNode node, string key) => (Child(node, key) as YamlScalarNode)?.Value;
+}

@@ -1,0 +1,277 @@
+using System.Net;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Probes;
+
+namespace Forensics.Datapath.Tests;
+
+public class TracingPolicyTests
+{
+    private static readonly string Reference = Path.Combine(AppContext.BaseDirectory, "testdata", "tetragon_network_egress_cluster.yaml");
+
+    private static Func<string, string?> Env(params (string Name, string Value)[] vars) =>
+        name => vars.FirstOrDefault(v => v.Name == name).Value;
+
+    [Fact]
+    public void ReferencePolicy_VariablesSet_NotDAddrValuesBecomeExcludedCidrs()
+    {
+        var filter = TracingPolicyReader.ReadFile(Reference, Env(("PODCIDR", "10.44.0.0/14"), ("SERVICECIDR", "10.48.0.0/20")));
+
+        Assert.Equal("monitor-network-activity-outside-cluster-cidr-range", filter.Name);
+        Assert.Equal("tcp_connect", filter.Call);
+        Assert.Equal(["127.0.0.1/32", "10.44.0.0/14", "10.48.0.0/20"], filter.ExcludedCidrs.Select(c => c.ToString()));
+    }
+
+    [Fact]
+    public void ReferencePolicy_VariableUnset_ErrorNamesTheVariable()
+    {
+        var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.ReadFile(Reference, Env(("PODCIDR", "10.44.0.0/14"))));
+        Assert.Contains("${SERVICECIDR}", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("PODCIDR", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ReferencePolicy_AlreadyThroughEnvsubst_ReadsWithoutEnvironment()
+    {
+        var text = File.ReadAllText(Reference).Replace("${PODCIDR}", "10.44.0.0/14", StringComparison.Ordinal)
+            .Replace("${SERVICECIDR}", "fd00:10:96::/112", StringComparison.Ordinal);
+
+        var filter = TracingPolicyReader.Parse(text, Env());
+
+        Assert.Equal(["127.0.0.1/32", "10.44.0.0/14", "fd00:10:96::/112"], filter.ExcludedCidrs.Select(c => c.ToString()));
+    }
+
+    [Theory]
+    [InlineData("DAddr", "operator 'DAddr' is not supported")]
+    [InlineData("Equal", "operator 'Equal' is not supported")]
+    public void Policy_OtherOperator_Rejected(string op, string message)
+    {
+        var text = File.ReadAllText(Reference).Replace("NotDAddr", op, StringComparison.Ordinal);
+        var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.Parse(text, Env(("PODCIDR", "10.0.0.0/8"), ("SERVICECIDR", "10.1.0.0/16"))));
+        Assert.Contains(message, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Policy_NoTcpConnectKprobe_Rejected()
+    {
+        var text = File.ReadAllText(Reference).Replace("\"tcp_connect\"", "\"tcp_close\"", StringComparison.Ordinal);
+        var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.Parse(text, Env(("PODCIDR", "10.0.0.0/8"), ("SERVICECIDR", "10.1.0.0/16"))));
+        Assert.Contains("no kprobe on tcp_connect", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Policy_BadValue_Rejected()
+    {
+        var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.ReadFile(Reference, Env(("PODCIDR", "10.44.0.0/99"), ("SERVICECIDR", "10.48.0.0/20"))));
+        Assert.Contains("'10.44.0.0/99'", e.Message, StringComparison.Ordinal);
+    }
+}
+
+public class CidrsTests
+{
+    [Theory]
+    [InlineData("10.0.0.0/8", "10.0.0.0/8")]
+    [InlineData("10.1.2.3/8", "10.0.0.0/8")]
+    [InlineData("127.0.0.1", "127.0.0.1/32")]
+    [InlineData(" 198.51.100.7/24 ", "198.51.100.0/24")]
+    [InlineData("fd00::1/64", "fd00::/64")]
+    [InlineData("::1", "::1/128")]
+    [InlineData("0.0.0.0/0", "0.0.0.0/0")]
+    public void Parse_Valid_NormalizedNetwork(string text, string expected) =>
+        Assert.Equal(expected, Cidrs.Parse(text).ToString());
+
+    [Theory]
+    [InlineData("10.0.0.0/33")]
+    [InlineData("fd00::/129")]
+    [InlineData("example.com")]
+    [InlineData("10.0.0.0/")]
+    [InlineData("10.0.0.0/-1")]
+    [InlineData("")]
+    public void Parse_Invalid_FormatException(string text)
+    {
+        Assert.Throws<FormatException>(() => Cidrs.Parse(text));
+        Assert.False(Cidrs.TryParse(text, out _));
+    }
+}
+
+public class KernelSymbolsTests
+{
+    private const string Sample = """
+        0000000000000000 A fixed_percpu_data
+        ffffffff81000000 T _stext
+        ffffffff81a00000 T __udp4_lib_rcv
+        ffffffff81a00800 t udp_queue_rcv_one_skb
+        ffffffff81b00000 D some_data
+        ffffffffc0001000 t veth_xmit	[veth]
+        """;
+
+    [Theory]
+    [InlineData(0xffffffff81a00000UL, "__udp4_lib_rcv+0x0")]
+    [InlineData(0xffffffff81a0012aUL, "__udp4_lib_rcv+0x12a")]
+    [InlineData(0xffffffff81a00810UL, "udp_queue_rcv_one_skb+0x10")]
+    [InlineData(0xffffffffc0001004UL, "veth_xmit+0x4")]
+    [InlineData(0xffffffff80000000UL, "0xffffffff80000000")]
+    public void Resolve_Address_FunctionPlusOffset(ulong address, string expected)
+    {
+        var syms = KernelSymbols.Parse(new StringReader(Sample));
+        Assert.Equal(4, syms.Count); // text symbols only
+        Assert.Equal(expected, syms.Resolve(address));
+    }
+
+    [Fact]
+    public void Parse_AddressesHidden_NothingResolves()
+    {
+        var syms = KernelSymbols.Parse(new StringReader("0000000000000000 T _stext\n0000000000000000 T tcp_v4_rcv\n"));
+        Assert.Equal(0, syms.Count);
+        Assert.Equal("0xffffffff81a00000", syms.Resolve(0xffffffff81a00000UL));
+    }
+}
+
+public class KernelDropReasonsTests
+{
+    [Fact]
+    public void Names_EnumConstants_PrefixesDropped()
+    {
+        var reasons = new KernelDropReasons(new Dictionary<string, long>
+        {
+            ["SKB_NOT_DROPPED_YET"] = 0,
+            ["SKB_CONSUMED"] = 1,
+            ["SKB_DROP_REASON_NOT_SPECIFIED"] = 2,
+            ["SKB_DROP_REASON_NO_SOCKET"] = 3,
+        });
+
+        Assert.Equal("CONSUMED", reasons.Name(1));
+        Assert.Equal("NO_SOCKET", reasons.Name(3));
+        Assert.Equal("77", reasons.Name(77));
+        Assert.Equal(3u, reasons.Value("NO_SOCKET"));
+        Assert.Null(reasons.Value("TCP_CSUM"));
+    }
+
+    [Fact]
+    public void FromRunningKernel_Btf_NamesTheReasonsTheProbeSkipsAndReports()
+    {
+        if (!File.Exists("/sys/kernel/btf/vmlinux"))
+            return; // no kernel BTF on this machine: the kernel tests say so
+        var reasons = KernelDropReasons.FromRunningKernel();
+        Assert.True(reasons.Count > 10);
+        Assert.Equal(1u, reasons.Value("CONSUMED")); // the probe skips values up to SKB_CONSUMED
+        Assert.NotNull(reasons.Value("NO_SOCKET"));
+        Assert.Equal("NO_SOCKET", reasons.Name(reasons.Value("NO_SOCKET")!.Value));
+    }
+}
+
+public class AttributionTests
+{
+    [Fact]
+    public void Lookup_NamedNetnsAndRegisteredPod_RegistrationWins()
+    {
+        var dir = Directory.CreateTempSubdirectory("fxp-netns-");
+        try
+        {
+            // stand-ins for /run/netns bind mounts: files whose inodes name them
+            File.WriteAllText(Path.Combine(dir.FullName, "blue"), "");
+            File.WriteAllText(Path.Combine(dir.FullName, "red"), "");
+            uint blue = Attribution.NetnsInode(Path.Combine(dir.FullName, "blue"))!.Value;
+            uint red = Attribution.NetnsInode(Path.Combine(dir.FullName, "red"))!.Value;
+            var attribution = new Attribution(dir.FullName);
+
+            attribution.Register(red, "default", "xwing");
+
+            Assert.Equal(new Workload(null, "blue"), attribution.Lookup(blue));
+            Assert.Equal("blue", attribution.Lookup(blue)!.ToString());
+            Assert.Equal("default/xwing", attribution.Lookup(red)!.ToString());
+            Assert.Null(attribution.Lookup(blue + red));
+
+            File.Delete(Path.Combine(dir.FullName, "blue"));
+            attribution.Refresh();
+            Assert.Null(attribution.Lookup(blue));
+            Assert.True(attribution.Unregister(red));
+            Assert.Equal("red", attribution.Lookup(red)!.ToString());
+        }
+        finally
+        {
+            dir.Delete(true);
+        }
+    }
+
+    [Fact]
+    public void CurrentNetnsInode_ProcSelf_MatchesNsLink()
+    {
+        var link = new FileInfo("/proc/self/ns/net").LinkTarget!; // "net:[4026531840]"
+        Assert.Equal(link, $"net:[{Attribution.CurrentNetnsInode()}]");
+    }
+}
+
+public class ProcfsTests
+{
+    [Fact]
+    public void Scan_ThisProcess_IdentityFromProc()
+    {
+        var procs = ProcfsScanner.Scan();
+        var self = procs.Single(p => p.Pid == (uint)Environment.ProcessId);
+
+        Assert.Equal(Environment.ProcessPath, self.Binary);
+        Assert.Equal(Environment.CurrentDirectory, self.Cwd);
+        Assert.Equal(Attribution.CurrentNetnsInode(), self.NetnsIno);
+        Assert.Equal(self.StartTimeNs + self.Pid, self.ExecId);
+        Assert.Equal(File.ReadAllText("/proc/self/comm").TrimEnd('\n'), self.Comm);
+        Assert.Equal(Environment.GetCommandLineArgs()[1..], self.Argv.Skip(self.Argv.Count - (Environment.GetCommandLineArgs().Length - 1)));
+        var parent = procs.SingleOrDefault(p => p.Pid == self.Ppid);
+        Assert.Equal(parent?.ExecId ?? 0, self.ParentExecId);
+        Assert.DoesNotContain(procs, p => p.Pid == 2); // kthreadd: kernel threads are left out
+        Assert.Equal(procs.Count, procs.Select(p => p.ExecId).Distinct().Count());
+    }
+
+    [Fact]
+    public void ToExecRecord_Process_DecodesAsProcfsExecEvent()
+    {
+        var p = new ProcfsProcess(Pid: 4242, Ppid: 1, Uid: 1000, Gid: 100, StartTimeNs: 5_000_000_000, ExecId: 5_000_004_242,
+            ParentExecId: 77, Binary: "/usr/bin/curl", Argv: ["curl", "-s", "https://ebpf.io/"], ArgsTruncated: false,
+            Cwd: "/home/user", Comm: "curl", NetnsIno: 4026531840, CgroupId: 12345);
+
+        var rec = p.ToExecRecord(ktimeNs: 999);
+        var ev = EventReader.Read<ExecEvent>(rec);
+
+        Assert.Equal(EventKind.Exec, ev.Hdr.Kind);
+        Assert.Equal(rec.Length, ev.Hdr.Size);
+        Assert.Equal(999UL, ev.Hdr.Ktime);
+        Assert.Equal(ExecFlags.Procfs, ev.Flags);
+        Assert.Equal((4242u, 1u, 1000u, 100u), (ev.Pid, ev.Ppid, ev.Uid, ev.Gid));
+        Assert.Equal((5_000_004_242UL, 77UL, 5_000_000_000UL), (ev.ExecId, ev.ParentExecId, ev.StartTime));
+        Assert.Equal("/usr/bin/curl", EventReader.CString(ev.Filename, ev.FilenameLen));
+        Assert.Equal(["curl", "-s", "https://ebpf.io/"], EventReader.Argv(ev));
+        Assert.Equal("/home/user", EventReader.CString(ev.Cwd, ev.CwdLen));
+        Assert.Equal("curl", EventReader.CString(ev.Comm));
+        Assert.Equal((4026531840u, 12345UL, (ushort)3), (ev.NetnsIno, ev.CgroupId, ev.Argc));
+    }
+
+    [Fact]
+    public void ToExecRecord_LongArguments_TruncatedAtProbeLimit()
+    {
+        string[] argv = ["sh", .. Enumerable.Repeat(new string('x', 100), 20)];
+        var p = new ProcfsProcess(1, 0, 0, 0, 0, 1, 0, "/bin/sh", argv, false, "/", "sh", 1, 1);
+
+        var ev = EventReader.Read<ExecEvent>(p.ToExecRecord(0));
+
+        Assert.True(ev.Flags.HasFlag(ExecFlags.ArgsTruncated));
+        Assert.Equal(Limits.ArgsMax, ev.ArgsLen);
+    }
+}
+
+public class ExitStatusTests
+{
+    [Theory]
+    [InlineData(0u, 0, null, "0")]
+    [InlineData(3u << 8, 3, null, "3")]
+    [InlineData(255u << 8, 255, null, "255")]
+    [InlineData(9u, null, "SIGKILL", "SIGKILL")]
+    [InlineData(15u, null, "SIGTERM", "SIGTERM")]
+    [InlineData(0x80u | 11, null, "SIGSEGV", "SIGSEGV")]
+    [InlineData(36u, null, "SIGRT2", "SIGRT2")]
+    public void Decode_WaitStatus_CodeOrSignal(uint status, int? code, string? signal, string text)
+    {
+        Assert.Equal(code, ExitStatus.Code(status));
+        Assert.Equal(signal, ExitStatus.Signal(status));
+        Assert.Equal(text, ExitStatus.Describe(status));
+        Assert.Equal(status == (0x80u | 11), ExitStatus.CoreDumped(status));
+    }
+}
