@@ -1,9 +1,11 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Net;
 using System.Runtime.InteropServices;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
+using Forensics.Datapath.Probes;
 using Forensics.Recorder;
 using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
@@ -16,6 +18,7 @@ public sealed record RecordArgs(
     TimeSpan? Duration,
     IReadOnlySet<EventKind> Kinds,
     IReadOnlyList<string> ExcludeCidrs,
+    string? TetragonPolicy,
     uint Snaplen,
     uint RingBytes,
     bool Progress);
@@ -30,12 +33,13 @@ public static class RecordCommand
         var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s, 10m, 1h); without it, record until Ctrl-C or SIGTERM" };
         var output = new Option<string?>("--output", "-o") { Description = "Recording folder (default: ./recording-YYYYMMDD-HHMMSS)" };
         var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to record, comma-separated or repeated: {string.Join(", ", KindNames)} (default: all)", AllowMultipleArgumentsPerToken = true };
-        var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
+        var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel, counted" };
+        var tetragon = new Option<string?>("--tetragon-policy") { Description = "Read excluded CIDRs from a Tetragon TracingPolicy (the quickstart's tcp_connect NotDAddr list, ${VARS} from the environment)" };
         var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
         var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
         var cmd = new Command("record", "Record what the probes see to Parquet with a manifest; stops on --duration, Ctrl-C or SIGTERM")
         {
-            duration, output, types, exclude, snaplen, ring,
+            duration, output, types, exclude, tetragon, snaplen, ring,
         };
         cmd.SetAction(parse =>
         {
@@ -53,6 +57,7 @@ public static class RecordCommand
                     parse.GetValue(duration) is { } d ? Args.ParseDuration(d) : null,
                     kinds,
                     parse.GetValue(exclude) ?? [],
+                    parse.GetValue(tetragon),
                     parse.GetValue(snaplen),
                     (uint)ringBytes,
                     !Console.IsErrorRedirected);
@@ -104,8 +109,25 @@ public static class RecordCommand
             return Cli.Fail(ExitCode.Prerequisite, e.Message);
         }
 
+        List<IPNetwork> excluded;
+        try
+        {
+            excluded = [.. args.ExcludeCidrs.Select(Cidrs.Parse)];
+            if (args.TetragonPolicy is not null)
+                excluded.AddRange(TracingPolicyReader.ReadFile(args.TetragonPolicy).ExcludedCidrs);
+        }
+        catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
+        {
+            return Cli.Fail(ExitCode.BadInput, e.Message);
+        }
+
         var (mono, boot) = Recording.ClockOffsets();
-        var context = new EventContext(mono) { BoottimeToUtcOffsetNs = boot };
+        var context = new EventContext(mono)
+        {
+            BoottimeToUtcOffsetNs = boot,
+            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
+            KernelSymbol = KernelSymbols.Load().Resolve,
+        };
         var options = new EventOptions
         {
             Kinds = args.Kinds,
@@ -114,9 +136,21 @@ public static class RecordCommand
             SelfPid = (uint)Environment.ProcessId,
         };
         var sources = new List<IEventSource>();
+        var preamble = new List<byte[]>();
         try
         {
-            sources.Add(new ObjectSource(EmbeddedObjects.Probes, options, ["fx_exec", "fx_exit"]));
+            var probeSet = ProbesFor(args.Kinds);
+            if (probeSet != ProbeSet.None)
+            {
+                var probes = Probes.Load(new ProbeOptions { Events = options, Enabled = probeSet, ExcludedCidrs = excluded });
+                sources.Add(probes);
+                probes.Attach();
+                ulong now = (ulong)(FileSystem.Clocks().Monotonic);
+                if ((probeSet & ProbeSet.Exec) != 0)
+                    preamble.AddRange(probes.SeedProcesses().Select(p => p.ToExecRecord(now)));
+                else
+                    probes.SeedProcesses();
+            }
         }
         catch (BpfException e)
         {
@@ -139,12 +173,16 @@ public static class RecordCommand
             Config = new ManifestConfig
             {
                 Kinds = [.. (args.Kinds.Count == 0 ? KindNames : args.Kinds.Select(Rows.TableOf))],
-                ExcludeCidrs = [.. args.ExcludeCidrs],
+                ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
                 Snaplen = args.Snaplen,
                 RingBytes = args.RingBytes,
                 DurationSeconds = args.Duration?.TotalSeconds,
             },
         });
+        recording.Preamble.AddRange(preamble);
+        var probesSource = sources.OfType<Probes>().FirstOrDefault();
+        if (probesSource is not null)
+            recording.UpdateManifest = m => m.FilteredConnects = probesSource.FilteredConnects;
         if (args.Progress)
             Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
         RecordingSummary summary;
@@ -162,6 +200,17 @@ public static class RecordCommand
         if (summary.EventsLost > 0)
             return Cli.Fail(ExitCode.EventsLost, $"{summary.EventsLost} events were lost: {LossText(summary.Loss)}");
         return (int)ExitCode.Ok;
+    }
+
+    internal static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds)
+    {
+        bool All(EventKind k) => kinds.Count == 0 || kinds.Contains(k);
+        var set = ProbeSet.None;
+        if (All(EventKind.Exec)) set |= ProbeSet.Exec;
+        if (All(EventKind.Exit)) set |= ProbeSet.Exit;
+        if (All(EventKind.Connect)) set |= ProbeSet.Connect;
+        if (All(EventKind.Kdrop)) set |= ProbeSet.Kdrop;
+        return set;
     }
 
     internal static string LossText(IReadOnlyDictionary<string, ManifestLoss> loss) =>

@@ -72,8 +72,14 @@ public sealed class Recording
 
     public Manifest Manifest => manifest;
 
-    /// <summary>Snapshot tables (endpoints, services, ...) to write at start and end, as batches.</summary>
+    /// <summary>Snapshot tables (endpoints, services, ...) to write at start, as batches.</summary>
     public List<Batches.TableBatch> Snapshots { get; } = [];
+
+    /// <summary>Called under the manifest lock before each manifest write (e.g. to add counters).</summary>
+    public Action<Manifest>? UpdateManifest { get; set; }
+
+    /// <summary>Event records known at start (processes found in /proc), decoded like ring buffer records.</summary>
+    public List<byte[]> Preamble { get; } = [];
 
     public static Manifest NewManifest(RecordOptions options, EventContext context)
     {
@@ -138,6 +144,7 @@ public sealed class Recording
 
         foreach (var snap in Snapshots)
             WriteBatchSafely(snap);
+        WritePreamble();
 
         var writer = new Thread(() => WriterLoop(queue, stop)) { Name = "forensics-writer", IsBackground = true };
         writer.Start();
@@ -168,11 +175,26 @@ public sealed class Recording
             manifest.EndedAt = DateTime.UtcNow;
             manifest.StopReason = reason;
             FillLoss();
+            UpdateManifest?.Invoke(manifest);
             TryWriteManifest();
         }
         return new RecordingSummary(options.OutputDir, reason, sw.Elapsed,
             manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
             manifest.Loss, manifest.EventsLost, Interlocked.Read(ref bytesSealed), error);
+    }
+
+    private void WritePreamble()
+    {
+        var byKind = new Dictionary<EventKind, Rows>();
+        foreach (var rec in Preamble)
+        {
+            var kind = EventReader.Header(rec).Kind;
+            if (!byKind.TryGetValue(kind, out var rows))
+                byKind[kind] = rows = Rows.For(kind, Math.Max(1, Preamble.Count))!;
+            rows.Append(rec, context);
+        }
+        foreach (var rows in byKind.Values)
+            WriteBatchSafely(rows.Batch);
     }
 
     private void WriterLoop(BatchQueue queue, CancellationTokenSource stop)
@@ -251,6 +273,7 @@ public sealed class Recording
             manifest.AddFile(table, version, file);
             Interlocked.Add(ref bytesSealed, file.Bytes);
             FillLoss();
+            UpdateManifest?.Invoke(manifest);
             manifest.Write(options.OutputDir);
         }
     }

@@ -69,6 +69,9 @@ public sealed class Manifest
     [JsonPropertyName("loss")] public SortedDictionary<string, ManifestLoss> Loss { get; set; } = new(StringComparer.Ordinal);
     [JsonPropertyName("events_lost")] public ulong EventsLost { get; set; }
 
+    /// <summary>Connects the in-kernel destination filter excluded (counted, never emitted).</summary>
+    [JsonPropertyName("filtered_connects")] public ulong FilteredConnects { get; set; }
+
     /// <summary>After recovery: segments that were never sealed (a crash lost their rows).</summary>
     [JsonPropertyName("unsealed_segments")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]

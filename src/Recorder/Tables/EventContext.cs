@@ -1,11 +1,9 @@
 using System.Collections.Concurrent;
 using System.Net;
 using Forensics.Datapath.Abi;
+using Forensics.Datapath.Probes;
 
 namespace Forensics.Recorder.Tables;
-
-/// <summary>Who a network namespace belongs to (a lab pod, a named netns).</summary>
-public sealed record NetnsOwner(string? Namespace, string? Pod);
 
 /// <summary>
 /// What decoding needs beyond the record itself: the clock conversion, name
@@ -16,7 +14,6 @@ public sealed class EventContext
 {
     private readonly Dictionary<uint, string> v4 = [];
     private readonly Dictionary<(ulong, ulong), string> v6 = [];
-    private readonly ConcurrentDictionary<uint, NetnsOwner> netns = new();
     private readonly ConcurrentDictionary<ulong, string> binaries = new();
 
     public EventContext(long monotonicToUtcOffsetNs) => MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
@@ -35,9 +32,10 @@ public sealed class EventContext
 
     public long Utc(ulong ktime) => (long)ktime + MonotonicToUtcOffsetNs;
 
-    public void RegisterNetns(uint inode, NetnsOwner owner) => netns[inode] = owner;
+    /// <summary>Network namespace -> workload (lab pods, named namespaces).</summary>
+    public Attribution Attribution { get; init; } = new();
 
-    public NetnsOwner? Owner(uint inode) => netns.TryGetValue(inode, out var o) ? o : null;
+    public Workload? Owner(uint inode) => inode == 0 ? null : Attribution.Lookup(inode);
 
     public void RegisterBinary(ulong execId, string binary) => binaries[execId] = binary;
 

@@ -144,7 +144,7 @@ internal readonly struct ProcAttrCols
         cgroup.Values[i] = cgroupId;
         var owner = ctx.Owner(netnsIno);
         ns.Values[i] = owner?.Namespace;
-        pod.Values[i] = owner?.Pod;
+        pod.Values[i] = owner?.Name;
     }
 }
 
@@ -529,7 +529,7 @@ internal sealed class KdropRows : Rows
         len.Values[i] = ev.PktLen;
         var owner = ctx.Owner(ev.NetnsIno);
         ns.Values[i] = owner?.Namespace;
-        pod.Values[i] = owner?.Pod;
+        pod.Values[i] = owner?.Name;
     }
 }
 
