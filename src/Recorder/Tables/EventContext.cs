@@ -109,6 +109,8 @@ public static class Names
     {
         Datapath.Abi.ObsPoint.FromEndpoint => "from-endpoint",
         Datapath.Abi.ObsPoint.ToEndpoint => "to-endpoint",
+        Datapath.Abi.ObsPoint.FromNetwork => "from-network",
+        Datapath.Abi.ObsPoint.ToNetwork => "to-network",
         _ => "test",
     };
 
