@@ -2,36 +2,201 @@
 /*
  * The datapath (Cilium's half), attached to the host side of each
  * workload's veth: tc ingress sees packets leaving the pod
- * (from-endpoint), tc egress sees packets entering it (to-endpoint).
+ * (from-endpoint), tc egress sees packets entering it (to-endpoint). The
+ * node's network device gets from-network (reverse SNAT) and to-network
+ * (SNAT) programs.
+ *
+ * from-endpoint: service DNAT, conntrack, egress policy on new connections.
+ * to-endpoint:   conntrack (replies: reverse DNAT), ingress policy on new ones.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "lib/events.h"
 #include "lib/parse.h"
+#include "lib/ctx.h"
+#include "lib/drop.h"
 #include "lib/trace.h"
+#include "lib/identity.h"
+#include "lib/policy.h"
+#include "lib/conntrack.h"
+#include "lib/nat.h"
+#include "lib/lb.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-static __always_inline int fx_handle(struct __sk_buff *skb, __u8 obs)
-{
-	struct fx_pkt pkt;
+/* Anchors the map ABI in the BTF for the control plane's mirror check. */
+struct fx_maps_anchor {
+	enum fx_drop_reason drop;
+	enum fx_reserved_identity id;
+	enum fx_endpoint_flags ep;
+	enum fx_policy_flags pol;
+	enum fx_ct_flags ct;
+	enum fx_nat_flags nat;
+	enum fx_map_limits limits;
+	struct fx_ipcache_key ipk;
+	struct fx_ipcache_value ipv;
+	struct fx_endpoint e;
+	struct fx_policy_key pk;
+	struct fx_policy_value pv;
+	struct fx_ct_key ck;
+	struct fx_ct_entry ce;
+	struct fx_service_key sk;
+	struct fx_service s;
+	struct fx_backend_key bk;
+	struct fx_backend b;
+	struct fx_lb_flow lf;
+	struct fx_nat_entry ne;
+	struct fx_nat_config nc;
+};
+const volatile struct fx_maps_anchor fx_maps_anchor = {};
 
-	if (fx_parse(skb, &pkt) < 0)
-		return TC_ACT_OK;
-	fx_emit_trace(skb, &pkt, obs, FX_CT_NONE);
-	fx_emit_capture(skb, &pkt, obs, 0);
+static __always_inline int fx_finish(struct __sk_buff *skb, struct fx_ctx *ctx, int verdict)
+{
+	if (verdict == TC_ACT_SHOT) {
+		fx_emit_drop(ctx);
+		fx_emit_capture(skb, ctx);
+		return TC_ACT_SHOT;
+	}
+	fx_emit_trace(ctx);
+	fx_emit_capture(skb, ctx);
 	return TC_ACT_OK;
+}
+
+/* Packets leaving the pod (tc ingress on its host-side veth). */
+static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
+{
+	struct fx_ctx *ctx = fx_ctx_init(skb, FX_OBS_FROM_ENDPOINT);
+	struct fx_endpoint *ep;
+	struct fx_lb_result lb;
+	struct fx_ct_entry *e, *ne;
+	struct fx_verdict v;
+	int rc;
+
+	if (!ctx)
+		return TC_ACT_OK;
+	ep = fx_endpoint_of(skb->ifindex);
+	if (!ep || ep->family != ctx->pkt.tuple.family)
+		return fx_finish(skb, ctx, TC_ACT_OK);
+	ctx->meta.endpoint_id = ep->id;
+	ctx->meta.src_identity = ep->identity;
+	if (!fx_addr_eq(ctx->pkt.tuple.saddr, ep->addr, ep->family))
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_INVALID_SIP, FX_FILE_DATAPATH));
+
+	rc = fx_lb_translate(skb, ctx, &lb);
+	ctx->meta.dst_identity = fx_identity_of(ctx->pkt.tuple.daddr, ctx->pkt.tuple.family, NULL);
+	if (rc != TC_ACT_OK)
+		return fx_finish(skb, ctx, rc);
+
+	ctx->ct_state = fx_ct_lookup(skb, ctx, FX_DIR_EGRESS, &ctx->key, &e);
+	ctx->meta.flow_id = fx_flow_hash(&ctx->pkt.tuple, ctx->ct_sport, ctx->ct_dport);
+	if (ctx->ct_state == FX_CT_REPLY && e)
+		e->flags |= FX_CTF_REPLY_SEEN;
+	if (ctx->ct_state != FX_CT_NEW)
+		return fx_finish(skb, ctx, TC_ACT_OK);
+
+	rc = fx_policy_enforce(ctx, ep, FX_DIR_EGRESS, ctx->meta.dst_identity, &v);
+	if (rc != TC_ACT_OK)
+		return fx_finish(skb, ctx, rc);
+	ne = &ctx->entry;
+	ne->endpoint_id = ep->id;
+	ne->remote_identity = ctx->meta.dst_identity;
+	ne->match = v.match;
+	if (v.action == FX_ACTION_AUDIT)
+		ne->flags |= FX_CTF_AUDITED;
+	if (lb.service_id) {
+		ne->flags |= FX_CTF_REV_DNAT;
+		__builtin_memcpy(ne->nat_addr, lb.vip, 16);
+		ne->nat_port = lb.vport;
+		ne->service_id = lb.service_id;
+	}
+	if (fx_ct_create(ctx, &ctx->key, ne) < 0)
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_CT_CREATE_FAILED, FX_FILE_CONNTRACK));
+	return fx_finish(skb, ctx, TC_ACT_OK);
+}
+
+/* Packets entering the pod (tc egress on its host-side veth). */
+static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
+{
+	struct fx_ctx *ctx = fx_ctx_init(skb, FX_OBS_TO_ENDPOINT);
+	struct fx_endpoint *ep;
+	struct fx_ct_entry *e, *ne;
+	struct fx_verdict v;
+	int rc;
+
+	if (!ctx)
+		return TC_ACT_OK;
+	ep = fx_endpoint_of(skb->ifindex);
+	if (!ep || ep->family != ctx->pkt.tuple.family)
+		return fx_finish(skb, ctx, TC_ACT_OK);
+	ctx->meta.endpoint_id = ep->id;
+	ctx->meta.dst_identity = ep->identity;
+	ctx->meta.src_identity = fx_identity_of(ctx->pkt.tuple.saddr, ctx->pkt.tuple.family, NULL);
+
+	ctx->ct_state = fx_ct_lookup(skb, ctx, FX_DIR_INGRESS, &ctx->key, &e);
+	if (ctx->ct_state == FX_CT_REPLY && e) {
+		if (e->flags & FX_CTF_REV_DNAT) {
+			rc = fx_lb_rev_translate(skb, ctx, e);
+			if (rc != TC_ACT_OK)
+				return fx_finish(skb, ctx, rc);
+		}
+		e->flags |= FX_CTF_REPLY_SEEN;
+	}
+	if (ctx->ct_state != FX_CT_NEW)
+		return fx_finish(skb, ctx, TC_ACT_OK);
+
+	rc = fx_policy_enforce(ctx, ep, FX_DIR_INGRESS, ctx->meta.src_identity, &v);
+	if (rc != TC_ACT_OK)
+		return fx_finish(skb, ctx, rc);
+	ne = &ctx->entry;
+	ne->endpoint_id = ep->id;
+	ne->remote_identity = ctx->meta.src_identity;
+	ne->match = v.match;
+	if (v.action == FX_ACTION_AUDIT)
+		ne->flags |= FX_CTF_AUDITED;
+	if (fx_ct_create(ctx, &ctx->key, ne) < 0)
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_CT_CREATE_FAILED, FX_FILE_CONNTRACK));
+	return fx_finish(skb, ctx, TC_ACT_OK);
 }
 
 SEC("tc")
 int fx_from_endpoint(struct __sk_buff *skb)
 {
-	return fx_handle(skb, FX_OBS_FROM_ENDPOINT);
+	return fx_from_endpoint_handle(skb);
 }
 
 SEC("tc")
 int fx_to_endpoint(struct __sk_buff *skb)
 {
-	return fx_handle(skb, FX_OBS_TO_ENDPOINT);
+	return fx_to_endpoint_handle(skb);
+}
+
+/* The node's device, egress: masquerade pod connections leaving the cluster. */
+SEC("tc")
+int fx_to_network(struct __sk_buff *skb)
+{
+	struct fx_ctx *ctx = fx_ctx_init(skb, FX_OBS_TO_NETWORK);
+	int translated = 0, rc;
+
+	if (!ctx)
+		return TC_ACT_OK;
+	rc = fx_masquerade(skb, ctx, &translated);
+	if (rc != TC_ACT_OK || translated)
+		return fx_finish(skb, ctx, rc);
+	return TC_ACT_OK;
+}
+
+/* The node's device, ingress: return traffic of masqueraded connections. */
+SEC("tc")
+int fx_from_network(struct __sk_buff *skb)
+{
+	struct fx_ctx *ctx = fx_ctx_init(skb, FX_OBS_FROM_NETWORK);
+	int translated = 0, rc;
+
+	if (!ctx)
+		return TC_ACT_OK;
+	rc = fx_rev_snat(skb, ctx, &translated);
+	if (rc != TC_ACT_OK || translated)
+		return fx_finish(skb, ctx, rc);
+	return TC_ACT_OK;
 }

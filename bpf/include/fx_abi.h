@@ -32,6 +32,8 @@ enum fx_obs_point {
 	FX_OBS_FROM_ENDPOINT = 0,	/* tc ingress on the host veth: leaving the pod */
 	FX_OBS_TO_ENDPOINT = 1,		/* tc egress on the host veth: entering the pod */
 	FX_OBS_TEST = 2,		/* BPF_PROG_TEST_RUN */
+	FX_OBS_FROM_NETWORK = 3,	/* tc ingress on the node's network device */
+	FX_OBS_TO_NETWORK = 4,		/* tc egress on the node's network device */
 };
 
 enum fx_dir {

@@ -3,19 +3,10 @@
 #ifndef FX_TRACE_H
 #define FX_TRACE_H
 
-static __always_inline void fx_fill_meta(struct fx_dp_meta *m, struct __sk_buff *skb, __u8 obs)
-{
-	m->src_identity = 0;
-	m->dst_identity = 0;
-	m->ifindex = skb->ifindex;
-	m->flow_id = skb->hash;
-	m->pkt_len = skb->len;
-	m->endpoint_id = 0;
-	m->obs_point = obs;
-	m->direction = obs == FX_OBS_TO_ENDPOINT ? FX_DIR_INGRESS : FX_DIR_EGRESS;
-}
+#include "ctx.h"
+#include "events.h"
 
-static __always_inline void fx_emit_trace(struct __sk_buff *skb, struct fx_pkt *pkt, __u8 obs, __u8 ct)
+static __always_inline void fx_emit_trace(struct fx_ctx *ctx)
 {
 	struct fx_trace_event *ev;
 
@@ -24,15 +15,16 @@ static __always_inline void fx_emit_trace(struct __sk_buff *skb, struct fx_pkt *
 	ev = fx_reserve(FX_KIND_TRACE, sizeof(*ev));
 	if (!ev)
 		return;
-	ev->tuple = pkt->tuple;
-	fx_fill_meta(&ev->meta, skb, obs);
-	__builtin_memset(ev->orig_addr, 0, sizeof(ev->orig_addr));
-	ev->ct_state = ct;
+	ev->tuple = ctx->pkt.tuple;
+	ev->meta = ctx->meta;
+	__builtin_memcpy(ev->orig_addr, ctx->orig_addr, sizeof(ev->orig_addr));
+	ev->ct_state = ctx->ct_state;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	fx_submit(ev, FX_KIND_TRACE);
 }
 
-static __always_inline void fx_emit_capture(struct __sk_buff *skb, struct fx_pkt *pkt, __u8 obs, __u16 reason)
+/* The first fx_cfg.snaplen bytes of the packet as it is now (after any rewrite). */
+static __always_inline void fx_emit_capture(struct __sk_buff *skb, struct fx_ctx *ctx)
 {
 	struct fx_capture_event *ev;
 	__u32 len = fx_cfg.snaplen;
@@ -46,8 +38,8 @@ static __always_inline void fx_emit_capture(struct __sk_buff *skb, struct fx_pkt
 	ev = fx_reserve(FX_KIND_CAPTURE, sizeof(*ev));
 	if (!ev)
 		return;
-	ev->tuple = pkt->tuple;
-	fx_fill_meta(&ev->meta, skb, obs);
+	ev->tuple = ctx->pkt.tuple;
+	ev->meta = ctx->meta;
 	ev->cap_len = 0;
 	if (len) {
 		/* 1..FX_CAPTURE_MAX in a form the verifier can bound */
@@ -55,8 +47,8 @@ static __always_inline void fx_emit_capture(struct __sk_buff *skb, struct fx_pkt
 		if (bpf_skb_load_bytes(skb, 0, ev->data, len) == 0)
 			ev->cap_len = len;
 	}
-	ev->drop_reason = reason;
-	ev->ct_state = 0;
+	ev->drop_reason = ctx->drop_reason;
+	ev->ct_state = ctx->ct_state;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	fx_submit(ev, FX_KIND_CAPTURE);
 }

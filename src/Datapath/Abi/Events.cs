@@ -27,6 +27,8 @@ public enum ObsPoint : byte
     FromEndpoint = 0,
     ToEndpoint = 1,
     Test = 2,
+    FromNetwork = 3,
+    ToNetwork = 4,
 }
 
 public enum Dir : byte

@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Keys and values of the datapath's maps: the contract between the BPF
+ * programs and the control plane (src/Datapath/Control). The C# mirrors live
+ * in src/Datapath/Control/MapTypes.cs; a test checks them against the BTF.
+ * Addresses are 16 bytes, IPv4 in the first 4 (network order); ports in host
+ * order unless said otherwise.
+ */
+#ifndef FX_MAPS_H
+#define FX_MAPS_H
+
+/* Cilium's drop reasons (bpf/lib/drop_reasons.h, same numbers). */
+enum fx_drop_reason {
+	FX_DROP_INVALID_SIP = 132,	/* Invalid source ip */
+	FX_DROP_POLICY = 133,		/* Policy denied */
+	FX_DROP_INVALID = 134,		/* Invalid packet */
+	FX_DROP_CT_INVALID_HDR = 135,	/* CT: Truncated or invalid header */
+	FX_DROP_WRITE_ERROR = 141,	/* Error writing to packet */
+	FX_DROP_CSUM_L3 = 153,		/* Error while correcting L3 checksum */
+	FX_DROP_CSUM_L4 = 154,		/* Error while correcting L4 checksum */
+	FX_DROP_CT_CREATE_FAILED = 155,	/* CT: Map insertion failed */
+	FX_DROP_NO_SERVICE = 158,	/* Service backend not found */
+	FX_DROP_NAT_NO_MAPPING = 167,	/* No mapping for NAT masquerade */
+	FX_DROP_POLICY_DENY = 181,	/* Policy denied by denylist */
+};
+
+/* Cilium's reserved identities (pkg/identity/numericidentity.go). */
+enum fx_reserved_identity {
+	FX_ID_UNKNOWN = 0,
+	FX_ID_HOST = 1,
+	FX_ID_WORLD = 2,
+	FX_ID_UNMANAGED = 3,
+	FX_ID_HEALTH = 4,
+	FX_ID_INIT = 5,
+	FX_ID_REMOTE_NODE = 6,
+	FX_ID_KUBE_APISERVER = 7,
+	FX_ID_INGRESS = 8,
+	FX_ID_WORLD_IPV4 = 9,
+	FX_ID_WORLD_IPV6 = 10,
+	FX_ID_MIN_CLUSTER = 256,	/* first identity allocated from labels */
+	FX_ID_MIN_LOCAL = 16777216,	/* first CIDR identity (local scope, 1 << 24) */
+};
+
+enum fx_endpoint_flags {
+	FX_EP_INGRESS_ENFORCED = 1,	/* a policy selects the endpoint for ingress */
+	FX_EP_EGRESS_ENFORCED = 2,	/* a policy selects the endpoint for egress */
+	FX_EP_AUDIT = 4,		/* policy audit mode: deny verdicts are logged, not enforced */
+};
+
+enum fx_policy_flags {
+	FX_POLICY_ALLOW = 1,
+	FX_POLICY_DENY = 2,
+};
+
+enum fx_ct_flags {
+	FX_CTF_REV_DNAT = 1,		/* replies get their source rewritten to nat_addr:nat_port */
+	FX_CTF_REPLY_SEEN = 2,
+	FX_CTF_CLOSING = 4,		/* FIN or RST seen */
+	FX_CTF_AUDITED = 8,		/* allowed only by policy audit mode */
+};
+
+enum fx_nat_flags {
+	FX_NATF_REPLY_SEEN = 1,
+};
+
+enum fx_map_limits {
+	FX_IPCACHE_MAX = 16384,
+	FX_ENDPOINTS_MAX = 1024,
+	FX_POLICY_MAX = 65536,
+	FX_CT_MAX = 65536,
+	FX_SERVICES_MAX = 1024,
+	FX_BACKENDS_MAX = 16384,
+	FX_LB_FLOWS_MAX = 65536,
+	FX_NAT_MAX = 65536,
+	FX_MAX_BACKENDS_PER_SERVICE = 256,
+	FX_SNAT_PORT_TRIES = 8,
+};
+
+/* fx_ipcache (LPM trie): prefixlen counts the bits after it (32 for family+pad, then the address). */
+struct fx_ipcache_key {
+	__u32 prefixlen;
+	__u8 family;		/* AF_INET or AF_INET6 */
+	__u8 pad[3];
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct fx_ipcache_key) == 24, "fx_ipcache_key");
+
+struct fx_ipcache_value {
+	__u32 identity;
+	__u16 endpoint_id;	/* local endpoint owning the address, or 0 */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct fx_ipcache_value) == 8, "fx_ipcache_value");
+
+/* fx_endpoints: host-side veth ifindex -> endpoint. */
+struct fx_endpoint {
+	__u8 addr[16];
+	__u32 identity;
+	__u16 id;
+	__u8 family;
+	__u8 flags;		/* enum fx_endpoint_flags */
+};
+_Static_assert(sizeof(struct fx_endpoint) == 24, "fx_endpoint");
+
+/*
+ * fx_policy: (endpoint, direction, remote identity, protocol, port). Identity 0
+ * is any identity, protocol 0 any protocol, port 0 any port.
+ */
+struct fx_policy_key {
+	__u32 identity;
+	__u16 endpoint_id;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;		/* enum fx_dir */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct fx_policy_key) == 12, "fx_policy_key");
+
+struct fx_policy_value {
+	__u32 flags;		/* enum fx_policy_flags */
+	__u32 pad;
+	__u64 hits;		/* connections this entry decided */
+};
+_Static_assert(sizeof(struct fx_policy_value) == 16, "fx_policy_value");
+
+/* fx_ct, fx_lb_flows, fx_snat: a connection's tuple as the packet carries it. */
+struct fx_ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;		/* enum fx_dir: CT_EGRESS for connections the endpoint opened */
+	__u8 family;
+	__u8 pad;
+};
+_Static_assert(sizeof(struct fx_ct_key) == 40, "fx_ct_key");
+
+struct fx_ct_entry {
+	__u64 created_ns;
+	__u64 last_ns;
+	__u64 packets;
+	__u64 bytes;
+	__u8 nat_addr[16];	/* service address replies are rewritten to (FX_CTF_REV_DNAT) */
+	__u16 nat_port;
+	__u16 endpoint_id;
+	__u32 service_id;
+	__u32 remote_identity;
+	__u8 flags;		/* enum fx_ct_flags */
+	__u8 match;		/* enum fx_match_type of the verdict that created it */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct fx_ct_entry) == 64, "fx_ct_entry");
+
+/* fx_services: ClusterIP:port/proto -> service. */
+struct fx_service_key {
+	__u8 addr[16];
+	__u16 port;
+	__u8 proto;
+	__u8 family;
+};
+_Static_assert(sizeof(struct fx_service_key) == 20, "fx_service_key");
+
+struct fx_service {
+	__u32 id;
+	__u16 count;		/* backends in slots 0..count-1; 0 drops with FX_DROP_NO_SERVICE */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct fx_service) == 8, "fx_service");
+
+struct fx_backend_key {
+	__u32 service_id;
+	__u32 slot;
+};
+_Static_assert(sizeof(struct fx_backend_key) == 8, "fx_backend_key");
+
+struct fx_backend {
+	__u8 addr[16];
+	__u16 port;
+	__u8 family;
+	__u8 pad;
+};
+_Static_assert(sizeof(struct fx_backend) == 20, "fx_backend");
+
+/* fx_lb_flows: client tuple towards the service -> the backend chosen for it. */
+struct fx_lb_flow {
+	__u8 addr[16];
+	__u16 port;
+	__u16 slot;
+	__u32 service_id;
+};
+_Static_assert(sizeof(struct fx_lb_flow) == 24, "fx_lb_flow");
+
+/*
+ * fx_snat: FX_DIR_EGRESS keys are the pod's tuple (pod -> remote), their
+ * value the node address and port it leaves with; FX_DIR_INGRESS keys are the
+ * return tuple (remote -> node:port), their value the pod address and port.
+ */
+struct fx_nat_entry {
+	__u8 addr[16];
+	__u16 port;
+	__u8 flags;		/* enum fx_nat_flags */
+	__u8 pad;
+	__u32 identity;		/* the pod's identity */
+	__u64 created_ns;
+};
+_Static_assert(sizeof(struct fx_nat_entry) == 32, "fx_nat_entry");
+
+/* fx_nat_cfg[0]: egress masquerading (SNAT) configuration. */
+struct fx_nat_config {
+	__u8 node_addr[16];
+	__u8 pod_net[16];
+	__u8 svc_net[16];
+	__u8 pod_prefix;
+	__u8 svc_prefix;
+	__u8 family;
+	__u8 enabled;
+};
+_Static_assert(sizeof(struct fx_nat_config) == 52, "fx_nat_config");
+
+#endif /* FX_MAPS_H */

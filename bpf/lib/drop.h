@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Drops: every drop carries Cilium's reason code and the source file and
+ * line that decided it (FX_DROP stamps __LINE__ where it is written).
+ */
+#ifndef FX_DROP_H
+#define FX_DROP_H
+
+#include <linux/pkt_cls.h>
+#include "ctx.h"
+#include "events.h"
+
+static __always_inline int fx_set_drop(struct fx_ctx *ctx, __u16 reason, __u8 file, __u16 line)
+{
+	ctx->drop_reason = reason;
+	ctx->drop_file = file;
+	ctx->drop_line = line;
+	return TC_ACT_SHOT;
+}
+
+/* Records the drop decision in ctx and evaluates to TC_ACT_SHOT. */
+#define FX_DROP(ctx, reason, file) fx_set_drop(ctx, reason, file, __LINE__)
+
+static __always_inline void fx_emit_drop(struct fx_ctx *ctx)
+{
+	struct fx_drop_event *ev;
+
+	if (!fx_kind_enabled(FX_KIND_DROP))
+		return;
+	ev = fx_reserve(FX_KIND_DROP, sizeof(*ev));
+	if (!ev)
+		return;
+	ev->tuple = ctx->pkt.tuple;
+	ev->meta = ctx->meta;
+	ev->reason = ctx->drop_reason;
+	ev->line = ctx->drop_line;
+	ev->file = ctx->drop_file;
+	ev->ct_state = ctx->ct_state;
+	ev->pad = 0;
+	fx_submit(ev, FX_KIND_DROP);
+}
+
+#endif /* FX_DROP_H */

@@ -1,0 +1,379 @@
+using System.Net;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Bpf;
+
+namespace Forensics.Datapath.Control;
+
+/// <summary>
+/// The Cilium-like datapath and its control plane: loads bpf/datapath.bpf.o,
+/// turns the cluster description (pods, services, policies, the lab's CIDRs
+/// and node address) into map entries, attaches the programs to each
+/// endpoint's host-side veth and to the node's network device, and dumps its
+/// tables. Disposing detaches everything and frees the maps.
+/// </summary>
+public sealed class Datapath : IEventSource
+{
+    public const string FromEndpoint = "fx_from_endpoint";
+    public const string ToEndpoint = "fx_to_endpoint";
+    public const string FromNetwork = "fx_from_network";
+    public const string ToNetwork = "fx_to_network";
+
+    private readonly object gate = new();
+    private readonly BpfObject obj;
+    private readonly ClusterSpec cluster;
+    private readonly IdentityAllocator ids = new();
+    private readonly Dictionary<string, PodSpec> pods = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ushort> endpointIds = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (PodSpec Pod, int Ifindex, ushort Id)> endpoints = new(StringComparer.Ordinal);
+    private readonly List<TcxLink> links = [];
+    private readonly Dictionary<string, CompiledEndpointPolicy> compiled = new(StringComparer.Ordinal);
+    private readonly List<ServiceInfo> services = [];
+    private HashSet<IpcacheKey> ipcacheKeys = [];
+    private HashSet<PolicyKey> policyKeys = [];
+    private HashSet<ServiceKey> serviceKeys = [];
+    private HashSet<BackendKey> backendKeys = [];
+    private bool disposed;
+
+    private Datapath(BpfObject obj, ClusterSpec cluster)
+    {
+        this.obj = obj;
+        this.cluster = cluster;
+        EventsMap = obj.Map(EventChannel.EventsMap);
+        EmitStatsMap = obj.Map(EventChannel.StatsMap);
+    }
+
+    public string Name => EmbeddedObjects.Datapath;
+    public BpfMap EventsMap { get; }
+    public BpfMap EmitStatsMap { get; }
+
+    /// <summary>The loaded object (programs for BPF_PROG_TEST_RUN, maps).</summary>
+    internal BpfObject Object => obj;
+
+    /// <summary>The cluster as loaded.</summary>
+    public ClusterSpec Cluster => cluster;
+
+    /// <summary>Loads the datapath programmed for a cluster; nothing is attached until AttachEndpoint/AttachNetworkDevice.</summary>
+    public static Datapath Load(ClusterSpec cluster, EventOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(cluster);
+        ArgumentNullException.ThrowIfNull(options);
+        Prerequisites.EnsureKernelAccess();
+        var obj = BpfObject.OpenEmbedded(EmbeddedObjects.Datapath);
+        try
+        {
+            EventChannel.Configure(obj, options);
+            obj.Load();
+            var dp = new Datapath(obj, cluster);
+            dp.Initialize();
+            return dp;
+        }
+        catch
+        {
+            obj.Dispose();
+            throw;
+        }
+    }
+
+    private void Initialize()
+    {
+        foreach (var pod in cluster.Pods)
+            pods[pod.FullName] = pod;
+        ids.Preallocate(cluster);
+        ushort next = 1;
+        foreach (var name in pods.Keys.Order(StringComparer.Ordinal))
+            endpointIds[name] = next++;
+        if (cluster.Lab is { } lab)
+        {
+            if (!PolicyCompiler.IsV4(lab.NodeIp) || !PolicyCompiler.IsV4(lab.PodCidr.BaseAddress) || !PolicyCompiler.IsV4(lab.ServiceCidr.BaseAddress))
+                throw new ArgumentException("SNAT needs IPv4 node address, pod CIDR and service CIDR", nameof(cluster));
+            var cfg = new NatConfig
+            {
+                NodeAddr = MapAddress.From(lab.NodeIp),
+                PodNet = MapAddress.From(lab.PodCidr.BaseAddress),
+                SvcNet = MapAddress.From(lab.ServiceCidr.BaseAddress),
+                PodPrefix = (byte)lab.PodCidr.PrefixLength,
+                SvcPrefix = (byte)lab.ServiceCidr.PrefixLength,
+                Family = MapAddress.AfInet,
+                Enabled = 1,
+            };
+            obj.Map("fx_nat_cfg").Update(0u, cfg);
+        }
+        Sync();
+    }
+
+    /// <summary>The identity of a pod (allocating one for a pod not in the cluster description).</summary>
+    public SecurityIdentity IdentityOf(PodSpec pod)
+    {
+        lock (gate)
+            return ids.ForPod(pod);
+    }
+
+    /// <summary>Every identity known, reserved ones included.</summary>
+    public IReadOnlyList<SecurityIdentity> Identities
+    {
+        get
+        {
+            lock (gate)
+                return [.. ids.All];
+        }
+    }
+
+    /// <summary>
+    /// Programs a pod as a local endpoint behind the host-side veth
+    /// <paramref name="hostIfindex"/> and attaches the datapath to it with tcx
+    /// links: ingress runs from-endpoint (packets leaving the pod), egress runs
+    /// to-endpoint (packets entering it). Returns the endpoint id.
+    /// </summary>
+    public int AttachEndpoint(PodSpec pod, int hostIfindex)
+    {
+        lock (gate)
+        {
+            var id = RegisterEndpoint(pod, hostIfindex);
+            try
+            {
+                links.Add(obj.Program(FromEndpoint).AttachTcx(hostIfindex, TcDirection.Ingress));
+                links.Add(obj.Program(ToEndpoint).AttachTcx(hostIfindex, TcDirection.Egress));
+            }
+            catch
+            {
+                DetachLinks(hostIfindex);
+                endpoints.Remove(pod.FullName);
+                obj.Map("fx_endpoints").Delete((uint)hostIfindex);
+                Sync();
+                throw;
+            }
+            return id;
+        }
+    }
+
+    /// <summary>Programs the maps for an endpoint without attaching (BPF_PROG_TEST_RUN tests).</summary>
+    internal int RegisterEndpoint(PodSpec pod, int hostIfindex)
+    {
+        ArgumentNullException.ThrowIfNull(pod);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (pod.Ip is null)
+            throw new ArgumentException($"pod {pod.FullName} has no IP address", nameof(pod));
+        if (hostIfindex <= 0)
+            throw new ArgumentOutOfRangeException(nameof(hostIfindex), $"ifindex {hostIfindex}");
+        lock (gate)
+        {
+            if (endpoints.Values.FirstOrDefault(e => e.Ifindex == hostIfindex && e.Pod.FullName != pod.FullName) is { Pod: not null } other)
+                throw new ArgumentException($"ifindex {hostIfindex} already belongs to {other.Pod.FullName}", nameof(hostIfindex));
+            pods[pod.FullName] = pod;
+            ids.ForPod(pod);
+            if (!endpointIds.TryGetValue(pod.FullName, out var id))
+                endpointIds[pod.FullName] = id = (ushort)(endpointIds.Count == 0 ? 1 : endpointIds.Values.Max() + 1);
+            endpoints[pod.FullName] = (pod, hostIfindex, id);
+            Sync();
+            return id;
+        }
+    }
+
+    /// <summary>
+    /// Attaches to the node's device towards the outside world: egress
+    /// masquerades pod connections leaving the pod and service CIDRs to the
+    /// node address (SNAT), ingress translates their return traffic back.
+    /// </summary>
+    public void AttachNetworkDevice(int ifindex)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        lock (gate)
+        {
+            var ingress = obj.Program(FromNetwork).AttachTcx(ifindex, TcDirection.Ingress);
+            try
+            {
+                links.Add(obj.Program(ToNetwork).AttachTcx(ifindex, TcDirection.Egress));
+            }
+            catch
+            {
+                ingress.Dispose();
+                throw;
+            }
+            links.Add(ingress);
+        }
+    }
+
+    private void DetachLinks(int ifindex)
+    {
+        foreach (var l in links.Where(l => l.Ifindex == ifindex).ToList())
+        {
+            l.Dispose();
+            links.Remove(l);
+        }
+    }
+
+    /// <summary>Rewrites every control-plane map from the current state, deleting what is no longer wanted.</summary>
+    private void Sync()
+    {
+        SyncIpcache();
+        SyncServices();
+        SyncPolicies();
+    }
+
+    private void SyncIpcache()
+    {
+        var map = obj.Map("fx_ipcache");
+        var want = new Dictionary<IpcacheKey, IpcacheValue>();
+        foreach (var id in ids.All.Where(i => i.IsCidr))
+            want[IpcacheKey.Of(id.Cidr!.Value)] = new IpcacheValue { Identity = id.Id };
+        if (cluster.Lab is { } lab)
+            want[IpcacheKey.Of(HostPrefix(lab.NodeIp))] = new IpcacheValue { Identity = (uint)ReservedIdentity.Host };
+        foreach (var pod in pods.Values.Where(p => p.Ip is not null))
+        {
+            ushort ep = endpoints.TryGetValue(pod.FullName, out var e) ? e.Id : (ushort)0;
+            want[IpcacheKey.Of(HostPrefix(pod.Ip!))] = new IpcacheValue { Identity = ids.ForPod(pod).Id, EndpointId = ep };
+        }
+        foreach (var (k, v) in want)
+            map.Update(k, v);
+        foreach (var stale in ipcacheKeys.Where(k => !want.ContainsKey(k)))
+            map.Delete(stale);
+        ipcacheKeys = [.. want.Keys];
+    }
+
+    private void SyncServices()
+    {
+        var svcMap = obj.Map("fx_services");
+        var beMap = obj.Map("fx_backends");
+        var wantSvc = new Dictionary<ServiceKey, Service>();
+        var wantBe = new Dictionary<BackendKey, Backend>();
+        services.Clear();
+        uint nextId = 1;
+        foreach (var s in cluster.Services)
+        {
+            var members = pods.Values
+                .Where(p => p.Namespace == s.Namespace && p.Ip is not null && s.Selector.Count > 0
+                    && s.Selector.All(kv => p.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value))
+                .OrderBy(p => p.FullName, StringComparer.Ordinal)
+                .Take(MapLimits.MaxBackendsPerService)
+                .ToList();
+            foreach (var port in s.Ports)
+            {
+                var id = nextId++;
+                var proto = PolicyCompiler.ProtocolNumber(port.Protocol);
+                var target = port.TargetPort == 0 ? port.Port : port.TargetPort;
+                var backends = members.Select((p, i) => new BackendInfo(i, p.Ip!, target, p.FullName)).ToList();
+                services.Add(new ServiceInfo(id, s.Name, s.Namespace, s.ClusterIp, port.Port, port.Protocol.ToUpperInvariant(), backends));
+                var key = new ServiceKey { Addr = MapAddress.From(s.ClusterIp), Port = (ushort)port.Port, Proto = proto, Family = MapAddress.Family(s.ClusterIp) };
+                wantSvc[key] = new Service { Id = id, Count = (ushort)backends.Count };
+                foreach (var b in backends)
+                    wantBe[new BackendKey { ServiceId = id, Slot = (uint)b.Slot }] = new Backend
+                    {
+                        Addr = MapAddress.From(b.Ip), Port = (ushort)b.Port, Family = MapAddress.Family(b.Ip),
+                    };
+            }
+        }
+        // backends first, so that a service never counts a slot not yet written
+        foreach (var (k, v) in wantBe)
+            beMap.Update(k, v);
+        foreach (var (k, v) in wantSvc)
+            svcMap.Update(k, v);
+        foreach (var stale in serviceKeys.Where(k => !wantSvc.ContainsKey(k)))
+            svcMap.Delete(stale);
+        foreach (var stale in backendKeys.Where(k => !wantBe.ContainsKey(k)))
+            beMap.Delete(stale);
+        serviceKeys = [.. wantSvc.Keys];
+        backendKeys = [.. wantBe.Keys];
+    }
+
+    private void SyncPolicies()
+    {
+        var epMap = obj.Map("fx_endpoints");
+        var polMap = obj.Map("fx_policy");
+        var want = new Dictionary<PolicyKey, PolicyValue>();
+        compiled.Clear();
+        foreach (var (name, (pod, ifindex, id)) in endpoints)
+        {
+            var c = PolicyCompiler.Compile(pod, id, cluster.Policies, ids);
+            compiled[name] = c;
+            foreach (var e in c.Entries)
+            {
+                var key = new PolicyKey { Identity = e.Identity, EndpointId = id, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction };
+                want[key] = new PolicyValue { Flags = (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0) };
+            }
+        }
+        foreach (var (k, v) in want)
+        {
+            // keep the hit counter of an entry that stays
+            if (policyKeys.Contains(k) && polMap.TryLookup<PolicyKey, PolicyValue>(k, out var old) && old.Flags == v.Flags)
+                continue;
+            polMap.Update(k, v);
+        }
+        foreach (var stale in policyKeys.Where(k => !want.ContainsKey(k)))
+            polMap.Delete(stale);
+        policyKeys = [.. want.Keys];
+        // endpoints last: a packet never sees an enforced endpoint without its entries
+        foreach (var (name, (pod, ifindex, id)) in endpoints)
+        {
+            var c = compiled[name];
+            var flags = (c.IngressEnforced ? EndpointFlags.IngressEnforced : 0) | (c.EgressEnforced ? EndpointFlags.EgressEnforced : 0);
+            epMap.Update((uint)ifindex, new Endpoint
+            {
+                Addr = MapAddress.From(pod.Ip!), Identity = ids.ForPod(pod).Id, Id = id, Family = MapAddress.Family(pod.Ip!), Flags = flags,
+            });
+        }
+    }
+
+    private static IPNetwork HostPrefix(IPAddress ip) => new(ip, PolicyCompiler.IsV4(ip) ? 32 : 128);
+
+    /// <summary>Everything the datapath holds now: endpoints, identities, policies, services, conntrack and NAT tables.</summary>
+    public DatapathSnapshot Snapshot()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        lock (gate)
+        {
+            var eps = endpoints.Values
+                .OrderBy(e => e.Id)
+                .Select(e => new EndpointInfo(e.Id, e.Pod.Name, e.Pod.Namespace, e.Pod.Ip!, ids.ForPod(e.Pod).Id, e.Ifindex,
+                    compiled[e.Pod.FullName].IngressEnforced, compiled[e.Pod.FullName].EgressEnforced))
+                .ToList();
+            var identities = ids.All
+                .Select(i => new IdentityInfo(i.Id, i.Labels, i.IsReserved ? "reserved" : i.IsCidr ? "cidr" : "workload"))
+                .ToList();
+            var ipcache = obj.Map("fx_ipcache").Entries<IpcacheKey, IpcacheValue>()
+                .Select(kv => new IpcacheInfo($"{MapAddress.To(kv.Key.Addr, kv.Key.Family)}/{kv.Key.Prefixlen - 32}", kv.Value.Identity, kv.Value.EndpointId))
+                .OrderBy(i => i.Prefix, StringComparer.Ordinal)
+                .ToList();
+            var polMap = obj.Map("fx_policy");
+            var entries = compiled.Values.SelectMany(c => c.Entries)
+                .Select(e => polMap.TryLookup<PolicyKey, PolicyValue>(
+                        new PolicyKey { Identity = e.Identity, EndpointId = e.EndpointId, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction }, out var v)
+                    ? e with { Hits = v.Hits } : e)
+                .OrderBy(e => e.EndpointId).ThenBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
+                .ToList();
+            var ct = obj.Map("fx_ct").Entries<CtKey, CtEntry>()
+                .Select(kv => new ConntrackInfo(
+                    MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
+                    kv.Key.Proto, kv.Key.Dir, kv.Value.EndpointId, kv.Value.RemoteIdentity, kv.Value.Match, kv.Value.Flags,
+                    kv.Value.Packets, kv.Value.Bytes, kv.Value.CreatedNs, kv.Value.LastNs, kv.Value.ServiceId,
+                    (kv.Value.Flags & CtFlags.RevDnat) != 0 ? MapAddress.To(kv.Value.NatAddr, kv.Key.Family) : null,
+                    (kv.Value.Flags & CtFlags.RevDnat) != 0 ? kv.Value.NatPort : 0))
+                .OrderBy(c => c.CreatedNs)
+                .ToList();
+            var nat = obj.Map("fx_snat").Entries<CtKey, NatEntry>()
+                .Select(kv => new NatInfo(kv.Key.Dir == Dir.Egress ? "snat" : "rev-snat",
+                    MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
+                    kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, 0, kv.Value.CreatedNs))
+                .Concat(obj.Map("fx_lb_flows").Entries<CtKey, LbFlow>()
+                    .Select(kv => new NatInfo("lb",
+                        MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
+                        kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, kv.Value.ServiceId, 0)))
+                .ToList();
+            var policies = cluster.Policies.Select(p => new PolicyInfo(p.Name, p.Namespace, p.SourceText)).ToList();
+            return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, ipcache, policies, entries, [.. services], ct, nat);
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (gate)
+        {
+            if (disposed)
+                return;
+            disposed = true;
+            foreach (var l in links)
+                l.Dispose();
+            links.Clear();
+            obj.Dispose();
+        }
+    }
+}

@@ -1,0 +1,155 @@
+using System.Net;
+
+namespace Forensics.Datapath.Control;
+
+/// <summary>A security identity: its number and the label set it stands for (sorted, "source:key=value").</summary>
+public sealed record SecurityIdentity(uint Id, IReadOnlyList<string> Labels)
+{
+    public bool IsReserved => Id < (uint)ReservedIdentity.MinCluster;
+    public bool IsCidr => Id >= (uint)ReservedIdentity.MinLocal;
+    public bool IsWorkload => !IsReserved && !IsCidr;
+
+    /// <summary>The prefix of a CIDR identity.</summary>
+    public IPNetwork? Cidr { get; init; }
+
+    public override string ToString() => $"{Id} [{string.Join(' ', Labels)}]";
+}
+
+/// <summary>
+/// Cilium-compatible identities: reserved ones keep Cilium's numbers, workload
+/// identities are allocated from label sets (from 256), CIDR identities from
+/// prefixes (local scope, from 1 &lt;&lt; 24). Allocation is deterministic: the
+/// same cluster description yields the same numbers.
+/// </summary>
+public sealed class IdentityAllocator
+{
+    public const string NamespaceLabel = "io.kubernetes.pod.namespace";
+    public const string ClusterLabel = "io.cilium.k8s.policy.cluster";
+    public const string ClusterName = "default";
+
+    private readonly Dictionary<string, SecurityIdentity> byLabels = new(StringComparer.Ordinal);
+    private readonly Dictionary<uint, SecurityIdentity> byId = [];
+    private readonly Dictionary<IPNetwork, SecurityIdentity> byCidr = [];
+    private uint nextCluster = (uint)ReservedIdentity.MinCluster;
+    private uint nextLocal = (uint)ReservedIdentity.MinLocal;
+
+    public IdentityAllocator()
+    {
+        AddReserved(ReservedIdentity.Host, "reserved:host");
+        AddReserved(ReservedIdentity.World, "reserved:world");
+        AddReserved(ReservedIdentity.Unmanaged, "reserved:unmanaged");
+        AddReserved(ReservedIdentity.Health, "reserved:health");
+        AddReserved(ReservedIdentity.Init, "reserved:init");
+        AddReserved(ReservedIdentity.RemoteNode, "reserved:remote-node");
+        AddReserved(ReservedIdentity.KubeApiserver, "reserved:kube-apiserver");
+        AddReserved(ReservedIdentity.Ingress, "reserved:ingress");
+    }
+
+    private void AddReserved(ReservedIdentity id, string label)
+    {
+        var identity = new SecurityIdentity((uint)id, [label]);
+        byLabels[label] = identity;
+        byId[(uint)id] = identity;
+    }
+
+    public IEnumerable<SecurityIdentity> All => byId.Values.OrderBy(i => i.Id);
+
+    public SecurityIdentity this[uint id] => byId[id];
+
+    public bool TryGet(uint id, out SecurityIdentity identity) => byId.TryGetValue(id, out identity!);
+
+    /// <summary>The identity labels of a pod, as Cilium derives them (k8s: source, namespace and cluster labels).</summary>
+    public static IReadOnlyList<string> PodLabels(PodSpec pod)
+    {
+        ArgumentNullException.ThrowIfNull(pod);
+        var labels = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var (k, v) in pod.Labels)
+            labels.Add($"k8s:{StripSource(k)}={v}");
+        labels.Add($"k8s:{NamespaceLabel}={pod.Namespace}");
+        labels.Add($"k8s:{ClusterLabel}={ClusterName}");
+        return [.. labels];
+    }
+
+    public static string StripSource(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        foreach (var p in (ReadOnlySpan<string>)["k8s:", "any:"])
+            if (key.StartsWith(p, StringComparison.Ordinal))
+                return key[p.Length..];
+        return key;
+    }
+
+    /// <summary>Allocates (or returns) the identity of a label set.</summary>
+    public SecurityIdentity ForLabels(IReadOnlyList<string> labels)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        var key = string.Join('\n', labels.Order(StringComparer.Ordinal));
+        if (byLabels.TryGetValue(key, out var id))
+            return id;
+        id = new SecurityIdentity(nextCluster++, [.. labels.Order(StringComparer.Ordinal)]);
+        byLabels[key] = id;
+        byId[id.Id] = id;
+        return id;
+    }
+
+    public SecurityIdentity ForPod(PodSpec pod) => ForLabels(PodLabels(pod));
+
+    /// <summary>Allocates (or returns) the identity of a CIDR: labels cidr:PREFIX and reserved:world.</summary>
+    public SecurityIdentity ForCidr(IPNetwork net)
+    {
+        if (byCidr.TryGetValue(net, out var id))
+            return id;
+        id = new SecurityIdentity(nextLocal++, [$"cidr:{net}", "reserved:world"]) { Cidr = net };
+        byCidr[net] = id;
+        byId[id.Id] = id;
+        return id;
+    }
+
+    /// <summary>
+    /// Allocates identities for every pod and CIDR of a cluster in a fixed order
+    /// (label sets and prefixes sorted), so numbers do not depend on attach order.
+    /// </summary>
+    public void Preallocate(ClusterSpec cluster)
+    {
+        ArgumentNullException.ThrowIfNull(cluster);
+        foreach (var labels in cluster.Pods.Select(PodLabels).DistinctBy(l => string.Join('\n', l)).OrderBy(l => string.Join('\n', l), StringComparer.Ordinal))
+            ForLabels(labels);
+        var cidrs = cluster.Policies
+            .SelectMany(p => p.Ingress.Concat(p.Egress).Concat(p.IngressDeny).Concat(p.EgressDeny))
+            .SelectMany(r => r.Cidrs)
+            .SelectMany(c => c.Except.Prepend(c.Cidr))
+            .Select(ParseCidr)
+            .Where(n => n.PrefixLength > 0)
+            .Distinct()
+            .OrderBy(n => n.BaseAddress.AddressFamily)
+            .ThenBy(n => n.BaseAddress.GetAddressBytes(), ByteOrder.Instance)
+            .ThenBy(n => n.PrefixLength);
+        foreach (var n in cidrs)
+            ForCidr(n);
+    }
+
+    /// <summary>A CIDR as written in a policy; a bare address is a host prefix.</summary>
+    public static IPNetwork ParseCidr(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (!text.Contains('/', StringComparison.Ordinal))
+        {
+            var ip = IPAddress.Parse(text);
+            return new IPNetwork(ip, ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
+        }
+        var net = IPNetwork.Parse(text);
+        return net;
+    }
+
+    private sealed class ByteOrder : IComparer<byte[]>
+    {
+        public static readonly ByteOrder Instance = new();
+
+        public int Compare(byte[]? x, byte[]? y)
+        {
+            if (x is null || y is null)
+                return (x is null ? 0 : 1) - (y is null ? 0 : 1);
+            return ((ReadOnlySpan<byte>)x).SequenceCompareTo(y);
+        }
+    }
+}

@@ -1,0 +1,241 @@
+using System.Net;
+using Forensics.Datapath.Abi;
+
+namespace Forensics.Datapath.Control;
+
+/// <summary>One compiled policy map entry: (endpoint, direction, remote identity, protocol, port) -> allow/deny.</summary>
+public sealed record PolicyEntry(
+    ushort EndpointId,
+    string Endpoint,
+    Dir Direction,
+    uint Identity,
+    byte Protocol,
+    ushort Port,
+    bool Allow,
+    bool Deny,
+    IReadOnlyList<string> Policies)
+{
+    /// <summary>Connections this entry decided (read from the map in a snapshot).</summary>
+    public ulong Hits { get; init; }
+
+    /// <summary>The match type a hit on this entry reports.</summary>
+    public PolicyMatch Match => (Identity, Protocol) switch
+    {
+        (0, 0) => PolicyMatch.All,
+        (0, _) => PolicyMatch.L4Only,
+        (_, 0) => PolicyMatch.L3Only,
+        _ => PolicyMatch.L3L4,
+    };
+}
+
+/// <summary>What the policies say about one endpoint: whether each direction is enforced, and the entries.</summary>
+public sealed record CompiledEndpointPolicy(bool IngressEnforced, bool EgressEnforced, IReadOnlyList<PolicyEntry> Entries);
+
+/// <summary>
+/// Compiles CiliumNetworkPolicies into per-endpoint policy map entries with
+/// Cilium's semantics: selectors select identities by labels (in the
+/// policy's namespace unless they name the namespace label), CIDR rules select
+/// CIDR identities inside the prefix and outside its excepts, entities select
+/// reserved identities, peers left out mean any peer, ports left out mean any
+/// port. A direction with any rule is enforced (default deny) for the
+/// endpoints the policy selects.
+/// </summary>
+public static class PolicyCompiler
+{
+    public const byte Tcp = 6;
+    public const byte Udp = 17;
+
+    public static CompiledEndpointPolicy Compile(PodSpec pod, ushort endpointId, IReadOnlyList<NetworkPolicySpec> policies, IdentityAllocator ids)
+    {
+        ArgumentNullException.ThrowIfNull(pod);
+        ArgumentNullException.ThrowIfNull(policies);
+        ArgumentNullException.ThrowIfNull(ids);
+        var podLabels = IdentityAllocator.PodLabels(pod);
+        bool ingress = false, egress = false;
+        var entries = new Dictionary<(Dir, uint, byte, ushort), (bool Allow, bool Deny, SortedSet<string> Names)>();
+
+        foreach (var p in policies)
+        {
+            if (p.Namespace != pod.Namespace || !Selects(p.Selector, podLabels, p.Namespace))
+                continue;
+            if (p.Ingress.Count + p.IngressDeny.Count > 0)
+                ingress = true;
+            if (p.Egress.Count + p.EgressDeny.Count > 0)
+                egress = true;
+            var name = $"{p.Namespace}/{p.Name}";
+            Add(p.Ingress, Dir.Ingress, deny: false);
+            Add(p.Egress, Dir.Egress, deny: false);
+            Add(p.IngressDeny, Dir.Ingress, deny: true);
+            Add(p.EgressDeny, Dir.Egress, deny: true);
+
+            void Add(IReadOnlyList<PolicyRule> rules, Dir dir, bool deny)
+            {
+                foreach (var r in rules)
+                    foreach (var id in Peers(r, p.Namespace, ids))
+                        foreach (var (proto, port) in Ports(r))
+                        {
+                            var key = (dir, id, proto, port);
+                            var cur = entries.TryGetValue(key, out var e) ? e : (Allow: false, Deny: false, Names: new SortedSet<string>(StringComparer.Ordinal));
+                            cur.Names.Add(name);
+                            entries[key] = (cur.Allow || !deny, cur.Deny || deny, cur.Names);
+                        }
+            }
+        }
+
+        var list = entries
+            .Select(kv => new PolicyEntry(endpointId, pod.FullName, kv.Key.Item1, kv.Key.Item2, kv.Key.Item3, kv.Key.Item4,
+                kv.Value.Allow, kv.Value.Deny, [.. kv.Value.Names]))
+            .OrderBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
+            .ToList();
+        return new CompiledEndpointPolicy(ingress, egress, list);
+    }
+
+    /// <summary>matchLabels against identity labels; the policy's namespace is implied unless the selector names one.</summary>
+    public static bool Selects(EndpointSelector selector, IReadOnlyList<string> identityLabels, string? policyNamespace)
+    {
+        ArgumentNullException.ThrowIfNull(selector);
+        ArgumentNullException.ThrowIfNull(identityLabels);
+        bool namesNamespace = false;
+        foreach (var (key, value) in selector.MatchLabels)
+        {
+            if (key.StartsWith("reserved:", StringComparison.Ordinal))
+            {
+                if (!identityLabels.Contains(key, StringComparer.Ordinal) && !identityLabels.Contains($"{key}={value}", StringComparer.Ordinal))
+                    return false;
+                namesNamespace = true; // reserved selectors are not namespaced
+                continue;
+            }
+            var bare = IdentityAllocator.StripSource(key);
+            if (bare == IdentityAllocator.NamespaceLabel)
+                namesNamespace = true;
+            if (!identityLabels.Contains($"k8s:{bare}={value}", StringComparer.Ordinal))
+                return false;
+        }
+        if (!namesNamespace && policyNamespace is not null)
+            return identityLabels.Contains($"k8s:{IdentityAllocator.NamespaceLabel}={policyNamespace}", StringComparer.Ordinal);
+        return true;
+    }
+
+    /// <summary>The identities a rule's peers select; {0} (any identity) when it names none.</summary>
+    public static IReadOnlySet<uint> Peers(PolicyRule rule, string policyNamespace, IdentityAllocator ids)
+    {
+        ArgumentNullException.ThrowIfNull(rule);
+        ArgumentNullException.ThrowIfNull(ids);
+        var set = new SortedSet<uint>();
+        if (rule.Endpoints.Count == 0 && rule.Cidrs.Count == 0 && rule.Entities.Count == 0)
+        {
+            set.Add(0);
+            return set;
+        }
+        var all = ids.All.ToList();
+        foreach (var sel in rule.Endpoints)
+            foreach (var id in all)
+                if (id.IsWorkload && Selects(sel, id.Labels, policyNamespace)
+                    || id.IsReserved && sel.MatchLabels.Count > 0 && sel.MatchLabels.Keys.All(k => k.StartsWith("reserved:", StringComparison.Ordinal)) && Selects(sel, id.Labels, null))
+                    set.Add(id.Id);
+        foreach (var c in rule.Cidrs)
+        {
+            var net = IdentityAllocator.ParseCidr(c.Cidr);
+            var excepts = c.Except.Select(IdentityAllocator.ParseCidr).ToList();
+            if (net.PrefixLength == 0)
+                set.Add((uint)ReservedIdentity.World);
+            foreach (var id in all.Where(i => i.IsCidr))
+                if (Contains(net, id.Cidr!.Value) && !excepts.Any(e => Contains(e, id.Cidr!.Value)))
+                    set.Add(id.Id);
+        }
+        foreach (var entity in rule.Entities)
+        {
+            switch (entity.ToLowerInvariant())
+            {
+                case "all":
+                    set.Add(0);
+                    break;
+                case "world":
+                    set.Add((uint)ReservedIdentity.World);
+                    foreach (var id in all.Where(i => i.IsCidr))
+                        set.Add(id.Id);
+                    break;
+                case "cluster":
+                    foreach (var r in (ReadOnlySpan<ReservedIdentity>)[ReservedIdentity.Host, ReservedIdentity.Health, ReservedIdentity.Init,
+                        ReservedIdentity.RemoteNode, ReservedIdentity.KubeApiserver, ReservedIdentity.Ingress])
+                        set.Add((uint)r);
+                    foreach (var id in all.Where(i => i.IsWorkload))
+                        set.Add(id.Id);
+                    break;
+                case "host":
+                    set.Add((uint)ReservedIdentity.Host);
+                    break;
+                case "remote-node":
+                    set.Add((uint)ReservedIdentity.RemoteNode);
+                    break;
+                case "health":
+                    set.Add((uint)ReservedIdentity.Health);
+                    break;
+                case "init":
+                    set.Add((uint)ReservedIdentity.Init);
+                    break;
+                case "kube-apiserver":
+                    set.Add((uint)ReservedIdentity.KubeApiserver);
+                    break;
+                case "ingress":
+                    set.Add((uint)ReservedIdentity.Ingress);
+                    break;
+                case "unmanaged":
+                    set.Add((uint)ReservedIdentity.Unmanaged);
+                    break;
+                default:
+                    throw new ArgumentException($"unknown entity '{entity}'", nameof(rule));
+            }
+        }
+        return set;
+    }
+
+    /// <summary>(protocol, port) pairs of a rule; (0, 0) when it names no port. ANY expands to TCP and UDP.</summary>
+    public static IReadOnlyList<(byte Proto, ushort Port)> Ports(PolicyRule rule)
+    {
+        ArgumentNullException.ThrowIfNull(rule);
+        if (rule.Ports.Count == 0)
+            return [(0, 0)];
+        var list = new List<(byte, ushort)>();
+        foreach (var pp in rule.Ports)
+        {
+            if (pp.Port is < 0 or > 65535)
+                throw new ArgumentException($"port {pp.Port} out of range", nameof(rule));
+            var port = (ushort)pp.Port;
+            switch (pp.Protocol.ToUpperInvariant())
+            {
+                case "TCP":
+                    list.Add((Tcp, port));
+                    break;
+                case "UDP":
+                    list.Add((Udp, port));
+                    break;
+                case "ANY" or "":
+                    if (port == 0)
+                        list.Add((0, 0));
+                    else
+                    {
+                        list.Add((Tcp, port));
+                        list.Add((Udp, port));
+                    }
+                    break;
+                default:
+                    throw new ArgumentException($"unsupported protocol '{pp.Protocol}'", nameof(rule));
+            }
+        }
+        return list.Distinct().ToList();
+    }
+
+    /// <summary>True when inner lies within outer.</summary>
+    public static bool Contains(IPNetwork outer, IPNetwork inner) =>
+        inner.PrefixLength >= outer.PrefixLength && outer.Contains(inner.BaseAddress);
+
+    public static byte ProtocolNumber(string protocol) => protocol.ToUpperInvariant() switch
+    {
+        "TCP" => Tcp,
+        "UDP" => Udp,
+        _ => throw new ArgumentException($"unsupported protocol '{protocol}'", nameof(protocol)),
+    };
+
+    internal static bool IsV4(IPAddress ip) => ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork;
+}
