@@ -22,6 +22,7 @@ public static class Cli
     {
         var root = new RootCommand("forensics: record what the eBPF datapath and tracing probes see, query it later");
         root.Subcommands.Add(DoctorCommand.Build());
+        root.Subcommands.Add(LabCommand.Build());
         return root;
     }
 

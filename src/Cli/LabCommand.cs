@@ -55,6 +55,10 @@ public static class LabCommand
         {
             return action();
         }
+        catch (Exception e) when (Environment.GetEnvironmentVariable("FORENSICS_DEBUG") == "1" && DebugPrint(e))
+        {
+            throw;
+        }
         catch (ClusterSpecException e)
         {
             return Cli.Fail(ExitCode.BadInput, e.Message);
@@ -71,6 +75,12 @@ public static class LabCommand
         {
             return Cli.Fail(ExitCode.Failure, e.Message);
         }
+    }
+
+    private static bool DebugPrint(Exception e)
+    {
+        Console.Error.WriteLine(e.ToString());
+        return false;
     }
 
     private static ClusterSpec LoadLab(FileInfo file, string? name)
