@@ -45,7 +45,7 @@ struct {
 	__type(value, struct fx_ctx);
 } fx_scratch SEC(".maps");
 
-/* A hash of a packet's tuple (FNV-1a): the flow id in its events. */
+/* A hash of a packet's tuple (FNV-1a, then mixed): the flow id in its events. */
 static __always_inline __u32 fx_flow_hash(const struct fx_tuple *t, __u16 sport, __u16 dport)
 {
 	__u32 h = 2166136261u;
@@ -60,6 +60,12 @@ static __always_inline __u32 fx_flow_hash(const struct fx_tuple *t, __u16 sport,
 	}
 	h = (h ^ (((__u32)sport << 16) | dport)) * 16777619u;
 	h = (h ^ t->proto) * 16777619u;
+	/* murmur3's finalizer: every input bit reaches the low bits (backend slot = hash % n) */
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
 	return h;
 }
 

@@ -69,8 +69,9 @@ fx_policy_probe(int i, __u16 ep, __u8 dir, __u32 id, __u8 proto, __u16 dport, __
 /*
  * The verdict for the first packet of a connection. ep_flags say whether a
  * policy selects the endpoint in this direction, and whether it audits.
+ * Returns whether the direction is enforced.
  */
-static __always_inline void fx_policy_decide(struct fx_verdict *v, __u16 ep, __u8 ep_flags, __u8 dir,
+static __always_inline int fx_policy_decide(struct fx_verdict *v, __u16 ep, __u8 ep_flags, __u8 dir,
 					     __u32 remote, __u8 proto, __u16 dport)
 {
 	__u8 enforced = dir == FX_DIR_INGRESS ? ep_flags & FX_EP_INGRESS_ENFORCED :
@@ -83,7 +84,7 @@ static __always_inline void fx_policy_decide(struct fx_verdict *v, __u16 ep, __u
 	v->match = FX_MATCH_ALL;
 	v->reason = 0;
 	if (!enforced)
-		return;
+		return 0;
 #pragma unroll
 	for (i = 0; i < 6; i++) {
 		pv = fx_policy_probe(i, ep, dir, remote, proto, dport, &match);
@@ -101,7 +102,7 @@ static __always_inline void fx_policy_decide(struct fx_verdict *v, __u16 ep, __u
 		if (pv && (pv->flags & FX_POLICY_ALLOW)) {
 			__sync_fetch_and_add(&pv->hits, 1);
 			v->match = match;
-			return;
+			return 1;
 		}
 	}
 	v->action = FX_ACTION_DENY;
@@ -110,6 +111,7 @@ static __always_inline void fx_policy_decide(struct fx_verdict *v, __u16 ep, __u
 audit:
 	if (ep_flags & FX_EP_AUDIT)
 		v->action = FX_ACTION_AUDIT;
+	return 1;
 }
 
 static __always_inline void fx_emit_verdict(struct fx_ctx *ctx, __u32 remote, const struct fx_verdict *v)
@@ -132,13 +134,14 @@ static __always_inline void fx_emit_verdict(struct fx_ctx *ctx, __u32 remote, co
 
 /*
  * Decides, reports and enforces policy for a new connection: TC_ACT_OK or
- * a drop (Policy denied, or Policy denied by denylist).
+ * a drop (Policy denied, or Policy denied by denylist). As Cilium does,
+ * verdicts are reported only for directions a policy enforces.
  */
 static __always_inline int fx_policy_enforce(struct fx_ctx *ctx, const struct fx_endpoint *ep, __u8 dir,
 					     __u32 remote, struct fx_verdict *v)
 {
-	fx_policy_decide(v, ep->id, ep->flags, dir, remote, ctx->pkt.tuple.proto, ctx->pkt.tuple.dport);
-	fx_emit_verdict(ctx, remote, v);
+	if (fx_policy_decide(v, ep->id, ep->flags, dir, remote, ctx->pkt.tuple.proto, ctx->pkt.tuple.dport))
+		fx_emit_verdict(ctx, remote, v);
 	if (v->action != FX_ACTION_DENY)
 		return TC_ACT_OK;
 	if (v->reason == FX_DROP_POLICY_DENY)

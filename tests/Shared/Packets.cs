@@ -15,6 +15,27 @@ public static class Packets
     public static byte[] Udp(string src, ushort sport, string dst, ushort dport, int payload = 8) =>
         Build(IPAddress.Parse(src), IPAddress.Parse(dst), 17, L4Udp(sport, dport, payload));
 
+    /// <summary>An ICMPv4 echo request (type 8) or reply (type 0).</summary>
+    public static byte[] IcmpEcho(string src, string dst, ushort id, bool reply = false)
+    {
+        var l4 = new byte[16];
+        l4[0] = reply ? (byte)0 : (byte)8;
+        BinaryPrimitives.WriteUInt16BigEndian(l4.AsSpan(4), id);
+        BinaryPrimitives.WriteUInt16BigEndian(l4.AsSpan(6), 1);
+        return Build(IPAddress.Parse(src), IPAddress.Parse(dst), 1, l4);
+    }
+
+    /// <summary>An ICMPv4 error (default: port unreachable) quoting the IP header and 8 bytes of <paramref name="quoted"/>.</summary>
+    public static byte[] IcmpError(string src, string dst, byte[] quoted, byte type = 3, byte code = 3)
+    {
+        int ihl = (quoted[14] & 0xf) * 4;
+        var l4 = new byte[8 + ihl + 8];
+        l4[0] = type;
+        l4[1] = code;
+        quoted.AsSpan(14, ihl + 8).CopyTo(l4.AsSpan(8));
+        return Build(IPAddress.Parse(src), IPAddress.Parse(dst), 1, l4);
+    }
+
     private static byte[] L4Tcp(ushort sport, ushort dport, byte flags, int payload)
     {
         var l4 = new byte[20 + payload];
@@ -67,6 +88,11 @@ public static class Packets
         }
         l4.CopyTo(pkt.AsSpan(14 + l3len));
         var l4span = pkt.AsSpan(14 + l3len);
+        if (proto == 1)
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(l4span[2..], Checksum(l4span, 0));
+            return pkt;
+        }
         int csumOff = proto == 6 ? 16 : 6;
         BinaryPrimitives.WriteUInt16BigEndian(l4span[csumOff..], L4Checksum(ip, v6, proto, l4span));
         return pkt;
@@ -112,6 +138,8 @@ public static class Packets
             return false;
         byte proto = v6 ? ip[6] : ip[9];
         var l4 = pkt[(14 + l3len)..];
+        if (proto == 1)
+            return Checksum(pkt[(14 + l3len)..], 0) == 0;
         if (proto != 6 && proto != 17)
             return true;
         uint sum = Add(0, v6 ? ip.Slice(8, 32) : ip.Slice(12, 8)) + proto + (uint)l4.Length;

@@ -51,12 +51,21 @@ public sealed unsafe class BpfProgram
         return new TcxLink(new FdHandle(fd), ifindex, direction, Name);
     }
 
-    /// <summary>Runs the program once (or <paramref name="repeat"/> times) on a packet with BPF_PROG_TEST_RUN.</summary>
-    public TestRunResult TestRun(ReadOnlySpan<byte> packet, int repeat = 1, int dataOutSize = -1)
+    /// <summary>
+    /// Runs the program once (or <paramref name="repeat"/> times) on a packet with BPF_PROG_TEST_RUN.
+    /// For tc programs, <paramref name="ifindex"/> (an existing interface) becomes skb->ifindex;
+    /// 0 leaves the kernel's default (loopback).
+    /// </summary>
+    public TestRunResult TestRun(ReadOnlySpan<byte> packet, int repeat = 1, int dataOutSize = -1, int ifindex = 0)
     {
         var outBuf = new byte[dataOutSize >= 0 ? dataOutSize : packet.Length + 256];
+        // struct __sk_buff up to and including ifindex (offset 40); the kernel
+        // zero-fills the rest and rejects fields it does not take from user space.
+        var skbCtx = new byte[SkBuffIfindexOffset + 4];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(skbCtx.AsSpan(SkBuffIfindexOffset), ifindex);
         fixed (byte* pin = packet)
         fixed (byte* pout = outBuf)
+        fixed (byte* pctx = skbCtx)
         {
             var opts = new bpf_test_run_opts
             {
@@ -65,6 +74,8 @@ public sealed unsafe class BpfProgram
                 data_size_in = (uint)packet.Length,
                 data_out = pout,
                 data_size_out = (uint)outBuf.Length,
+                ctx_in = ifindex > 0 ? pctx : null,
+                ctx_size_in = ifindex > 0 ? (uint)skbCtx.Length : 0,
                 repeat = repeat,
             };
             BpfException.Check(LibBpf.bpf_prog_test_run_opts(Fd, &opts), $"bpf_prog_test_run_opts({Name})");
@@ -72,6 +83,9 @@ public sealed unsafe class BpfProgram
             return new TestRunResult(opts.retval, outBuf.AsSpan(0, (int)opts.data_size_out).ToArray(), opts.duration);
         }
     }
+
+    /// <summary>offsetof(struct __sk_buff, ifindex): part of the stable UAPI.</summary>
+    private const int SkBuffIfindexOffset = 40;
 }
 
 /// <summary>A libbpf link (tracepoint, raw tracepoint); disposing detaches.</summary>

@@ -28,9 +28,10 @@ public sealed class Datapath : IEventSource
     private readonly List<TcxLink> links = [];
     private readonly Dictionary<string, CompiledEndpointPolicy> compiled = new(StringComparer.Ordinal);
     private readonly List<ServiceInfo> services = [];
-    private HashSet<IpcacheKey> ipcacheKeys = [];
+    // keys written last time, by their bytes (the address arrays have no value equality)
+    private Dictionary<string, IpcacheKey> ipcacheKeys = [];
     private HashSet<PolicyKey> policyKeys = [];
-    private HashSet<ServiceKey> serviceKeys = [];
+    private Dictionary<string, ServiceKey> serviceKeys = [];
     private HashSet<BackendKey> backendKeys = [];
     private bool disposed;
 
@@ -213,28 +214,30 @@ public sealed class Datapath : IEventSource
     private void SyncIpcache()
     {
         var map = obj.Map("fx_ipcache");
-        var want = new Dictionary<IpcacheKey, IpcacheValue>();
+        var want = new Dictionary<string, (IpcacheKey Key, IpcacheValue Value)>(StringComparer.Ordinal);
+        void Want(IpcacheKey k, IpcacheValue v) => want[KeyBytes(k)] = (k, v);
         foreach (var id in ids.All.Where(i => i.IsCidr))
-            want[IpcacheKey.Of(id.Cidr!.Value)] = new IpcacheValue { Identity = id.Id };
+            Want(IpcacheKey.Of(id.Cidr!.Value), new IpcacheValue { Identity = id.Id });
         if (cluster.Lab is { } lab)
-            want[IpcacheKey.Of(HostPrefix(lab.NodeIp))] = new IpcacheValue { Identity = (uint)ReservedIdentity.Host };
+            Want(IpcacheKey.Of(HostPrefix(lab.NodeIp)), new IpcacheValue { Identity = (uint)ReservedIdentity.Host });
         foreach (var pod in pods.Values.Where(p => p.Ip is not null))
         {
             ushort ep = endpoints.TryGetValue(pod.FullName, out var e) ? e.Id : (ushort)0;
-            want[IpcacheKey.Of(HostPrefix(pod.Ip!))] = new IpcacheValue { Identity = ids.ForPod(pod).Id, EndpointId = ep };
+            Want(IpcacheKey.Of(HostPrefix(pod.Ip!)), new IpcacheValue { Identity = ids.ForPod(pod).Id, EndpointId = ep });
         }
-        foreach (var (k, v) in want)
+        foreach (var (k, v) in want.Values)
             map.Update(k, v);
-        foreach (var stale in ipcacheKeys.Where(k => !want.ContainsKey(k)))
-            map.Delete(stale);
-        ipcacheKeys = [.. want.Keys];
+        foreach (var (bytes, stale) in ipcacheKeys)
+            if (!want.ContainsKey(bytes))
+                map.Delete(stale);
+        ipcacheKeys = want.ToDictionary(kv => kv.Key, kv => kv.Value.Key, StringComparer.Ordinal);
     }
 
     private void SyncServices()
     {
         var svcMap = obj.Map("fx_services");
         var beMap = obj.Map("fx_backends");
-        var wantSvc = new Dictionary<ServiceKey, Service>();
+        var wantSvc = new Dictionary<string, (ServiceKey Key, Service Value)>(StringComparer.Ordinal);
         var wantBe = new Dictionary<BackendKey, Backend>();
         services.Clear();
         uint nextId = 1;
@@ -254,7 +257,7 @@ public sealed class Datapath : IEventSource
                 var backends = members.Select((p, i) => new BackendInfo(i, p.Ip!, target, p.FullName)).ToList();
                 services.Add(new ServiceInfo(id, s.Name, s.Namespace, s.ClusterIp, port.Port, port.Protocol.ToUpperInvariant(), backends));
                 var key = new ServiceKey { Addr = MapAddress.From(s.ClusterIp), Port = (ushort)port.Port, Proto = proto, Family = MapAddress.Family(s.ClusterIp) };
-                wantSvc[key] = new Service { Id = id, Count = (ushort)backends.Count };
+                wantSvc[KeyBytes(key)] = (key, new Service { Id = id, Count = (ushort)backends.Count });
                 foreach (var b in backends)
                     wantBe[new BackendKey { ServiceId = id, Slot = (uint)b.Slot }] = new Backend
                     {
@@ -265,13 +268,14 @@ public sealed class Datapath : IEventSource
         // backends first, so that a service never counts a slot not yet written
         foreach (var (k, v) in wantBe)
             beMap.Update(k, v);
-        foreach (var (k, v) in wantSvc)
+        foreach (var (k, v) in wantSvc.Values)
             svcMap.Update(k, v);
-        foreach (var stale in serviceKeys.Where(k => !wantSvc.ContainsKey(k)))
-            svcMap.Delete(stale);
+        foreach (var (bytes, stale) in serviceKeys)
+            if (!wantSvc.ContainsKey(bytes))
+                svcMap.Delete(stale);
         foreach (var stale in backendKeys.Where(k => !wantBe.ContainsKey(k)))
             beMap.Delete(stale);
-        serviceKeys = [.. wantSvc.Keys];
+        serviceKeys = wantSvc.ToDictionary(kv => kv.Key, kv => kv.Value.Key, StringComparer.Ordinal);
         backendKeys = [.. wantBe.Keys];
     }
 
@@ -312,6 +316,9 @@ public sealed class Datapath : IEventSource
             });
         }
     }
+
+    private static string KeyBytes<T>(in T key) where T : unmanaged =>
+        Convert.ToHexString(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in key)));
 
     private static IPNetwork HostPrefix(IPAddress ip) => new(ip, PolicyCompiler.IsV4(ip) ? 32 : 128);
 

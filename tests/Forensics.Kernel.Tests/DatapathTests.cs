@@ -1,0 +1,549 @@
+using System.Net;
+using Forensics.Datapath;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Control;
+using Forensics.Tests;
+using static Forensics.Kernel.Tests.DatapathHarness;
+using static Forensics.Kernel.Tests.TestCluster;
+
+namespace Forensics.Kernel.Tests;
+
+/// <summary>
+/// The real datapath programs, one crafted packet at a time through
+/// BPF_PROG_TEST_RUN: verdicts, rewritten headers, checksums and the exact
+/// events emitted, for every policy rule kind, conntrack, DNAT and SNAT.
+/// </summary>
+public class DatapathTests
+{
+    private const byte SynAck = Packets.TcpSyn | Packets.TcpAck;
+
+    private static NetworkPolicySpec BackendIngress(params PolicyRule[] rules) => Policy("backend-ingress", Sel(("app", "backend")), ingress: rules);
+
+    private static void AssertAllowedNew(Events ev, PodSpec local, uint remote, PolicyMatch match, Dir dir)
+    {
+        Assert.Equal([EventKind.Policy, EventKind.Trace, EventKind.Capture], ev.Kinds);
+        var v = Assert.Single(ev.Verdicts);
+        Assert.Equal(VerdictAction.Allow, v.Action);
+        Assert.Equal(match, v.Match);
+        Assert.Equal(remote, v.RemoteIdentity);
+        Assert.Equal(dir, v.Meta.Direction);
+        Assert.Equal(CtState.New, Assert.Single(ev.Traces).CtState);
+        _ = local;
+    }
+
+    private static void AssertPolicyDrop(Events ev, uint remote, ushort reason, PolicyMatch match, Dir dir)
+    {
+        Assert.Equal([EventKind.Policy, EventKind.Drop, EventKind.Capture], ev.Kinds);
+        var v = Assert.Single(ev.Verdicts);
+        Assert.Equal(VerdictAction.Deny, v.Action);
+        Assert.Equal(match, v.Match);
+        Assert.Equal(remote, v.RemoteIdentity);
+        var d = Assert.Single(ev.Drops);
+        Assert.Equal(reason, d.Reason);
+        Assert.Equal(SrcFile.Policy, d.File);
+        Assert.True(d.Line > 0);
+        Assert.Equal(dir, d.Meta.Direction);
+        Assert.Equal(reason, Assert.Single(ev.Captures).DropReason);
+    }
+
+    [KernelFact]
+    public void L4OnlyRule_AllowedPortAndOtherPort_AllowedL4OnlyAndDroppedPolicyDenied()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+        var fe = h.IdentityOf(Frontend);
+
+        var ok = h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080));
+        var okEv = h.Take();
+        var bad = h.To(Backend2, Packets.Tcp("10.244.0.10", 40001, "10.244.0.20", 9090));
+        var badEv = h.Take();
+
+        Assert.Equal(TcActOk, ok.ReturnValue);
+        AssertAllowedNew(okEv, Backend2, fe, PolicyMatch.L4Only, Dir.Ingress);
+        var t = Assert.Single(okEv.Traces);
+        Assert.Equal(fe, t.Meta.SrcIdentity);
+        Assert.Equal(h.IdentityOf(Backend2), t.Meta.DstIdentity);
+        Assert.Equal(ObsPoint.ToEndpoint, t.Meta.ObsPoint);
+        Assert.Equal((uint)h.IfindexOf(Backend2), t.Meta.Ifindex);
+        Assert.Equal("10.244.0.10:40000", Pkt.S(t.Tuple));
+        Assert.Equal(TcActShot, bad.ReturnValue);
+        AssertPolicyDrop(badEv, fe, (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+        var d = Assert.Single(badEv.Drops);
+        Assert.Equal("10.244.0.20:9090", Pkt.D(d.Tuple));
+        Assert.Equal(fe, d.Meta.SrcIdentity);
+        Assert.Equal(h.IdentityOf(Backend2), d.Meta.DstIdentity);
+        Assert.Equal(CtState.New, d.CtState);
+        Assert.NotEqual(0, d.Meta.EndpointId);
+    }
+
+    [KernelFact]
+    public void L3OnlyRule_SelectedPeerAnyPort_AllowedL3OnlyAndUnselectedPeerDropped()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(endpoints: [Sel(("app", "frontend"))]))));
+
+        var ok = h.To(Backend2, Packets.Udp("10.244.0.10", 40000, "10.244.0.20", 7777));
+        var okEv = h.Take();
+        var other = h.To(Backend2, Packets.Tcp("10.244.0.30", 40000, "10.244.0.20", 8080));
+        var otherEv = h.Take();
+        // same labels in another namespace: the policy's namespace is implied
+        var tool = h.To(Backend2, Packets.Tcp("10.244.1.5", 40000, "10.244.0.20", 8080));
+        var toolEv = h.Take();
+
+        Assert.Equal(TcActOk, ok.ReturnValue);
+        AssertAllowedNew(okEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.L3Only, Dir.Ingress);
+        Assert.Equal(TcActShot, other.ReturnValue);
+        AssertPolicyDrop(otherEv, h.IdentityOf(Other), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+        Assert.Equal(TcActShot, tool.ReturnValue);
+        AssertPolicyDrop(toolEv, h.IdentityOf(Tool), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+    }
+
+    [KernelFact]
+    public void L3L4Rule_PeerAndPort_OnlyThatPairAllowed()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(
+            Rule(endpoints: [Sel(("k8s:app", "frontend"))], ports: [new PortProtocol(8080, "TCP")]))));
+
+        var ok = h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080));
+        var okEv = h.Take();
+        var wrongPort = h.To(Backend2, Packets.Tcp("10.244.0.10", 40001, "10.244.0.20", 9090));
+        var wrongPortEv = h.Take();
+        var wrongProto = h.To(Backend2, Packets.Udp("10.244.0.10", 40002, "10.244.0.20", 8080));
+        h.Take();
+        var wrongPeer = h.To(Backend2, Packets.Tcp("10.244.0.30", 40003, "10.244.0.20", 8080));
+        var wrongPeerEv = h.Take();
+
+        Assert.Equal(TcActOk, ok.ReturnValue);
+        AssertAllowedNew(okEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.L3L4, Dir.Ingress);
+        Assert.Equal(TcActShot, wrongPort.ReturnValue);
+        AssertPolicyDrop(wrongPortEv, h.IdentityOf(Frontend), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+        Assert.Equal(TcActShot, wrongProto.ReturnValue);
+        Assert.Equal(TcActShot, wrongPeer.ReturnValue);
+        AssertPolicyDrop(wrongPeerEv, h.IdentityOf(Other), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+    }
+
+    [KernelFact]
+    public void AllEntityRule_AnyPeerAnyPort_AllowedMatchAll()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(entities: ["all"]))));
+
+        var r = h.To(Backend2, Packets.Tcp("203.0.113.7", 40000, "10.244.0.20", 22));
+
+        Assert.Equal(TcActOk, r.ReturnValue);
+        AssertAllowedNew(h.Take(), Backend2, (uint)ReservedIdentity.World, PolicyMatch.All, Dir.Ingress);
+    }
+
+    [KernelFact]
+    public void DenyRule_OverlapsAllowAll_DenyWinsWithDenylistReason()
+    {
+        using var h = new DatapathHarness(Cluster(Policy("deny-frontend-8080", Sel(("app", "backend")),
+            ingress: [Rule(entities: ["all"])],
+            ingressDeny: [Rule(endpoints: [Sel(("app", "frontend"))], ports: [new PortProtocol(8080, "TCP")])])));
+
+        var denied = h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080));
+        var deniedEv = h.Take();
+        var allowed = h.To(Backend2, Packets.Tcp("10.244.0.10", 40001, "10.244.0.20", 9090));
+        var allowedEv = h.Take();
+
+        Assert.Equal(TcActShot, denied.ReturnValue);
+        AssertPolicyDrop(deniedEv, h.IdentityOf(Frontend), (ushort)DropReason.PolicyDeny, PolicyMatch.L3L4, Dir.Ingress);
+        Assert.Equal(TcActOk, allowed.ReturnValue);
+        AssertAllowedNew(allowedEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.All, Dir.Ingress);
+    }
+
+    [KernelFact]
+    public void EgressDeny_ToPeer_DroppedAtSourceEndpoint()
+    {
+        using var h = new DatapathHarness(Cluster(Policy("no-backend", Sel(("app", "frontend")),
+            egress: [Rule(entities: ["all"])],
+            egressDeny: [Rule(endpoints: [Sel(("app", "backend"))])])));
+
+        var r = h.From(Frontend, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080));
+        var ev = h.Take();
+        var world = h.From(Frontend, Packets.Tcp("10.244.0.10", 40001, "198.51.100.10", 443));
+
+        Assert.Equal(TcActShot, r.ReturnValue);
+        AssertPolicyDrop(ev, h.IdentityOf(Backend2), (ushort)DropReason.PolicyDeny, PolicyMatch.L3Only, Dir.Egress);
+        Assert.Equal(ObsPoint.FromEndpoint, Assert.Single(ev.Drops).Meta.ObsPoint);
+        Assert.Equal(TcActOk, world.ReturnValue);
+    }
+
+    [KernelFact]
+    public void NoPolicySelects_BothDirections_AllowedWithoutVerdicts()
+    {
+        // the policy selects backends only: frontend is unrestricted both ways
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+
+        var egress = h.From(Frontend, Packets.Tcp("10.244.0.10", 40000, "10.244.0.30", 1234));
+        var egressEv = h.Take();
+        var ingress = h.To(Frontend, Packets.Tcp("10.244.0.30", 40001, "10.244.0.10", 4321));
+        var ingressEv = h.Take();
+        var backendEgress = h.From(Backend2, Packets.Tcp("10.244.0.20", 40002, "10.244.0.30", 1234));
+
+        Assert.Equal(TcActOk, egress.ReturnValue);
+        Assert.Equal([EventKind.Trace, EventKind.Capture], egressEv.Kinds);
+        Assert.Equal(CtState.New, Assert.Single(egressEv.Traces).CtState);
+        Assert.Equal(TcActOk, ingress.ReturnValue);
+        Assert.Equal([EventKind.Trace, EventKind.Capture], ingressEv.Kinds);
+        Assert.Equal(TcActOk, backendEgress.ReturnValue); // selected for ingress only
+    }
+
+    [KernelFact]
+    public void SelectedByPolicy_RuleMatchesNothing_DefaultDeny()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(endpoints: [Sel(("app", "nothing"))]))));
+
+        var r = h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080));
+        var ev = h.Take();
+        var icmp = h.To(Backend2, Packets.IcmpEcho("10.244.0.10", "10.244.0.20", 77));
+        var icmpEv = h.Take();
+
+        Assert.Equal(TcActShot, r.ReturnValue);
+        AssertPolicyDrop(ev, h.IdentityOf(Frontend), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+        Assert.Equal(TcActShot, icmp.ReturnValue);
+        Assert.Equal(1, Assert.Single(icmpEv.Drops).Tuple.Proto);
+        var snap = h.Dp.Snapshot();
+        Assert.True(snap.Endpoints.Single(e => e.Pod == "backend-2").IngressEnforced);
+        Assert.False(snap.Endpoints.Single(e => e.Pod == "backend-2").EgressEnforced);
+        Assert.DoesNotContain(snap.PolicyEntries, e => e.EndpointId == snap.Endpoints.Single(x => x.Pod == "backend-2").Id);
+    }
+
+    [KernelFact]
+    public void ReplyOfAllowedConnection_EgressDefaultDeny_PassesAsReplyWithoutVerdict()
+    {
+        using var h = new DatapathHarness(Cluster(Policy("backend-locked", Sel(("app", "backend")),
+            ingress: [Rule(ports: [new PortProtocol(8080, "TCP")])],
+            egress: [Rule(endpoints: [Sel(("app", "nothing"))])])));
+
+        h.From(Frontend, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080));
+        var syn = h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080));
+        h.Take();
+        var synAck = h.From(Backend2, Packets.Tcp("10.244.0.20", 8080, "10.244.0.10", 40000, SynAck));
+        var synAckEv = h.Take();
+        var back = h.To(Frontend, Packets.Tcp("10.244.0.20", 8080, "10.244.0.10", 40000, SynAck));
+        var backEv = h.Take();
+        var ack = h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080, Packets.TcpAck));
+        var ackEv = h.Take();
+        var newOut = h.From(Backend2, Packets.Tcp("10.244.0.20", 8081, "10.244.0.10", 40000, Packets.TcpSyn));
+        var newOutEv = h.Take();
+
+        Assert.Equal(TcActOk, syn.ReturnValue);
+        Assert.Equal(TcActOk, synAck.ReturnValue);
+        Assert.Equal([EventKind.Trace, EventKind.Capture], synAckEv.Kinds);
+        Assert.Equal(CtState.Reply, Assert.Single(synAckEv.Traces).CtState);
+        Assert.Equal(TcActOk, back.ReturnValue);
+        Assert.Equal(CtState.Reply, Assert.Single(backEv.Traces).CtState);
+        Assert.Equal(TcActOk, ack.ReturnValue);
+        Assert.Equal(CtState.Established, Assert.Single(ackEv.Traces).CtState);
+        Assert.Equal(TcActShot, newOut.ReturnValue);
+        AssertPolicyDrop(newOutEv, h.IdentityOf(Frontend), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Egress);
+
+        var ct = h.Dp.Snapshot().Conntrack.Single(c => c.Direction == Dir.Ingress && c.DestinationPort == 8080);
+        Assert.Equal(3ul, ct.Packets); // SYN, SYN-ACK (reply), ACK
+        Assert.True(ct.Flags.HasFlag(CtFlags.ReplySeen));
+        Assert.Equal(PolicyMatch.L4Only, ct.Match);
+    }
+
+    [KernelFact]
+    public void IcmpErrorAboutTrackedFlow_EgressDenied_PassesAsRelated()
+    {
+        using var h = new DatapathHarness(Cluster(Policy("backend-locked", Sel(("app", "backend")),
+            ingress: [Rule(entities: ["cluster"])],
+            egress: [Rule(endpoints: [Sel(("app", "nothing"))])])));
+        var udp = Packets.Udp("10.244.0.10", 40000, "10.244.0.20", 5353);
+
+        Assert.Equal(TcActOk, h.To(Backend2, udp).ReturnValue);
+        h.Take();
+        var err = h.From(Backend2, Packets.IcmpError("10.244.0.20", "10.244.0.10", udp));
+        var ev = h.Take();
+        var stray = h.From(Backend2, Packets.IcmpError("10.244.0.20", "10.244.0.10", Packets.Udp("10.244.0.10", 40001, "10.244.0.20", 5353)));
+
+        Assert.Equal(TcActOk, err.ReturnValue);
+        Assert.Equal(CtState.Related, Assert.Single(ev.Traces).CtState);
+        Assert.Equal(TcActShot, stray.ReturnValue);
+    }
+
+    [KernelFact]
+    public void ServiceDnat_FirstPacketAndReply_TranslatedBothWaysWithValidChecksums()
+    {
+        var cluster = Cluster();
+        using var h = new DatapathHarness(cluster);
+        var svc = h.Dp.Snapshot().Services.Single(s => s.Name == "backend-service" && s.Port == 80);
+        var syn = Packets.Tcp("10.244.0.10", 41000, BackendVip, 80);
+
+        var out1 = h.From(Frontend, syn);
+        var ev1 = h.Take();
+        var out2 = h.From(Frontend, Packets.Tcp("10.244.0.10", 41000, BackendVip, 80, Packets.TcpAck));
+        var ev2 = h.Take();
+
+        Assert.Equal(TcActOk, out1.ReturnValue);
+        Assert.True(Packets.ChecksumsValid(out1.DataOut));
+        var backend = Pkt.Dst4(out1.DataOut);
+        Assert.Contains(backend, svc.Backends.Select(b => Pkt.Ep(b.Ip, b.Port)));
+        Assert.Equal(8080, Pkt.Dport(out1.DataOut));
+        Assert.Equal("10.244.0.10:41000", Pkt.Src4(out1.DataOut));
+        Assert.Equal([EventKind.Nat, EventKind.Trace, EventKind.Capture], ev1.Kinds);
+        var nat = Assert.Single(ev1.Nats);
+        Assert.Equal(NatKind.Dnat, nat.NatKind);
+        Assert.Equal(svc.Id, nat.ServiceId);
+        Assert.Equal($"{BackendVip}:80", Pkt.D(nat.Orig));
+        Assert.Equal(backend, Pkt.D(nat.Xlated));
+        Assert.Equal("10.244.0.10:41000", Pkt.S(nat.Xlated));
+        Assert.Equal(backend, Pkt.D(Assert.Single(ev1.Traces).Tuple));
+        Assert.Equal(CtState.New, Assert.Single(ev1.Traces).CtState);
+        // same flow, same backend, no second DNAT event
+        Assert.Equal(backend, Pkt.Dst4(out2.DataOut));
+        Assert.Equal([EventKind.Trace, EventKind.Capture], ev2.Kinds);
+        Assert.Equal(CtState.Established, Assert.Single(ev2.Traces).CtState);
+
+        var backendPod = svc.Backends.Single(b => Pkt.Ep(b.Ip, b.Port) == backend);
+        var reply = h.To(Frontend, Packets.Tcp(backendPod.Ip.ToString(), 8080, "10.244.0.10", 41000, SynAck));
+        var rev = h.Take();
+
+        Assert.Equal(TcActOk, reply.ReturnValue);
+        Assert.True(Packets.ChecksumsValid(reply.DataOut));
+        Assert.Equal($"{BackendVip}:80", Pkt.Src4(reply.DataOut));
+        Assert.Equal("10.244.0.10:41000", Pkt.Dst4(reply.DataOut));
+        Assert.Equal([EventKind.Nat, EventKind.Trace, EventKind.Capture], rev.Kinds);
+        var rnat = Assert.Single(rev.Nats);
+        Assert.Equal(NatKind.RevDnat, rnat.NatKind);
+        Assert.Equal(svc.Id, rnat.ServiceId);
+        Assert.Equal(backend, Pkt.S(rnat.Orig));
+        Assert.Equal($"{BackendVip}:80", Pkt.S(rnat.Xlated));
+        var t = Assert.Single(rev.Traces);
+        Assert.Equal(CtState.Reply, t.CtState);
+        Assert.Equal(backendPod.Ip, EventReader.Address(t.OrigAddr, 2));
+        Assert.Equal($"{BackendVip}:80", Pkt.S(t.Tuple));
+        Assert.Equal(h.Dp.IdentityOf(cluster.Pods.Single(p => p.FullName == backendPod.Pod)).Id, t.Meta.SrcIdentity);
+    }
+
+    [KernelFact]
+    public void ServiceDnat_ManyFlows_EachFlowKeepsItsBackendAndBothBackendsUsed()
+    {
+        using var h = new DatapathHarness(Cluster(), new EventOptions { RingBytes = 1 << 20, Kinds = new HashSet<EventKind> { EventKind.Drop } });
+        var chosen = new Dictionary<int, string>();
+
+        for (int port = 42000; port < 42032; port++)
+            chosen[port] = Pkt.Dst4(h.From(Frontend, Packets.Udp("10.244.0.10", (ushort)port, BackendVip, 53)).DataOut);
+        for (int port = 42000; port < 42032; port++)
+        {
+            var again = h.From(Frontend, Packets.Udp("10.244.0.10", (ushort)port, BackendVip, 53));
+            Assert.True(Packets.ChecksumsValid(again.DataOut));
+            Assert.Equal(chosen[port], Pkt.Dst4(again.DataOut));
+        }
+
+        Assert.Equal(["10.244.0.20:5353", "10.244.0.21:5353"], chosen.Values.Distinct().Order().ToArray());
+        Assert.Empty(h.Take().Records);
+    }
+
+    [KernelFact]
+    public void ServiceWithoutBackends_Syn_DroppedServiceBackendNotFound()
+    {
+        using var h = new DatapathHarness(Cluster());
+
+        var r = h.From(Frontend, Packets.Tcp("10.244.0.10", 43000, EmptyVip, 80));
+        var ev = h.Take();
+
+        Assert.Equal(TcActShot, r.ReturnValue);
+        Assert.Equal([EventKind.Drop, EventKind.Capture], ev.Kinds);
+        var d = Assert.Single(ev.Drops);
+        Assert.Equal((ushort)DropReason.NoService, d.Reason);
+        Assert.Equal(158, d.Reason);
+        Assert.Equal(SrcFile.Lb, d.File);
+        Assert.Equal($"{EmptyVip}:80", Pkt.D(d.Tuple));
+        Assert.Equal(Dir.Egress, d.Meta.Direction);
+        Assert.Equal((ushort)158, Assert.Single(ev.Captures).DropReason);
+    }
+
+    [KernelFact]
+    public void Snat_PodToWorldAndReturn_MasqueradedAndTranslatedBack()
+    {
+        using var h = new DatapathHarness(Cluster());
+        var syn = Packets.Tcp("10.244.0.10", 44000, "198.51.100.10", 443);
+
+        Assert.Equal(TcActOk, h.From(Frontend, syn).ReturnValue);
+        h.Take();
+        var out1 = h.ToNetwork(syn);
+        var ev = h.Take();
+
+        Assert.Equal(TcActOk, out1.ReturnValue);
+        Assert.True(Packets.ChecksumsValid(out1.DataOut));
+        Assert.Equal(IPAddress.Parse(NodeIp), Pkt.Src(out1.DataOut));
+        Assert.Equal("198.51.100.10:443", Pkt.Dst4(out1.DataOut));
+        int nodePort = Pkt.Sport(out1.DataOut);
+        Assert.Equal([EventKind.Nat, EventKind.Trace, EventKind.Capture], ev.Kinds);
+        var nat = Assert.Single(ev.Nats);
+        Assert.Equal(NatKind.Snat, nat.NatKind);
+        Assert.Equal("10.244.0.10:44000", Pkt.S(nat.Orig));
+        Assert.Equal($"{NodeIp}:{nodePort}", Pkt.S(nat.Xlated));
+        Assert.Equal(h.IdentityOf(Frontend), nat.Meta.SrcIdentity);
+        Assert.Equal((uint)ReservedIdentity.World, nat.Meta.DstIdentity);
+        Assert.Equal(ObsPoint.ToNetwork, nat.Meta.ObsPoint);
+
+        var ret = h.FromNetwork(Packets.Tcp("198.51.100.10", 443, NodeIp, (ushort)nodePort, SynAck));
+        var retEv = h.Take();
+
+        Assert.Equal(TcActOk, ret.ReturnValue);
+        Assert.True(Packets.ChecksumsValid(ret.DataOut));
+        Assert.Equal("10.244.0.10:44000", Pkt.Dst4(ret.DataOut));
+        Assert.Equal("198.51.100.10:443", Pkt.Src4(ret.DataOut));
+        var rnat = Assert.Single(retEv.Nats);
+        Assert.Equal(NatKind.RevSnat, rnat.NatKind);
+        Assert.Equal($"{NodeIp}:{nodePort}", Pkt.D(rnat.Orig));
+        Assert.Equal("10.244.0.10:44000", Pkt.D(rnat.Xlated));
+        Assert.Equal(IPAddress.Parse(NodeIp), EventReader.Address(Assert.Single(retEv.Traces).OrigAddr, 2));
+
+        var toPod = h.To(Frontend, ret.DataOut);
+        Assert.Equal(TcActOk, toPod.ReturnValue);
+        Assert.Equal(CtState.Reply, Assert.Single(h.Take().Traces).CtState);
+
+        var snap = h.Dp.Snapshot();
+        Assert.Contains(snap.Nat, n => n.Kind == "snat" && n.SourcePort == 44000 && n.ToAddress.Equals(IPAddress.Parse(NodeIp)) && n.ToPort == nodePort);
+        Assert.Contains(snap.Nat, n => n.Kind == "rev-snat" && n.DestinationPort == nodePort && n.ToPort == 44000);
+    }
+
+    [KernelFact]
+    public void Snat_InClusterAndServiceDestinations_LeftUntouched()
+    {
+        using var h = new DatapathHarness(Cluster());
+        var toPod = Packets.Tcp("10.244.0.10", 44100, "10.244.0.20", 8080);
+        var toSvc = Packets.Tcp("10.244.0.10", 44101, "10.96.5.5", 80);
+        var stray = Packets.Tcp("198.51.100.10", 443, NodeIp, 55555, SynAck);
+
+        var a = h.ToNetwork(toPod);
+        var b = h.ToNetwork(toSvc);
+        var c = h.FromNetwork(stray);
+
+        Assert.Equal(toPod, a.DataOut);
+        Assert.Equal(toSvc, b.DataOut);
+        Assert.Equal(stray, c.DataOut);
+        Assert.Empty(h.Take().Records);
+    }
+
+    [KernelFact]
+    public void CidrSetWithExcept_InsideAndExceptedAddress_AllowedAndDropped()
+    {
+        using var h = new DatapathHarness(Cluster(Policy("to-testnet", Sel(("app", "frontend")),
+            egress: [Rule(cidrs: [new CidrRule("198.51.100.0/24", ["198.51.100.128/25"])])])));
+        var ids = h.Dp.Identities;
+        var inside = ids.Single(i => i.Labels.Contains("cidr:198.51.100.0/24")).Id;
+        var excepted = ids.Single(i => i.Labels.Contains("cidr:198.51.100.128/25")).Id;
+
+        var ok = h.From(Frontend, Packets.Tcp("10.244.0.10", 45000, "198.51.100.10", 443));
+        var okEv = h.Take();
+        var no = h.From(Frontend, Packets.Tcp("10.244.0.10", 45001, "198.51.100.200", 443));
+        var noEv = h.Take();
+        var outside = h.From(Frontend, Packets.Tcp("10.244.0.10", 45002, "203.0.113.9", 443));
+        var outsideEv = h.Take();
+
+        Assert.True(inside >= (uint)ReservedIdentity.MinLocal && excepted >= (uint)ReservedIdentity.MinLocal);
+        Assert.Equal(TcActOk, ok.ReturnValue);
+        AssertAllowedNew(okEv, Frontend, inside, PolicyMatch.L3Only, Dir.Egress);
+        Assert.Equal(TcActShot, no.ReturnValue);
+        AssertPolicyDrop(noEv, excepted, (ushort)DropReason.Policy, PolicyMatch.None, Dir.Egress);
+        Assert.Equal(TcActShot, outside.ReturnValue);
+        AssertPolicyDrop(outsideEv, (uint)ReservedIdentity.World, (ushort)DropReason.Policy, PolicyMatch.None, Dir.Egress);
+    }
+
+    [KernelFact]
+    public void Entities_WorldHostCluster_SelectReservedAndWorkloadIdentities()
+    {
+        using var h = new DatapathHarness(Cluster(
+            Policy("fe-world", Sel(("app", "frontend")), egress: [Rule(entities: ["world"], ports: [new PortProtocol(443, "TCP")])]),
+            BackendIngress(Rule(entities: ["host"]), Rule(entities: ["cluster"], ports: [new PortProtocol(8080, "ANY")]))));
+
+        var world = h.From(Frontend, Packets.Tcp("10.244.0.10", 46000, "203.0.113.5", 443));
+        var worldEv = h.Take();
+        var notWorld = h.From(Frontend, Packets.Tcp("10.244.0.10", 46001, "10.244.0.20", 443));
+        h.Take();
+        var host = h.To(Backend2, Packets.Tcp(NodeIp, 46002, "10.244.0.20", 22));
+        var hostEv = h.Take();
+        var cluster = h.To(Backend2, Packets.Udp("10.244.1.5", 46003, "10.244.0.20", 8080));
+        var clusterEv = h.Take();
+        var outsider = h.To(Backend2, Packets.Udp("203.0.113.5", 46004, "10.244.0.20", 8080));
+
+        Assert.Equal(TcActOk, world.ReturnValue);
+        AssertAllowedNew(worldEv, Frontend, (uint)ReservedIdentity.World, PolicyMatch.L3L4, Dir.Egress);
+        Assert.Equal(TcActShot, notWorld.ReturnValue);
+        Assert.Equal(TcActOk, host.ReturnValue);
+        AssertAllowedNew(hostEv, Backend2, (uint)ReservedIdentity.Host, PolicyMatch.L3Only, Dir.Ingress);
+        Assert.Equal(TcActOk, cluster.ReturnValue);
+        AssertAllowedNew(clusterEv, Backend2, h.IdentityOf(Tool), PolicyMatch.L3L4, Dir.Ingress);
+        Assert.Equal(TcActShot, outsider.ReturnValue);
+    }
+
+    [KernelFact]
+    public void SpoofedSource_FromEndpoint_DroppedInvalidSourceIp()
+    {
+        using var h = new DatapathHarness(Cluster());
+
+        var r = h.From(Frontend, Packets.Tcp("10.244.0.99", 47000, "10.244.0.20", 8080));
+        var d = Assert.Single(h.Take().Drops);
+
+        Assert.Equal(TcActShot, r.ReturnValue);
+        Assert.Equal((ushort)DropReason.InvalidSip, d.Reason);
+        Assert.Equal(SrcFile.Datapath, d.File);
+    }
+
+    [KernelFact]
+    public void EventKinds_OnlyDropsEnabled_AllowedPacketSilentAndDropCounted()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))),
+            new EventOptions { RingBytes = 1 << 20, Kinds = new HashSet<EventKind> { EventKind.Drop } });
+
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 48000, "10.244.0.20", 8080));
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 48001, "10.244.0.20", 9090));
+        var ev = h.Take();
+
+        Assert.Equal([EventKind.Drop], ev.Kinds);
+        var counters = EventChannel.ReadCounters(h.Dp.EmitStatsMap);
+        Assert.Equal(1ul, counters[EventKind.Drop].Emitted);
+        Assert.Equal(0ul, counters[EventKind.Trace].Emitted);
+        Assert.Equal(0ul, counters[EventKind.Policy].Emitted);
+    }
+
+    [KernelFact]
+    public void Capture_DroppedPacket_BytesAsSentWithReason()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))),
+            new EventOptions { RingBytes = 1 << 20, Snaplen = 40 });
+        var pkt = Packets.Tcp("10.244.0.10", 49000, "10.244.0.20", 9090);
+
+        h.To(Backend2, pkt);
+        var cap = Assert.Single(h.Take().Captures);
+
+        Assert.Equal(40, cap.CapLen);
+        Assert.Equal(pkt[..40], ((ReadOnlySpan<byte>)cap.Data)[..40].ToArray());
+        Assert.Equal((ushort)DropReason.Policy, cap.DropReason);
+        Assert.Equal(CtState.New, cap.CtState);
+    }
+
+    [KernelFact]
+    public void Snapshot_AfterTraffic_HoldsIdentitiesPoliciesServicesAndConntrack()
+    {
+        var policy = BackendIngress(Rule(endpoints: [Sel(("app", "frontend"))], ports: [new PortProtocol(8080, "TCP")]));
+        using var h = new DatapathHarness(Cluster(policy));
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 50000, "10.244.0.20", 8080));
+
+        var s = h.Dp.Snapshot();
+
+        Assert.Equal(5, s.Endpoints.Count);
+        Assert.Contains(s.Identities, i => i.Id == 1 && i.Labels.SequenceEqual(["reserved:host"]));
+        Assert.Contains(s.Identities, i => i.Id == 2 && i.Labels.SequenceEqual(["reserved:world"]));
+        var fe = s.Identities.Single(i => i.Id == h.IdentityOf(Frontend));
+        Assert.Equal(["k8s:app=frontend", "k8s:io.cilium.k8s.policy.cluster=default", "k8s:io.kubernetes.pod.namespace=default"], fe.Labels);
+        Assert.NotEqual(h.IdentityOf(Frontend), h.IdentityOf(Tool)); // same app label, other namespace
+        Assert.Equal(h.IdentityOf(Backend2), h.IdentityOf(Backend3)); // same labels, one identity
+        Assert.Contains(s.Ipcache, i => i.Prefix == "10.244.0.20/32" && i.Identity == h.IdentityOf(Backend2) && i.EndpointId != 0);
+        Assert.Contains(s.Ipcache, i => i.Prefix == $"{NodeIp}/32" && i.Identity == 1);
+        Assert.Equal(policy.SourceText, Assert.Single(s.Policies).SourceText);
+        var entry = s.PolicyEntries.Single(e => e.Endpoint == "default/backend-2");
+        Assert.Equal((h.IdentityOf(Frontend), (byte)6, (ushort)8080, true, false, 1ul), (entry.Identity, entry.Protocol, entry.Port, entry.Allow, entry.Deny, entry.Hits));
+        Assert.Equal(PolicyMatch.L3L4, entry.Match);
+        var svc = s.Services.Single(x => x.Name == "backend-service" && x.Protocol == "TCP");
+        Assert.Equal(["default/backend-2", "default/backend-3"], svc.Backends.Select(b => b.Pod!).ToArray());
+        Assert.All(svc.Backends, b => Assert.Equal(8080, b.Port));
+        Assert.Empty(s.Services.Single(x => x.Name == "empty-service").Backends);
+        var ct = Assert.Single(s.Conntrack);
+        Assert.Equal((IPAddress.Parse("10.244.0.10"), 50000, 8080, Dir.Ingress, h.IdentityOf(Frontend)),
+            (ct.Source, ct.SourcePort, ct.DestinationPort, ct.Direction, ct.RemoteIdentity));
+    }
+}
