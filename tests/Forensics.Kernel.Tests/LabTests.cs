@@ -52,7 +52,7 @@ internal static class LabFixture
             if (BpfPrograms.Exists(id))
                 left.Add($"bpf program {id} {BpfPrograms.Name(id)}");
         foreach (var p in processes ?? [])
-            if (LabState.ProcessStartTime(p.Pid) is { } t && t == p.StartTime)
+            if (LabState.Running(p.Pid, p.StartTime))
                 left.Add($"process {p.Pid} ({p.What})");
         return left;
     }
@@ -222,5 +222,114 @@ public class LabTests
         Assert.Equal(0, up.ExitCode); // it got SIGTERM and tore down itself
         Assert.Empty(LabFixture.Leftovers(name, state.ProgramIds, state.Processes));
         Assert.Contains(": down", LabFixture.RunCli("lab", "status", file, "--name", name).Out, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>The example scenarios in a lab with the real datapath and real traffic, checked against the datapath's events.</summary>
+[Collection("lab")]
+public class LabScenarioTests
+{
+    private static Dictionary<string, StepReport> RunAll(Lab lab) => lab.RunAll().ToDictionary(r => r.Step.Name);
+
+    [KernelFact]
+    public void StarwarsScenario_EveryStep_MeetsItsExpectation()
+    {
+        var name = LabFixture.UniqueName();
+        using var lab = Lab.Up(LabFixture.Load("starwars.yaml", name), LabFixture.WithDatapath());
+        var reports = lab.RunAll();
+        Assert.Equal(7, reports.Count);
+        Assert.All(reports, r => Assert.True(r.Passed, $"{r.Step.Name}: {r.Detail}: {string.Join("; ", r.Failures)}"));
+        Assert.All(reports, r => Assert.True(r.DatapathAttached));
+    }
+
+    [KernelFact]
+    public void StarwarsScenario_StepsMeetTheRightVerdictsDropsAndTranslations()
+    {
+        var name = LabFixture.UniqueName();
+        var cluster = LabFixture.Load("starwars.yaml", name);
+        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        var dp = ((LabDatapath)lab.Datapath!).Datapath;
+        uint Identity(string pod) => dp.IdentityOf(cluster.Pods.Single(p => p.Name == pod)).Id;
+        var frontend = lab.PodIp("frontend-1").ToString();
+        var backend = lab.PodIp("backend-2").ToString();
+        var xwing = lab.PodIp("xwing").ToString();
+        var deathstar = lab.PodIp("deathstar-1").ToString();
+        var r = RunAll(lab);
+
+        // frontend-1 -> backend-2:8080: allowed by the L4 policy at the backend's ingress, no drop.
+        var allowed = r["frontend-to-backend-allowed"];
+        Assert.Equal("connected", allowed.Result);
+        var verdict = Assert.Single(allowed.Events, e => e.Kind == "policy");
+        Assert.Equal(("allowed", "L3-L4", "ingress"), (verdict.Verdict, verdict.Match, verdict.Direction));
+        Assert.Equal((frontend, backend, 8080), (verdict.Source, verdict.Destination, verdict.DestinationPort));
+        Assert.Equal(Identity("frontend-1"), verdict.RemoteIdentity);
+        Assert.DoesNotContain(allowed.Events, e => e.Kind == "drop");
+
+        // The same pair on 9090: denied at the backend's ingress, dropped with 133 (Policy denied).
+        var denied = r["frontend-to-backend-port-not-allowed"];
+        Assert.Equal("timeout", denied.Result);
+        var drop = denied.Events.First(e => e.Kind == "drop");
+        Assert.Equal(133, drop.Reason);
+        Assert.Equal((frontend, backend, 9090), (drop.Source, drop.Destination, drop.DestinationPort));
+        Assert.Equal((Identity("frontend-1"), Identity("backend-2")), (drop.SourceIdentity, drop.DestinationIdentity));
+        Assert.Equal(lab.State.Endpoints.Single(e => e.Pod == "default/backend-2").Ifindex, (int)drop.Ifindex);
+        Assert.All(denied.Events.Where(e => e.Kind == "drop"), e => Assert.Equal(133, e.Reason)); // retransmitted SYNs, same reason
+        Assert.Contains(denied.Events, e => e.Kind == "policy" && e.Verdict == "denied" && e.Direction == "ingress");
+
+        // backend-service 10.0.1.100:8080 -> backend-2:8080 and back.
+        var svc = r["frontend-to-backend-service"];
+        Assert.Equal(200, svc.Connect!.HttpStatus);
+        Assert.StartsWith("backend-2 ", svc.Connect.Reply, StringComparison.Ordinal);
+        var dnat = Assert.Single(svc.Events, e => e.NatKind == "DNAT");
+        Assert.Equal(("10.0.1.100", 8080, backend, 8080), (dnat.Destination, dnat.DestinationPort, dnat.XlatedDestination, dnat.XlatedDestinationPort));
+        var rev = svc.Events.First(e => e.NatKind == "rev-DNAT");
+        Assert.Equal((backend, 8080, "10.0.1.100", 8080), (rev.Source, rev.SourcePort, rev.XlatedSource, rev.XlatedSourcePort));
+        Assert.Equal(frontend, rev.XlatedDestination);
+
+        // xwing -> the outside world through SNAT to the node address, and the reply translated back.
+        foreach (var (step, proto) in new[] { ("xwing-to-outside-world", 6), ("xwing-udp-to-outside-world", 17) })
+        {
+            var world = r[step];
+            Assert.True(world.Delivered, world.Detail);
+            var snat = world.Events.First(e => e.NatKind == "SNAT");
+            Assert.Equal((xwing, "192.0.2.1", proto), (snat.Source, snat.XlatedSource, snat.Protocol));
+            var revSnat = world.Events.First(e => e.NatKind == "rev-SNAT");
+            Assert.Equal(("192.0.2.1", xwing, snat.XlatedSourcePort), (revSnat.Destination, revSnat.XlatedDestination, revSnat.DestinationPort));
+            Assert.Contains(world.Events, e => e.Kind == "policy" && e.Verdict == "allowed" && e.Direction == "egress" && e.RemoteIdentity == 2); // world
+            // The world saw the node address, never the pod's.
+            Assert.EndsWith(world.Step.Target!, world.Connect!.Remote, StringComparison.Ordinal);
+        }
+
+        // xwing -> deathstar service inside the cluster: DNAT to the one backend, no SNAT.
+        var ds = r["xwing-to-deathstar-service"];
+        Assert.StartsWith("deathstar-1 ", ds.Connect!.Reply, StringComparison.Ordinal);
+        Assert.Contains(ds.Events, e => e.NatKind == "DNAT" && e.Destination == "10.0.1.80" && e.XlatedDestination == deathstar && e.XlatedDestinationPort == 80);
+        Assert.DoesNotContain(ds.Events, e => e.NatKind == "SNAT");
+
+        // The egressDeny rule: dropped at the xwing's egress with 181 (Policy denied by denylist), nothing translated.
+        var deny = r["xwing-to-denylisted-host"];
+        Assert.False(deny.Delivered);
+        var d181 = deny.Events.First(e => e.Kind == "drop");
+        Assert.Equal((181, xwing, "203.0.113.66", 443), (d181.Reason, d181.Source, d181.Destination, d181.DestinationPort));
+        Assert.Equal(lab.State.Endpoints.Single(e => e.Pod == "default/xwing").Ifindex, (int)d181.Ifindex);
+        Assert.Contains(deny.Events, e => e.Kind == "policy" && e.Verdict == "denied" && e.Direction == "egress");
+        Assert.DoesNotContain(deny.Events, e => e.NatKind == "SNAT");
+    }
+
+    [KernelFact]
+    public void RunStep_WrongExpectation_ReportsWhatWasSeenInstead()
+    {
+        var name = LabFixture.UniqueName();
+        var cluster = LabFixture.Load("starwars.yaml", name);
+        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        var step = cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-port-not-allowed");
+        // Claim the wrong reason (181 instead of 133) and a translation that does not happen.
+        var wrong = step with { Expect = new StepExpectation(false, 181, $"DNAT 10.0.1.100:8080 -> {lab.PodIp("backend-2")}:9090") };
+
+        var r = lab.RunStep(wrong);
+
+        Assert.False(r.Passed);
+        Assert.Contains(r.Failures, f => f.Contains("expected a drop with reason 181", StringComparison.Ordinal) && f.Contains("saw 133 (Policy denied)", StringComparison.Ordinal));
+        Assert.Contains(r.Failures, f => f.Contains("saw no translation", StringComparison.Ordinal));
     }
 }

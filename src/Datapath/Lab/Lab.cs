@@ -459,7 +459,7 @@ public sealed class Lab : IDisposable
         // Listeners the state knows of (even if their namespace is already gone).
         foreach (var p in state?.Processes ?? [])
         {
-            if (p.Pid != Environment.ProcessId && LabState.ProcessStartTime(p.Pid) is { } t && t == p.StartTime)
+            if (p.Pid != Environment.ProcessId && LabState.Running(p.Pid, p.StartTime))
             {
                 Signal(p.Pid, LibC.SIGKILL);
                 WaitGone(p.Pid, p.StartTime, TimeSpan.FromSeconds(5));
@@ -518,25 +518,11 @@ public sealed class Lab : IDisposable
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < limit)
         {
-            var t = LabState.ProcessStartTime(pid);
-            if (t is null || (startTime != 0 && t != startTime) || IsZombie(pid))
+            if (!LabState.Running(pid, startTime))
                 return true;
             Thread.Sleep(20);
         }
         return false;
-    }
-
-    private static bool IsZombie(int pid)
-    {
-        try
-        {
-            var stat = File.ReadAllText($"/proc/{pid}/stat");
-            return stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z');
-        }
-        catch (IOException)
-        {
-            return true;
-        }
     }
 
     /// <summary>PIDs (not ours) whose network namespace is one of <paramref name="inodes"/>.</summary>

@@ -97,6 +97,22 @@ public sealed class LabState
         }
     }
 
+    /// <summary>Whether a process is still running: same PID and start time, and not a zombie waiting for its parent to reap it.</summary>
+    public static bool Running(int pid, ulong startTime)
+    {
+        if (ProcessStartTime(pid) is not { } t || (startTime != 0 && t != startTime))
+            return false;
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return !stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z');
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Whether the process that ran <c>up</c> is still alive (same PID and start time).</summary>
-    public bool UpAlive() => UpPid > 0 && ProcessStartTime(UpPid) is { } t && t == UpStartTime;
+    public bool UpAlive() => UpPid > 0 && Running(UpPid, UpStartTime);
 }
