@@ -333,3 +333,102 @@ public class LabScenarioTests
         Assert.Contains(r.Failures, f => f.Contains("saw no translation", StringComparison.Ordinal));
     }
 }
+
+[Collection("lab")]
+public class LabShopScenarioTests
+{
+    [KernelFact]
+    public void ShopScenario_EveryStep_MeetsItsExpectation()
+    {
+        var name = LabFixture.UniqueName();
+        using var lab = Lab.Up(LabFixture.Load("shop.yaml", name), LabFixture.WithDatapath());
+        var reports = lab.RunAll().ToDictionary(r => r.Step.Name);
+        Assert.All(reports.Values, r => Assert.True(r.Passed, $"{r.Step.Name}: {r.Detail}: {string.Join("; ", r.Failures)}"));
+        // A service without backends: dropped with 158 before any policy, towards the service address.
+        var nb = reports["web-to-payments-no-backend"].Events.First(e => e.Kind == "drop");
+        Assert.Equal((158, "10.0.1.20", 443), (nb.Reason, nb.Destination, nb.DestinationPort));
+        // Deny wins: the web tier's egress allows the db, the db's ingress allows its namespace, the deny rule drops.
+        var dw = reports["web-to-db-deny-wins"].Events;
+        Assert.Contains(dw, e => e.Kind == "policy" && e.Direction == "egress" && e.Verdict == "allowed");
+        Assert.Contains(dw, e => e.Kind == "drop" && e.Reason == 181 && e.Direction == "ingress");
+        Assert.Equal("exited", reports["monitor-runs-a-command"].Result);
+    }
+
+    [KernelFact]
+    public void ServiceWithTwoBackends_ManyConnections_BothBackendsAnswerAndEachFlowIsTranslatedBack()
+    {
+        var name = LabFixture.UniqueName();
+        var cluster = LabFixture.Load("shop.yaml", name);
+        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        var step = cluster.Lab!.Steps.Single(s => s.Name == "web-to-api-service");
+        var answered = new List<string>();
+        for (int i = 0; i < 12 && answered.Distinct().Count() < 2; i++)
+        {
+            var r = lab.RunStep(step);
+            Assert.True(r.Delivered, r.Detail);
+            var dnat = r.Events.Single(e => e.NatKind == "DNAT");
+            Assert.Contains(r.Events, e => e.NatKind == "rev-DNAT" && e.Source == dnat.XlatedDestination && e.XlatedSource == "10.0.1.10");
+            // The backend that answered is the one the DNAT event named.
+            Assert.EndsWith($" {dnat.XlatedDestination}:8080", r.Connect!.Reply, StringComparison.Ordinal);
+            answered.Add(r.Connect.Reply!.Split(' ')[0]);
+        }
+        Assert.Equal(["api-1", "api-2"], answered.Distinct().Order());
+    }
+}
+
+[Collection("lab")]
+public class LabCliTests
+{
+    [KernelFact]
+    public void LabRunCli_Starwars_PrintsEveryStepOkAndLeavesNothing()
+    {
+        var name = LabFixture.UniqueName();
+        var (code, output) = LabFixture.RunCli("lab", "run", LabFixture.Example("starwars.yaml"), "--name", name);
+        Assert.True(code == 0, output);
+        Assert.Contains("7 of 7 steps met their expectation", output, StringComparison.Ordinal);
+        Assert.Contains("drop (Policy denied by denylist)", output, StringComparison.Ordinal);
+        Assert.Contains("DNAT 10.0.0.", output, StringComparison.Ordinal);
+        Assert.Empty(LabFixture.Leftovers(name));
+    }
+
+    [KernelFact]
+    public void LabRunCli_StepMissesExpectation_ExitsOneAndSaysWhy()
+    {
+        var name = LabFixture.UniqueName();
+        var file = Path.Combine(Path.GetTempPath(), name + ".yaml");
+        // The allowed step now claims it is dropped.
+        var text = File.ReadAllText(LabFixture.Example("starwars.yaml")).Replace(
+            "      tcp: backend-2:8080\n      expect:\n        delivered: true", "      tcp: backend-2:8080\n      expect:\n        delivered: false", StringComparison.Ordinal);
+        File.WriteAllText(file, text);
+        try
+        {
+            var (code, output) = LabFixture.RunCli("lab", "run", file, "--name", name, "--step", "frontend-to-backend-allowed");
+            Assert.Equal(1, code);
+            Assert.Contains("FAIL frontend-to-backend-allowed", output, StringComparison.Ordinal);
+            Assert.Contains("expectation: expected dropped, but it was delivered (connected)", output, StringComparison.Ordinal);
+            Assert.Contains("0 of 1 steps met their expectation", output, StringComparison.Ordinal);
+            Assert.Empty(LabFixture.Leftovers(name));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public void LabCli_BadYaml_OneLineErrorWithExitCode7()
+    {
+        var file = Path.Combine(Path.GetTempPath(), LabFixture.UniqueName() + ".yaml");
+        File.WriteAllText(file, "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containerz: []}\n");
+        try
+        {
+            var (code, output) = LabFixture.RunCli("lab", "up", file);
+            Assert.Equal(7, code);
+            Assert.Equal($"error: {file}:4: document 1 (Pod default/a): spec.containerz: unknown field", output.Trim().Split(" (expected")[0]);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+}
