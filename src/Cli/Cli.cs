@@ -24,6 +24,7 @@ public static class Cli
         root.Subcommands.Add(DoctorCommand.Build());
         root.Subcommands.Add(RecordCommand.Build());
         root.Subcommands.Add(RecoverCommand.Build());
+        root.Subcommands.Add(LabCommand.Build());
         return root;
     }
 

@@ -11,8 +11,12 @@ public sealed record PodSpec(
     string Name,
     string Namespace,
     IReadOnlyDictionary<string, string> Labels,
-    IPAddress? Ip)
+    IPAddress? Ip,
+    IReadOnlyList<PortProtocol>? Ports = null)
 {
+    /// <summary>spec.containers[].ports[]: what the lab listens on inside the pod (TCP or UDP).</summary>
+    public IReadOnlyList<PortProtocol> ContainerPorts => Ports ?? [];
+
     public string FullName => $"{Namespace}/{Name}";
 }
 
@@ -53,17 +57,27 @@ public sealed record NetworkPolicySpec(
 /// <summary>A host of the "outside world" on a TEST-NET address, with listening ports.</summary>
 public sealed record OutsideHost(string Name, IPAddress Ip, IReadOnlyList<int> TcpPorts, IReadOnlyList<int> UdpPorts);
 
-/// <summary>What a scenario step's traffic is expected to meet; null fields are not checked.</summary>
+/// <summary>
+/// What a scenario step's traffic is expected to meet; null fields are not checked.
+/// Translation is normalized by the loader: "DNAT 10.0.1.100:8080 -> 10.0.0.12:8080"
+/// or "SNAT 10.0.0.20 -> 192.0.2.1" (ports optional, addresses resolved).
+/// </summary>
 public sealed record StepExpectation(bool? Delivered, int? DropReason, string? Translation);
 
-/// <summary>A scripted step run inside a pod: tcp, http, udp, or any command (exec).</summary>
+/// <summary>
+/// A scripted step run inside a pod: tcp, http, udp, or any command (exec). Pod is
+/// the pod's full name (namespace/name); Target is resolved to "ip:port" (http:
+/// "ip:port/path"), TargetText keeps what the user wrote.
+/// </summary>
 public sealed record ScenarioStep(
     string Name,
     string Pod,
     string Action,
     string? Target,
     IReadOnlyList<string> Command,
-    StepExpectation? Expect);
+    StepExpectation? Expect,
+    string? TargetText = null,
+    TimeSpan? Timeout = null);
 
 public sealed record LabSpec(
     string Name,

@@ -1,0 +1,332 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Forensics.Datapath;
+using Forensics.Datapath.Control;
+using Forensics.Datapath.Lab;
+
+namespace Forensics.Cli;
+
+/// <summary>
+/// <c>forensics lab up|status|run|down FILE</c>: a single-machine cluster of network
+/// namespaces built from the same YAML, with the datapath attached; plus the hidden
+/// traffic verbs the lab runs inside its namespaces (serve, connect).
+/// </summary>
+public static class LabCommand
+{
+    private const string Description = """
+        A lab: a real single-machine cluster built from Kubernetes-shaped YAML (Pod, Service,
+        CiliumNetworkPolicy, and a Lab document with the pod and service CIDRs, the node address,
+        the outside-world hosts and the scenario's steps). Each pod gets a network namespace
+        (<lab>-<pod>) with a veth pair to the node namespace (<lab>-node), which routes and carries
+        the datapath; outside hosts live in <lab>-world behind the node's world device (SNAT to the
+        node address). Nothing is added to the machine's own namespace. Needs root.
+
+        The datapath's tcx links live as long as the process that attached them, so `lab up` stays
+        in the foreground: Ctrl-C (or SIGTERM, or `lab down` from another terminal) detaches it and
+        removes the lab. `lab run` builds the lab, runs the steps, checks each against its
+        expectation (delivered or dropped, the drop reason, the translation), and removes the lab;
+        if the lab is already up, it runs the steps in it and checks delivery only. `lab down`
+        removes everything a lab made, also after `up` was killed; it is idempotent.
+        State: /run/forensics/lab/<lab>.json.
+        """;
+
+    public static Command Build()
+    {
+        var cmd = new Command("lab", Description);
+        cmd.Subcommands.Add(Up());
+        cmd.Subcommands.Add(Status());
+        cmd.Subcommands.Add(Run());
+        cmd.Subcommands.Add(Down());
+        cmd.Subcommands.Add(Serve());
+        cmd.Subcommands.Add(Connect());
+        return cmd;
+    }
+
+    private static Argument<FileInfo> FileArgument() => new("FILE") { Description = "The cluster YAML (with a Lab document)" };
+
+    private static Option<bool> NoDatapathOption() => new("--no-datapath") { Description = "Build the lab without the BPF datapath (plain routing, no policy, no NAT)" };
+
+    private static Option<string?> NameOption() => new("--name") { Description = "Use this lab name instead of the Lab document's (e.g. to run two copies)" };
+
+    private static int Guard(Func<int> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (Exception e) when (Environment.GetEnvironmentVariable("FORENSICS_DEBUG") == "1" && DebugPrint(e))
+        {
+            throw;
+        }
+        catch (ClusterSpecException e)
+        {
+            return Cli.Fail(ExitCode.BadInput, e.Message);
+        }
+        catch (PrerequisiteException e)
+        {
+            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+        }
+        catch (LabException e)
+        {
+            return Cli.Fail(ExitCode.Failure, e.Message);
+        }
+        catch (Forensics.Datapath.Bpf.BpfException e)
+        {
+            return Cli.Fail(ExitCode.Failure, e.Message);
+        }
+    }
+
+    private static bool DebugPrint(Exception e)
+    {
+        Console.Error.WriteLine(e.ToString());
+        return false;
+    }
+
+    private static ClusterSpec LoadLab(FileInfo file, string? name)
+    {
+        var cluster = ClusterLoader.LoadFile(file.FullName);
+        if (cluster.Lab is null)
+            throw new ClusterSpecException($"{file.FullName}: no Lab document: `forensics lab` needs one (kind: Lab, apiVersion: {ClusterLoader.LabApiVersion})");
+        if (name is not null)
+            cluster = cluster with { Lab = cluster.Lab with { Name = name } };
+        return cluster;
+    }
+
+    private static LabOptions Options(bool datapath, bool quiet) => new()
+    {
+        Datapath = datapath ? LabDatapath.Factory(new EventOptions { SelfPid = (uint)Environment.ProcessId }) : null,
+        Progress = quiet ? null : line => Console.WriteLine("  " + line),
+    };
+
+    private static Command Up()
+    {
+        var file = FileArgument();
+        var noDatapath = NoDatapathOption();
+        var name = NameOption();
+        var events = new Option<bool>("--events") { Description = "Print the datapath's drop, policy verdict and NAT events while up" };
+        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events };
+        cmd.SetAction(parse => Guard(() =>
+        {
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            using var stop = new ManualResetEventSlim();
+            using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
+            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
+            Console.WriteLine($"lab {cluster.Lab!.Name}: building from {cluster.SourceFile}");
+            using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: false));
+            PrintSummary(lab);
+            Console.WriteLine($"lab {lab.Name} is up (pid {Environment.ProcessId}); Ctrl-C or `forensics lab down {parse.GetValue(file)!.Name}` removes it");
+            int printed = 0;
+            while (!stop.Wait(200))
+            {
+                if (parse.GetValue(events) && lab.Events is { } ev)
+                {
+                    var all = ev.All().Where(e => e.Kind != "trace").ToList();
+                    foreach (var e in all.Skip(printed))
+                        Console.WriteLine(e.Text);
+                    printed = all.Count;
+                }
+            }
+            Console.WriteLine($"lab {lab.Name}: removing");
+            return (int)ExitCode.Ok;
+        }));
+        return cmd;
+    }
+
+    private static void PrintSummary(Lab lab)
+    {
+        var s = lab.State;
+        var spec = lab.Cluster.Lab!;
+        Console.WriteLine($"node {s.NodeNetns}: {spec.NodeIp} on {s.WorldLink}, pod CIDR {spec.PodCidr}, service CIDR {spec.ServiceCidr}");
+        foreach (var e in s.Endpoints)
+            Console.WriteLine($"pod {e.Pod}: {e.Ip} in {e.Netns}, host link {e.HostLink} (ifindex {e.Ifindex})");
+        foreach (var h in spec.Outside)
+            Console.WriteLine($"world {h.Name}: {h.Ip} in {s.WorldNetns}, tcp [{string.Join(",", h.TcpPorts)}] udp [{string.Join(",", h.UdpPorts)}]");
+        foreach (var svc in lab.Cluster.Services)
+            Console.WriteLine($"service {svc.Namespace}/{svc.Name}: {svc.ClusterIp} ports {string.Join(",", svc.Ports.Select(p => $"{p.Port}->{p.TargetPort}/{p.Protocol}"))}");
+        Console.WriteLine(s.DatapathAttached
+            ? $"datapath attached: BPF programs {string.Join(",", s.ProgramIds)}"
+            : "datapath not attached (--no-datapath)");
+    }
+
+    private static Command Status()
+    {
+        var file = FileArgument();
+        var name = NameOption();
+        var cmd = new Command("status", "Show whether the lab is up: its process, namespaces, pods and the BPF programs attached") { file, name };
+        cmd.SetAction(parse => Guard(() =>
+        {
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            var labName = cluster.Lab!.Name;
+            var state = LabState.Read(labName);
+            var existing = LabNames.Namespaces(cluster).Where(NetNamespace.Exists).ToList();
+            if (state is null && existing.Count == 0)
+            {
+                Console.WriteLine($"lab {labName}: down");
+                return (int)ExitCode.Ok;
+            }
+            var alive = state?.UpAlive() == true;
+            Console.WriteLine($"lab {labName}: {(state is null ? "leftovers without state" : state.Phase)}, up process {state?.UpPid} {(alive ? "running" : "gone")}");
+            foreach (var ns in LabNames.Namespaces(cluster))
+                Console.WriteLine($"  namespace {ns}: {(NetNamespace.Exists(ns) ? "present" : "absent")}");
+            if (state is not null && NetNamespace.Exists(state.NodeNetns))
+            {
+                foreach (var e in state.Endpoints)
+                {
+                    var progs = NetNamespace.Run(state.NodeNetns, () =>
+                        Forensics.Datapath.Bpf.BpfPrograms.AttachedTcx(e.Ifindex, Forensics.Datapath.Bpf.TcDirection.Ingress)
+                            .Concat(Forensics.Datapath.Bpf.BpfPrograms.AttachedTcx(e.Ifindex, Forensics.Datapath.Bpf.TcDirection.Egress)).ToList());
+                    Console.WriteLine($"  pod {e.Pod}: {e.Ip}, {e.HostLink} ifindex {e.Ifindex}, tcx programs [{string.Join(",", progs.Select(p => $"{p} {Forensics.Datapath.Bpf.BpfPrograms.Name(p)}"))}]");
+                }
+            }
+            if (state is not null && !alive && state.Phase != "down")
+                Console.WriteLine($"  the up process is gone: run `forensics lab down {parse.GetValue(file)!.Name}` to remove the leftovers");
+            return (int)ExitCode.Ok;
+        }));
+        return cmd;
+    }
+
+    private static Command Run()
+    {
+        var file = FileArgument();
+        var noDatapath = NoDatapathOption();
+        var name = NameOption();
+        var steps = new Option<string[]>("--step") { Description = "Run only these steps (by name; repeatable)" };
+        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps };
+        cmd.SetAction(parse => Guard(() =>
+        {
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            var only = parse.GetValue(steps) ?? [];
+            var unknown = only.Where(s => cluster.Lab!.Steps.All(x => x.Name != s)).ToList();
+            if (unknown.Count > 0)
+                return Cli.Fail(ExitCode.Usage, $"no step named {string.Join(", ", unknown)} in {cluster.SourceFile}");
+            var selected = cluster.Lab!.Steps.Where(s => only.Length == 0 || only.Contains(s.Name)).ToList();
+            var existing = LabState.Read(cluster.Lab.Name);
+            if (existing is not null && existing.UpAlive())
+            {
+                Console.WriteLine($"lab {cluster.Lab.Name} is up (pid {existing.UpPid}): running in it; drop reasons and translations are seen by that process, only delivery is checked here");
+                using var attached = Lab.Attach(cluster);
+                return Report(selected.Select(attached.RunStep));
+            }
+            Console.WriteLine($"lab {cluster.Lab.Name}: building from {cluster.SourceFile}");
+            using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: true));
+            return Report(selected.Select(lab.RunStep));
+        }));
+        return cmd;
+    }
+
+    private static int Report(IEnumerable<StepReport> reports)
+    {
+        int failed = 0, total = 0;
+        foreach (var r in reports)
+        {
+            total++;
+            Console.WriteLine($"{(r.Passed ? "ok  " : "FAIL")} {r.Step.Name}: {r.Step.Pod} {r.Step.Action} {r.Step.TargetText ?? string.Join(' ', r.Step.Command)}: {r.Detail}");
+            foreach (var e in r.Events.Where(e => e.Kind is "drop" or "nat" or "policy"))
+                Console.WriteLine($"       {e.Text}");
+            foreach (var f in r.Failures)
+                Console.WriteLine($"       expectation: {f}");
+            if (!r.Passed)
+                failed++;
+        }
+        Console.WriteLine($"{total - failed} of {total} steps met their expectation");
+        return failed == 0 ? (int)ExitCode.Ok : (int)ExitCode.Failure;
+    }
+
+    private static Command Down()
+    {
+        var file = new Argument<FileInfo?>("FILE") { Description = "The cluster YAML (or give --name)", Arity = ArgumentArity.ZeroOrOne };
+        var name = NameOption();
+        var cmd = new Command("down", "Remove everything the lab made (its up process, listeners, namespaces, links, routes, BPF attachments and pins); idempotent") { file, name };
+        cmd.SetAction(parse => Guard(() =>
+        {
+            var f = parse.GetValue(file);
+            var n = parse.GetValue(name);
+            ClusterSpec? cluster = null;
+            if (f is not null)
+            {
+                cluster = LoadLab(f, n);
+                n = cluster.Lab!.Name;
+            }
+            if (n is null)
+                return Cli.Fail(ExitCode.Usage, "lab down needs FILE or --name");
+            if (LibCheck.NotRoot())
+                return Cli.Fail(ExitCode.Prerequisite, "the lab's namespaces belong to root: run as root (sudo)");
+            var removed = Lab.Down(n, cluster);
+            Console.WriteLine(removed.Count == 0 ? $"lab {n}: nothing to remove" : $"lab {n}: removed {string.Join(", ", removed)}");
+            return (int)ExitCode.Ok;
+        }));
+        return cmd;
+    }
+
+    private static Command Serve()
+    {
+        var tcp = new Option<string[]>("--tcp") { Description = "[IP:]PORT to answer TCP on (echo, or HTTP when the client speaks it)" };
+        var udp = new Option<string[]>("--udp") { Description = "[IP:]PORT to answer UDP on (echo)" };
+        var names = new Option<string[]>("--name") { Description = "NAME to answer with, or IP=NAME per local address" };
+        var lifetime = new Option<double>("--lifetime") { Description = "Seconds before exiting", DefaultValueFactory = _ => 43200 };
+        var cmd = new Command("serve", "Answer TCP, HTTP and UDP on the given ports (run by the lab inside its namespaces)") { tcp, udp, names, lifetime };
+        cmd.Hidden = true;
+        cmd.SetAction(parse =>
+        {
+            try
+            {
+                var byAddr = new Dictionary<string, string>(StringComparer.Ordinal);
+                string dflt = Environment.MachineName;
+                foreach (var n in parse.GetValue(names) ?? [])
+                {
+                    int eq = n.IndexOf('=', StringComparison.Ordinal);
+                    if (eq < 0)
+                        dflt = n;
+                    else
+                        byAddr[n[..eq]] = n[(eq + 1)..];
+                }
+                var t = (parse.GetValue(tcp) ?? []).Select(ListenSpec.Parse).ToList();
+                var u = (parse.GetValue(udp) ?? []).Select(ListenSpec.Parse).ToList();
+                if (t.Count + u.Count == 0)
+                    return Cli.Fail(ExitCode.Usage, "lab serve needs --tcp or --udp");
+                using var cts = new CancellationTokenSource();
+                using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
+                using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
+                Traffic.ServeAsync(t, u, dflt, byAddr, TimeSpan.FromSeconds(parse.GetValue(lifetime)), Console.Out, cts.Token).GetAwaiter().GetResult();
+                return (int)ExitCode.Ok;
+            }
+            catch (Exception e) when (e is FormatException or System.Net.Sockets.SocketException)
+            {
+                return Cli.Fail(ExitCode.Failure, "lab serve: " + e.Message);
+            }
+        });
+        return cmd;
+    }
+
+    private static Command Connect()
+    {
+        var proto = new Argument<string>("PROTOCOL") { Description = "tcp, udp or http" };
+        var target = new Argument<string>("TARGET") { Description = "IP:PORT (http: IP:PORT/path)" };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for the connection and again for the reply", DefaultValueFactory = _ => 2 };
+        var cmd = new Command("connect", "Connect once and print what happened as one JSON line (run by the lab inside pods)") { proto, target, timeout };
+        cmd.Hidden = true;
+        cmd.SetAction(parse =>
+        {
+            try
+            {
+                var secs = Math.Clamp(parse.GetValue(timeout), 0.05, 60);
+                var r = Traffic.ConnectAsync(parse.GetValue(proto)!, parse.GetValue(target)!, TimeSpan.FromSeconds(secs)).GetAwaiter().GetResult();
+                Console.WriteLine(r.ToJson());
+                return r.Delivered ? (int)ExitCode.Ok : (int)ExitCode.Failure;
+            }
+            catch (Exception e) when (e is FormatException or ArgumentException)
+            {
+                return Cli.Fail(ExitCode.Usage, "lab connect: " + e.Message);
+            }
+        });
+        return cmd;
+    }
+}
+
+internal static class LibCheck
+{
+    public static bool NotRoot() => Environment.UserName != "root" && !string.Equals(
+        File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("Uid:", StringComparison.Ordinal))?.Split('\t', StringSplitOptions.RemoveEmptyEntries).ElementAtOrDefault(2),
+        "0", StringComparison.Ordinal);
+}

@@ -1,0 +1,31 @@
+using System.Runtime.InteropServices;
+
+namespace Forensics.Datapath.Interop;
+
+// The few calls the lab needs beyond loading programs: enumerating the kernel's
+// BPF programs (bpftool-free), querying what is attached to an interface, and
+// signalling processes.
+
+internal static unsafe partial class LibBpf
+{
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int bpf_prog_get_next_id(uint start_id, uint* next_id);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int bpf_prog_get_fd_by_id(uint id);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int bpf_obj_get_info_by_fd(int bpf_fd, void* info, uint* info_len);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int bpf_prog_query(int target_fd, uint type, uint query_flags, uint* attach_flags, uint* prog_ids, uint* prog_cnt);
+}
+
+internal static partial class LibC
+{
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    public static partial int kill(int pid, int sig);
+
+    public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
+}

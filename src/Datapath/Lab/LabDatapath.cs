@@ -1,0 +1,23 @@
+using Forensics.Datapath.Control;
+
+namespace Forensics.Datapath.Lab;
+
+/// <summary>The real datapath (<see cref="Control.Datapath"/>) as the lab drives it.</summary>
+public sealed class LabDatapath : ILabDatapath
+{
+    private LabDatapath(Control.Datapath datapath) => Datapath = datapath;
+
+    public Control.Datapath Datapath { get; }
+
+    public IEventSource Events => Datapath;
+
+    /// <summary>Loads the datapath for the cluster with these event options.</summary>
+    public static Func<ClusterSpec, ILabDatapath> Factory(EventOptions options) =>
+        cluster => new LabDatapath(Control.Datapath.Load(cluster, options));
+
+    public void AttachEndpoint(PodSpec pod, int hostIfindex) => Datapath.AttachEndpoint(pod, hostIfindex);
+
+    public void AttachNetworkDevice(int ifindex) => Datapath.AttachNetworkDevice(ifindex);
+
+    public void Dispose() => Datapath.Dispose();
+}
