@@ -5,6 +5,8 @@ using System.Runtime.InteropServices;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
+using Forensics.Datapath.Control;
+using Forensics.Datapath.Lab;
 using Forensics.Datapath.Probes;
 using Forensics.Recorder;
 using Forensics.Recorder.Storage;
@@ -21,7 +23,8 @@ public sealed record RecordArgs(
     string? TetragonPolicy,
     uint Snaplen,
     uint RingBytes,
-    bool Progress);
+    bool Progress,
+    string? Lab = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -36,10 +39,11 @@ public static class RecordCommand
         var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel, counted" };
         var tetragon = new Option<string?>("--tetragon-policy") { Description = "Read excluded CIDRs from a Tetragon TracingPolicy (the quickstart's tcp_connect NotDAddr list, ${VARS} from the environment)" };
         var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
+        var lab = new Option<string?>("--lab") { Description = "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards" };
         var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
         var cmd = new Command("record", "Record what the probes see to Parquet with a manifest; stops on --duration, Ctrl-C or SIGTERM")
         {
-            duration, output, types, exclude, tetragon, snaplen, ring,
+            duration, output, lab, types, exclude, tetragon, snaplen, ring,
         };
         cmd.SetAction(parse =>
         {
@@ -60,7 +64,8 @@ public static class RecordCommand
                     parse.GetValue(tetragon),
                     parse.GetValue(snaplen),
                     (uint)ringBytes,
-                    !Console.IsErrorRedirected);
+                    !Console.IsErrorRedirected,
+                    parse.GetValue(lab));
             }
             catch (FormatException e)
             {
@@ -135,8 +140,24 @@ public static class RecordCommand
             RingBytes = args.RingBytes,
             SelfPid = (uint)Environment.ProcessId,
         };
+        ClusterSpec? cluster = null;
+        if (args.Lab is not null)
+        {
+            try
+            {
+                cluster = ClusterLoader.LoadFile(args.Lab);
+                if (cluster.Lab is null)
+                    throw new ClusterSpecException($"{args.Lab}: no Lab document (kind: Lab): --lab needs one");
+            }
+            catch (Exception e) when (e is ClusterSpecException or IOException)
+            {
+                return Cli.Fail(ExitCode.BadInput, e.Message);
+            }
+        }
+
         var sources = new List<IEventSource>();
         var preamble = new List<byte[]>();
+        Lab? labUp = null;
         try
         {
             var probeSet = ProbesFor(args.Kinds);
@@ -157,8 +178,31 @@ public static class RecordCommand
             sources.ForEach(s => s.Dispose());
             return Cli.Fail(ExitCode.Prerequisite, e.Message);
         }
+        if (cluster is not null)
+        {
+            try
+            {
+                labUp = Lab.Up(cluster, new LabOptions
+                {
+                    Datapath = LabDatapath.Factory(options),
+                    CollectEvents = false,
+                    Progress = args.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
+                });
+                sources.Add(labUp.Datapath!.Events);
+                context.Attribution.Refresh(); // the lab's named namespaces (node, world)
+                foreach (var pod in cluster.Pods)
+                    context.Attribution.Register("/run/netns/" + LabNames.PodNs(labUp.Name, pod), pod.Namespace, pod.Name);
+            }
+            catch (Exception e) when (e is LabException or BpfException)
+            {
+                labUp?.Dispose();
+                sources.ForEach(s => s.Dispose());
+                return Cli.Fail(ExitCode.Failure, e.Message);
+            }
+        }
 
         using var cts = new CancellationTokenSource();
+        var dpSource = labUp?.Datapath as LabDatapath;
         string reason = "duration";
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; reason = "interrupt"; cts.Cancel(); });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; reason = "terminate"; cts.Cancel(); });
@@ -173,6 +217,10 @@ public static class RecordCommand
             Config = new ManifestConfig
             {
                 Kinds = [.. (args.Kinds.Count == 0 ? KindNames : args.Kinds.Select(Rows.TableOf))],
+                Lab = args.Lab is null ? null : Path.GetFullPath(args.Lab),
+                PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
+                ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
+                PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
                 ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
                 Snaplen = args.Snaplen,
                 RingBytes = args.RingBytes,
@@ -180,18 +228,31 @@ public static class RecordCommand
             },
         });
         recording.Preamble.AddRange(preamble);
+        if (dpSource is not null)
+        {
+            recording.Snapshots.AddRange(SnapshotTables.From(dpSource.Datapath.Snapshot(), "start"));
+            recording.EndSnapshots = () => SnapshotTables.From(dpSource.Datapath.Snapshot(), "end");
+        }
         var probesSource = sources.OfType<Probes>().FirstOrDefault();
         if (probesSource is not null)
             recording.UpdateManifest = m => m.FilteredConnects = probesSource.FilteredConnects;
         if (args.Progress)
             Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
         RecordingSummary summary;
+        Thread? steps = null;
         try
         {
+            if (labUp is not null)
+            {
+                steps = new Thread(() => RunSteps(labUp, args, () => { reason = "scenario-done"; cts.Cancel(); })) { IsBackground = true, Name = "lab steps" };
+                steps.Start();
+            }
             summary = recording.Run(() => reason, cts.Token);
         }
         finally
         {
+            steps?.Join(TimeSpan.FromSeconds(30));
+            labUp?.Dispose();
             sources.ForEach(s => s.Dispose());
         }
         PrintSummary(summary);
@@ -200,6 +261,29 @@ public static class RecordCommand
         if (summary.EventsLost > 0)
             return Cli.Fail(ExitCode.EventsLost, $"{summary.EventsLost} events were lost: {LossText(summary.Loss)}");
         return (int)ExitCode.Ok;
+    }
+
+    /// <summary>Runs the lab's scenario steps once recording has started; without --duration, stops the recording after them.</summary>
+    private static void RunSteps(Lab lab, RecordArgs args, Action done)
+    {
+        Thread.Sleep(500);
+        foreach (var step in lab.Cluster.Lab!.Steps)
+        {
+            try
+            {
+                var r = lab.RunStep(step);
+                Console.WriteLine($"step {step.Name}: {step.Pod} {step.Action} {step.Target}: {r.Result}");
+            }
+            catch (LabException e)
+            {
+                Console.WriteLine($"step {step.Name}: failed to run: {e.Message}");
+            }
+        }
+        if (args.Duration is null)
+        {
+            Thread.Sleep(1500); // let the last packets and exits reach the ring buffer
+            done();
+        }
     }
 
     internal static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds)

@@ -75,6 +75,9 @@ public sealed class Recording
     /// <summary>Snapshot tables (endpoints, services, ...) to write at start, as batches.</summary>
     public List<Batches.TableBatch> Snapshots { get; } = [];
 
+    /// <summary>Snapshot tables taken when recording stops (written before the final seal).</summary>
+    public Func<IEnumerable<Batches.TableBatch>>? EndSnapshots { get; set; }
+
     /// <summary>Called under the manifest lock before each manifest write (e.g. to add counters).</summary>
     public Action<Manifest>? UpdateManifest { get; set; }
 
@@ -167,6 +170,8 @@ public sealed class Recording
 
         SampleLoss(final: true);
         WriteBatchSafely(loss.Batch);
+        foreach (var snap in EndSnapshots?.Invoke() ?? [])
+            WriteBatchSafely(snap);
         SealAll();
 
         var reason = diskFull ? "disk-full" : error is not null ? "error" : stopReason();

@@ -112,3 +112,23 @@ public class SchemaTests
         }
     }
 }
+
+public class SnapshotSchemaTests
+{
+    public static TheoryData<string> Tables() => [.. SnapshotTables.Names];
+
+    [Theory]
+    [MemberData(nameof(Tables))]
+    public void SnapshotWriter_DeclaredColumns_MatchSchemaFile(string table)
+    {
+        var empty = new Datapath.Control.DatapathSnapshot(DateTimeOffset.UtcNow, [], [], [], [], [], [], [], []);
+        var batch = SnapshotTables.From(empty, "start").Single(b => b.Table == table);
+        var schema = SchemaCatalog.Current(table);
+        Assert.Equal(schema.Columns.Select(c => c.Name), batch.Columns.Select(c => c.Name));
+        foreach (var (want, got) in schema.Columns.Zip(batch.Columns))
+        {
+            Assert.True(want.Type == Column.TypeName(got.Type), $"{table}.{want.Name}: schema {want.Type}, writer {Column.TypeName(got.Type)}");
+            Assert.True(want.Nullable == got.Nullable, $"{table}.{want.Name}: schema nullable={want.Nullable}, writer {got.Nullable}");
+        }
+    }
+}

@@ -32,6 +32,12 @@ public sealed record LabOptions
 
     /// <summary>Progress lines (what is being made).</summary>
     public Action<string>? Progress { get; init; }
+
+    /// <summary>
+    /// Read the datapath's ring buffer to check steps' drops and translations. A
+    /// recorder that reads the ring itself turns this off (a ring has one reader).
+    /// </summary>
+    public bool CollectEvents { get; init; } = true;
 }
 
 /// <summary>
@@ -305,7 +311,7 @@ public sealed class Lab : IDisposable
     {
         Say("datapath: loading and attaching to every pod's host veth and the world device");
         datapath = load(Cluster);
-        collector = new EventCollector(datapath.Events);
+        collector = options.CollectEvents ? new EventCollector(datapath.Events) : null;
         var dp = datapath;
         var ids = NetNamespace.Run(State.NodeNetns, () =>
         {

@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using Forensics.Recorder.Storage;
+using Forensics.Tests;
+
+namespace Forensics.Kernel.Tests;
+
+/// <summary>
+/// The main job: `forensics record --lab` builds the star wars lab, runs its
+/// steps with real traffic, and the recording (read with DuckDB) holds what
+/// each step met: drops with reasons, verdicts, translations, and the processes.
+/// </summary>
+public class RecordLabTests
+{
+    private static (string Dir, string Output) RecordExample(string example, string labName)
+    {
+        var work = Directory.CreateTempSubdirectory("fx-reclab-").FullName;
+        var yaml = File.ReadAllText(Repo.Path("examples", example));
+        var labDoc = yaml.IndexOf("kind: Lab", StringComparison.Ordinal);
+        var nameAt = yaml.IndexOf("name: ", labDoc, StringComparison.Ordinal);
+        var end = yaml.IndexOf('\n', nameAt);
+        yaml = yaml[..nameAt] + "name: " + labName + yaml[end..]; // a lab of our own name
+        var file = Path.Combine(work, example);
+        File.WriteAllText(file, yaml);
+        var dir = Path.Combine(work, "rec");
+        var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
+        using var p = Process.Start(new ProcessStartInfo("dotnet", [cli, "record", "--lab", file, "-o", dir])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromSeconds(90)))
+        {
+            p.Kill(true);
+            throw new TimeoutException("record --lab did not finish");
+        }
+        Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}: {stderr.Result} {stdout.Result}");
+        return (dir, stdout.Result);
+    }
+
+    [KernelFact]
+    public void RecordLab_StarWars_EveryStepsEvidenceIsInTheRecording()
+    {
+        var (dir, output) = RecordExample("starwars.yaml", "fxr-sw");
+        try
+        {
+            Assert.Contains("step xwing-to-outside-world", output, StringComparison.Ordinal);
+            var m = Manifest.Read(dir);
+            Assert.Equal(0UL, m.EventsLost);
+
+            // frontend-1 -> backend-2:9090 is not allowed: dropped with 133 at backend-2's endpoint, and a deny verdict
+            var drop = Duck.Table(dir, "drop", "dst_port = 9090").First();
+            Assert.Equal((ushort)133, drop["reason"]);
+            Assert.Equal("Policy denied", drop["reason_name"]);
+            var endpoints = Duck.Table(dir, "endpoints", "phase = 'start'");
+            uint Identity(string pod) => (uint)endpoints.Single(e => (string)e["pod"]! == pod)["identity"]!;
+            string Ip(string pod) => (string)endpoints.Single(e => (string)e["pod"]! == pod)["ip"]!;
+            Assert.Equal(Identity("frontend-1"), drop["src_identity"]);
+            Assert.Equal(Identity("backend-2"), drop["dst_identity"]);
+            Assert.Contains(Duck.Table(dir, "policy", "dst_port = 9090"), v => (string)v["action"]! == "deny" && (string)v["direction"]! == "ingress");
+            // the allowed port got an allow verdict matched L3-L4
+            Assert.Contains(Duck.Table(dir, "policy", $"dst_port = 8080 AND dst_ip = '{Ip("backend-2")}'"), v => (string)v["action"]! == "allow" && (string)v["match"]! == "L3-L4");
+
+            // egressDeny: xwing -> darkside dropped with 181
+            var deny = Duck.Table(dir, "drop", "dst_ip = '203.0.113.66'").First();
+            Assert.Equal("Policy denied by denylist", deny["reason_name"]);
+            Assert.Equal(Ip("xwing"), deny["src_ip"]);
+
+            // backend-service 10.0.1.100:8080 -> backend-2:8080 and back
+            var dnat = Duck.Table(dir, "nat", "nat_kind = 'dnat' AND orig_dst_ip = '10.0.1.100'").Single();
+            Assert.Equal(Ip("backend-2"), dnat["xlated_dst_ip"]);
+            Assert.Equal((ushort)8080, dnat["xlated_dst_port"]);
+            var rev = Duck.Table(dir, "nat", $"nat_kind = 'rev-dnat' AND orig_src_ip = '{Ip("backend-2")}' AND orig_dst_port = {dnat["orig_src_port"]}").Single();
+            Assert.Equal("10.0.1.100", rev["xlated_src_ip"]);
+
+            // xwing -> 198.51.100.10:443 leaves as the node address, and the reply is translated back
+            var snat = Duck.Table(dir, "nat", "nat_kind = 'snat' AND orig_dst_ip = '198.51.100.10'").Single();
+            Assert.Equal(Ip("xwing"), snat["orig_src_ip"]);
+            Assert.Equal("192.0.2.1", snat["xlated_src_ip"]);
+            Assert.Single(Duck.Table(dir, "nat", $"nat_kind = 'rev-snat' AND xlated_dst_ip = '{Ip("xwing")}' AND orig_src_ip = '198.51.100.10'"));
+
+            // the process behind it: exec in pod xwing, its connect, its exit code
+            var connect = Duck.Table(dir, "connect", "dst_ip = '198.51.100.10' AND dst_port = 443").Single();
+            Assert.Equal("xwing", connect["pod"]);
+            Assert.Equal("default", connect["namespace"]);
+            Assert.Equal("tcp", connect["connect_kind"]);
+            var exec = Duck.Table(dir, "exec", $"exec_id = {connect["exec_id"]}").Single();
+            Assert.Equal("xwing", exec["pod"]);
+            Assert.Contains("198.51.100.10:443", (string)exec["arguments"]!, StringComparison.Ordinal);
+            var exit = Duck.Table(dir, "exit", $"exec_id = {connect["exec_id"]}").Single();
+            Assert.Equal(0, exit["exit_code"]);
+
+            // snapshot tables: services with their backends, policies as given
+            Assert.Contains(Duck.Table(dir, "services", "phase = 'start'"), s => (string)s["frontend_ip"]! == "10.0.1.100" && (string?)s["backend_pod"] == "default/backend-2");
+            Assert.NotEmpty(Duck.Table(dir, "policies", "phase = 'start'"));
+            Assert.NotEmpty(Duck.Table(dir, "conntrack", "phase = 'end'"));
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, true);
+        }
+    }
+}
