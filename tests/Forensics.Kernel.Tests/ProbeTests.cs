@@ -93,6 +93,54 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Exec_EventClocks_MonotonicHeaderAndBoottimeIds()
+    {
+        using var probes = LoadProbes(ProbeSet.Exec);
+        using var log = new EventLog(probes);
+        ulong mono0 = KernelClock.MonotonicNs(), boot0 = KernelClock.BoottimeNs();
+        int pid;
+        using (var p = Process.Start("/usr/bin/true")!)
+        {
+            pid = p.Id;
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+        }
+        ulong mono1 = KernelClock.MonotonicNs(), boot1 = KernelClock.BoottimeNs();
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Exec, pid)));
+
+        var exec = log.Execs(pid).Single();
+        Assert.InRange(exec.Hdr.Ktime, mono0, mono1);
+        Assert.InRange(exec.ExecId, boot0, boot1);
+        Assert.InRange(exec.StartTime, boot0, exec.ExecId);
+        var seeded = new ProcfsProcess(1, 0, 0, 0, 0, 1, 0, "/x", [], false, "/", "x", 0, 0).ToExecRecord();
+        Assert.InRange(EventReader.Read<ExecEvent>(seeded).Hdr.Ktime, mono1, KernelClock.MonotonicNs());
+    }
+
+    [KernelFact]
+    public void EmitFailures_ExecBurstIntoOnePageRing_CountedPerKind()
+    {
+        Prerequisites.EnsureKernelAccess();
+        using var probes = Probes.Load(new ProbeOptions
+        {
+            Events = new EventOptions { RingBytes = 4096 }, // two exec events fit
+            Enabled = ProbeSet.Exec,
+        });
+        probes.Attach();
+        for (int i = 0; i < 8; i++) // nothing consumes meanwhile
+            using (var p = Process.Start("/usr/bin/true")!)
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+        var before = probes.Counters()[EventKind.Exec];
+        int received = 0;
+        using (var reader = new Datapath.Bpf.RingBufferReader(probes.EventsMap, _ => received++))
+            reader.Consume();
+        var after = probes.Counters()[EventKind.Exec];
+
+        Assert.True(before.Failed >= 6, $"{before.Failed} exec events counted as lost; at least 6 of 8 could not fit");
+        Assert.InRange((ulong)received, before.Emitted, after.Emitted);
+        Assert.InRange(received, 1, 2);
+        Assert.Equal(0UL, probes.Counters()[EventKind.Connect].Emitted + probes.Counters()[EventKind.Connect].Failed); // switched off
+    }
+
+    [KernelFact]
     public void Exit_KilledWithSigkill_SignalInStatus()
     {
         using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Exit);
@@ -515,6 +563,31 @@ public partial class ProbeTests
 
     [KernelFact]
     public void Kdrop_TcpSynV4ToClosedPort_NoSocketReasonWithTupleAndFunction() => AssertNoSocketDrop("tcp", v6: false);
+
+    [KernelFact]
+    public void Kdrop_UdpFromHostIntoNetns_DropAttributedToTheNetnsAndItsDevice()
+    {
+        using var probes = LoadProbes(ProbeSet.Kdrop);
+        using var log = new EventLog(probes);
+        using var ns = ProbeNetns.Create();
+        var reasons = KernelDropReasons.FromRunningKernel();
+        int nsIfindex = int.Parse(Cmd.Run("ip", "netns", "exec", ns.Name, "cat", $"/sys/class/net/{ns.Name}-n/ifindex").Trim(), CultureInfo.InvariantCulture);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        client.Bind(new IPEndPoint(IPAddress.Parse(ns.HostV4), 0));
+        const int port = 9; // nothing listens in a fresh namespace
+        bool Match(byte[] e) => EventReader.Header(e).Kind == EventKind.Kdrop && EventReader.Read<KdropEvent>(e) is var k
+            && k.Tuple.Proto == 17 && k.Tuple.Dport == port && EventReader.Destination(k.Tuple).Equals(IPAddress.Parse(ns.NsV4));
+
+        client.SendTo([1, 2, 3], new IPEndPoint(IPAddress.Parse(ns.NsV4), port));
+        Assert.True(log.WaitFor(Match), "no drop inside the namespace");
+
+        var drop = EventReader.Read<KdropEvent>(log.Events.First(Match));
+        Assert.Equal("NO_SOCKET", reasons.Name(drop.Reason));
+        Assert.Equal(ns.Inode, drop.NetnsIno);
+        Assert.Equal((uint)nsIfindex, drop.Ifindex);
+        Assert.Equal(((IPEndPoint)client.LocalEndPoint!).Port, drop.Tuple.Sport);
+        Assert.Equal(ns.Name, new Attribution().Lookup(drop.NetnsIno)?.ToString());
+    }
 
     [KernelFact]
     public void KernelDropReasons_FromBtf_MatchTheTracepointsOwnNames()

@@ -28,9 +28,13 @@ public sealed record ProcfsProcess(
     uint NetnsIno,
     ulong CgroupId)
 {
+    /// <summary>The process as an exec event record stamped now (see <see cref="ToExecRecord(ulong)"/>).</summary>
+    public byte[] ToExecRecord() => ToExecRecord(KernelClock.MonotonicNs());
+
     /// <summary>
     /// The process as an exec event record (fx_exec_event, flag FX_EXEC_PROCFS), so
-    /// the recorder stores it through the same decoder as the probe's events.
+    /// the recorder stores it through the same decoder as the probe's events;
+    /// <paramref name="ktimeNs"/> is the header's CLOCK_MONOTONIC stamp.
     /// </summary>
     public byte[] ToExecRecord(ulong ktimeNs)
     {
