@@ -196,6 +196,36 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Exec_CwdDeeperThanTheWalk_FlaggedAndKeepsTheInnermostComponents()
+    {
+        var root = Directory.CreateTempSubdirectory("fxp-deep-");
+        try
+        {
+            var deep = Path.Combine([root.FullName, .. Enumerable.Range(0, 40).Select(i => $"d{i}")]);
+            Directory.CreateDirectory(deep);
+            using var probes = LoadProbes(ProbeSet.Exec);
+            using var log = new EventLog(probes);
+            int pid;
+            using (var p = Process.Start(new ProcessStartInfo("/usr/bin/true") { WorkingDirectory = deep })!)
+            {
+                pid = p.Id;
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+            }
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Exec, pid)));
+
+            var exec = log.Execs(pid).Single();
+            var cwd = EventReader.CString(exec.Cwd, exec.CwdLen);
+            Assert.True(exec.Flags.HasFlag(ExecFlags.CwdTruncated));
+            Assert.Equal("/" + string.Join('/', Enumerable.Range(8, 32).Select(i => $"d{i}")), cwd); // the 32 innermost
+            Assert.EndsWith(cwd, deep, StringComparison.Ordinal);
+        }
+        finally
+        {
+            root.Delete(true);
+        }
+    }
+
+    [KernelFact]
     public void Exec_ArgumentsOverTheLimit_TruncatedAndFlagged()
     {
         using var probes = LoadProbes(ProbeSet.Exec);
