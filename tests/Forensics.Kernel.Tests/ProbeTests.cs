@@ -226,6 +226,48 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Exec_FilenameAtAndOverTheLimit_KeptWholeOrFlagged()
+    {
+        var dir = Directory.CreateTempSubdirectory("fxp-name-");
+        try
+        {
+            string Link(int total) // a path of exactly `total` bytes, in components of at most 101
+            {
+                var path = dir.FullName + "/" + total;
+                while (total - path.Length > 101)
+                    Directory.CreateDirectory(path += "/" + new string('d', 100));
+                path += "/" + new string('n', total - path.Length - 1);
+                File.CreateSymbolicLink(path, "/usr/bin/true");
+                return path;
+            }
+            var exact = Link(Limits.FilenameMax);
+            var over = Link(Limits.FilenameMax + 44);
+            using var probes = LoadProbes(ProbeSet.Exec);
+            using var log = new EventLog(probes);
+            var pids = new List<int>();
+            foreach (var path in new[] { exact, over })
+                using (var p = Process.Start(path)!)
+                {
+                    pids.Add(p.Id);
+                    Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+                }
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Exec, pids[1])));
+
+            var a = log.Execs(pids[0]).Single();
+            Assert.Equal(exact, EventReader.CString(a.Filename, a.FilenameLen));
+            Assert.Equal(Limits.FilenameMax, a.FilenameLen);
+            Assert.False(a.Flags.HasFlag(ExecFlags.FilenameTruncated));
+            var b = log.Execs(pids[1]).Single();
+            Assert.True(b.Flags.HasFlag(ExecFlags.FilenameTruncated));
+            Assert.Equal(over[..Limits.FilenameMax], EventReader.CString(b.Filename, b.FilenameLen));
+        }
+        finally
+        {
+            dir.Delete(true);
+        }
+    }
+
+    [KernelFact]
     public void Exec_ArgumentsOverTheLimit_TruncatedAndFlagged()
     {
         using var probes = LoadProbes(ProbeSet.Exec);

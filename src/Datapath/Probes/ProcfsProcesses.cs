@@ -57,7 +57,7 @@ public sealed record ProcfsProcess(
         U64(span, nameof(ExecEvent.StartTime), StartTimeNs);
 
         var flags = ExecFlags.Procfs;
-        var filename = Bytes(Binary, Limits.FilenameMax - 1, ref flags, ExecFlags.FilenameTruncated);
+        var filename = Bytes(Binary, Limits.FilenameMax, ref flags, ExecFlags.FilenameTruncated);
         var cwd = Bytes(Cwd, Limits.CwdMax, ref flags, ExecFlags.CwdTruncated);
         var args = new List<byte>();
         foreach (var a in Argv)
