@@ -196,6 +196,34 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Exec_InsideAChroot_CwdIsRelativeToTheProcessRoot()
+    {
+        var root = Directory.CreateTempSubdirectory("fxp-root-");
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(root.FullName, "usr"));
+            Directory.CreateDirectory(Path.Combine(root.FullName, "work", "here"));
+            foreach (var link in new[] { "bin", "lib", "lib64" })
+                File.CreateSymbolicLink(Path.Combine(root.FullName, link), "usr/" + link);
+            using var probes = LoadProbes(ProbeSet.Exec);
+            using var log = new EventLog(probes);
+            // a private mount namespace holds the bind mount: nothing to clean up after
+            using (var p = Process.Start("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c",
+                $"mount --bind /usr {root.FullName}/usr && exec chroot {root.FullName} /bin/sh -c 'cd /work/here && exec /usr/bin/true chrooted'"])!)
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+            Assert.True(log.WaitFor(e => EventReader.Header(e).Kind == EventKind.Exec && EventReader.Argv(EventReader.Read<ExecEvent>(e)) is ["/usr/bin/true", "chrooted"]));
+
+            var exec = log.Of<ExecEvent>(EventKind.Exec).Single(e => EventReader.Argv(e) is ["/usr/bin/true", "chrooted"]);
+            Assert.Equal("/work/here", EventReader.CString(exec.Cwd, exec.CwdLen));
+            Assert.False(exec.Flags.HasFlag(ExecFlags.CwdTruncated));
+        }
+        finally
+        {
+            root.Delete(true);
+        }
+    }
+
+    [KernelFact]
     public void Exec_CwdDeeperThanTheWalk_FlaggedAndKeepsTheInnermostComponents()
     {
         var root = Directory.CreateTempSubdirectory("fxp-deep-");
