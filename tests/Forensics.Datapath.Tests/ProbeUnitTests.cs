@@ -299,3 +299,14 @@ public class ProbeOptionsTests
         Assert.Equal(expected.Order(), Probes.Probes.EffectiveKinds(options).Order());
     }
 }
+
+public class ExclusionNormalizeTests
+{
+    [Theory]
+    [InlineData("::ffff:10.0.0.0/104", "10.0.0.0/8")]
+    [InlineData("::ffff:127.0.0.1", "127.0.0.1/32")]
+    [InlineData("fd00::/64", "fd00::/64")]
+    [InlineData("10.0.0.0/8", "10.0.0.0/8")]
+    public void Normalize_Ipv4MappedCidr_BecomesIpv4(string cidr, string expected) =>
+        Assert.Equal(expected, Probes.Probes.Normalize(Cidrs.Parse(cidr)).ToString());
+}

@@ -125,7 +125,7 @@ public sealed class Probes : IEventSource
         ArgumentNullException.ThrowIfNull(options);
         if (options.ExcludedCidrs.Any(c => c.BaseAddress.AddressFamily is not (AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)))
             throw new ArgumentException("excluded CIDRs must be IPv4 or IPv6", nameof(options));
-        foreach (var family in options.ExcludedCidrs.GroupBy(c => c.BaseAddress.AddressFamily))
+        foreach (var family in options.ExcludedCidrs.Select(Normalize).GroupBy(c => c.BaseAddress.AddressFamily))
             if (family.Count() > ExcludeMax)
                 throw new ArgumentException($"{family.Count()} excluded {(family.Key == AddressFamily.InterNetwork ? "IPv4" : "IPv6")} CIDRs: at most {ExcludeMax}", nameof(options));
 
@@ -175,8 +175,9 @@ public sealed class Probes : IEventSource
     {
         var v4 = obj.Map(ExcludeV4Map);
         var v6 = obj.Map(ExcludeV6Map);
-        foreach (var c in cidrs)
+        foreach (var cidr in cidrs)
         {
+            var c = Normalize(cidr);
             var bytes = c.BaseAddress.GetAddressBytes();
             if (bytes.Length == 4)
             {
@@ -192,6 +193,15 @@ public sealed class Probes : IEventSource
             }
         }
     }
+
+    /// <summary>
+    /// An IPv4-mapped IPv6 CIDR (::ffff:10.0.0.0/104) as the IPv4 CIDR it means: the
+    /// kernel looks IPv4-mapped destinations up in the IPv4 trie.
+    /// </summary>
+    internal static IPNetwork Normalize(IPNetwork c) =>
+        c.BaseAddress.IsIPv4MappedToIPv6 && c.PrefixLength >= 96
+            ? new IPNetwork(c.BaseAddress.MapToIPv4(), c.PrefixLength - 96)
+            : c;
 
     /// <summary>Attaches every loaded program. Idempotent.</summary>
     public void Attach()
