@@ -508,6 +508,41 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void ConnectFilter_TetragonQuickstartPolicy_ExcludesItsNotDAddrListInTheKernel()
+    {
+        using var ns = ProbeNetns.Create();
+        var policy = TracingPolicyReader.ReadFile(Path.Combine(AppContext.BaseDirectory, "testdata", "tetragon_network_egress_cluster.yaml"),
+            name => name switch { "PODCIDR" => ns.ExcludedV4Cidr, "SERVICECIDR" => "10.96.0.0/12", _ => null });
+        Prerequisites.EnsureKernelAccess();
+        using var probes = Probes.Load(new ProbeOptions { Enabled = ProbeSet.Exec | ProbeSet.Connect, ExcludedCidrs = policy.ExcludedCidrs });
+        probes.Attach();
+        using var log = new EventLog(probes);
+        using var any = new TcpListener(IPAddress.Any, 0);
+        any.Start();
+        int port = ((IPEndPoint)any.LocalEndpoint).Port;
+
+        (int Pid, int Port) HostClient(string host) => ProbeNetns.RunClientProcess(Process.Start(new ProcessStartInfo(ProbeNetns.Python,
+            ["-c", ProbeNetns.Client, "tcp", host, port.ToString(CultureInfo.InvariantCulture)]) { RedirectStandardOutput = true })!);
+        // the counter is machine-wide and other processes use 127.0.0.1 too: each of ours adds at least one
+        ulong f0 = probes.FilteredConnects;
+        var loopback = HostClient("127.0.0.1");              // NotDAddr 127.0.0.1
+        ulong f1 = probes.FilteredConnects;
+        var pod = ns.RunClient("tcp", ns.ExcludedHostV4, port); // NotDAddr ${PODCIDR}
+        ulong f2 = probes.FilteredConnects;
+        var otherLoopback = HostClient("127.0.0.2");         // 127.0.0.1 is a /32: reported
+        var outside = ns.RunClient("tcp", ns.HostV4, port);      // reported
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, outside.Pid)));
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, otherLoopback.Pid)));
+        log.Settle();
+
+        Assert.Empty(log.Connects(loopback.Pid));
+        Assert.Empty(log.Connects(pod.Pid));
+        Assert.Equal(IPAddress.Parse("127.0.0.2"), EventReader.Destination(log.Connects(otherLoopback.Pid).Single().Tuple));
+        Assert.Equal(IPAddress.Parse(ns.HostV4), EventReader.Destination(log.Connects(outside.Pid).Single().Tuple));
+        Assert.True(f1 > f0 && f2 > f1, $"filtered connects {f0} -> {f1} -> {f2}");
+    }
+
+    [KernelFact]
     public void Probes_ConnectSwitchedOff_NoConnectProgramAndNoConnectEvents()
     {
         using var probes = LoadProbes(ProbeSet.Exec);
