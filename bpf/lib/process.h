@@ -2,8 +2,10 @@
 /*
  * Process identity: every exec gets an exec id (boot-time ns of the exec),
  * kept per tgid so that a child's exec, a connect and an exit can name the
- * process image they belong to. User space seeds this map from /proc for
- * processes that started before the recording.
+ * process image they belong to; a forked child inherits its parent's until
+ * it execs. User space seeds this map from /proc for processes that started
+ * before the recording. Exec events also carry the working directory (a
+ * bounded dentry walk across mounts, relative to the task's root).
  */
 #ifndef FX_PROCESS_H
 #define FX_PROCESS_H
