@@ -471,6 +471,41 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Connect_ByAForkedChildThatNeverExecs_NamesTheParentsImage()
+    {
+        using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Connect);
+        using var log = new EventLog(probes);
+        using var ns = ProbeNetns.Create();
+        using var listener = new TcpListener(IPAddress.Parse(ns.HostV4), 0);
+        listener.Start();
+        const string forking = """
+            import os, socket, sys
+            pid = os.fork()
+            if pid == 0:
+                s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+                print(os.getpid(), s.getsockname()[1], flush=True)
+                os._exit(0)
+            os.waitpid(pid, 0)
+            """;
+
+        int parent;
+        string line;
+        using (var p = ns.Start([ProbeNetns.Python, "-c", forking, ns.HostV4, ((IPEndPoint)listener.LocalEndpoint).Port.ToString(CultureInfo.InvariantCulture)]))
+        {
+            parent = p.Id;
+            line = p.StandardOutput.ReadLine()!;
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(15)));
+        }
+        int child = int.Parse(line.Split(' ')[0], CultureInfo.InvariantCulture);
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, child)));
+
+        var ev = log.Connects(child).Single();
+        Assert.Empty(log.Execs(child));
+        Assert.Equal(log.Execs(parent).Last().ExecId, ev.ExecId);
+        Assert.Equal(int.Parse(line.Split(' ')[1], CultureInfo.InvariantCulture), ev.Tuple.Sport);
+    }
+
+    [KernelFact]
     public void ConnectFilter_ExcludedCidrs_NoEventInRingAndCounted()
     {
         using var ns = ProbeNetns.Create();
