@@ -2,8 +2,10 @@
 /*
  * Process identity: every exec gets an exec id (boot-time ns of the exec),
  * kept per tgid so that a child's exec, a connect and an exit can name the
- * process image they belong to. User space seeds this map from /proc for
- * processes that started before the recording.
+ * process image they belong to; a forked child inherits its parent's until
+ * it execs. User space seeds this map from /proc for processes that started
+ * before the recording. Exec events also carry the working directory (a
+ * bounded dentry walk across mounts, relative to the task's root).
  */
 #ifndef FX_PROCESS_H
 #define FX_PROCESS_H
@@ -173,6 +175,30 @@ static __always_inline void fx_read_cwd(struct task_struct *task, struct fx_exec
 		ev->cwd_len = put.off;
 }
 
+/*
+ * The path exec was given, read through the scratch buffer so that a name of
+ * exactly FX_FILENAME_MAX bytes is kept whole (no NUL then) and only a longer
+ * one is flagged as truncated.
+ */
+static __always_inline void fx_read_filename(struct linux_binprm *bprm, struct fx_exec_event *ev)
+{
+	struct fx_path_scratch *s;
+	__u32 zero = 0;
+	long n;
+
+	ev->filename_len = 0;
+	s = bpf_map_lookup_elem(&fx_path_scratch, &zero);
+	if (!s)
+		return;
+	n = bpf_probe_read_kernel_str(s->buf, sizeof(s->buf), BPF_CORE_READ(bprm, filename));
+	if (n > FX_FILENAME_MAX + 1) {
+		ev->flags |= FX_EXEC_FILENAME_TRUNCATED;
+		n = FX_FILENAME_MAX + 1;
+	}
+	if (n > 1 && bpf_probe_read_kernel(ev->filename, FX_FILENAME_MAX, s->buf) == 0)
+		ev->filename_len = n - 1;
+}
+
 static __always_inline __u32 fx_task_netns(struct task_struct *task)
 {
 	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
@@ -192,7 +218,6 @@ static __always_inline int fx_emit_exec(struct task_struct *task, struct linux_b
 	struct mm_struct *mm;
 	unsigned long start, end;
 	__u32 tgid, ppid, len;
-	long n;
 
 	tgid = BPF_CORE_READ(task, tgid);
 	ppid = BPF_CORE_READ(task, real_parent, tgid);
@@ -220,10 +245,7 @@ static __always_inline int fx_emit_exec(struct task_struct *task, struct linux_b
 	ev->argc = BPF_CORE_READ(bprm, argc);
 	BPF_CORE_READ_INTO(&ev->comm, task, comm);
 
-	n = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), BPF_CORE_READ(bprm, filename));
-	ev->filename_len = n > 0 ? n - 1 : 0;
-	if (n >= (long)sizeof(ev->filename))
-		ev->flags |= FX_EXEC_FILENAME_TRUNCATED;
+	fx_read_filename(bprm, ev);
 
 	mm = BPF_CORE_READ(task, mm);
 	start = BPF_CORE_READ(mm, arg_start);

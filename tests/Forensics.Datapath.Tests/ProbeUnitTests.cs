@@ -275,3 +275,38 @@ public class ExitStatusTests
         Assert.Equal(status == (0x80u | 11), ExitStatus.CoreDumped(status));
     }
 }
+
+public class ProbeOptionsTests
+{
+    [Fact]
+    public void Load_MoreExcludedCidrsThanTheTrieHolds_RejectedBeforeTouchingTheKernel()
+    {
+        var many = Enumerable.Range(0, Probes.Probes.ExcludeMax + 1).Select(i => new IPNetwork(new IPAddress([10, (byte)(i >> 8), (byte)i, 0]), 24)).ToList();
+
+        var e = Assert.Throws<ArgumentException>(() => Probes.Probes.Load(new ProbeOptions { ExcludedCidrs = many }));
+
+        Assert.Contains($"{Probes.Probes.ExcludeMax + 1} excluded IPv4 CIDRs", e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(ProbeSet.All, new EventKind[0], new[] { EventKind.Exec, EventKind.Exit, EventKind.Connect, EventKind.Kdrop })]
+    [InlineData(ProbeSet.Connect, new EventKind[0], new[] { EventKind.Connect })]
+    [InlineData(ProbeSet.All, new[] { EventKind.Exit, EventKind.Drop }, new[] { EventKind.Exit })]
+    [InlineData(ProbeSet.Kdrop, new[] { EventKind.Exec }, new[] { EventKind.None })]
+    public void EffectiveKinds_ProbesAndKinds_KernelEmitsTheirIntersection(ProbeSet enabled, EventKind[] kinds, EventKind[] expected)
+    {
+        var options = new ProbeOptions { Enabled = enabled, Events = new EventOptions { Kinds = kinds.ToHashSet() } };
+        Assert.Equal(expected.Order(), Probes.Probes.EffectiveKinds(options).Order());
+    }
+}
+
+public class ExclusionNormalizeTests
+{
+    [Theory]
+    [InlineData("::ffff:10.0.0.0/104", "10.0.0.0/8")]
+    [InlineData("::ffff:127.0.0.1", "127.0.0.1/32")]
+    [InlineData("fd00::/64", "fd00::/64")]
+    [InlineData("10.0.0.0/8", "10.0.0.0/8")]
+    public void Normalize_Ipv4MappedCidr_BecomesIpv4(string cidr, string expected) =>
+        Assert.Equal(expected, Probes.Probes.Normalize(Cidrs.Parse(cidr)).ToString());
+}

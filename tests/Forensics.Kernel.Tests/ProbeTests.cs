@@ -93,6 +93,54 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Exec_EventClocks_MonotonicHeaderAndBoottimeIds()
+    {
+        using var probes = LoadProbes(ProbeSet.Exec);
+        using var log = new EventLog(probes);
+        ulong mono0 = KernelClock.MonotonicNs(), boot0 = KernelClock.BoottimeNs();
+        int pid;
+        using (var p = Process.Start("/usr/bin/true")!)
+        {
+            pid = p.Id;
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+        }
+        ulong mono1 = KernelClock.MonotonicNs(), boot1 = KernelClock.BoottimeNs();
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Exec, pid)));
+
+        var exec = log.Execs(pid).Single();
+        Assert.InRange(exec.Hdr.Ktime, mono0, mono1);
+        Assert.InRange(exec.ExecId, boot0, boot1);
+        Assert.InRange(exec.StartTime, boot0, exec.ExecId);
+        var seeded = new ProcfsProcess(1, 0, 0, 0, 0, 1, 0, "/x", [], false, "/", "x", 0, 0).ToExecRecord();
+        Assert.InRange(EventReader.Read<ExecEvent>(seeded).Hdr.Ktime, mono1, KernelClock.MonotonicNs());
+    }
+
+    [KernelFact]
+    public void EmitFailures_ExecBurstIntoOnePageRing_CountedPerKind()
+    {
+        Prerequisites.EnsureKernelAccess();
+        using var probes = Probes.Load(new ProbeOptions
+        {
+            Events = new EventOptions { RingBytes = 4096 }, // two exec events fit
+            Enabled = ProbeSet.Exec,
+        });
+        probes.Attach();
+        for (int i = 0; i < 8; i++) // nothing consumes meanwhile
+            using (var p = Process.Start("/usr/bin/true")!)
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+        var before = probes.Counters()[EventKind.Exec];
+        int received = 0;
+        using (var reader = new Datapath.Bpf.RingBufferReader(probes.EventsMap, _ => received++))
+            reader.Consume();
+        var after = probes.Counters()[EventKind.Exec];
+
+        Assert.True(before.Failed >= 6, $"{before.Failed} exec events counted as lost; at least 6 of 8 could not fit");
+        Assert.InRange((ulong)received, before.Emitted, after.Emitted);
+        Assert.InRange(received, 1, 2);
+        Assert.Equal(0UL, probes.Counters()[EventKind.Connect].Emitted + probes.Counters()[EventKind.Connect].Failed); // switched off
+    }
+
+    [KernelFact]
     public void Exit_KilledWithSigkill_SignalInStatus()
     {
         using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Exit);
@@ -144,6 +192,106 @@ public partial class ProbeTests
             if (mounted)
                 Cmd.TryRun("umount", "-l", root.FullName);
             root.Delete(true);
+        }
+    }
+
+    [KernelFact]
+    public void Exec_InsideAChroot_CwdIsRelativeToTheProcessRoot()
+    {
+        var root = Directory.CreateTempSubdirectory("fxp-root-");
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(root.FullName, "usr"));
+            Directory.CreateDirectory(Path.Combine(root.FullName, "work", "here"));
+            foreach (var link in new[] { "bin", "lib", "lib64" })
+                File.CreateSymbolicLink(Path.Combine(root.FullName, link), "usr/" + link);
+            using var probes = LoadProbes(ProbeSet.Exec);
+            using var log = new EventLog(probes);
+            // a private mount namespace holds the bind mount: nothing to clean up after
+            using (var p = Process.Start("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c",
+                $"mount --bind /usr {root.FullName}/usr && exec chroot {root.FullName} /bin/sh -c 'cd /work/here && exec /usr/bin/true chrooted'"])!)
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+            Assert.True(log.WaitFor(e => EventReader.Header(e).Kind == EventKind.Exec && EventReader.Argv(EventReader.Read<ExecEvent>(e)) is ["/usr/bin/true", "chrooted"]));
+
+            var exec = log.Of<ExecEvent>(EventKind.Exec).Single(e => EventReader.Argv(e) is ["/usr/bin/true", "chrooted"]);
+            Assert.Equal("/work/here", EventReader.CString(exec.Cwd, exec.CwdLen));
+            Assert.False(exec.Flags.HasFlag(ExecFlags.CwdTruncated));
+        }
+        finally
+        {
+            root.Delete(true);
+        }
+    }
+
+    [KernelFact]
+    public void Exec_CwdDeeperThanTheWalk_FlaggedAndKeepsTheInnermostComponents()
+    {
+        var root = Directory.CreateTempSubdirectory("fxp-deep-");
+        try
+        {
+            var deep = Path.Combine([root.FullName, .. Enumerable.Range(0, 40).Select(i => $"d{i}")]);
+            Directory.CreateDirectory(deep);
+            using var probes = LoadProbes(ProbeSet.Exec);
+            using var log = new EventLog(probes);
+            int pid;
+            using (var p = Process.Start(new ProcessStartInfo("/usr/bin/true") { WorkingDirectory = deep })!)
+            {
+                pid = p.Id;
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+            }
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Exec, pid)));
+
+            var exec = log.Execs(pid).Single();
+            var cwd = EventReader.CString(exec.Cwd, exec.CwdLen);
+            Assert.True(exec.Flags.HasFlag(ExecFlags.CwdTruncated));
+            Assert.Equal("/" + string.Join('/', Enumerable.Range(8, 32).Select(i => $"d{i}")), cwd); // the 32 innermost
+            Assert.EndsWith(cwd, deep, StringComparison.Ordinal);
+        }
+        finally
+        {
+            root.Delete(true);
+        }
+    }
+
+    [KernelFact]
+    public void Exec_FilenameAtAndOverTheLimit_KeptWholeOrFlagged()
+    {
+        var dir = Directory.CreateTempSubdirectory("fxp-name-");
+        try
+        {
+            string Link(int total) // a path of exactly `total` bytes, in components of at most 101
+            {
+                var path = dir.FullName + "/" + total;
+                while (total - path.Length > 101)
+                    Directory.CreateDirectory(path += "/" + new string('d', 100));
+                path += "/" + new string('n', total - path.Length - 1);
+                File.CreateSymbolicLink(path, "/usr/bin/true");
+                return path;
+            }
+            var exact = Link(Limits.FilenameMax);
+            var over = Link(Limits.FilenameMax + 44);
+            using var probes = LoadProbes(ProbeSet.Exec);
+            using var log = new EventLog(probes);
+            var pids = new List<int>();
+            foreach (var path in new[] { exact, over })
+                using (var p = Process.Start(path)!)
+                {
+                    pids.Add(p.Id);
+                    Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+                }
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Exec, pids[1])));
+
+            var a = log.Execs(pids[0]).Single();
+            Assert.Equal(exact, EventReader.CString(a.Filename, a.FilenameLen));
+            Assert.Equal(Limits.FilenameMax, a.FilenameLen);
+            Assert.False(a.Flags.HasFlag(ExecFlags.FilenameTruncated));
+            var b = log.Execs(pids[1]).Single();
+            Assert.True(b.Flags.HasFlag(ExecFlags.FilenameTruncated));
+            Assert.Equal(over[..Limits.FilenameMax], EventReader.CString(b.Filename, b.FilenameLen));
+        }
+        finally
+        {
+            dir.Delete(true);
         }
     }
 
@@ -323,6 +471,41 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Connect_ByAForkedChildThatNeverExecs_NamesTheParentsImage()
+    {
+        using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Connect);
+        using var log = new EventLog(probes);
+        using var ns = ProbeNetns.Create();
+        using var listener = new TcpListener(IPAddress.Parse(ns.HostV4), 0);
+        listener.Start();
+        const string forking = """
+            import os, socket, sys
+            pid = os.fork()
+            if pid == 0:
+                s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+                print(os.getpid(), s.getsockname()[1], flush=True)
+                os._exit(0)
+            os.waitpid(pid, 0)
+            """;
+
+        int parent;
+        string line;
+        using (var p = ns.Start([ProbeNetns.Python, "-c", forking, ns.HostV4, ((IPEndPoint)listener.LocalEndpoint).Port.ToString(CultureInfo.InvariantCulture)]))
+        {
+            parent = p.Id;
+            line = p.StandardOutput.ReadLine()!;
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(15)));
+        }
+        int child = int.Parse(line.Split(' ')[0], CultureInfo.InvariantCulture);
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, child)));
+
+        var ev = log.Connects(child).Single();
+        Assert.Empty(log.Execs(child));
+        Assert.Equal(log.Execs(parent).Last().ExecId, ev.ExecId);
+        Assert.Equal(int.Parse(line.Split(' ')[1], CultureInfo.InvariantCulture), ev.Tuple.Sport);
+    }
+
+    [KernelFact]
     public void ConnectFilter_ExcludedCidrs_NoEventInRingAndCounted()
     {
         using var ns = ProbeNetns.Create();
@@ -357,6 +540,41 @@ public partial class ProbeTests
         Assert.Equal(IPAddress.Parse(ns.HostV4), EventReader.Destination(log.Connects(allowed.Pid).Single().Tuple));
         // sendto sends twice to one destination: each send is filtered, and counted
         Assert.Equal(7UL, probes.FilteredConnects);
+    }
+
+    [KernelFact]
+    public void ConnectFilter_TetragonQuickstartPolicy_ExcludesItsNotDAddrListInTheKernel()
+    {
+        using var ns = ProbeNetns.Create();
+        var policy = TracingPolicyReader.ReadFile(Path.Combine(AppContext.BaseDirectory, "testdata", "tetragon_network_egress_cluster.yaml"),
+            name => name switch { "PODCIDR" => ns.ExcludedV4Cidr, "SERVICECIDR" => "10.96.0.0/12", _ => null });
+        Prerequisites.EnsureKernelAccess();
+        using var probes = Probes.Load(new ProbeOptions { Enabled = ProbeSet.Exec | ProbeSet.Connect, ExcludedCidrs = policy.ExcludedCidrs });
+        probes.Attach();
+        using var log = new EventLog(probes);
+        using var any = new TcpListener(IPAddress.Any, 0);
+        any.Start();
+        int port = ((IPEndPoint)any.LocalEndpoint).Port;
+
+        (int Pid, int Port) HostClient(string host) => ProbeNetns.RunClientProcess(Process.Start(new ProcessStartInfo(ProbeNetns.Python,
+            ["-c", ProbeNetns.Client, "tcp", host, port.ToString(CultureInfo.InvariantCulture)]) { RedirectStandardOutput = true })!);
+        // the counter is machine-wide and other processes use 127.0.0.1 too: each of ours adds at least one
+        ulong f0 = probes.FilteredConnects;
+        var loopback = HostClient("127.0.0.1");              // NotDAddr 127.0.0.1
+        ulong f1 = probes.FilteredConnects;
+        var pod = ns.RunClient("tcp", ns.ExcludedHostV4, port); // NotDAddr ${PODCIDR}
+        ulong f2 = probes.FilteredConnects;
+        var otherLoopback = HostClient("127.0.0.2");         // 127.0.0.1 is a /32: reported
+        var outside = ns.RunClient("tcp", ns.HostV4, port);      // reported
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, outside.Pid)));
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, otherLoopback.Pid)));
+        log.Settle();
+
+        Assert.Empty(log.Connects(loopback.Pid));
+        Assert.Empty(log.Connects(pod.Pid));
+        Assert.Equal(IPAddress.Parse("127.0.0.2"), EventReader.Destination(log.Connects(otherLoopback.Pid).Single().Tuple));
+        Assert.Equal(IPAddress.Parse(ns.HostV4), EventReader.Destination(log.Connects(outside.Pid).Single().Tuple));
+        Assert.True(f1 > f0 && f2 > f1, $"filtered connects {f0} -> {f1} -> {f2}");
     }
 
     [KernelFact]
@@ -515,6 +733,31 @@ public partial class ProbeTests
 
     [KernelFact]
     public void Kdrop_TcpSynV4ToClosedPort_NoSocketReasonWithTupleAndFunction() => AssertNoSocketDrop("tcp", v6: false);
+
+    [KernelFact]
+    public void Kdrop_UdpFromHostIntoNetns_DropAttributedToTheNetnsAndItsDevice()
+    {
+        using var probes = LoadProbes(ProbeSet.Kdrop);
+        using var log = new EventLog(probes);
+        using var ns = ProbeNetns.Create();
+        var reasons = KernelDropReasons.FromRunningKernel();
+        int nsIfindex = int.Parse(Cmd.Run("ip", "netns", "exec", ns.Name, "cat", $"/sys/class/net/{ns.Name}-n/ifindex").Trim(), CultureInfo.InvariantCulture);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        client.Bind(new IPEndPoint(IPAddress.Parse(ns.HostV4), 0));
+        const int port = 9; // nothing listens in a fresh namespace
+        bool Match(byte[] e) => EventReader.Header(e).Kind == EventKind.Kdrop && EventReader.Read<KdropEvent>(e) is var k
+            && k.Tuple.Proto == 17 && k.Tuple.Dport == port && EventReader.Destination(k.Tuple).Equals(IPAddress.Parse(ns.NsV4));
+
+        client.SendTo([1, 2, 3], new IPEndPoint(IPAddress.Parse(ns.NsV4), port));
+        Assert.True(log.WaitFor(Match), "no drop inside the namespace");
+
+        var drop = EventReader.Read<KdropEvent>(log.Events.First(Match));
+        Assert.Equal("NO_SOCKET", reasons.Name(drop.Reason));
+        Assert.Equal(ns.Inode, drop.NetnsIno);
+        Assert.Equal((uint)nsIfindex, drop.Ifindex);
+        Assert.Equal(((IPEndPoint)client.LocalEndPoint!).Port, drop.Tuple.Sport);
+        Assert.Equal(ns.Name, new Attribution().Lookup(drop.NetnsIno)?.ToString());
+    }
 
     [KernelFact]
     public void KernelDropReasons_FromBtf_MatchTheTracepointsOwnNames()

@@ -68,6 +68,9 @@ public sealed class Probes : IEventSource
     public const string FilterStatsMap = "fx_filter_stats";
     public const string ProcsMap = "fx_procs";
 
+    /// <summary>Entries of each exclusion trie (FX_EXCLUDE_MAX in bpf/lib/filter.h).</summary>
+    public const int ExcludeMax = 1024;
+
     /// <summary>The programs of each probe. exec/exit keep the exec ids that exit and connect events carry.</summary>
     internal static readonly IReadOnlyDictionary<string, ProbeSet> ProgramProbes = new Dictionary<string, ProbeSet>
     {
@@ -88,6 +91,7 @@ public sealed class Probes : IEventSource
     private readonly BpfObject obj;
     private readonly List<BpfLink> links = [];
     private readonly List<string> loadedPrograms = [];
+    private readonly BpfMap filterStats;
 
     private Probes(BpfObject obj, ProbeOptions options, IReadOnlyList<string> programs)
     {
@@ -96,7 +100,7 @@ public sealed class Probes : IEventSource
         loadedPrograms.AddRange(programs);
         EventsMap = obj.Map(EventChannel.EventsMap);
         EmitStatsMap = obj.Map(EventChannel.StatsMap);
-        FilterStatsMap_ = obj.Map(FilterStatsMap);
+        filterStats = obj.Map(FilterStatsMap);
         Procs = obj.Map(ProcsMap);
     }
 
@@ -107,8 +111,6 @@ public sealed class Probes : IEventSource
     public BpfMap EventsMap { get; }
 
     public BpfMap EmitStatsMap { get; }
-
-    private BpfMap FilterStatsMap_ { get; }
 
     internal BpfMap Procs { get; }
 
@@ -121,11 +123,11 @@ public sealed class Probes : IEventSource
     public static Probes Load(ProbeOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var excluded = options.ExcludedCidrs.Select(c => c.BaseAddress.AddressFamily).ToList();
-        if (excluded.Any(f => f is not (AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)))
+        if (options.ExcludedCidrs.Any(c => c.BaseAddress.AddressFamily is not (AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)))
             throw new ArgumentException("excluded CIDRs must be IPv4 or IPv6", nameof(options));
-        if (options.ExcludedCidrs.Count > 1024)
-            throw new ArgumentException($"{options.ExcludedCidrs.Count} excluded CIDRs: at most 1024 per family", nameof(options));
+        foreach (var family in options.ExcludedCidrs.Select(Normalize).GroupBy(c => c.BaseAddress.AddressFamily))
+            if (family.Count() > ExcludeMax)
+                throw new ArgumentException($"{family.Count()} excluded {(family.Key == AddressFamily.InterNetwork ? "IPv4" : "IPv6")} CIDRs: at most {ExcludeMax}", nameof(options));
 
         var obj = BpfObject.OpenEmbedded(EmbeddedObjects.Probes);
         try
@@ -173,8 +175,9 @@ public sealed class Probes : IEventSource
     {
         var v4 = obj.Map(ExcludeV4Map);
         var v6 = obj.Map(ExcludeV6Map);
-        foreach (var c in cidrs)
+        foreach (var cidr in cidrs)
         {
+            var c = Normalize(cidr);
             var bytes = c.BaseAddress.GetAddressBytes();
             if (bytes.Length == 4)
             {
@@ -190,6 +193,15 @@ public sealed class Probes : IEventSource
             }
         }
     }
+
+    /// <summary>
+    /// An IPv4-mapped IPv6 CIDR (::ffff:10.0.0.0/104) as the IPv4 CIDR it means: the
+    /// kernel looks IPv4-mapped destinations up in the IPv4 trie.
+    /// </summary>
+    internal static IPNetwork Normalize(IPNetwork c) =>
+        c.BaseAddress.IsIPv4MappedToIPv6 && c.PrefixLength >= 96
+            ? new IPNetwork(c.BaseAddress.MapToIPv4(), c.PrefixLength - 96)
+            : c;
 
     /// <summary>Attaches every loaded program. Idempotent.</summary>
     public void Attach()
@@ -222,7 +234,7 @@ public sealed class Probes : IEventSource
         get
         {
             ulong sum = 0;
-            foreach (var v in FilterStatsMap_.LookupPerCpu<uint, ulong>(0u))
+            foreach (var v in filterStats.LookupPerCpu<uint, ulong>(0u))
                 sum += v;
             return sum;
         }

@@ -28,9 +28,13 @@ public sealed record ProcfsProcess(
     uint NetnsIno,
     ulong CgroupId)
 {
+    /// <summary>The process as an exec event record stamped now (see <see cref="ToExecRecord(ulong)"/>).</summary>
+    public byte[] ToExecRecord() => ToExecRecord(KernelClock.MonotonicNs());
+
     /// <summary>
     /// The process as an exec event record (fx_exec_event, flag FX_EXEC_PROCFS), so
-    /// the recorder stores it through the same decoder as the probe's events.
+    /// the recorder stores it through the same decoder as the probe's events;
+    /// <paramref name="ktimeNs"/> is the header's CLOCK_MONOTONIC stamp.
     /// </summary>
     public byte[] ToExecRecord(ulong ktimeNs)
     {
@@ -53,7 +57,7 @@ public sealed record ProcfsProcess(
         U64(span, nameof(ExecEvent.StartTime), StartTimeNs);
 
         var flags = ExecFlags.Procfs;
-        var filename = Bytes(Binary, Limits.FilenameMax - 1, ref flags, ExecFlags.FilenameTruncated);
+        var filename = Bytes(Binary, Limits.FilenameMax, ref flags, ExecFlags.FilenameTruncated);
         var cwd = Bytes(Cwd, Limits.CwdMax, ref flags, ExecFlags.CwdTruncated);
         var args = new List<byte>();
         foreach (var a in Argv)
