@@ -471,6 +471,38 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void AuditMode_ConnectionPolicyDenies_PassesWithAuditVerdict()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+        h.Dp.PolicyAuditMode = true;
+
+        var r = h.To(Backend2, Packets.Tcp("10.244.0.10", 47100, "10.244.0.20", 9090));
+        var ev = h.Take();
+
+        Assert.Equal(TcActOk, r.ReturnValue);
+        Assert.Equal([EventKind.Policy, EventKind.Trace, EventKind.Capture], ev.Kinds);
+        var v = Assert.Single(ev.Verdicts);
+        Assert.Equal((VerdictAction.Audit, PolicyMatch.None), (v.Action, v.Match));
+        Assert.True(Assert.Single(h.Dp.Snapshot().Conntrack).Flags.HasFlag(CtFlags.Audited));
+    }
+
+    [KernelFact]
+    public void Snat_IcmpEcho_MasqueradedAndReplyTranslatedBack()
+    {
+        using var h = new DatapathHarness(Cluster());
+
+        var echo = h.ToNetwork(Packets.IcmpEcho("10.244.0.10", "203.0.113.20", 4242));
+        var reply = h.FromNetwork(Packets.IcmpEcho("203.0.113.20", NodeIp, 4242, reply: true));
+        var ev = h.Take();
+
+        Assert.Equal(IPAddress.Parse(NodeIp), Pkt.Src(echo.DataOut));
+        Assert.True(Packets.ChecksumsValid(echo.DataOut));
+        Assert.Equal(IPAddress.Parse("10.244.0.10"), Pkt.Dst(reply.DataOut));
+        Assert.True(Packets.ChecksumsValid(reply.DataOut));
+        Assert.Equal([NatKind.Snat, NatKind.RevSnat], ev.Nats.Select(n => n.NatKind));
+    }
+
+    [KernelFact]
     public void SpoofedSource_FromEndpoint_DroppedInvalidSourceIp()
     {
         using var h = new DatapathHarness(Cluster());

@@ -34,6 +34,7 @@ public sealed class Datapath : IEventSource
     private Dictionary<string, ServiceKey> serviceKeys = [];
     private HashSet<BackendKey> backendKeys = [];
     private bool disposed;
+    private bool auditMode;
 
     private Datapath(BpfObject obj, ClusterSpec cluster)
     {
@@ -100,6 +101,28 @@ public sealed class Datapath : IEventSource
             obj.Map("fx_nat_cfg").Update(0u, cfg);
         }
         Sync();
+    }
+
+    /// <summary>
+    /// Cilium's policy audit mode: connections policy would deny pass, and
+    /// their verdicts say "audit" instead of "deny".
+    /// </summary>
+    public bool PolicyAuditMode
+    {
+        get
+        {
+            lock (gate)
+                return auditMode;
+        }
+        set
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            lock (gate)
+            {
+                auditMode = value;
+                SyncPolicies();
+            }
+        }
     }
 
     /// <summary>The identity of a pod (allocating one for a pod not in the cluster description).</summary>
@@ -309,7 +332,8 @@ public sealed class Datapath : IEventSource
         foreach (var (name, (pod, ifindex, id)) in endpoints)
         {
             var c = compiled[name];
-            var flags = (c.IngressEnforced ? EndpointFlags.IngressEnforced : 0) | (c.EgressEnforced ? EndpointFlags.EgressEnforced : 0);
+            var flags = (c.IngressEnforced ? EndpointFlags.IngressEnforced : 0) | (c.EgressEnforced ? EndpointFlags.EgressEnforced : 0)
+                | (auditMode ? EndpointFlags.Audit : 0);
             epMap.Update((uint)ifindex, new Endpoint
             {
                 Addr = MapAddress.From(pod.Ip!), Identity = ids.ForPod(pod).Id, Id = id, Family = MapAddress.Family(pod.Ip!), Flags = flags,
