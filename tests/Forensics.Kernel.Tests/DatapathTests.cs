@@ -503,6 +503,36 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void Ipv6Endpoints_L4Policy_EnforcedAndNeighbourDiscoveryPasses()
+    {
+        var fe6 = Pod("frontend-6", "default", "fd00::10", ("app", "frontend"));
+        var be6 = Pod("backend-6", "default", "fd00::20", ("app", "backend"));
+        var cluster = new ClusterSpec("v6.yaml", null, [fe6, be6], [],
+            [BackendIngress(Rule(endpoints: [Sel(("app", "frontend"))], ports: [new PortProtocol(8080, "TCP")]))]);
+        using var h = new DatapathHarness(cluster);
+
+        var ok = h.To(be6, Packets.Tcp("fd00::10", 40000, "fd00::20", 8080));
+        var okEv = h.Take();
+        var bad = h.To(be6, Packets.Tcp("fd00::10", 40001, "fd00::20", 9090));
+        var badEv = h.Take();
+        var reply = h.From(be6, Packets.Tcp("fd00::20", 8080, "fd00::10", 40000, SynAck));
+        var replyEv = h.Take();
+        var nd = h.To(be6, Packets.Icmp6("fe80::1", "ff02::1:ff00:20", 135));
+        var ndOut = h.From(be6, Packets.Icmp6("fe80::2", "ff02::1:ff00:10", 135));
+
+        Assert.Equal(TcActOk, ok.ReturnValue);
+        AssertAllowedNew(okEv, be6, h.IdentityOf(fe6), PolicyMatch.L3L4, Dir.Ingress);
+        Assert.Equal(10, Assert.Single(okEv.Traces).Tuple.Family);
+        Assert.Equal(TcActShot, bad.ReturnValue);
+        AssertPolicyDrop(badEv, h.IdentityOf(fe6), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+        Assert.Equal(TcActOk, reply.ReturnValue);
+        Assert.Equal(CtState.Reply, Assert.Single(replyEv.Traces).CtState);
+        Assert.Equal(TcActOk, nd.ReturnValue);
+        Assert.Equal(TcActOk, ndOut.ReturnValue);
+        Assert.Contains(h.Dp.Snapshot().Ipcache, i => i.Prefix == "fd00::20/128" && i.Identity == h.IdentityOf(be6));
+    }
+
+    [KernelFact]
     public void SpoofedSource_FromEndpoint_DroppedInvalidSourceIp()
     {
         using var h = new DatapathHarness(Cluster());

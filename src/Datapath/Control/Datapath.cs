@@ -150,8 +150,12 @@ public sealed class Datapath : IEventSource
     /// </summary>
     public int AttachEndpoint(PodSpec pod, int hostIfindex)
     {
+        ArgumentNullException.ThrowIfNull(pod);
         lock (gate)
         {
+            // attaching again (same or another veth) replaces the earlier attachment
+            if (endpoints.TryGetValue(pod.FullName, out var earlier))
+                DetachLinks(earlier.Ifindex);
             var id = RegisterEndpoint(pod, hostIfindex);
             try
             {
@@ -183,6 +187,8 @@ public sealed class Datapath : IEventSource
         {
             if (endpoints.Values.FirstOrDefault(e => e.Ifindex == hostIfindex && e.Pod.FullName != pod.FullName) is { Pod: not null } other)
                 throw new ArgumentException($"ifindex {hostIfindex} already belongs to {other.Pod.FullName}", nameof(hostIfindex));
+            if (endpoints.TryGetValue(pod.FullName, out var earlier) && earlier.Ifindex != hostIfindex)
+                obj.Map("fx_endpoints").Delete((uint)earlier.Ifindex);
             pods[pod.FullName] = pod;
             ids.ForPod(pod);
             if (!endpointIds.TryGetValue(pod.FullName, out var id))
