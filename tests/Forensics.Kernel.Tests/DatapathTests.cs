@@ -533,6 +533,30 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void ReplacePolicies_NewPolicyInForce_NewConnectionsDeniedTrackedOnesContinue()
+    {
+        using var h = new DatapathHarness(Cluster());
+        Assert.Equal(TcActOk, h.To(Backend2, Packets.Tcp("10.244.0.10", 51000, "10.244.0.20", 8080)).ReturnValue);
+
+        h.Dp.ReplacePolicies([BackendIngress(Rule(cidrs: [new CidrRule("203.0.113.0/24", [])]))]);
+        h.Take();
+        var tracked = h.To(Backend2, Packets.Tcp("10.244.0.10", 51000, "10.244.0.20", 8080, Packets.TcpAck));
+        var fresh = h.To(Backend2, Packets.Tcp("10.244.0.10", 51001, "10.244.0.20", 8080));
+        var world = h.To(Backend2, Packets.Tcp("203.0.113.9", 51002, "10.244.0.20", 8080));
+        var ev = h.Take();
+
+        Assert.Equal(TcActOk, tracked.ReturnValue);
+        Assert.Equal(TcActShot, fresh.ReturnValue);
+        Assert.Equal(TcActOk, world.ReturnValue);
+        var cidrId = h.Dp.Identities.Single(i => i.Labels.Contains("cidr:203.0.113.0/24")).Id;
+        Assert.Equal([(VerdictAction.Deny, h.IdentityOf(Frontend)), (VerdictAction.Allow, cidrId)], ev.Verdicts.Select(v => (v.Action, v.RemoteIdentity)));
+        Assert.Equal("backend-ingress", Assert.Single(h.Dp.Snapshot().Policies).Name);
+        h.Dp.ReplacePolicies([]);
+        Assert.Equal(TcActOk, h.To(Backend2, Packets.Tcp("10.244.0.10", 51003, "10.244.0.20", 8080)).ReturnValue);
+        Assert.Empty(h.Dp.Snapshot().PolicyEntries);
+    }
+
+    [KernelFact]
     public void SpoofedSource_FromEndpoint_DroppedInvalidSourceIp()
     {
         using var h = new DatapathHarness(Cluster());

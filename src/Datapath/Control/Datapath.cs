@@ -20,7 +20,7 @@ public sealed class Datapath : IEventSource
 
     private readonly object gate = new();
     private readonly BpfObject obj;
-    private readonly ClusterSpec cluster;
+    private ClusterSpec cluster;
     private readonly IdentityAllocator ids = new();
     private readonly Dictionary<string, PodSpec> pods = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ushort> endpointIds = new(StringComparer.Ordinal);
@@ -51,8 +51,32 @@ public sealed class Datapath : IEventSource
     /// <summary>The loaded object (programs for BPF_PROG_TEST_RUN, maps).</summary>
     internal BpfObject Object => obj;
 
-    /// <summary>The cluster as loaded.</summary>
-    public ClusterSpec Cluster => cluster;
+    /// <summary>The cluster as loaded (with the policies in force).</summary>
+    public ClusterSpec Cluster
+    {
+        get
+        {
+            lock (gate)
+                return cluster;
+        }
+    }
+
+    /// <summary>
+    /// Puts a new set of policies in force: identities for new CIDRs, every
+    /// endpoint's entries recompiled, stale entries removed. Connections already
+    /// tracked keep going, as in Cilium.
+    /// </summary>
+    public void ReplacePolicies(IReadOnlyList<NetworkPolicySpec> policies)
+    {
+        ArgumentNullException.ThrowIfNull(policies);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        lock (gate)
+        {
+            cluster = cluster with { Policies = policies };
+            ids.Preallocate(cluster);
+            Sync();
+        }
+    }
 
     /// <summary>Loads the datapath programmed for a cluster; nothing is attached until AttachEndpoint/AttachNetworkDevice.</summary>
     public static Datapath Load(ClusterSpec cluster, EventOptions options)
