@@ -335,6 +335,23 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void FlowId_SameConnectionAtBothEndpoints_Equal()
+    {
+        using var h = new DatapathHarness(Cluster());
+
+        h.From(Frontend, Packets.Tcp("10.244.0.10", 41500, "10.244.0.20", 8080));
+        var atClient = Assert.Single(h.Take().Traces);
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 41500, "10.244.0.20", 8080));
+        var atServer = Assert.Single(h.Take().Traces);
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 41501, "10.244.0.20", 8080));
+        var other = Assert.Single(h.Take().Traces);
+
+        Assert.Equal(atClient.Meta.FlowId, atServer.Meta.FlowId);
+        Assert.NotEqual(atClient.Meta.FlowId, other.Meta.FlowId);
+        Assert.Equal((ObsPoint.FromEndpoint, ObsPoint.ToEndpoint), (atClient.Meta.ObsPoint, atServer.Meta.ObsPoint));
+    }
+
+    [KernelFact]
     public void ServiceWithoutBackends_Syn_DroppedServiceBackendNotFound()
     {
         using var h = new DatapathHarness(Cluster());
