@@ -350,6 +350,62 @@ public class DatapathTests
         Assert.Equal((ObsPoint.FromEndpoint, ObsPoint.ToEndpoint), (atClient.Meta.ObsPoint, atServer.Meta.ObsPoint));
     }
 
+    /// <summary>An IPv4 packet split into two fragments at L4 byte <paramref name="at"/> (a multiple of 8).</summary>
+    private static (byte[] First, byte[] Later) Fragment(byte[] pkt, int at, ushort id)
+    {
+        var l4 = pkt.AsSpan(34);
+        byte[] Part(ReadOnlySpan<byte> body, ushort fragField)
+        {
+            var p = new byte[34 + body.Length];
+            pkt.AsSpan(0, 34).CopyTo(p);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(16), (ushort)(20 + body.Length));
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(18), id);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(20), fragField);
+            Fix(p);
+            body.CopyTo(p.AsSpan(34));
+            return p;
+        }
+        return (Part(l4[..at], 0x2000), Part(l4[at..], (ushort)(at / 8)));
+    }
+
+    private static void Fix(byte[] p)
+    {
+        p[24] = p[25] = 0;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(24), Packets.Checksum(p.AsSpan(14, 20), 0));
+    }
+
+    [KernelFact]
+    public void Ipv4Fragments_UdpToService_BothFragmentsTranslatedAndLoneLaterFragmentDropped()
+    {
+        using var h = new DatapathHarness(Cluster());
+        var whole = Packets.Udp("10.244.0.10", 52000, BackendVip, 53, payload: 32);
+        var (first, later) = Fragment(whole, 24, 0x4242);
+
+        var a = h.From(Frontend, first);
+        var b = h.From(Frontend, later);
+        h.Take();
+        var lone = h.From(Frontend, Fragment(Packets.Udp("10.244.0.10", 52001, BackendVip, 53, payload: 32), 24, 0x4343).Later);
+        var loneEv = h.Take();
+
+        Assert.Equal((TcActOk, TcActOk), (a.ReturnValue, b.ReturnValue));
+        var backend = Pkt.Dst(a.DataOut);
+        Assert.True(backend.ToString() is "10.244.0.20" or "10.244.0.21", $"backend {backend}");
+        Assert.Equal(5353, Pkt.Dport(a.DataOut));
+        Assert.Equal(backend, Pkt.Dst(b.DataOut));
+        Assert.Equal(later.AsSpan(34).ToArray(), b.DataOut.AsSpan(34).ToArray()); // payload untouched
+        // reassembled, the datagram's UDP checksum holds for the translated addresses and port
+        var re = new byte[whole.Length];
+        a.DataOut.AsSpan(0, 34).CopyTo(re);
+        a.DataOut.AsSpan(34).CopyTo(re.AsSpan(34));
+        b.DataOut.AsSpan(34).CopyTo(re.AsSpan(34 + 24));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(re.AsSpan(16), (ushort)(re.Length - 14));
+        re[20] = re[21] = 0;
+        Fix(re);
+        Assert.True(Packets.ChecksumsValid(re));
+        Assert.Equal(TcActShot, lone.ReturnValue);
+        Assert.Equal((ushort)DropReason.FragNotFound, Assert.Single(loneEv.Drops).Reason);
+    }
+
     [KernelFact]
     public void ServiceWithoutBackends_Syn_DroppedServiceBackendNotFound()
     {
