@@ -76,12 +76,14 @@ static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 	if (!ctx)
 		return TC_ACT_OK;
 	ep = fx_endpoint_of(skb->ifindex);
-	if (!ep || ep->family != ctx->pkt.tuple.family)
+	if (!ep || ep->family != ctx->pkt.tuple.family || fx_is_nd(ctx))
 		return fx_finish(skb, ctx, TC_ACT_OK);
 	ctx->meta.endpoint_id = ep->id;
 	ctx->meta.src_identity = ep->identity;
 	if (!fx_addr_eq(ctx->pkt.tuple.saddr, ep->addr, ep->family))
 		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_INVALID_SIP, FX_FILE_DATAPATH));
+	if (ctx->frag_missing)
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_FRAG_NOT_FOUND, FX_FILE_DATAPATH));
 
 	rc = fx_lb_translate(skb, ctx, &lb);
 	ctx->meta.dst_identity = fx_identity_of(ctx->pkt.tuple.daddr, ctx->pkt.tuple.family, NULL);
@@ -127,11 +129,13 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 	if (!ctx)
 		return TC_ACT_OK;
 	ep = fx_endpoint_of(skb->ifindex);
-	if (!ep || ep->family != ctx->pkt.tuple.family)
+	if (!ep || ep->family != ctx->pkt.tuple.family || fx_is_nd(ctx))
 		return fx_finish(skb, ctx, TC_ACT_OK);
 	ctx->meta.endpoint_id = ep->id;
 	ctx->meta.dst_identity = ep->identity;
 	ctx->meta.src_identity = fx_identity_of(ctx->pkt.tuple.saddr, ctx->pkt.tuple.family, NULL);
+	if (ctx->frag_missing)
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_FRAG_NOT_FOUND, FX_FILE_DATAPATH));
 
 	ctx->ct_state = fx_ct_lookup(skb, ctx, FX_DIR_INGRESS, &ctx->key, &e);
 	if (ctx->ct_state == FX_CT_REPLY && e) {

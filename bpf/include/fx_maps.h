@@ -21,6 +21,7 @@ enum fx_drop_reason {
 	FX_DROP_CT_CREATE_FAILED = 155,	/* CT: Map insertion failed */
 	FX_DROP_NO_SERVICE = 158,	/* Service backend not found */
 	FX_DROP_NAT_NO_MAPPING = 167,	/* No mapping for NAT masquerade */
+	FX_DROP_FRAG_NOT_FOUND = 175,	/* First logical datagram fragment not found */
 	FX_DROP_POLICY_DENY = 181,	/* Policy denied by denylist */
 };
 
@@ -72,6 +73,7 @@ enum fx_map_limits {
 	FX_BACKENDS_MAX = 16384,
 	FX_LB_FLOWS_MAX = 65536,
 	FX_NAT_MAX = 65536,
+	FX_FRAGS_MAX = 8192,
 	FX_MAX_BACKENDS_PER_SERVICE = 256,
 	FX_SNAT_PORT_TRIES = 8,
 };

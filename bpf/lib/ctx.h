@@ -26,7 +26,7 @@ struct fx_ctx {
 	__u8 drop_file;
 	__u8 ct_state;
 	__u8 icmp_type;
-	__u8 pad;
+	__u8 frag_missing;	/* a later fragment whose first fragment was not seen */
 	/* scratch space: ctx lives in a per-CPU map, off the 512-byte stack */
 	struct fx_tuple orig;	/* the tuple before a translation */
 	struct fx_ct_key key;	/* the connection's key (forward direction) */
@@ -44,6 +44,53 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fx_ctx);
 } fx_scratch SEC(".maps");
+
+/* IPv4 fragments: the ports of a datagram, learnt from its first fragment. */
+struct fx_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__u16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct fx_frag_ports {
+	__u16 sport;
+	__u16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FX_FRAGS_MAX);
+	__type(key, struct fx_frag_key);
+	__type(value, struct fx_frag_ports);
+} fx_frags SEC(".maps");
+
+/* Records (first fragment) or recovers (later ones) the ports; -1 when a later one has no first. */
+static __always_inline int fx_frag_ports(struct fx_pkt *p)
+{
+	struct fx_frag_key k = {};
+	struct fx_frag_ports v, *found;
+
+	if (p->frag == FX_FRAG_NONE)
+		return 0;
+	__builtin_memcpy(&k.saddr, p->tuple.saddr, 4);
+	__builtin_memcpy(&k.daddr, p->tuple.daddr, 4);
+	k.id = p->ip_id;
+	k.proto = p->tuple.proto;
+	if (p->frag == FX_FRAG_FIRST) {
+		v.sport = p->tuple.sport;
+		v.dport = p->tuple.dport;
+		bpf_map_update_elem(&fx_frags, &k, &v, BPF_ANY);
+		return 0;
+	}
+	found = bpf_map_lookup_elem(&fx_frags, &k);
+	if (!found)
+		return -1;
+	p->tuple.sport = found->sport;
+	p->tuple.dport = found->dport;
+	return 0;
+}
 
 /* A hash of a packet's tuple (FNV-1a, then mixed): the flow id in its events. */
 static __always_inline __u32 fx_flow_hash(const struct fx_tuple *t, __u16 sport, __u16 dport)
@@ -85,9 +132,12 @@ static __always_inline struct fx_ctx *fx_ctx_init(struct __sk_buff *skb, __u8 ob
 	ctx->meta.obs_point = obs;
 	ctx->meta.direction = (obs == FX_OBS_TO_ENDPOINT || obs == FX_OBS_FROM_NETWORK) ?
 			      FX_DIR_INGRESS : FX_DIR_EGRESS;
+	if (fx_frag_ports(&ctx->pkt) < 0)
+		ctx->frag_missing = 1;
 	ctx->ct_sport = ctx->pkt.tuple.sport;
 	ctx->ct_dport = ctx->pkt.tuple.dport;
-	if (ctx->pkt.tuple.proto == IPPROTO_ICMP || ctx->pkt.tuple.proto == IPPROTO_ICMPV6) {
+	if ((ctx->pkt.tuple.proto == IPPROTO_ICMP || ctx->pkt.tuple.proto == IPPROTO_ICMPV6) &&
+	    ctx->pkt.frag != FX_FRAG_LATER) {
 		__u8 icmp[8];
 
 		if (bpf_skb_load_bytes(skb, ctx->pkt.l4_off, icmp, sizeof(icmp)) == 0) {
@@ -103,6 +153,12 @@ static __always_inline struct fx_ctx *fx_ctx_init(struct __sk_buff *skb, __u8 ob
 	}
 	ctx->meta.flow_id = fx_flow_hash(&ctx->pkt.tuple, ctx->ct_sport, ctx->ct_dport);
 	return ctx;
+}
+
+/* IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect): never policed. */
+static __always_inline int fx_is_nd(const struct fx_ctx *ctx)
+{
+	return ctx->pkt.tuple.proto == IPPROTO_ICMPV6 && ctx->icmp_type >= 133 && ctx->icmp_type <= 137;
 }
 
 static __always_inline int fx_addr_eq(const __u8 *a, const __u8 *b, __u8 family)

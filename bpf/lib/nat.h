@@ -31,6 +31,9 @@ struct {
 /* Offset of the L4 checksum and the flags its update needs; 0 when there is none to fix. */
 static __always_inline __u32 fx_l4_csum_off(const struct fx_ctx *ctx, __u64 *flags)
 {
+	/* a later fragment holds no L4 header: the first one's checksum covers the datagram */
+	if (ctx->pkt.frag == FX_FRAG_LATER)
+		return 0;
 	if (ctx->pkt.tuple.proto == IPPROTO_TCP) {
 		*flags = 0;
 		return ctx->pkt.l4_off + 16;
@@ -71,8 +74,19 @@ static __always_inline int fx_rewrite_port(struct __sk_buff *skb, struct fx_ctx 
 	__u16 *field = dst ? &ctx->pkt.tuple.dport : &ctx->pkt.tuple.sport;
 	__be16 from = bpf_htons(*field), to = bpf_htons(to_port);
 
-	if (!csum_off || from == to)
+	if (from == to)
 		return 0;
+	if (!csum_off) {
+		/* no header to rewrite in a later fragment: the tuple follows the first one */
+		if (ctx->pkt.frag == FX_FRAG_LATER) {
+			*field = to_port;
+			if (dst)
+				ctx->ct_dport = to_port;
+			else
+				ctx->ct_sport = to_port;
+		}
+		return 0;
+	}
 	if (bpf_l4_csum_replace(skb, csum_off, from, to, flags | sizeof(to)) < 0)
 		return FX_DROP_CSUM_L4;
 	if (bpf_skb_store_bytes(skb, ctx->pkt.l4_off + (dst ? 2 : 0), &to, sizeof(to), 0) < 0)
@@ -133,7 +147,7 @@ static __always_inline int fx_masquerade(struct __sk_buff *skb, struct fx_ctx *c
 
 	*translated = 0;
 	*orig = ctx->pkt.tuple;
-	if (!cfg || !cfg->enabled || ctx->pkt.tuple.family != AF_INET || cfg->family != AF_INET)
+	if (!cfg || !cfg->enabled || ctx->pkt.tuple.family != AF_INET || cfg->family != AF_INET || ctx->frag_missing)
 		return TC_ACT_OK;
 	if (!fx_in_net4(orig->saddr, cfg->pod_net, cfg->pod_prefix) ||
 	    fx_in_net4(orig->daddr, cfg->pod_net, cfg->pod_prefix) ||
@@ -206,7 +220,7 @@ static __always_inline int fx_rev_snat(struct __sk_buff *skb, struct fx_ctx *ctx
 
 	*translated = 0;
 	*orig = ctx->pkt.tuple;
-	if (!cfg || !cfg->enabled || ctx->pkt.tuple.family != AF_INET ||
+	if (!cfg || !cfg->enabled || ctx->pkt.tuple.family != AF_INET || ctx->frag_missing ||
 	    !fx_addr_eq(orig->daddr, cfg->node_addr, AF_INET))
 		return TC_ACT_OK;
 	if (fx_icmp_is_error(orig->proto, ctx->icmp_type))

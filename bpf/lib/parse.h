@@ -18,11 +18,20 @@
 #define AF_INET6 10
 #endif
 
+enum fx_frag {
+	FX_FRAG_NONE = 0,
+	FX_FRAG_FIRST = 1,	/* IPv4 first fragment: carries the L4 header */
+	FX_FRAG_LATER = 2,	/* IPv4 later fragment: no L4 header, ports unknown here */
+};
+
 struct fx_pkt {
 	struct fx_tuple tuple;
 	__u32 l3_off;
 	__u32 l4_off;
 	__u16 l3_proto;		/* ETH_P_*, host order */
+	__u16 ip_id;		/* IPv4 identification, network order */
+	__u8 frag;		/* enum fx_frag */
+	__u8 pad[3];
 };
 
 static __always_inline __u8 fx_tcp_flags(const struct tcphdr *th)
@@ -54,6 +63,11 @@ static __always_inline int fx_parse(struct __sk_buff *skb, struct fx_pkt *p)
 		p->tuple.family = AF_INET;
 		proto = ip->protocol;
 		l4 = (void *)ip + ip->ihl * 4;
+		p->ip_id = ip->id;
+		if (ip->frag_off & bpf_htons(0x1fff))
+			p->frag = FX_FRAG_LATER;
+		else if (ip->frag_off & bpf_htons(0x2000))
+			p->frag = FX_FRAG_FIRST;
 	} else if (p->l3_proto == ETH_P_IPV6) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
@@ -69,6 +83,8 @@ static __always_inline int fx_parse(struct __sk_buff *skb, struct fx_pkt *p)
 	}
 	p->tuple.proto = proto;
 	p->l4_off = l4 - data;
+	if (p->frag == FX_FRAG_LATER)
+		return 0;
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 

@@ -31,7 +31,7 @@ public class MapAbiTests
     };
 
     /// <summary>BPF-side working structs user space never reads.</summary>
-    internal static readonly HashSet<string> InternalStructs = ["fx_ctx", "fx_pkt", "fx_maps_anchor", "fx_verdict", "fx_lb_result"];
+    internal static readonly HashSet<string> InternalStructs = ["fx_ctx", "fx_pkt", "fx_maps_anchor", "fx_verdict", "fx_lb_result", "fx_frag_key", "fx_frag_ports"];
 
     private static readonly Dictionary<string, (Type Type, string Prefix)> Enums = new()
     {

@@ -19,7 +19,7 @@ public class DatapathTests
 
     private static NetworkPolicySpec BackendIngress(params PolicyRule[] rules) => Policy("backend-ingress", Sel(("app", "backend")), ingress: rules);
 
-    private static void AssertAllowedNew(Events ev, PodSpec local, uint remote, PolicyMatch match, Dir dir)
+    private static void AssertAllowedNew(Events ev, uint remote, PolicyMatch match, Dir dir)
     {
         Assert.Equal([EventKind.Policy, EventKind.Trace, EventKind.Capture], ev.Kinds);
         var v = Assert.Single(ev.Verdicts);
@@ -28,7 +28,6 @@ public class DatapathTests
         Assert.Equal(remote, v.RemoteIdentity);
         Assert.Equal(dir, v.Meta.Direction);
         Assert.Equal(CtState.New, Assert.Single(ev.Traces).CtState);
-        _ = local;
     }
 
     private static void AssertPolicyDrop(Events ev, uint remote, ushort reason, PolicyMatch match, Dir dir)
@@ -58,7 +57,7 @@ public class DatapathTests
         var badEv = h.Take();
 
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, Backend2, fe, PolicyMatch.L4Only, Dir.Ingress);
+        AssertAllowedNew(okEv, fe, PolicyMatch.L4Only, Dir.Ingress);
         var t = Assert.Single(okEv.Traces);
         Assert.Equal(fe, t.Meta.SrcIdentity);
         Assert.Equal(h.IdentityOf(Backend2), t.Meta.DstIdentity);
@@ -89,7 +88,7 @@ public class DatapathTests
         var toolEv = h.Take();
 
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.L3Only, Dir.Ingress);
+        AssertAllowedNew(okEv, h.IdentityOf(Frontend), PolicyMatch.L3Only, Dir.Ingress);
         Assert.Equal(TcActShot, other.ReturnValue);
         AssertPolicyDrop(otherEv, h.IdentityOf(Other), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
         Assert.Equal(TcActShot, tool.ReturnValue);
@@ -112,7 +111,7 @@ public class DatapathTests
         var wrongPeerEv = h.Take();
 
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.L3L4, Dir.Ingress);
+        AssertAllowedNew(okEv, h.IdentityOf(Frontend), PolicyMatch.L3L4, Dir.Ingress);
         Assert.Equal(TcActShot, wrongPort.ReturnValue);
         AssertPolicyDrop(wrongPortEv, h.IdentityOf(Frontend), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
         Assert.Equal(TcActShot, wrongProto.ReturnValue);
@@ -128,7 +127,7 @@ public class DatapathTests
         var r = h.To(Backend2, Packets.Tcp("203.0.113.7", 40000, "10.244.0.20", 22));
 
         Assert.Equal(TcActOk, r.ReturnValue);
-        AssertAllowedNew(h.Take(), Backend2, (uint)ReservedIdentity.World, PolicyMatch.All, Dir.Ingress);
+        AssertAllowedNew(h.Take(), (uint)ReservedIdentity.World, PolicyMatch.All, Dir.Ingress);
     }
 
     [KernelFact]
@@ -146,7 +145,7 @@ public class DatapathTests
         Assert.Equal(TcActShot, denied.ReturnValue);
         AssertPolicyDrop(deniedEv, h.IdentityOf(Frontend), (ushort)DropReason.PolicyDeny, PolicyMatch.L3L4, Dir.Ingress);
         Assert.Equal(TcActOk, allowed.ReturnValue);
-        AssertAllowedNew(allowedEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.All, Dir.Ingress);
+        AssertAllowedNew(allowedEv, h.IdentityOf(Frontend), PolicyMatch.All, Dir.Ingress);
     }
 
     [KernelFact]
@@ -335,6 +334,79 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void FlowId_SameConnectionAtBothEndpoints_Equal()
+    {
+        using var h = new DatapathHarness(Cluster());
+
+        h.From(Frontend, Packets.Tcp("10.244.0.10", 41500, "10.244.0.20", 8080));
+        var atClient = Assert.Single(h.Take().Traces);
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 41500, "10.244.0.20", 8080));
+        var atServer = Assert.Single(h.Take().Traces);
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 41501, "10.244.0.20", 8080));
+        var other = Assert.Single(h.Take().Traces);
+
+        Assert.Equal(atClient.Meta.FlowId, atServer.Meta.FlowId);
+        Assert.NotEqual(atClient.Meta.FlowId, other.Meta.FlowId);
+        Assert.Equal((ObsPoint.FromEndpoint, ObsPoint.ToEndpoint), (atClient.Meta.ObsPoint, atServer.Meta.ObsPoint));
+    }
+
+    /// <summary>An IPv4 packet split into two fragments at L4 byte <paramref name="at"/> (a multiple of 8).</summary>
+    private static (byte[] First, byte[] Later) Fragment(byte[] pkt, int at, ushort id)
+    {
+        var l4 = pkt.AsSpan(34);
+        byte[] Part(ReadOnlySpan<byte> body, ushort fragField)
+        {
+            var p = new byte[34 + body.Length];
+            pkt.AsSpan(0, 34).CopyTo(p);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(16), (ushort)(20 + body.Length));
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(18), id);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(20), fragField);
+            Fix(p);
+            body.CopyTo(p.AsSpan(34));
+            return p;
+        }
+        return (Part(l4[..at], 0x2000), Part(l4[at..], (ushort)(at / 8)));
+    }
+
+    private static void Fix(byte[] p)
+    {
+        p[24] = p[25] = 0;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(24), Packets.Checksum(p.AsSpan(14, 20), 0));
+    }
+
+    [KernelFact]
+    public void Ipv4Fragments_UdpToService_BothFragmentsTranslatedAndLoneLaterFragmentDropped()
+    {
+        using var h = new DatapathHarness(Cluster());
+        var whole = Packets.Udp("10.244.0.10", 52000, BackendVip, 53, payload: 32);
+        var (first, later) = Fragment(whole, 24, 0x4242);
+
+        var a = h.From(Frontend, first);
+        var b = h.From(Frontend, later);
+        h.Take();
+        var lone = h.From(Frontend, Fragment(Packets.Udp("10.244.0.10", 52001, BackendVip, 53, payload: 32), 24, 0x4343).Later);
+        var loneEv = h.Take();
+
+        Assert.Equal((TcActOk, TcActOk), (a.ReturnValue, b.ReturnValue));
+        var backend = Pkt.Dst(a.DataOut);
+        Assert.True(backend.ToString() is "10.244.0.20" or "10.244.0.21", $"backend {backend}");
+        Assert.Equal(5353, Pkt.Dport(a.DataOut));
+        Assert.Equal(backend, Pkt.Dst(b.DataOut));
+        Assert.Equal(later.AsSpan(34).ToArray(), b.DataOut.AsSpan(34).ToArray()); // payload untouched
+        // reassembled, the datagram's UDP checksum holds for the translated addresses and port
+        var re = new byte[whole.Length];
+        a.DataOut.AsSpan(0, 34).CopyTo(re);
+        a.DataOut.AsSpan(34).CopyTo(re.AsSpan(34));
+        b.DataOut.AsSpan(34).CopyTo(re.AsSpan(34 + 24));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(re.AsSpan(16), (ushort)(re.Length - 14));
+        re[20] = re[21] = 0;
+        Fix(re);
+        Assert.True(Packets.ChecksumsValid(re));
+        Assert.Equal(TcActShot, lone.ReturnValue);
+        Assert.Equal((ushort)DropReason.FragNotFound, Assert.Single(loneEv.Drops).Reason);
+    }
+
+    [KernelFact]
     public void ServiceWithoutBackends_Syn_DroppedServiceBackendNotFound()
     {
         using var h = new DatapathHarness(Cluster());
@@ -436,7 +508,7 @@ public class DatapathTests
 
         Assert.True(inside >= (uint)ReservedIdentity.MinLocal && excepted >= (uint)ReservedIdentity.MinLocal);
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, Frontend, inside, PolicyMatch.L3Only, Dir.Egress);
+        AssertAllowedNew(okEv, inside, PolicyMatch.L3Only, Dir.Egress);
         Assert.Equal(TcActShot, no.ReturnValue);
         AssertPolicyDrop(noEv, excepted, (ushort)DropReason.Policy, PolicyMatch.None, Dir.Egress);
         Assert.Equal(TcActShot, outside.ReturnValue);
@@ -461,13 +533,99 @@ public class DatapathTests
         var outsider = h.To(Backend2, Packets.Udp("203.0.113.5", 46004, "10.244.0.20", 8080));
 
         Assert.Equal(TcActOk, world.ReturnValue);
-        AssertAllowedNew(worldEv, Frontend, (uint)ReservedIdentity.World, PolicyMatch.L3L4, Dir.Egress);
+        AssertAllowedNew(worldEv, (uint)ReservedIdentity.World, PolicyMatch.L3L4, Dir.Egress);
         Assert.Equal(TcActShot, notWorld.ReturnValue);
         Assert.Equal(TcActOk, host.ReturnValue);
-        AssertAllowedNew(hostEv, Backend2, (uint)ReservedIdentity.Host, PolicyMatch.L3Only, Dir.Ingress);
+        AssertAllowedNew(hostEv, (uint)ReservedIdentity.Host, PolicyMatch.L3Only, Dir.Ingress);
         Assert.Equal(TcActOk, cluster.ReturnValue);
-        AssertAllowedNew(clusterEv, Backend2, h.IdentityOf(Tool), PolicyMatch.L3L4, Dir.Ingress);
+        AssertAllowedNew(clusterEv, h.IdentityOf(Tool), PolicyMatch.L3L4, Dir.Ingress);
         Assert.Equal(TcActShot, outsider.ReturnValue);
+    }
+
+    [KernelFact]
+    public void AuditMode_ConnectionPolicyDenies_PassesWithAuditVerdict()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+        h.Dp.PolicyAuditMode = true;
+
+        var r = h.To(Backend2, Packets.Tcp("10.244.0.10", 47100, "10.244.0.20", 9090));
+        var ev = h.Take();
+
+        Assert.Equal(TcActOk, r.ReturnValue);
+        Assert.Equal([EventKind.Policy, EventKind.Trace, EventKind.Capture], ev.Kinds);
+        var v = Assert.Single(ev.Verdicts);
+        Assert.Equal((VerdictAction.Audit, PolicyMatch.None), (v.Action, v.Match));
+        Assert.True(Assert.Single(h.Dp.Snapshot().Conntrack).Flags.HasFlag(CtFlags.Audited));
+    }
+
+    [KernelFact]
+    public void Snat_IcmpEcho_MasqueradedAndReplyTranslatedBack()
+    {
+        using var h = new DatapathHarness(Cluster());
+
+        var echo = h.ToNetwork(Packets.IcmpEcho("10.244.0.10", "203.0.113.20", 4242));
+        var reply = h.FromNetwork(Packets.IcmpEcho("203.0.113.20", NodeIp, 4242, reply: true));
+        var ev = h.Take();
+
+        Assert.Equal(IPAddress.Parse(NodeIp), Pkt.Src(echo.DataOut));
+        Assert.True(Packets.ChecksumsValid(echo.DataOut));
+        Assert.Equal(IPAddress.Parse("10.244.0.10"), Pkt.Dst(reply.DataOut));
+        Assert.True(Packets.ChecksumsValid(reply.DataOut));
+        Assert.Equal([NatKind.Snat, NatKind.RevSnat], ev.Nats.Select(n => n.NatKind));
+    }
+
+    [KernelFact]
+    public void Ipv6Endpoints_L4Policy_EnforcedAndNeighbourDiscoveryPasses()
+    {
+        var fe6 = Pod("frontend-6", "default", "fd00::10", ("app", "frontend"));
+        var be6 = Pod("backend-6", "default", "fd00::20", ("app", "backend"));
+        var cluster = new ClusterSpec("v6.yaml", null, [fe6, be6], [],
+            [BackendIngress(Rule(endpoints: [Sel(("app", "frontend"))], ports: [new PortProtocol(8080, "TCP")]))]);
+        using var h = new DatapathHarness(cluster);
+
+        var ok = h.To(be6, Packets.Tcp("fd00::10", 40000, "fd00::20", 8080));
+        var okEv = h.Take();
+        var bad = h.To(be6, Packets.Tcp("fd00::10", 40001, "fd00::20", 9090));
+        var badEv = h.Take();
+        var reply = h.From(be6, Packets.Tcp("fd00::20", 8080, "fd00::10", 40000, SynAck));
+        var replyEv = h.Take();
+        var nd = h.To(be6, Packets.Icmp6("fe80::1", "ff02::1:ff00:20", 135));
+        var ndOut = h.From(be6, Packets.Icmp6("fe80::2", "ff02::1:ff00:10", 135));
+
+        Assert.Equal(TcActOk, ok.ReturnValue);
+        AssertAllowedNew(okEv, h.IdentityOf(fe6), PolicyMatch.L3L4, Dir.Ingress);
+        Assert.Equal(10, Assert.Single(okEv.Traces).Tuple.Family);
+        Assert.Equal(TcActShot, bad.ReturnValue);
+        AssertPolicyDrop(badEv, h.IdentityOf(fe6), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+        Assert.Equal(TcActOk, reply.ReturnValue);
+        Assert.Equal(CtState.Reply, Assert.Single(replyEv.Traces).CtState);
+        Assert.Equal(TcActOk, nd.ReturnValue);
+        Assert.Equal(TcActOk, ndOut.ReturnValue);
+        Assert.Contains(h.Dp.Snapshot().Ipcache, i => i.Prefix == "fd00::20/128" && i.Identity == h.IdentityOf(be6));
+    }
+
+    [KernelFact]
+    public void ReplacePolicies_NewPolicyInForce_NewConnectionsDeniedTrackedOnesContinue()
+    {
+        using var h = new DatapathHarness(Cluster());
+        Assert.Equal(TcActOk, h.To(Backend2, Packets.Tcp("10.244.0.10", 51000, "10.244.0.20", 8080)).ReturnValue);
+
+        h.Dp.ReplacePolicies([BackendIngress(Rule(cidrs: [new CidrRule("203.0.113.0/24", [])]))]);
+        h.Take();
+        var tracked = h.To(Backend2, Packets.Tcp("10.244.0.10", 51000, "10.244.0.20", 8080, Packets.TcpAck));
+        var fresh = h.To(Backend2, Packets.Tcp("10.244.0.10", 51001, "10.244.0.20", 8080));
+        var world = h.To(Backend2, Packets.Tcp("203.0.113.9", 51002, "10.244.0.20", 8080));
+        var ev = h.Take();
+
+        Assert.Equal(TcActOk, tracked.ReturnValue);
+        Assert.Equal(TcActShot, fresh.ReturnValue);
+        Assert.Equal(TcActOk, world.ReturnValue);
+        var cidrId = h.Dp.Identities.Single(i => i.Labels.Contains("cidr:203.0.113.0/24")).Id;
+        Assert.Equal([(VerdictAction.Deny, h.IdentityOf(Frontend)), (VerdictAction.Allow, cidrId)], ev.Verdicts.Select(v => (v.Action, v.RemoteIdentity)));
+        Assert.Equal("backend-ingress", Assert.Single(h.Dp.Snapshot().Policies).Name);
+        h.Dp.ReplacePolicies([]);
+        Assert.Equal(TcActOk, h.To(Backend2, Packets.Tcp("10.244.0.10", 51003, "10.244.0.20", 8080)).ReturnValue);
+        Assert.Empty(h.Dp.Snapshot().PolicyEntries);
     }
 
     [KernelFact]

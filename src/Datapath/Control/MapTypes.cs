@@ -22,6 +22,7 @@ public enum DropReason : ushort
     CtCreateFailed = 155,
     NoService = 158,
     NatNoMapping = 167,
+    FragNotFound = 175,
     PolicyDeny = 181,
 }
 
@@ -87,6 +88,7 @@ public static class MapLimits
     public const int BackendsMax = 16384;
     public const int LbFlowsMax = 65536;
     public const int NatMax = 65536;
+    public const int FragsMax = 8192;
     public const int MaxBackendsPerService = 256;
     public const int SnatPortTries = 8;
 }
