@@ -76,7 +76,7 @@ static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 	if (!ctx)
 		return TC_ACT_OK;
 	ep = fx_endpoint_of(skb->ifindex);
-	if (!ep || ep->family != ctx->pkt.tuple.family)
+	if (!ep || ep->family != ctx->pkt.tuple.family || fx_is_nd(ctx))
 		return fx_finish(skb, ctx, TC_ACT_OK);
 	ctx->meta.endpoint_id = ep->id;
 	ctx->meta.src_identity = ep->identity;
@@ -127,7 +127,7 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 	if (!ctx)
 		return TC_ACT_OK;
 	ep = fx_endpoint_of(skb->ifindex);
-	if (!ep || ep->family != ctx->pkt.tuple.family)
+	if (!ep || ep->family != ctx->pkt.tuple.family || fx_is_nd(ctx))
 		return fx_finish(skb, ctx, TC_ACT_OK);
 	ctx->meta.endpoint_id = ep->id;
 	ctx->meta.dst_identity = ep->identity;

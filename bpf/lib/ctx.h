@@ -105,6 +105,12 @@ static __always_inline struct fx_ctx *fx_ctx_init(struct __sk_buff *skb, __u8 ob
 	return ctx;
 }
 
+/* IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect): never policed. */
+static __always_inline int fx_is_nd(const struct fx_ctx *ctx)
+{
+	return ctx->pkt.tuple.proto == IPPROTO_ICMPV6 && ctx->icmp_type >= 133 && ctx->icmp_type <= 137;
+}
+
 static __always_inline int fx_addr_eq(const __u8 *a, const __u8 *b, __u8 family)
 {
 	const __u32 *x = (const __u32 *)a;

@@ -471,6 +471,92 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void AuditMode_ConnectionPolicyDenies_PassesWithAuditVerdict()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+        h.Dp.PolicyAuditMode = true;
+
+        var r = h.To(Backend2, Packets.Tcp("10.244.0.10", 47100, "10.244.0.20", 9090));
+        var ev = h.Take();
+
+        Assert.Equal(TcActOk, r.ReturnValue);
+        Assert.Equal([EventKind.Policy, EventKind.Trace, EventKind.Capture], ev.Kinds);
+        var v = Assert.Single(ev.Verdicts);
+        Assert.Equal((VerdictAction.Audit, PolicyMatch.None), (v.Action, v.Match));
+        Assert.True(Assert.Single(h.Dp.Snapshot().Conntrack).Flags.HasFlag(CtFlags.Audited));
+    }
+
+    [KernelFact]
+    public void Snat_IcmpEcho_MasqueradedAndReplyTranslatedBack()
+    {
+        using var h = new DatapathHarness(Cluster());
+
+        var echo = h.ToNetwork(Packets.IcmpEcho("10.244.0.10", "203.0.113.20", 4242));
+        var reply = h.FromNetwork(Packets.IcmpEcho("203.0.113.20", NodeIp, 4242, reply: true));
+        var ev = h.Take();
+
+        Assert.Equal(IPAddress.Parse(NodeIp), Pkt.Src(echo.DataOut));
+        Assert.True(Packets.ChecksumsValid(echo.DataOut));
+        Assert.Equal(IPAddress.Parse("10.244.0.10"), Pkt.Dst(reply.DataOut));
+        Assert.True(Packets.ChecksumsValid(reply.DataOut));
+        Assert.Equal([NatKind.Snat, NatKind.RevSnat], ev.Nats.Select(n => n.NatKind));
+    }
+
+    [KernelFact]
+    public void Ipv6Endpoints_L4Policy_EnforcedAndNeighbourDiscoveryPasses()
+    {
+        var fe6 = Pod("frontend-6", "default", "fd00::10", ("app", "frontend"));
+        var be6 = Pod("backend-6", "default", "fd00::20", ("app", "backend"));
+        var cluster = new ClusterSpec("v6.yaml", null, [fe6, be6], [],
+            [BackendIngress(Rule(endpoints: [Sel(("app", "frontend"))], ports: [new PortProtocol(8080, "TCP")]))]);
+        using var h = new DatapathHarness(cluster);
+
+        var ok = h.To(be6, Packets.Tcp("fd00::10", 40000, "fd00::20", 8080));
+        var okEv = h.Take();
+        var bad = h.To(be6, Packets.Tcp("fd00::10", 40001, "fd00::20", 9090));
+        var badEv = h.Take();
+        var reply = h.From(be6, Packets.Tcp("fd00::20", 8080, "fd00::10", 40000, SynAck));
+        var replyEv = h.Take();
+        var nd = h.To(be6, Packets.Icmp6("fe80::1", "ff02::1:ff00:20", 135));
+        var ndOut = h.From(be6, Packets.Icmp6("fe80::2", "ff02::1:ff00:10", 135));
+
+        Assert.Equal(TcActOk, ok.ReturnValue);
+        AssertAllowedNew(okEv, be6, h.IdentityOf(fe6), PolicyMatch.L3L4, Dir.Ingress);
+        Assert.Equal(10, Assert.Single(okEv.Traces).Tuple.Family);
+        Assert.Equal(TcActShot, bad.ReturnValue);
+        AssertPolicyDrop(badEv, h.IdentityOf(fe6), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
+        Assert.Equal(TcActOk, reply.ReturnValue);
+        Assert.Equal(CtState.Reply, Assert.Single(replyEv.Traces).CtState);
+        Assert.Equal(TcActOk, nd.ReturnValue);
+        Assert.Equal(TcActOk, ndOut.ReturnValue);
+        Assert.Contains(h.Dp.Snapshot().Ipcache, i => i.Prefix == "fd00::20/128" && i.Identity == h.IdentityOf(be6));
+    }
+
+    [KernelFact]
+    public void ReplacePolicies_NewPolicyInForce_NewConnectionsDeniedTrackedOnesContinue()
+    {
+        using var h = new DatapathHarness(Cluster());
+        Assert.Equal(TcActOk, h.To(Backend2, Packets.Tcp("10.244.0.10", 51000, "10.244.0.20", 8080)).ReturnValue);
+
+        h.Dp.ReplacePolicies([BackendIngress(Rule(cidrs: [new CidrRule("203.0.113.0/24", [])]))]);
+        h.Take();
+        var tracked = h.To(Backend2, Packets.Tcp("10.244.0.10", 51000, "10.244.0.20", 8080, Packets.TcpAck));
+        var fresh = h.To(Backend2, Packets.Tcp("10.244.0.10", 51001, "10.244.0.20", 8080));
+        var world = h.To(Backend2, Packets.Tcp("203.0.113.9", 51002, "10.244.0.20", 8080));
+        var ev = h.Take();
+
+        Assert.Equal(TcActOk, tracked.ReturnValue);
+        Assert.Equal(TcActShot, fresh.ReturnValue);
+        Assert.Equal(TcActOk, world.ReturnValue);
+        var cidrId = h.Dp.Identities.Single(i => i.Labels.Contains("cidr:203.0.113.0/24")).Id;
+        Assert.Equal([(VerdictAction.Deny, h.IdentityOf(Frontend)), (VerdictAction.Allow, cidrId)], ev.Verdicts.Select(v => (v.Action, v.RemoteIdentity)));
+        Assert.Equal("backend-ingress", Assert.Single(h.Dp.Snapshot().Policies).Name);
+        h.Dp.ReplacePolicies([]);
+        Assert.Equal(TcActOk, h.To(Backend2, Packets.Tcp("10.244.0.10", 51003, "10.244.0.20", 8080)).ReturnValue);
+        Assert.Empty(h.Dp.Snapshot().PolicyEntries);
+    }
+
+    [KernelFact]
     public void SpoofedSource_FromEndpoint_DroppedInvalidSourceIp()
     {
         using var h = new DatapathHarness(Cluster());

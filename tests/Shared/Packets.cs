@@ -25,6 +25,14 @@ public static class Packets
         return Build(IPAddress.Parse(src), IPAddress.Parse(dst), 1, l4);
     }
 
+    /// <summary>An ICMPv6 message of a type (e.g. 135, neighbour solicitation) with 20 bytes of body.</summary>
+    public static byte[] Icmp6(string src, string dst, byte type)
+    {
+        var l4 = new byte[24];
+        l4[0] = type;
+        return Build(IPAddress.Parse(src), IPAddress.Parse(dst), 58, l4);
+    }
+
     /// <summary>An ICMPv4 error (default: port unreachable) quoting the IP header and 8 bytes of <paramref name="quoted"/>.</summary>
     public static byte[] IcmpError(string src, string dst, byte[] quoted, byte type = 3, byte code = 3)
     {
@@ -93,7 +101,7 @@ public static class Packets
             BinaryPrimitives.WriteUInt16BigEndian(l4span[2..], Checksum(l4span, 0));
             return pkt;
         }
-        int csumOff = proto == 6 ? 16 : 6;
+        int csumOff = proto switch { 6 => 16, 58 => 2, _ => 6 };
         BinaryPrimitives.WriteUInt16BigEndian(l4span[csumOff..], L4Checksum(ip, v6, proto, l4span));
         return pkt;
     }

@@ -20,7 +20,7 @@ public sealed class Datapath : IEventSource
 
     private readonly object gate = new();
     private readonly BpfObject obj;
-    private readonly ClusterSpec cluster;
+    private ClusterSpec cluster;
     private readonly IdentityAllocator ids = new();
     private readonly Dictionary<string, PodSpec> pods = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ushort> endpointIds = new(StringComparer.Ordinal);
@@ -34,6 +34,7 @@ public sealed class Datapath : IEventSource
     private Dictionary<string, ServiceKey> serviceKeys = [];
     private HashSet<BackendKey> backendKeys = [];
     private bool disposed;
+    private bool auditMode;
 
     private Datapath(BpfObject obj, ClusterSpec cluster)
     {
@@ -50,8 +51,32 @@ public sealed class Datapath : IEventSource
     /// <summary>The loaded object (programs for BPF_PROG_TEST_RUN, maps).</summary>
     internal BpfObject Object => obj;
 
-    /// <summary>The cluster as loaded.</summary>
-    public ClusterSpec Cluster => cluster;
+    /// <summary>The cluster as loaded (with the policies in force).</summary>
+    public ClusterSpec Cluster
+    {
+        get
+        {
+            lock (gate)
+                return cluster;
+        }
+    }
+
+    /// <summary>
+    /// Puts a new set of policies in force: identities for new CIDRs, every
+    /// endpoint's entries recompiled, stale entries removed. Connections already
+    /// tracked keep going, as in Cilium.
+    /// </summary>
+    public void ReplacePolicies(IReadOnlyList<NetworkPolicySpec> policies)
+    {
+        ArgumentNullException.ThrowIfNull(policies);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        lock (gate)
+        {
+            cluster = cluster with { Policies = policies };
+            ids.Preallocate(cluster);
+            Sync();
+        }
+    }
 
     /// <summary>Loads the datapath programmed for a cluster; nothing is attached until AttachEndpoint/AttachNetworkDevice.</summary>
     public static Datapath Load(ClusterSpec cluster, EventOptions options)
@@ -102,6 +127,28 @@ public sealed class Datapath : IEventSource
         Sync();
     }
 
+    /// <summary>
+    /// Cilium's policy audit mode: connections policy would deny pass, and
+    /// their verdicts say "audit" instead of "deny".
+    /// </summary>
+    public bool PolicyAuditMode
+    {
+        get
+        {
+            lock (gate)
+                return auditMode;
+        }
+        set
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            lock (gate)
+            {
+                auditMode = value;
+                SyncPolicies();
+            }
+        }
+    }
+
     /// <summary>The identity of a pod (allocating one for a pod not in the cluster description).</summary>
     public SecurityIdentity IdentityOf(PodSpec pod)
     {
@@ -127,8 +174,12 @@ public sealed class Datapath : IEventSource
     /// </summary>
     public int AttachEndpoint(PodSpec pod, int hostIfindex)
     {
+        ArgumentNullException.ThrowIfNull(pod);
         lock (gate)
         {
+            // attaching again (same or another veth) replaces the earlier attachment
+            if (endpoints.TryGetValue(pod.FullName, out var earlier))
+                DetachLinks(earlier.Ifindex);
             var id = RegisterEndpoint(pod, hostIfindex);
             try
             {
@@ -160,6 +211,8 @@ public sealed class Datapath : IEventSource
         {
             if (endpoints.Values.FirstOrDefault(e => e.Ifindex == hostIfindex && e.Pod.FullName != pod.FullName) is { Pod: not null } other)
                 throw new ArgumentException($"ifindex {hostIfindex} already belongs to {other.Pod.FullName}", nameof(hostIfindex));
+            if (endpoints.TryGetValue(pod.FullName, out var earlier) && earlier.Ifindex != hostIfindex)
+                obj.Map("fx_endpoints").Delete((uint)earlier.Ifindex);
             pods[pod.FullName] = pod;
             ids.ForPod(pod);
             if (!endpointIds.TryGetValue(pod.FullName, out var id))
@@ -309,7 +362,8 @@ public sealed class Datapath : IEventSource
         foreach (var (name, (pod, ifindex, id)) in endpoints)
         {
             var c = compiled[name];
-            var flags = (c.IngressEnforced ? EndpointFlags.IngressEnforced : 0) | (c.EgressEnforced ? EndpointFlags.EgressEnforced : 0);
+            var flags = (c.IngressEnforced ? EndpointFlags.IngressEnforced : 0) | (c.EgressEnforced ? EndpointFlags.EgressEnforced : 0)
+                | (auditMode ? EndpointFlags.Audit : 0);
             epMap.Update((uint)ifindex, new Endpoint
             {
                 Addr = MapAddress.From(pod.Ip!), Identity = ids.ForPod(pod).Id, Id = id, Family = MapAddress.Family(pod.Ip!), Flags = flags,
