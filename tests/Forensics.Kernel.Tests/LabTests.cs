@@ -345,6 +345,26 @@ public class LabScenarioTests
     }
 
     [KernelFact]
+    public void TwoLabs_SameAddresses_RunSideBySideEachSeeingOnlyItsOwnTraffic()
+    {
+        var a = LabFixture.UniqueName();
+        var b = LabFixture.UniqueName();
+        using var labA = Lab.Up(LabFixture.Load("starwars.yaml", a), LabFixture.WithDatapath());
+        using var labB = Lab.Up(LabFixture.Load("starwars.yaml", b), LabFixture.WithDatapath());
+        Assert.Equal(labA.PodIp("backend-2"), labB.PodIp("backend-2"));
+        Assert.Empty(labA.State.ProgramIds.Intersect(labB.State.ProgramIds));
+
+        var denied = labA.RunStep(labA.Cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-port-not-allowed"));
+        var allowed = labB.RunStep(labB.Cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-allowed"));
+
+        Assert.True(denied.Passed, string.Join("; ", denied.Failures));
+        Assert.True(allowed.Passed, string.Join("; ", allowed.Failures));
+        // Lab B's datapath never saw lab A's dropped connection.
+        Assert.DoesNotContain(labB.Events!.All(), e => e.Kind == "drop");
+        Assert.Contains(labA.Events!.All(), e => e.Kind == "drop" && e.Reason == 133);
+    }
+
+    [KernelFact]
     public void RunStep_WrongExpectation_ReportsWhatWasSeenInstead()
     {
         var name = LabFixture.UniqueName();
