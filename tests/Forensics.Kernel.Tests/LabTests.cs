@@ -464,6 +464,16 @@ public class LabCliTests
     }
 
     [Fact]
+    public void LabCli_Help_MatchesGoldenFile()
+    {
+        // A change in what users read is a visible diff: regenerate with `forensics lab --help > tests/Forensics.Kernel.Tests/golden/lab-help.txt`.
+        var golden = File.ReadAllText(Path.Combine(LabFixture.RepoRoot(), "tests", "Forensics.Kernel.Tests", "golden", "lab-help.txt"));
+        var r = Commands.Run(LabFixture.Cli, ["lab", "--help"]);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Equal(golden, r.Stdout);
+    }
+
+    [Fact]
     public void LabCli_BadYaml_OneLineErrorWithExitCode7()
     {
         var file = Path.Combine(Path.GetTempPath(), LabFixture.UniqueName() + ".yaml");
