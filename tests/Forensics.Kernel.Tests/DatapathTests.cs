@@ -19,7 +19,7 @@ public class DatapathTests
 
     private static NetworkPolicySpec BackendIngress(params PolicyRule[] rules) => Policy("backend-ingress", Sel(("app", "backend")), ingress: rules);
 
-    private static void AssertAllowedNew(Events ev, PodSpec local, uint remote, PolicyMatch match, Dir dir)
+    private static void AssertAllowedNew(Events ev, uint remote, PolicyMatch match, Dir dir)
     {
         Assert.Equal([EventKind.Policy, EventKind.Trace, EventKind.Capture], ev.Kinds);
         var v = Assert.Single(ev.Verdicts);
@@ -28,7 +28,6 @@ public class DatapathTests
         Assert.Equal(remote, v.RemoteIdentity);
         Assert.Equal(dir, v.Meta.Direction);
         Assert.Equal(CtState.New, Assert.Single(ev.Traces).CtState);
-        _ = local;
     }
 
     private static void AssertPolicyDrop(Events ev, uint remote, ushort reason, PolicyMatch match, Dir dir)
@@ -58,7 +57,7 @@ public class DatapathTests
         var badEv = h.Take();
 
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, Backend2, fe, PolicyMatch.L4Only, Dir.Ingress);
+        AssertAllowedNew(okEv, fe, PolicyMatch.L4Only, Dir.Ingress);
         var t = Assert.Single(okEv.Traces);
         Assert.Equal(fe, t.Meta.SrcIdentity);
         Assert.Equal(h.IdentityOf(Backend2), t.Meta.DstIdentity);
@@ -89,7 +88,7 @@ public class DatapathTests
         var toolEv = h.Take();
 
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.L3Only, Dir.Ingress);
+        AssertAllowedNew(okEv, h.IdentityOf(Frontend), PolicyMatch.L3Only, Dir.Ingress);
         Assert.Equal(TcActShot, other.ReturnValue);
         AssertPolicyDrop(otherEv, h.IdentityOf(Other), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
         Assert.Equal(TcActShot, tool.ReturnValue);
@@ -112,7 +111,7 @@ public class DatapathTests
         var wrongPeerEv = h.Take();
 
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.L3L4, Dir.Ingress);
+        AssertAllowedNew(okEv, h.IdentityOf(Frontend), PolicyMatch.L3L4, Dir.Ingress);
         Assert.Equal(TcActShot, wrongPort.ReturnValue);
         AssertPolicyDrop(wrongPortEv, h.IdentityOf(Frontend), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);
         Assert.Equal(TcActShot, wrongProto.ReturnValue);
@@ -128,7 +127,7 @@ public class DatapathTests
         var r = h.To(Backend2, Packets.Tcp("203.0.113.7", 40000, "10.244.0.20", 22));
 
         Assert.Equal(TcActOk, r.ReturnValue);
-        AssertAllowedNew(h.Take(), Backend2, (uint)ReservedIdentity.World, PolicyMatch.All, Dir.Ingress);
+        AssertAllowedNew(h.Take(), (uint)ReservedIdentity.World, PolicyMatch.All, Dir.Ingress);
     }
 
     [KernelFact]
@@ -146,7 +145,7 @@ public class DatapathTests
         Assert.Equal(TcActShot, denied.ReturnValue);
         AssertPolicyDrop(deniedEv, h.IdentityOf(Frontend), (ushort)DropReason.PolicyDeny, PolicyMatch.L3L4, Dir.Ingress);
         Assert.Equal(TcActOk, allowed.ReturnValue);
-        AssertAllowedNew(allowedEv, Backend2, h.IdentityOf(Frontend), PolicyMatch.All, Dir.Ingress);
+        AssertAllowedNew(allowedEv, h.IdentityOf(Frontend), PolicyMatch.All, Dir.Ingress);
     }
 
     [KernelFact]
@@ -335,6 +334,23 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void FlowId_SameConnectionAtBothEndpoints_Equal()
+    {
+        using var h = new DatapathHarness(Cluster());
+
+        h.From(Frontend, Packets.Tcp("10.244.0.10", 41500, "10.244.0.20", 8080));
+        var atClient = Assert.Single(h.Take().Traces);
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 41500, "10.244.0.20", 8080));
+        var atServer = Assert.Single(h.Take().Traces);
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 41501, "10.244.0.20", 8080));
+        var other = Assert.Single(h.Take().Traces);
+
+        Assert.Equal(atClient.Meta.FlowId, atServer.Meta.FlowId);
+        Assert.NotEqual(atClient.Meta.FlowId, other.Meta.FlowId);
+        Assert.Equal((ObsPoint.FromEndpoint, ObsPoint.ToEndpoint), (atClient.Meta.ObsPoint, atServer.Meta.ObsPoint));
+    }
+
+    [KernelFact]
     public void ServiceWithoutBackends_Syn_DroppedServiceBackendNotFound()
     {
         using var h = new DatapathHarness(Cluster());
@@ -436,7 +452,7 @@ public class DatapathTests
 
         Assert.True(inside >= (uint)ReservedIdentity.MinLocal && excepted >= (uint)ReservedIdentity.MinLocal);
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, Frontend, inside, PolicyMatch.L3Only, Dir.Egress);
+        AssertAllowedNew(okEv, inside, PolicyMatch.L3Only, Dir.Egress);
         Assert.Equal(TcActShot, no.ReturnValue);
         AssertPolicyDrop(noEv, excepted, (ushort)DropReason.Policy, PolicyMatch.None, Dir.Egress);
         Assert.Equal(TcActShot, outside.ReturnValue);
@@ -461,12 +477,12 @@ public class DatapathTests
         var outsider = h.To(Backend2, Packets.Udp("203.0.113.5", 46004, "10.244.0.20", 8080));
 
         Assert.Equal(TcActOk, world.ReturnValue);
-        AssertAllowedNew(worldEv, Frontend, (uint)ReservedIdentity.World, PolicyMatch.L3L4, Dir.Egress);
+        AssertAllowedNew(worldEv, (uint)ReservedIdentity.World, PolicyMatch.L3L4, Dir.Egress);
         Assert.Equal(TcActShot, notWorld.ReturnValue);
         Assert.Equal(TcActOk, host.ReturnValue);
-        AssertAllowedNew(hostEv, Backend2, (uint)ReservedIdentity.Host, PolicyMatch.L3Only, Dir.Ingress);
+        AssertAllowedNew(hostEv, (uint)ReservedIdentity.Host, PolicyMatch.L3Only, Dir.Ingress);
         Assert.Equal(TcActOk, cluster.ReturnValue);
-        AssertAllowedNew(clusterEv, Backend2, h.IdentityOf(Tool), PolicyMatch.L3L4, Dir.Ingress);
+        AssertAllowedNew(clusterEv, h.IdentityOf(Tool), PolicyMatch.L3L4, Dir.Ingress);
         Assert.Equal(TcActShot, outsider.ReturnValue);
     }
 
@@ -521,7 +537,7 @@ public class DatapathTests
         var ndOut = h.From(be6, Packets.Icmp6("fe80::2", "ff02::1:ff00:10", 135));
 
         Assert.Equal(TcActOk, ok.ReturnValue);
-        AssertAllowedNew(okEv, be6, h.IdentityOf(fe6), PolicyMatch.L3L4, Dir.Ingress);
+        AssertAllowedNew(okEv, h.IdentityOf(fe6), PolicyMatch.L3L4, Dir.Ingress);
         Assert.Equal(10, Assert.Single(okEv.Traces).Tuple.Family);
         Assert.Equal(TcActShot, bad.ReturnValue);
         AssertPolicyDrop(badEv, h.IdentityOf(fe6), (ushort)DropReason.Policy, PolicyMatch.None, Dir.Ingress);

@@ -161,6 +161,7 @@ public class DatapathTrafficTests
         Assert.Equal(Pkt.S(snat.Orig), Pkt.D(rsnat.Xlated));
         Assert.Equal(dnat.ServiceId, dp.Snapshot().Services.Single().Id);
         Assert.DoesNotContain(events, e => EventReader.Header(e).Kind == EventKind.Drop);
+        Assert.DoesNotContain(events, e => EventReader.Header(e).Kind == EventKind.Capture); // snaplen 0: capture off
     }
 
     private static string Describe(List<byte[]> events) => string.Join('\n', events.Select(e =>

@@ -170,7 +170,9 @@ public sealed class Datapath : IEventSource
     /// Programs a pod as a local endpoint behind the host-side veth
     /// <paramref name="hostIfindex"/> and attaches the datapath to it with tcx
     /// links: ingress runs from-endpoint (packets leaving the pod), egress runs
-    /// to-endpoint (packets entering it). Returns the endpoint id.
+    /// to-endpoint (packets entering it). The ifindex is resolved in the calling
+    /// thread's network namespace (call it from the node's namespace). Returns
+    /// the endpoint id.
     /// </summary>
     public int AttachEndpoint(PodSpec pod, int hostIfindex)
     {
@@ -226,7 +228,8 @@ public sealed class Datapath : IEventSource
     /// <summary>
     /// Attaches to the node's device towards the outside world: egress
     /// masquerades pod connections leaving the pod and service CIDRs to the
-    /// node address (SNAT), ingress translates their return traffic back.
+    /// node address (SNAT), ingress translates their return traffic back. The
+    /// ifindex is resolved in the calling thread's network namespace.
     /// </summary>
     public void AttachNetworkDevice(int ifindex)
     {
