@@ -115,7 +115,7 @@ public static class LabCommand
             Console.WriteLine($"lab {cluster.Lab!.Name}: building from {cluster.SourceFile}");
             using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: false));
             PrintSummary(lab);
-            Console.WriteLine($"lab {lab.Name} is up (pid {Environment.ProcessId}); Ctrl-C or `forensics lab down {parse.GetValue(file)!.Name}` removes it");
+            Console.WriteLine($"lab {lab.Name} is up (pid {Environment.ProcessId}); Ctrl-C or `forensics lab down {parse.GetValue(file)}` removes it");
             int printed = 0;
             while (!stop.Wait(200))
             {
@@ -180,7 +180,7 @@ public static class LabCommand
                 }
             }
             if (state is not null && !alive && state.Phase != "down")
-                Console.WriteLine($"  the up process is gone: run `forensics lab down {parse.GetValue(file)!.Name}` to remove the leftovers");
+                Console.WriteLine($"  the up process is gone: run `forensics lab down {parse.GetValue(file)}` to remove the leftovers");
             return (int)ExitCode.Ok;
         }));
         return cmd;

@@ -419,4 +419,54 @@ public class ClusterLoaderTests
         Assert.Equal([181, 181, 181], new[] { a, b, c });
         Assert.Equal("Service backend not found", CiliumDropReasons.Text(158));
     }
+
+    [Fact]
+    public void Load_KubectlList_ItemsLoadedAndErrorsNameTheItem()
+    {
+        const string list = """
+            apiVersion: v1
+            kind: List
+            items:
+              - apiVersion: v1
+                kind: Pod
+                metadata: {name: x, labels: {app: x}}
+                status: {podIP: 10.0.0.9}
+              - apiVersion: v1
+                kind: Service
+                metadata: {name: s}
+                spec:
+                  clusterIP: 10.0.1.9
+                  selector: {app: x}
+                  ports: [{port: 80, protocoll: TCP}]
+            """;
+        Has(Error(LabDoc, list), "document 2 items[1] (Service default/s): spec.ports[0].protocoll: unknown field");
+        var c = Load(LabDoc, list.Replace("protocoll", "protocol", StringComparison.Ordinal));
+        Assert.Equal("10.0.0.9", c.Pods.Single().Ip!.ToString());
+        Assert.Equal("10.0.1.9", c.Services.Single().ClusterIp.ToString());
+    }
+
+    [Fact]
+    public void Load_PolicyWithSpecsList_OnePolicyPerRule()
+    {
+        var c = Load(LabDoc, PodA, PodB, """
+            apiVersion: cilium.io/v2
+            kind: CiliumNetworkPolicy
+            metadata: {name: p}
+            specs:
+              - endpointSelector: {matchLabels: {app: a}}
+                ingress: [{fromEntities: [world]}]
+              - endpointSelector: {matchLabels: {app: b}}
+                egress: [{toEntities: [cluster]}]
+            """);
+        Assert.Equal(["p#0", "p#1"], c.Policies.Select(p => p.Name));
+        Assert.Equal(["world"], c.Policies[0].Ingress.Single().Entities);
+        Assert.Equal(["cluster"], c.Policies[1].Egress.Single().Entities);
+    }
+
+    [Fact]
+    public void Load_TopLevelUnknownFieldAndSecondLab_Rejected()
+    {
+        Has(Error(LabDoc, PodA.Replace("kind: Pod", "kind: Pod\nspecc: {}", StringComparison.Ordinal)), "document 2 (Pod default/a): specc: unknown field");
+        Has(Error(LabDoc, LabDoc), "document 2 (Lab lab1): a second Lab document (the first is document 1)");
+    }
 }

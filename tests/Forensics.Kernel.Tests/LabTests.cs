@@ -116,7 +116,11 @@ public class LabTests
         {
             processes = [.. lab.State.Processes];
             Assert.Equal(LabNames.Namespaces(cluster).Order(), NetNamespace.List().Where(n => n.StartsWith(name + "-", StringComparison.Ordinal)).Order());
-            Assert.All(processes, p => Assert.NotNull(LabState.ProcessStartTime(p.Pid)));
+            Assert.All(processes, p => Assert.True(LabState.Running(p.Pid, p.StartTime)));
+            // Everything lives in the lab's namespaces: no link of ours in the machine's own namespace.
+            Assert.DoesNotContain(Commands.Run("ip", ["-o", "link", "show"]).Stdout.Split('\n'), l => l.Contains(name, StringComparison.Ordinal));
+            Assert.Equal("1", NetNamespace.Run(lab.State.NodeNetns, () => File.ReadAllText("/proc/sys/net/ipv4/ip_forward").Trim()));
+            Assert.Equal(lab.State.Endpoints.Count, cluster.Pods.Count);
             var step = cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-allowed");
             var r = lab.RunStep(step);
             Assert.Equal("connected", r.Result);
@@ -205,6 +209,24 @@ public class LabTests
     }
 
     [KernelFact]
+    public void LabDown_StateFileLost_RemovesByTheNamesInTheFile()
+    {
+        var name = LabFixture.UniqueName();
+        var file = LabFixture.Example("starwars.yaml");
+        using var up = LabFixture.Spawn("lab", "up", file, "--name", name, "--no-datapath");
+        var state = LabFixture.WaitState(name, s => s.Phase == "ready", TimeSpan.FromSeconds(120), up);
+        up.Kill(entireProcessTree: false);
+        up.WaitForExit(10_000);
+        File.Delete(LabNames.StateFile(name));
+
+        var (code, output) = LabFixture.RunCli("lab", "down", file, "--name", name);
+
+        Assert.True(code == 0, output);
+        // The listeners were found through their network namespace, the namespaces through the file.
+        Assert.Empty(LabFixture.Leftovers(name, processes: state.Processes));
+    }
+
+    [KernelFact]
     public void LabDown_WhileUpRunsInForeground_StopsItAndRemovesEverything()
     {
         var name = LabFixture.UniqueName();
@@ -214,6 +236,12 @@ public class LabTests
         var status = LabFixture.RunCli("lab", "status", file, "--name", name);
         Assert.Contains("ready, up process", status.Out, StringComparison.Ordinal);
         Assert.Contains("fx_from_endpoi", status.Out, StringComparison.Ordinal);
+
+        // A second process runs steps in the lab that is up (delivery checked, not reasons).
+        var run = LabFixture.RunCli("lab", "run", file, "--name", name, "--step", "frontend-to-backend-allowed", "--step", "xwing-to-denylisted-host");
+        Assert.True(run.Code == 0, run.Out);
+        Assert.Contains($"lab {name} is up (pid {up.Id})", run.Out, StringComparison.Ordinal);
+        Assert.Contains("2 of 2 steps met their expectation", run.Out, StringComparison.Ordinal);
 
         var (code, output) = LabFixture.RunCli("lab", "down", file, "--name", name);
 
@@ -317,6 +345,26 @@ public class LabScenarioTests
     }
 
     [KernelFact]
+    public void TwoLabs_SameAddresses_RunSideBySideEachSeeingOnlyItsOwnTraffic()
+    {
+        var a = LabFixture.UniqueName();
+        var b = LabFixture.UniqueName();
+        using var labA = Lab.Up(LabFixture.Load("starwars.yaml", a), LabFixture.WithDatapath());
+        using var labB = Lab.Up(LabFixture.Load("starwars.yaml", b), LabFixture.WithDatapath());
+        Assert.Equal(labA.PodIp("backend-2"), labB.PodIp("backend-2"));
+        Assert.Empty(labA.State.ProgramIds.Intersect(labB.State.ProgramIds));
+
+        var denied = labA.RunStep(labA.Cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-port-not-allowed"));
+        var allowed = labB.RunStep(labB.Cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-allowed"));
+
+        Assert.True(denied.Passed, string.Join("; ", denied.Failures));
+        Assert.True(allowed.Passed, string.Join("; ", allowed.Failures));
+        // Lab B's datapath never saw lab A's dropped connection.
+        Assert.DoesNotContain(labB.Events!.All(), e => e.Kind == "drop");
+        Assert.Contains(labA.Events!.All(), e => e.Kind == "drop" && e.Reason == 133);
+    }
+
+    [KernelFact]
     public void RunStep_WrongExpectation_ReportsWhatWasSeenInstead()
     {
         var name = LabFixture.UniqueName();
@@ -413,6 +461,16 @@ public class LabCliTests
         {
             File.Delete(file);
         }
+    }
+
+    [Fact]
+    public void LabCli_Help_MatchesGoldenFile()
+    {
+        // A change in what users read is a visible diff: regenerate with `forensics lab --help > tests/Forensics.Kernel.Tests/golden/lab-help.txt`.
+        var golden = File.ReadAllText(Path.Combine(LabFixture.RepoRoot(), "tests", "Forensics.Kernel.Tests", "golden", "lab-help.txt"));
+        var r = Commands.Run(LabFixture.Cli, ["lab", "--help"]);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Equal(golden, r.Stdout);
     }
 
     [Fact]

@@ -104,6 +104,18 @@ public static partial class ClusterLoader
                 continue; // an empty document (e.g. a trailing ---)
             long end = i + 1 < stream.Documents.Count ? stream.Documents[i + 1].RootNode.Start.Index : text.Length;
             var src = end > root.Start.Index && end <= text.Length ? DocText(text[(int)root.Start.Index..(int)end]) : "";
+            if (root is YamlMappingNode && node.Get("kind") is { } k && k.Yaml is YamlScalarNode { Value: "List" })
+            {
+                // kubectl get -o yaml: kind List with items, each an object of its own.
+                doc.Kind = "List";
+                node.Strict("apiVersion", "kind", "metadata", "items");
+                if (node.Require("apiVersion").String() != "v1")
+                    throw node.Require("apiVersion").Error("a List's apiVersion is v1");
+                var items = node.Get("items")?.Items() ?? [];
+                for (int j = 0; j < items.Count; j++)
+                    b.Document(new Node(new DocRef(sourceFile, i + 1, j), items[j].Yaml, ""), src);
+                continue;
+            }
             b.Document(node, src);
         }
         return b.Build();

@@ -12,17 +12,19 @@ public sealed class ClusterSpecException : Exception
 }
 
 /// <summary>Where a document sits in its file, to name it in errors.</summary>
-internal sealed class DocRef(string file, int index)
+internal sealed class DocRef(string file, int index, int? item = null)
 {
     public string File { get; } = file;
     public int Index { get; } = index;
+    /// <summary>The index in a List document's items, if the object came from one.</summary>
+    public int? Item { get; } = item;
     public string Kind { get; set; } = "";
     public string Name { get; set; } = "";
 
     public override string ToString()
     {
         var what = Kind.Length == 0 ? "" : Name.Length == 0 ? $" ({Kind})" : $" ({Kind} {Name})";
-        return $"document {Index}{what}";
+        return Item is { } i ? $"document {Index} items[{i}]{what}" : $"document {Index}{what}";
     }
 
     public ClusterSpecException Error(YamlNode? node, string field, string message)

@@ -75,12 +75,27 @@ public static class Commands
     /// <summary>Runs <c>ip</c> and ignores failure (for teardown); returns whether it succeeded.</summary>
     public static bool TryIp(params string[] args) => Run("ip", args).ExitCode == 0;
 
-    /// <summary>Writes a sysctl inside a network namespace (/proc/sys/net is per namespace).</summary>
-    public static void Sysctl(string netns, string key, string value)
+    /// <summary>
+    /// Writes sysctls inside a network namespace: /proc/sys/net resolves to the
+    /// namespace of the thread that opens it, so a thread that entered it writes there.
+    /// </summary>
+    public static void Sysctl(string netns, params (string Key, string Value)[] settings)
     {
-        var r = Run("ip", ["netns", "exec", netns, "sysctl", "-qw", $"{key}={value}"]);
-        if (r.ExitCode != 0)
-            throw new LabException($"sysctl {key}={value} in {netns}: {r.FirstErrorLine}");
+        NetNamespace.Run(netns, () =>
+        {
+            foreach (var (key, value) in settings)
+            {
+                var path = "/proc/sys/" + key.Replace('.', '/');
+                try
+                {
+                    File.WriteAllText(path, value);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    throw new LabException($"sysctl {key}={value} in {netns}: {e.Message}");
+                }
+            }
+        });
     }
 
     /// <summary>Quotes one argument for /bin/sh.</summary>

@@ -30,14 +30,14 @@ public sealed record LabOptions
     /// <summary>How long listeners may take to come up.</summary>
     public TimeSpan ReadyTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
-    /// <summary>Progress lines (what is being made).</summary>
-    public Action<string>? Progress { get; init; }
-
     /// <summary>
-    /// Read the datapath's ring buffer to check steps' drops and translations. A
-    /// recorder that reads the ring itself turns this off (a ring has one reader).
+    /// Whether the lab reads the datapath's ring buffer itself (to check steps' drop
+    /// reasons and translations). A recorder that drains the ring buffer sets false.
     /// </summary>
     public bool CollectEvents { get; init; } = true;
+
+    /// <summary>Progress lines (what is being made).</summary>
+    public Action<string>? Progress { get; init; }
 }
 
 /// <summary>
@@ -179,17 +179,14 @@ public sealed class Lab : IDisposable
         var world = State.WorldNetns;
         Say($"node namespace {node}");
         AddNamespace(node);
-        Commands.Sysctl(node, "net.ipv4.ip_forward", "1");
-        Commands.Sysctl(node, "net.ipv4.conf.all.rp_filter", "0");
-        Commands.Sysctl(node, "net.ipv6.conf.all.disable_ipv6", "1");
-        Commands.Sysctl(node, "net.ipv6.conf.default.disable_ipv6", "1");
+        Commands.Sysctl(node, ("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"));
 
         // The outside world: one namespace holding every outside host's address,
         // reachable from the node through its world-facing device (the node address).
         Say($"world namespace {world}: {string.Join(", ", spec.Outside.Select(h => $"{h.Name} {h.Ip}"))}");
         AddNamespace(world);
-        Commands.Sysctl(world, "net.ipv6.conf.all.disable_ipv6", "1");
-        Commands.Sysctl(world, "net.ipv6.conf.default.disable_ipv6", "1");
+        Commands.Sysctl(world, ("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"));
         var wl = State.WorldLink;
         var nodeMac = LabNames.Mac($"{Name}/node/world");
         var worldMac = LabNames.Mac($"{Name}/world/eth0");
@@ -216,8 +213,7 @@ public sealed class Lab : IDisposable
             var ip = pod.Ip ?? throw new LabException($"Pod {pod.FullName} has no address");
             Say($"pod {pod.FullName}: namespace {ns}, {ip}, host link {hl}");
             AddNamespace(ns);
-            Commands.Sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1");
-            Commands.Sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1");
+            Commands.Sysctl(ns, ("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"));
             var hostMac = LabNames.Mac($"{Name}/{pod.FullName}/host");
             var podMac = LabNames.Mac($"{Name}/{pod.FullName}/eth0");
             Commands.Ip("-n", node, "link", "add", hl, "address", hostMac, "type", "veth", "peer", "name", "eth0", "address", podMac, "netns", ns);
@@ -311,7 +307,8 @@ public sealed class Lab : IDisposable
     {
         Say("datapath: loading and attaching to every pod's host veth and the world device");
         datapath = load(Cluster);
-        collector = options.CollectEvents ? new EventCollector(datapath.Events) : null;
+        if (options.CollectEvents)
+            collector = new EventCollector(datapath.Events);
         var dp = datapath;
         var ids = NetNamespace.Run(State.NodeNetns, () =>
         {
