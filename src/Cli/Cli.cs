@@ -22,6 +22,14 @@ public static class Cli
     {
         var root = new RootCommand("forensics: record what the eBPF datapath and tracing probes see, query it later");
         root.Subcommands.Add(DoctorCommand.Build());
+        root.Subcommands.Add(QueryCommands.Query());
+        root.Subcommands.Add(QueryCommands.Drops());
+        root.Subcommands.Add(QueryCommands.Nat());
+        root.Subcommands.Add(QueryCommands.Connects());
+        root.Subcommands.Add(QueryCommands.Flow());
+        root.Subcommands.Add(QueryCommands.Replay());
+        root.Subcommands.Add(QueryCommands.Export());
+        root.Subcommands.Add(QueryCommands.Info());
         return root;
     }
 
