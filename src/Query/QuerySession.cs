@@ -199,9 +199,11 @@ public sealed class QuerySession : IDisposable
         catch (DuckDBException) { /* optional setting */ }
     }
 
-    /// <summary>Runs SQL (one or more statements) and returns the last statement's result.</summary>
+    /// <summary>Runs SQL (one or more queries) and returns the last one's result. Anything but a query is refused.</summary>
     public QueryResult Execute(string sql)
     {
+        ArgumentNullException.ThrowIfNull(sql);
+        SqlGuard.Check(_conn, sql);
         QueryResult? last = null;
         Read(sql, reader =>
         {
