@@ -165,7 +165,8 @@ CREATE VIEW flow_observations AS
         SELECT recording, node, time, ktime_ns, 'trace' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
                obs_point, direction, endpoint_id, ct_state AS state, NULL::VARCHAR AS action, NULL::VARCHAR AS match,
                NULL::UINTEGER AS reason, NULL::VARCHAR AS reason_name, NULL::VARCHAR AS nat_kind,
-               NULL::VARCHAR AS xlated_src, NULL::VARCHAR AS xlated_dst, NULL::UBIGINT AS exec_id, NULL::UINTEGER AS netns_ino
+               NULL::VARCHAR AS xlated_src, NULL::VARCHAR AS xlated_dst, NULL::UBIGINT AS exec_id, NULL::UINTEGER AS netns_ino,
+               NULL::VARCHAR AS "binary", NULL::UINTEGER AS pid
         FROM trace
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, 'policy' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
@@ -183,7 +184,7 @@ CREATE VIEW flow_observations AS
                reason, reason_name || ' in ' || "function" AS reason_name, netns_ino FROM kdrop
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, 'connect' AS step, protocol, src_ip, src_port, dst_ip, dst_port,
-               connect_kind AS state, exec_id, netns_ino FROM connect)
+               connect_kind AS state, exec_id, netns_ino, "binary", pid FROM connect)
     SELECT o.*, coalesce(a.flow_key, fx_tuple_key(o.protocol, o.src_ip, o.src_port, o.dst_ip, o.dst_port)) AS flow_key
     FROM obs o
     LEFT JOIN flow_aliases a ON a.recording = o.recording AND a.node = o.node
@@ -212,7 +213,7 @@ CREATE VIEW flow_story AS
         SELECT flow, arg_min(src_ip, ktime_ns) AS c_src_ip, arg_min(src_port, ktime_ns) AS c_src_port,
                arg_min(dst_ip, ktime_ns) AS c_dst_ip, arg_min(dst_port, ktime_ns) AS c_dst_port,
                min(time) AS connect_time, arg_min(exec_id, ktime_ns) AS exec_id, arg_min(netns_ino, ktime_ns) AS netns_ino,
-               count(*) AS connects
+               arg_min("binary", ktime_ns) AS c_binary, arg_min(pid, ktime_ns) AS c_pid, count(*) AS connects
         FROM ev WHERE step = 'connect' GROUP BY flow),
     first_dnat AS (
         SELECT flow, arg_min(src_ip, ktime_ns) AS n_src_ip, arg_min(src_port, ktime_ns) AS n_src_port,
@@ -266,7 +267,7 @@ CREATE VIEW flow_story AS
            coalesce(p.namespace || '/' || p.pod, ca.namespace || '/' || ca.pod) AS client_pod,
            fx_addr(b.server_ip, b.server_port) AS server,
            coalesce(sa.namespace || '/' || sa.pod, sp.service) AS server_workload,
-           p.pid, coalesce(p."binary", x."binary") AS "binary", p.arguments, p.time AS exec_time,
+           coalesce(p.pid, b.c_pid) AS pid, coalesce(p."binary", b.c_binary, x."binary") AS "binary", p.arguments, p.time AS exec_time,
            b.connect_time,
            CASE WHEN b.backend IS NOT NULL THEN fx_addr(b.server_ip, b.server_port) || ' -> ' || b.backend END AS dnat,
            b.dnat_time,
