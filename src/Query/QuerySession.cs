@@ -178,12 +178,47 @@ public sealed class QuerySession : IDisposable
             foreach (var g in r.FilesOf(table).GroupBy(f => f.Node))
             {
                 var list = string.Join(", ", g.Select(f => SqlTypes.Literal(f.FullPath)));
-                parts.Add($"SELECT *, {SqlTypes.Literal(r.Manifest.RecordingId)} AS recording, {SqlTypes.Literal(g.Key)} AS node " +
-                          $"FROM read_parquet([{list}], union_by_name=true, hive_partitioning=false)");
+                var source = $"read_parquet([{list}], union_by_name=true, hive_partitioning=false)";
+                var adapt = SnapshotSchemas.Tables.Contains(table) ? SnapshotAdaptation(table, source) : "";
+                parts.Add($"SELECT *{adapt}, {SqlTypes.Literal(r.Manifest.RecordingId)} AS recording, {SqlTypes.Literal(g.Key)} AS node FROM {source}");
             }
         var casts = columns.Select(c => $"CAST({SqlTypes.Ident(c.Name)} AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}");
         var replace = columns.Count > 0 ? $" REPLACE ({string.Join(", ", casts)})" : "";
         return $"CREATE VIEW {SqlTypes.Ident(table)} AS SELECT *{replace} FROM ({string.Join("\nUNION ALL BY NAME\n", parts)})";
+    }
+
+    /// <summary>
+    /// Snapshot files may name a column the reconstructions rely on differently (their
+    /// schemas come with the datapath) or store labels as a list: an alias fills the
+    /// expected column and lists become comma-separated text.
+    /// </summary>
+    private string SnapshotAdaptation(string table, string source)
+    {
+        var present = new Dictionary<string, string>(StringComparer.Ordinal);
+        using (var cmd = _conn.CreateCommand())
+        {
+            cmd.CommandText = $"DESCRIBE SELECT * FROM {source}";
+            using var reader = cmd.ExecuteReader();
+            while (reader.Read())
+                present[reader.GetString(0)] = reader.GetString(1);
+        }
+        var replace = new List<string>();
+        var extra = new StringBuilder();
+        foreach (var c in SnapshotSchemas.Columns(table))
+        {
+            if (present.TryGetValue(c.Name, out var type))
+            {
+                if (type.EndsWith("[]", StringComparison.Ordinal) && c.Type == "utf8")
+                    replace.Add($"array_to_string({SqlTypes.Ident(c.Name)}, ',') AS {SqlTypes.Ident(c.Name)}");
+                continue;
+            }
+            var alias = SnapshotSchemas.Aliases(table, c.Name).FirstOrDefault(present.ContainsKey);
+            if (alias is null)
+                continue;
+            var expr = present[alias].EndsWith("[]", StringComparison.Ordinal) ? $"array_to_string({SqlTypes.Ident(alias)}, ',')" : SqlTypes.Ident(alias);
+            extra.Append(CultureInfo.InvariantCulture, $", TRY_CAST({expr} AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}");
+        }
+        return (replace.Count > 0 ? $" REPLACE ({string.Join(", ", replace)})" : "") + extra;
     }
 
     private void Run(string sql)

@@ -167,3 +167,22 @@ public sealed class QueryTests : IDisposable
         Assert.DoesNotContain('\n', e.Message);
     }
 }
+
+public sealed class SnapshotLayoutTests
+{
+    [Fact]
+    public void Snapshot_OtherColumnNamesAndLabelLists_StillResolveWorkloads()
+    {
+        using var rec = new TestRecording();
+        rec.AddRaw("endpoints", "SELECT 12::USMALLINT AS id, 'deathstar' AS pod, 'default' AS namespace, '10.0.1.7' AS address, 1002::UINTEGER AS identity_id, 22 AS ifindex");
+        rec.AddRaw("identities", "SELECT 1002::UINTEGER AS id, ['k8s:class=deathstar', 'k8s:org=empire'] AS labels, 'endpoint' AS kind");
+        rec.Add("drop", new { ktime_ns = 5ul, ip_version = (byte)4, src_ip = "10.0.1.5", src_port = (ushort)1, dst_ip = "10.0.1.7", dst_port = (ushort)80, protocol = "tcp", dst_identity = 1002u, reason = (ushort)133 });
+        rec.Build();
+        using var s = QuerySession.Open([rec.Root]);
+        var d = s.Rows("SELECT * FROM drops_by_workload").Single();
+        Assert.Equal("default/deathstar", d["destination"]);
+        Assert.Equal("k8s:class=deathstar,k8s:org=empire", d["dst_labels"]);
+        Assert.Equal("10.0.1.5", d["source"]);
+        Assert.Equal((ushort)12, s.Execute("SELECT endpoint_id FROM endpoints").Rows.Single()[0]);
+    }
+}

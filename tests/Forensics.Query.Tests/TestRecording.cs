@@ -42,6 +42,15 @@ internal sealed class TestRecording : IDisposable
         return this;
     }
 
+    private readonly List<(string Table, string Sql)> _raw = [];
+
+    /// <summary>Adds a segment written from any SELECT (columns as the SELECT makes them), e.g. another writer's layout.</summary>
+    public TestRecording AddRaw(string table, string selectSql)
+    {
+        _raw.Add((table, selectSql));
+        return this;
+    }
+
     /// <summary>Starts a new segment file for the table.</summary>
     public TestRecording NewSegment(string table)
     {
@@ -82,6 +91,27 @@ internal sealed class TestRecording : IDisposable
                 files.Add(new ManifestFile { Path = rel, Rows = rows.Count, Bytes = new FileInfo(full).Length, Sha256 = RecordingLocator.Sha256Of(full) });
             }
             tables[table] = new ManifestTable { SchemaVersion = version, Rows = files.Sum(f => f.Rows), Files = files };
+        }
+        foreach (var (table, sql) in _raw)
+        {
+            var rel = $"{table}/node={Node}/seg-{900000 + _raw.IndexOf((table, sql)):D6}.parquet";
+            var full = Path.Combine(Root, rel);
+            Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+            using (var cmd = conn.CreateCommand())
+            {
+                cmd.CommandText = $"COPY ({sql}) TO '{full}' (FORMAT parquet)";
+                cmd.ExecuteNonQuery();
+            }
+            long rows;
+            using (var cmd = conn.CreateCommand())
+            {
+                cmd.CommandText = $"SELECT count(*) FROM read_parquet('{full}')";
+                rows = Convert.ToInt64(cmd.ExecuteScalar(), CultureInfo.InvariantCulture);
+            }
+            if (!tables.TryGetValue(table, out var t))
+                tables[table] = t = new ManifestTable { SchemaVersion = 1 };
+            t.Files.Add(new ManifestFile { Path = rel, Rows = rows, Bytes = new FileInfo(full).Length, Sha256 = RecordingLocator.Sha256Of(full) });
+            tables[table] = t with { Rows = t.Rows + rows };
         }
         var manifest = new Manifest
         {

@@ -79,6 +79,24 @@ public static class SnapshotSchemas
         ],
     };
 
+    private static readonly Dictionary<(string Table, string Column), string[]> AliasMap = new()
+    {
+        [("endpoints", "endpoint_id")] = ["id", "endpoint"],
+        [("endpoints", "ip")] = ["ipv4", "address", "ip_address"],
+        [("endpoints", "pod")] = ["pod_name", "name"],
+        [("endpoints", "identity")] = ["identity_id", "security_identity"],
+        [("identities", "identity")] = ["id", "identity_id"],
+        [("identities", "labels")] = ["label"],
+        [("services", "service_id")] = ["id"],
+        [("services", "cluster_ip")] = ["frontend", "frontend_ip", "vip", "ip"],
+        [("services", "port")] = ["frontend_port"],
+        [("services", "backend_ip")] = ["backend", "backend_address"],
+    };
+
+    /// <summary>Other names a snapshot writer may have given an expected column.</summary>
+    public static IReadOnlyList<string> Aliases(string table, string column) =>
+        AliasMap.TryGetValue((table, column), out var a) ? a : [];
+
     /// <summary>The columns a snapshot view offers: its schema's (when present) and the expected ones.</summary>
     public static IReadOnlyList<ColumnSchema> Columns(string table)
     {

@@ -53,14 +53,14 @@ CREATE MACRO fx_proto_num(name) AS
         ELSE TRY_CAST(name AS INTEGER) END;
 
 -- fx_drop_reason(code): Cilium's name for a drop reason code (133 -> Policy denied), as cilium monitor prints it.
-CREATE MACRO fx_drop_reason(reason_code) AS
-    coalesce((SELECT r.name FROM drop_reasons r WHERE r.code = CAST(reason_code AS INTEGER)), 'Unknown reason ' || CAST(reason_code AS VARCHAR));
+CREATE MACRO fx_drop_reason(p_code) AS
+    coalesce((SELECT r.name FROM drop_reasons r WHERE r.code = CAST(p_code AS INTEGER)), 'Unknown reason ' || CAST(p_code AS VARCHAR));
 
 -- fx_identity_labels(id [, rec := recording]): the labels of a security identity (reserved ones included).
-CREATE MACRO fx_identity_labels(id, rec := NULL) AS
-    coalesce((SELECT first(i.labels ORDER BY i.recording) FROM identities i WHERE i.identity = CAST(id AS UINTEGER) AND (rec IS NULL OR i.recording = rec)),
-             (SELECT r.labels FROM reserved_identities r WHERE r.identity = CAST(id AS UINTEGER)));
+CREATE MACRO fx_identity_labels(p_identity, rec := NULL) AS
+    coalesce((SELECT first(i.labels ORDER BY i.recording) FROM identities i WHERE i.identity = CAST(p_identity AS UINTEGER) AND (rec IS NULL OR i.recording = rec)),
+             (SELECT r.labels FROM reserved_identities r WHERE r.identity = CAST(p_identity AS UINTEGER)));
 
 -- fx_pod(addr [, rec := recording]): 'namespace/pod' of the endpoint with this address, NULL when none.
-CREATE MACRO fx_pod(addr, rec := NULL) AS
-    (SELECT first(e.namespace || '/' || e.pod ORDER BY e.recording) FROM endpoints e WHERE (e.ip = addr OR e.ipv6 = addr) AND (rec IS NULL OR e.recording = rec));
+CREATE MACRO fx_pod(p_addr, rec := NULL) AS
+    (SELECT first(e.namespace || '/' || e.pod ORDER BY e.recording) FROM endpoints e WHERE (e.ip = p_addr OR e.ipv6 = p_addr) AND (rec IS NULL OR e.recording = rec));

@@ -15,8 +15,8 @@ CREATE VIEW cluster_cidrs AS
     UNION ALL SELECT NULL, '::1/128', 'loopback';
 
 -- fx_in_cluster(addr [, rec := recording]): whether addr lies in the cluster (see the view cluster_cidrs).
-CREATE MACRO fx_in_cluster(addr, rec := NULL) AS
-    EXISTS (SELECT 1 FROM cluster_cidrs c WHERE (rec IS NULL OR c.recording IS NULL OR c.recording = rec) AND fx_in_cidr(addr, c.cidr));
+CREATE MACRO fx_in_cluster(p_addr, rec := NULL) AS
+    EXISTS (SELECT 1 FROM cluster_cidrs c WHERE (rec IS NULL OR c.recording IS NULL OR c.recording = rec) AND fx_in_cidr(p_addr, c.cidr));
 
 -- endpoint_addrs: one row per (recording, address) -> the endpoint (pod) that owns it.
 CREATE VIEW endpoint_addrs AS
@@ -48,11 +48,13 @@ CREATE VIEW drops_resolved AS
     LEFT JOIN endpoint_addrs t ON t.recording = d.recording AND t.addr = d.dst_ip;
 
 -- drops_between(since, until): drops_by_workload over a time window (NULL: open).
+-- source/destination: namespace/pod when the address is an endpoint's, else the identity's
+-- labels (reserved:world, ...), else the address (identity 0: unknown).
 CREATE MACRO drops_between(since, until) AS TABLE
     SELECT recording, node,
-           coalesce(src_namespace || '/' || src_pod, src_labels, src_ip) AS source,
+           coalesce(src_namespace || '/' || src_pod, CASE WHEN src_identity <> 0 THEN src_labels END, src_ip) AS source,
            src_namespace, src_pod, src_identity, src_labels,
-           coalesce(dst_namespace || '/' || dst_pod, dst_labels, dst_ip) AS destination,
+           coalesce(dst_namespace || '/' || dst_pod, CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
            dst_namespace, dst_pod, dst_identity, dst_labels,
            dst_port, protocol, reason, reason_name,
            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
