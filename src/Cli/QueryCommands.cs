@@ -392,7 +392,8 @@ public static class QueryCommands
                 if (!first)
                     Console.Out.WriteLine();
                 first = false;
-                ok &= Forensics.Query.Info.Report(RecordingLocator.Open(path), Console.Out);
+                using var rec = RecordingLocator.Open(path);
+                ok &= Forensics.Query.Info.Report(rec, Console.Out);
             }
             return ok ? (int)ExitCode.Ok : Cli.Fail(ExitCode.VerifyFailed, "files differ from the manifest (tampered or corrupted)");
         }));

@@ -66,8 +66,27 @@ public sealed class QuerySession : IDisposable
     }
 
     /// <summary>Opens the recordings at these paths (see <see cref="RecordingLocator.Open"/>).</summary>
-    public static QuerySession Open(IEnumerable<string> paths, QueryOptions? options = null) =>
-        Open(paths.Select(RecordingLocator.Open).ToList(), options);
+    public static QuerySession Open(IEnumerable<string> paths, QueryOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(paths);
+        var opened = new List<OpenedRecording>();
+        try
+        {
+            foreach (var p in paths)
+                opened.Add(RecordingLocator.Open(p));
+            var session = Open(opened, options);
+            session._owned = opened;
+            return session;
+        }
+        catch
+        {
+            foreach (var o in opened)
+                o.Dispose();
+            throw;
+        }
+    }
+
+    private List<OpenedRecording> _owned = [];
 
     public static QuerySession Open(IReadOnlyList<OpenedRecording> recordings, QueryOptions? options = null)
     {
@@ -325,5 +344,10 @@ public sealed class QuerySession : IDisposable
         return first.Length > 0 ? first : message.ReplaceLineEndings(" ");
     }
 
-    public void Dispose() => _conn.Dispose();
+    public void Dispose()
+    {
+        _conn.Dispose();
+        foreach (var o in _owned)
+            o.Dispose();
+    }
 }

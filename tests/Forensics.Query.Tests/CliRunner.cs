@@ -9,9 +9,13 @@ internal static class CliRunner
 
     public static Result Run(params string[] args) => RunWithInput(null, args);
 
-    public static Result RunWithInput(string? stdin, params string[] args)
+    public static string Forensics => Path.Combine(AppContext.BaseDirectory, "forensics");
+
+    public static Result RunWithInput(string? stdin, params string[] args) => RunProgram(Forensics, stdin, args);
+
+    public static Result RunProgram(string program, string? stdin, params string[] args)
     {
-        var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "forensics"))
+        var psi = new ProcessStartInfo(program)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -29,7 +33,7 @@ internal static class CliRunner
         if (!p.WaitForExit(120_000))
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"forensics {string.Join(' ', args)} did not finish in 120 s");
+            throw new TimeoutException($"{program} {string.Join(' ', args)} did not finish in 120 s");
         }
         return new Result(p.ExitCode, stdout.Result, stderr.Result);
     }

@@ -76,3 +76,21 @@ public sealed class QueryCliTests : IDisposable
         Assert.Equal("node,n\nnode-a,3\nnode-b,3\n", r.Stdout);
     }
 }
+
+public sealed class InteractiveTests
+{
+    [Fact]
+    public void Query_NoSqlOnATerminal_PromptsUntilSemicolonAndQuits()
+    {
+        using var rec = Lab.Build();
+        // script(1) gives the command a pseudo-terminal, so it sees a terminal on stdin.
+        var r = CliRunner.RunProgram("script", "SELECT count(*) AS n\n  FROM \"drop\";\nSELEC oops;\n.quit\n",
+            "-qec", $"{CliRunner.Forensics} query {rec.Root}", "/dev/null");
+        Assert.Equal(0, r.ExitCode);
+        var output = r.Stdout.Replace("\r", "", StringComparison.Ordinal);
+        Assert.Contains("forensics> ", output, StringComparison.Ordinal);
+        Assert.Contains("      ...> ", output, StringComparison.Ordinal);
+        Assert.Contains("n\n-\n3\n(1 row)\n", output, StringComparison.Ordinal);
+        Assert.Contains("error: Parser Error: syntax error at or near \"SELEC\"", output, StringComparison.Ordinal);
+    }
+}

@@ -186,3 +186,48 @@ public sealed class SnapshotLayoutTests
         Assert.Equal((ushort)12, s.Execute("SELECT endpoint_id FROM endpoints").Rows.Single()[0]);
     }
 }
+
+public sealed class BundleHookTests
+{
+    [Fact]
+    public void Open_FileWithBundleOpener_QueriesTheExtractedDirectoryAndCleansUp()
+    {
+        using var rec = Lab.Build();
+        var bundle = Path.Combine(Path.GetTempPath(), "fxq-" + Guid.NewGuid().ToString("N")[..8] + ".fxb");
+        File.WriteAllText(bundle, "stand-in for a bundle");
+        var extracted = Path.Combine(Path.GetTempPath(), "fxq-x-" + Guid.NewGuid().ToString("N")[..8]);
+        var cleaned = false;
+        RecordingLocator.BundleOpener = path =>
+        {
+            Assert.Equal(bundle, path);
+            CopyTree(rec.Root, extracted);
+            return (extracted, new Cleanup(() => { Directory.Delete(extracted, true); cleaned = true; }));
+        };
+        try
+        {
+            using (var s = QuerySession.Open([bundle]))
+                Assert.Equal(3L, s.Execute("SELECT count(*) FROM \"drop\"").Rows.Single()[0]);
+            Assert.True(cleaned);
+            Assert.False(Directory.Exists(extracted));
+        }
+        finally
+        {
+            RecordingLocator.BundleOpener = null;
+            File.Delete(bundle);
+        }
+    }
+
+    private static void CopyTree(string from, string to)
+    {
+        foreach (var d in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, d)));
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
+            File.Copy(f, Path.Combine(to, Path.GetRelativePath(from, f)));
+    }
+
+    private sealed class Cleanup(Action a) : IDisposable
+    {
+        public void Dispose() => a();
+    }
+}

@@ -5,10 +5,17 @@ namespace Forensics.Query.Recording;
 /// <summary>One file of a recording, checked to lie inside it.</summary>
 public sealed record RecordingFile(string Table, string RelativePath, string FullPath, string Node, ManifestFile Entry);
 
-/// <summary>A recording directory whose manifest was read and whose listed files were checked to be plain files inside it.</summary>
-public sealed record OpenedRecording(string Root, Manifest Manifest, IReadOnlyList<RecordingFile> Files)
+/// <summary>
+/// A recording directory whose manifest was read and whose listed files were checked to be
+/// plain files inside it. Disposing it releases what opening took (a bundle's extraction).
+/// </summary>
+public sealed record OpenedRecording(string Root, Manifest Manifest, IReadOnlyList<RecordingFile> Files) : IDisposable
 {
+    internal IDisposable? Cleanup { get; init; }
+
     public IEnumerable<RecordingFile> FilesOf(string table) => Files.Where(f => f.Table == table);
+
+    public void Dispose() => Cleanup?.Dispose();
 }
 
 /// <summary>The verdict on one file's hash.</summary>
@@ -24,10 +31,10 @@ public sealed record FileVerification(string RelativePath, string Table, bool Ok
 public static class RecordingLocator
 {
     /// <summary>
-    /// Turns a non-directory path (a bundle file) into a verified recording
-    /// directory. Set by the bundle support; null means bundles are not supported.
+    /// Turns a non-directory path (a bundle file) into a verified recording directory and
+    /// what deletes it afterwards. Set by the bundle support; null: bundles are not supported.
     /// </summary>
-    public static Func<string, string>? BundleResolver { get; set; }
+    public static Func<string, (string Directory, IDisposable Cleanup)>? BundleOpener { get; set; }
 
     public const string ManifestName = "manifest.json";
     private const int MinParquetBytes = 12;
@@ -38,16 +45,33 @@ public static class RecordingLocator
         ArgumentNullException.ThrowIfNull(path);
         var full = Path.GetFullPath(path);
         string root;
+        IDisposable? cleanup = null;
         if (Directory.Exists(full))
             root = full;
         else if (File.Exists(full) && Path.GetFileName(full) == ManifestName)
             root = Path.GetDirectoryName(full)!;
         else if (File.Exists(full))
-            root = BundleResolver?.Invoke(full)
-                ?? throw new RecordingException($"{path}: not a recording directory (bundle files are not supported by this build)");
+        {
+            if (BundleOpener is null)
+                throw new RecordingException($"{path}: not a recording directory (bundle files are not supported by this build)");
+            (root, cleanup) = BundleOpener(full);
+            root = Path.GetFullPath(root);
+        }
         else
             throw new RecordingException($"{path}: no such recording");
+        try
+        {
+            return OpenDirectory(root, path) with { Cleanup = cleanup };
+        }
+        catch
+        {
+            cleanup?.Dispose();
+            throw;
+        }
+    }
 
+    private static OpenedRecording OpenDirectory(string root, string path)
+    {
         var manifestPath = Path.Combine(root, ManifestName);
         var mi = new FileInfo(manifestPath);
         if (!mi.Exists)
