@@ -36,6 +36,8 @@ public static class FlowStory
                 w.WriteLine("  missing   nothing: every link was made");
             foreach (var x in missing)
                 w.WriteLine($"  missing   {x}");
+            if (S("process_candidates").Length > 0)
+                w.WriteLine($"  candidates (not linked: alive in the client's network namespace then) {S("process_candidates")}");
             w.WriteLine();
         }
     }
@@ -56,7 +58,7 @@ public static class FlowStory
         var step = S("step");
         return step switch
         {
-            "connect" => $"connect   {S("state")} {tuple}",
+            "connect" => S("state") == proto ? $"connect   {tuple}" : $"connect   {tuple} ({S("state")})",
             "dnat" or "snat" or "rev-dnat" or "rev-snat" => $"{step,-9} {tuple} => {S("xlated_src")} -> {S("xlated_dst")}",
             "policy" => $"policy    {S("direction")} {S("action")} (match {S("match")}) at endpoint {S("endpoint_id")}: {tuple}",
             "drop" => $"drop      {S("reason_name")} ({S("reason")}) at {S("obs_point")} of endpoint {S("endpoint_id")}: {tuple}",

@@ -130,6 +130,7 @@ public sealed class ReconstructionTests : IDisposable
         Assert.Null(f["binary"]);
         var missing = ((System.Collections.IEnumerable)f["missing"]!).Cast<string>().ToList();
         Assert.Contains(missing, m => m.StartsWith("connect: none recorded", StringComparison.Ordinal));
+        Assert.Equal("/usr/bin/curl (pid 300)", f["process_candidates"]); // alive in xwing's netns, not linked
         // every event of the flow, through the translation, in kernel time order
         var steps = Rows(s, Reconstructions.FlowEvents((string)f["flow"]!)).Select(e => (string)e["step"]!).ToList();
         Assert.Equal(["dnat", "policy", "trace", "policy", "drop", "drop", "drop"], steps);

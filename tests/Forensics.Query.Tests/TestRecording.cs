@@ -183,6 +183,8 @@ internal sealed class TestRecording : IDisposable
 
     public void Dispose()
     {
+        if (Environment.GetEnvironmentVariable("FORENSICS_KEEP_TEST_RECORDINGS") == "1")
+            return; // for looking at the commands' output by hand
         try { Directory.Delete(Root, recursive: true); }
         catch (IOException) { }
     }

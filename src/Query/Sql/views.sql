@@ -208,7 +208,9 @@ CREATE VIEW flow_events AS
 -- flow_story: one row per flow instance, the joined story
 --   process exec -> connect -> DNAT/SNAT -> policy verdicts -> delivered or dropped (reason) -> process exit,
 -- exact on the 5-tuple (through NAT), the node's kernel time, and the network namespace (connect vs exec).
--- `missing` names every link that could not be made, and why.
+-- `missing` names every link that could not be made, and why. When no connect links a process,
+-- `process_candidates` lists the processes alive in the client's network namespace when the flow
+-- began: a lead to follow, not a link.
 CREATE VIEW flow_story AS
     WITH ev AS (SELECT * FROM flow_events),
     first_conn AS (
@@ -284,8 +286,15 @@ CREATE VIEW flow_story AS
            coalesce(b.drop_reason, b.kdrop_reason) AS drop_reason, b.drop_time,
            x.exit_code, x.signal, x.time AS exit_time,
            b.first_seen, b.last_seen,
+           -- not a link: processes alive in the client's network namespace (or pod) when the flow began
+           CASE WHEN b.exec_id IS NULL AND (ca.netns_ino IS NOT NULL OR ca.pod IS NOT NULL) THEN (
+               SELECT string_agg(DISTINCT coalesce(pp."binary", pp.comm) || ' (pid ' || pp.pid || ')', ', ')
+               FROM processes pp LEFT JOIN exit xx ON xx.recording = pp.recording AND xx.exec_id = pp.exec_id
+               WHERE pp.recording = b.recording AND pp.node = b.node
+                 AND ((ca.netns_ino IS NOT NULL AND pp.netns_ino = ca.netns_ino) OR (ca.netns_ino IS NULL AND pp.pod = ca.pod AND pp.namespace = ca.namespace))
+                 AND pp.time <= b.first_seen AND (xx.time IS NULL OR xx.time >= b.first_seen)) END AS process_candidates,
            list_filter([
-               CASE WHEN b.connects IS NULL THEN 'connect: none recorded (in-cluster destinations are filtered in the kernel), so the process is unknown' END,
+               CASE WHEN b.connects IS NULL THEN 'connect: none recorded (in-cluster destinations are filtered in the kernel), so no process is linked' END,
                CASE WHEN b.connects IS NOT NULL AND b.exec_id IS NULL THEN 'exec: the connect carries no exec_id' END,
                CASE WHEN b.exec_id IS NOT NULL AND p.exec_id IS NULL THEN 'exec: not recorded (the process started before the recording)' END,
                CASE WHEN p.exec_id IS NOT NULL AND b.netns_ino IS NOT NULL AND p.netns_ino <> b.netns_ino THEN 'netns: the process connected from another network namespace than it was started in' END,
