@@ -94,3 +94,22 @@ public sealed class InteractiveTests
         Assert.Contains("error: Parser Error: syntax error at or near \"SELEC\"", output, StringComparison.Ordinal);
     }
 }
+
+public sealed class HelpTests
+{
+    [Theory]
+    [InlineData("query")]
+    [InlineData("drops")]
+    [InlineData("nat")]
+    [InlineData("connects")]
+    [InlineData("flow")]
+    [InlineData("replay")]
+    [InlineData("export")]
+    [InlineData("info")]
+    public void Help_Verb_MatchesGolden(string verb)
+    {
+        var r = CliRunner.Run(verb, "--help");
+        Assert.Equal(0, r.ExitCode);
+        Golden.Assert($"help_{verb}.txt", r.Stdout);
+    }
+}
