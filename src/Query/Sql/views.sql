@@ -212,7 +212,7 @@ CREATE VIEW flow_events AS
 -- `process_candidates` lists the processes alive in the client's network namespace when the flow
 -- began: a lead to follow, not a link.
 CREATE VIEW flow_story AS
-    WITH ev AS (SELECT * FROM flow_events),
+    WITH ev AS MATERIALIZED (SELECT * FROM flow_events),
     first_conn AS (
         SELECT flow, arg_min(src_ip, ktime_ns) AS c_src_ip, arg_min(src_port, ktime_ns) AS c_src_port,
                arg_min(dst_ip, ktime_ns) AS c_dst_ip, arg_min(dst_port, ktime_ns) AS c_dst_port,
