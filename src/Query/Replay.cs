@@ -46,21 +46,21 @@ public static class Replay
         foreach (var row in session.Rows("SELECT recording, exec_id, arguments FROM processes"))
             args[((string)row["recording"]!, Convert.ToUInt64(row["exec_id"], CultureInfo.InvariantCulture))] = (string?)row["arguments"] ?? "";
 
-        var events = new List<(long TimeNs, ulong Ktime, int Order, string Table, string Recording, Dictionary<string, object?> Row)>();
+        var events = new List<(long TimeNs, ulong Ktime, int Order, string Node, string Table, string Recording, Dictionary<string, object?> Row)>();
         foreach (var table in kinds)
         {
             var where = Where(table, filter);
             var order = QuerySession.EventTables.ToList().IndexOf(table);
-            foreach (var row in session.Rows($"SELECT *, epoch_ns(time) AS __time_ns FROM {SqlTypes.Ident(table)}{where}"))
+            foreach (var row in session.Rows($"SELECT *, epoch_ns(time) AS __time_ns FROM {SqlTypes.Ident(table)}{where} ORDER BY ALL"))
             {
                 var ns = Convert.ToInt64(row["__time_ns"], CultureInfo.InvariantCulture);
                 row.Remove("__time_ns");
                 var k = row.TryGetValue("ktime_ns", out var kt) && kt is not null ? Convert.ToUInt64(kt, CultureInfo.InvariantCulture) : 0;
-                events.Add((ns, k, order, table, (string)row["recording"]!, row));
+                events.Add((ns, k, order, (string?)row["node"] ?? "", table, (string)row["recording"]!, row));
             }
         }
         var multi = session.Recordings.Count > 1;
-        foreach (var e in events.OrderBy(e => e.TimeNs).ThenBy(e => e.Ktime).ThenBy(e => e.Order))
+        foreach (var e in events.OrderBy(e => e.TimeNs).ThenBy(e => e.Node, StringComparer.Ordinal).ThenBy(e => e.Ktime).ThenBy(e => e.Order))
         {
             var renderer = new LineRenderer(format) { ArgumentsOf = id => args.TryGetValue((e.Recording, id), out var a) ? a : null };
             if (!multi || format == RenderFormat.Json)

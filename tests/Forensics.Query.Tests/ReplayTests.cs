@@ -76,3 +76,29 @@ public sealed class ReplayTests : IDisposable
         Assert.StartsWith("error: unknown event kind", bad.Stderr, StringComparison.Ordinal);
     }
 }
+
+public sealed class ReplayManyTests
+{
+    [Fact]
+    public void Replay_TwoRecordings_InterleavedInTimeWithTheirNodes()
+    {
+        using var a = Lab.Build("node-a");
+        using var b = Lab.Build("node-b");
+        using var s = QuerySession.Open([a.Root, b.Root]);
+        var lines = Forensics.Query.Replay.Lines(s, new ReplayFilter { Kinds = ["exec"] }, RenderFormat.Compact).ToList();
+        Assert.Equal(4, lines.Count);
+        Assert.Equal("[node-a] 🚀 process default/xwing /usr/bin/curl -s http://10.96.0.10/v1/request-landing", lines[0]);
+        Assert.Equal("[node-b] 🚀 process default/xwing /usr/bin/curl -s http://10.96.0.10/v1/request-landing", lines[1]);
+        Assert.StartsWith("[node-a] ", lines[2], StringComparison.Ordinal);
+        Assert.StartsWith("[node-b] ", lines[3], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Cli_BadTime_UsageError()
+    {
+        using var a = Lab.Build();
+        var r = CliRunner.Run("replay", a.Root, "--since", "yesterday-ish");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal("error: --since: \"yesterday-ish\" is not a time (use RFC 3339, e.g. 2026-11-23T10:00:00Z)\n", r.Stderr);
+    }
+}
