@@ -25,6 +25,14 @@ public static class Cli
         root.Subcommands.Add(RecordCommand.Build());
         root.Subcommands.Add(RecoverCommand.Build());
         root.Subcommands.Add(LabCommand.Build());
+        root.Subcommands.Add(QueryCommands.Query());
+        root.Subcommands.Add(QueryCommands.Drops());
+        root.Subcommands.Add(QueryCommands.Nat());
+        root.Subcommands.Add(QueryCommands.Connects());
+        root.Subcommands.Add(QueryCommands.Flow());
+        root.Subcommands.Add(QueryCommands.Replay());
+        root.Subcommands.Add(QueryCommands.Export());
+        root.Subcommands.Add(QueryCommands.Info());
         return root;
     }
 

@@ -48,7 +48,8 @@ public static class SchemaCatalog
             using var s = asm.GetManifestResourceStream(name)!;
             var schema = JsonSerializer.Deserialize<TableSchema>(s)
                 ?? throw new InvalidDataException($"{name}: empty schema");
-            list.Add(schema);
+            if (!string.IsNullOrEmpty(schema.Table) && schema.Columns is not null)
+                list.Add(schema); // manifest.v1.schema.json is not a table schema
         }
         return list;
     }

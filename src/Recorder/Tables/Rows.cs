@@ -1,5 +1,5 @@
 using Forensics.Datapath.Abi;
-using Forensics.Query.Reference;
+using Forensics.Query;
 using Forensics.Recorder.Batches;
 
 namespace Forensics.Recorder.Tables;
@@ -186,9 +186,9 @@ internal sealed class DropRows : Rows
 /// <summary>Cilium reason names as shared string instances.</summary>
 internal static class ReasonNames
 {
-    private static readonly string[] Cache = Enumerable.Range(0, 256).Select(DropReasons.Name).ToArray();
+    private static readonly string[] Cache = Enumerable.Range(0, 256).Select(DropReasons.NameOf).ToArray();
 
-    public static string Get(int code) => code is >= 0 and < 256 ? Cache[code] : DropReasons.Name(code);
+    public static string Get(int code) => code is >= 0 and < 256 ? Cache[code] : DropReasons.NameOf(code);
 }
 
 internal sealed class PolicyRows : Rows

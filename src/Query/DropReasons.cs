@@ -1,0 +1,73 @@
+namespace Forensics.Query;
+
+/// <summary>One Cilium drop reason: code, cilium monitor text, Hubble enum name, BPF define.</summary>
+public sealed record DropReason(int Code, string Name, string? HubbleName, string? BpfDefine);
+
+/// <summary>Cilium's drop reason table (reference/drop_reasons.csv, embedded), keyed by number.</summary>
+public static class DropReasons
+{
+    private static readonly Lazy<IReadOnlyList<DropReason>> Table = new(Load);
+    private static readonly Lazy<Dictionary<int, DropReason>> ByCode = new(() => Table.Value.ToDictionary(r => r.Code));
+
+    public static IReadOnlyList<DropReason> All => Table.Value;
+
+    /// <summary>The monitor text for a code, e.g. 133 -> "Policy denied"; unknown codes say so with the number.</summary>
+    public static string NameOf(int code) =>
+        ByCode.Value.TryGetValue(code, out var r) && r.Name.Length > 0 ? r.Name : $"Unknown reason {code}";
+
+    private static List<DropReason> Load()
+    {
+        var list = new List<DropReason>();
+        var lines = Resources.Text("Sql/drop_reasons.csv").Split('\n');
+        foreach (var line in lines.Skip(1))
+        {
+            if (string.IsNullOrWhiteSpace(line))
+                continue;
+            var f = SplitCsv(line.TrimEnd('\r'));
+            list.Add(new DropReason(int.Parse(f[0], System.Globalization.CultureInfo.InvariantCulture), f[1],
+                f.Count > 2 && f[2].Length > 0 ? f[2] : null, f.Count > 4 && f[4].Length > 0 ? f[4] : null));
+        }
+        return list;
+    }
+
+    internal static List<string> SplitCsv(string line)
+    {
+        var fields = new List<string>();
+        var sb = new System.Text.StringBuilder();
+        var quoted = false;
+        for (var i = 0; i < line.Length; i++)
+        {
+            var c = line[i];
+            if (quoted)
+            {
+                if (c == '"' && i + 1 < line.Length && line[i + 1] == '"') { sb.Append('"'); i++; }
+                else if (c == '"') quoted = false;
+                else sb.Append(c);
+            }
+            else if (c == '"') quoted = true;
+            else if (c == ',') { fields.Add(sb.ToString()); sb.Clear(); }
+            else sb.Append(c);
+        }
+        fields.Add(sb.ToString());
+        return fields;
+    }
+}
+
+/// <summary>Cilium's reserved security identities, which keep their numbers.</summary>
+public static class Identities
+{
+    public static readonly IReadOnlyDictionary<uint, string> Reserved = new Dictionary<uint, string>
+    {
+        [0] = "reserved:unknown",
+        [1] = "reserved:host",
+        [2] = "reserved:world",
+        [3] = "reserved:unmanaged",
+        [4] = "reserved:health",
+        [5] = "reserved:init",
+        [6] = "reserved:remote-node",
+        [7] = "reserved:kube-apiserver",
+        [8] = "reserved:ingress",
+        [9] = "reserved:world-ipv4",
+        [10] = "reserved:world-ipv6",
+    };
+}

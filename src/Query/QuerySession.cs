@@ -1,0 +1,353 @@
+using System.Data;
+using System.Globalization;
+using System.Text;
+using DuckDB.NET.Data;
+using Forensics.Query.Recording;
+using Forensics.Query.Schema;
+
+namespace Forensics.Query;
+
+/// <summary>Limits a query runs under.</summary>
+public sealed record QueryLimits
+{
+    /// <summary>DuckDB memory_limit, e.g. "1GB".</summary>
+    public string MemoryLimit { get; init; } = "2GB";
+
+    /// <summary>Wall-clock limit per statement; the connection is interrupted when it passes.</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
+
+    public int Threads { get; init; } = 2;
+}
+
+/// <summary>Options of a session beyond the recordings themselves.</summary>
+public sealed record QueryOptions
+{
+    public QueryLimits Limits { get; init; } = new();
+
+    /// <summary>Extra CIDRs counted as inside the cluster (besides the manifest's and the snapshot's addresses).</summary>
+    public IReadOnlyList<string> ClusterCidrs { get; init; } = [];
+}
+
+/// <summary>A materialized result: column names, DuckDB type names, rows.</summary>
+public sealed record QueryResult(IReadOnlyList<string> Columns, IReadOnlyList<string> Types, IReadOnlyList<object?[]> Rows);
+
+/// <summary>A query that failed: bad SQL, a refused file access, a limit. The message is one line.</summary>
+public sealed class QueryException : Exception
+{
+    public QueryException(string message) : base(message) { }
+    public QueryException() { }
+    public QueryException(string message, Exception inner) : base(message, inner) { }
+}
+
+/// <summary>
+/// An in-process DuckDB over one or many recordings, opened read-only and
+/// locked down: views over the recordings' own Parquet files are created
+/// first, then the only files DuckDB may touch are those (allowed_paths),
+/// external access is off, extensions neither load nor install, memory is
+/// limited, and the configuration is locked so that no query can undo this.
+/// Each statement runs under a timer that interrupts it.
+/// </summary>
+public sealed class QuerySession : IDisposable
+{
+    /// <summary>The event tables, in the order replay lists them.</summary>
+    public static readonly IReadOnlyList<string> EventTables =
+        ["drop", "policy", "nat", "trace", "capture", "exec", "exit", "connect", "kdrop", "loss"];
+
+    private readonly DuckDBConnection _conn;
+    private readonly QueryLimits _limits;
+
+    public IReadOnlyList<OpenedRecording> Recordings { get; }
+
+    private QuerySession(DuckDBConnection conn, IReadOnlyList<OpenedRecording> recordings, QueryLimits limits)
+    {
+        _conn = conn;
+        Recordings = recordings;
+        _limits = limits;
+    }
+
+    /// <summary>Opens the recordings at these paths (see <see cref="RecordingLocator.Open"/>).</summary>
+    public static QuerySession Open(IEnumerable<string> paths, QueryOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(paths);
+        var opened = new List<OpenedRecording>();
+        try
+        {
+            foreach (var p in paths)
+                opened.Add(RecordingLocator.Open(p));
+            var session = Open(opened, options);
+            session._owned = opened;
+            return session;
+        }
+        catch
+        {
+            foreach (var o in opened)
+                o.Dispose();
+            throw;
+        }
+    }
+
+    private List<OpenedRecording> _owned = [];
+
+    public static QuerySession Open(IReadOnlyList<OpenedRecording> recordings, QueryOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(recordings);
+        options ??= new QueryOptions();
+        if (recordings.Count == 0)
+            throw new RecordingException("no recording given");
+        var dup = recordings.GroupBy(r => r.Manifest.RecordingId).FirstOrDefault(g => g.Count() > 1);
+        if (dup is not null)
+            throw new RecordingException($"recording {dup.Key} given twice");
+        foreach (var r in recordings)
+            foreach (var (table, t) in r.Manifest.Tables)
+                if (SchemaCatalog.Schemas.Any(s => s.Table == table) && !SchemaCatalog.Schemas.Any(s => s.Table == table && s.Version == t.SchemaVersion))
+                    throw new RecordingException($"{r.Root}: table {table} has schema version {t.SchemaVersion}, which this tool does not read (it reads {string.Join(", ", SchemaCatalog.Schemas.Where(s => s.Table == table).Select(s => s.Version))})");
+
+        var conn = new DuckDBConnection("DataSource=:memory:");
+        try
+        {
+            conn.Open();
+            var session = new QuerySession(conn, recordings, options.Limits);
+            session.Setup(options);
+            return session;
+        }
+        catch
+        {
+            conn.Dispose();
+            throw;
+        }
+    }
+
+    private void Setup(QueryOptions options)
+    {
+        // Settings that need the file system come before the lock-down.
+        Run($"SET threads={Math.Max(1, _limits.Threads)}");
+        Run($"SET memory_limit={SqlTypes.Literal(_limits.MemoryLimit)}");
+        Run("SET temp_directory=''");
+        Run("SET autoinstall_known_extensions=false");
+        Run("SET autoload_known_extensions=false");
+        TryRun("SET TimeZone='UTC'");
+
+        CreateReferenceTables(options);
+        foreach (var table in AllTables())
+            Run(ViewSql(table));
+        Run(Resources.Text("Sql/macros.sql"));
+        Run(Resources.Text("Sql/views.sql"));
+
+        var files = Recordings.SelectMany(r => r.Files).Select(f => SqlTypes.Literal(f.FullPath));
+        Run($"SET allowed_paths=[{string.Join(", ", files)}]");
+        Run("SET allowed_directories=[]");
+        Run("SET enable_external_access=false");
+        Run("SET allow_community_extensions=false");
+        Run("SET lock_configuration=true");
+    }
+
+    private IEnumerable<string> AllTables()
+    {
+        var known = SchemaCatalog.Tables.Concat(SnapshotSchemas.Tables);
+        var inManifests = Recordings.SelectMany(r => r.Manifest.Tables.Keys);
+        return known.Concat(inManifests).Distinct().Order(StringComparer.Ordinal);
+    }
+
+    private void CreateReferenceTables(QueryOptions options)
+    {
+        var sb = new StringBuilder();
+        sb.Append("CREATE TABLE drop_reasons(code INTEGER, name VARCHAR, hubble_name VARCHAR, bpf_define VARCHAR);\n");
+        var reasons = DropReasons.All.Select(r => $"({r.Code}, {SqlTypes.Literal(r.Name)}, {SqlTypes.Literal(r.HubbleName)}, {SqlTypes.Literal(r.BpfDefine)})");
+        sb.Append("INSERT INTO drop_reasons VALUES ").Append(string.Join(",\n", reasons)).Append(";\n");
+        sb.Append("CREATE TABLE reserved_identities(identity UINTEGER, labels VARCHAR);\n");
+        sb.Append("INSERT INTO reserved_identities VALUES ")
+            .Append(string.Join(", ", Identities.Reserved.Select(kv => $"({kv.Key}, {SqlTypes.Literal(kv.Value)})"))).Append(";\n");
+        sb.Append("""
+            CREATE TABLE recordings(recording VARCHAR, node VARCHAR, path VARCHAR, hostname VARCHAR, kernel VARCHAR, boot_id VARCHAR,
+                tool_version VARCHAR, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, stop_reason VARCHAR, events_lost BIGINT,
+                monotonic_to_utc_offset_ns BIGINT, lab VARCHAR);
+            CREATE TABLE manifest_cidrs(recording VARCHAR, cidr VARCHAR, source VARCHAR);
+            CREATE TABLE manifest_loss(recording VARCHAR, kind VARCHAR, emitted BIGINT, failed BIGINT, userspace_dropped BIGINT);
+
+            """);
+        foreach (var r in Recordings)
+        {
+            var m = r.Manifest;
+            sb.Append(CultureInfo.InvariantCulture, $"INSERT INTO recordings VALUES ({SqlTypes.Literal(m.RecordingId)}, {SqlTypes.Literal(m.Node)}, {SqlTypes.Literal(r.Root)}, ")
+              .Append(CultureInfo.InvariantCulture, $"{SqlTypes.Literal(m.Host.Hostname)}, {SqlTypes.Literal(m.Host.Kernel)}, {SqlTypes.Literal(m.Host.BootId)}, {SqlTypes.Literal(m.ToolVersion)}, ")
+              .Append(CultureInfo.InvariantCulture, $"{Ts(m.StartedAt)}, {(m.EndedAt is { } e ? Ts(e) : "NULL")}, {SqlTypes.Literal(m.StopReason)}, {m.EventsLost}, ")
+              .Append(CultureInfo.InvariantCulture, $"{(m.MonotonicToUtcOffsetNs?.ToString(CultureInfo.InvariantCulture) ?? "NULL")}, {SqlTypes.Literal(m.Config.Lab)});\n");
+            foreach (var c in m.Config.ExcludeCidrs ?? [])
+                sb.Append(CultureInfo.InvariantCulture, $"INSERT INTO manifest_cidrs VALUES ({SqlTypes.Literal(m.RecordingId)}, {SqlTypes.Literal(c)}, 'manifest exclude_cidrs');\n");
+            foreach (var (kind, l) in m.Loss)
+                sb.Append(CultureInfo.InvariantCulture, $"INSERT INTO manifest_loss VALUES ({SqlTypes.Literal(m.RecordingId)}, {SqlTypes.Literal(kind)}, {l.Emitted}, {l.Failed}, {l.UserspaceDropped});\n");
+        }
+        foreach (var c in options.ClusterCidrs)
+            sb.Append(CultureInfo.InvariantCulture, $"INSERT INTO manifest_cidrs VALUES (NULL, {SqlTypes.Literal(c)}, 'option');\n");
+        Run(sb.ToString());
+    }
+
+    private static string Ts(DateTimeOffset t) => $"TIMESTAMPTZ {SqlTypes.Literal(t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss.ffffff", CultureInfo.InvariantCulture) + "+00")}";
+
+    /// <summary>One view per table: every recording's files, every supported schema version, cast to the newest schema's types.</summary>
+    private string ViewSql(string table)
+    {
+        var columns = SnapshotSchemas.Tables.Contains(table)
+            ? SnapshotSchemas.Columns(table)
+            : SchemaCatalog.Schemas.Any(s => s.Table == table) ? SchemaCatalog.Current(table).Columns : [];
+        var typed = columns.Select(c => $"CAST(NULL AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}")
+            .Append("CAST(NULL AS VARCHAR) AS recording").Append("CAST(NULL AS VARCHAR) AS node");
+        var parts = new List<string> { $"SELECT {string.Join(", ", typed)} WHERE false" };
+        foreach (var r in Recordings)
+            foreach (var g in r.FilesOf(table).GroupBy(f => f.Node))
+            {
+                var list = string.Join(", ", g.Select(f => SqlTypes.Literal(f.FullPath)));
+                var source = $"read_parquet([{list}], union_by_name=true, hive_partitioning=false)";
+                var adapt = SnapshotSchemas.Tables.Contains(table) ? SnapshotAdaptation(table, source) : "";
+                parts.Add($"SELECT *{adapt}, {SqlTypes.Literal(r.Manifest.RecordingId)} AS recording, {SqlTypes.Literal(g.Key)} AS node FROM {source}");
+            }
+        var casts = columns.Select(c => $"CAST({SqlTypes.Ident(c.Name)} AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}");
+        var replace = columns.Count > 0 ? $" REPLACE ({string.Join(", ", casts)})" : "";
+        return $"CREATE VIEW {SqlTypes.Ident(table)} AS SELECT *{replace} FROM ({string.Join("\nUNION ALL BY NAME\n", parts)})";
+    }
+
+    /// <summary>
+    /// Snapshot files may name a column the reconstructions rely on differently (their
+    /// schemas come with the datapath) or store labels as a list: an alias fills the
+    /// expected column and lists become comma-separated text.
+    /// </summary>
+    private string SnapshotAdaptation(string table, string source)
+    {
+        var present = new Dictionary<string, string>(StringComparer.Ordinal);
+        using (var cmd = _conn.CreateCommand())
+        {
+            cmd.CommandText = $"DESCRIBE SELECT * FROM {source}";
+            using var reader = cmd.ExecuteReader();
+            while (reader.Read())
+                present[reader.GetString(0)] = reader.GetString(1);
+        }
+        var replace = new List<string>();
+        var extra = new StringBuilder();
+        foreach (var c in SnapshotSchemas.Columns(table))
+        {
+            if (present.TryGetValue(c.Name, out var type))
+            {
+                if (type.EndsWith("[]", StringComparison.Ordinal) && c.Type == "utf8")
+                    replace.Add($"array_to_string({SqlTypes.Ident(c.Name)}, ',') AS {SqlTypes.Ident(c.Name)}");
+                continue;
+            }
+            var alias = SnapshotSchemas.Aliases(table, c.Name).FirstOrDefault(present.ContainsKey);
+            if (alias is null)
+                continue;
+            var expr = present[alias].EndsWith("[]", StringComparison.Ordinal) ? $"array_to_string({SqlTypes.Ident(alias)}, ',')" : SqlTypes.Ident(alias);
+            extra.Append(CultureInfo.InvariantCulture, $", TRY_CAST({expr} AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}");
+        }
+        return (replace.Count > 0 ? $" REPLACE ({string.Join(", ", replace)})" : "") + extra;
+    }
+
+    private void Run(string sql)
+    {
+        using var cmd = _conn.CreateCommand();
+        cmd.CommandText = sql;
+        cmd.ExecuteNonQuery();
+    }
+
+    private void TryRun(string sql)
+    {
+        try { Run(sql); }
+        catch (DuckDBException) { /* optional setting */ }
+    }
+
+    /// <summary>Runs SQL (one or more queries) and returns the last one's result. Anything but a query is refused.</summary>
+    public QueryResult Execute(string sql)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        SqlGuard.Check(_conn, sql);
+        QueryResult? last = null;
+        Read(sql, reader =>
+        {
+            var cols = Enumerable.Range(0, reader.FieldCount).Select(reader.GetName).ToList();
+            var types = Enumerable.Range(0, reader.FieldCount).Select(reader.GetDataTypeName).ToList();
+            var rows = new List<object?[]>();
+            while (reader.Read())
+                rows.Add(Values(reader));
+            last = new QueryResult(cols, types, rows);
+        });
+        return last ?? new QueryResult([], [], []);
+    }
+
+    /// <summary>Runs one query and yields each row as column name -> value (blobs as byte[]).</summary>
+    public IEnumerable<Dictionary<string, object?>> Rows(string sql)
+    {
+        // Materialized per call so that the timer covers the whole read.
+        var r = Execute(sql);
+        foreach (var row in r.Rows)
+        {
+            var d = new Dictionary<string, object?>(r.Columns.Count, StringComparer.Ordinal);
+            for (var i = 0; i < r.Columns.Count; i++)
+                d[r.Columns[i]] = row[i];
+            yield return d;
+        }
+    }
+
+    private void Read(string sql, Action<IDataReader> onResult)
+    {
+        using var cmd = _conn.CreateCommand();
+        cmd.CommandText = sql;
+        var timedOut = false;
+        using var timer = new Timer(_ =>
+        {
+            timedOut = true;
+            try { cmd.Cancel(); } catch (ObjectDisposedException) { }
+        }, null, _limits.Timeout, Timeout.InfiniteTimeSpan);
+        try
+        {
+            using var reader = cmd.ExecuteReader();
+            do
+            {
+                if (reader.FieldCount > 0)
+                    onResult(reader);
+            } while (reader.NextResult());
+        }
+        catch (OperationCanceledException) when (timedOut)
+        {
+            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
+        }
+        catch (DuckDBException e) when (timedOut && e.Message.Contains("nterrupt", StringComparison.Ordinal))
+        {
+            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
+        }
+        catch (DuckDBException e)
+        {
+            throw new QueryException(OneLine(e.Message), e);
+        }
+    }
+
+    private static object?[] Values(IDataReader reader)
+    {
+        var values = new object?[reader.FieldCount];
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (reader.IsDBNull(i))
+                continue;
+            var v = reader.GetValue(i);
+            if (v is Stream s)
+            {
+                using var ms = new MemoryStream();
+                s.CopyTo(ms);
+                v = ms.ToArray();
+            }
+            values[i] = v;
+        }
+        return values;
+    }
+
+    /// <summary>DuckDB's message without its multi-line caret context.</summary>
+    public static string OneLine(string message)
+    {
+        var first = message.Split('\n')[0].Trim();
+        return first.Length > 0 ? first : message.ReplaceLineEndings(" ");
+    }
+
+    public void Dispose()
+    {
+        _conn.Dispose();
+        foreach (var o in _owned)
+            o.Dispose();
+    }
+}

@@ -1,0 +1,264 @@
+using System.Collections;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace Forensics.Query.Render;
+
+/// <summary>How replay and monitor print events.</summary>
+public enum RenderFormat
+{
+    /// <summary>The live tools' lines, each after its UTC time (RFC 3339, ns).</summary>
+    Text,
+
+    /// <summary>Exactly the live tools' lines: cilium monitor for the datapath, tetra getevents -o compact for processes.</summary>
+    Compact,
+
+    /// <summary>One JSON object per event: "type" (the table) and every column.</summary>
+    Json,
+}
+
+/// <summary>
+/// Renders one event row (column name -> value, as the table's schema names
+/// them) as a line. Datapath events read like `cilium monitor`, process events
+/// like `tetra getevents -o compact`. Shared by `forensics replay` (rows from
+/// Parquet) and `forensics monitor` (rows decoded live).
+/// </summary>
+public sealed class LineRenderer
+{
+    private readonly RenderFormat _format;
+
+    public LineRenderer(RenderFormat format) => _format = format;
+
+    /// <summary>Arguments of a process image by exec_id, for exit lines (the exit event does not carry them).</summary>
+    public Func<ulong, string?>? ArgumentsOf { get; init; }
+
+    /// <summary>Renders the row; null when the row prints nothing (e.g. a loss row with no loss).</summary>
+    public string? Render(string table, IReadOnlyDictionary<string, object?> row)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        ArgumentNullException.ThrowIfNull(row);
+        if (_format == RenderFormat.Json)
+            return Json(table, row);
+        var line = table switch
+        {
+            "drop" => Drop(row),
+            "policy" => Policy(row),
+            "trace" => Trace(row),
+            "nat" => Nat(row),
+            "capture" => Capture(row),
+            "kdrop" => KernelDrop(row),
+            "loss" => Loss(row),
+            "exec" => Exec(row),
+            "connect" => Connect(row),
+            "exit" => Exit(row),
+            _ => $"{table}: {string.Join(", ", row.Select(kv => kv.Key + "=" + Format(kv.Value)))}",
+        };
+        if (line is null || _format == RenderFormat.Compact)
+            return line;
+        return row.TryGetValue("time", out var t) && t is not null ? FormatTime(t) + " " + line : line;
+    }
+
+    // cilium monitor: "xx drop (%s) flow %#x to endpoint %d, ifindex %d, file %s:%d, , identity %s->%s: %s"
+    private static string Drop(IReadOnlyDictionary<string, object?> r)
+    {
+        var reason = Str(r, "reason_name");
+        if (reason.Length == 0)
+            reason = DropReasons.NameOf((int)U(r, "reason"));
+        return $"xx drop ({reason}) flow {Hex(r, "flow_id")} to endpoint {U(r, "endpoint_id")}, ifindex {U(r, "ifindex")}, file {Str(r, "file")}:{U(r, "line")}, , identity {U(r, "src_identity")}->{U(r, "dst_identity")}: {Summary(r)}";
+    }
+
+    // "Policy verdict log: flow %#x local EP ID %d, remote ID %s, proto %d, %s, action %s, match %s, %s"
+    private static string Policy(IReadOnlyDictionary<string, object?> r) =>
+        $"Policy verdict log: flow {Hex(r, "flow_id")} local EP ID {U(r, "endpoint_id")}, remote ID {U(r, "remote_identity")}, proto {ProtoNumber(Str(r, "protocol"))}, {Str(r, "direction")}, action {Str(r, "action")}, match {Str(r, "match")}, {Summary(r)}";
+
+    // "-> endpoint 3459 flow 0xe6866e21 identity 15194->323 state reply ifindex lxc84b58cbdabfe orig-ip 10.60.1.115: <summary>"
+    private static string Trace(IReadOnlyDictionary<string, object?> r)
+    {
+        var orig = Str(r, "orig_ip");
+        if (orig.Length == 0)
+            orig = U(r, "ip_version") == 6 ? "::" : "0.0.0.0";
+        return $"{ObsPoint(r)} flow {Hex(r, "flow_id")} identity {U(r, "src_identity")}->{U(r, "dst_identity")} state {CtState(r)} ifindex {U(r, "ifindex")} orig-ip {orig}: {Summary(r)}";
+    }
+
+    private static string Nat(IReadOnlyDictionary<string, object?> r)
+    {
+        var proto = Str(r, "protocol");
+        var orig = $"{Addr(Str(r, "orig_src_ip"), U(r, "orig_src_port"), proto)} -> {Addr(Str(r, "orig_dst_ip"), U(r, "orig_dst_port"), proto)}";
+        var xl = $"{Addr(Str(r, "xlated_src_ip"), U(r, "xlated_src_port"), proto)} -> {Addr(Str(r, "xlated_dst_ip"), U(r, "xlated_dst_port"), proto)}";
+        var service = U(r, "service_id") != 0 ? $" service {U(r, "service_id")}," : "";
+        return $"NAT {Str(r, "nat_kind")} flow {Hex(r, "flow_id")} endpoint {U(r, "endpoint_id")},{service} identity {U(r, "src_identity")}->{U(r, "dst_identity")}: {orig} {proto} => {xl}";
+    }
+
+    private static string Capture(IReadOnlyDictionary<string, object?> r)
+    {
+        var drop = U(r, "drop_reason") != 0 ? $" drop ({DropReasons.NameOf((int)U(r, "drop_reason"))})," : "";
+        return $"{ObsPoint(r)} capture flow {Hex(r, "flow_id")}{drop} identity {U(r, "src_identity")}->{U(r, "dst_identity")} ifindex {U(r, "ifindex")} caplen {U(r, "cap_len")} len {U(r, "pkt_len")}: {Summary(r)}";
+    }
+
+    private static string KernelDrop(IReadOnlyDictionary<string, object?> r)
+    {
+        var where = Str(r, "pod").Length > 0 ? $" in {Pod(r)}," : "";
+        return $"xx kernel drop ({Str(r, "reason_name")}) at {Str(r, "function")},{where} ifindex {U(r, "ifindex")}: {Summary(r)}";
+    }
+
+    private static string? Loss(IReadOnlyDictionary<string, object?> r)
+    {
+        var failed = U(r, "failed");
+        var user = U(r, "userspace_dropped");
+        if (failed + user == 0)
+            return null;
+        return $"Lost {failed + user} {Str(r, "kind")} events (ring buffer full: {failed}, user space: {user})";
+    }
+
+    // tetra getevents -o compact: "🚀 process default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon"
+    private static string Exec(IReadOnlyDictionary<string, object?> r) =>
+        $"🚀 process {Pod(r)} {Str(r, "binary")} {Str(r, "arguments")}".TrimEnd();
+
+    // "🔌 connect default/xwing /usr/bin/curl tcp 10.32.0.19:33978 -> 104.198.14.52:443"
+    private static string Connect(IReadOnlyDictionary<string, object?> r)
+    {
+        var binary = Str(r, "binary");
+        if (binary.Length == 0)
+            binary = Str(r, "comm");
+        var proto = Str(r, "protocol");
+        return $"🔌 connect {Pod(r)} {binary} {proto} {Addr(Str(r, "src_ip"), U(r, "src_port"), proto)} -> {Addr(Str(r, "dst_ip"), U(r, "dst_port"), proto)}";
+    }
+
+    // "💥 exit    default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon 60"
+    private string Exit(IReadOnlyDictionary<string, object?> r)
+    {
+        var binary = Str(r, "binary");
+        if (binary.Length == 0)
+            binary = Str(r, "comm");
+        var args = r.TryGetValue("exec_id", out var id) && id is not null && ArgumentsOf is not null
+            ? ArgumentsOf(Convert.ToUInt64(id, CultureInfo.InvariantCulture)) ?? "" : "";
+        var status = Str(r, "signal");
+        if (status.Length == 0)
+            status = r.TryGetValue("exit_code", out var c) && c is not null ? Convert.ToInt64(c, CultureInfo.InvariantCulture).ToString(CultureInfo.InvariantCulture) : "0";
+        var head = args.Length > 0 ? $"{Pod(r)} {binary} {args}" : $"{Pod(r)} {binary}";
+        return $"💥 exit    {head} {status}";
+    }
+
+    private static string Pod(IReadOnlyDictionary<string, object?> r)
+    {
+        var pod = Str(r, "pod");
+        return pod.Length == 0 ? "" : Str(r, "namespace") + "/" + pod;
+    }
+
+    private static string ObsPoint(IReadOnlyDictionary<string, object?> r) => Str(r, "obs_point") switch
+    {
+        "to-endpoint" => $"-> endpoint {U(r, "endpoint_id")}",
+        "from-endpoint" => $"<- endpoint {U(r, "endpoint_id")}",
+        var o when o.Length > 0 => "-> " + o,
+        _ => "->",
+    };
+
+    private static string CtState(IReadOnlyDictionary<string, object?> r)
+    {
+        var s = Str(r, "ct_state");
+        return s.Length == 0 ? "none" : s;
+    }
+
+    /// <summary>cilium monitor's connection summary: "10.0.0.1:1234 -> 10.0.0.2:80 tcp SYN".</summary>
+    private static string Summary(IReadOnlyDictionary<string, object?> r)
+    {
+        var proto = Str(r, "protocol");
+        var s = $"{Addr(Str(r, "src_ip"), U(r, "src_port"), proto)} -> {Addr(Str(r, "dst_ip"), U(r, "dst_port"), proto)} {proto}";
+        var flags = Str(r, "tcp_flags");
+        return flags.Length > 0 ? s + " " + flags : s;
+    }
+
+    private static string Addr(string ip, ulong port, string proto)
+    {
+        if (proto is "icmp" or "icmpv6")
+            return ip;
+        return ip.Contains(':', StringComparison.Ordinal) ? $"[{ip}]:{port}" : $"{ip}:{port}";
+    }
+
+    private static int ProtoNumber(string proto) => proto switch
+    {
+        "icmp" => 1,
+        "tcp" => 6,
+        "udp" => 17,
+        "icmpv6" => 58,
+        "sctp" => 132,
+        _ => int.TryParse(proto, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : 0,
+    };
+
+    private static string Hex(IReadOnlyDictionary<string, object?> r, string key) => "0x" + U(r, key).ToString("x", CultureInfo.InvariantCulture);
+
+    private static string Str(IReadOnlyDictionary<string, object?> r, string key) =>
+        r.TryGetValue(key, out var v) && v is not null ? Convert.ToString(v, CultureInfo.InvariantCulture) ?? "" : "";
+
+    private static ulong U(IReadOnlyDictionary<string, object?> r, string key) =>
+        r.TryGetValue(key, out var v) && v is not null ? Convert.ToUInt64(v, CultureInfo.InvariantCulture) : 0;
+
+    /// <summary>RFC 3339 UTC with nanoseconds, as Tetragon prints times.</summary>
+    public static string FormatTime(object t) => t switch
+    {
+        DateTimeOffset d => d.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffffff", CultureInfo.InvariantCulture) + "00Z",
+        DateTime d => DateTime.SpecifyKind(d, d.Kind == DateTimeKind.Unspecified ? DateTimeKind.Utc : d.Kind).ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ss.fffffff", CultureInfo.InvariantCulture) + "00Z",
+        _ => Convert.ToString(t, CultureInfo.InvariantCulture) ?? "",
+    };
+
+    private static string Format(object? v) => v switch
+    {
+        null => "",
+        byte[] b => Convert.ToHexStringLower(b),
+        DateTime or DateTimeOffset => FormatTime(v),
+        _ => Convert.ToString(v, CultureInfo.InvariantCulture) ?? "",
+    };
+
+    private static string Json(string table, IReadOnlyDictionary<string, object?> row)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            w.WriteString("type", table);
+            foreach (var (k, v) in row)
+            {
+                w.WritePropertyName(k);
+                JsonValue(w, v);
+            }
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(ms.ToArray());
+    }
+
+    /// <summary>Writes a value as JSON: numbers as numbers, times as RFC 3339, bytes as base64.</summary>
+    public static void JsonValue(Utf8JsonWriter w, object? v)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        switch (v)
+        {
+            case null: w.WriteNullValue(); break;
+            case bool b: w.WriteBooleanValue(b); break;
+            case byte or sbyte or short or ushort or int or uint or long:
+                w.WriteNumberValue(Convert.ToInt64(v, CultureInfo.InvariantCulture)); break;
+            case ulong u: w.WriteNumberValue(u); break;
+            case float or double or decimal: w.WriteNumberValue(Convert.ToDouble(v, CultureInfo.InvariantCulture)); break;
+            case System.Numerics.BigInteger bi: w.WriteRawValue(bi.ToString(CultureInfo.InvariantCulture)); break;
+            case byte[] bytes: w.WriteBase64StringValue(bytes); break;
+            case DateTime or DateTimeOffset: w.WriteStringValue(FormatTime(v)); break;
+            case string s: w.WriteStringValue(s); break;
+            case IDictionary d:
+                w.WriteStartObject();
+                foreach (DictionaryEntry e in d)
+                {
+                    w.WritePropertyName(Convert.ToString(e.Key, CultureInfo.InvariantCulture) ?? "");
+                    JsonValue(w, e.Value);
+                }
+                w.WriteEndObject();
+                break;
+            case IEnumerable list:
+                w.WriteStartArray();
+                foreach (var item in list)
+                    JsonValue(w, item);
+                w.WriteEndArray();
+                break;
+            default: w.WriteStringValue(Convert.ToString(v, CultureInfo.InvariantCulture)); break;
+        }
+    }
+}

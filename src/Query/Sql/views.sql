@@ -1,0 +1,315 @@
+-- Reconstructions: the on-call questions as SQL views over the event and snapshot views.
+-- Every view carries `recording` (the manifest's recording_id) and `node`, so that several
+-- recordings opened together stay apart. `forensics drops|nat|connects|flow` print these views.
+
+-- cluster_cidrs: what counts as inside the cluster. Per recording: the manifest's
+-- config.exclude_cidrs (the CIDRs the connect probe filters in the kernel, like Tetragon's
+-- NotDAddr: pod CIDR, service CIDR, loopback), every endpoint and service address of the
+-- snapshot tables, and loopback; plus CIDRs given with --cluster-cidr (recording NULL: all).
+CREATE VIEW cluster_cidrs AS
+    SELECT recording, cidr, source FROM manifest_cidrs
+    UNION ALL SELECT DISTINCT recording, ip, 'endpoints' FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
+    UNION ALL SELECT DISTINCT recording, ipv6, 'endpoints' FROM endpoints WHERE ipv6 IS NOT NULL AND ipv6 <> ''
+    UNION ALL SELECT DISTINCT recording, cluster_ip, 'services' FROM services WHERE cluster_ip IS NOT NULL AND cluster_ip <> ''
+    UNION ALL SELECT NULL, '127.0.0.0/8', 'loopback'
+    UNION ALL SELECT NULL, '::1/128', 'loopback';
+
+-- fx_in_cluster(addr [, rec := recording]): whether addr lies in the cluster (see the view cluster_cidrs).
+CREATE MACRO fx_in_cluster(p_addr, rec := NULL) AS
+    EXISTS (SELECT 1 FROM cluster_cidrs c WHERE (rec IS NULL OR c.recording IS NULL OR c.recording = rec) AND fx_in_cidr(p_addr, c.cidr));
+
+-- endpoint_addrs: one row per (recording, address) -> the endpoint (pod) that owns it.
+CREATE VIEW endpoint_addrs AS
+    SELECT recording, addr, any_value(endpoint_id) AS endpoint_id, any_value(namespace) AS namespace, any_value(pod) AS pod,
+           any_value(identity) AS identity, any_value(netns_ino) AS netns_ino
+    FROM (SELECT recording, ip AS addr, * EXCLUDE (recording) FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
+          UNION ALL SELECT recording, ipv6 AS addr, * EXCLUDE (recording) FROM endpoints WHERE ipv6 IS NOT NULL AND ipv6 <> '')
+    GROUP BY recording, addr;
+
+-- service_ports: one row per (recording, virtual IP, port, protocol) -> namespace/name.
+CREATE VIEW service_ports AS
+    SELECT recording, cluster_ip, port, lower(protocol) AS protocol, any_value(service_id) AS service_id,
+           any_value(namespace || '/' || name) AS service
+    FROM services WHERE cluster_ip IS NOT NULL GROUP BY ALL;
+
+-- drops_resolved: every datapath drop with its source and destination workload
+-- (namespace/pod by address from the endpoints snapshot, identity and its labels).
+CREATE VIEW drops_resolved AS
+    SELECT d.recording, d.node, d.time, d.ktime_ns,
+           s.namespace AS src_namespace, s.pod AS src_pod, d.src_identity,
+           fx_identity_labels(d.src_identity, rec := d.recording) AS src_labels, d.src_ip, d.src_port,
+           t.namespace AS dst_namespace, t.pod AS dst_pod, d.dst_identity,
+           fx_identity_labels(d.dst_identity, rec := d.recording) AS dst_labels, d.dst_ip, d.dst_port,
+           d.protocol, d.tcp_flags, d.reason,
+           coalesce(nullif(d.reason_name, ''), fx_drop_reason(d.reason)) AS reason_name,
+           d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state
+    FROM "drop" d
+    LEFT JOIN endpoint_addrs s ON s.recording = d.recording AND s.addr = d.src_ip
+    LEFT JOIN endpoint_addrs t ON t.recording = d.recording AND t.addr = d.dst_ip;
+
+-- drops_between(since, until): drops_by_workload over a time window (NULL: open).
+-- source/destination: namespace/pod when the address is an endpoint's, else the identity's
+-- labels (reserved:world, ...), else the address (identity 0: unknown).
+CREATE MACRO drops_between(since, until) AS TABLE
+    SELECT recording, node,
+           coalesce(src_namespace || '/' || src_pod, CASE WHEN src_identity <> 0 THEN src_labels END, src_ip) AS source,
+           src_namespace, src_pod, src_identity, src_labels,
+           coalesce(dst_namespace || '/' || dst_pod, CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
+           dst_namespace, dst_pod, dst_identity, dst_labels,
+           dst_port, protocol, reason, reason_name,
+           count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
+    FROM drops_resolved
+    WHERE (since IS NULL OR time >= CAST(since AS TIMESTAMPTZ)) AND (until IS NULL OR time < CAST(until AS TIMESTAMPTZ))
+    GROUP BY ALL
+    ORDER BY count DESC, first_seen;
+
+-- drops_by_workload: who was dropped where and why: source and destination workload,
+-- identity, port, protocol, reason, how often, first and last seen.
+CREATE VIEW drops_by_workload AS SELECT * FROM drops_between(NULL, NULL);
+
+-- nat_mappings: every translation seen, one row per flow that used it.
+--   mapping 'service': original = service VIP:port, translated = backend, client = who connected.
+--   mapping 'snat':    original = pod address:port,  translated = node address:port, destination = outside peer.
+-- packets counts forward translations, replies the reverse translations of the same flow.
+CREATE VIEW nat_mappings AS
+    WITH fwd AS (
+        SELECT recording, node, protocol,
+               CASE nat_kind WHEN 'dnat' THEN 'service' ELSE 'snat' END AS mapping,
+               orig_src_ip AS client_ip, orig_src_port AS client_port,
+               CASE nat_kind WHEN 'dnat' THEN orig_dst_ip ELSE orig_src_ip END AS orig_ip,
+               CASE nat_kind WHEN 'dnat' THEN orig_dst_port ELSE orig_src_port END AS orig_port,
+               CASE nat_kind WHEN 'dnat' THEN xlated_dst_ip ELSE xlated_src_ip END AS xlated_ip,
+               CASE nat_kind WHEN 'dnat' THEN xlated_dst_port ELSE xlated_src_port END AS xlated_port,
+               CASE nat_kind WHEN 'dnat' THEN xlated_dst_ip ELSE orig_dst_ip END AS dst_ip,
+               CASE nat_kind WHEN 'dnat' THEN xlated_dst_port ELSE orig_dst_port END AS dst_port,
+               service_id, time
+        FROM nat WHERE nat_kind IN ('dnat', 'snat')),
+    rev AS (
+        -- reverse translations, rewritten to the forward flow they belong to
+        SELECT recording, protocol,
+               CASE nat_kind WHEN 'rev-dnat' THEN 'service' ELSE 'snat' END AS mapping,
+               xlated_dst_ip AS client_ip, xlated_dst_port AS client_port,
+               CASE nat_kind WHEN 'rev-dnat' THEN xlated_src_ip ELSE xlated_dst_ip END AS orig_ip,
+               CASE nat_kind WHEN 'rev-dnat' THEN xlated_src_port ELSE xlated_dst_port END AS orig_port,
+               CASE nat_kind WHEN 'rev-dnat' THEN orig_src_ip ELSE orig_dst_ip END AS xlated_ip,
+               CASE nat_kind WHEN 'rev-dnat' THEN orig_src_port ELSE orig_dst_port END AS xlated_port,
+               orig_src_ip AS dst_ip, orig_src_port AS dst_port, count(*) AS replies, max(time) AS last_reply
+        FROM nat WHERE nat_kind IN ('rev-dnat', 'rev-snat') GROUP BY ALL),
+    flows AS (
+        SELECT recording, node, mapping, protocol, client_ip, client_port, orig_ip, orig_port, xlated_ip, xlated_port, dst_ip, dst_port,
+               max(service_id) AS service_id, count(*) AS packets, min(time) AS first_seen, max(time) AS last_seen
+        FROM fwd GROUP BY ALL)
+    SELECT f.recording, f.node, f.mapping, f.protocol,
+           fx_addr(f.client_ip, f.client_port) AS client, c.namespace || '/' || c.pod AS client_pod,
+           fx_addr(f.orig_ip, f.orig_port) AS original, fx_addr(f.xlated_ip, f.xlated_port) AS translated,
+           fx_addr(f.dst_ip, f.dst_port) AS destination,
+           CASE f.mapping WHEN 'service' THEN coalesce(sp.service, (SELECT any_value(s.namespace || '/' || s.name) FROM services s WHERE s.recording = f.recording AND s.service_id = f.service_id AND f.service_id <> 0)) END AS service,
+           CASE f.mapping WHEN 'service' THEN b.namespace || '/' || b.pod END AS backend_pod,
+           f.packets, coalesce(r.replies, 0) AS replies, f.first_seen, greatest(f.last_seen, r.last_reply) AS last_seen,
+           f.client_ip, f.client_port, f.orig_ip, f.orig_port, f.xlated_ip, f.xlated_port, f.dst_ip, f.dst_port, f.service_id
+    FROM flows f
+    LEFT JOIN rev r ON r.recording = f.recording AND r.mapping = f.mapping AND r.protocol = f.protocol
+        AND r.client_ip = f.client_ip AND r.client_port = f.client_port AND r.orig_ip = f.orig_ip AND r.orig_port = f.orig_port
+        AND r.xlated_ip = f.xlated_ip AND r.xlated_port = f.xlated_port AND r.dst_ip = f.dst_ip AND r.dst_port = f.dst_port
+    LEFT JOIN endpoint_addrs c ON c.recording = f.recording AND c.addr = f.client_ip
+    LEFT JOIN endpoint_addrs b ON b.recording = f.recording AND b.addr = f.xlated_ip AND f.mapping = 'service'
+    LEFT JOIN service_ports sp ON sp.recording = f.recording AND f.mapping = 'service' AND sp.cluster_ip = f.orig_ip AND sp.port = f.orig_port AND sp.protocol = lower(f.protocol)
+    ORDER BY f.first_seen;
+
+-- processes: one row per process image (exec_id): the exec seen by the probe wins over one found in /proc.
+CREATE VIEW processes AS
+    SELECT * FROM exec QUALIFY row_number() OVER (PARTITION BY recording, exec_id ORDER BY procfs, time) = 1;
+
+-- connects_resolved: every connect with its process (exec by exec_id: binary, arguments) and
+-- its end (exit by exec_id: code or signal); *_missing says why a link is absent.
+CREATE VIEW connects_resolved AS
+    SELECT c.recording, c.node, c.time, c.namespace, c.pod, c.pid, c.exec_id,
+           coalesce(e."binary", c."binary", x."binary") AS "binary", e.arguments, c.comm, c.connect_kind, c.protocol,
+           c.src_ip, c.src_port, c.dst_ip, c.dst_port, fx_addr(c.dst_ip, c.dst_port) AS destination,
+           NOT fx_in_cluster(c.dst_ip, rec := c.recording) AS external,
+           e.time AS exec_time, x.time AS exit_time, x.exit_code, x.signal,
+           c.netns_ino, e.netns_ino AS exec_netns_ino, c.ktime_ns,
+           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
+                WHEN e.exec_id IS NULL THEN 'no exec event for this exec_id (started before the recording?)' END AS exec_missing,
+           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
+                WHEN x.exec_id IS NULL THEN 'no exit event (still running when the recording stopped?)' END AS exit_missing
+    FROM connect c
+    LEFT JOIN processes e ON e.recording = c.recording AND e.exec_id = c.exec_id
+    LEFT JOIN exit x ON x.recording = c.recording AND x.exec_id = c.exec_id;
+
+-- external_connects: connects leaving the cluster (destination outside cluster_cidrs) by
+-- process: pod, binary, arguments, destination, when, and the process's exit code or signal.
+CREATE VIEW external_connects AS
+    SELECT recording, node, time, namespace, pod, pid, "binary", arguments, connect_kind, protocol,
+           fx_addr(src_ip, src_port) AS source, destination, exit_code, signal, exit_time, exec_time,
+           exec_missing, exit_missing, exec_id, src_ip, src_port, dst_ip, dst_port
+    FROM connects_resolved WHERE external ORDER BY time;
+
+-- fx_tuple_key(proto, ip1, port1, ip2, port2): a direction-free key of a 5-tuple.
+CREATE MACRO fx_tuple_key(proto, ip1, port1, ip2, port2) AS
+    lower(proto) || ' ' || least(fx_addr(ip1, port1), fx_addr(ip2, port2)) || ' ' || greatest(fx_addr(ip1, port1), fx_addr(ip2, port2));
+
+-- flow_aliases: the tuples NAT made of a flow, mapped to the flow's tuple as the client sent it
+-- (before DNAT and SNAT): dnat/snat translate orig -> xlated, rev-dnat/rev-snat xlated <- orig.
+CREATE VIEW flow_aliases AS
+    SELECT recording, node, alias_key, any_value(flow_key) AS flow_key FROM (
+        SELECT recording, node,
+               CASE WHEN nat_kind IN ('dnat', 'snat') THEN fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port)
+                    ELSE fx_tuple_key(protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port) END AS alias_key,
+               CASE WHEN nat_kind IN ('dnat', 'snat') THEN fx_tuple_key(protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port)
+                    ELSE fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port) END AS flow_key
+        FROM nat)
+    WHERE alias_key <> flow_key GROUP BY ALL;
+
+-- flow_observations: every event about a 5-tuple in one shape, keyed by the flow's client-side tuple.
+CREATE VIEW flow_observations AS
+    WITH obs AS (
+        SELECT recording, node, time, ktime_ns, 'trace' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
+               obs_point, direction, endpoint_id, ct_state AS state, NULL::VARCHAR AS action, NULL::VARCHAR AS match,
+               NULL::UINTEGER AS reason, NULL::VARCHAR AS reason_name, NULL::VARCHAR AS nat_kind,
+               NULL::VARCHAR AS xlated_src, NULL::VARCHAR AS xlated_dst, NULL::UBIGINT AS exec_id, NULL::UINTEGER AS netns_ino,
+               NULL::VARCHAR AS "binary", NULL::UINTEGER AS pid
+        FROM trace
+        UNION ALL BY NAME
+        SELECT recording, node, time, ktime_ns, 'policy' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
+               obs_point, direction, endpoint_id, action, match FROM policy
+        UNION ALL BY NAME
+        SELECT recording, node, time, ktime_ns, 'drop' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
+               obs_point, direction, endpoint_id, ct_state AS state, reason,
+               coalesce(nullif(reason_name, ''), fx_drop_reason(reason)) AS reason_name FROM "drop"
+        UNION ALL BY NAME
+        SELECT recording, node, time, ktime_ns, nat_kind AS step, protocol, orig_src_ip AS src_ip, orig_src_port AS src_port,
+               orig_dst_ip AS dst_ip, orig_dst_port AS dst_port, obs_point, direction, endpoint_id, nat_kind,
+               fx_addr(xlated_src_ip, xlated_src_port) AS xlated_src, fx_addr(xlated_dst_ip, xlated_dst_port) AS xlated_dst FROM nat
+        UNION ALL BY NAME
+        SELECT recording, node, time, ktime_ns, 'kdrop' AS step, protocol, src_ip, src_port, dst_ip, dst_port,
+               reason, reason_name || ' in ' || "function" AS reason_name, netns_ino FROM kdrop
+        UNION ALL BY NAME
+        SELECT recording, node, time, ktime_ns, 'connect' AS step, protocol, src_ip, src_port, dst_ip, dst_port,
+               connect_kind AS state, exec_id, netns_ino, "binary", pid FROM connect)
+    SELECT o.*, coalesce(a.flow_key, fx_tuple_key(o.protocol, o.src_ip, o.src_port, o.dst_ip, o.dst_port)) AS flow_key
+    FROM obs o
+    LEFT JOIN flow_aliases a ON a.recording = o.recording AND a.node = o.node
+        AND a.alias_key = fx_tuple_key(o.protocol, o.src_ip, o.src_port, o.dst_ip, o.dst_port);
+
+-- flow_events: flow_observations split into flow instances. A 5-tuple can be reused; an
+-- instance starts at a connect (the process side) and takes every later event of the same
+-- tuple (by kernel time on the same node) until the next connect; events of a tuple with no
+-- connect before them form one instance that starts at their first event.
+CREATE VIEW flow_events AS
+    WITH starts AS (
+        SELECT recording, node, flow_key, ktime_ns AS start_ns FROM flow_observations WHERE step = 'connect'),
+    assigned AS (
+        SELECT o.*, s.start_ns FROM flow_observations o
+        ASOF LEFT JOIN starts s ON s.recording = o.recording AND s.node = o.node AND s.flow_key = o.flow_key AND o.ktime_ns >= s.start_ns)
+    SELECT *, flow_key || ' @' || CAST(coalesce(start_ns, min(ktime_ns) OVER (PARTITION BY recording, node, flow_key, start_ns IS NULL)) AS VARCHAR) AS flow
+    FROM assigned;
+
+-- flow_story: one row per flow instance, the joined story
+--   process exec -> connect -> DNAT/SNAT -> policy verdicts -> delivered or dropped (reason) -> process exit,
+-- exact on the 5-tuple (through NAT), the node's kernel time, and the network namespace (connect vs exec).
+-- `missing` names every link that could not be made, and why. When no connect links a process,
+-- `process_candidates` lists the processes alive in the client's network namespace when the flow
+-- began: a lead to follow, not a link.
+CREATE VIEW flow_story AS
+    WITH ev AS MATERIALIZED (SELECT * FROM flow_events),
+    first_conn AS (
+        SELECT flow, arg_min(src_ip, ktime_ns) AS c_src_ip, arg_min(src_port, ktime_ns) AS c_src_port,
+               arg_min(dst_ip, ktime_ns) AS c_dst_ip, arg_min(dst_port, ktime_ns) AS c_dst_port,
+               min(time) AS connect_time, arg_min(exec_id, ktime_ns) AS exec_id, arg_min(netns_ino, ktime_ns) AS netns_ino,
+               arg_min("binary", ktime_ns) AS c_binary, arg_min(pid, ktime_ns) AS c_pid, count(*) AS connects
+        FROM ev WHERE step = 'connect' GROUP BY flow),
+    first_dnat AS (
+        SELECT flow, arg_min(src_ip, ktime_ns) AS n_src_ip, arg_min(src_port, ktime_ns) AS n_src_port,
+               arg_min(dst_ip, ktime_ns) AS n_dst_ip, arg_min(dst_port, ktime_ns) AS n_dst_port,
+               arg_min(xlated_dst, ktime_ns) AS backend, min(time) AS dnat_time
+        FROM ev WHERE step = 'dnat' GROUP BY flow),
+    first_snat AS (
+        SELECT flow, arg_min(src_ip, ktime_ns) AS s_src_ip, arg_min(src_port, ktime_ns) AS s_src_port,
+               arg_min(dst_ip, ktime_ns) AS s_dst_ip, arg_min(dst_port, ktime_ns) AS s_dst_port,
+               arg_min(xlated_src, ktime_ns) AS snat_src, min(time) AS snat_time
+        FROM ev WHERE step = 'snat' GROUP BY flow),
+    first_any AS (
+        SELECT flow, recording, node, flow_key, any_value(protocol) AS protocol,
+               arg_min(src_ip, ktime_ns) AS f_src_ip, arg_min(src_port, ktime_ns) AS f_src_port,
+               arg_min(dst_ip, ktime_ns) AS f_dst_ip, arg_min(dst_port, ktime_ns) AS f_dst_port,
+               min(time) AS first_seen, max(time) AS last_seen,
+               count(*) FILTER (WHERE step NOT IN ('connect')) AS datapath_events
+        FROM ev GROUP BY flow, recording, node, flow_key),
+    verdicts AS (
+        SELECT flow,
+               string_agg(DISTINCT direction || ' ' || action || ' (match ' || match || ', endpoint ' || endpoint_id || ')', '; ') AS verdicts,
+               bool_or(action = 'deny') AS denied
+        FROM ev WHERE step = 'policy' GROUP BY flow),
+    drops AS (
+        SELECT flow, arg_min(reason_name || ' (' || reason || ') at ' || obs_point || ' of endpoint ' || endpoint_id, ktime_ns) AS drop_reason,
+               min(time) AS drop_time, count(*) AS drops
+        FROM ev WHERE step = 'drop' GROUP BY flow),
+    kdrops AS (
+        SELECT flow, arg_min(reason_name, ktime_ns) AS kdrop_reason, count(*) AS kdrops FROM ev WHERE step = 'kdrop' GROUP BY flow),
+    base AS (
+        SELECT a.*, c.*  EXCLUDE (flow), d.* EXCLUDE (flow), s.* EXCLUDE (flow), v.* EXCLUDE (flow), dr.* EXCLUDE (flow), k.* EXCLUDE (flow),
+               coalesce(c.c_src_ip, d.n_src_ip, s.s_src_ip, a.f_src_ip) AS client_ip,
+               coalesce(c.c_src_port, d.n_src_port, s.s_src_port, a.f_src_port) AS client_port,
+               coalesce(c.c_dst_ip, d.n_dst_ip, s.s_dst_ip, a.f_dst_ip) AS server_ip,
+               coalesce(c.c_dst_port, d.n_dst_port, s.s_dst_port, a.f_dst_port) AS server_port
+        FROM first_any a
+        LEFT JOIN first_conn c USING (flow) LEFT JOIN first_dnat d USING (flow) LEFT JOIN first_snat s USING (flow)
+        LEFT JOIN verdicts v USING (flow) LEFT JOIN drops dr USING (flow) LEFT JOIN kdrops k USING (flow)),
+    delivery AS (
+        -- delivered: the packet entered the server's pod (to-endpoint, towards the server), or the server answered
+        SELECT b.flow,
+               bool_or(e.step IN ('trace', 'policy') AND e.obs_point = 'to-endpoint'
+                       AND NOT (e.src_ip = b.server_ip AND e.src_port = b.server_port)
+                       AND coalesce(e.action, 'allow') <> 'deny') AS entered,
+               bool_or(e.step IN ('trace', 'rev-dnat', 'rev-snat') AND NOT (e.src_ip = b.client_ip AND e.src_port = b.client_port)
+                       AND (e.dst_ip = b.client_ip OR e.step <> 'trace')) AS answered,
+               bool_or(e.step = 'trace' AND e.obs_point = 'from-endpoint' AND e.src_ip = b.client_ip AND e.src_port = b.client_port) AS left_pod
+        FROM base b JOIN ev e ON e.flow = b.flow GROUP BY b.flow)
+    SELECT b.recording, b.node, b.flow, b.protocol,
+           fx_addr(b.client_ip, b.client_port) AS client,
+           coalesce(p.namespace || '/' || p.pod, ca.namespace || '/' || ca.pod) AS client_pod,
+           fx_addr(b.server_ip, b.server_port) AS server,
+           coalesce(sa.namespace || '/' || sa.pod, sp.service) AS server_workload,
+           coalesce(p.pid, b.c_pid) AS pid, coalesce(p."binary", b.c_binary, x."binary") AS "binary", p.arguments, p.time AS exec_time,
+           b.connect_time,
+           CASE WHEN b.backend IS NOT NULL THEN fx_addr(b.server_ip, b.server_port) || ' -> ' || b.backend END AS dnat,
+           b.dnat_time,
+           CASE WHEN b.snat_src IS NOT NULL THEN fx_addr(b.s_src_ip, b.s_src_port) || ' -> ' || b.snat_src END AS snat,
+           b.snat_time,
+           b.verdicts AS policy,
+           CASE WHEN b.drops > 0 THEN 'dropped'
+                WHEN b.kdrops > 0 THEN 'dropped by the kernel'
+                WHEN dl.entered OR dl.answered THEN 'delivered'
+                WHEN dl.left_pod THEN 'forwarded (left the pod, no answer seen)'
+                ELSE 'unknown' END AS outcome,
+           coalesce(b.drop_reason, b.kdrop_reason) AS drop_reason, b.drop_time,
+           x.exit_code, x.signal, x.time AS exit_time,
+           b.first_seen, b.last_seen,
+           -- not a link: processes alive in the client's network namespace (or pod) when the flow began
+           CASE WHEN b.exec_id IS NULL AND (ca.netns_ino IS NOT NULL OR ca.pod IS NOT NULL) THEN (
+               SELECT string_agg(DISTINCT coalesce(pp."binary", pp.comm) || ' (pid ' || pp.pid || ')', ', ')
+               FROM processes pp LEFT JOIN exit xx ON xx.recording = pp.recording AND xx.exec_id = pp.exec_id
+               WHERE pp.recording = b.recording AND pp.node = b.node
+                 AND ((ca.netns_ino IS NOT NULL AND pp.netns_ino = ca.netns_ino) OR (ca.netns_ino IS NULL AND pp.pod = ca.pod AND pp.namespace = ca.namespace))
+                 AND pp.time <= b.first_seen AND (xx.time IS NULL OR xx.time >= b.first_seen)) END AS process_candidates,
+           list_filter([
+               CASE WHEN b.connects IS NULL THEN 'connect: none recorded (in-cluster destinations are filtered in the kernel), so no process is linked' END,
+               CASE WHEN b.connects IS NOT NULL AND b.exec_id IS NULL THEN 'exec: the connect carries no exec_id' END,
+               CASE WHEN b.exec_id IS NOT NULL AND p.exec_id IS NULL THEN 'exec: not recorded (the process started before the recording)' END,
+               CASE WHEN p.exec_id IS NOT NULL AND b.netns_ino IS NOT NULL AND p.netns_ino <> b.netns_ino THEN 'netns: the process connected from another network namespace than it was started in' END,
+               CASE WHEN sp.service IS NOT NULL AND b.backend IS NULL THEN 'dnat: the server is a service address but no translation was recorded' END,
+               CASE WHEN b.datapath_events = 0 THEN 'datapath: no packet of this flow was seen' END,
+               CASE WHEN b.datapath_events > 0 AND b.verdicts IS NULL THEN 'policy: no verdict recorded' END,
+               CASE WHEN b.datapath_events > 0 AND b.drops IS NULL AND b.kdrops IS NULL AND NOT (dl.entered OR dl.answered OR dl.left_pod) THEN 'outcome: neither delivery nor drop seen' END,
+               CASE WHEN b.exec_id IS NOT NULL AND x.exec_id IS NULL THEN 'exit: none recorded (still running when the recording stopped?)' END
+           ], m -> m IS NOT NULL) AS missing,
+           b.client_ip, b.client_port, b.server_ip, b.server_port, b.exec_id, b.netns_ino, b.flow_key
+    FROM base b
+    LEFT JOIN delivery dl ON dl.flow = b.flow
+    LEFT JOIN processes p ON p.recording = b.recording AND p.exec_id = b.exec_id
+    LEFT JOIN exit x ON x.recording = b.recording AND x.exec_id = b.exec_id
+    LEFT JOIN endpoint_addrs ca ON ca.recording = b.recording AND ca.addr = b.client_ip
+    LEFT JOIN endpoint_addrs sa ON sa.recording = b.recording AND sa.addr = b.server_ip
+    LEFT JOIN service_ports sp ON sp.recording = b.recording AND sp.cluster_ip = b.server_ip AND sp.port = b.server_port AND sp.protocol = lower(b.protocol)
+    ORDER BY b.first_seen;

@@ -1,0 +1,97 @@
+using System.Diagnostics;
+using Forensics.Query.Export;
+
+namespace Forensics.Query.Tests;
+
+public sealed class ExportInfoTests : IDisposable
+{
+    private readonly TestRecording _rec = Lab.Build();
+    private readonly string _pcap = Path.Combine(Path.GetTempPath(), "fxq-" + Guid.NewGuid().ToString("N")[..8] + ".pcapng");
+
+    public void Dispose()
+    {
+        _rec.Dispose();
+        File.Delete(_pcap);
+    }
+
+    private static string Tshark(params string[] args)
+    {
+        var psi = new ProcessStartInfo("tshark") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(60_000), "tshark did not finish");
+        Assert.True(p.ExitCode == 0, $"tshark failed: {stderr.Result}");
+        return stdout.Result;
+    }
+
+    [Fact]
+    public void ExportPcap_Captures_TsharkReadsAnnotatedPackets()
+    {
+        var r = CliRunner.Run("export", _rec.Root, "--pcap", _pcap);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("2 packets written", r.Stderr, StringComparison.Ordinal);
+        var v = Tshark("-r", _pcap, "-V");
+        Assert.Contains("Frame 1:", v, StringComparison.Ordinal);
+        Assert.Contains("Frame 2:", v, StringComparison.Ordinal);
+        Assert.Contains("Internet Protocol Version 4, Src: 10.0.1.5, Dst: 10.0.1.7", v, StringComparison.Ordinal);
+        Assert.Contains("Transmission Control Protocol, Src Port: 40000, Dst Port: 8080", v, StringComparison.Ordinal);
+        Assert.Contains("forensics: capture, obs-point from-endpoint, egress, identity 1001->1002, endpoint 11", v, StringComparison.Ordinal);
+        Assert.Contains("forensics: drop, obs-point to-endpoint, ingress, drop reason 133 (Policy denied), identity 1001->1002, endpoint 12", v, StringComparison.Ordinal);
+        // interfaces per ifindex, times in ns
+        var fields = Tshark("-r", _pcap, "-T", "fields", "-e", "frame.interface_name", "-e", "frame.time_epoch", "-e", "frame.len", "-e", "frame.comment");
+        var lines = fields.TrimEnd('\n').Split('\n');
+        Assert.Equal(2, lines.Length);
+        Assert.StartsWith("ifindex 21\t", lines[0], StringComparison.Ordinal);
+        Assert.Contains(TestRecording.Start.AddTicks(1_001_002_000 / 100).ToUnixTimeSeconds().ToString(System.Globalization.CultureInfo.InvariantCulture) + ".001002000", lines[0], StringComparison.Ordinal);
+        Assert.StartsWith("ifindex 22\t", lines[1], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ExportPcap_DropsOnly_OnlyTheDroppedPacket()
+    {
+        using (var s = QuerySession.Open([_rec.Root]))
+            Assert.Equal(1, PcapExport.Write(s, _pcap, dropsOnly: true));
+        var fields = Tshark("-r", _pcap, "-T", "fields", "-e", "frame.comment");
+        Assert.Contains("drop reason 133 (Policy denied)", Assert.Single(fields.TrimEnd('\n').Split('\n')), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Info_IntactRecording_ReportsAndVerifies()
+    {
+        var r = CliRunner.Run("info", _rec.Root);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains($"recording   {_rec.RecordingId}", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("host        node-a, kernel 6.18.0-test, x86_64", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("time        2026-11-23T10:00:00.000Z -> 2026-11-23T10:01:00.000Z (60 s)", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("stopped     duration", r.Stdout, StringComparison.Ordinal);
+        Assert.Matches(@"\n  drop\s+3 rows\s+1 file\s+schema v1\n", r.Stdout);
+        Assert.Contains("loss        3 events lost", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("trace            emitted 100, lost in kernel (ring buffer full) 3, lost in user space 0", r.Stdout, StringComparison.Ordinal);
+        var files = Directory.GetFiles(_rec.Root, "*.parquet", SearchOption.AllDirectories).Length;
+        Assert.Contains($"files       {files} of {files} verified", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Info_TamperedFile_ReportedWithNonZeroExit()
+    {
+        var seg = Path.Combine(_rec.Root, "drop/node=node-a/seg-000001.parquet");
+        var bytes = File.ReadAllBytes(seg);
+        bytes[bytes.Length / 2] ^= 0x01;
+        File.WriteAllBytes(seg, bytes);
+        var r = CliRunner.Run("info", _rec.Root);
+        Assert.Equal(6, r.ExitCode);
+        Assert.Contains("TAMPERED  drop/node=node-a/seg-000001.parquet: SHA-256", r.Stdout, StringComparison.Ordinal);
+        Assert.Equal("error: files differ from the manifest (tampered or corrupted)\n", r.Stderr);
+    }
+
+    [Fact]
+    public void Info_NotARecording_OneLineError()
+    {
+        var r = CliRunner.Run("info", Path.GetTempPath());
+        Assert.Equal(7, r.ExitCode);
+        Assert.Matches(@"^error: .*not a recording \(no manifest.json\)\n$", r.Stderr);
+    }
+}
