@@ -110,6 +110,11 @@ public sealed class QuerySession : IDisposable
             session.Setup(options);
             return session;
         }
+        catch (DuckDBException e)
+        {
+            conn.Dispose();
+            throw new RecordingException($"cannot open the recording: {OneLine(e.Message)}", e);
+        }
         catch
         {
             conn.Dispose();

@@ -172,3 +172,24 @@ public sealed class SafetyTests : IDisposable
         File.WriteAllText(manifestPath, m.ToJson());
     }
 }
+
+public sealed class CorruptionTests
+{
+    [Fact]
+    public void Query_CorruptSegment_OneLineErrorNotACrash()
+    {
+        using var rec = Lab.Build();
+        var seg = Path.Combine(rec.Root, "drop/node=node-a/seg-000001.parquet");
+        var bytes = File.ReadAllBytes(seg);
+        Array.Fill(bytes, (byte)0xff, 4, bytes.Length - 8);
+        File.WriteAllBytes(seg, bytes);
+        var r = CliRunner.Run("query", rec.Root, "SELECT count(*) FROM \"drop\"");
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Matches(@"^error: [^\n]+\n$", r.Stderr);
+        var snap = Path.Combine(rec.Root, "endpoints/node=node-a/seg-000001.parquet");
+        File.WriteAllBytes(snap, new byte[64]);
+        var open = CliRunner.Run("drops", rec.Root);
+        Assert.Equal(7, open.ExitCode);
+        Assert.Matches(@"^error: cannot open the recording: [^\n]+\n$", open.Stderr);
+    }
+}
