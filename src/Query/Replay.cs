@@ -51,10 +51,15 @@ public static class Replay
         {
             var where = Where(table, filter);
             var order = QuerySession.EventTables.ToList().IndexOf(table);
-            foreach (var row in session.Rows($"SELECT *, epoch_ns(time) AS __time_ns FROM {SqlTypes.Ident(table)}{where} ORDER BY ALL"))
+            foreach (var row in session.Rows($"SELECT * FROM {SqlTypes.Ident(table)}{where} ORDER BY ALL"))
             {
-                var ns = Convert.ToInt64(row["__time_ns"], CultureInfo.InvariantCulture);
-                row.Remove("__time_ns");
+                // The UTC time orders events across nodes; the kernel time (ns) orders them within one.
+                var ns = row["time"] switch
+                {
+                    DateTime dt => (dt.ToUniversalTime().Ticks - DateTime.UnixEpoch.Ticks) * 100,
+                    DateTimeOffset dto => (dto.UtcTicks - DateTime.UnixEpoch.Ticks) * 100,
+                    _ => 0L,
+                };
                 var k = row.TryGetValue("ktime_ns", out var kt) && kt is not null ? Convert.ToUInt64(kt, CultureInfo.InvariantCulture) : 0;
                 events.Add((ns, k, order, (string?)row["node"] ?? "", table, (string)row["recording"]!, row));
             }
