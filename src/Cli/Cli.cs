@@ -22,6 +22,8 @@ public static class Cli
     {
         var root = new RootCommand("forensics: record what the eBPF datapath and tracing probes see, query it later");
         root.Subcommands.Add(DoctorCommand.Build());
+        root.Subcommands.Add(BundleCommand.Build());
+        root.Subcommands.Add(VerifyCommand.Build());
         return root;
     }
 

@@ -69,10 +69,15 @@ public static class BundleReader
     /// <summary>Verifies a bundle without extracting anything.</summary>
     public static VerifyReport Verify(string path, VerifyOptions? options = null) => Scan(path, options ?? new(), null);
 
-    /// <summary>Verifies and extracts into a new private temporary folder (0700).</summary>
-    public static OpenedBundle Open(string path, VerifyOptions? options = null)
+    /// <summary>
+    /// Verifies and extracts into a new private folder (0700) under <paramref name="parent"/>
+    /// (default: the system temporary folder).
+    /// </summary>
+    public static OpenedBundle Open(string path, VerifyOptions? options = null, string? parent = null)
     {
-        var dir = System.IO.Directory.CreateTempSubdirectory("forensics-bundle-").FullName;
+        var dir = parent is null
+            ? System.IO.Directory.CreateTempSubdirectory("forensics-bundle-").FullName
+            : System.IO.Directory.CreateDirectory(Path.Combine(parent, "forensics-bundle-" + Guid.NewGuid().ToString("N")[..12])).FullName;
         try
         {
             if (!OperatingSystem.IsWindows())
@@ -237,10 +242,10 @@ public static class BundleReader
                     continue;
                 }
                 // Extract only when the manifest has vouched for this file and its size is right.
-                var target = manifest is not null && h.Size == want2.Bytes ? h.Name : null;
+                var target = extractTo is not null && manifest is not null && h.Size == want2.Bytes ? h.Name : null;
                 var hash = HashData(h, target);
                 _seen.Add(new Seen(h.Name, h.Size, hash, true));
-                if (hash != want2.Sha256 && target is not null)
+                if (hash != want2.Sha256 && h.Size == want2.Bytes)
                 {
                     throw new BundleException(BundleError.FileChanged, $"{h.Name} changed: SHA-256 {hash} differs from the manifest's {want2.Sha256}");
                 }
@@ -389,11 +394,16 @@ public static class BundleReader
             {
                 throw new BundleException(BundleError.Unsafe, $"entry {BundleIndex.Quote(h.Name)} appears twice: refused");
             }
+            return new Header(h.Name, h.Size, h.MTime, offset);
+        }
+
+        /// <summary>Before reading an entry's data: it must fit in what is left of the file.</summary>
+        private void CheckFits(Header h)
+        {
             if (h.Size > _length - _pos)
             {
                 throw new BundleException(BundleError.Truncated, $"truncated: entry {h.Name} declares {h.Size} bytes but the file ends {_length - _pos} bytes later");
             }
-            return new Header(h.Name, h.Size, h.MTime, offset);
         }
 
         private void CheckCanonical(Header h, long mtime, long offset)
@@ -437,6 +447,7 @@ public static class BundleReader
             {
                 throw new BundleException(BundleError.SizeExceeded, $"entry {h.Name} declares {h.Size} bytes, more than the {max} allowed");
             }
+            CheckFits(h);
             var data = new byte[h.Size];
             ReadExact(data, h.Name);
             Padding(h);
@@ -445,6 +456,7 @@ public static class BundleReader
 
         private string HashData(Header h, string? extractName)
         {
+            CheckFits(h);
             using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             using var output = extractName is null ? null : CreateOutput(extractName);
             var buf = new byte[1 << 16];

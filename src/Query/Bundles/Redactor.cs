@@ -29,9 +29,10 @@ internal static partial class Redactor
         var touched = new SortedSet<string>(StringComparer.Ordinal);
         using var conn = new DuckDBConnection("DataSource=:memory:");
         conn.Open();
-        if (argRegexes.Count > 0 || options.DropEnv)
+        var argsRewritten = argRegexes.Count > 0 || options.DropEnv || pan is not null;
+        if (argsRewritten)
         {
-            conn.RegisterScalarFunction<string, string>("fx_redact_args", s => RedactArguments(s, argRegexes, options.DropEnv)!);
+            conn.RegisterScalarFunction<string, string>("fx_redact_args", s => RedactArguments(s, argRegexes, options.DropEnv, pan)!);
         }
         if (pan is not null)
         {
@@ -49,7 +50,7 @@ internal static partial class Redactor
                 string? expr = null;
                 var isText = type == "VARCHAR";
                 var isTextList = type == "VARCHAR[]";
-                if (table == "exec" && col == "arguments" && isText && (argRegexes.Count > 0 || options.DropEnv))
+                if (table == "exec" && col == "arguments" && isText && argsRewritten)
                 {
                     expr = $"fx_redact_args({q})";
                 }
@@ -134,7 +135,7 @@ internal static partial class Redactor
                 {
                     ["method"] = "Crypto-PAn prefix-preserving (AES-128), IPv4 and IPv6; CIDRs keep their prefix length",
                     ["key"] = "random, used for this bundle only, not stored",
-                    ["columns"] = "every text column named ip, *_ip, *_ips, *addr, *address, *cidr, *cidrs, and manifest config.exclude_cidrs",
+                    ["columns"] = "every text column named ip, *_ip, *_ips, *addr, *address, *cidr, *cidrs; IP literals inside exec.arguments; manifest config.exclude_cidrs",
                 };
             }
             if (options.Exclude.Count > 0)
@@ -151,7 +152,7 @@ internal static partial class Redactor
     /// pattern has capture groups, each captured group within the match (Tetragon's redactionFilters
     /// semantics). With <paramref name="dropEnv"/>, every VAR=value word keeps VAR= and loses its value.
     /// </summary>
-    public static string? RedactArguments(string? args, IReadOnlyList<Regex> patterns, bool dropEnv)
+    public static string? RedactArguments(string? args, IReadOnlyList<Regex> patterns, bool dropEnv, CryptoPan? pan = null)
     {
         if (args is null)
         {
@@ -184,6 +185,10 @@ internal static partial class Redactor
         if (dropEnv)
         {
             args = EnvAssignment().Replace(args, m => m.Groups[1].Value + "=" + Mask);
+        }
+        if (pan is not null)
+        {
+            args = IpLiteral().Replace(args, m => System.Net.IPAddress.TryParse(m.Value, out _) ? pan.AnonymizeText(m.Value) : m.Value);
         }
         return args;
     }
@@ -230,6 +235,10 @@ internal static partial class Redactor
     private static string Lit(string s) => "'" + s.Replace("'", "''", StringComparison.Ordinal) + "'";
 
     private static string Ident(string s) => "\"" + s.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
+
+    /// <summary>An IPv4 or IPv6 literal (validated by IPAddress.TryParse before it is replaced).</summary>
+    [GeneratedRegex(@"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?![\w:]|\.\d)")]
+    private static partial Regex IpLiteral();
 
     [GeneratedRegex(@"(?<![^\s])([A-Za-z_][A-Za-z0-9_]*)=\S*")]
     private static partial Regex EnvAssignment();

@@ -30,8 +30,8 @@ internal static class Tar
         Put(h, 100, 8, "0000644");
         Put(h, 108, 8, "0000000");
         Put(h, 116, 8, "0000000");
-        Put(h, 124, 12, size.ToString("o11", CultureInfo.InvariantCulture));
-        Put(h, 136, 12, mtime.ToString("o11", CultureInfo.InvariantCulture));
+        Put(h, 124, 12, Oct(size, 11));
+        Put(h, 136, 12, Oct(mtime, 11));
         h[156] = (byte)'0';
         Put(h, 257, 6, "ustar");
         h[263] = (byte)'0';
@@ -40,7 +40,7 @@ internal static class Tar
         Put(h, 337, 8, "0000000");
         Put(h, 345, 155, prefix);
         var sum = Checksum(h);
-        Put(h, 148, 8, sum.ToString("o6", CultureInfo.InvariantCulture));
+        Put(h, 148, 8, Oct(sum, 6));
         h[155] = (byte)' ';
         return h;
     }
@@ -140,6 +140,12 @@ internal static class Tar
             }
         }
         throw new ArgumentException($"path too long for a bundle (ustar): {name}", nameof(name));
+    }
+
+    private static string Oct(long v, int digits)
+    {
+        var s = Convert.ToString(v, 8).PadLeft(digits, '0');
+        return s.Length == digits ? s : throw new ArgumentOutOfRangeException(nameof(v), $"{v} does not fit {digits} octal digits");
     }
 
     private static void Put(byte[] h, int at, int len, string value)
