@@ -27,6 +27,7 @@ internal static partial class Redactor
         using var pan = options.AnonymizeIps ? CryptoPan.WithRandomKey() : null;
         var sources = new List<BundleWriter.SourceFile>();
         var touched = new SortedSet<string>(StringComparer.Ordinal);
+        var typeChanges = new SortedSet<string>(StringComparer.Ordinal);
         using var conn = new DuckDBConnection("DataSource=:memory:");
         conn.Open();
         var argsRewritten = argRegexes.Count > 0 || options.DropEnv || pan is not null;
@@ -87,6 +88,16 @@ internal static partial class Redactor
                     $"TO {Lit(dst)} (FORMAT parquet, COMPRESSION zstd{(kv.Length > 0 ? ", KV_METADATA {" + kv + "}" : "")})";
                 cmd.ExecuteNonQuery();
             }
+            // DuckDB 1.5 has no nanosecond UTC timestamp: a timestamp[ns,UTC] column comes back in
+            // microseconds. Say so in the manifest rather than change a type silently.
+            var before = PhysicalTypes(conn, src);
+            foreach (var (col, t) in PhysicalTypes(conn, dst))
+            {
+                if (before.TryGetValue(col, out var old) && old != t)
+                {
+                    typeChanges.Add($"{table}.{col}: {old} -> {t}");
+                }
+            }
             var bytes = new FileInfo(dst).Length;
             var sha = BundleWriter.HashFile(dst);
             file["bytes"] = bytes;
@@ -137,6 +148,10 @@ internal static partial class Redactor
                     ["key"] = "random, used for this bundle only, not stored",
                     ["columns"] = "every text column named ip, *_ip, *_ips, *addr, *address, *cidr, *cidrs; IP literals inside exec.arguments; manifest config.exclude_cidrs",
                 };
+            }
+            if (typeChanges.Count > 0)
+            {
+                red["type_changes"] = new JsonArray(typeChanges.Select(t => (JsonNode)t).ToArray());
             }
             if (options.Exclude.Count > 0)
             {
@@ -212,6 +227,19 @@ internal static partial class Redactor
             list.Add((r.GetString(0), r.GetString(1)));
         }
         return list;
+    }
+
+    private static Dictionary<string, string> PhysicalTypes(DuckDBConnection conn, string file)
+    {
+        using var cmd = conn.CreateCommand();
+        cmd.CommandText = $"SELECT name, concat_ws(' ', type, logical_type, converted_type) FROM parquet_schema({Lit(file)}) WHERE type IS NOT NULL";
+        using var r = cmd.ExecuteReader();
+        var d = new Dictionary<string, string>(StringComparer.Ordinal);
+        while (r.Read())
+        {
+            d[r.GetString(0)] = r.IsDBNull(1) ? "" : r.GetString(1);
+        }
+        return d;
     }
 
     private static string KvMetadata(DuckDBConnection conn, string file)

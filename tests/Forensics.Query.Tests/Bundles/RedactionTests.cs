@@ -85,6 +85,18 @@ public sealed class RedactionTests
         Assert.NotNull(red["drop_env"]);
         Assert.Contains("not stored", (string)red["anonymize_ips"]!["key"]!, StringComparison.Ordinal);
         Assert.Contains("drop.src_ip", red["columns_rewritten"]!.AsArray().Select(c => (string)c!));
+        // Columns no option touches keep their values and Parquet types.
+        Assert.Null(red["type_changes"]);
+        using (var same = conn.CreateCommand())
+        {
+            var orig = Path.Combine(rec.Dir, "exec/node=node-a/seg-000001.parquet");
+            var redacted = Path.Combine(opened.Directory, "exec/node=node-a/seg-000001.parquet");
+            same.CommandText = $"SELECT count(*) FROM (SELECT * EXCLUDE (arguments) FROM read_parquet('{orig}', hive_partitioning = false) " +
+                $"EXCEPT ALL SELECT * EXCLUDE (arguments) FROM read_parquet('{redacted}', hive_partitioning = false))";
+            Assert.Equal(0L, Convert.ToInt64(same.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture));
+            same.CommandText = $"SELECT count(*) FROM read_parquet('{redacted}', hive_partitioning = false)";
+            Assert.Equal(4L, Convert.ToInt64(same.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture));
+        }
         // Rewritten files keep the table stamp in their Parquet metadata.
         using var cmd = conn.CreateCommand();
         cmd.CommandText = $"SELECT decode(value) FROM parquet_kv_metadata('{opened.Directory}/exec/node=node-a/seg-000001.parquet') WHERE decode(key) = 'forensics.table'";
