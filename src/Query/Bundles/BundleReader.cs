@@ -105,6 +105,32 @@ public static class BundleReader
         return opened;
     }
 
+    /// <summary>
+    /// For reading verbs that take "a recording directory or a bundle": a directory is returned as
+    /// it is (disposing does nothing); a bundle file is verified and extracted as by
+    /// <see cref="OpenVerified"/>. Anything else throws <see cref="BundleException"/>.
+    /// </summary>
+    public static IDisposable OpenRecording(string path, out string recordingDir)
+    {
+        if (System.IO.Directory.Exists(path))
+        {
+            recordingDir = path;
+            return new NoCleanup();
+        }
+        if (!File.Exists(path))
+        {
+            throw new BundleException(BundleError.Malformed, $"{path}: no such recording directory or bundle file");
+        }
+        return OpenVerified(path, out recordingDir);
+    }
+
+    private sealed class NoCleanup : IDisposable
+    {
+        public void Dispose()
+        {
+        }
+    }
+
     internal static void DeleteTree(string dir)
     {
         try

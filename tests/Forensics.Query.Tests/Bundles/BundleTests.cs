@@ -60,6 +60,30 @@ public sealed class BundleTests
     }
 
     [Fact]
+    public void OpenRecording_DirectoryOrBundle_GivesARecordingFolder()
+    {
+        using var rec = TestRecording.Standard();
+        using var s = new Scratch();
+        var file = s.PathOf("b.fxb");
+        BundleWriter.Create(rec.Dir, file, new BundleOptions());
+        using (BundleReader.OpenRecording(rec.Dir, out var same))
+        {
+            Assert.Equal(rec.Dir, same);
+        }
+        Assert.True(Directory.Exists(rec.Dir));
+        string extracted;
+        using (BundleReader.OpenRecording(file, out extracted))
+        {
+            Assert.NotEqual(rec.Dir, extracted);
+            Assert.Equal(File.ReadAllBytes(Path.Combine(rec.Dir, "loss/node=node-a/seg-000001.parquet")),
+                File.ReadAllBytes(Path.Combine(extracted, "loss/node=node-a/seg-000001.parquet")));
+        }
+        Assert.False(Directory.Exists(extracted));
+        File.WriteAllText(s.PathOf("not-a-bundle.txt"), "hello");
+        Assert.Equal(BundleError.Truncated, Assert.Throws<BundleException>(() => BundleReader.OpenRecording(s.PathOf("not-a-bundle.txt"), out _)).Error);
+    }
+
+    [Fact]
     public void Bundle_IsPlainTarThatTarLists()
     {
         using var rec = TestRecording.Standard();
@@ -160,6 +184,32 @@ public sealed class BundleTests
         Assert.Equal("", stdout);
         Assert.StartsWith($"error: {seg.Name} changed: ", err, StringComparison.Ordinal);
         Assert.Single(err.TrimEnd('\n').Split('\n'));
+    }
+
+    [Fact]
+    public void Cli_BundleWithRedactionOptions_VerifiesAndReportsRedaction()
+    {
+        using var rec = TestRecording.Standard();
+        using var s = new Scratch();
+        var file = s.PathOf("r.fxb");
+        var (rc, _, err) = Scratch.Forensics("bundle", rec.Dir, "-o", file, "--redact-args", "-s", "--redact-args", "-la",
+            "--drop-env", "--anonymize-ips", "--exclude", "loss", "--exclude", "connect");
+        Assert.True(rc == 0, err);
+        var r = BundleReader.Verify(file);
+        Assert.Equal(["-s", "-la"], r.Manifest["redaction"]!["redact_args"]!["patterns"]!.AsArray().Select(p => (string)p!));
+        Assert.Equal(["loss", "connect"], r.Manifest["redaction"]!["excluded_tables"]!.AsArray().Select(p => (string)p!));
+        var (rc2, stdout, _) = Scratch.Forensics("verify", file);
+        Assert.Equal(0, rc2);
+        Assert.Contains("redacted: redact_args, drop_env, anonymize_ips, excluded_tables", stdout, StringComparison.Ordinal);
+
+        (rc, _, err) = Scratch.Forensics("bundle", rec.Dir);
+        Assert.Equal(2, rc);
+        Assert.StartsWith("error: give the bundle file", err, StringComparison.Ordinal);
+        (rc, _, err) = Scratch.Forensics("bundle", rec.Dir, "-o", s.PathOf("x.fxb"), "--redact-args", "(unclosed");
+        Assert.Equal(2, rc);
+        Assert.False(File.Exists(s.PathOf("x.fxb")));
+        (rc, _, _) = Scratch.Forensics("verify", s.PathOf("nonexistent.fxb"));
+        Assert.Equal(7, rc);
     }
 
     [Fact]
