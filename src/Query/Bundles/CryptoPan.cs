@@ -11,7 +11,7 @@ namespace Forensics.Query.Bundles;
 /// still work on anonymized data. The key is 32 bytes: an AES-128 key and the block that makes the pad.
 /// Thread-safe; results are cached.
 /// </summary>
-public sealed class CryptoPan : IDisposable
+public sealed partial class CryptoPan : IDisposable
 {
     private readonly Aes _aes;
     private readonly byte[] _pad = new byte[16];
@@ -125,9 +125,22 @@ public sealed class CryptoPan : IDisposable
 
     private string One(string token)
     {
+        // addr:port and [v6addr]:port keep their port.
+        var ep = EndPoint().Match(token);
+        if (ep.Success)
+        {
+            var host = ep.Groups["v4"].Success ? ep.Groups["v4"].Value : ep.Groups["v6"].Value;
+            var anon = One(host);
+            return anon == host ? token
+                : ep.Groups["v4"].Success ? $"{anon}:{ep.Groups["port"].Value}" : $"[{anon}]:{ep.Groups["port"].Value}";
+        }
         var slash = token.IndexOf('/', StringComparison.Ordinal);
         var addrText = slash < 0 ? token : token[..slash];
-        if (!IPAddress.TryParse(addrText, out var ip) || addrText.Contains('%', StringComparison.Ordinal))
+        // Strict forms only: IPAddress.TryParse also takes "10" or "0x1" as IPv4 addresses.
+        var strict = addrText.Contains(':', StringComparison.Ordinal)
+            ? !addrText.Contains('%', StringComparison.Ordinal)
+            : Dotted().IsMatch(addrText);
+        if (!strict || !IPAddress.TryParse(addrText, out var ip))
         {
             return token;
         }
@@ -152,6 +165,12 @@ public sealed class CryptoPan : IDisposable
         }
         return new IPAddress(bytes) + "/" + len.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")]
+    private static partial System.Text.RegularExpressions.Regex Dotted();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(?:(?<v4>\d{1,3}(?:\.\d{1,3}){3})|\[(?<v6>[0-9A-Fa-f:.]+)\]):(?<port>\d{1,5})$")]
+    private static partial System.Text.RegularExpressions.Regex EndPoint();
 
     public void Dispose() => _aes.Dispose();
 }

@@ -146,7 +146,7 @@ internal static partial class Redactor
                 {
                     ["method"] = "Crypto-PAn prefix-preserving (AES-128), IPv4 and IPv6; CIDRs keep their prefix length",
                     ["key"] = "random, used for this bundle only, not stored",
-                    ["columns"] = "every text column named ip, *_ip, *_ips, *addr, *address, *cidr, *cidrs; IP literals inside exec.arguments; manifest config.exclude_cidrs",
+                    ["columns"] = "every text column with a word ip, ips, ipv4, ipv6, addr(s), address(es), cidr(s), prefix(es), subnet(s), network(s), frontend(s), backend(s), vip, gateway or nexthop in its name; IP literals inside exec.arguments; manifest config.exclude_cidrs",
                 };
             }
             if (typeChanges.Count > 0)
@@ -208,11 +208,18 @@ internal static partial class Redactor
         return args;
     }
 
-    internal static bool IpColumn(string col) =>
-        col is "ip" or "ips" or "addr" or "address" or "cidr" or "cidrs"
-        || col.EndsWith("_ip", StringComparison.Ordinal) || col.EndsWith("_ips", StringComparison.Ordinal)
-        || col.EndsWith("_addr", StringComparison.Ordinal) || col.EndsWith("_address", StringComparison.Ordinal)
-        || col.EndsWith("_cidr", StringComparison.Ordinal) || col.EndsWith("_cidrs", StringComparison.Ordinal);
+    /// <summary>Words that make a text column an address column (src_ip, ipv4, to_cidr, backend_addrs, ...).</summary>
+    private static readonly HashSet<string> IpWords = new(StringComparer.Ordinal)
+    {
+        "ip", "ips", "ipv4", "ipv6", "addr", "addrs", "address", "addresses", "cidr", "cidrs", "prefix", "prefixes",
+        "subnet", "subnets", "network", "networks", "frontend", "frontends", "backend", "backends", "vip", "gateway", "nexthop",
+    };
+
+    /// <summary>
+    /// An address column: one of whose underscore-separated words names an address. Values in it
+    /// that are not addresses, CIDRs or lists of them pass through unchanged, so erring wide is safe.
+    /// </summary>
+    internal static bool IpColumn(string col) => col.Split('_').Any(IpWords.Contains);
 
     private static bool EnvColumn(string col) => col is "env" or "envs" or "environ" or "environment";
 

@@ -173,6 +173,14 @@ public sealed class RedactionTests
         var net = IPAddress.Parse(a.AnonymizeText("10.128.0.0/9").Split('/')[0]);
         Assert.True(CommonPrefix(net, a.Anonymize(IPAddress.Parse("10.200.1.1"))) >= 9);
         Assert.Equal("not-an-ip", a.AnonymizeText("not-an-ip"));
+        Assert.Equal("10", a.AnonymizeText("10"));
+        Assert.Equal(a.AnonymizeText("10.96.0.10") + ":53", a.AnonymizeText("10.96.0.10:53"));
+        Assert.Equal("[" + a.AnonymizeText("fd00::10") + "]:443", a.AnonymizeText("[fd00::10]:443"));
+        Assert.Equal("SYN, ACK", a.AnonymizeText("SYN, ACK"));
+        var list = a.AnonymizeText("10.0.0.1, 10.0.0.2").Split(", ");
+        Assert.Equal([a.AnonymizeText("10.0.0.1"), a.AnonymizeText("10.0.0.2")], list);
+        Assert.True(Redactor.IpColumn("src_ip") && Redactor.IpColumn("ipv4") && Redactor.IpColumn("to_cidr") && Redactor.IpColumn("backend_addrs"));
+        Assert.False(Redactor.IpColumn("binary") || Redactor.IpColumn("tcp_flags") || Redactor.IpColumn("description"));
     }
 
     [Fact]
