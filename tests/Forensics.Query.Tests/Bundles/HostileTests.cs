@@ -77,6 +77,21 @@ public sealed class HostileTests : IDisposable
     }
 
     [Fact]
+    public void Open_FileInIndexButNotInManifest_IsRefused()
+    {
+        // A forger adds a file to the archive and to the index (hashes consistent), but not to the manifest.
+        var extra = "exec/node=node-a/seg-000900.parquet";
+        var payload = "PAR1 not really PAR1"u8.ToArray();
+        var index = BundleIndex.Parse(_entries[0].Data);
+        var ib = (index with { Entries = [.. index.Entries, new BundleEntry(extra, payload.Length, Convert.ToHexStringLower(SHA256.HashData(payload)))] }).Serialize();
+        var root = Encoding.ASCII.GetBytes(Convert.ToHexStringLower(SHA256.HashData(ib)) + "\n");
+        var bytes = RawTar.Join(_entries.Select(e => (e.Name, e.Name switch { "index.json" => ib, "index.sha256" => root, _ => e.Data }))
+            .Append((extra, payload)), _mtime);
+        var e = Refused(bytes, BundleError.ManifestInvalid);
+        Assert.Contains($"index.json lists {extra}, which is not in the manifest", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Open_DuplicateEntry_IsRefused()
     {
         var dup = _entries[^1];

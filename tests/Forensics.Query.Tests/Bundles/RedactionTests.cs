@@ -9,7 +9,7 @@ namespace Forensics.Query.Tests.Bundles;
 public sealed class RedactionTests
 {
     private static readonly string[] Secrets = ["hunter2-S3CRET", "ghp_TOKENabc123XYZ", "AWS_SECRET_VALUE_987", "bearer-SECRET-zz9", "pg-Pa55word"];
-    private static readonly string[] OriginalIps = ["10.0.1.5", "10.0.1.77", "10.0.2.9", "203.0.113.7", "fd00::1:5"];
+    private static readonly string[] OriginalIps = ["10.0.1.5", "10.0.1.77", "10.0.2.9", "203.0.113.7", "fd00::1:5", "10.96.0.10"];
 
     private static TestRecording WithSecrets() => new TestRecording()
         .Segment("exec",
@@ -23,6 +23,10 @@ public sealed class RedactionTests
             TestRecording.Row(("src_ip", "10.0.1.5"), ("dst_ip", "10.0.2.9"), ("reason", 133), ("ip_version", 4), ("protocol", "tcp")),
             TestRecording.Row(("src_ip", "10.0.1.77"), ("dst_ip", "10.0.2.9"), ("reason", 133), ("ip_version", 4), ("protocol", "tcp")),
             TestRecording.Row(("src_ip", "fd00::1:5"), ("dst_ip", "fd00::2:9"), ("reason", 133), ("ip_version", 6), ("protocol", "tcp")))
+        .RawSegment("endpoints",
+            "SELECT * FROM (VALUES (1::UINTEGER, '10.0.1.5', 'fd00::1:5', 'app=db'), (2::UINTEGER, '10.0.2.9', NULL, 'app=web')) t(endpoint_id, ipv4, ipv6, labels)", 2)
+        .RawSegment("services",
+            "SELECT 7::UINTEGER AS service_id, '10.96.0.10:53' AS frontend, ['10.0.1.5:53', '10.0.1.77:53'] AS backends", 1)
         .Segment("trace",
             TestRecording.Row(("src_ip", "10.0.1.5"), ("dst_ip", "10.0.2.9"), ("orig_ip", "10.96.0.10")),
             TestRecording.Row(("src_ip", "10.0.1.5"), ("dst_ip", "10.0.2.9"), ("orig_ip", null)))
@@ -132,6 +136,24 @@ public sealed class RedactionTests
         Assert.Equal(CommonPrefix(IPAddress.Parse("10.0.1.5"), IPAddress.Parse("10.0.2.9")), CommonPrefix(dropSrc[0]!, dropDst[0]!));
         Assert.Equal(CommonPrefix(IPAddress.Parse("fd00::1:5"), IPAddress.Parse("fd00::2:9")), CommonPrefix(dropSrc[2]!, dropDst[2]!));
         Assert.Equal(CommonPrefix(IPAddress.Parse("10.0.1.5"), IPAddress.Parse("203.0.113.7")), CommonPrefix(connectSrc[0]!, connectDst[0]!));
+
+        // Snapshot tables (no schema file) are anonymized with the same key, addr:port and lists included.
+        var epV4 = Column(conn, opened.Directory, "endpoints", "ipv4");
+        var epV6 = Column(conn, opened.Directory, "endpoints", "ipv6");
+        Assert.Equal(dropSrc[0], epV4[0]);
+        Assert.Equal(dropDst[0], epV4[1]);
+        Assert.Equal(dropSrc[2], epV6[0]);
+        Assert.Null(epV6[1]);
+        Assert.Equal(traceOrig[0] + ":53", Column(conn, opened.Directory, "services", "frontend")[0]);
+        using (var b = conn.CreateCommand())
+        {
+            b.CommandText = $"SELECT backends[1], backends[2] FROM read_parquet('{opened.Directory}/services/*/*.parquet', hive_partitioning = false)";
+            using var r = b.ExecuteReader();
+            Assert.True(r.Read());
+            Assert.Equal(dropSrc[0] + ":53", r.GetString(0));
+            Assert.Equal(dropSrc[1] + ":53", r.GetString(1));
+        }
+        Assert.Equal(["app=db", "app=web"], Column(conn, opened.Directory, "endpoints", "labels"));
 
         // The manifest's exclude CIDR 10.0.0.0/16 is anonymized with the same key: a CIDR question still works.
         var cidr = (string)opened.Report.Manifest["config"]!["exclude_cidrs"]![0]!;

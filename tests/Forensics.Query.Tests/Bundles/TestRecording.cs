@@ -51,6 +51,22 @@ internal sealed class TestRecording : IDisposable
         return this;
     }
 
+    /// <summary>Writes a segment of a table that has no schema file yet (snapshot tables) from a SELECT.</summary>
+    public TestRecording RawSegment(string table, string select, int rows)
+    {
+        var list = _files.TryGetValue(table, out var l) ? l : _files[table] = [];
+        var rel = $"{table}/node={Node}/seg-{list.Count + 1:000000}.parquet";
+        var full = Path.Combine(Dir, rel);
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        using var conn = new DuckDBConnection("DataSource=:memory:");
+        conn.Open();
+        using var cmd = conn.CreateCommand();
+        cmd.CommandText = $"COPY ({select}) TO '{full}' (FORMAT parquet, COMPRESSION uncompressed)";
+        cmd.ExecuteNonQuery();
+        list.Add((rel, rows));
+        return this;
+    }
+
     /// <summary>Writes manifest.json listing every segment with its size and hash.</summary>
     public TestRecording Seal()
     {
