@@ -463,7 +463,7 @@ public static class BundleReader
             }
             if (_length != _pos)
             {
-                throw new BundleException(BundleError.Malformed, $"{_length - _pos} unexpected bytes after the end of the archive (appended data)");
+                throw new BundleException(BundleError.Malformed, $"{_length - _pos} unexpected byte(s) after the end of the archive (appended data)");
             }
         }
 
