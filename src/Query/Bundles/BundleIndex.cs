@@ -323,9 +323,9 @@ public static class RecordingManifest
                 var path = (string?)fo["path"] ?? throw new FormatException($"table {table}: file without path");
                 var bytes = (long?)fo["bytes"] ?? throw new FormatException($"{path}: bytes missing");
                 var sha = (string?)fo["sha256"] ?? throw new FormatException($"{path}: sha256 missing");
-                if (!BundleIndex.IsDataPath(path) || !path.StartsWith(table + "/", StringComparison.Ordinal))
+                if (!BundleIndex.IsDataPath(path))
                 {
-                    throw new FormatException($"table {table} lists unsafe or foreign path {BundleIndex.Quote(path)}");
+                    throw new FormatException($"table {table} lists unsafe path {BundleIndex.Quote(path)}");
                 }
                 if (!BundleIndex.IsSha256(sha) || bytes < 0)
                 {

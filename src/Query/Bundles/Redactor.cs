@@ -157,6 +157,11 @@ internal static partial class Redactor
             {
                 red["excluded_tables"] = new JsonArray(options.Exclude.Select(e => (JsonNode)e).ToArray());
             }
+            if (manifest["redaction"] is JsonObject earlier)
+            {
+                // Bundling an already redacted recording: keep what was done before.
+                red["earlier"] = earlier.DeepClone();
+            }
             manifest["redaction"] = red;
         }
         return sources;

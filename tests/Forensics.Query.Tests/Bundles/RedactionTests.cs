@@ -174,6 +174,25 @@ public sealed class RedactionTests
     }
 
     [Fact]
+    public void Bundle_OfRedactedRecording_KeepsEarlierRedaction()
+    {
+        using var rec = WithSecrets();
+        using var s = new Scratch();
+        var first = s.PathOf("first.fxb");
+        BundleWriter.Create(rec.Dir, first, new BundleOptions { DropEnv = true });
+        using var opened = BundleReader.Open(first, parent: s.Dir);
+        var second = s.PathOf("second.fxb");
+        BundleWriter.Create(opened.Directory, second, new BundleOptions { Exclude = ["trace"] });
+        var red = BundleReader.Verify(second).Manifest["redaction"]!;
+        Assert.Equal("trace", (string?)red["excluded_tables"]![0]);
+        Assert.NotNull(red["earlier"]!["drop_env"]);
+        // Bundling without options keeps the redaction object as it is.
+        var third = s.PathOf("third.fxb");
+        BundleWriter.Create(opened.Directory, third, new BundleOptions());
+        Assert.NotNull(BundleReader.Verify(third).Manifest["redaction"]!["drop_env"]);
+    }
+
+    [Fact]
     public void CryptoPan_SameKey_IsDeterministicAndDifferentKeysDiffer()
     {
         var key = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
