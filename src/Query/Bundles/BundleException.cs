@@ -49,5 +49,7 @@ public sealed class BundleException : Exception
 
     public BundleException(string message, Exception inner) : base(message, inner) => Error = BundleError.Malformed;
 
+    public BundleException(BundleError error, string message, Exception inner) : base(message, inner) => Error = error;
+
     public BundleError Error { get; }
 }

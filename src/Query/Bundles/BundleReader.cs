@@ -163,7 +163,20 @@ public static class BundleReader
         }
         using (fs)
         {
-            return new Scanner(fs, options, extractTo).Run();
+            try
+            {
+                return new Scanner(fs, options, extractTo).Run();
+            }
+            catch (Exception e) when (e is FormatException or System.Text.DecoderFallbackException or OverflowException
+                or System.Text.Json.JsonException or InvalidCastException or IndexOutOfRangeException)
+            {
+                // Hostile input that slipped past a specific check: still one line, still refused.
+                throw new BundleException(BundleError.Malformed, "bundle is malformed: " + e.Message, e);
+            }
+            catch (IOException e)
+            {
+                throw new BundleException(BundleError.Malformed, $"cannot read {path}: {e.Message}", e);
+            }
         }
     }
 

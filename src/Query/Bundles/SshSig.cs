@@ -111,7 +111,7 @@ public sealed class SshSig
             sr.End();
             return new SshSig(key, ns, reserved, hash, sigType, sig);
         }
-        catch (FormatException e)
+        catch (Exception e) when (e is FormatException or DecoderFallbackException or OverflowException or ArgumentException)
         {
             throw new BundleException(BundleError.SignatureBad, "index.sig is malformed: " + e.Message);
         }
@@ -311,7 +311,17 @@ internal sealed class SshReader(byte[] data)
         return n > int.MaxValue ? throw new FormatException("length too large") : Raw((int)n);
     }
 
-    public string String() => new UTF8Encoding(false, true).GetString(Bytes());
+    public string String()
+    {
+        try
+        {
+            return new UTF8Encoding(false, true).GetString(Bytes());
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw new FormatException("a string is not UTF-8", e);
+        }
+    }
 
     public byte[] MPInt()
     {

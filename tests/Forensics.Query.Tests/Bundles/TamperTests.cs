@@ -93,6 +93,37 @@ public sealed class TamperTests : IDisposable
     }
 
     [Fact]
+    public void Verify_EveryByteOfASmallSignedBundle_FlippedOneBit_IsDetected()
+    {
+        // Exhaustive over a one-table bundle: no byte of the file is free to change.
+        using var rec = new TestRecording().Segment("loss", TestRecording.Row(("kind", "drop"), ("emitted", 1))).Seal();
+        var key = _s.SshKey("small");
+        var file = _s.PathOf("small.fxb");
+        BundleWriter.Create(rec.Dir, file, new BundleOptions { SignKey = key });
+        var original = File.ReadAllBytes(file);
+        var undetected = new List<int>();
+        for (var i = 0; i < original.Length; i++)
+        {
+            var mutated = (byte[])original.Clone();
+            mutated[i] ^= 0x01;
+            Assert.NotEqual(original[i], mutated[i]);
+            File.WriteAllBytes(file, mutated);
+            try
+            {
+                BundleReader.Verify(file);
+                undetected.Add(i);
+            }
+            catch (BundleException e)
+            {
+                Assert.DoesNotContain('\n', e.Message);
+            }
+        }
+        Assert.True(undetected.Count == 0, $"{undetected.Count} undetected offsets, first {string.Join(", ", undetected.Take(10))}");
+        File.WriteAllBytes(file, original);
+        BundleReader.Verify(file);
+    }
+
+    [Fact]
     public void Verify_Truncated_IsDetectedAsTruncated()
     {
         var entries = RawTar.Split(_original);
