@@ -42,7 +42,14 @@ internal static partial class Redactor
 
         foreach (var (table, file, path, _, _) in RecordingManifest.Files(manifest).ToList())
         {
-            var src = Path.Combine(recDir, path);
+            var original = Path.Combine(recDir, path);
+            var src = original;
+            if (src.IndexOfAny(['*', '?', '[', ']', '{', '}']) >= 0)
+            {
+                // DuckDB would read glob characters in the recording's path as a pattern.
+                src = Path.Combine(work, $"src-{sources.Count}.parquet");
+                File.Copy(original, src);
+            }
             var select = new List<string>();
             var changed = false;
             foreach (var (col, type) in Columns(conn, src))
@@ -76,7 +83,7 @@ internal static partial class Redactor
             }
             if (!changed)
             {
-                sources.Add(new BundleWriter.SourceFile(path, src, (long)file["bytes"]!, (string)file["sha256"]!));
+                sources.Add(new BundleWriter.SourceFile(path, original, (long)file["bytes"]!, (string)file["sha256"]!));
                 continue;
             }
             var dst = Path.Combine(work, path);

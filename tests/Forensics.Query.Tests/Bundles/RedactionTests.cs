@@ -174,6 +174,21 @@ public sealed class RedactionTests
     }
 
     [Fact]
+    public void Bundle_RecordingPathWithGlobCharacters_RedactsTheRightFiles()
+    {
+        using var rec = new TestRecording("fx-test-rec[1]*-")
+            .Segment("exec", TestRecording.Row(("arguments", $"--password={Secrets[0]}")))
+            .Seal();
+        using var s = new Scratch();
+        var file = s.PathOf("glob.fxb");
+        BundleWriter.Create(rec.Dir, file, Redact);
+        using var opened = BundleReader.Open(file, parent: s.Dir);
+        using var conn = new DuckDBConnection("DataSource=:memory:");
+        conn.Open();
+        Assert.Equal(["--password=*****"], Column(conn, opened.Directory, "exec", "arguments"));
+    }
+
+    [Fact]
     public void Bundle_OfRedactedRecording_KeepsEarlierRedaction()
     {
         using var rec = WithSecrets();

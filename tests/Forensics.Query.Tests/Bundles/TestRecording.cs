@@ -18,9 +18,9 @@ internal sealed class TestRecording : IDisposable
 
     private readonly Dictionary<string, List<(string Path, int Rows)>> _files = new(StringComparer.Ordinal);
 
-    public TestRecording()
+    public TestRecording(string prefix = "fx-test-rec-")
     {
-        Dir = Directory.CreateTempSubdirectory("fx-test-rec-").FullName;
+        Dir = Directory.CreateTempSubdirectory(prefix).FullName;
         RecordingId = Guid.NewGuid().ToString();
     }
 
