@@ -20,6 +20,7 @@ if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
   want bpftool bpftool
   want tshark tshark
   want tcpdump tcpdump
+  want ssh-keygen openssh-client
 fi
 
 if ((${#need_pkgs[@]})); then

@@ -20,6 +20,12 @@ public static class Cli
 {
     public static RootCommand Build()
     {
+        // Every verb that reads a recording takes a bundle as it takes a folder: verified, extracted privately.
+        Forensics.Query.Recording.RecordingLocator.BundleOpener ??= p =>
+        {
+            var lease = Forensics.Query.Bundles.BundleReader.OpenRecording(p, out var dir);
+            return (dir, lease);
+        };
         var root = new RootCommand("forensics: record what the eBPF datapath and tracing probes see, query it later");
         root.Subcommands.Add(DoctorCommand.Build());
         root.Subcommands.Add(RecordCommand.Build());
@@ -33,6 +39,8 @@ public static class Cli
         root.Subcommands.Add(QueryCommands.Replay());
         root.Subcommands.Add(QueryCommands.Export());
         root.Subcommands.Add(QueryCommands.Info());
+        root.Subcommands.Add(BundleCommand.Build());
+        root.Subcommands.Add(VerifyCommand.Build());
         return root;
     }
 
