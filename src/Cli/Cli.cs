@@ -29,6 +29,7 @@ public static class Cli
         var root = new RootCommand("forensics: record what the eBPF datapath and tracing probes see, query it later");
         root.Subcommands.Add(DoctorCommand.Build());
         root.Subcommands.Add(RecordCommand.Build());
+        root.Subcommands.Add(MonitorCommand.Build());
         root.Subcommands.Add(RecoverCommand.Build());
         root.Subcommands.Add(LabCommand.Build());
         root.Subcommands.Add(QueryCommands.Query());

@@ -41,7 +41,7 @@ public static class RecordCommand
         var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
         var lab = new Option<string?>("--lab") { Description = "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards" };
         var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
-        var cmd = new Command("record", "Record what the probes see to Parquet with a manifest; stops on --duration, Ctrl-C or SIGTERM")
+        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
             duration, output, lab, types, exclude, tetragon, snaplen, ring,
         };

@@ -1,0 +1,128 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Forensics.Datapath;
+using Forensics.Datapath.Bpf;
+using Forensics.Datapath.Probes;
+using Forensics.Query.Render;
+using Forensics.Recorder;
+using Forensics.Recorder.Batches;
+using Forensics.Recorder.Tables;
+
+namespace Forensics.Cli;
+
+/// <summary>
+/// <c>forensics monitor</c>: the same events as <c>record</c>, printed live with
+/// the renderers <c>replay</c> uses (cilium monitor lines for the datapath,
+/// tetra compact lines for processes, JSON lines with -o json).
+/// </summary>
+public static class MonitorCommand
+{
+    public static Command Build()
+    {
+        var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to show: {string.Join(", ", RecordCommand.KindNames)} (default: all but capture)", AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string>("--output", "-o") { Description = "text (time first), compact (as the live tools print) or json", DefaultValueFactory = _ => "compact" };
+        var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
+        var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s); without it, until Ctrl-C" };
+        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, output, exclude, duration };
+        cmd.SetAction(parse =>
+        {
+            RenderFormat format;
+            HashSet<Datapath.Abi.EventKind> kinds;
+            TimeSpan? d;
+            List<System.Net.IPNetwork> excluded;
+            try
+            {
+                format = parse.GetValue(output) switch
+                {
+                    "text" => RenderFormat.Text,
+                    "compact" => RenderFormat.Compact,
+                    "json" => RenderFormat.Json,
+                    var o => throw new FormatException($"unknown output '{o}' (text, compact, json)"),
+                };
+                kinds = RecordCommand.ParseKinds(parse.GetValue(types) ?? []);
+                if (kinds.Count == 0)
+                    kinds = [.. Enumerable.Range(1, (int)Datapath.Abi.EventKind.Max - 1).Select(k => (Datapath.Abi.EventKind)k).Where(k => k != Datapath.Abi.EventKind.Capture)];
+                d = parse.GetValue(duration) is { } ds ? Args.ParseDuration(ds) : null;
+                excluded = [.. (parse.GetValue(exclude) ?? []).Select(Cidrs.Parse)];
+            }
+            catch (FormatException e)
+            {
+                return Cli.Fail(ExitCode.Usage, e.Message);
+            }
+            return Run(kinds, format, excluded, d);
+        });
+        return cmd;
+    }
+
+    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat format, List<System.Net.IPNetwork> excluded, TimeSpan? duration)
+    {
+        try
+        {
+            Prerequisites.EnsureKernelAccess();
+        }
+        catch (PrerequisiteException e)
+        {
+            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+        }
+        var (mono, boot) = Recording.ClockOffsets();
+        var context = new EventContext(mono)
+        {
+            BoottimeToUtcOffsetNs = boot,
+            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
+            KernelSymbol = KernelSymbols.Load().Resolve,
+        };
+        Probes probes;
+        try
+        {
+            probes = Probes.Load(new ProbeOptions
+            {
+                Events = new EventOptions { Kinds = kinds, Snaplen = 0, SelfPid = (uint)Environment.ProcessId },
+                Enabled = RecordCommand.ProbesFor(kinds),
+                ExcludedCidrs = excluded,
+            });
+            probes.Attach();
+            probes.SeedProcesses();
+        }
+        catch (BpfException e)
+        {
+            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+        }
+
+        using (probes)
+        using (var cts = new CancellationTokenSource())
+        using (PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); }))
+        using (PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); }))
+        using (var pipeline = new Pipeline([probes], context, new PipelineOptions { BatchAge = TimeSpan.FromMilliseconds(100), BatchRows = 4096 }))
+        using (var queue = new BatchQueue(4096, 3))
+        {
+            if (duration is { } d)
+                cts.CancelAfter(d);
+            var args = new Dictionary<ulong, string>();
+            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id) };
+            var printer = new Thread(() =>
+            {
+                while (!queue.IsCompleted)
+                {
+                    if (!queue.TryNext(out var rows, 100))
+                        continue;
+                    foreach (var row in BatchRows.Rows(rows.Batch))
+                    {
+                        if (rows.Batch.Table == "exec" && row["exec_id"] is ulong id)
+                            args[id] = (string?)row["arguments"] ?? "";
+                        var line = renderer.Render(rows.Batch.Table, row);
+                        if (line is not null)
+                            Console.Out.WriteLine(line);
+                    }
+                    queue.Recycle(rows);
+                }
+            }) { Name = "monitor printer" };
+            printer.Start();
+            pipeline.Run(queue, cts.Token);
+            printer.Join();
+            var lost = EventChannel.ReadCounters(probes.EmitStatsMap).Values.Aggregate(0UL, (a, c) => a + c.Failed);
+            if (lost > 0)
+                Console.Error.WriteLine($"lost {lost} events (ring buffer full)");
+        }
+        return (int)ExitCode.Ok;
+    }
+}
