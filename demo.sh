@@ -19,6 +19,7 @@ show nat "$rec"
 show connects --external "$rec"
 show replay "$rec" -t drop -t policy-verdict
 show replay "$rec" -o compact --pods xwing -t process -t connect -t exit
+show flow "$rec" --pod xwing --port 443
 show query "$rec" "SELECT reason_name, count(*) AS drops FROM \"drop\" GROUP BY ALL ORDER BY drops DESC"
 echo
 echo "The recording is in $rec: plain Parquet files and a manifest (see schemas/README.md)."

@@ -195,10 +195,13 @@ CREATE VIEW flow_observations AS
 -- flow_events: flow_observations split into flow instances. A 5-tuple can be reused; an
 -- instance starts at a connect (the process side) and takes every later event of the same
 -- tuple (by kernel time on the same node) until the next connect; events of a tuple with no
--- connect before them form one instance that starts at their first event.
+-- connect before them form one instance that starts at their first event. The connect probe
+-- reports a TCP connect when connect() returns or the SYN is retransmitted, so the handshake's
+-- packets come just before it: an instance reaches back 3 s before its connect (a tuple is not
+-- reused that fast).
 CREATE VIEW flow_events AS
     WITH starts AS (
-        SELECT recording, node, flow_key, ktime_ns AS start_ns FROM flow_observations WHERE step = 'connect'),
+        SELECT recording, node, flow_key, ktime_ns - 3000000000 AS start_ns FROM flow_observations WHERE step = 'connect'),
     assigned AS (
         SELECT o.*, s.start_ns FROM flow_observations o
         ASOF LEFT JOIN starts s ON s.recording = o.recording AND s.node = o.node AND s.flow_key = o.flow_key AND o.ktime_ns >= s.start_ns)
@@ -279,11 +282,13 @@ CREATE VIEW flow_story AS
            b.snat_time,
            b.verdicts AS policy,
            CASE WHEN b.drops > 0 THEN 'dropped'
+                WHEN dl.entered OR dl.answered THEN 'delivered' -- a later kernel drop (e.g. a queue purged at close) did not stop it
                 WHEN b.kdrops > 0 THEN 'dropped by the kernel'
-                WHEN dl.entered OR dl.answered THEN 'delivered'
                 WHEN dl.left_pod THEN 'forwarded (left the pod, no answer seen)'
                 ELSE 'unknown' END AS outcome,
-           coalesce(b.drop_reason, b.kdrop_reason) AS drop_reason, b.drop_time,
+           CASE WHEN b.drops > 0 THEN b.drop_reason
+                WHEN coalesce(dl.entered OR dl.answered, false) THEN NULL
+                ELSE b.kdrop_reason END AS drop_reason, b.drop_time,
            x.exit_code, x.signal, x.time AS exit_time,
            b.first_seen, b.last_seen,
            -- not a link: processes alive in the client's network namespace (or pod) when the flow began
