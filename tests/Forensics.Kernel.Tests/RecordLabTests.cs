@@ -91,6 +91,28 @@ public class RecordLabTests
             var exit = Duck.Table(dir, "exit", $"exec_id = {connect["exec_id"]}").Single();
             Assert.Equal(0, exit["exit_code"]);
 
+            // the reconstructions answer over the real recording
+            using (var q = Forensics.Query.QuerySession.Open([dir]))
+            {
+                var drops = q.Rows("SELECT * FROM drops_by_workload").ToList();
+                Assert.Contains(drops, d => (string?)d["source"] == "default/frontend-1" && (string?)d["destination"] == "default/backend-2"
+                    && Convert.ToInt32(d["reason"], System.Globalization.CultureInfo.InvariantCulture) == 133);
+                var nat = q.Rows("SELECT * FROM nat_mappings").ToList();
+                Assert.Contains(nat, n => (string?)n["original"] == "10.0.1.100:8080" && (string?)n["translated"] == $"{Ip("backend-2")}:8080" && (string?)n["backend_pod"] == "default/backend-2");
+                Assert.Contains(nat, n => (string?)n["mapping"] == "snat" && (string?)n["destination"] == "198.51.100.10:443" && (string?)n["client_pod"] == "default/xwing");
+                var ext = q.Rows("SELECT * FROM external_connects WHERE destination = '198.51.100.10:443'").Single();
+                Assert.Equal("xwing", ext["pod"]);
+                Assert.Equal(0, Convert.ToInt32(ext["exit_code"], System.Globalization.CultureInfo.InvariantCulture));
+                var flow = q.Rows("SELECT * FROM flow_story WHERE server = '198.51.100.10:443'").Single();
+                Assert.Equal("delivered", flow["outcome"]);
+                Assert.NotNull(flow["snat"]);
+                Assert.NotNull(flow["exec_time"]);
+                Assert.NotNull(flow["exit_time"]);
+                var denied = q.Rows("SELECT * FROM flow_story WHERE server = '203.0.113.66:443'").Single();
+                Assert.Equal("dropped", denied["outcome"]);
+                Assert.Contains("Policy denied by denylist", (string)denied["drop_reason"]!, StringComparison.Ordinal);
+            }
+
             // snapshot tables: services with their backends, policies as given
             Assert.Contains(Duck.Table(dir, "services", "phase = 'start'"), s => (string)s["frontend_ip"]! == "10.0.1.100" && (string?)s["backend_pod"] == "default/backend-2");
             Assert.NotEmpty(Duck.Table(dir, "policies", "phase = 'start'"));
