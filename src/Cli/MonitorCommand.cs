@@ -97,6 +97,7 @@ public static class MonitorCommand
         {
             if (duration is { } d)
                 cts.CancelAfter(d);
+            Console.Error.WriteLine($"Listening for events on {Environment.ProcessorCount} CPUs ({string.Join(", ", kinds.Order().Select(Rows.TableOf))}); Ctrl-C quits");
             var args = new Dictionary<ulong, string>();
             var renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id) };
             var printer = new Thread(() =>

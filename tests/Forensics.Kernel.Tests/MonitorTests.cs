@@ -14,7 +14,10 @@ public class MonitorTests
         var output = mon.StandardOutput.ReadToEndAsync();
         var sw = Stopwatch.StartNew();
         string? seen = null;
-        Thread.Sleep(3000); // the monitor loads and attaches
+        // the monitor says when it listens (attached, /proc seeded), as cilium monitor does
+        while (mon.StandardError.ReadLine() is { } l && !l.StartsWith("Listening for events", StringComparison.Ordinal) && sw.Elapsed < TimeSpan.FromSeconds(60))
+        {
+        }
         using (var p = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", "exit 3", token]))!)
             p.WaitForExit();
         Assert.True(mon.WaitForExit(TimeSpan.FromSeconds(30)), "monitor did not stop after --duration");
