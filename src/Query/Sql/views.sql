@@ -201,7 +201,7 @@ CREATE VIEW flow_observations AS
 -- reused that fast).
 CREATE VIEW flow_events AS
     WITH starts AS (
-        SELECT recording, node, flow_key, ktime_ns - 3000000000 AS start_ns FROM flow_observations WHERE step = 'connect'),
+        SELECT recording, node, flow_key, greatest(ktime_ns, 3000000000) - 3000000000 AS start_ns FROM flow_observations WHERE step = 'connect'),
     assigned AS (
         SELECT o.*, s.start_ns FROM flow_observations o
         ASOF LEFT JOIN starts s ON s.recording = o.recording AND s.node = o.node AND s.flow_key = o.flow_key AND o.ktime_ns >= s.start_ns)
