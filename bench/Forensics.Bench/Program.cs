@@ -31,6 +31,9 @@ switch (what)
     case "datapath":
         DatapathCost.Run(args[1]);
         break;
+    case "query":
+        QueryBench.Run(Path.Combine(root, "query"), (long)Arg(1, 1e6), (int)Arg(2, 100000));
+        break;
     default:
         Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS]");
         return 2;

@@ -117,7 +117,7 @@ static void set_config(struct bpf_object *obj, uint32_t ring)
 	const struct btf_type *sec = btf__type_by_id(btf, id);
 	const struct btf_var_secinfo *v = btf_var_secinfos(sec);
 	size_t sz;
-	char *data = bpf_map__initial_value(rodata, &sz);
+	char *data = (char *)bpf_map__initial_value(rodata, &sz);
 	for (int i = 0; i < btf_vlen(sec); i++, v++) {
 		const char *name = btf__name_by_offset(btf, btf__type_by_id(btf, v->type)->name_off);
 		if (strcmp(name, "fx_cfg") == 0) {
