@@ -23,6 +23,9 @@ if [[ $what == all || $what == ingest ]]; then
 	# the recorder: fixed rates (one process each, so peak memory is that trial's), then stepped rates
 	timeout 120 "$bench" ingest-fixed 100000 5
 	timeout 120 "$bench" ingest-fixed 1000000 5
+	# the same after a 2 s warm-up trial in the same process (JIT tiering done), 8 s measured
+	timeout 120 "$bench" ingest-fixed 750000 8 warm
+	timeout 120 "$bench" ingest-fixed 1000000 8 warm
 	timeout 600 "$bench" ingest-step 3
 	echo "drain $(timeout 60 "$out/drain" bpf/datapath.bpf.o live 5)"
 fi

@@ -10,13 +10,15 @@ switch (what)
 {
     case "ingest-fixed":
         // one trial at a fixed rate, in its own process so that peak memory is this trial's
+        if (args.Length > 3 && args[3] == "warm")
+            Console.WriteLine("ingest-warmup " + Ingest.Line(Ingest.Run(Arg(1, 1e6), 2, root))); // JIT tiering done before the measured trial
         Console.WriteLine("ingest-fixed " + Ingest.Line(Ingest.Run(Arg(1, 1e6), Arg(2, 5), root)));
         break;
     case "ingest-step":
         {
             // step the rate up until a trial loses events or the producer cannot reach the target
             double best = 0;
-            foreach (var rate in new[] { 0.5e6, 1e6, 1.5e6, 2e6, 2.5e6, 3e6, 4e6, 5e6 })
+            foreach (var rate in new[] { 0.1e6, 0.2e6, 0.3e6, 0.5e6, 0.75e6, 1e6, 1.5e6, 2e6, 3e6, 4e6 })
             {
                 var t = Ingest.Run(rate, Arg(1, 3), root);
                 Console.WriteLine("ingest-step " + Ingest.Line(t));
