@@ -123,6 +123,8 @@ static void set_config(struct bpf_object *obj, uint32_t ring)
 		if (strcmp(name, "fx_cfg") == 0) {
 			struct fx_config c = { .kinds_enabled = 1u << FX_KIND_TRACE, .snaplen = 0,
 					       .wakeup_bytes = ring / 2 < (1u << 20) ? ring / 2 : (1u << 20) };
+			if (getenv("FXB_WAKEUP")) /* pending bytes that force a wakeup (default 1 MiB) */
+				c.wakeup_bytes = strtoull(getenv("FXB_WAKEUP"), NULL, 0);
 			memcpy(data + v->offset, &c, sizeof(c));
 			bpf_map__set_max_entries(bpf_object__find_map_by_name(obj, "fx_events"), ring);
 			return;
@@ -185,7 +187,7 @@ int main(int argc, char **argv)
 		       elapsed, consumed, consumed / elapsed, s.emitted, s.failed, (double)produce_ns / produce_runs);
 	} else {
 		int rounds = atoi(argv[3]);
-		int fill = ring / 112 - 64; /* 104-byte record + 8-byte header, leave room */
+		int fill = getenv("FXB_FILL") ? atoi(getenv("FXB_FILL")) : (int)(ring / 112 - 64); /* 104-byte record + 8-byte header, leave room */
 		double drain = 0;
 		for (int r = 0; r < rounds; r++) {
 			run_once(fill);
