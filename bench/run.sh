@@ -34,6 +34,7 @@ if [[ $what == all || $what == datapath ]]; then
 fi
 if [[ $what == all || $what == query ]]; then
 	timeout 900 "$bench" query 1000000 50000
+	timeout 600 "$bench" storage-exec 1000000
 fi
 if [[ $what == query10m ]]; then
 	timeout 1800 "$bench" query 10000000 50000

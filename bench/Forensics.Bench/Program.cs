@@ -36,6 +36,9 @@ switch (what)
     case "query":
         QueryBench.Run(Path.Combine(root, "query"), (long)Arg(1, 1e6), (int)Arg(2, 100000));
         break;
+    case "storage-exec":
+        QueryBench.Exec(Path.Combine(root, "query"), (long)Arg(1, 1e6));
+        break;
     default:
         Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS]");
         return 2;

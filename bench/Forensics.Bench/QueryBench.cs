@@ -72,6 +72,40 @@ internal static class QueryBench
     private const string DropReasons =
         "['POLICY_DENIED','POLICY_DENIED','POLICY_DENIED','POLICY_DENIED','CT_MAP_INSERTION_FAILED','INVALID_SOURCE_IP','UNSUPPORTED_L3_PROTOCOL','NO_SERVICE','STALE_OR_UNROUTABLE_IP','INVALID_PACKET_DROPPED','AUTH_REQUIRED','POLICY_DENY','FRAG_NOT_FOUND','NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT']";
 
+    /// <summary>Exec events: Parquet with exec.v1's columns against Tetragon process_exec lines (the reference's shape, without container details).</summary>
+    public static void Exec(string root, long n)
+    {
+        Directory.CreateDirectory(root);
+        string pq = Path.Combine(root, $"exec-{n}.parquet"), js = Path.Combine(root, $"exec-{n}.tetragon.jsonl");
+        using var con = Open();
+        Exec(con, $"CREATE TABLE pods AS {Pods}");
+        Exec(con, $"""
+            CREATE TABLE exec AS
+            SELECT make_timestamp(1795000000000000 + i * 370)::TIMESTAMPTZ AS time, (1000000000000 + i * 370000)::UBIGINT AS ktime_ns,
+                   (i % 2)::UINTEGER AS cpu, (10000 + i % 4000000)::UINTEGER AS pid, (10000 + i % 4000000)::UINTEGER AS tid,
+                   (9000 + hash(i) % 1000)::UINTEGER AS ppid, 0::UINTEGER AS uid, 0::UINTEGER AS gid,
+                   (i + 1)::UBIGINT AS exec_id, (hash(i) % 1000 + 1)::UBIGINT AS parent_exec_id,
+                   make_timestamp(1795000000000000 + i * 370)::TIMESTAMPTZ AS process_start,
+                   (['/usr/bin/curl','/usr/bin/wget','/usr/local/bin/python3','/usr/bin/java','/usr/sbin/nginx','/usr/bin/node','/app/server','/usr/bin/psql','/usr/bin/redis-cli','/bin/busybox','/usr/bin/ssh','/usr/bin/git'])[1 + (hash(i * 5) % 12)::INT] AS "binary",
+                   (['-s https://example.com/health', '-D', '--config /etc/app.yaml', '-c "select 1"', '', 'status --short'])[1 + (hash(i * 3) % 6)::INT] AS arguments,
+                   false AS args_truncated, '/' AS cwd, 'comm' AS comm, false AS procfs,
+                   (4026531840 + s.pi)::UINTEGER AS netns_ino, (5000 + s.pi)::UBIGINT AS cgroup_id, s.ns AS namespace, s.pod AS pod
+            FROM range({n}) t(i) JOIN pods s ON s.pi = hash(i * 11) % 40
+            """);
+        Exec(con, $"COPY (SELECT * FROM exec ORDER BY time) TO '{pq}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)");
+        WriteLines(con, js, """
+            SELECT printf('{"process_exec":{"process":{"exec_id":"%s","pid":%d,"uid":%d,"cwd":"%s","binary":"%s","arguments":"%s","flags":"execve clone","start_time":"%s","auid":4294967295,"pod":{"namespace":"%s","name":"%s"},"parent_exec_id":"%s","refcnt":1},"parent":{"exec_id":"%s","pid":%d,"uid":0,"cwd":"/","binary":"/bin/sh","flags":"execve clone","start_time":"%s","auid":4294967295,"parent_exec_id":"%s"}},"node_name":"kind-worker","time":"%s"}',
+                to_base64(encode('kind-worker:' || exec_id)), pid, uid, cwd, "binary", replace(arguments, '"', '\"'), ts, namespace, pod,
+                to_base64(encode('kind-worker:' || parent_exec_id)), to_base64(encode('kind-worker:' || parent_exec_id)), ppid, ts,
+                to_base64(encode('kind-worker:1')), ts)
+            FROM (SELECT *, strftime(time, '%Y-%m-%dT%H:%M:%S.%f000Z') AS ts FROM exec) ORDER BY time
+            """);
+        double p = new FileInfo(pq).Length, j = new FileInfo(js).Length;
+        Console.WriteLine($"storage exec (Tetragon process_exec JSON, without container/labels) n={n}: parquet {p / n:0.0} B/event, json lines {j / n:0.0} B/event, ratio parquet/json = 1/{j / p:0.0}");
+        File.Delete(pq);
+        File.Delete(js);
+    }
+
     public static void Run(string root, long n, int jqSample)
     {
         Directory.CreateDirectory(root);
