@@ -1,0 +1,101 @@
+using System.Diagnostics;
+using Forensics.Datapath;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Bpf;
+using Forensics.Recorder;
+using Forensics.Recorder.Tables;
+using Forensics.Tests;
+
+namespace Forensics.Bench;
+
+/// <summary>One paced recording trial: the datapath program driven by BPF_PROG_TEST_RUN at a target rate, recorded to Parquet.</summary>
+internal sealed record Trial(
+    double TargetRate, double Seconds, ulong Emitted, ulong Failed, ulong UserspaceDropped, long Rows,
+    long TraceBytes, double RecorderCpu, double ProducerCpu, long PeakRss, Dictionary<string, double> Threads)
+{
+    public double Rate => Emitted / Seconds;
+    public bool ZeroLoss => Failed + UserspaceDropped == 0 && Rows == (long)Emitted;
+}
+
+internal static class Ingest
+{
+    public static readonly byte[] Packet = Packets.Udp("10.0.0.5", 40000, "10.0.0.6", 53);
+
+    public static Trial Run(double rate, double seconds, string root, bool keep = false)
+    {
+        var dir = Path.Combine(root, $"ingest-{rate:0}");
+        if (Directory.Exists(dir))
+            Directory.Delete(dir, true);
+        using var source = new ObjectSource(EmbeddedObjects.Datapath, new EventOptions
+        {
+            Snaplen = 0,
+            Kinds = new HashSet<EventKind> { EventKind.Trace },
+        });
+        var prog = source.Object.Program("fx_from_endpoint");
+        var (mono, boot) = Recording.ClockOffsets();
+        var context = new EventContext(mono) { BoottimeToUtcOffsetNs = boot };
+        var rec = new Recording([source], context, new RecordOptions { OutputDir = dir });
+        using var cts = new CancellationTokenSource();
+        RecordingSummary? summary = null;
+        GC.Collect();
+        Proc.ResetPeak();
+        var before = Proc.ThreadCpu();
+        var cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
+        var recorder = new Thread(() => summary = rec.Run(() => "duration", cts.Token)) { Name = "fxb-decode" };
+        recorder.Start();
+        Thread.Sleep(300);
+
+        // the producer: catch up to rate * elapsed every 5 ms, at most 200k runs per call
+        double producerCpu = 0;
+        long produced = 0;
+        double produceSeconds = 0;
+        var producer = new Thread(() =>
+        {
+            double cpu0 = Proc.ThisThreadCpu();
+            var sw = Stopwatch.StartNew();
+            while (sw.Elapsed.TotalSeconds < seconds)
+            {
+                long due = (long)(rate * sw.Elapsed.TotalSeconds);
+                int n = (int)Math.Min(due - produced, 200_000);
+                if (n > 0)
+                {
+                    prog.TestRun(Packet, n);
+                    produced += n;
+                }
+                else
+                {
+                    Thread.Sleep(5);
+                }
+            }
+            produceSeconds = sw.Elapsed.TotalSeconds;
+            producerCpu = Proc.ThisThreadCpu() - cpu0;
+        }) { Name = "fxb-producer" };
+        producer.Start();
+        producer.Join();
+        Thread.Sleep(1500);
+        var after = Proc.ThreadCpu(); // while the recorder's threads still run (an ended thread leaves /proc)
+        cts.Cancel();
+        recorder.Join(TimeSpan.FromSeconds(60));
+        double processCpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds;
+        long peak = Proc.PeakRssBytes();
+        var s = summary ?? throw new InvalidOperationException("the recording did not finish");
+        var threads = after.ToDictionary(kv => kv.Key, kv => kv.Value - before.GetValueOrDefault(kv.Key), StringComparer.Ordinal);
+        threads.Remove("fxb-producer");
+        double recorderCpu = processCpu - producerCpu;
+        var loss = s.Loss["trace"];
+        long bytes = Directory.Exists(Path.Combine(dir, "trace"))
+            ? Directory.EnumerateFiles(Path.Combine(dir, "trace"), "*.parquet", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length)
+            : 0;
+        var trial = new Trial(rate, produceSeconds, loss.Emitted, loss.Failed, loss.UserspaceDropped,
+            s.Rows.GetValueOrDefault("trace"), bytes, recorderCpu, producerCpu, peak, threads);
+        if (!keep)
+            Directory.Delete(dir, true);
+        return trial;
+    }
+
+    public static string Line(Trial t) =>
+        $"target={t.TargetRate / 1e6:0.00}M/s achieved={t.Rate / 1e6:0.000}M/s emitted={t.Emitted} failed={t.Failed} userspace_dropped={t.UserspaceDropped} rows={t.Rows} " +
+        $"zero_loss={t.ZeroLoss} recorder_cpu={t.RecorderCpu:0.00}s ({t.RecorderCpu / (t.Seconds + 1.8) * 100:0}% of a core over the trial) producer_cpu={t.ProducerCpu:0.00}s " +
+        $"peak_rss={t.PeakRss / 1048576.0:0}MB bytes_per_event={(t.Rows > 0 ? (double)t.TraceBytes / t.Rows : 0):0.0} " +
+        $"threads[{string.Join(", ", t.Threads.Where(kv => kv.Value >= 0.01).OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value:0.00}s"))}]";
+}

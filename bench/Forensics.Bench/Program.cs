@@ -1,0 +1,46 @@
+using System.Globalization;
+using Forensics.Bench;
+
+var root = Environment.GetEnvironmentVariable("FXB_DIR") ?? Path.Combine(Path.GetTempPath(), "fxb-bench");
+Directory.CreateDirectory(root);
+string what = args.Length > 0 ? args[0] : "help";
+double Arg(int i, double d) => args.Length > i ? double.Parse(args[i], CultureInfo.InvariantCulture) : d;
+
+switch (what)
+{
+    case "ingest-fixed":
+        // one trial at a fixed rate, in its own process so that peak memory is this trial's
+        if (args.Length > 3 && args[3] == "warm")
+            Console.WriteLine("ingest-warmup " + Ingest.Line(Ingest.Run(Arg(1, 1e6), 2, root))); // JIT tiering done before the measured trial
+        Console.WriteLine("ingest-fixed " + Ingest.Line(Ingest.Run(Arg(1, 1e6), Arg(2, 5), root)));
+        break;
+    case "ingest-step":
+        {
+            // step the rate up until a trial loses events or the producer cannot reach the target
+            double best = 0;
+            foreach (var rate in new[] { 0.1e6, 0.2e6, 0.3e6, 0.5e6, 0.75e6, 1e6, 1.5e6, 2e6, 3e6, 4e6 })
+            {
+                var t = Ingest.Run(rate, Arg(1, 3), root);
+                Console.WriteLine("ingest-step " + Ingest.Line(t));
+                if (t.ZeroLoss)
+                    best = Math.Max(best, t.Rate);
+                if (!t.ZeroLoss || t.Rate < 0.9 * rate)
+                    break;
+            }
+            Console.WriteLine($"ingest-best zero_loss_rate={best:0}");
+            break;
+        }
+    case "datapath":
+        DatapathCost.Run(args[1]);
+        break;
+    case "query":
+        QueryBench.Run(Path.Combine(root, "query"), (long)Arg(1, 1e6), (int)Arg(2, 100000));
+        break;
+    case "storage-exec":
+        QueryBench.Exec(Path.Combine(root, "query"), (long)Arg(1, 1e6));
+        break;
+    default:
+        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS]");
+        return 2;
+}
+return 0;

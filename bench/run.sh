@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
+#   bench/run.sh [all|ingest|datapath|query|query10m]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*)
+# Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+out=${FXB_OUT:-bench/out}
+mkdir -p "$out"
+export FXB_DIR=${FXB_DIR:-/tmp/fxb-bench}
+
+echo "# $(date -u +%FT%TZ) $(uname -r) nproc=$(nproc) load: $(cut -d' ' -f1-3 /proc/loadavg)"
+dotnet build bench/Forensics.Bench -c Release -v q -nologo >/dev/null
+bench=bench/Forensics.Bench/bin/Release/net10.0/Forensics.Bench
+cc -O2 -Wall -o "$out/drain" bench/c/drain.c -lbpf -lpthread
+clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
+	-c bench/bpf/baseline.bpf.c -o "$out/baseline.bpf.o"
+
+if [[ $what == all || $what == ingest ]]; then
+	# the C baseline: a filled 16 MiB ring drained, and a live producer with a concurrent consumer
+	echo "drain $(timeout 60 "$out/drain" bpf/datapath.bpf.o filled 20)"
+	echo "drain $(timeout 60 "$out/drain" bpf/datapath.bpf.o live 5)"
+	# the recorder: fixed rates (one process each, so peak memory is that trial's), then stepped rates
+	timeout 120 "$bench" ingest-fixed 100000 5
+	timeout 120 "$bench" ingest-fixed 1000000 5
+	# the same after a 2 s warm-up trial in the same process (JIT tiering done), 8 s measured
+	timeout 120 "$bench" ingest-fixed 750000 8 warm
+	timeout 120 "$bench" ingest-fixed 1000000 8 warm
+	timeout 600 "$bench" ingest-step 3
+	echo "drain $(timeout 60 "$out/drain" bpf/datapath.bpf.o live 5)"
+fi
+if [[ $what == all || $what == datapath ]]; then
+	timeout 600 "$bench" datapath "$out/baseline.bpf.o"
+fi
+if [[ $what == all || $what == query ]]; then
+	timeout 900 "$bench" query 1000000 50000
+	timeout 600 "$bench" storage-exec 1000000
+fi
+if [[ $what == query10m ]]; then
+	timeout 1800 "$bench" query 10000000 50000
+fi
