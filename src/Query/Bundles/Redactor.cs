@@ -38,6 +38,7 @@ internal static partial class Redactor
         if (pan is not null)
         {
             conn.RegisterScalarFunction<string, string>("fx_anon_ip", s => s is null ? null! : pan.AnonymizeText(s));
+            conn.RegisterScalarFunction<string, string>("fx_anon_literals", s => s is null ? null! : AnonymizeLiterals(s, pan));
         }
 
         foreach (var (table, file, path, _, _) in RecordingManifest.Files(manifest).ToList())
@@ -69,6 +70,11 @@ internal static partial class Redactor
                 else if (pan is not null && IpColumn(col) && (isText || isTextList))
                 {
                     expr = isText ? $"fx_anon_ip({q})" : $"list_transform({q}, x -> fx_anon_ip(x))";
+                }
+                else if (pan is not null && isText)
+                {
+                    // any other text may quote addresses: identity labels (cidr:203.0.113.0/24), policies' toCIDR, ...
+                    expr = $"fx_anon_literals({q})";
                 }
                 if (expr is not null)
                 {
@@ -153,7 +159,7 @@ internal static partial class Redactor
                 {
                     ["method"] = "Crypto-PAn prefix-preserving (AES-128), IPv4 and IPv6; CIDRs keep their prefix length",
                     ["key"] = "random, used for this bundle only, not stored",
-                    ["columns"] = "every text column with a word ip, ips, ipv4, ipv6, addr(s), address(es), cidr(s), prefix(es), subnet(s), network(s), frontend(s), backend(s), vip, gateway or nexthop in its name; IP literals inside exec.arguments; manifest config.exclude_cidrs",
+                    ["columns"] = "every text column with a word ip, ips, ipv4, ipv6, addr(s), address(es), cidr(s), prefix(es), subnet(s), network(s), frontend(s), backend(s), vip, gateway or nexthop in its name; IP literals inside exec.arguments and inside every other text column (identity labels, policies' source text); manifest config.exclude_cidrs",
                 };
             }
             if (typeChanges.Count > 0)
@@ -282,6 +288,16 @@ internal static partial class Redactor
     private static string Lit(string s) => "'" + s.Replace("'", "''", StringComparison.Ordinal) + "'";
 
     private static string Ident(string s) => "\"" + s.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
+
+    /// <summary>IP literals anywhere in free text (after a colon too, as in cidr:203.0.113.0/24), anonymized.</summary>
+    internal static string AnonymizeLiterals(string text, CryptoPan pan)
+    {
+        text = Ipv4Anywhere().Replace(text, m => System.Net.IPAddress.TryParse(m.Value, out _) ? pan.AnonymizeText(m.Value) : m.Value);
+        return IpLiteral().Replace(text, m => m.Value.Contains(':', StringComparison.Ordinal) && System.Net.IPAddress.TryParse(m.Value, out _) ? pan.AnonymizeText(m.Value) : m.Value);
+    }
+
+    [GeneratedRegex(@"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d]|\.\d)")]
+    private static partial Regex Ipv4Anywhere();
 
     /// <summary>An IPv4 or IPv6 literal (validated by IPAddress.TryParse before it is replaced).</summary>
     [GeneratedRegex(@"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?![\w:]|\.\d)")]
