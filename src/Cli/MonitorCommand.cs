@@ -100,22 +100,40 @@ public static class MonitorCommand
             Console.Error.WriteLine($"Listening for events on {Environment.ProcessorCount} CPUs ({string.Join(", ", kinds.Order().Select(Rows.TableOf))}); Ctrl-C quits");
             var args = new Dictionary<ulong, string>();
             var renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id) };
+            // Batches of different kinds reach the printer in any order: hold rows for a moment and print
+            // them in kernel-time order, so an exec is printed (and its arguments known) before its exit.
+            var pending = new List<(ulong Ktime, long Seq, long Received, string Table, Dictionary<string, object?> Row)>();
+            long seq = 0;
+            void Flush(bool all)
+            {
+                long cutoff = Environment.TickCount64 - 300;
+                var ready = pending.Where(p => all || p.Received <= cutoff).OrderBy(p => p.Ktime).ThenBy(p => p.Seq).ToList();
+                if (ready.Count == 0)
+                    return;
+                pending.RemoveAll(p => all || p.Received <= cutoff);
+                foreach (var (_, _, _, table, row) in ready)
+                {
+                    if (table == "exec" && row["exec_id"] is ulong id)
+                        args[id] = (string?)row["arguments"] ?? "";
+                    var line = renderer.Render(table, row);
+                    if (line is not null)
+                        Console.Out.WriteLine(line);
+                }
+            }
             var printer = new Thread(() =>
             {
                 while (!queue.IsCompleted)
                 {
-                    if (!queue.TryNext(out var rows, 100))
-                        continue;
-                    foreach (var row in BatchRows.Rows(rows.Batch))
+                    if (queue.TryNext(out var rows, 100))
                     {
-                        if (rows.Batch.Table == "exec" && row["exec_id"] is ulong id)
-                            args[id] = (string?)row["arguments"] ?? "";
-                        var line = renderer.Render(rows.Batch.Table, row);
-                        if (line is not null)
-                            Console.Out.WriteLine(line);
+                        long now = Environment.TickCount64;
+                        foreach (var row in BatchRows.Rows(rows.Batch))
+                            pending.Add((row["ktime_ns"] is ulong k ? k : 0, seq++, now, rows.Batch.Table, row));
+                        queue.Recycle(rows);
                     }
-                    queue.Recycle(rows);
+                    Flush(all: false);
                 }
+                Flush(all: true);
             }) { Name = "monitor printer" };
             printer.Start();
             pipeline.Run(queue, cts.Token);
