@@ -81,7 +81,7 @@ public class RecordLabTests
             Assert.Single(Duck.Table(dir, "nat", $"nat_kind = 'rev-snat' AND xlated_dst_ip = '{Ip("xwing")}' AND orig_src_ip = '198.51.100.10'"));
 
             // the process behind it: exec in pod xwing, its connect, its exit code
-            var connect = Duck.Table(dir, "connect", "dst_ip = '198.51.100.10' AND dst_port = 443").Single();
+            var connect = Duck.Table(dir, "connect", "dst_ip = '198.51.100.10' AND dst_port = 443 AND pod = 'xwing'").Single(); // probes are host-wide: other labs may run
             Assert.Equal("xwing", connect["pod"]);
             Assert.Equal("default", connect["namespace"]);
             Assert.Equal("tcp", connect["connect_kind"]);
@@ -100,15 +100,16 @@ public class RecordLabTests
                 var nat = q.Rows("SELECT * FROM nat_mappings").ToList();
                 Assert.Contains(nat, n => (string?)n["original"] == "10.0.1.100:8080" && (string?)n["translated"] == $"{Ip("backend-2")}:8080" && (string?)n["backend_pod"] == "default/backend-2");
                 Assert.Contains(nat, n => (string?)n["mapping"] == "snat" && (string?)n["destination"] == "198.51.100.10:443" && (string?)n["client_pod"] == "default/xwing");
-                var ext = q.Rows("SELECT * FROM external_connects WHERE destination = '198.51.100.10:443'").Single();
+                var ext = q.Rows("SELECT * FROM external_connects WHERE destination = '198.51.100.10:443' AND pod = 'xwing'").Single();
                 Assert.Equal("xwing", ext["pod"]);
                 Assert.Equal(0, Convert.ToInt32(ext["exit_code"], System.Globalization.CultureInfo.InvariantCulture));
-                var flow = q.Rows("SELECT * FROM flow_story WHERE server = '198.51.100.10:443'").Single();
+                // the probes are host-wide: other labs on this machine (tests run in parallel) reach the same addresses
+                var flow = q.Rows("SELECT * FROM flow_story WHERE server = '198.51.100.10:443' AND client_pod = 'default/xwing'").Single();
                 Assert.Equal("delivered", flow["outcome"]);
                 Assert.NotNull(flow["snat"]);
                 Assert.NotNull(flow["exec_time"]);
                 Assert.NotNull(flow["exit_time"]);
-                var denied = q.Rows("SELECT * FROM flow_story WHERE server = '203.0.113.66:443'").Single();
+                var denied = q.Rows("SELECT * FROM flow_story WHERE server = '203.0.113.66:443' AND client_pod = 'default/xwing'").Single();
                 Assert.Equal("dropped", denied["outcome"]);
                 Assert.Contains("Policy denied by denylist", (string)denied["drop_reason"]!, StringComparison.Ordinal);
             }
