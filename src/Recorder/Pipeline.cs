@@ -232,18 +232,16 @@ public sealed class BatchQueue : IDisposable
 {
     private readonly BlockingCollection<Rows> filled = new();
     private readonly Dictionary<EventKind, BlockingCollection<Rows>> pools = [];
+    private readonly Dictionary<EventKind, int> created = [];
     private readonly int capacity;
+    private readonly int perTable;
 
     public BatchQueue(int batchRows, int batchesPerTable)
     {
         capacity = batchRows;
+        perTable = batchesPerTable;
         for (var k = EventKind.Drop; k < EventKind.Max; k++)
-        {
-            var pool = new BlockingCollection<Rows>();
-            for (int i = 0; i < batchesPerTable; i++)
-                pool.Add(Rows.For(k, capacity)!);
-            pools[k] = pool;
-        }
+            pools[k] = new BlockingCollection<Rows>();
     }
 
     public void Dispose()
@@ -253,7 +251,21 @@ public sealed class BatchQueue : IDisposable
             p.Dispose();
     }
 
-    internal Rows Take(EventKind kind) => pools[kind].Take();
+    /// <summary>A batch for the kind: a recycled one, a new one while fewer than the limit exist (batches of
+    /// kinds never seen are never allocated), else waits for one to come back.</summary>
+    internal Rows Take(EventKind kind)
+    {
+        var pool = pools[kind];
+        if (pool.TryTake(out var rows))
+            return rows;
+        int n = created.GetValueOrDefault(kind);
+        if (n < perTable)
+        {
+            created[kind] = n + 1;
+            return Rows.For(kind, capacity)!;
+        }
+        return pool.Take();
+    }
 
     internal void Hand(Rows rows) => filled.Add(rows);
 
