@@ -63,14 +63,44 @@ static __always_inline int fx_finish(struct __sk_buff *skb, struct fx_ctx *ctx, 
 	return TC_ACT_OK;
 }
 
+/*
+ * The first packet of a connection at an endpoint: enforce the endpoint's
+ * policy in this direction against the remote identity, then track the
+ * connection (with its service translation to undo on replies, if any).
+ */
+static __always_inline int fx_admit_new(struct __sk_buff *skb, struct fx_ctx *ctx, struct fx_endpoint *ep,
+					__u8 dir, __u32 remote, const struct fx_lb_result *lb)
+{
+	struct fx_ct_entry *ne = &ctx->entry;
+	struct fx_verdict v;
+	int rc;
+
+	rc = fx_policy_enforce(ctx, ep, dir, remote, &v);
+	if (rc != TC_ACT_OK)
+		return fx_finish(skb, ctx, rc);
+	ne->endpoint_id = ep->id;
+	ne->remote_identity = remote;
+	ne->match = v.match;
+	if (v.action == FX_ACTION_AUDIT)
+		ne->flags |= FX_CTF_AUDITED;
+	if (lb && lb->service_id) {
+		ne->flags |= FX_CTF_REV_DNAT;
+		__builtin_memcpy(ne->nat_addr, lb->vip, 16);
+		ne->nat_port = lb->vport;
+		ne->service_id = lb->service_id;
+	}
+	if (fx_ct_create(ctx, &ctx->key, ne) < 0)
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_CT_CREATE_FAILED, FX_FILE_CONNTRACK));
+	return fx_finish(skb, ctx, TC_ACT_OK);
+}
+
 /* Packets leaving the pod (tc ingress on its host-side veth). */
 static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 {
 	struct fx_ctx *ctx = fx_ctx_init(skb, FX_OBS_FROM_ENDPOINT);
 	struct fx_endpoint *ep;
 	struct fx_lb_result lb;
-	struct fx_ct_entry *e, *ne;
-	struct fx_verdict v;
+	struct fx_ct_entry *e;
 	int rc;
 
 	if (!ctx)
@@ -97,24 +127,7 @@ static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 	if (ctx->ct_state != FX_CT_NEW)
 		return fx_finish(skb, ctx, TC_ACT_OK);
 
-	rc = fx_policy_enforce(ctx, ep, FX_DIR_EGRESS, ctx->meta.dst_identity, &v);
-	if (rc != TC_ACT_OK)
-		return fx_finish(skb, ctx, rc);
-	ne = &ctx->entry;
-	ne->endpoint_id = ep->id;
-	ne->remote_identity = ctx->meta.dst_identity;
-	ne->match = v.match;
-	if (v.action == FX_ACTION_AUDIT)
-		ne->flags |= FX_CTF_AUDITED;
-	if (lb.service_id) {
-		ne->flags |= FX_CTF_REV_DNAT;
-		__builtin_memcpy(ne->nat_addr, lb.vip, 16);
-		ne->nat_port = lb.vport;
-		ne->service_id = lb.service_id;
-	}
-	if (fx_ct_create(ctx, &ctx->key, ne) < 0)
-		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_CT_CREATE_FAILED, FX_FILE_CONNTRACK));
-	return fx_finish(skb, ctx, TC_ACT_OK);
+	return fx_admit_new(skb, ctx, ep, FX_DIR_EGRESS, ctx->meta.dst_identity, &lb);
 }
 
 /* Packets entering the pod (tc egress on its host-side veth). */
@@ -122,8 +135,7 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 {
 	struct fx_ctx *ctx = fx_ctx_init(skb, FX_OBS_TO_ENDPOINT);
 	struct fx_endpoint *ep;
-	struct fx_ct_entry *e, *ne;
-	struct fx_verdict v;
+	struct fx_ct_entry *e;
 	int rc;
 
 	if (!ctx)
@@ -149,18 +161,7 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 	if (ctx->ct_state != FX_CT_NEW)
 		return fx_finish(skb, ctx, TC_ACT_OK);
 
-	rc = fx_policy_enforce(ctx, ep, FX_DIR_INGRESS, ctx->meta.src_identity, &v);
-	if (rc != TC_ACT_OK)
-		return fx_finish(skb, ctx, rc);
-	ne = &ctx->entry;
-	ne->endpoint_id = ep->id;
-	ne->remote_identity = ctx->meta.src_identity;
-	ne->match = v.match;
-	if (v.action == FX_ACTION_AUDIT)
-		ne->flags |= FX_CTF_AUDITED;
-	if (fx_ct_create(ctx, &ctx->key, ne) < 0)
-		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_CT_CREATE_FAILED, FX_FILE_CONNTRACK));
-	return fx_finish(skb, ctx, TC_ACT_OK);
+	return fx_admit_new(skb, ctx, ep, FX_DIR_INGRESS, ctx->meta.src_identity, NULL);
 }
 
 SEC("tc")
