@@ -17,6 +17,11 @@ internal sealed record Trial(
     /// <summary>The kernel's own time per program run (BPF_PROG_TEST_RUN's duration), without the syscall and its wakeups.</summary>
     public double ProgramNsPerRun { get; init; }
 
+    /// <summary>Time the runtime suspended every managed thread for garbage collection, and collections per generation.</summary>
+    public TimeSpan GcPause { get; init; }
+
+    public string Gcs { get; init; } = "";
+
     public bool ZeroLoss => Failed + UserspaceDropped == 0 && Rows == (long)Emitted;
 }
 
@@ -43,6 +48,8 @@ internal static class Ingest
         GC.Collect();
         Proc.ResetPeak();
         var before = Proc.ThreadCpu();
+        var pause0 = GC.GetTotalPauseDuration();
+        int[] gcs0 = [GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2)];
         var cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
         var recorder = new Thread(() => summary = rec.Run(() => "duration", cts.Token)) { Name = "fxb-decode" };
         recorder.Start();
@@ -79,6 +86,8 @@ internal static class Ingest
         producer.Start();
         producer.Join();
         Thread.Sleep(1500);
+        var gcPause = GC.GetTotalPauseDuration() - pause0;
+        var gcs = $"{GC.CollectionCount(0) - gcs0[0]}/{GC.CollectionCount(1) - gcs0[1]}/{GC.CollectionCount(2) - gcs0[2]}";
         var after = Proc.ThreadCpu(); // while the recorder's threads still run (an ended thread leaves /proc)
         cts.Cancel();
         recorder.Join(TimeSpan.FromSeconds(60));
@@ -94,7 +103,7 @@ internal static class Ingest
             : 0;
         var trial = new Trial(rate, produceSeconds, loss.Emitted, loss.Failed, loss.UserspaceDropped,
             s.Rows.GetValueOrDefault("trace"), bytes, recorderCpu, producerCpu, peak, threads)
-        { ProgramNsPerRun = produced > 0 ? produceNs / produced : 0 };
+        { ProgramNsPerRun = produced > 0 ? produceNs / produced : 0, GcPause = gcPause, Gcs = gcs };
         if (!keep)
             Directory.Delete(dir, true);
         return trial;
@@ -103,6 +112,6 @@ internal static class Ingest
     public static string Line(Trial t) =>
         $"target={t.TargetRate / 1e6:0.00}M/s achieved={t.Rate / 1e6:0.000}M/s emitted={t.Emitted} failed={t.Failed} userspace_dropped={t.UserspaceDropped} rows={t.Rows} " +
         $"zero_loss={t.ZeroLoss} recorder_cpu={t.RecorderCpu:0.00}s ({t.RecorderCpu / (t.Seconds + 1.8) * 100:0}% of a core over the trial) producer_cpu={t.ProducerCpu:0.00}s program_ns_per_run={t.ProgramNsPerRun:0} " +
-        $"peak_rss={t.PeakRss / 1048576.0:0}MB bytes_per_event={(t.Rows > 0 ? (double)t.TraceBytes / t.Rows : 0):0.0} " +
+        $"peak_rss={t.PeakRss / 1048576.0:0}MB gc_pause={t.GcPause.TotalMilliseconds:0}ms gc0/1/2={t.Gcs} bytes_per_event={(t.Rows > 0 ? (double)t.TraceBytes / t.Rows : 0):0.0} " +
         $"threads[{string.Join(", ", t.Threads.Where(kv => kv.Value >= 0.01).OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value:0.00}s"))}]";
 }

@@ -30,6 +30,12 @@ switch (what)
             Console.WriteLine($"ingest-best zero_loss_rate={best:0}");
             break;
         }
+    case "columns":
+        ColumnBench.Run();
+        break;
+    case "writer":
+        WriterBench.Run(root, (int)Arg(1, 100));
+        break;
     case "datapath":
         DatapathCost.Run(args[1]);
         break;
