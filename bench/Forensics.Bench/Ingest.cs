@@ -17,6 +17,8 @@ internal sealed record Trial(
     /// <summary>The kernel's own time per program run (BPF_PROG_TEST_RUN's duration), without the syscall and its wakeups.</summary>
     public double ProgramNsPerRun { get; init; }
 
+    public string Table { get; init; } = "trace";
+
     /// <summary>Time the runtime suspended every managed thread for garbage collection, and collections per generation.</summary>
     public TimeSpan GcPause { get; init; }
 
@@ -29,17 +31,20 @@ internal static class Ingest
 {
     public static readonly byte[] Packet = Packets.Udp("10.0.0.5", 40000, "10.0.0.6", 53);
 
-    public static Trial Run(double rate, double seconds, string root, bool keep = false)
+    /// <summary>
+    /// The producer: trace events from the real datapath program, or (with <paramref name="execObject"/>, the
+    /// compiled bench/bpf/exec_producer.bpf.c) full-size exec events through the same event channel.
+    /// </summary>
+    public static Trial Run(double rate, double seconds, string root, bool keep = false, string? execObject = null)
     {
         var dir = Path.Combine(root, $"ingest-{rate:0}");
         if (Directory.Exists(dir))
             Directory.Delete(dir, true);
-        using var source = new ObjectSource(EmbeddedObjects.Datapath, new EventOptions
-        {
-            Snaplen = 0,
-            Kinds = new HashSet<EventKind> { EventKind.Trace },
-        });
-        var prog = source.Object.Program("fx_from_endpoint");
+        var kind = execObject is null ? EventKind.Trace : EventKind.Exec;
+        var table = Rows.TableOf(kind);
+        var options = new EventOptions { Snaplen = 0, Kinds = new HashSet<EventKind> { kind } };
+        using IEventSource source = execObject is null ? new ObjectSource(EmbeddedObjects.Datapath, options) : new FileSource(execObject, options);
+        var prog = execObject is null ? ((ObjectSource)source).Object.Program("fx_from_endpoint") : ((FileSource)source).Object.Program("fxb_exec");
         var (mono, boot) = Recording.ClockOffsets();
         var context = new EventContext(mono) { BoottimeToUtcOffsetNs = boot };
         var rec = new Recording([source], context, new RecordOptions { OutputDir = dir });
@@ -97,21 +102,41 @@ internal static class Ingest
         var threads = after.ToDictionary(kv => kv.Key, kv => kv.Value - before.GetValueOrDefault(kv.Key), StringComparer.Ordinal);
         threads.Remove("fxb-producer");
         double recorderCpu = processCpu - producerCpu;
-        var loss = s.Loss["trace"];
-        long bytes = Directory.Exists(Path.Combine(dir, "trace"))
-            ? Directory.EnumerateFiles(Path.Combine(dir, "trace"), "*.parquet", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length)
+        var loss = s.Loss[table];
+        long bytes = Directory.Exists(Path.Combine(dir, table))
+            ? Directory.EnumerateFiles(Path.Combine(dir, table), "*.parquet", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length)
             : 0;
         var trial = new Trial(rate, produceSeconds, loss.Emitted, loss.Failed, loss.UserspaceDropped,
-            s.Rows.GetValueOrDefault("trace"), bytes, recorderCpu, producerCpu, peak, threads)
-        { ProgramNsPerRun = produced > 0 ? produceNs / produced : 0, GcPause = gcPause, Gcs = gcs };
+            s.Rows.GetValueOrDefault(table), bytes, recorderCpu, producerCpu, peak, threads)
+        { Table = table, ProgramNsPerRun = produced > 0 ? produceNs / produced : 0, GcPause = gcPause, Gcs = gcs };
         if (!keep)
             Directory.Delete(dir, true);
         return trial;
     }
 
     public static string Line(Trial t) =>
-        $"target={t.TargetRate / 1e6:0.00}M/s achieved={t.Rate / 1e6:0.000}M/s emitted={t.Emitted} failed={t.Failed} userspace_dropped={t.UserspaceDropped} rows={t.Rows} " +
+        $"table={t.Table} target={t.TargetRate / 1e6:0.00}M/s achieved={t.Rate / 1e6:0.000}M/s emitted={t.Emitted} failed={t.Failed} userspace_dropped={t.UserspaceDropped} rows={t.Rows} " +
         $"zero_loss={t.ZeroLoss} recorder_cpu={t.RecorderCpu:0.00}s ({t.RecorderCpu / (t.Seconds + 1.8) * 100:0}% of a core over the trial) producer_cpu={t.ProducerCpu:0.00}s program_ns_per_run={t.ProgramNsPerRun:0} " +
         $"peak_rss={t.PeakRss / 1048576.0:0}MB gc_pause={t.GcPause.TotalMilliseconds:0}ms gc0/1/2={t.Gcs} bytes_per_event={(t.Rows > 0 ? (double)t.TraceBytes / t.Rows : 0):0.0} " +
         $"threads[{string.Join(", ", t.Threads.Where(kv => kv.Value >= 0.01).OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value:0.00}s"))}]";
+}
+
+/// <summary>An event source from a BPF object file (a bench producer), configured like the recorder's own objects.</summary>
+internal sealed class FileSource : IEventSource
+{
+    public FileSource(string path, EventOptions options)
+    {
+        Object = BpfObject.Open(Path.GetFileNameWithoutExtension(path), File.ReadAllBytes(path));
+        EventChannel.Configure(Object, options);
+        Object.Load();
+        EventsMap = Object.Map(EventChannel.EventsMap);
+        EmitStatsMap = Object.Map(EventChannel.StatsMap);
+    }
+
+    public BpfObject Object { get; }
+    public string Name => Object.Name;
+    public BpfMap EventsMap { get; }
+    public BpfMap EmitStatsMap { get; }
+
+    public void Dispose() => Object.Dispose();
 }

@@ -244,3 +244,21 @@ public class SnapshotSchemaTests
         }
     }
 }
+
+public class EventContextTests
+{
+    [Fact]
+    public void Binaries_AreForgottenOnlyAfterTwoGenerationsOfNewerExecs()
+    {
+        var ctx = new EventContext(0) { BinaryGeneration = 100 };
+        ctx.RegisterBinary(1, "/usr/sbin/sshd");
+        for (ulong id = 2; id <= 150; id++)
+            ctx.RegisterBinary(id, "/bin/true");
+        Assert.Equal("/usr/sbin/sshd", ctx.Binary(1)); // one generation later: still known
+        for (ulong id = 151; id <= 250; id++)
+            ctx.RegisterBinary(id, "/bin/true");
+        Assert.Null(ctx.Binary(1));
+        Assert.Equal("/bin/true", ctx.Binary(250));
+        Assert.True(ctx.KnownBinaries <= 200, $"{ctx.KnownBinaries} binaries kept");
+    }
+}
