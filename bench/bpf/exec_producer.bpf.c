@@ -12,10 +12,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-static const char filename[] = "/usr/bin/curl";
-static const char args[] = "curl\0-s\0http://203.0.113.10/";
-static const char cwd[] = "/root";
-static const char comm[] = "curl";
+#define FILENAME "/usr/bin/curl"
+#define ARGS "curl\0-s\0http://203.0.113.10/"
+#define CWD "/root"
+#define COMM "curl"
 
 SEC("tc")
 int fxb_exec(struct __sk_buff *skb)
@@ -42,13 +42,13 @@ int fxb_exec(struct __sk_buff *skb)
 	ev->flags = 0;
 	ev->argc = 3;
 	__builtin_memset(ev->comm, 0, sizeof(ev->comm));
-	__builtin_memcpy(ev->comm, comm, sizeof(comm));
-	__builtin_memcpy(ev->filename, filename, sizeof(filename) - 1);
-	ev->filename_len = sizeof(filename) - 1;
-	__builtin_memcpy(ev->args, args, sizeof(args));
-	ev->args_len = sizeof(args);
-	__builtin_memcpy(ev->cwd, cwd, sizeof(cwd) - 1);
-	ev->cwd_len = sizeof(cwd) - 1;
+	__builtin_memcpy(ev->comm, COMM, sizeof(COMM));
+	__builtin_memcpy(ev->filename, FILENAME, sizeof(FILENAME) - 1);
+	ev->filename_len = sizeof(FILENAME) - 1;
+	__builtin_memcpy(ev->args, ARGS, sizeof(ARGS));
+	ev->args_len = sizeof(ARGS);
+	__builtin_memcpy(ev->cwd, CWD, sizeof(CWD) - 1);
+	ev->cwd_len = sizeof(CWD) - 1;
 	fx_submit(ev, FX_KIND_EXEC);
 	return TC_ACT_OK;
 }

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Net;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Probes;
@@ -16,8 +15,8 @@ public sealed class EventContext
     private readonly Dictionary<(ulong, ulong), string> v6 = [];
     private readonly object binariesLock = new();
     private int registered;
-    private volatile ConcurrentDictionary<ulong, string> binaries = new();
-    private volatile ConcurrentDictionary<ulong, string> olderBinaries = new();
+    private Dictionary<ulong, string> binaries = [];
+    private Dictionary<ulong, string> olderBinaries = [];
 
     public EventContext(long monotonicToUtcOffsetNs) => MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
 
@@ -50,27 +49,35 @@ public sealed class EventContext
 
     public void RegisterBinary(ulong execId, string binary)
     {
-        // (ConcurrentDictionary.Count takes every lock: count registrations instead)
-        if (Interlocked.Increment(ref registered) > BinaryGeneration)
+        lock (binariesLock)
         {
-            lock (binariesLock)
+            if (++registered > BinaryGeneration)
             {
-                if (Volatile.Read(ref registered) > BinaryGeneration)
-                {
-                    olderBinaries = binaries;
-                    binaries = new ConcurrentDictionary<ulong, string>();
-                    Volatile.Write(ref registered, 1);
-                }
+                olderBinaries = binaries;
+                binaries = new Dictionary<ulong, string>();
+                registered = 1;
             }
+            binaries[execId] = binary;
         }
-        binaries[execId] = binary;
     }
 
-    public string? Binary(ulong execId) =>
-        execId != 0 && (binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b)) ? b : null;
+    public string? Binary(ulong execId)
+    {
+        if (execId == 0)
+            return null;
+        lock (binariesLock)
+            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b : null;
+    }
 
     /// <summary>Process images whose binary is known (both generations).</summary>
-    public int KnownBinaries => binaries.Count + olderBinaries.Count;
+    public int KnownBinaries
+    {
+        get
+        {
+            lock (binariesLock)
+                return binaries.Count + olderBinaries.Count;
+        }
+    }
 
     /// <summary>The address as text, cached: few distinct addresses, many events.</summary>
     public string Ip(in Bytes16 addr, byte family)
