@@ -19,6 +19,8 @@ internal sealed record Trial(
 
     public string Table { get; init; } = "trace";
 
+    public string Memory { get; init; } = "";
+
     /// <summary>Time the runtime suspended every managed thread for garbage collection, and collections per generation.</summary>
     public TimeSpan GcPause { get; init; }
 
@@ -47,7 +49,13 @@ internal static class Ingest
         var prog = execObject is null ? ((ObjectSource)source).Object.Program("fx_from_endpoint") : ((FileSource)source).Object.Program("fxb_exec");
         var (mono, boot) = Recording.ClockOffsets();
         var context = new EventContext(mono) { BoottimeToUtcOffsetNs = boot };
-        var rec = new Recording([source], context, new RecordOptions { OutputDir = dir });
+        // FXB_CHUNKS, FXB_BATCH_ROWS, FXB_WRITERS: pipeline settings other than the recorder's defaults (for ablations)
+        int Env(string name, int dflt) => int.TryParse(Environment.GetEnvironmentVariable(name), out var v) ? v : dflt;
+        var defaults = new PipelineOptions();
+        var pipeline = defaults with { Chunks = Env("FXB_CHUNKS", defaults.Chunks), BatchRows = Env("FXB_BATCH_ROWS", defaults.BatchRows) };
+        var recordOptions = new RecordOptions { OutputDir = dir, Pipeline = pipeline };
+        recordOptions = recordOptions with { WriterThreads = Env("FXB_WRITERS", recordOptions.WriterThreads) };
+        var rec = new Recording([source], context, recordOptions);
         using var cts = new CancellationTokenSource();
         RecordingSummary? summary = null;
         GC.Collect();
@@ -90,6 +98,8 @@ internal static class Ingest
         }) { Name = "fxb-producer" };
         producer.Start();
         producer.Join();
+        var gcInfo = GC.GetGCMemoryInfo();
+        var rss = Proc.RssParts(); // at the end of the load, before the drain
         Thread.Sleep(1500);
         var gcPause = GC.GetTotalPauseDuration() - pause0;
         var gcs = $"{GC.CollectionCount(0) - gcs0[0]}/{GC.CollectionCount(1) - gcs0[1]}/{GC.CollectionCount(2) - gcs0[2]}";
@@ -108,7 +118,7 @@ internal static class Ingest
             : 0;
         var trial = new Trial(rate, produceSeconds, loss.Emitted, loss.Failed, loss.UserspaceDropped,
             s.Rows.GetValueOrDefault(table), bytes, recorderCpu, producerCpu, peak, threads)
-        { Table = table, ProgramNsPerRun = produced > 0 ? produceNs / produced : 0, GcPause = gcPause, Gcs = gcs };
+        { Memory = $"rss_at_end[anon={rss.Anon / 1048576.0:0}MB file={rss.File / 1048576.0:0}MB shmem={rss.Shmem / 1048576.0:0}MB] gc_heap={gcInfo.HeapSizeBytes / 1048576.0:0}MB gc_committed={gcInfo.TotalCommittedBytes / 1048576.0:0}MB", Table = table, ProgramNsPerRun = produced > 0 ? produceNs / produced : 0, GcPause = gcPause, Gcs = gcs };
         if (!keep)
             Directory.Delete(dir, true);
         return trial;
@@ -117,7 +127,7 @@ internal static class Ingest
     public static string Line(Trial t) =>
         $"table={t.Table} target={t.TargetRate / 1e6:0.00}M/s achieved={t.Rate / 1e6:0.000}M/s emitted={t.Emitted} failed={t.Failed} userspace_dropped={t.UserspaceDropped} rows={t.Rows} " +
         $"zero_loss={t.ZeroLoss} recorder_cpu={t.RecorderCpu:0.00}s ({t.RecorderCpu / (t.Seconds + 1.8) * 100:0}% of a core over the trial) producer_cpu={t.ProducerCpu:0.00}s program_ns_per_run={t.ProgramNsPerRun:0} " +
-        $"peak_rss={t.PeakRss / 1048576.0:0}MB gc_pause={t.GcPause.TotalMilliseconds:0}ms gc0/1/2={t.Gcs} bytes_per_event={(t.Rows > 0 ? (double)t.TraceBytes / t.Rows : 0):0.0} " +
+        $"peak_rss={t.PeakRss / 1048576.0:0}MB gc_pause={t.GcPause.TotalMilliseconds:0}ms  gc0/1/2={t.Gcs} {t.Memory} bytes_per_event={(t.Rows > 0 ? (double)t.TraceBytes / t.Rows : 0):0.0} " +
         $"threads[{string.Join(", ", t.Threads.Where(kv => kv.Value >= 0.01).OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value:0.00}s"))}]";
 }
 
