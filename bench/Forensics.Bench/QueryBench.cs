@@ -291,6 +291,7 @@ internal static class QueryBench
             times.Sort();
             Console.WriteLine($"forensics n={n} in-process QuerySession \"{name}\": {times[1]:0.000}s (median of 3, {rows} rows; the session opened beforehand)");
         }
-        Directory.Delete(dir, true);
+        if (Environment.GetEnvironmentVariable("FXB_KEEP") != "1")
+            Directory.Delete(dir, true);
     }
 }
