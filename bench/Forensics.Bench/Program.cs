@@ -39,8 +39,18 @@ switch (what)
     case "storage-exec":
         QueryBench.Exec(Path.Combine(root, "query"), (long)Arg(1, 1e6));
         break;
+    case "net":
+        // net [SECONDS] [TRIALS] [probes|noprobes]: iperf3 TCP and 64-byte UDP between two lab pods, no BPF against datapath + recording
+        NetBench.Net(root, Arg(1, 5), (int)Arg(2, 1), args.Length <= 3 || args[3] != "noprobes");
+        break;
+    case "capture":
+        // capture UDPFLOOD [SECONDS] [PPS,PPS,...|0=max] [all|capture]: datapath capture against tcpdump -w on the same veth
+        NetBench.Capture(root, args[1], Arg(2, 3),
+            (args.Length > 3 ? args[3] : "100000,300000,1000000,0").Split(',').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList(),
+            args.Length > 4 ? args[4] : "all");
+        break;
     default:
-        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS]");
+        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | net [SECONDS] [TRIALS] [probes|noprobes] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture]");
         return 2;
 }
 return 0;
