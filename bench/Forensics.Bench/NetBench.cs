@@ -22,37 +22,82 @@ internal static partial class NetBench
 
     // ---------------------------------------------------------------- net
 
-    private sealed record NetResult(double TcpGbps, long TcpRetrans, double UdpSentPps, double UdpRecvPps, double UdpLostPct, double ProcessCpu, string Recording);
+    private sealed record NetResult(
+        double TcpGbps, long TcpRetrans, string TcpCpu, double UdpSentPps, double UdpRecvPps, double UdpLostPct,
+        double FloodSentPps, double FloodRecvPps, double ProcessCpu, string Recording);
 
-    /// <summary><paramref name="trials"/> times: the pods without BPF, then with the datapath and a recording; iperf3 TCP and 64-byte UDP each.</summary>
-    public static void Net(string root, double seconds, int trials, bool probes)
+    private static string Line(NetResult r) =>
+        Inv($"tcp_gbps={r.TcpGbps:0.000} tcp_retrans={r.TcpRetrans} tcp_{r.TcpCpu} iperf_udp64_sent_pps={r.UdpSentPps:0} iperf_udp64_recv_pps={r.UdpRecvPps:0} iperf_udp64_lost={r.UdpLostPct:0.0}% ") +
+        Inv($"flood_udp64_sent_pps={r.FloodSentPps:0} flood_udp64_recv_pps={r.FloodRecvPps:0} bench_process_cpu={r.ProcessCpu:0.00}s ") + r.Recording;
+
+    /// <summary>
+    /// <paramref name="trials"/> times, each setup in turn (a fresh lab each): iperf3 TCP, iperf3 64-byte UDP, udpflood 64-byte UDP.
+    /// nobpf: plain veths routed by the node namespace. datapath: attached, every event kind off, nothing recorded.
+    /// record: datapath and probes with every kind on, snaplen 128, recorded to Parquet (forensics record --lab's defaults).
+    /// record-nocapture: the same with snaplen 0. Ratios against nobpf of the same trial.
+    /// </summary>
+    public static void Net(string root, string udpflood, double seconds, int trials, IReadOnlyList<string> setups)
     {
         for (int t = 1; t <= trials; t++)
         {
-            var plain = NetTrial(root, seconds, null, probes);
-            Console.WriteLine(Inv($"net trial={t} setup=no-bpf ") + Line(plain) + $" load={NetLab.LoadAvg()}");
-            var events = new EventOptions { SelfPid = (uint)Environment.ProcessId }; // forensics record's defaults: every kind, snaplen 128, 16 MiB ring
-            var dp = NetTrial(root, seconds, events, probes);
-            Console.WriteLine(Inv($"net trial={t} setup=datapath+recording{(probes ? "+probes" : "")} ") + Line(dp) + $" load={NetLab.LoadAvg()}");
-            Console.WriteLine(Inv($"net trial={t} ratio tcp={dp.TcpGbps / plain.TcpGbps:0.000} udp_recv_pps={dp.UdpRecvPps / plain.UdpRecvPps:0.000} udp_sent_pps={dp.UdpSentPps / plain.UdpSentPps:0.000} tcp_target_0.90_met={(dp.TcpGbps >= 0.9 * plain.TcpGbps ? "yes" : "no")}"));
+            var results = new Dictionary<string, NetResult>(StringComparer.Ordinal);
+            foreach (var setup in setups)
+            {
+                var self = (uint)Environment.ProcessId;
+                var (events, probes) = setup switch
+                {
+                    "nobpf" => ((EventOptions?)null, false),
+                    "datapath" => (new EventOptions { SelfPid = self, Kinds = new HashSet<EventKind> { EventKind.Exec } }, false), // the datapath emits no exec events: nothing at all
+                    "record" => (new EventOptions { SelfPid = self }, true),
+                    "record-nocapture" => (new EventOptions { SelfPid = self, Snaplen = 0 }, true),
+                    _ => throw new ArgumentException($"unknown setup {setup} (nobpf, datapath, record, record-nocapture)"),
+                };
+                var r = results[setup] = NetTrial(root, udpflood, seconds, events, probes, setup.StartsWith("record", StringComparison.Ordinal), setup);
+                Console.WriteLine(Inv($"net trial={t} setup={setup} ") + Line(r) + $" load={NetLab.LoadAvg()}");
+            }
+            if (results.TryGetValue("nobpf", out var plain))
+                foreach (var (setup, r) in results.Where(kv => kv.Key != "nobpf"))
+                    Console.WriteLine(Inv($"net trial={t} ratio setup={setup}/nobpf tcp={r.TcpGbps / plain.TcpGbps:0.000} iperf_udp_recv_pps={r.UdpRecvPps / plain.UdpRecvPps:0.000} iperf_udp_sent_pps={r.UdpSentPps / plain.UdpSentPps:0.000} flood_sent_pps={r.FloodSentPps / plain.FloodSentPps:0.000} flood_recv_pps={r.FloodRecvPps / plain.FloodRecvPps:0.000} tcp_target_0.90_met={(r.TcpGbps >= 0.9 * plain.TcpGbps ? "yes" : "no")}"));
         }
     }
 
-    private static string Line(NetResult r) =>
-        Inv($"tcp_gbps={r.TcpGbps:0.000} tcp_retrans={r.TcpRetrans} udp64_sent_pps={r.UdpSentPps:0} udp64_recv_pps={r.UdpRecvPps:0} udp64_lost={r.UdpLostPct:0.0}% bench_process_cpu={r.ProcessCpu:0.00}s ") + r.Recording;
+    /// <summary>/proc/stat's first line: (busy, softirq, total) jiffies of all CPUs.</summary>
+    private static (long Busy, long Softirq, long Total) CpuStat()
+    {
+        var f = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries)[1..].Select(x => long.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+        long total = f.Take(8).Sum(), idle = f[3] + f[4];
+        return (total - idle, f[6], total);
+    }
 
-    private static NetResult NetTrial(string root, double seconds, EventOptions? events, bool probes)
+    private static string CpuSplit((long Busy, long Softirq, long Total) a, (long Busy, long Softirq, long Total) b)
+    {
+        double t = Math.Max(1, b.Total - a.Total);
+        return Inv($"machine_busy={(b.Busy - a.Busy) / t * 100:0}%(softirq {(b.Softirq - a.Softirq) / t * 100:0}%)");
+    }
+
+    private static NetResult NetTrial(string root, string udpflood, double seconds, EventOptions? events, bool probes, bool recordIt, string setup)
     {
         using var lab = NetLab.Up(LabName(), events, probes);
-        using var server = new Background(["ip", "netns", "exec", lab.ServerNs, "iperf3", "-s", "-B", NetLab.ServerIp, "--forceflush"], TimeSpan.FromSeconds(seconds * 2 + 90));
+        using var server = new Background(["ip", "netns", "exec", lab.ServerNs, "iperf3", "-s", "-B", NetLab.ServerIp, "--forceflush"], TimeSpan.FromSeconds(seconds * 3 + 90));
         if (!server.WaitFor("Server listening", TimeSpan.FromSeconds(10)))
             throw new InvalidOperationException("iperf3 -s did not come up: " + server.Stderr);
         var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
-        lab.StartRecording(Path.Combine(root, "net-recording"));
+        if (recordIt)
+            lab.StartRecording(Path.Combine(root, "net-recording"));
         var secs = seconds.ToString(CultureInfo.InvariantCulture);
+
+        // FXB_PERF=DIR: a system-wide cpu-clock profile of the TCP test, one file per setup
+        var perfDir = Environment.GetEnvironmentVariable("FXB_PERF");
+        using var perf = string.IsNullOrEmpty(perfDir) ? null
+            : new Background(["perf", "record", "-e", "cpu-clock", "-g", "-a", "-o", Path.Combine(perfDir, $"net-{setup}.perf.data"), "--", "sleep", Num(seconds)], TimeSpan.FromSeconds(seconds + 30));
+        var c0 = CpuStat();
         using var tcp = Iperf(lab, ["-c", NetLab.ServerIp, "-t", secs, "-J"], seconds);
+        var tcpCpu = CpuSplit(c0, CpuStat());
+        perf?.Wait(TimeSpan.FromSeconds(30));
         Thread.Sleep(500);
         using var udp = Iperf(lab, ["-c", NetLab.ServerIp, "-u", "-l", "64", "-b", "0", "-t", secs, "-J"], seconds);
+        Thread.Sleep(500);
+        var (floodSent, floodRecv) = Flood(lab, udpflood, seconds);
         var summary = lab.StopRecording();
         double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
         var te = tcp.RootElement.GetProperty("end");
@@ -62,8 +107,25 @@ internal static partial class NetBench
         return new NetResult(
             te.GetProperty("sum_received").GetProperty("bits_per_second").GetDouble() / 1e9,
             te.GetProperty("sum_sent").TryGetProperty("retransmits", out var rt) ? rt.GetInt64() : -1,
-            usent, urecv, ue.GetProperty("sum").GetProperty("lost_percent").GetDouble(), cpu,
+            tcpCpu,
+            usent, urecv, ue.GetProperty("sum").GetProperty("lost_percent").GetDouble(),
+            floodSent, floodRecv, cpu,
             summary is null ? "recording=none" : NetLab.Describe(summary));
+    }
+
+    /// <summary>udpflood at full speed (sendmmsg/recvmmsg, 64 batched datagrams per call): (sent, received) per second of sending.</summary>
+    private static (double Sent, double Received) Flood(NetLab lab, string udpflood, double seconds)
+    {
+        using var recv = new Background(["ip", "netns", "exec", lab.ServerNs, udpflood, "recv", NetLab.ServerIp, "9000", Num(seconds + 20)], TimeSpan.FromSeconds(seconds + 40));
+        if (!recv.WaitFor("ready", TimeSpan.FromSeconds(10)))
+            throw new InvalidOperationException("udpflood recv did not come up: " + recv.Stderr);
+        var send = Commands.Run("ip", ["netns", "exec", lab.ClientNs, udpflood, "send", NetLab.ServerIp, "9000", "0", Num(seconds), "64"], TimeSpan.FromSeconds(seconds + 20));
+        if (send.ExitCode != 0)
+            throw new InvalidOperationException("udpflood send: " + send.FirstErrorLine);
+        recv.Wait(TimeSpan.FromSeconds(seconds + 25));
+        var s = KeyValues(send.Stdout);
+        var r = KeyValues(recv.Stdout);
+        return (s["pps"], r.GetValueOrDefault("received") / s["seconds"]);
     }
 
     private static JsonDocument Iperf(NetLab lab, string[] args, double seconds)
@@ -109,7 +171,7 @@ internal static partial class NetBench
             var send = Commands.Run("ip", ["netns", "exec", lab.ClientNs, udpflood, "send", NetLab.ServerIp, "9000", Num(pps), Num(seconds), "64"], TimeSpan.FromSeconds(seconds + 20));
             if (send.ExitCode != 0)
                 throw new InvalidOperationException("udpflood send: " + send.FirstErrorLine);
-            Thread.Sleep(500);
+            Thread.Sleep(1500); // tcpdump reads a block when it is full or 1 s old (libpcap's timeout): let the last one go
             long rx = RxPackets(lab) - rx0;
             dump.Interrupt(TimeSpan.FromSeconds(20));
             var summary = lab.StopRecording()!;

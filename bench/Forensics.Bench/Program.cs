@@ -40,8 +40,8 @@ switch (what)
         QueryBench.Exec(Path.Combine(root, "query"), (long)Arg(1, 1e6));
         break;
     case "net":
-        // net [SECONDS] [TRIALS] [probes|noprobes]: iperf3 TCP and 64-byte UDP between two lab pods, no BPF against datapath + recording
-        NetBench.Net(root, Arg(1, 5), (int)Arg(2, 1), args.Length <= 3 || args[3] != "noprobes");
+        // net UDPFLOOD [SECONDS] [TRIALS] [SETUP,...]: iperf3 TCP, iperf3 and udpflood 64-byte UDP between two lab pods, no BPF against datapath (+ recording)
+        NetBench.Net(root, args[1], Arg(2, 5), (int)Arg(3, 1), (args.Length > 4 ? args[4] : "nobpf,datapath,record").Split(','));
         break;
     case "capture":
         // capture UDPFLOOD [SECONDS] [PPS,PPS,...|0=max] [all|capture]: datapath capture against tcpdump -w on the same veth
@@ -50,7 +50,7 @@ switch (what)
             args.Length > 4 ? args[4] : "all");
         break;
     default:
-        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | net [SECONDS] [TRIALS] [probes|noprobes] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture]");
+        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture]");
         return 2;
 }
 return 0;
