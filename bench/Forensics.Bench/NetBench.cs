@@ -23,11 +23,11 @@ internal static partial class NetBench
     // ---------------------------------------------------------------- net
 
     private sealed record NetResult(
-        double TcpGbps, long TcpRetrans, string TcpCpu, double UdpSentPps, double UdpRecvPps, double UdpLostPct,
+        double TcpGbps, long TcpRetrans, string TcpCpu, double TcpIperfCpuPerGB, double TcpRecorderCpuPerGB, double UdpSentPps, double UdpRecvPps, double UdpLostPct,
         double FloodSentPps, double FloodRecvPps, double ProcessCpu, string Recording);
 
     private static string Line(NetResult r) =>
-        Inv($"tcp_gbps={r.TcpGbps:0.000} tcp_retrans={r.TcpRetrans} tcp_{r.TcpCpu} iperf_udp64_sent_pps={r.UdpSentPps:0} iperf_udp64_recv_pps={r.UdpRecvPps:0} iperf_udp64_lost={r.UdpLostPct:0.0}% ") +
+        Inv($"tcp_gbps={r.TcpGbps:0.000} tcp_retrans={r.TcpRetrans} tcp_{r.TcpCpu} tcp_iperf3_cpu_s_per_GB={r.TcpIperfCpuPerGB:0.000} tcp_recorder_cpu_s_per_GB={r.TcpRecorderCpuPerGB:0.000} iperf_udp64_sent_pps={r.UdpSentPps:0} iperf_udp64_recv_pps={r.UdpRecvPps:0} iperf_udp64_lost={r.UdpLostPct:0.0}% ") +
         Inv($"flood_udp64_sent_pps={r.FloodSentPps:0} flood_udp64_recv_pps={r.FloodRecvPps:0} bench_process_cpu={r.ProcessCpu:0.00}s ") + r.Recording;
 
     /// <summary>
@@ -57,7 +57,7 @@ internal static partial class NetBench
             }
             if (results.TryGetValue("nobpf", out var plain))
                 foreach (var (setup, r) in results.Where(kv => kv.Key != "nobpf"))
-                    Console.WriteLine(Inv($"net trial={t} ratio setup={setup}/nobpf tcp={r.TcpGbps / plain.TcpGbps:0.000} iperf_udp_recv_pps={r.UdpRecvPps / plain.UdpRecvPps:0.000} iperf_udp_sent_pps={r.UdpSentPps / plain.UdpSentPps:0.000} flood_sent_pps={r.FloodSentPps / plain.FloodSentPps:0.000} flood_recv_pps={r.FloodRecvPps / plain.FloodRecvPps:0.000} tcp_target_0.90_met={(r.TcpGbps >= 0.9 * plain.TcpGbps ? "yes" : "no")}"));
+                    Console.WriteLine(Inv($"net trial={t} ratio setup={setup}/nobpf tcp={r.TcpGbps / plain.TcpGbps:0.000} tcp_cpu_per_GB(iperf3+recorder)={(r.TcpIperfCpuPerGB + r.TcpRecorderCpuPerGB) / plain.TcpIperfCpuPerGB:0.000} iperf_udp_recv_pps={r.UdpRecvPps / plain.UdpRecvPps:0.000} iperf_udp_sent_pps={r.UdpSentPps / plain.UdpSentPps:0.000} flood_sent_pps={r.FloodSentPps / plain.FloodSentPps:0.000} flood_recv_pps={r.FloodRecvPps / plain.FloodRecvPps:0.000} tcp_target_0.90_met={(r.TcpGbps >= 0.9 * plain.TcpGbps ? "yes" : "no")}"));
         }
     }
 
@@ -91,8 +91,10 @@ internal static partial class NetBench
         using var perf = string.IsNullOrEmpty(perfDir) ? null
             : new Background(["perf", "record", "-e", "cpu-clock", "-g", "-a", "-o", Path.Combine(perfDir, $"net-{setup}.perf.data"), "--", "sleep", Num(seconds)], TimeSpan.FromSeconds(seconds + 30));
         var c0 = CpuStat();
+        var p0 = Process.GetCurrentProcess().TotalProcessorTime;
         using var tcp = Iperf(lab, ["-c", NetLab.ServerIp, "-t", secs, "-J"], seconds);
         var tcpCpu = CpuSplit(c0, CpuStat());
+        double recorderTcp = (Process.GetCurrentProcess().TotalProcessorTime - p0).TotalSeconds;
         perf?.Wait(TimeSpan.FromSeconds(30));
         Thread.Sleep(500);
         using var udp = Iperf(lab, ["-c", NetLab.ServerIp, "-u", "-l", "64", "-b", "0", "-t", secs, "-J"], seconds);
@@ -104,10 +106,15 @@ internal static partial class NetBench
         var ue = udp.RootElement.GetProperty("end");
         double usent = ue.GetProperty("sum_sent").GetProperty("bytes").GetDouble() / 64 / ue.GetProperty("sum_sent").GetProperty("seconds").GetDouble();
         double urecv = ue.GetProperty("sum_received").GetProperty("bytes").GetDouble() / 64 / ue.GetProperty("sum_received").GetProperty("seconds").GetDouble();
+        // iperf3's own CPU (getrusage of client and server; with tick accounting the softirq work done
+        // in their context, the tc programs included, is charged to them) per GB received
+        double gb = te.GetProperty("sum_received").GetProperty("bytes").GetDouble() / 1e9;
+        var cu = te.GetProperty("cpu_utilization_percent");
+        double iperfCpu = (cu.GetProperty("host_total").GetDouble() + cu.GetProperty("remote_total").GetDouble()) / 100 * te.GetProperty("sum_received").GetProperty("seconds").GetDouble();
         return new NetResult(
             te.GetProperty("sum_received").GetProperty("bits_per_second").GetDouble() / 1e9,
             te.GetProperty("sum_sent").TryGetProperty("retransmits", out var rt) ? rt.GetInt64() : -1,
-            tcpCpu,
+            tcpCpu, iperfCpu / gb, recordIt ? recorderTcp / gb : 0,
             usent, urecv, ue.GetProperty("sum").GetProperty("lost_percent").GetDouble(),
             floodSent, floodRecv, cpu,
             summary is null ? "recording=none" : NetLab.Describe(summary));
@@ -154,12 +161,14 @@ internal static partial class NetBench
         };
         using var lab = NetLab.Up(LabName(), events, probes);
         Console.WriteLine(Inv($"capture setup kinds={kinds} probes={probes} snaplen=128 ring=16MiB veth={lab.ClientLink} ifindex={lab.ClientIfindex} (host side of the client pod, in {lab.NodeNs}) load={NetLab.LoadAvg()}"));
-        foreach (var pps in loads)
+        // a first step of 2 s at 100k/s, reported as warmup: the first recording of a process runs cold (JIT, first batches)
+        foreach (var (pps, warm) in loads.Select(l => (l, false)).Prepend((100000.0, true)))
         {
+            double secs = warm ? 2 : seconds;
             var pcap = Path.Combine(root, "capture.pcap");
             File.Delete(pcap);
             var dir = Path.Combine(root, "capture-recording");
-            using var recv = new Background(["ip", "netns", "exec", lab.ServerNs, udpflood, "recv", NetLab.ServerIp, "9000", Num(seconds + 20)], TimeSpan.FromSeconds(seconds + 40));
+            using var recv = new Background(["ip", "netns", "exec", lab.ServerNs, udpflood, "recv", NetLab.ServerIp, "9000", Num(secs + 20)], TimeSpan.FromSeconds(secs + 40));
             if (!recv.WaitFor("ready", TimeSpan.FromSeconds(10)))
                 throw new InvalidOperationException("udpflood recv did not come up: " + recv.Stderr);
             using var dump = new Background(["ip", "netns", "exec", lab.NodeNs, "tcpdump", "-n", "-i", lab.ClientLink, "-w", pcap, "udp and dst port 9000"], TimeSpan.FromSeconds(seconds + 60));
@@ -168,7 +177,11 @@ internal static partial class NetBench
             lab.StartRecording(dir);
             long rx0 = RxPackets(lab);
             var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
-            var send = Commands.Run("ip", ["netns", "exec", lab.ClientNs, udpflood, "send", NetLab.ServerIp, "9000", Num(pps), Num(seconds), "64"], TimeSpan.FromSeconds(seconds + 20));
+            // FXB_PERF=DIR: a system-wide cpu-clock profile of the fastest step
+            var perfDir = Environment.GetEnvironmentVariable("FXB_PERF");
+            using var perf = string.IsNullOrEmpty(perfDir) || pps != 0 ? null
+                : new Background(["perf", "record", "-e", "cpu-clock", "-g", "-a", "-o", Path.Combine(perfDir, $"capture-{kinds}-max.perf.data"), "--", "sleep", Num(secs)], TimeSpan.FromSeconds(secs + 30));
+            var send = Commands.Run("ip", ["netns", "exec", lab.ClientNs, udpflood, "send", NetLab.ServerIp, "9000", Num(pps), Num(secs), "64"], TimeSpan.FromSeconds(secs + 20));
             if (send.ExitCode != 0)
                 throw new InvalidOperationException("udpflood send: " + send.FirstErrorLine);
             Thread.Sleep(1500); // tcpdump reads a block when it is full or 1 s old (libpcap's timeout): let the last one go
@@ -177,7 +190,8 @@ internal static partial class NetBench
             var summary = lab.StopRecording()!;
             double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
             var counters = lab.Counters();
-            recv.Wait(TimeSpan.FromSeconds(seconds + 25));
+            recv.Wait(TimeSpan.FromSeconds(secs + 25));
+            perf?.Wait(TimeSpan.FromSeconds(30));
 
             var s = KeyValues(send.Stdout);
             long sent = (long)s["sent"];
@@ -192,11 +206,11 @@ internal static partial class NetBench
             long kept = CountRows(dir, lab.ClientIfindex);
             long rows = summary.Rows.GetValueOrDefault("capture");
             Console.WriteLine(Inv(
-                $"capture offered_pps={(pps == 0 ? "max" : Num(pps))} achieved_pps={sentPps:0} sent={sent} veth_rx={rx} received={r.GetValueOrDefault("received"):0} ") +
+                $"capture {(warm ? "warmup " : "")}offered_pps={(pps == 0 ? "max" : Num(pps))} achieved_pps={sentPps:0} sent={sent} veth_rx={rx} received={r.GetValueOrDefault("received"):0} ") +
                 Inv($"tcpdump_kept={tcpdumpKept} tcpdump_dropped={tcpdumpDropped} tcpdump_seen={tcpdumpSeen} ") +
                 Inv($"forensics_kept={kept} capture_rows_all_veths={rows} capture_emitted={cap.Emitted} capture_failed={cap.Failed} capture_userspace_dropped={userDropped} trace_emitted={trace.Emitted} trace_failed={trace.Failed} ") +
                 Inv($"kept_ratio_forensics/tcpdump={(tcpdumpKept > 0 ? (double)kept / tcpdumpKept : 0):0.000} forensics_kept/sent={(double)kept / Math.Max(1, sent):0.000} tcpdump_kept/sent={(double)tcpdumpKept / Math.Max(1, sent):0.000} ") +
-                Inv($"bench_process_cpu={cpu:0.00}s events_lost={summary.EventsLost} load={NetLab.LoadAvg()}"));
+                Inv($"bench_process_cpu={cpu:0.00}s load={NetLab.LoadAvg()}"));
             if (Directory.Exists(dir))
                 Directory.Delete(dir, true);
             File.Delete(pcap);
