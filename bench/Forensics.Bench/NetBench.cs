@@ -150,17 +150,18 @@ internal static partial class NetBench
     /// recording and a tcpdump -w on the client's host veth, while udpflood sends 64-byte
     /// datagrams from the client pod to a counting receiver in the server pod.
     /// </summary>
-    public static void Capture(string root, string udpflood, double seconds, IReadOnlyList<double> loads, string kinds)
+    public static void Capture(string root, string udpflood, double seconds, IReadOnlyList<double> loads, string kinds, uint ringBytes = 16u << 20)
     {
         bool probes = kinds == "all";
         var events = new EventOptions
         {
             SelfPid = (uint)Environment.ProcessId,
             Snaplen = 128,
+            RingBytes = ringBytes,
             Kinds = kinds == "all" ? new HashSet<EventKind>() : new HashSet<EventKind> { EventKind.Capture },
         };
         using var lab = NetLab.Up(LabName(), events, probes);
-        Console.WriteLine(Inv($"capture setup kinds={kinds} probes={probes} snaplen=128 ring=16MiB veth={lab.ClientLink} ifindex={lab.ClientIfindex} (host side of the client pod, in {lab.NodeNs}) load={NetLab.LoadAvg()}"));
+        Console.WriteLine(Inv($"capture setup kinds={kinds} probes={probes} snaplen=128 ring={ringBytes >> 20}MiB veth={lab.ClientLink} ifindex={lab.ClientIfindex} (host side of the client pod, in {lab.NodeNs}) load={NetLab.LoadAvg()}"));
         // a first step of 2 s at 100k/s, reported as warmup: the first recording of a process runs cold (JIT, first batches)
         foreach (var (pps, warm) in loads.Select(l => (l, false)).Prepend((100000.0, true)))
         {
