@@ -102,6 +102,8 @@ internal static partial class NetBench
         var (floodSent, floodRecv) = Flood(lab, udpflood, seconds);
         var summary = lab.StopRecording();
         double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
+        if (summary is not null && Directory.Exists(summary.Directory))
+            Directory.Delete(summary.Directory, true);
         var te = tcp.RootElement.GetProperty("end");
         var ue = udp.RootElement.GetProperty("end");
         double usent = ue.GetProperty("sum_sent").GetProperty("bytes").GetDouble() / 64 / ue.GetProperty("sum_sent").GetProperty("seconds").GetDouble();
