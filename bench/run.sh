@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|datapath|query|query10m|net|capture]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|net|capture]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,8 @@ cc -O2 -Wall -o "$out/drain" bench/c/drain.c -lbpf -lpthread
 cc -O2 -Wall -o "$out/udpflood" bench/c/udpflood.c
 clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
 	-c bench/bpf/baseline.bpf.c -o "$out/baseline.bpf.o"
+clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
+	-c bench/bpf/exec_producer.bpf.c -o "$out/exec_producer.bpf.o"
 
 if [[ $what == all || $what == ingest ]]; then
 	# the C baseline: a filled 16 MiB ring drained, and a live producer with a concurrent consumer
@@ -27,8 +29,24 @@ if [[ $what == all || $what == ingest ]]; then
 	# the same after a 2 s warm-up trial in the same process (JIT tiering done), 8 s measured
 	timeout 120 "$bench" ingest-fixed 750000 8 warm
 	timeout 120 "$bench" ingest-fixed 1000000 8 warm
+	timeout 120 "$bench" ingest-fixed 2000000 8 warm
 	timeout 600 "$bench" ingest-step 3
 	echo "drain $(timeout 60 "$out/drain" bpf/datapath.bpf.o live 5)"
+fi
+if [[ $what == all || $what == ingest-exec ]]; then
+	# exec events (1640 bytes each): the C drain of the same producer, then the recorder at rising rates
+	export FXB_PROG=fxb_exec FXB_KIND=6
+	echo "drain-exec $(timeout 60 "$out/drain" "$out/exec_producer.bpf.o" filled 20 2>/dev/null)"
+	echo "drain-exec $(timeout 60 "$out/drain" "$out/exec_producer.bpf.o" live 5 2>/dev/null)"
+	unset FXB_PROG FXB_KIND
+	for rate in 50000 100000 150000 200000 300000; do
+		timeout 120 "$bench" ingest-exec "$out/exec_producer.bpf.o" $rate 5 warm | grep '^ingest-exec'
+	done
+fi
+if [[ $what == all || $what == writer ]]; then
+	# the Parquet writer alone (one thread, real trace rows), and Parquet.Net 6 per column type
+	timeout 300 "$bench" writer 100
+	timeout 300 "$bench" columns
 fi
 if [[ $what == all || $what == datapath ]]; then
 	timeout 600 "$bench" datapath "$out/baseline.bpf.o"

@@ -94,6 +94,18 @@ static __always_inline int fx_admit_new(struct __sk_buff *skb, struct fx_ctx *ct
 	return fx_finish(skb, ctx, TC_ACT_OK);
 }
 
+/*
+ * The identity of the other end of a packet at an endpoint: for a tracked
+ * connection, the one resolved when it was admitted (and its policy decided),
+ * which spares an LPM lookup per packet; for a new one, the ipcache's.
+ */
+static __always_inline __u32 fx_remote_identity(struct fx_ctx *ctx, const struct fx_ct_entry *e, const __u8 *addr)
+{
+	if (e)
+		return e->remote_identity;
+	return fx_identity_of(addr, ctx->pkt.tuple.family, NULL);
+}
+
 /* Packets leaving the pod (tc ingress on its host-side veth). */
 static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 {
@@ -116,12 +128,14 @@ static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_FRAG_NOT_FOUND, FX_FILE_DATAPATH));
 
 	rc = fx_lb_translate(skb, ctx, &lb);
-	ctx->meta.dst_identity = fx_identity_of(ctx->pkt.tuple.daddr, ctx->pkt.tuple.family, NULL);
-	if (rc != TC_ACT_OK)
+	if (rc != TC_ACT_OK) {
+		ctx->meta.dst_identity = fx_identity_of(ctx->pkt.tuple.daddr, ctx->pkt.tuple.family, NULL);
 		return fx_finish(skb, ctx, rc);
+	}
 
 	ctx->ct_state = fx_ct_lookup(skb, ctx, FX_DIR_EGRESS, &ctx->key, &e);
 	ctx->meta.flow_id = fx_flow_hash(&ctx->pkt.tuple, ctx->ct_sport, ctx->ct_dport);
+	ctx->meta.dst_identity = fx_remote_identity(ctx, e, ctx->pkt.tuple.daddr);
 	if (ctx->ct_state == FX_CT_REPLY && e)
 		e->flags |= FX_CTF_REPLY_SEEN;
 	if (ctx->ct_state != FX_CT_NEW)
@@ -145,11 +159,13 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 		return fx_finish(skb, ctx, TC_ACT_OK);
 	ctx->meta.endpoint_id = ep->id;
 	ctx->meta.dst_identity = ep->identity;
-	ctx->meta.src_identity = fx_identity_of(ctx->pkt.tuple.saddr, ctx->pkt.tuple.family, NULL);
-	if (ctx->frag_missing)
+	if (ctx->frag_missing) {
+		ctx->meta.src_identity = fx_identity_of(ctx->pkt.tuple.saddr, ctx->pkt.tuple.family, NULL);
 		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_FRAG_NOT_FOUND, FX_FILE_DATAPATH));
+	}
 
 	ctx->ct_state = fx_ct_lookup(skb, ctx, FX_DIR_INGRESS, &ctx->key, &e);
+	ctx->meta.src_identity = fx_remote_identity(ctx, e, ctx->pkt.tuple.saddr);
 	if (ctx->ct_state == FX_CT_REPLY && e) {
 		if (e->flags & FX_CTF_REV_DNAT) {
 			rc = fx_lb_rev_translate(skb, ctx, e);

@@ -39,6 +39,23 @@ internal static class Proc
         return (long.Parse(f[11], CultureInfo.InvariantCulture) + long.Parse(f[12], CultureInfo.InvariantCulture)) * TickSeconds;
     }
 
+    /// <summary>Resident memory now, by kind: anonymous (heaps), file-backed (code, libraries), shared (the ring buffer's pages).</summary>
+    public static (long Anon, long File, long Shmem) RssParts()
+    {
+        long anon = 0, file = 0, shmem = 0;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+        {
+            long Kb() => long.Parse(line.Split(':')[1].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
+            if (line.StartsWith("RssAnon:", StringComparison.Ordinal))
+                anon = Kb();
+            else if (line.StartsWith("RssFile:", StringComparison.Ordinal))
+                file = Kb();
+            else if (line.StartsWith("RssShmem:", StringComparison.Ordinal))
+                shmem = Kb();
+        }
+        return (anon, file, shmem);
+    }
+
     public static long PeakRssBytes()
     {
         foreach (var line in File.ReadLines("/proc/self/status"))

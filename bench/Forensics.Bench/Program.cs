@@ -14,6 +14,12 @@ switch (what)
             Console.WriteLine("ingest-warmup " + Ingest.Line(Ingest.Run(Arg(1, 1e6), 2, root))); // JIT tiering done before the measured trial
         Console.WriteLine("ingest-fixed " + Ingest.Line(Ingest.Run(Arg(1, 1e6), Arg(2, 5), root)));
         break;
+    case "ingest-exec":
+        // exec events (1640 bytes each in the ring) from bench/bpf/exec_producer.bpf.c: ingest-exec OBJECT RATE SECONDS [warm]
+        if (args.Length > 4 && args[4] == "warm")
+            Console.WriteLine("ingest-warmup " + Ingest.Line(Ingest.Run(Arg(2, 1e5), 2, root, execObject: args[1])));
+        Console.WriteLine("ingest-exec " + Ingest.Line(Ingest.Run(Arg(2, 1e5), Arg(3, 5), root, execObject: args[1])));
+        break;
     case "ingest-step":
         {
             // step the rate up until a trial loses events or the producer cannot reach the target
@@ -30,6 +36,12 @@ switch (what)
             Console.WriteLine($"ingest-best zero_loss_rate={best:0}");
             break;
         }
+    case "columns":
+        ColumnBench.Run();
+        break;
+    case "writer":
+        WriterBench.Run(root, (int)Arg(1, 100));
+        break;
     case "datapath":
         DatapathCost.Run(args[1]);
         break;

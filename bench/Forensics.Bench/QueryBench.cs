@@ -181,6 +181,7 @@ internal static class QueryBench
                 "reduce (inputs | .process_kprobe | select(.args[0].sock_arg.daddr | test(\"^(10|127)\\\\.|^192\\\\.168\\\\.\") | not)) as $e ({}; .[$e.process.binary] += 1)",
                 connJson),
         };
+        ForensicsQuery(root, n, dropParquet, connParquet);
         foreach (var q in questions)
         {
             var (pqs, pr) = Time(q.Parquet);
@@ -200,5 +201,96 @@ internal static class QueryBench
             Console.WriteLine($"query \"{q.Name}\" n={n}: duckdb/parquet {pqs:0.000}s ({pr} groups), duckdb/json {jss:0.000}s ({jr} groups), jq {jqs:0.0}s (extrapolated from {jqSample} lines in {sw.Elapsed.TotalSeconds:0.00}s); " +
                 $"parquet is {jss / pqs:0.0}x faster than duckdb/json and {jqs / pqs:0}x faster than jq");
         }
+    }
+
+    /// <summary>
+    /// The same events as a recording (the recorder's layout and manifest, built by the query tests'
+    /// TestRecording, with endpoints and identities snapshots naming the 40 pods), asked through
+    /// `forensics`: the named reconstructions and `forensics query` with the plain question, as a user
+    /// would run them (process start included), and the same SQL in-process through QuerySession.
+    /// </summary>
+    private static void ForensicsQuery(string root, long n, string dropParquet, string connParquet)
+    {
+        var dir = Path.Combine(root, $"rec-{n}");
+        if (Directory.Exists(dir))
+            Directory.Delete(dir, true);
+        using var rec = new Forensics.Query.Tests.TestRecording("node-a", dir);
+        rec.AddRaw("drop", $"SELECT * FROM read_parquet('{dropParquet}')");
+        rec.AddRaw("connect", $"SELECT * EXCLUDE (namespace, pod) FROM read_parquet('{connParquet}')");
+        var taken = Forensics.Query.Tests.TestRecording.Start;
+        for (int i = 0; i < 40; i++)
+        {
+            rec.Add("endpoints", new Dictionary<string, object?>
+            {
+                ["phase"] = "start", ["taken"] = taken, ["endpoint_id"] = (ushort)(100 + i), ["namespace"] = $"ns{i % 4}",
+                ["pod"] = $"app{i % 10}-{i}", ["ip"] = $"10.244.{i % 4}.{10 + i}", ["identity"] = (uint)(256 + i % 10), ["ifindex"] = (uint)(10 + i),
+                ["ingress_enforced"] = true, ["egress_enforced"] = false,
+            });
+        }
+        for (int i = 0; i < 10; i++)
+            rec.Add("identities", new Dictionary<string, object?> { ["phase"] = "start", ["taken"] = taken, ["identity"] = (uint)(256 + i), ["labels"] = $"k8s:app=app{i}", ["kind"] = "endpoint" });
+        rec.Build();
+        string exe = Environment.GetEnvironmentVariable("FXB_FORENSICS") ?? "./forensics";
+        var commands = new (string Name, string[] Args)[]
+        {
+            ("forensics drops (drops_by_workload)", ["drops", dir]),
+            ("forensics query: drops by reason and identity", ["query", dir, "SELECT reason_name, src_identity, count(*) AS n FROM drop GROUP BY ALL ORDER BY n DESC"]),
+            ("forensics connects --external (external_connects)", ["connects", dir, "--external"]),
+            ("forensics query: external connects by binary", ["query", dir, "SELECT \"binary\", count(*) AS n FROM connect WHERE NOT (dst_ip LIKE '10.%' OR dst_ip LIKE '192.168.%' OR dst_ip LIKE '127.%') GROUP BY ALL ORDER BY n DESC"]),
+            ("forensics --version (process start only)", ["--version"]),
+        };
+        foreach (var (name, args) in commands)
+        {
+            var times = new List<double>();
+            int lines = 0;
+            for (int run = 0; run < 3; run++)
+            {
+                var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true };
+                foreach (var a in args)
+                    psi.ArgumentList.Add(a);
+                var sw = Stopwatch.StartNew();
+                using var p = Process.Start(psi)!;
+                var stdout = p.StandardOutput.ReadToEndAsync();
+                var stderr = p.StandardError.ReadToEndAsync();
+                if (!p.WaitForExit(600_000) || p.ExitCode != 0)
+                    throw new InvalidOperationException($"{exe} {string.Join(' ', args)}: exit {p.ExitCode}: {stderr.Result}");
+                times.Add(sw.Elapsed.TotalSeconds);
+                lines = stdout.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length;
+            }
+            times.Sort();
+            Console.WriteLine($"forensics n={n} \"{name}\": {times[1]:0.000}s wall (median of 3, {lines} lines out)");
+        }
+        // in-process: the recording opened as `forensics query` opens it, the SQL timed without process start
+        {
+            var opens = new List<double>();
+            for (int run = 0; run < 3; run++)
+            {
+                var sw = Stopwatch.StartNew();
+                using var session = Forensics.Query.QuerySession.Open([dir]);
+                opens.Add(sw.Elapsed.TotalSeconds);
+            }
+            opens.Sort();
+            Console.WriteLine($"forensics n={n} in-process QuerySession.Open: {opens[1]:0.000}s (median of 3: manifest, hashes, views)");
+        }
+        foreach (var (name, sql) in new[]
+        {
+            ("drops_by_workload", "SELECT * FROM drops_by_workload"),
+            ("drops by reason and identity", "SELECT reason_name, src_identity, count(*) AS n FROM drop GROUP BY ALL ORDER BY n DESC"),
+            ("external_connects", "SELECT * FROM external_connects"),
+        })
+        {
+            var times = new List<double>();
+            long rows = 0;
+            for (int run = 0; run < 3; run++)
+            {
+                using var session = Forensics.Query.QuerySession.Open([dir]);
+                var sw = Stopwatch.StartNew();
+                rows = session.Execute(sql).Rows.Count;
+                times.Add(sw.Elapsed.TotalSeconds);
+            }
+            times.Sort();
+            Console.WriteLine($"forensics n={n} in-process QuerySession \"{name}\": {times[1]:0.000}s (median of 3, {rows} rows; the session opened beforehand)");
+        }
+        Directory.Delete(dir, true);
     }
 }

@@ -6,6 +6,8 @@
 //   drain OBJ live SECONDS [RING_BYTES]   producer thread + consumer thread
 //   drain OBJ filled ROUNDS [RING_BYTES]  fill the ring, then time the drain
 // Prints one line: key=value pairs.
+// FXB_PROG=NAME runs another program of OBJ and FXB_KIND=N enables that event kind
+// instead of trace (bench/run.sh ingest-exec: fxb_exec of bench/out/exec_producer.bpf.o, kind 6).
 #define _GNU_SOURCE
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -22,6 +24,7 @@
 #include <unistd.h>
 
 #define FX_KIND_TRACE 4
+static uint32_t kind = FX_KIND_TRACE;
 #define FX_KIND_MAX 10
 #define REPEAT 10000
 
@@ -121,7 +124,7 @@ static void set_config(struct bpf_object *obj, uint32_t ring)
 	for (int i = 0; i < btf_vlen(sec); i++, v++) {
 		const char *name = btf__name_by_offset(btf, btf__type_by_id(btf, v->type)->name_off);
 		if (strcmp(name, "fx_cfg") == 0) {
-			struct fx_config c = { .kinds_enabled = 1u << FX_KIND_TRACE, .snaplen = 0,
+			struct fx_config c = { .kinds_enabled = 1u << kind, .snaplen = 0,
 					       .wakeup_bytes = ring / 2 < (1u << 20) ? ring / 2 : (1u << 20) };
 			if (getenv("FXB_WAKEUP")) /* pending bytes that force a wakeup (default 1 MiB) */
 				c.wakeup_bytes = strtoull(getenv("FXB_WAKEUP"), NULL, 0);
@@ -137,7 +140,7 @@ static void set_config(struct bpf_object *obj, uint32_t ring)
 static struct fx_emit_stats stats(int fd)
 {
 	struct fx_emit_stats sum = { 0 }, per[256];
-	uint32_t k = FX_KIND_TRACE;
+	uint32_t k = kind;
 	int ncpu = libbpf_num_possible_cpus();
 	if (bpf_map_lookup_elem(fd, &k, per) == 0)
 		for (int i = 0; i < ncpu; i++) {
@@ -153,6 +156,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: drain OBJ live SECONDS [RING] | drain OBJ filled ROUNDS [RING]\n");
 		return 2;
 	}
+	if (getenv("FXB_KIND"))
+		kind = (uint32_t)atoi(getenv("FXB_KIND"));
+	const char *prog_name = getenv("FXB_PROG") ? getenv("FXB_PROG") : "fx_from_endpoint";
 	uint32_t ring = argc > 4 ? (uint32_t)strtoul(argv[4], NULL, 0) : 16u << 20;
 	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
 	if (!obj) {
@@ -164,7 +170,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "load failed\n");
 		return 1;
 	}
-	prog_fd = bpf_program__fd(bpf_object__find_program_by_name(obj, "fx_from_endpoint"));
+	prog_fd = bpf_program__fd(bpf_object__find_program_by_name(obj, prog_name));
 	int events_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "fx_events"));
 	int stats_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "fx_emit_stats"));
 	struct ring_buffer *rb = ring_buffer__new(events_fd, on_record, NULL, NULL);
@@ -187,7 +193,7 @@ int main(int argc, char **argv)
 		       elapsed, consumed, consumed / elapsed, s.emitted, s.failed, (double)produce_ns / produce_runs);
 	} else {
 		int rounds = atoi(argv[3]);
-		int fill = getenv("FXB_FILL") ? atoi(getenv("FXB_FILL")) : (int)(ring / 112 - 64); /* 104-byte record + 8-byte header, leave room */
+		int fill = getenv("FXB_FILL") ? atoi(getenv("FXB_FILL")) : (int)(ring / (kind == FX_KIND_TRACE ? 112 : 1648) - 64); /* record + 8-byte header, leave room */
 		double drain = 0;
 		for (int r = 0; r < rounds; r++) {
 			run_once(fill);

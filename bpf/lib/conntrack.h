@@ -84,6 +84,17 @@ static __always_inline int fx_ct_key_icmp_inner(struct __sk_buff *skb, const str
  * CT state; *entry is the tracked connection (NULL when new), *fwd the key a
  * new connection is created under.
  */
+/*
+ * Conntrack times come from the coarse monotonic clock (updated every tick,
+ * as Cilium's bpf_mono_now()): the same timebase as events' ktime, a few ms
+ * coarser, and a fraction of the cost of bpf_ktime_get_ns() in a VM (kvm-clock
+ * reads the TSC and scales it), which every established packet would pay.
+ */
+static __always_inline __u64 fx_ct_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *ctx, __u8 dir,
 					 struct fx_ct_key *fwd, struct fx_ct_entry **entry)
 {
@@ -91,7 +102,7 @@ static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *c
 	struct fx_ct_entry *e;
 	__u8 other = dir == FX_DIR_EGRESS ? FX_DIR_INGRESS : FX_DIR_EGRESS;
 	__u8 tcp_flags = ctx->pkt.tuple.tcp_flags;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = fx_ct_now();
 
 	*entry = NULL;
 	fx_ct_key_fwd(fwd, ctx, dir);
@@ -127,7 +138,7 @@ static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *c
 /* Tracks a new connection; the caller fills NAT details in *e first. */
 static __always_inline int fx_ct_create(struct fx_ctx *ctx, const struct fx_ct_key *fwd, struct fx_ct_entry *e)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = fx_ct_now();
 
 	e->created_ns = now;
 	e->last_ns = now;

@@ -274,6 +274,19 @@ public sealed class BatchQueue : IDisposable
     /// <summary>The next filled batch; false when the pipeline has ended and all were consumed.</summary>
     public bool TryNext(out Rows rows, int timeoutMs) => filled.TryTake(out rows!, timeoutMs);
 
+    /// <summary>
+    /// A filled batch, but only while more than <paramref name="backlog"/> wait (for helper writer threads);
+    /// otherwise waits <paramref name="pollMs"/> and returns false.
+    /// </summary>
+    public bool TryNextIfBacklog(int backlog, out Rows rows, int pollMs)
+    {
+        if (filled.Count > backlog && filled.TryTake(out rows!))
+            return true;
+        rows = null!;
+        Thread.Sleep(pollMs);
+        return false;
+    }
+
     public bool IsCompleted => filled.IsCompleted;
 
     /// <summary>Returns a consumed batch to its pool.</summary>

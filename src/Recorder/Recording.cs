@@ -23,6 +23,12 @@ public sealed record RecordOptions
 
     public TimeSpan? Duration { get; init; }
     public ManifestConfig Config { get; init; } = new();
+
+    /// <summary>
+    /// Threads that write Parquet. The first writes every batch when it keeps up; the others take a batch
+    /// only while batches queue up behind it, so a quiet recording still writes one segment per table at a time.
+    /// </summary>
+    public int WriterThreads { get; init; } = Math.Clamp(Environment.ProcessorCount, 1, 4);
     public string Node { get; init; } = Environment.MachineName;
 }
 
@@ -48,7 +54,8 @@ public sealed class Recording
     private readonly EventContext context;
     private readonly RecordOptions options;
     private readonly Manifest manifest;
-    private readonly Dictionary<string, SegmentWriter> writers = new(StringComparer.Ordinal);
+    private readonly List<Dictionary<string, SegmentWriter>> lanes = [];
+    private readonly Dictionary<string, int> segmentNumbers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ulong> discarded = new(StringComparer.Ordinal);
     private readonly object manifestLock = new();
     private readonly Dictionary<EventKind, EmitStats> lastCounters = [];
@@ -57,8 +64,8 @@ public sealed class Recording
     private Dictionary<EventKind, EmitStats> progressCounters = [];
     private long bytesSealed;
     private Pipeline? pipeline;
-    private string? error;
-    private bool diskFull;
+    private volatile string? error;
+    private volatile bool diskFull;
 
     public Recording(IReadOnlyList<IEventSource> sources, EventContext context, RecordOptions options)
     {
@@ -68,6 +75,8 @@ public sealed class Recording
         this.context = context;
         this.options = options;
         manifest = NewManifest(options, context);
+        for (int i = 0; i < Math.Max(1, options.WriterThreads); i++)
+            lanes.Add(new Dictionary<string, SegmentWriter>(StringComparer.Ordinal));
     }
 
     public Manifest Manifest => manifest;
@@ -141,7 +150,7 @@ public sealed class Recording
         lock (manifestLock)
             manifest.Write(options.OutputDir);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
-        using var queue = new BatchQueue(options.Pipeline.BatchRows, options.Pipeline.BatchesPerTable);
+        using var queue = new BatchQueue(options.Pipeline.BatchRows, options.Pipeline.BatchesPerTable + lanes.Count - 1);
         using var pipe = new Pipeline(sources, context, options.Pipeline);
         pipeline = pipe;
 
@@ -149,8 +158,14 @@ public sealed class Recording
             WriteBatchSafely(snap);
         WritePreamble();
 
-        var writer = new Thread(() => WriterLoop(queue, stop)) { Name = "forensics-writer", IsBackground = true };
-        writer.Start();
+        var writerThreads = new List<Thread>();
+        for (int i = 0; i < lanes.Count; i++)
+        {
+            int lane = i;
+            var t = new Thread(() => WriterLoop(queue, stop, lane)) { Name = lane == 0 ? "forensics-writer" : $"forensics-wr{lane}", IsBackground = true };
+            t.Start();
+            writerThreads.Add(t);
+        }
         Timer? progress = options.Progress ? new Timer(_ => PrintProgress(sw.Elapsed), null, 1000, 1000) : null;
         try
         {
@@ -158,11 +173,12 @@ public sealed class Recording
         }
         catch (InvalidOperationException e)
         {
-            error ??= e.Message;
+            Fail(e.Message);
         }
         finally
         {
-            writer.Join();
+            foreach (var t in writerThreads)
+                t.Join();
             progress?.Dispose();
             if (options.Progress)
                 Console.Error.WriteLine();
@@ -202,18 +218,24 @@ public sealed class Recording
             WriteBatchSafely(rows.Batch);
     }
 
-    private void WriterLoop(BatchQueue queue, CancellationTokenSource stop)
+    /// <summary>
+    /// One writer thread. Lane 0 waits for every batch and also samples loss; lane k takes a batch only
+    /// while more than k batches wait (the queue grows when lane 0 falls behind), and each lane writes its
+    /// own segments, numbered from one counter per table.
+    /// </summary>
+    private void WriterLoop(BatchQueue queue, CancellationTokenSource stop, int lane)
     {
         long lastSeal = Environment.TickCount64, lastLoss = Environment.TickCount64;
         while (!queue.IsCompleted)
         {
-            if (queue.TryNext(out var rows, 100))
+            bool took = lane == 0 ? queue.TryNext(out var rows, 100) : queue.TryNextIfBacklog(lane, out rows, 5);
+            if (took)
             {
-                WriteBatchSafely(rows.Batch);
+                WriteBatchSafely(rows.Batch, lane);
                 queue.Recycle(rows);
             }
             long now = Environment.TickCount64;
-            if (now - lastLoss >= 1000)
+            if (lane == 0 && now - lastLoss >= 1000)
             {
                 lastLoss = now;
                 SampleLoss(final: false);
@@ -221,12 +243,12 @@ public sealed class Recording
             if (now - lastSeal >= 250)
             {
                 lastSeal = now;
-                if (now - loss.Batch.FirstRowTicks >= (long)options.SealInterval.TotalMilliseconds && loss.Batch.Count > 0)
+                if (lane == 0 && now - loss.Batch.FirstRowTicks >= (long)options.SealInterval.TotalMilliseconds && loss.Batch.Count > 0)
                 {
                     WriteBatchSafely(loss.Batch);
                     loss.Batch.Reset();
                 }
-                foreach (var w in writers.Values.ToList())
+                foreach (var w in lanes[lane].Values)
                     Guard(() => w.SealIfDueAsync().GetAwaiter().GetResult());
             }
             if (error is not null && !stop.IsCancellationRequested)
@@ -234,19 +256,43 @@ public sealed class Recording
         }
     }
 
-    private void WriteBatchSafely(Batches.TableBatch batch)
+    private void WriteBatchSafely(Batches.TableBatch batch, int lane = 0)
     {
         if (batch.Count == 0)
             return;
         if (error is not null)
         {
-            discarded[batch.Table] = discarded.GetValueOrDefault(batch.Table) + (ulong)batch.Count;
+            Discard(batch);
             return;
         }
+        var writers = lanes[lane];
         if (!writers.TryGetValue(batch.Table, out var w))
-            writers[batch.Table] = w = new SegmentWriter(options.OutputDir, options.Node, batch, manifest.RecordingId, OnSealed, options.SealInterval, options.SealBytes);
+        {
+            w = new SegmentWriter(options.OutputDir, options.Node, batch, manifest.RecordingId, OnSealed, options.SealInterval,
+                options.SealBytes, () => NextSegment(batch.Table));
+            lock (lanes)
+                writers[batch.Table] = w; // other threads enumerate every lane's writers (loss, final seal)
+        }
         if (!Guard(() => w.WriteAsync(batch).GetAwaiter().GetResult()))
+            Discard(batch);
+    }
+
+    private void Discard(Batches.TableBatch batch)
+    {
+        lock (discarded)
             discarded[batch.Table] = discarded.GetValueOrDefault(batch.Table) + (ulong)batch.Count;
+    }
+
+    private int NextSegment(string table)
+    {
+        lock (segmentNumbers)
+            return segmentNumbers[table] = segmentNumbers.GetValueOrDefault(table) + 1;
+    }
+
+    private List<SegmentWriter> AllWriters()
+    {
+        lock (lanes)
+            return lanes.SelectMany(l => l.Values).ToList();
     }
 
     private bool Guard(Action action)
@@ -258,23 +304,27 @@ public sealed class Recording
         }
         catch (IOException e)
         {
-            diskFull |= FileSystem.IsDiskFull(e);
-            error ??= diskFull ? $"disk full writing {options.OutputDir}: {e.Message}" : $"writing {options.OutputDir}: {e.Message}";
+            if (FileSystem.IsDiskFull(e))
+                diskFull = true;
+            Fail(diskFull ? $"disk full writing {options.OutputDir}: {e.Message}" : $"writing {options.OutputDir}: {e.Message}");
             return false;
         }
         catch (UnauthorizedAccessException e)
         {
-            error ??= $"cannot write {options.OutputDir}: {e.Message}";
+            Fail($"cannot write {options.OutputDir}: {e.Message}");
             return false;
         }
     }
+
+    /// <summary>The first error wins (writer threads may fail at the same time).</summary>
+    private void Fail(string message) => Interlocked.CompareExchange(ref error, message, null);
 
     private void OnSealed(ManifestFile file)
     {
         lock (manifestLock)
         {
             var table = file.Path.Split('/')[0];
-            var version = writers.TryGetValue(table, out var w) ? w.SchemaVersion : 1;
+            var version = SegmentWriter.VersionOf(table) is > 0 and var v ? v : 1;
             manifest.AddFile(table, version, file);
             Interlocked.Add(ref bytesSealed, file.Bytes);
             FillLoss();
@@ -285,7 +335,7 @@ public sealed class Recording
 
     private void SealAll()
     {
-        foreach (var w in writers.Values)
+        foreach (var w in AllWriters())
         {
             Guard(() => w.SealAsync().GetAwaiter().GetResult());
             w.DisposeAsync().AsTask().GetAwaiter().GetResult();
@@ -300,7 +350,7 @@ public sealed class Recording
         }
         catch (IOException e)
         {
-            error ??= "writing the manifest: " + e.Message; // the last sealed manifest stays valid
+            Fail("writing the manifest: " + e.Message); // the last sealed manifest stays valid
         }
     }
 
@@ -360,8 +410,11 @@ public sealed class Recording
         foreach (var (k, c) in lastCounters)
         {
             var name = Rows.TableOf(k);
-            var d = (pipeline?.UserspaceDropped(k) ?? 0) + discarded.GetValueOrDefault(name)
-                + (ulong)(writers.TryGetValue(name, out var w) ? w.AbandonedRows : 0);
+            ulong discardedRows;
+            lock (discarded)
+                discardedRows = discarded.GetValueOrDefault(name);
+            var d = (pipeline?.UserspaceDropped(k) ?? 0) + discardedRows
+                + (ulong)AllWriters().Where(w => w.Table == name).Sum(w => w.AbandonedRows);
             if (c.Emitted == 0 && c.Failed == 0 && d == 0)
                 continue;
             manifest.Loss[name] = new ManifestLoss { Emitted = c.Emitted, Failed = c.Failed, UserspaceDropped = d };

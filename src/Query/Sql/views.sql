@@ -26,6 +26,11 @@ CREATE VIEW endpoint_addrs AS
           UNION ALL SELECT recording, ipv6 AS addr, * EXCLUDE (recording) FROM endpoints WHERE ipv6 IS NOT NULL AND ipv6 <> '')
     GROUP BY recording, addr;
 
+-- identity_labels: one row per (recording, identity) -> its labels (fx_identity_labels as a table;
+-- reserved identities are in reserved_identities).
+CREATE VIEW identity_labels AS
+    SELECT recording, identity, min(labels) AS labels FROM identities GROUP BY recording, identity;
+
 -- service_ports: one row per (recording, virtual IP, port, protocol) -> namespace/name.
 CREATE VIEW service_ports AS
     SELECT recording, cluster_ip, port, lower(protocol) AS protocol, any_value(service_id) AS service_id,
@@ -37,15 +42,21 @@ CREATE VIEW service_ports AS
 CREATE VIEW drops_resolved AS
     SELECT d.recording, d.node, d.time, d.ktime_ns,
            s.namespace AS src_namespace, s.pod AS src_pod, d.src_identity,
-           fx_identity_labels(d.src_identity, rec := d.recording) AS src_labels, d.src_ip, d.src_port,
+           coalesce(sl.labels, sr.labels) AS src_labels, d.src_ip, d.src_port,
            t.namespace AS dst_namespace, t.pod AS dst_pod, d.dst_identity,
-           fx_identity_labels(d.dst_identity, rec := d.recording) AS dst_labels, d.dst_ip, d.dst_port,
+           coalesce(tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port,
            d.protocol, d.tcp_flags, d.reason,
-           coalesce(nullif(d.reason_name, ''), fx_drop_reason(d.reason)) AS reason_name,
+           coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) AS reason_name,
            d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state
     FROM "drop" d
     LEFT JOIN endpoint_addrs s ON s.recording = d.recording AND s.addr = d.src_ip
-    LEFT JOIN endpoint_addrs t ON t.recording = d.recording AND t.addr = d.dst_ip;
+    LEFT JOIN endpoint_addrs t ON t.recording = d.recording AND t.addr = d.dst_ip
+    -- joins, not the per-row macros fx_identity_labels/fx_drop_reason: a few ms, not seconds, per million drops
+    LEFT JOIN identity_labels sl ON sl.recording = d.recording AND sl.identity = d.src_identity
+    LEFT JOIN reserved_identities sr ON sr.identity = d.src_identity
+    LEFT JOIN identity_labels tl ON tl.recording = d.recording AND tl.identity = d.dst_identity
+    LEFT JOIN reserved_identities tr ON tr.identity = d.dst_identity
+    LEFT JOIN drop_reasons dr ON dr.code = CAST(d.reason AS INTEGER);
 
 -- drops_between(since, until): drops_by_workload over a time window (NULL: open).
 -- source/destination: namespace/pod when the address is an endpoint's, else the identity's
@@ -123,10 +134,14 @@ CREATE VIEW processes AS
 -- connects_resolved: every connect with its process (exec by exec_id: binary, arguments) and
 -- its end (exit by exec_id: code or signal); *_missing says why a link is absent.
 CREATE VIEW connects_resolved AS
+    -- inside or outside the cluster is decided once per destination address, not per connect
+    WITH destinations AS (
+        SELECT recording, dst_ip, NOT fx_in_cluster(dst_ip, rec := recording) AS external
+        FROM (SELECT DISTINCT recording, dst_ip FROM connect))
     SELECT c.recording, c.node, c.time, c.namespace, c.pod, c.pid, c.exec_id,
            coalesce(e."binary", c."binary", x."binary") AS "binary", e.arguments, c.comm, c.connect_kind, c.protocol,
            c.src_ip, c.src_port, c.dst_ip, c.dst_port, fx_addr(c.dst_ip, c.dst_port) AS destination,
-           NOT fx_in_cluster(c.dst_ip, rec := c.recording) AS external,
+           d.external,
            e.time AS exec_time, x.time AS exit_time, x.exit_code, x.signal,
            c.netns_ino, e.netns_ino AS exec_netns_ino, c.ktime_ns,
            CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
@@ -134,6 +149,7 @@ CREATE VIEW connects_resolved AS
            CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
                 WHEN x.exec_id IS NULL THEN 'no exit event (still running when the recording stopped?)' END AS exit_missing
     FROM connect c
+    LEFT JOIN destinations d ON d.recording = c.recording AND d.dst_ip IS NOT DISTINCT FROM c.dst_ip
     LEFT JOIN processes e ON e.recording = c.recording AND e.exec_id = c.exec_id
     LEFT JOIN exit x ON x.recording = c.recording AND x.exec_id = c.exec_id;
 

@@ -26,6 +26,7 @@ public sealed class SegmentWriter : IAsyncDisposable
     private readonly TimeSpan sealInterval;
     private readonly long sealBytes;
     private readonly object?[] scratch;
+    private readonly Func<int> nextSegment;
     private int segment;
     private FileStream? stream;
     private ParquetWriter? writer;
@@ -34,7 +35,7 @@ public sealed class SegmentWriter : IAsyncDisposable
     private long openedAt;
 
     public SegmentWriter(string recordingDir, string node, TableBatch template, string recordingId,
-        Action<ManifestFile> onSealed, TimeSpan sealInterval, long sealBytes = 64 << 20)
+        Action<ManifestFile> onSealed, TimeSpan sealInterval, long sealBytes = 64 << 20, Func<int>? nextSegment = null)
     {
         ArgumentNullException.ThrowIfNull(template);
         this.recordingDir = recordingDir;
@@ -44,14 +45,22 @@ public sealed class SegmentWriter : IAsyncDisposable
         this.onSealed = onSealed;
         this.sealInterval = sealInterval;
         this.sealBytes = sealBytes;
+        this.nextSegment = nextSegment ?? (() => segment + 1);
         fields = template.Columns.Select(ToField).ToArray();
         schema = new ParquetSchema(fields);
         scratch = new object?[fields.Length];
         options = new ParquetOptions { CompressionMethod = CompressionMethod.Zstd, CompressionLevel = CompressionLevel.Fastest };
         foreach (var (c, f) in template.Columns.Zip(fields))
+        {
+            // Strings repeat (addresses, names, reasons): dictionary. 64-bit integers are mostly kernel times,
+            // cookies and counters: delta encoding is 3x cheaper than Parquet.Net's default, which builds a
+            // dictionary of every value first, and smaller (bench/RESULTS.md, "writer").
             if (c.Type == ColumnType.Utf8)
                 options.ColumnEncodingHints[f.Path.ToString()] = EncodingHint.Dictionary;
-        var version = SchemaCatalog.Schemas.FirstOrDefault(s => s.Table == Table) is { } s0 ? SchemaCatalog.CurrentVersion(Table) : 0;
+            else if (c.Type is ColumnType.UInt64 or ColumnType.Int64)
+                options.ColumnEncodingHints[f.Path.ToString()] = EncodingHint.DeltaBinaryPacked;
+        }
+        var version = VersionOf(Table);
         SchemaVersion = version;
         metadata = new Dictionary<string, string>
         {
@@ -66,6 +75,9 @@ public sealed class SegmentWriter : IAsyncDisposable
 
     public string Table { get; }
     public int SchemaVersion { get; }
+
+    /// <summary>The schema version a table's segments are written in (0 for a table without a schema file).</summary>
+    public static int VersionOf(string table) => SchemaCatalog.Schemas.Any(s => s.Table == table) ? SchemaCatalog.CurrentVersion(table) : 0;
 
     /// <summary>Bytes of sealed segments so far.</summary>
     public long BytesSealed { get; private set; }
@@ -149,8 +161,17 @@ public sealed class SegmentWriter : IAsyncDisposable
             case BoolColumn bo:
                 await rg.WriteAsync<bool>(f, bo.Values.AsMemory(0, n), cancellationToken: token);
                 break;
-            case StringColumn s:
+            case StringColumn s when s.Nullable:
+                // (Parquet.Net 6.1 writes a null ReadOnlyMemory<char>? as "": its string overload keeps nulls)
                 await rg.WriteAsync(f, new ArraySegment<string>(s.Values!, 0, n));
+                break;
+            case StringColumn s:
+                // Parquet.Net's string overload copies into a new array per call (a large-object-heap
+                // allocation per column and batch); this buffer is reused
+                var strings = Scratch<ReadOnlyMemory<char>>(index, n);
+                for (int i = 0; i < n; i++)
+                    strings[i] = s.Values[i].AsMemory();
+                await rg.WriteAsync<ReadOnlyMemory<char>>(f, strings.AsMemory(0, n), cancellationToken: token);
                 break;
             case BinaryColumn bin:
                 await rg.WriteAsync(f, new ArraySegment<byte[]>(bin.Values!, 0, n));
@@ -179,7 +200,7 @@ public sealed class SegmentWriter : IAsyncDisposable
 
     private async Task OpenAsync(CancellationToken token)
     {
-        segment++;
+        segment = nextSegment();
         var name = $"seg-{segment:D6}.parquet";
         tmpPath = Path.Combine(recordingDir, relativeDir, name + ".tmp");
         stream = new FileStream(tmpPath, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, 1 << 20);

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Net;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Probes;
@@ -14,7 +13,10 @@ public sealed class EventContext
 {
     private readonly Dictionary<uint, string> v4 = [];
     private readonly Dictionary<(ulong, ulong), string> v6 = [];
-    private readonly ConcurrentDictionary<ulong, string> binaries = new();
+    private readonly object binariesLock = new();
+    private int registered;
+    private Dictionary<ulong, string> binaries = [];
+    private Dictionary<ulong, string> olderBinaries = [];
 
     public EventContext(long monotonicToUtcOffsetNs) => MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
 
@@ -37,11 +39,45 @@ public sealed class EventContext
 
     public Workload? Owner(uint inode) => inode == 0 ? null : Attribution.Lookup(inode);
 
-    public void RegisterBinary(ulong execId, string binary) => binaries[execId] = binary;
+    /// <summary>
+    /// Binaries by exec id are kept in two generations of at most this many each (a few MiB), so that a
+    /// long recording of many short processes does not grow without bound. An image is not forgotten at
+    /// its exit: a forked child (a daemon whose parent exited) keeps running it under the same exec id.
+    /// An image is forgotten only after two generations of newer execs.
+    /// </summary>
+    public int BinaryGeneration { get; init; } = 1 << 16;
 
-    public string? Binary(ulong execId) => execId != 0 && binaries.TryGetValue(execId, out var b) ? b : null;
+    public void RegisterBinary(ulong execId, string binary)
+    {
+        lock (binariesLock)
+        {
+            if (++registered > BinaryGeneration)
+            {
+                olderBinaries = binaries;
+                binaries = new Dictionary<ulong, string>();
+                registered = 1;
+            }
+            binaries[execId] = binary;
+        }
+    }
 
-    public void ForgetBinary(ulong execId) => binaries.TryRemove(execId, out _);
+    public string? Binary(ulong execId)
+    {
+        if (execId == 0)
+            return null;
+        lock (binariesLock)
+            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b : null;
+    }
+
+    /// <summary>Process images whose binary is known (both generations).</summary>
+    public int KnownBinaries
+    {
+        get
+        {
+            lock (binariesLock)
+                return binaries.Count + olderBinaries.Count;
+        }
+    }
 
     /// <summary>The address as text, cached: few distinct addresses, many events.</summary>
     public string Ip(in Bytes16 addr, byte family)
