@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|net|capture]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ echo "# $(date -u +%FT%TZ) $(uname -r) nproc=$(nproc) load: $(cut -d' ' -f1-3 /p
 dotnet build bench/Forensics.Bench -c Release -v q -nologo >/dev/null
 bench=bench/Forensics.Bench/bin/Release/net10.0/Forensics.Bench
 cc -O2 -Wall -o "$out/drain" bench/c/drain.c -lbpf -lpthread
+cc -O2 -Wall -o "$out/udpflood" bench/c/udpflood.c
 clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
 	-c bench/bpf/baseline.bpf.c -o "$out/baseline.bpf.o"
 clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
@@ -53,6 +54,18 @@ fi
 if [[ $what == all || $what == query ]]; then
 	timeout 900 "$bench" query 1000000 50000
 	timeout 600 "$bench" storage-exec 1000000
+fi
+if [[ $what == all || $what == net ]]; then
+	# two lab pods (namespaces fxn<pid>-*): iperf3 TCP, iperf3 and udpflood 64-byte UDP, 4 s each;
+	# no BPF, datapath attached with events off, datapath + probes recorded (forensics record --lab defaults); 3 trials, ratios per trial
+	timeout 300 "$bench" net "$out/udpflood" 4 3
+fi
+if [[ $what == all || $what == capture ]]; then
+	# 64-byte UDP from one lab pod to another at rising offered loads (0 = as fast as the sender goes), 3 s each,
+	# tcpdump -w on the client's host veth and the datapath's capture recorded at the same time:
+	# first with every kind and the probes on (forensics record --lab), then with capture events only
+	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 all
+	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 capture
 fi
 if [[ $what == query10m ]]; then
 	timeout 1800 "$bench" query 10000000 50000

@@ -51,8 +51,18 @@ switch (what)
     case "storage-exec":
         QueryBench.Exec(Path.Combine(root, "query"), (long)Arg(1, 1e6));
         break;
+    case "net":
+        // net UDPFLOOD [SECONDS] [TRIALS] [SETUP,...]: iperf3 TCP, iperf3 and udpflood 64-byte UDP between two lab pods, no BPF against datapath (+ recording)
+        NetBench.Net(root, args[1], Arg(2, 5), (int)Arg(3, 1), (args.Length > 4 ? args[4] : "nobpf,datapath,record").Split(','));
+        break;
+    case "capture":
+        // capture UDPFLOOD [SECONDS] [PPS,PPS,...|0=max] [all|capture] [RING_MIB]: datapath capture against tcpdump -w on the same veth
+        NetBench.Capture(root, args[1], Arg(2, 3),
+            (args.Length > 3 ? args[3] : "100000,300000,1000000,0").Split(',').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList(),
+            args.Length > 4 ? args[4] : "all", (uint)Arg(5, 16) << 20);
+        break;
     default:
-        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS]");
+        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
         return 2;
 }
 return 0;
