@@ -214,7 +214,7 @@ internal static class QueryBench
         var dir = Path.Combine(root, $"rec-{n}");
         if (Directory.Exists(dir))
             Directory.Delete(dir, true);
-        using var rec = new Forensics.Query.Tests.TestRecording("node-a", dir);
+        var rec = new Forensics.Query.Tests.TestRecording("node-a", dir);
         rec.AddRaw("drop", $"SELECT * FROM read_parquet('{dropParquet}')");
         rec.AddRaw("connect", $"SELECT * EXCLUDE (namespace, pod) FROM read_parquet('{connParquet}')");
         var taken = Forensics.Query.Tests.TestRecording.Start;
@@ -292,6 +292,6 @@ internal static class QueryBench
             Console.WriteLine($"forensics n={n} in-process QuerySession \"{name}\": {times[1]:0.000}s (median of 3, {rows} rows; the session opened beforehand)");
         }
         if (Environment.GetEnvironmentVariable("FXB_KEEP") != "1")
-            Directory.Delete(dir, true);
+            rec.Dispose(); // deletes the recording
     }
 }
