@@ -10,8 +10,9 @@ namespace Forensics.Recorder;
 /// <summary>Tuning of the ring buffer -> decode -> batch pipeline.</summary>
 public sealed record PipelineOptions
 {
-    /// <summary>Rows per batch (one Parquet row group).</summary>
-    public int BatchRows { get; init; } = 65536;
+    /// <summary>Rows per batch (one Parquet row group). Half of 65536 halved peak memory at 1M events/s
+    /// (Parquet.Net allocates per row group) and cost nothing in speed (bench/RESULTS.md).</summary>
+    public int BatchRows { get; init; } = 32768;
 
     /// <summary>A batch with rows is handed on after this long even when not full.</summary>
     public TimeSpan BatchAge { get; init; } = TimeSpan.FromSeconds(1);
@@ -19,8 +20,12 @@ public sealed record PipelineOptions
     /// <summary>Bytes per chunk the ring buffer thread copies records into.</summary>
     public int ChunkBytes { get; init; } = 1 << 20;
 
-    /// <summary>Chunks in flight between the ring buffer and the decoder (the user-space buffer).</summary>
-    public int Chunks { get; init; } = 64;
+    /// <summary>Chunks in flight between the ring buffer and the decoder (the user-space buffer). When
+    /// all are taken the ring buffer thread waits, so the kernel ring buffer adds to this buffer.</summary>
+    public int Chunks { get; init; } = 32;
+
+    /// <summary>How long the ring buffer thread waits for a free chunk before it drops a record.</summary>
+    public int ChunkWaitMs { get; init; } = 1000;
 
     /// <summary>How long the ring buffer thread waits for a wakeup before it looks anyway.</summary>
     public int PollMs { get; init; } = 10;
@@ -34,7 +39,9 @@ public sealed record PipelineOptions
 /// only copies records into chunks (no decoding, no locks beyond handing a
 /// chunk over); the decode thread turns chunks into table batches and hands
 /// full or aged batches to a consumer (the Parquet writer, or the live
-/// monitor). A record that finds no free chunk is dropped and counted by kind.
+/// monitor). When no chunk is free the ring buffer thread stops draining the
+/// kernel ring (which then fills, and the kernel counts what it cannot hand
+/// over); a record that finds no free chunk for a second is dropped and counted by kind.
 /// </summary>
 public sealed class Pipeline : IDisposable
 {
@@ -150,7 +157,8 @@ public sealed class Pipeline : IDisposable
         {
             if (c is not null)
                 full.Add(c);
-            if (!free.TryTake(out c))
+            // Wait for the decoder rather than drop: records left in the kernel ring are not lost yet.
+            if (!free.TryTake(out c) && !free.TryTake(out c, options.ChunkWaitMs))
             {
                 current = null;
                 int kind = record.Length > 0 && record[0] < (int)EventKind.Max ? record[0] : 0;
