@@ -147,6 +147,16 @@ internal static class DatapathCost
                 }
                 results.Add(($"{name[4..]} (repeat=1, mean of 20000)", s.Average()));
             }
+            // a new flow's floor: a fresh 5-tuple per run (as the new-flow runs above) inserted into an LRU hash, plus an event
+            var insert = baseline.Program("fxb_insert_event");
+            var ins = new List<double>();
+            for (int i = 0; i < 20000; i++)
+            {
+                ins.Add(insert.TestRun(Packets.Tcp("10.244.0.10", (ushort)(41000 + i), "10.244.0.20", 8080, Packets.TcpSyn), 1).DurationNs);
+                if (i % 1000 == 0)
+                    reader.Consume();
+            }
+            results.Add(("insert_event: LRU insert + 64B event (repeat=1, fresh flow each run, mean of 20000)", ins.Average()));
         }
         foreach (var (name, v) in results)
             Console.WriteLine($"datapath {name}: {v:0.0} ns/packet");
