@@ -80,11 +80,6 @@ static __always_inline int fx_ct_key_icmp_inner(struct __sk_buff *skb, const str
 }
 
 /*
- * Looks the packet up for an endpoint seeing it in direction dir. Returns the
- * CT state; *entry is the tracked connection (NULL when new), *fwd the key a
- * new connection is created under.
- */
-/*
  * Conntrack times come from the coarse monotonic clock (updated every tick,
  * as Cilium's bpf_mono_now()): the same timebase as events' ktime, a few ms
  * coarser, and a fraction of the cost of bpf_ktime_get_ns() in a VM (kvm-clock
@@ -95,6 +90,11 @@ static __always_inline __u64 fx_ct_now(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
+/*
+ * Looks the packet up for an endpoint seeing it in direction dir. Returns the
+ * CT state; *entry is the tracked connection (NULL when new), *fwd the key a
+ * new connection is created under.
+ */
 static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *ctx, __u8 dir,
 					 struct fx_ct_key *fwd, struct fx_ct_entry **entry)
 {
