@@ -324,7 +324,7 @@ public sealed class Recording
         lock (manifestLock)
         {
             var table = file.Path.Split('/')[0];
-            var version = SegmentWriter.VersionOf(table) is > 0 and var v ? v : 1;
+            var version = SegmentWriter.VersionOf(table);
             manifest.AddFile(table, version, file);
             Interlocked.Add(ref bytesSealed, file.Bytes);
             FillLoss();
