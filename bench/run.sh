@@ -9,6 +9,7 @@ out=${FXB_OUT:-bench/out}
 mkdir -p "$out"
 export FXB_DIR=${FXB_DIR:-/tmp/fxb-bench}
 
+FORENSICS_BENCH=1 source scripts/prereqs.sh   # installs what is missing (root), or says what to install
 echo "# $(date -u +%FT%TZ) $(uname -r) nproc=$(nproc) load: $(cut -d' ' -f1-3 /proc/loadavg)"
 dotnet build bench/Forensics.Bench -c Release -v q -nologo >/dev/null
 bench=bench/Forensics.Bench/bin/Release/net10.0/Forensics.Bench

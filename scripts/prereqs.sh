@@ -22,6 +22,16 @@ if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
   want tcpdump tcpdump
   want ssh-keygen openssh-client
 fi
+if [[ "${FORENSICS_BENCH:-0}" == 1 ]]; then
+  # bench/run.sh: the C baselines, jq and DuckDB-over-JSON comparisons, traffic between lab pods.
+  want clang-14 clang-14
+  want cc gcc
+  want /usr/include/bpf/bpf_helpers.h libbpf-dev
+  want /usr/include/x86_64-linux-gnu/asm/types.h linux-libc-dev
+  want jq jq
+  want iperf3 iperf3
+  want tcpdump tcpdump
+fi
 
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
