@@ -83,6 +83,8 @@ internal static class DatapathCost
                 ("VIP+DNAT, events on", "10.96.0.100", 80, new EventOptions { Snaplen = 0 }),
                 ("VIP+DNAT, events off", "10.96.0.100", 80, new EventOptions { Snaplen = 0, Kinds = new HashSet<Datapath.Abi.EventKind> { Datapath.Abi.EventKind.Exec } }),
                 ("pod IP, events on", "10.244.0.20", 8080, new EventOptions { Snaplen = 0 }),
+                ("pod IP, events on, monitor aggregation medium", "10.244.0.20", 8080, new EventOptions { Snaplen = 0, MonitorAggregation = MonitorAggregation.Medium }),
+                ("VIP+DNAT, events on, monitor aggregation medium", "10.96.0.100", 80, new EventOptions { Snaplen = 0, MonitorAggregation = MonitorAggregation.Medium }),
                 ("pod IP, events off", "10.244.0.20", 8080, new EventOptions { Snaplen = 0, Kinds = new HashSet<Datapath.Abi.EventKind> { Datapath.Abi.EventKind.Exec } }),
             };
             foreach (var (cname, dst, port, options) in configs)

@@ -276,7 +276,9 @@ struct fx_config {
 	__u32 snaplen;		/* capture bytes, 0 = capture off */
 	__u64 wakeup_bytes;	/* wake the consumer once this much is pending */
 	__u32 self_pid;		/* the recorder's own tgid, never reported */
-	__u32 pad;
+	__u32 trace_aggregate;	/* 0: a trace event per packet; 1: per connection and
+				 * direction, when it starts, when new TCP flags appear,
+				 * and every ~5 s (Cilium's monitor aggregation "medium") */
 };
 _Static_assert(sizeof(struct fx_config) == 24, "fx_config");
 

@@ -150,7 +150,8 @@ struct fx_ct_entry {
 	__u32 remote_identity;
 	__u8 flags;		/* enum fx_ct_flags */
 	__u8 match;		/* enum fx_match_type of the verdict that created it */
-	__u16 pad;
+	__u8 trace_flags;	/* TCP flags traced so far: forward in bits 0-3, reply in 4-7 (FIN SYN RST ACK) */
+	__u8 trace_tick;	/* when last traced, in units of 2^30 ns (fx_cfg.trace_aggregate) */
 };
 _Static_assert(sizeof(struct fx_ct_entry) == 64, "fx_ct_entry");
 

@@ -27,6 +27,7 @@ struct fx_ctx {
 	__u8 ct_state;
 	__u8 icmp_type;
 	__u8 frag_missing;	/* a later fragment whose first fragment was not seen */
+	__u8 trace_skip;	/* aggregated: this packet makes no trace event */
 	/* scratch space: ctx lives in a per-CPU map, off the 512-byte stack */
 	struct fx_tuple orig;	/* the tuple before a translation */
 	struct fx_ct_key key;	/* the connection's key (forward direction) */

@@ -24,7 +24,8 @@ public sealed record RecordArgs(
     uint Snaplen,
     uint RingBytes,
     bool Progress,
-    string? Lab = null);
+    string? Lab = null,
+    MonitorAggregation MonitorAggregation = MonitorAggregation.None);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -41,9 +42,15 @@ public static class RecordCommand
         var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
         var lab = new Option<string?>("--lab") { Description = "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards" };
         var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
+        var aggregation = new Option<string>("--monitor-aggregation")
+        {
+            Description = "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
+            DefaultValueFactory = _ => "none",
+        };
+        aggregation.AcceptOnlyFromAmong("none", "medium");
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring,
+            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation,
         };
         cmd.SetAction(parse =>
         {
@@ -65,7 +72,8 @@ public static class RecordCommand
                     parse.GetValue(snaplen),
                     (uint)ringBytes,
                     !Console.IsErrorRedirected,
-                    parse.GetValue(lab));
+                    parse.GetValue(lab),
+                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None);
             }
             catch (FormatException e)
             {
@@ -139,6 +147,7 @@ public static class RecordCommand
             Snaplen = args.Snaplen,
             RingBytes = args.RingBytes,
             SelfPid = (uint)Environment.ProcessId,
+            MonitorAggregation = args.MonitorAggregation,
         };
         ClusterSpec? cluster = null;
         if (args.Lab is not null)
@@ -224,6 +233,7 @@ public static class RecordCommand
                 ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
                 Snaplen = args.Snaplen,
                 RingBytes = args.RingBytes,
+                MonitorAggregation = args.MonitorAggregation.ToString().ToLowerInvariant(),
                 DurationSeconds = args.Duration?.TotalSeconds,
             },
         });

@@ -21,7 +21,23 @@ public sealed record EventOptions
     /// <summary>A process never reported (the recorder itself); 0 for none.</summary>
     public uint SelfPid { get; init; }
 
+    /// <summary>
+    /// Trace events of tracked connections, as Cilium's monitor aggregation: "none" (every packet) or
+    /// "medium" (a connection's first packets, new TCP flags per direction, and one every ~5 s).
+    /// </summary>
+    public MonitorAggregation MonitorAggregation { get; init; } = MonitorAggregation.None;
+
     public uint KindMask => Kinds.Count == 0 ? 0xffffffffu : Kinds.Aggregate(0u, (m, k) => m | (1u << (int)k));
+}
+
+/// <summary>How many trace events a tracked connection makes (bpf/include/fx_abi.h, fx_config.trace_aggregate).</summary>
+public enum MonitorAggregation
+{
+    /// <summary>A trace event for every packet.</summary>
+    None,
+
+    /// <summary>Per connection and direction: when it starts, when a TCP flag not traced before appears, and every ~5 s.</summary>
+    Medium,
 }
 
 /// <summary>
@@ -56,6 +72,7 @@ public static class EventChannel
         cfg.Snaplen = options.Snaplen;
         cfg.WakeupBytes = Math.Min(options.WakeupBytes, options.RingBytes / 2);
         cfg.SelfPid = options.SelfPid;
+        cfg.TraceAggregate = options.MonitorAggregation == MonitorAggregation.Medium ? 1u : 0u;
         obj.SetReadOnly(ConfigVariable, cfg);
         obj.SetMaxEntries(EventsMap, options.RingBytes);
     }

@@ -26,6 +26,8 @@ public static class Info
             w.WriteLine($"kinds       {string.Join(", ", kinds)}");
         if (m.Config.ExcludeCidrs is { Count: > 0 } cidrs)
             w.WriteLine($"in-cluster  {string.Join(", ", cidrs)}");
+        if (m.Config.MonitorAggregation is "medium")
+            w.WriteLine("traces      aggregated per connection (--monitor-aggregation medium): not every packet has a trace row");
         w.WriteLine("tables");
         foreach (var (name, t) in m.Tables.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             w.WriteLine($"  {name,-16} {t.Rows,10} rows  {t.Files.Count,4} file{(t.Files.Count == 1 ? "" : "s")}  schema v{t.SchemaVersion}");

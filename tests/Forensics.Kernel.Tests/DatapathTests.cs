@@ -16,6 +16,7 @@ namespace Forensics.Kernel.Tests;
 public class DatapathTests
 {
     private const byte SynAck = Packets.TcpSyn | Packets.TcpAck;
+    private const byte FinAck = 0x01 | Packets.TcpAck;
 
     private static NetworkPolicySpec BackendIngress(params PolicyRule[] rules) => Policy("backend-ingress", Sel(("app", "backend")), ingress: rules);
 
@@ -703,5 +704,49 @@ public class DatapathTests
         var ct = Assert.Single(s.Conntrack);
         Assert.Equal((IPAddress.Parse("10.244.0.10"), 50000, 8080, Dir.Ingress, h.IdentityOf(Frontend)),
             (ct.Source, ct.SourcePort, ct.DestinationPort, ct.Direction, ct.RemoteIdentity));
+    }
+
+    [KernelFact]
+    public void MonitorAggregationMedium_EstablishedPackets_TracedOnlyOnNewFlagsPerDirection()
+    {
+        // as Cilium's monitor aggregation "medium": a tracked connection's packets make a trace event
+        // when the direction shows a TCP flag not traced before; verdicts, drops and capture are not aggregated
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))),
+            new EventOptions { RingBytes = 1 << 20, MonitorAggregation = MonitorAggregation.Medium });
+        int Traces(byte flags, bool reply = false)
+        {
+            var p = reply ? Packets.Tcp("10.244.0.20", 8080, "10.244.0.10", 40000, flags) : Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080, flags);
+            var r = reply ? h.From(Backend2, p) : h.To(Backend2, p);
+            Assert.Equal(TcActOk, r.ReturnValue);
+            var ev = h.Take();
+            Assert.Single(ev.Captures); // capture is per packet whatever the aggregation
+            return ev.Traces.Count;
+        }
+
+        Assert.Equal(1, Traces(Packets.TcpSyn));          // new connection (with its verdict)
+        Assert.Equal(1, Traces(SynAck, reply: true));     // the reply direction's first SYN and ACK
+        Assert.Equal(1, Traces(Packets.TcpAck));          // ACK first seen going forward
+        Assert.Equal(0, Traces(Packets.TcpAck));          // nothing new: aggregated
+        Assert.Equal(0, Traces(Packets.TcpAck, reply: true));
+        Assert.Equal(0, Traces(Packets.TcpAck));
+        Assert.Equal(1, Traces(FinAck)); // FIN first seen going forward
+        Assert.Equal(0, Traces(FinAck));
+        Assert.Equal(1, Traces(FinAck, reply: true));
+
+        var ct = h.Dp.Snapshot().Conntrack.Single(c => c.Direction == Dir.Ingress && c.DestinationPort == 8080);
+        Assert.Equal(9ul, ct.Packets); // every packet was still tracked
+    }
+
+    [KernelFact]
+    public void MonitorAggregationNone_EveryPacketTraced()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080, Packets.TcpSyn));
+        h.Take();
+        for (int i = 0; i < 3; i++)
+        {
+            h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080, Packets.TcpAck));
+            Assert.Equal(CtState.Established, Assert.Single(h.Take().Traces).CtState);
+        }
     }
 }

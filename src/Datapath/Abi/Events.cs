@@ -298,5 +298,5 @@ public struct Config
     public uint Snaplen;
     public ulong WakeupBytes;
     public uint SelfPid;
-    public uint Pad;
+    public uint TraceAggregate;
 }

@@ -196,7 +196,8 @@ public struct CtEntry
     public uint RemoteIdentity;
     public CtFlags Flags;
     public PolicyMatch Match;
-    public ushort Pad;
+    public byte TraceFlags;
+    public byte TraceTick;
 }
 
 [StructLayout(LayoutKind.Sequential)]

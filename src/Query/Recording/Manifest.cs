@@ -65,6 +65,7 @@ public sealed record ManifestConfig
     [JsonPropertyName("exclude_cidrs")] public List<string>? ExcludeCidrs { get; init; }
     [JsonPropertyName("snaplen")] public int? Snaplen { get; init; }
     [JsonPropertyName("ring_bytes")] public long? RingBytes { get; init; }
+    [JsonPropertyName("monitor_aggregation")] public string? MonitorAggregation { get; init; }
     [JsonPropertyName("interfaces")] public List<string>? Interfaces { get; init; }
     [JsonPropertyName("lab")] public string? Lab { get; init; }
     [JsonPropertyName("policies_sha256")] public string? PoliciesSha256 { get; init; }

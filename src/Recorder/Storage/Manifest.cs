@@ -40,6 +40,9 @@ public sealed class ManifestConfig
     [JsonPropertyName("exclude_cidrs")] public List<string> ExcludeCidrs { get; set; } = [];
     [JsonPropertyName("snaplen")] public uint Snaplen { get; set; }
     [JsonPropertyName("ring_bytes")] public uint RingBytes { get; set; }
+
+    /// <summary>"none": a trace event per packet; "medium": trace events aggregated per connection (EventOptions.MonitorAggregation).</summary>
+    [JsonPropertyName("monitor_aggregation")] public string MonitorAggregation { get; set; } = "none";
     [JsonPropertyName("interfaces")] public List<string> Interfaces { get; set; } = [];
     [JsonPropertyName("lab")] public string? Lab { get; set; }
     [JsonPropertyName("policies_sha256")] public string? PoliciesSha256 { get; set; }
