@@ -248,6 +248,27 @@ public class SnapshotSchemaTests
 public class EventContextTests
 {
     [Fact]
+    public void TextCache_SameBytes_OneDecodeAndTheSameString_KindsKeptApart()
+    {
+        var cache = new TextCache(8);
+        int decodes = 0;
+        string Decode(ReadOnlySpan<byte> b)
+        {
+            decodes++;
+            return System.Text.Encoding.UTF8.GetString(b);
+        }
+        var a1 = cache.Get("/usr/bin/curl"u8, 1, Decode);
+        var a2 = cache.Get("/usr/bin/curl"u8, 1, Decode);
+        var other = cache.Get("/usr/bin/curl"u8, 3, Decode);
+        Assert.Equal("/usr/bin/curl", a1);
+        Assert.Same(a1, a2);
+        Assert.Equal(2, decodes); // kind 3 is another text, decoded on its own
+        for (int i = 0; i < 100; i++) // evictions: every text still comes back right
+            Assert.Equal($"/bin/p{i % 20}", cache.Get(System.Text.Encoding.UTF8.GetBytes($"/bin/p{i % 20}"), 1, Decode));
+        Assert.Equal("", cache.Get([], 1, Decode));
+    }
+
+    [Fact]
     public void Binaries_AreForgottenOnlyAfterTwoGenerationsOfNewerExecs()
     {
         var ctx = new EventContext(0) { BinaryGeneration = 100 };

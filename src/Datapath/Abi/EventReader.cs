@@ -45,7 +45,12 @@ public static class EventReader
     public static string[] Argv(in ExecEvent ev)
     {
         ReadOnlySpan<byte> args = ev.Args;
-        args = args[..Math.Min(ev.ArgsLen, args.Length)];
+        return Argv(args[..Math.Min(ev.ArgsLen, args.Length)]);
+    }
+
+    /// <summary>argv from the NUL-separated bytes the probe read.</summary>
+    public static string[] Argv(ReadOnlySpan<byte> args)
+    {
         if (args.Length > 0 && args[^1] == 0)
             args = args[..^1];
         var list = new List<string>();

@@ -34,6 +34,9 @@ public sealed class EventContext
 
     public long Utc(ulong ktime) => (long)ktime + MonotonicToUtcOffsetNs;
 
+    /// <summary>Texts of exec events (binary, arguments, cwd, comm), cached by their bytes.</summary>
+    public TextCache Texts { get; } = new();
+
     /// <summary>Network namespace -> workload (lab pods, named namespaces).</summary>
     public Attribution Attribution { get; init; } = new();
 

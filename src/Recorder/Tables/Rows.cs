@@ -380,16 +380,19 @@ internal sealed class ExecRows : Rows
         else
             parentExecId.SetNull(i);
         processStart.Values[i] = (long)ev.StartTime + ctx.BoottimeToUtcOffsetNs;
-        var bin = EventReader.CString(ev.Filename, ev.FilenameLen);
+        ReadOnlySpan<byte> filename = ev.Filename, args = ev.Args, cwdBytes = ev.Cwd, commBytes = ev.Comm;
+        var bin = ctx.Texts.Get(filename[..Math.Min((int)ev.FilenameLen, filename.Length)], 1, Text);
         binary.Values[i] = bin;
         ctx.RegisterBinary(ev.ExecId, bin);
-        arguments.Values[i] = JoinArguments(EventReader.Argv(ev));
+        arguments.Values[i] = ctx.Texts.Get(args[..Math.Min((int)ev.ArgsLen, args.Length)], 2, a => JoinArguments(EventReader.Argv(a)));
         truncated.Values[i] = (ev.Flags & ExecFlags.ArgsTruncated) != 0;
-        cwd.Values[i] = EventReader.CString(ev.Cwd, ev.CwdLen);
-        comm.Values[i] = EventReader.CString(ev.Comm);
+        cwd.Values[i] = ctx.Texts.Get(cwdBytes[..Math.Min((int)ev.CwdLen, cwdBytes.Length)], 3, Text);
+        comm.Values[i] = ctx.Texts.Get(commBytes, 4, Text);
         procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
     }
+
+    private static string Text(ReadOnlySpan<byte> bytes) => EventReader.CString(bytes);
 
     /// <summary>argv[1..] joined by spaces, as Tetragon's "arguments" (an argument with spaces is quoted).</summary>
     public static string JoinArguments(string[] argv) =>
