@@ -40,7 +40,7 @@ if [[ $what == all || $what == ingest-exec ]]; then
 	echo "drain-exec $(timeout 60 "$out/drain" "$out/exec_producer.bpf.o" filled 20 2>/dev/null)"
 	echo "drain-exec $(timeout 60 "$out/drain" "$out/exec_producer.bpf.o" live 5 2>/dev/null)"
 	unset FXB_PROG FXB_KIND
-	for rate in 50000 100000 200000 300000 500000 750000 1000000; do
+	for rate in 50000 100000 200000 300000 400000 500000 750000 1000000; do
 		timeout 120 "$bench" ingest-exec "$out/exec_producer.bpf.o" $rate 5 warm | grep '^ingest-exec'
 	done
 fi
