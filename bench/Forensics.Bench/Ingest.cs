@@ -42,9 +42,11 @@ internal static class Ingest
         var dir = Path.Combine(root, $"ingest-{rate:0}");
         if (Directory.Exists(dir))
             Directory.Delete(dir, true);
-        var kind = execObject is null ? EventKind.Trace : EventKind.Exec;
+        // FXB_CAPTURE=1: capture events (128 bytes of each packet) from the datapath instead of trace events
+        bool capture = execObject is null && Environment.GetEnvironmentVariable("FXB_CAPTURE") == "1";
+        var kind = execObject is not null ? EventKind.Exec : capture ? EventKind.Capture : EventKind.Trace;
         var table = Rows.TableOf(kind);
-        var options = new EventOptions { Snaplen = 0, Kinds = new HashSet<EventKind> { kind } };
+        var options = new EventOptions { Snaplen = capture ? 128u : 0, Kinds = new HashSet<EventKind> { kind } };
         using IEventSource source = execObject is null ? new ObjectSource(EmbeddedObjects.Datapath, options) : new FileSource(execObject, options);
         var prog = execObject is null ? ((ObjectSource)source).Object.Program("fx_from_endpoint") : ((FileSource)source).Object.Program("fxb_exec");
         var (mono, boot) = Recording.ClockOffsets();

@@ -26,7 +26,7 @@ public static class BatchRows
         Column<long> i64 => i64.Values[i],
         BoolColumn bo => bo.Values[i],
         StringColumn s => s.Values[i],
-        BinaryColumn bin => bin.Values[i],
+        BinaryColumn bin => bin.Values[i]?.ToArray(), // a copy: the batch reuses its cells once recycled
         _ => null,
     };
 }

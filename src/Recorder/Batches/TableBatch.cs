@@ -167,6 +167,18 @@ public sealed class BinaryColumn : Column
 
     public byte[]?[] Values { get; }
 
+    /// <summary>
+    /// Copies the value into the row's cell, reusing the array a previous batch left there when it has
+    /// the same length (captures mostly do): no allocation per row, so rows do not outlive gen0 as garbage.
+    /// </summary>
+    public void Set(int row, ReadOnlySpan<byte> value)
+    {
+        var cell = Values[row];
+        if (cell is null || cell.Length != value.Length)
+            Values[row] = cell = new byte[value.Length];
+        value.CopyTo(cell);
+    }
+
     internal override IArrowType ArrowType => BinaryType.Default;
 
     internal override IArrowArray ToArrow(int length)
@@ -245,7 +257,7 @@ public sealed class TableBatch
                 case StringColumn s:
                     System.Array.Clear(s.Values, 0, Count);
                     break;
-                case BinaryColumn b:
+                case BinaryColumn b when b.Nullable: // non-null cells keep their arrays for BinaryColumn.Set to reuse
                     System.Array.Clear(b.Values, 0, Count);
                     break;
             }

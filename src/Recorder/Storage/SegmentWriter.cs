@@ -173,6 +173,12 @@ public sealed class SegmentWriter : IAsyncDisposable
                     strings[i] = s.Values[i].AsMemory();
                 await rg.WriteAsync<ReadOnlyMemory<char>>(f, strings.AsMemory(0, n), cancellationToken: token);
                 break;
+            case BinaryColumn bin when !bin.Nullable:
+                var blobs = Scratch<ReadOnlyMemory<byte>>(index, n); // as for strings: no copy of the column per batch
+                for (int i = 0; i < n; i++)
+                    blobs[i] = bin.Values[i];
+                await rg.WriteAsync<ReadOnlyMemory<byte>>(f, blobs.AsMemory(0, n), cancellationToken: token);
+                break;
             case BinaryColumn bin:
                 await rg.WriteAsync(f, new ArraySegment<byte[]>(bin.Values!, 0, n));
                 break;

@@ -330,7 +330,7 @@ internal sealed class CaptureRows : Rows
         capLen.Values[i] = (ushort)n;
         dropReason.Values[i] = ev.DropReason;
         ct.Values[i] = Names.CtState(ev.CtState);
-        data.Values[i] = ((ReadOnlySpan<byte>)ev.Data)[..n].ToArray();
+        data.Set(i, ((ReadOnlySpan<byte>)ev.Data)[..n]);
     }
 }
 
