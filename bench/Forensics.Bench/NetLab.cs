@@ -143,19 +143,7 @@ internal sealed class NetLab : IDisposable
     }
 
     /// <summary>Emission counters of every source, summed by kind.</summary>
-    public Dictionary<EventKind, EmitStats> Counters()
-    {
-        var total = new Dictionary<EventKind, EmitStats>();
-        foreach (var s in sources)
-            foreach (var (k, v) in EventChannel.ReadCounters(s.EmitStatsMap))
-            {
-                var t = total.GetValueOrDefault(k);
-                t.Emitted += v.Emitted;
-                t.Failed += v.Failed;
-                total[k] = t;
-            }
-        return total;
-    }
+    public Dictionary<EventKind, EmitStats> Counters() => EventChannel.ReadCounters(sources);
 
     /// <summary>Counters since the recording started.</summary>
     public EmitStats Since(EventKind kind, Dictionary<EventKind, EmitStats> now)

@@ -77,6 +77,24 @@ public static class EventChannel
         obj.SetMaxEntries(EventsMap, options.RingBytes);
     }
 
+    /// <summary>Emitted and failed counts per event kind, summed over CPUs and over the sources.</summary>
+    public static Dictionary<EventKind, EmitStats> ReadCounters(IEnumerable<IEventSource> sources)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
+        var total = new Dictionary<EventKind, EmitStats>();
+        foreach (var s in sources)
+        {
+            foreach (var (k, v) in ReadCounters(s.EmitStatsMap))
+            {
+                var t = total.GetValueOrDefault(k);
+                t.Emitted += v.Emitted;
+                t.Failed += v.Failed;
+                total[k] = t;
+            }
+        }
+        return total;
+    }
+
     /// <summary>Emitted and failed counts per event kind, summed over CPUs.</summary>
     public static IReadOnlyDictionary<EventKind, EmitStats> ReadCounters(BpfMap stats)
     {

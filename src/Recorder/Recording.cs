@@ -354,21 +354,7 @@ public sealed class Recording
         }
     }
 
-    private Dictionary<EventKind, EmitStats> ReadCounters()
-    {
-        var total = new Dictionary<EventKind, EmitStats>();
-        foreach (var s in sources)
-        {
-            foreach (var (k, v) in EventChannel.ReadCounters(s.EmitStatsMap))
-            {
-                var t = total.GetValueOrDefault(k);
-                t.Emitted += v.Emitted;
-                t.Failed += v.Failed;
-                total[k] = t;
-            }
-        }
-        return total;
-    }
+    private Dictionary<EventKind, EmitStats> ReadCounters() => EventChannel.ReadCounters(sources);
 
     private void SampleLoss(bool final)
     {
