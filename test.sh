@@ -33,5 +33,6 @@ if [[ "${CI:-}" == true && $skipped -gt 0 ]]; then
   failed=$((failed + skipped)); skipped=0
 fi
 if [[ $status -ne 0 && $failed -eq 0 ]]; then failed=1; fi
-echo "$passed passed, $failed failed, $skipped skipped"
+echo "$skipped skipped"
+echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
