@@ -106,9 +106,10 @@ internal static class DatapathCost
                 results.Add(($"datapath established, {cname} (SYN verdict {ret}; repeat 5000, ring drained between: under the 1 MiB wakeup mark)",
                     Repeat(from, ack, ifindex[0], Drain, 40, 5000)));
                 long eventsBefore = events;
-                var past = Repeat(from, ack, ifindex[0], Drain, 20, 20000);
+                const int rounds = 20, repeat = 20000;
+                var past = Repeat(from, ack, ifindex[0], Drain, rounds, repeat);
                 Drain();
-                double perPacket = (events - eventsBefore) / (21.0 * 20000 + 1000); // Repeat's warm-up run is 1000 packets
+                double perPacket = (events - eventsBefore) / ((double)rounds * repeat + 1000); // and Repeat's warm-up call of 1000 runs
                 results.Add(($"datapath established, {cname} (repeat 20000: past the 1 MiB wakeup mark; {perPacket:0.00} events per packet)", past));
 
                 // new flows: a SYN from a fresh source port each run

@@ -47,8 +47,8 @@ internal static class Ingest
         var kind = execObject is not null ? EventKind.Exec : capture ? EventKind.Capture : EventKind.Trace;
         var table = Rows.TableOf(kind);
         var options = new EventOptions { Snaplen = capture ? 128u : 0, Kinds = new HashSet<EventKind> { kind } };
-        using IEventSource source = execObject is null ? new ObjectSource(EmbeddedObjects.Datapath, options) : new FileSource(execObject, options);
-        var prog = execObject is null ? ((ObjectSource)source).Object.Program("fx_from_endpoint") : ((FileSource)source).Object.Program("fxb_exec");
+        using var source = execObject is null ? new ObjectSource(EmbeddedObjects.Datapath, options) : ObjectSource.FromFile(execObject, options);
+        var prog = source.Object.Program(execObject is null ? "fx_from_endpoint" : "fxb_exec");
         var (mono, boot) = Recording.ClockOffsets();
         var context = new EventContext(mono) { BoottimeToUtcOffsetNs = boot };
         // FXB_CHUNKS, FXB_BATCH_ROWS, FXB_WRITERS: pipeline settings other than the recorder's defaults (for ablations)
@@ -131,24 +131,4 @@ internal static class Ingest
         $"zero_loss={t.ZeroLoss} recorder_cpu={t.RecorderCpu:0.00}s ({t.RecorderCpu / (t.Seconds + 1.8) * 100:0}% of a core over the trial) producer_cpu={t.ProducerCpu:0.00}s program_ns_per_run={t.ProgramNsPerRun:0} " +
         $"peak_rss={t.PeakRss / 1048576.0:0}MB gc_pause={t.GcPause.TotalMilliseconds:0}ms  gc0/1/2={t.Gcs} {t.Memory} bytes_per_event={(t.Rows > 0 ? (double)t.TraceBytes / t.Rows : 0):0.0} " +
         $"threads[{string.Join(", ", t.Threads.Where(kv => kv.Value >= 0.01).OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value:0.00}s"))}]";
-}
-
-/// <summary>An event source from a BPF object file (a bench producer), configured like the recorder's own objects.</summary>
-internal sealed class FileSource : IEventSource
-{
-    public FileSource(string path, EventOptions options)
-    {
-        Object = BpfObject.Open(Path.GetFileNameWithoutExtension(path), File.ReadAllBytes(path));
-        EventChannel.Configure(Object, options);
-        Object.Load();
-        EventsMap = Object.Map(EventChannel.EventsMap);
-        EmitStatsMap = Object.Map(EventChannel.StatsMap);
-    }
-
-    public BpfObject Object { get; }
-    public string Name => Object.Name;
-    public BpfMap EventsMap { get; }
-    public BpfMap EmitStatsMap { get; }
-
-    public void Dispose() => Object.Dispose();
 }

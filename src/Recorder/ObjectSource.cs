@@ -13,8 +13,17 @@ public sealed class ObjectSource : IEventSource
     private readonly List<BpfLink> links = [];
 
     public ObjectSource(string embeddedName, EventOptions options, IEnumerable<string>? attach = null)
+        : this(BpfObject.OpenEmbedded(embeddedName), options, attach)
     {
-        obj = BpfObject.OpenEmbedded(embeddedName);
+    }
+
+    /// <summary>An object read from a file (a benchmark's producer), configured like the embedded ones.</summary>
+    public static ObjectSource FromFile(string path, EventOptions options) =>
+        new(BpfObject.Open(Path.GetFileNameWithoutExtension(path), File.ReadAllBytes(path)), options, null);
+
+    private ObjectSource(BpfObject opened, EventOptions options, IEnumerable<string>? attach)
+    {
+        obj = opened;
         try
         {
             EventChannel.Configure(obj, options);

@@ -158,7 +158,7 @@ public sealed class Pipeline : IDisposable
             if (c is not null)
                 full.Add(c);
             // Wait for the decoder rather than drop: records left in the kernel ring are not lost yet.
-            if (!free.TryTake(out c) && !free.TryTake(out c, options.ChunkWaitMs))
+            if (!free.TryTake(out c, options.ChunkWaitMs))
             {
                 current = null;
                 int kind = record.Length > 0 && record[0] < (int)EventKind.Max ? record[0] : 0;

@@ -33,10 +33,12 @@ public static class EventReader
     }
 
     /// <summary>A NUL-terminated (or length-bounded) byte string as UTF-8.</summary>
+    /// <summary>The first <paramref name="len"/> bytes of a fixed-size field (all of it when len is larger).</summary>
+    public static ReadOnlySpan<byte> Head(ReadOnlySpan<byte> bytes, int len) => bytes[..Math.Clamp(len, 0, bytes.Length)];
+
     public static string CString(ReadOnlySpan<byte> bytes, int maxLen = int.MaxValue)
     {
-        if (maxLen < bytes.Length)
-            bytes = bytes[..Math.Max(0, maxLen)];
+        bytes = Head(bytes, maxLen);
         int nul = bytes.IndexOf((byte)0);
         return Encoding.UTF8.GetString(nul >= 0 ? bytes[..nul] : bytes);
     }
@@ -44,8 +46,7 @@ public static class EventReader
     /// <summary>argv as the exec probe read it: NUL-separated, argv[0] included.</summary>
     public static string[] Argv(in ExecEvent ev)
     {
-        ReadOnlySpan<byte> args = ev.Args;
-        return Argv(args[..Math.Min(ev.ArgsLen, args.Length)]);
+        return Argv(Head(ev.Args, ev.ArgsLen));
     }
 
     /// <summary>argv from the NUL-separated bytes the probe read.</summary>

@@ -380,14 +380,13 @@ internal sealed class ExecRows : Rows
         else
             parentExecId.SetNull(i);
         processStart.Values[i] = (long)ev.StartTime + ctx.BoottimeToUtcOffsetNs;
-        ReadOnlySpan<byte> filename = ev.Filename, args = ev.Args, cwdBytes = ev.Cwd, commBytes = ev.Comm;
-        var bin = ctx.Texts.Get(filename[..Math.Min((int)ev.FilenameLen, filename.Length)], 1, Text);
+        var bin = ctx.Texts.Get(EventReader.Head(ev.Filename, ev.FilenameLen), 1, Text);
         binary.Values[i] = bin;
         ctx.RegisterBinary(ev.ExecId, bin);
-        arguments.Values[i] = ctx.Texts.Get(args[..Math.Min((int)ev.ArgsLen, args.Length)], 2, a => JoinArguments(EventReader.Argv(a)));
+        arguments.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Args, ev.ArgsLen), 2, a => JoinArguments(EventReader.Argv(a)));
         truncated.Values[i] = (ev.Flags & ExecFlags.ArgsTruncated) != 0;
-        cwd.Values[i] = ctx.Texts.Get(cwdBytes[..Math.Min((int)ev.CwdLen, cwdBytes.Length)], 3, Text);
-        comm.Values[i] = ctx.Texts.Get(commBytes, 4, Text);
+        cwd.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Cwd, ev.CwdLen), 3, Text);
+        comm.Values[i] = ctx.Texts.Get(ev.Comm, 4, Text);
         procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
     }
