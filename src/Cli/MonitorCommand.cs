@@ -99,7 +99,7 @@ public static class MonitorCommand
                 cts.CancelAfter(d);
             Console.Error.WriteLine($"Listening for events on {Environment.ProcessorCount} CPUs ({string.Join(", ", kinds.Order().Select(Rows.TableOf))}); Ctrl-C quits");
             var args = new Dictionary<ulong, string>();
-            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id) };
+            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id), Node = Environment.MachineName };
             // Batches of different kinds reach the printer in any order: hold rows for a moment and print
             // them in kernel-time order, so an exec is printed (and its arguments known) before its exit.
             var pending = new List<(ulong Ktime, long Seq, long Received, string Table, Dictionary<string, object?> Row)>();

@@ -195,16 +195,7 @@ public static class Names
         _ => "udp-send",
     };
 
-    public static string SourceFile(SrcFile f) => f switch
-    {
-        SrcFile.Datapath => "datapath.bpf.c",
-        SrcFile.Policy => "lib/policy.h",
-        SrcFile.Conntrack => "lib/conntrack.h",
-        SrcFile.Lb => "lib/lb.h",
-        SrcFile.Nat => "lib/nat.h",
-        SrcFile.Parse => "lib/parse.h",
-        _ => "unknown",
-    };
+    public static string SourceFile(SrcFile f) => SrcFiles.Path(f);
 
     private static readonly string[] Signals =
     [
