@@ -69,7 +69,8 @@ public partial class ProbeTests
             Assert.Equal(CgroupIdOfSelf(), py.CgroupId);
             Assert.Equal(cwd.FullName, EventReader.CString(py.Cwd, py.CwdLen));
             var attribution = new Attribution();
-            Assert.Equal(ns.Name, attribution.Lookup(py.NetnsIno)?.ToString()); // a named network namespace
+            Assert.Null(attribution.Lookup(py.NetnsIno)); // a named network namespace is not a pod
+            Assert.Equal(ns.Name, attribution.NetnsName(py.NetnsIno));
             attribution.Register(py.NetnsIno, "default", "xwing");
             Assert.Equal("default/xwing", attribution.Lookup(py.NetnsIno)?.ToString());
             Assert.Null(attribution.Lookup(Attribution.CurrentNetnsInode())); // the host's
@@ -756,7 +757,7 @@ public partial class ProbeTests
         Assert.Equal(ns.Inode, drop.NetnsIno);
         Assert.Equal((uint)nsIfindex, drop.Ifindex);
         Assert.Equal(((IPEndPoint)client.LocalEndPoint!).Port, drop.Tuple.Sport);
-        Assert.Equal(ns.Name, new Attribution().Lookup(drop.NetnsIno)?.ToString());
+        Assert.Equal(ns.Name, new Attribution().NetnsName(drop.NetnsIno));
     }
 
     [KernelFact]

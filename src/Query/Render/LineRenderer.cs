@@ -59,6 +59,9 @@ public sealed class LineRenderer
         };
         if (line is null || _format == RenderFormat.Compact)
             return line;
+        // the recorded nanoseconds (time_ns) when the row has them, else the time as precise as it is
+        if (row.TryGetValue("time_ns", out var ns) && ns is not null)
+            return FormatTimeNs(Convert.ToInt64(ns, CultureInfo.InvariantCulture)) + " " + line;
         return row.TryGetValue("time", out var t) && t is not null ? FormatTime(t) + " " + line : line;
     }
 
@@ -235,13 +238,28 @@ public sealed class LineRenderer
     private static ulong U(IReadOnlyDictionary<string, object?> r, string key) =>
         r.TryGetValue(key, out var v) && v is not null ? Convert.ToUInt64(v, CultureInfo.InvariantCulture) : 0;
 
-    /// <summary>RFC 3339 UTC with nanoseconds, as Tetragon prints times.</summary>
+    /// <summary>
+    /// RFC 3339 UTC to the precision the value has: a TIMESTAMPTZ (DateTime) to the microsecond
+    /// ("2026-12-04T14:48:11.600372Z"), never padded to look like nanoseconds.
+    /// </summary>
     public static string FormatTime(object t) => t switch
     {
-        DateTimeOffset d => d.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffffff", CultureInfo.InvariantCulture) + "00Z",
-        DateTime d => DateTime.SpecifyKind(d, d.Kind == DateTimeKind.Unspecified ? DateTimeKind.Utc : d.Kind).ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ss.fffffff", CultureInfo.InvariantCulture) + "00Z",
+        DateTimeOffset d => d.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.ffffff", CultureInfo.InvariantCulture) + "Z",
+        DateTime d => DateTime.SpecifyKind(d, d.Kind == DateTimeKind.Unspecified ? DateTimeKind.Utc : d.Kind).ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ss.ffffff", CultureInfo.InvariantCulture) + "Z",
         _ => Convert.ToString(t, CultureInfo.InvariantCulture) ?? "",
     };
+
+    /// <summary>RFC 3339 UTC with nanoseconds, as Tetragon prints times: ns since the Unix epoch, exactly.</summary>
+    public static string FormatTimeNs(long unixNs)
+    {
+        var seconds = Math.DivRem(unixNs, 1_000_000_000L, out var ns);
+        if (ns < 0)
+        {
+            seconds--;
+            ns += 1_000_000_000L;
+        }
+        return DateTime.UnixEpoch.AddSeconds(seconds).ToString("yyyy-MM-ddTHH:mm:ss", CultureInfo.InvariantCulture) + "." + ns.ToString("D9", CultureInfo.InvariantCulture) + "Z";
+    }
 
     private static string Format(object? v) => v switch
     {
@@ -258,10 +276,14 @@ public sealed class LineRenderer
         {
             w.WriteStartObject();
             w.WriteString("type", table);
+            var ns = row.TryGetValue("time_ns", out var exact) && exact is not null ? Convert.ToInt64(exact, CultureInfo.InvariantCulture) : (long?)null;
             foreach (var (k, v) in row)
             {
                 w.WritePropertyName(k);
-                JsonValue(w, v);
+                if (k == "time" && ns is { } n)
+                    w.WriteStringValue(FormatTimeNs(n)); // the recorded nanoseconds
+                else
+                    JsonValue(w, v);
             }
             w.WriteEndObject();
         }
