@@ -443,6 +443,36 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Connect_BlockingTcpRefused_SourcePortReported()
+    {
+        using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Connect);
+        using var log = new EventLog(probes);
+        using var ns = ProbeNetns.Create();
+        int port;
+        using (var closed = new TcpListener(IPAddress.Parse(ns.HostV4), 0))
+        {
+            closed.Start();
+            port = ((IPEndPoint)closed.LocalEndpoint).Port;
+        } // nothing listens there now: the SYN is answered with a RST
+
+        int pid;
+        using (var p = BlockingConnect(ns, ns.HostV4, port))
+        {
+            pid = p.Id;
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+            Assert.NotEqual(0, p.ExitCode); // connection refused
+        }
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)), "no connect event for a refused connect");
+        log.Settle();
+
+        var ev = log.Connects(pid).Single();
+        Assert.Equal(ConnectKind.Tcp, ev.ConnectKind);
+        Assert.Equal(port, ev.Tuple.Dport);
+        Assert.InRange(ev.Tuple.Sport, 1024, 65535); // the ephemeral port the SYN left from, not 0
+        Assert.Equal(IPAddress.Parse(ns.NsV4), EventReader.Source(ev.Tuple));
+    }
+
+    [KernelFact]
     public void Connect_BlockingTcpUnanswered_ReportedAtTheFirstSynRetransmit()
     {
         using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Connect);
