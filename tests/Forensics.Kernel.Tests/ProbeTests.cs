@@ -456,11 +456,11 @@ public partial class ProbeTests
         } // nothing listens there now: the SYN is answered with a RST
 
         int pid;
-        using (var p = BlockingConnect(ns, ns.HostV4, port))
+        using (var p = ns.Start(["/usr/bin/bash", "-c", $"exec 3<>/dev/tcp/{ns.HostV4}/{port} || exit 7; echo connected"]))
         {
             pid = p.Id;
             Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
-            Assert.NotEqual(0, p.ExitCode); // connection refused
+            Assert.Equal(7, p.ExitCode); // connection refused
         }
         Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)), "no connect event for a refused connect");
         log.Settle();
