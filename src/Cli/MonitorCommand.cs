@@ -99,18 +99,25 @@ public static class MonitorCommand
                 cts.CancelAfter(d);
             Console.Error.WriteLine($"Listening for events on {Environment.ProcessorCount} CPUs ({string.Join(", ", kinds.Order().Select(Rows.TableOf))}); Ctrl-C quits");
             var args = new Dictionary<ulong, string>();
-            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id) };
+            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id), Node = Environment.MachineName };
             // Batches of different kinds reach the printer in any order: hold rows for a moment and print
             // them in kernel-time order, so an exec is printed (and its arguments known) before its exit.
             var pending = new List<(ulong Ktime, long Seq, long Received, string Table, Dictionary<string, object?> Row)>();
             long seq = 0;
             void Flush(bool all)
             {
-                long cutoff = Environment.TickCount64 - 300;
-                var ready = pending.Where(p => all || p.Received <= cutoff).OrderBy(p => p.Ktime).ThenBy(p => p.Seq).ToList();
+                long now = Environment.TickCount64, cutoff = now - 300, exitCutoff = now - 2000;
+                // an exit waits (up to 2 s) for its exec, which may come in a later batch, so that the exec is printed
+                // first and the exit carries its arguments
+                var execs = pending.Where(p => p.Table == "exec" && p.Row["exec_id"] is ulong && (all || p.Received <= cutoff))
+                    .Select(p => (ulong)p.Row["exec_id"]!).ToHashSet();
+                bool Ready((ulong Ktime, long Seq, long Received, string Table, Dictionary<string, object?> Row) p) =>
+                    all || (p.Received <= cutoff && (p.Table != "exit" || p.Received <= exitCutoff
+                        || p.Row["exec_id"] is not ulong id || args.ContainsKey(id) || execs.Contains(id)));
+                var ready = pending.Where(Ready).OrderBy(p => p.Ktime).ThenBy(p => p.Seq).ToList();
                 if (ready.Count == 0)
                     return;
-                pending.RemoveAll(p => all || p.Received <= cutoff);
+                pending.RemoveAll(p => Ready(p));
                 foreach (var (_, _, _, table, row) in ready)
                 {
                     if (table == "exec" && row["exec_id"] is ulong id)

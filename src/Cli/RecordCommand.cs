@@ -198,7 +198,6 @@ public static class RecordCommand
                     Progress = args.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
                 });
                 sources.Add(labUp.Datapath!.Events);
-                context.Attribution.Refresh(); // the lab's named namespaces (node, world)
                 foreach (var pod in cluster.Pods)
                     context.Attribution.Register("/run/netns/" + LabNames.PodNs(labUp.Name, pod), pod.Namespace, pod.Name);
             }

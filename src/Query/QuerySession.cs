@@ -196,6 +196,7 @@ public sealed class QuerySession : IDisposable
             ? SnapshotSchemas.Columns(table)
             : SchemaCatalog.Schemas.Any(s => s.Table == table) ? SchemaCatalog.Current(table).Columns : [];
         var typed = columns.Select(c => $"CAST(NULL AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}")
+            .Concat(HasKernelTime(columns) && !SnapshotSchemas.Tables.Contains(table) ? ["CAST(NULL AS BIGINT) AS time_ns"] : [])
             .Append("CAST(NULL AS VARCHAR) AS recording").Append("CAST(NULL AS VARCHAR) AS node");
         var parts = new List<string> { $"SELECT {string.Join(", ", typed)} WHERE false" };
         foreach (var r in Recordings)
@@ -204,11 +205,47 @@ public sealed class QuerySession : IDisposable
                 var list = string.Join(", ", g.Select(f => SqlTypes.Literal(f.FullPath)));
                 var source = $"read_parquet([{list}], union_by_name=true, hive_partitioning=false)";
                 var adapt = SnapshotSchemas.Tables.Contains(table) ? SnapshotAdaptation(table, source) : "";
-                parts.Add($"SELECT *{adapt}, {SqlTypes.Literal(r.Manifest.RecordingId)} AS recording, {SqlTypes.Literal(g.Key)} AS node FROM {source}");
+                var times = SnapshotSchemas.Tables.Contains(table) ? "" : Times(columns, r.Manifest.MonotonicToUtcOffsetNs);
+                parts.Add($"SELECT *{adapt}{times}, {SqlTypes.Literal(r.Manifest.RecordingId)} AS recording, {SqlTypes.Literal(g.Key)} AS node FROM {source}");
             }
         var casts = columns.Select(c => $"CAST({SqlTypes.Ident(c.Name)} AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}");
         var replace = columns.Count > 0 ? $" REPLACE ({string.Join(", ", casts)})" : "";
         return $"CREATE VIEW {SqlTypes.Ident(table)} AS SELECT *{replace} FROM ({string.Join("\nUNION ALL BY NAME\n", parts)})";
+    }
+
+    private static bool HasKernelTime(IReadOnlyList<ColumnSchema> columns) =>
+        columns.Any(c => c.Name == "time" && c.Type.StartsWith("timestamp", StringComparison.Ordinal)) && columns.Any(c => c.Name == "ktime_ns");
+
+    /// <summary>
+    /// The time columns of one recording's files, read so that they are true. DuckDB (1.5) reads a Parquet
+    /// timestamp[ns, UTC] as TIMESTAMPTZ (microseconds) and takes the row groups' min/max as if they were
+    /// microseconds: a time filter then skips every row group and a sort can garble values computed from the
+    /// column. So an event's time is derived, exactly as the recorder wrote it (schemas: the kernel's monotonic
+    /// stamp converted once with the manifest's offset), from ktime_ns + monotonic_to_utc_offset_ns: `time_ns`
+    /// carries it to the nanosecond and `time` is that instant as TIMESTAMPTZ (microseconds). Other time columns
+    /// go through text, which drops the bad statistics and keeps the value.
+    /// </summary>
+    private static string Times(IReadOnlyList<ColumnSchema> columns, long? offsetNs)
+    {
+        var replace = new List<string>();
+        var extra = "";
+        foreach (var c in columns.Where(c => c.Type.StartsWith("timestamp", StringComparison.Ordinal)))
+        {
+            var id = SqlTypes.Ident(c.Name);
+            if (c.Name == "time" && HasKernelTime(columns) && offsetNs is { } off)
+            {
+                var ns = $"(CAST(ktime_ns AS BIGINT) + {off.ToString(CultureInfo.InvariantCulture)})";
+                replace.Add($"CAST(make_timestamp({ns} // 1000) AS TIMESTAMPTZ) AS {id}");
+                extra = $", {ns} AS time_ns";
+            }
+            else
+            {
+                replace.Add($"CAST(CAST({id} AS VARCHAR) AS TIMESTAMPTZ) AS {id}");
+                if (c.Name == "time" && HasKernelTime(columns))
+                    extra = $", epoch_ns(CAST(CAST({id} AS VARCHAR) AS TIMESTAMPTZ)) AS time_ns"; // no offset: the stored time, to the microsecond
+            }
+        }
+        return (replace.Count > 0 ? $" REPLACE ({string.Join(", ", replace)})" : "") + extra;
     }
 
     /// <summary>

@@ -88,7 +88,7 @@ public sealed record ObservedEvent(
                 return b with
                 {
                     Reason = e.Reason,
-                    Text = $"drop ({CiliumDropReasons.Text(e.Reason)}) {Flow(b.Source, b.SourcePort, b.Destination, b.DestinationPort, b.Protocol)}, identity {e.Meta.SrcIdentity}->{e.Meta.DstIdentity}, ifindex {e.Meta.Ifindex}, file {e.File}:{e.Line}",
+                    Text = $"drop ({CiliumDropReasons.Text(e.Reason)}) {Flow(b.Source, b.SourcePort, b.Destination, b.DestinationPort, b.Protocol)}, identity {e.Meta.SrcIdentity}->{e.Meta.DstIdentity}, ifindex {e.Meta.Ifindex}, file {SrcFiles.MonitorName(e.File)}:{e.Line}",
                 };
             }
             case EventKind.Policy:

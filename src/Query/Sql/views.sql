@@ -44,7 +44,7 @@ CREATE VIEW drops_resolved AS
            s.namespace AS src_namespace, s.pod AS src_pod, d.src_identity,
            coalesce(sl.labels, sr.labels) AS src_labels, d.src_ip, d.src_port,
            t.namespace AS dst_namespace, t.pod AS dst_pod, d.dst_identity,
-           coalesce(tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port,
+           coalesce(tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port, sv.service AS dst_service,
            d.protocol, d.tcp_flags, d.reason,
            coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) AS reason_name,
            d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state
@@ -56,17 +56,21 @@ CREATE VIEW drops_resolved AS
     LEFT JOIN reserved_identities sr ON sr.identity = d.src_identity
     LEFT JOIN identity_labels tl ON tl.recording = d.recording AND tl.identity = d.dst_identity
     LEFT JOIN reserved_identities tr ON tr.identity = d.dst_identity
+    -- a service's virtual IP:port (a 158 drop, service without backends, is dropped before any translation)
+    LEFT JOIN service_ports sv ON sv.recording = d.recording AND sv.cluster_ip = d.dst_ip AND sv.port = d.dst_port AND sv.protocol = lower(d.protocol)
     LEFT JOIN drop_reasons dr ON dr.code = CAST(d.reason AS INTEGER);
 
 -- drops_between(since, until): drops_by_workload over a time window (NULL: open).
--- source/destination: namespace/pod when the address is an endpoint's, else the identity's
--- labels (reserved:world, ...), else the address (identity 0: unknown).
+-- source/destination: namespace/pod when the address is an endpoint's, else (destination) the
+-- service whose virtual IP:port it is, as "namespace/name (VIP:port)", else the identity's labels
+-- (reserved:world, ...), else the address (identity 0: unknown).
 CREATE MACRO drops_between(since, until) AS TABLE
     SELECT recording, node,
            coalesce(src_namespace || '/' || src_pod, CASE WHEN src_identity <> 0 THEN src_labels END, src_ip) AS source,
            src_namespace, src_pod, src_identity, src_labels,
-           coalesce(dst_namespace || '/' || dst_pod, CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
-           dst_namespace, dst_pod, dst_identity, dst_labels,
+           coalesce(dst_namespace || '/' || dst_pod, dst_service || ' (' || fx_addr(dst_ip, dst_port) || ')',
+                    CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
+           dst_namespace, dst_pod, dst_service, dst_identity, dst_labels,
            dst_port, protocol, reason, reason_name,
            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
     FROM drops_resolved
@@ -131,36 +135,6 @@ CREATE VIEW nat_mappings AS
 CREATE VIEW processes AS
     SELECT * FROM exec QUALIFY row_number() OVER (PARTITION BY recording, exec_id ORDER BY procfs, time) = 1;
 
--- connects_resolved: every connect with its process (exec by exec_id: binary, arguments) and
--- its end (exit by exec_id: code or signal); *_missing says why a link is absent.
-CREATE VIEW connects_resolved AS
-    -- inside or outside the cluster is decided once per destination address, not per connect
-    WITH destinations AS (
-        SELECT recording, dst_ip, NOT fx_in_cluster(dst_ip, rec := recording) AS external
-        FROM (SELECT DISTINCT recording, dst_ip FROM connect))
-    SELECT c.recording, c.node, c.time, c.namespace, c.pod, c.pid, c.exec_id,
-           coalesce(e."binary", c."binary", x."binary") AS "binary", e.arguments, c.comm, c.connect_kind, c.protocol,
-           c.src_ip, c.src_port, c.dst_ip, c.dst_port, fx_addr(c.dst_ip, c.dst_port) AS destination,
-           d.external,
-           e.time AS exec_time, x.time AS exit_time, x.exit_code, x.signal,
-           c.netns_ino, e.netns_ino AS exec_netns_ino, c.ktime_ns,
-           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
-                WHEN e.exec_id IS NULL THEN 'no exec event for this exec_id (started before the recording?)' END AS exec_missing,
-           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
-                WHEN x.exec_id IS NULL THEN 'no exit event (still running when the recording stopped?)' END AS exit_missing
-    FROM connect c
-    LEFT JOIN destinations d ON d.recording = c.recording AND d.dst_ip IS NOT DISTINCT FROM c.dst_ip
-    LEFT JOIN processes e ON e.recording = c.recording AND e.exec_id = c.exec_id
-    LEFT JOIN exit x ON x.recording = c.recording AND x.exec_id = c.exec_id;
-
--- external_connects: connects leaving the cluster (destination outside cluster_cidrs) by
--- process: pod, binary, arguments, destination, when, and the process's exit code or signal.
-CREATE VIEW external_connects AS
-    SELECT recording, node, time, namespace, pod, pid, "binary", arguments, connect_kind, protocol,
-           fx_addr(src_ip, src_port) AS source, destination, exit_code, signal, exit_time, exec_time,
-           exec_missing, exit_missing, exec_id, src_ip, src_port, dst_ip, dst_port
-    FROM connects_resolved WHERE external ORDER BY time;
-
 -- fx_tuple_key(proto, ip1, port1, ip2, port2): a direction-free key of a 5-tuple.
 CREATE MACRO fx_tuple_key(proto, ip1, port1, ip2, port2) AS
     lower(proto) || ' ' || least(fx_addr(ip1, port1), fx_addr(ip2, port2)) || ' ' || greatest(fx_addr(ip1, port1), fx_addr(ip2, port2));
@@ -176,6 +150,58 @@ CREATE VIEW flow_aliases AS
                     ELSE fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port) END AS flow_key
         FROM nat)
     WHERE alias_key <> flow_key GROUP BY ALL;
+
+-- connect_replies: UDP sends that answer a peer, which are not connects: an earlier connect of
+-- the same flow (its 5-tuple, through NAT: flow_aliases) came from the other side, so the peer
+-- spoke first (a server answering a client, e.g. a DNS server's answer). Matched also without
+-- NAT records: the earlier connect went to this send's source address and port, from its
+-- destination port (a client socket that was not bound to an address).
+CREATE VIEW connect_replies AS
+    WITH c AS (
+        SELECT c.recording, c.node, c.ktime_ns, c.src_ip, c.src_port, c.dst_ip, c.dst_port,
+               coalesce(a.flow_key, fx_tuple_key(c.protocol, c.src_ip, c.src_port, c.dst_ip, c.dst_port)) AS flow_key
+        FROM connect c
+        LEFT JOIN flow_aliases a ON a.recording = c.recording AND a.node = c.node
+            AND a.alias_key = fx_tuple_key(c.protocol, c.src_ip, c.src_port, c.dst_ip, c.dst_port)
+        WHERE lower(c.protocol) = 'udp')
+    SELECT DISTINCT r.recording, r.node, r.ktime_ns, r.src_ip, r.src_port, r.dst_ip, r.dst_port
+    FROM c r JOIN c i ON i.recording = r.recording AND i.node = r.node AND i.ktime_ns < r.ktime_ns
+        AND ((i.flow_key = r.flow_key AND NOT (i.src_ip IS NOT DISTINCT FROM r.src_ip AND i.src_port = r.src_port))
+             OR (i.dst_ip = r.src_ip AND i.dst_port = r.src_port AND i.src_port = r.dst_port));
+
+-- connects_resolved: every connect with its process (exec by exec_id: binary, arguments) and
+-- its end (exit by exec_id: code or signal); *_missing says why a link is absent; reply: a UDP
+-- send answering a peer that spoke first (connect_replies), not a connect.
+CREATE VIEW connects_resolved AS
+    -- inside or outside the cluster is decided once per destination address, not per connect
+    WITH destinations AS (
+        SELECT recording, dst_ip, NOT fx_in_cluster(dst_ip, rec := recording) AS external
+        FROM (SELECT DISTINCT recording, dst_ip FROM connect))
+    SELECT c.recording, c.node, c.time, c.namespace, c.pod, c.pid, c.exec_id,
+           coalesce(e."binary", c."binary", x."binary") AS "binary", e.arguments, c.comm, c.connect_kind, c.protocol,
+           c.src_ip, c.src_port, c.dst_ip, c.dst_port, fx_addr(c.dst_ip, c.dst_port) AS destination,
+           d.external, rp.recording IS NOT NULL AS reply,
+           e.time AS exec_time, x.time AS exit_time, x.exit_code, x.signal,
+           c.netns_ino, e.netns_ino AS exec_netns_ino, c.ktime_ns,
+           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
+                WHEN e.exec_id IS NULL THEN 'no exec event for this exec_id (started before the recording?)' END AS exec_missing,
+           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
+                WHEN x.exec_id IS NULL THEN 'no exit event (still running when the recording stopped?)' END AS exit_missing
+    FROM connect c
+    LEFT JOIN destinations d ON d.recording = c.recording AND d.dst_ip IS NOT DISTINCT FROM c.dst_ip
+    LEFT JOIN connect_replies rp ON rp.recording = c.recording AND rp.node = c.node AND rp.ktime_ns = c.ktime_ns
+        AND rp.src_ip IS NOT DISTINCT FROM c.src_ip AND rp.src_port = c.src_port AND rp.dst_ip = c.dst_ip AND rp.dst_port = c.dst_port
+    LEFT JOIN processes e ON e.recording = c.recording AND e.exec_id = c.exec_id
+    LEFT JOIN exit x ON x.recording = c.recording AND x.exec_id = c.exec_id;
+
+-- external_connects: connects leaving the cluster (destination outside cluster_cidrs) by
+-- process: pod, binary, arguments, destination, when, and the process's exit code or signal.
+-- A reply (a server answering over UDP) is not a connect and is not listed.
+CREATE VIEW external_connects AS
+    SELECT recording, node, time, namespace, pod, pid, "binary", arguments, connect_kind, protocol,
+           fx_addr(src_ip, src_port) AS source, destination, exit_code, signal, exit_time, exec_time,
+           exec_missing, exit_missing, exec_id, src_ip, src_port, dst_ip, dst_port
+    FROM connects_resolved WHERE external AND NOT reply ORDER BY time;
 
 -- flow_observations: every event about a 5-tuple in one shape, keyed by the flow's client-side tuple.
 CREATE VIEW flow_observations AS

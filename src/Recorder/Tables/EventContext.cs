@@ -15,8 +15,8 @@ public sealed class EventContext
     private readonly Dictionary<(ulong, ulong), string> v6 = [];
     private readonly object binariesLock = new();
     private int registered;
-    private Dictionary<ulong, string> binaries = [];
-    private Dictionary<ulong, string> olderBinaries = [];
+    private Dictionary<ulong, (string Binary, uint Netns)> binaries = [];
+    private Dictionary<ulong, (string Binary, uint Netns)> olderBinaries = [];
 
     public EventContext(long monotonicToUtcOffsetNs) => MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
 
@@ -37,7 +37,7 @@ public sealed class EventContext
     /// <summary>Texts of exec events (binary, arguments, cwd, comm), cached by their bytes.</summary>
     public TextCache Texts { get; } = new();
 
-    /// <summary>Network namespace -> workload (lab pods, named namespaces).</summary>
+    /// <summary>Network namespace -> pod (the lab's pods).</summary>
     public Attribution Attribution { get; init; } = new();
 
     public Workload? Owner(uint inode) => inode == 0 ? null : Attribution.Lookup(inode);
@@ -50,17 +50,18 @@ public sealed class EventContext
     /// </summary>
     public int BinaryGeneration { get; init; } = 1 << 16;
 
-    public void RegisterBinary(ulong execId, string binary)
+    /// <summary>Remembers a process image's binary and the network namespace it was executed in.</summary>
+    public void RegisterBinary(ulong execId, string binary, uint netnsIno = 0)
     {
         lock (binariesLock)
         {
             if (++registered > BinaryGeneration)
             {
                 olderBinaries = binaries;
-                binaries = new Dictionary<ulong, string>();
+                binaries = new Dictionary<ulong, (string Binary, uint Netns)>();
                 registered = 1;
             }
-            binaries[execId] = binary;
+            binaries[execId] = (binary, netnsIno);
         }
     }
 
@@ -69,7 +70,20 @@ public sealed class EventContext
         if (execId == 0)
             return null;
         lock (binariesLock)
-            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b : null;
+            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b.Binary : null;
+    }
+
+    /// <summary>
+    /// The network namespace the image was executed in, when its exec was seen: a process belongs to the
+    /// pod it was started in. A command that only entered a pod's namespace (`ip -n POD-NETNS ...`, setns)
+    /// is not one of the pod's processes.
+    /// </summary>
+    public uint? ExecNetns(ulong execId)
+    {
+        if (execId == 0)
+            return null;
+        lock (binariesLock)
+            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b.Netns : null;
     }
 
     /// <summary>Process images whose binary is known (both generations).</summary>
@@ -195,16 +209,7 @@ public static class Names
         _ => "udp-send",
     };
 
-    public static string SourceFile(SrcFile f) => f switch
-    {
-        SrcFile.Datapath => "datapath.bpf.c",
-        SrcFile.Policy => "lib/policy.h",
-        SrcFile.Conntrack => "lib/conntrack.h",
-        SrcFile.Lb => "lib/lb.h",
-        SrcFile.Nat => "lib/nat.h",
-        SrcFile.Parse => "lib/parse.h",
-        _ => "unknown",
-    };
+    public static string SourceFile(SrcFile f) => SrcFiles.Path(f);
 
     private static readonly string[] Signals =
     [

@@ -138,11 +138,12 @@ internal readonly struct ProcAttrCols
         pod = b.Str("pod", nullable: true);
     }
 
-    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx)
+    /// <param name="podNetnsIno">the namespace that decides the pod, when not the event's own (an exit: where its image was executed)</param>
+    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
     {
         netns.Values[i] = netnsIno;
         cgroup.Values[i] = cgroupId;
-        var owner = ctx.Owner(netnsIno);
+        var owner = ctx.Owner(podNetnsIno ?? netnsIno);
         ns.Values[i] = owner?.Namespace;
         pod.Values[i] = owner?.Name;
     }
@@ -382,7 +383,7 @@ internal sealed class ExecRows : Rows
         processStart.Values[i] = (long)ev.StartTime + ctx.BoottimeToUtcOffsetNs;
         var bin = ctx.Texts.Get(EventReader.Head(ev.Filename, ev.FilenameLen), 1, Text);
         binary.Values[i] = bin;
-        ctx.RegisterBinary(ev.ExecId, bin);
+        ctx.RegisterBinary(ev.ExecId, bin, ev.NetnsIno);
         arguments.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Args, ev.ArgsLen), 2, a => JoinArguments(EventReader.Argv(a)));
         truncated.Values[i] = (ev.Flags & ExecFlags.ArgsTruncated) != 0;
         cwd.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Cwd, ev.CwdLen), 3, Text);
@@ -443,7 +444,7 @@ internal sealed class ExitRows : Rows
         }
         status.Values[i] = ev.ExitCode;
         comm.Values[i] = EventReader.CString(ev.Comm);
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
     }
 }
 
