@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Bpf;
 using Forensics.Datapath.Probes;

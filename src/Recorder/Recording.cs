@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Reflection;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
 
@@ -102,7 +103,7 @@ public sealed class Recording
             Node = options.Node,
             Host = HostInfo(),
             ToolVersion = ToolVersion(),
-            StartedAt = DateTime.UtcNow,
+            StartedAt = DateTimeOffset.UtcNow,
             MonotonicToUtcOffsetNs = context.MonotonicToUtcOffsetNs,
             Config = options.Config,
         };
@@ -148,7 +149,7 @@ public sealed class Recording
         var sw = Stopwatch.StartNew();
         Directory.CreateDirectory(options.OutputDir);
         lock (manifestLock)
-            manifest.Write(options.OutputDir);
+            ManifestStore.Write(manifest, options.OutputDir);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
         using var queue = new BatchQueue(options.Pipeline.BatchRows, options.Pipeline.BatchesPerTable + lanes.Count - 1);
         using var pipe = new Pipeline(sources, context, options.Pipeline);
@@ -193,7 +194,7 @@ public sealed class Recording
         var reason = diskFull ? "disk-full" : error is not null ? "error" : stopReason();
         lock (manifestLock)
         {
-            manifest.EndedAt = DateTime.UtcNow;
+            manifest.EndedAt = DateTimeOffset.UtcNow;
             manifest.StopReason = reason;
             FillLoss();
             UpdateManifest?.Invoke(manifest);
@@ -324,12 +325,12 @@ public sealed class Recording
         lock (manifestLock)
         {
             var table = file.Path.Split('/')[0];
-            var version = SegmentWriter.VersionOf(table);
+            var version = SchemaCatalog.VersionOf(table);
             manifest.AddFile(table, version, file);
             Interlocked.Add(ref bytesSealed, file.Bytes);
             FillLoss();
             UpdateManifest?.Invoke(manifest);
-            manifest.Write(options.OutputDir);
+            ManifestStore.Write(manifest, options.OutputDir);
         }
     }
 
@@ -346,7 +347,7 @@ public sealed class Recording
     {
         try
         {
-            manifest.Write(options.OutputDir);
+            ManifestStore.Write(manifest, options.OutputDir);
         }
         catch (IOException e)
         {

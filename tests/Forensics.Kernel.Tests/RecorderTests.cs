@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
