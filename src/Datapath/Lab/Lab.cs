@@ -580,10 +580,5 @@ public sealed record StepReport(
 /// <summary>CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().</summary>
 public static class Monotonic
 {
-    public static unsafe ulong NowNs()
-    {
-        Timespec ts;
-        LibC.clock_gettime(LibC.CLOCK_MONOTONIC, &ts);
-        return (ulong)ts.tv_sec * 1_000_000_000UL + (ulong)ts.tv_nsec;
-    }
+    public static ulong NowNs() => Probes.KernelClock.MonotonicNs();
 }

@@ -14,6 +14,8 @@ public abstract class Rows
 {
     protected Rows(string table, int capacity) => Batch = new TableBatch(table, capacity);
 
+    protected Rows(TableBatch batch) => Batch = batch;
+
     public TableBatch Batch { get; }
 
     /// <summary>Appends the record (the span is valid only during the call).</summary>
@@ -34,7 +36,27 @@ public abstract class Rows
         _ => null,
     };
 
-    public static string TableOf(EventKind kind) => kind.ToString().ToLowerInvariant();
+    public static string TableOf(EventKind kind) => Format.Tables.Events[(int)kind - 1];
+
+    private static readonly Dictionary<string, EventKind> Kinds =
+        Enumerable.Range(1, (int)EventKind.Max - 1).ToDictionary(k => Format.Tables.Events[k - 1], k => (EventKind)k, StringComparer.Ordinal);
+
+    /// <summary>The event kind whose table this is; None for other tables.</summary>
+    public static EventKind KindOf(string table) => Kinds.GetValueOrDefault(table);
+}
+
+/// <summary>
+/// A batch with the columns of a table's schema, for rows that are not our ABI records (a source that is
+/// not the kernel fills it through <see cref="RowSink.Batch"/>).
+/// </summary>
+public sealed class SchemaRows : Rows
+{
+    public SchemaRows(string table, int capacity) : base(TableBatch.ForSchema(SchemaCatalog.Current(table), capacity))
+    {
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
+        throw new NotSupportedException($"{Batch.Table}: rows of this batch are set by column, not decoded from ABI records");
 }
 
 /// <summary>time, ktime_ns, cpu.</summary>
