@@ -61,3 +61,43 @@ public partial class ReferenceTableTests
         Assert.True(Format.DropReasons.TryParse("Policy denied by denylist", out var d) && d == 181);
     }
 }
+
+/// <summary>The drop's file id comes from __FILE_NAME__ at compile time (bpf/lib/drop.h); its table and the C# names agree.</summary>
+public partial class DropFileIdTests
+{
+    [GeneratedRegex("""fx_file_case\((FX_FILE_[A-Z]+), "([^"]+)"\)""")]
+    private static partial Regex Case();
+
+    [Fact]
+    public void DropFileTable_EveryIdNamedAsTheCSharpNames()
+    {
+        var table = Case().Matches(File.ReadAllText(Forensics.Tests.Repo.Path("bpf", "lib", "drop.h")))
+            .ToDictionary(m => m.Groups[1].Value, m => m.Groups[2].Value, StringComparer.Ordinal);
+        Assert.NotEmpty(table);
+        foreach (var (id, name) in table)
+        {
+            var file = Enum.Parse<SrcFile>(id["FX_FILE_".Length..].Replace("_", "", StringComparison.Ordinal), ignoreCase: true);
+            Assert.Equal(name, Path.GetFileName(Names.SourceFile((byte)file)));
+            Assert.True(File.Exists(Forensics.Tests.Repo.Path("bpf", Names.SourceFile((byte)file))), $"{Names.SourceFile((byte)file)} is not a BPF source");
+        }
+        Assert.Equal(Enum.GetValues<SrcFile>().Length - 1, table.Count); // every id but unknown
+    }
+
+    [Fact]
+    public void EveryFileThatDrops_IsInTheTable_AndNamesNoFileByHand()
+    {
+        var table = Case().Matches(File.ReadAllText(Forensics.Tests.Repo.Path("bpf", "lib", "drop.h"))).Select(m => m.Groups[2].Value).ToHashSet();
+        var sources = Directory.GetFiles(Forensics.Tests.Repo.Path("bpf"), "*.bpf.c").Concat(Directory.GetFiles(Forensics.Tests.Repo.Path("bpf", "lib"), "*.h"));
+        foreach (var f in sources)
+        {
+            var calls = File.ReadAllLines(f).Where(l => l.Contains("FX_DROP(ctx", StringComparison.Ordinal) && !l.Contains("#define", StringComparison.Ordinal)).ToList();
+            if (calls.Count == 0)
+                continue;
+            Assert.Contains(Path.GetFileName(f), table);
+            Assert.All(calls, c => Assert.DoesNotContain("FX_FILE_", c, StringComparison.Ordinal));
+        }
+        // the conntrack-path drop (CT entry not created) is decided in datapath.bpf.c and says so
+        var dp = File.ReadAllLines(Forensics.Tests.Repo.Path("bpf", "datapath.bpf.c"));
+        Assert.Contains(dp, l => l.Contains("FX_DROP(ctx, FX_DROP_CT_CREATE_FAILED)", StringComparison.Ordinal));
+    }
+}
