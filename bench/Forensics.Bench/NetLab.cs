@@ -66,7 +66,7 @@ internal sealed class NetLab : IDisposable
         Probes? p = null;
         if (events is not null && probes)
         {
-            p = Probes.Load(new ProbeOptions { Events = events, Enabled = RecordProbes(events.Kinds) });
+            p = Probes.Load(new ProbeOptions { Events = events, Enabled = RecordingSession.ProbesFor(events.Kinds) });
             p.Attach();
             p.SeedProcesses();
         }
@@ -91,17 +91,6 @@ internal sealed class NetLab : IDisposable
         if (lab.Datapath is not null)
             n.sources.Add(lab.Datapath.Events);
         return n;
-    }
-
-    private static ProbeSet RecordProbes(IReadOnlySet<EventKind> kinds)
-    {
-        bool On(EventKind k) => kinds.Count == 0 || kinds.Contains(k);
-        var set = ProbeSet.None;
-        if (On(EventKind.Exec)) set |= ProbeSet.Exec;
-        if (On(EventKind.Exit)) set |= ProbeSet.Exit;
-        if (On(EventKind.Connect)) set |= ProbeSet.Connect;
-        if (On(EventKind.Kdrop)) set |= ProbeSet.Kdrop;
-        return set;
     }
 
     /// <summary>Starts recording every source into <paramref name="dir"/> (removed first).</summary>

@@ -1,17 +1,12 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Net;
 using System.Runtime.InteropServices;
 using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
-using Forensics.Datapath.Bpf;
-using Forensics.Datapath.Control;
-using Forensics.Datapath.Lab;
 using Forensics.Datapath.Probes;
 using Forensics.Recorder;
 using Forensics.Recorder.Sessions;
-using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Cli;
