@@ -1,15 +1,12 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Net;
 using System.Runtime.InteropServices;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
-using Forensics.Datapath.Bpf;
-using Forensics.Datapath.Control;
-using Forensics.Datapath.Lab;
 using Forensics.Datapath.Probes;
 using Forensics.Recorder;
-using Forensics.Recorder.Storage;
+using Forensics.Recorder.Sessions;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Cli;
@@ -100,169 +97,46 @@ public static class RecordCommand
     public static int Run(RecordArgs args)
     {
         ArgumentNullException.ThrowIfNull(args);
-        if (Directory.Exists(args.Output) && Directory.EnumerateFileSystemEntries(args.Output).Any())
-            return Cli.Fail(ExitCode.BadInput, $"output folder {args.Output} exists and is not empty");
-        try
+        var session = new RecordingSession(new RecordingSessionOptions
         {
-            Directory.CreateDirectory(args.Output);
-            var probe = Path.Combine(args.Output, ".write-test");
-            File.WriteAllText(probe, "");
-            File.Delete(probe);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return Cli.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, $"cannot write the output folder {args.Output}: {e.Message}");
-        }
-        try
-        {
-            Prerequisites.EnsureKernelAccess();
-        }
-        catch (PrerequisiteException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-
-        List<IPNetwork> excluded;
-        try
-        {
-            excluded = [.. args.ExcludeCidrs.Select(Cidrs.Parse)];
-            if (args.TetragonPolicy is not null)
-                excluded.AddRange(TracingPolicyReader.ReadFile(args.TetragonPolicy).ExcludedCidrs);
-        }
-        catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
-        {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
-        }
-
-        var (mono, boot) = Recording.ClockOffsets();
-        var context = new EventContext(mono)
-        {
-            BoottimeToUtcOffsetNs = boot,
-            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
-            KernelSymbol = KernelSymbols.Load().Resolve,
-        };
-        var options = new EventOptions
-        {
+            Output = args.Output,
+            Duration = args.Duration,
             Kinds = args.Kinds,
+            ExcludeCidrs = args.ExcludeCidrs,
+            TetragonPolicy = args.TetragonPolicy,
             Snaplen = args.Snaplen,
             RingBytes = args.RingBytes,
-            SelfPid = (uint)Environment.ProcessId,
             MonitorAggregation = args.MonitorAggregation,
-        };
-        ClusterSpec? cluster = null;
-        if (args.Lab is not null)
-        {
-            try
-            {
-                cluster = ClusterLoader.LoadFile(args.Lab);
-                if (cluster.Lab is null)
-                    throw new ClusterSpecException($"{args.Lab}: no Lab document (kind: Lab): --lab needs one");
-            }
-            catch (Exception e) when (e is ClusterSpecException or IOException)
-            {
-                return Cli.Fail(ExitCode.BadInput, e.Message);
-            }
-        }
-
-        var sources = new List<IEventSource>();
-        var preamble = new List<byte[]>();
-        Lab? labUp = null;
-        try
-        {
-            var probeSet = ProbesFor(args.Kinds);
-            if (probeSet != ProbeSet.None)
-            {
-                var probes = Probes.Load(new ProbeOptions { Events = options, Enabled = probeSet, ExcludedCidrs = excluded });
-                sources.Add(probes);
-                probes.Attach();
-                ulong now = (ulong)(FileSystem.Clocks().Monotonic);
-                if ((probeSet & ProbeSet.Exec) != 0)
-                    preamble.AddRange(probes.SeedProcesses().Select(p => p.ToExecRecord(now)));
-                else
-                    probes.SeedProcesses();
-            }
-        }
-        catch (BpfException e)
-        {
-            sources.ForEach(s => s.Dispose());
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-        if (cluster is not null)
-        {
-            try
-            {
-                labUp = Lab.Up(cluster, new LabOptions
-                {
-                    Datapath = LabDatapath.Factory(options),
-                    CollectEvents = false,
-                    Progress = args.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
-                });
-                sources.Add(labUp.Datapath!.Events);
-                foreach (var pod in cluster.Pods)
-                    context.Attribution.Register("/run/netns/" + LabNames.PodNs(labUp.Name, pod), pod.Namespace, pod.Name);
-            }
-            catch (Exception e) when (e is LabException or BpfException)
-            {
-                labUp?.Dispose();
-                sources.ForEach(s => s.Dispose());
-                return Cli.Fail(ExitCode.Failure, e.Message);
-            }
-        }
-
-        using var cts = new CancellationTokenSource();
-        var dpSource = labUp?.Datapath as LabDatapath;
-        string reason = "duration";
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; reason = "interrupt"; cts.Cancel(); });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; reason = "terminate"; cts.Cancel(); });
-        if (args.Duration is { } d)
-            cts.CancelAfter(d);
-
-        var recording = new Recording(sources, context, new RecordOptions
-        {
-            OutputDir = args.Output,
+            Lab = args.Lab,
             Progress = args.Progress,
-            Duration = args.Duration,
-            Config = new ManifestConfig
-            {
-                Kinds = [.. (args.Kinds.Count == 0 ? KindNames : args.Kinds.Select(Rows.TableOf))],
-                Lab = args.Lab is null ? null : Path.GetFullPath(args.Lab),
-                PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
-                ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
-                PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
-                ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
-                Snaplen = args.Snaplen,
-                RingBytes = args.RingBytes,
-                MonitorAggregation = args.MonitorAggregation.ToString().ToLowerInvariant(),
-                DurationSeconds = args.Duration?.TotalSeconds,
-            },
+            Say = Console.WriteLine,
         });
-        recording.Preamble.AddRange(preamble);
-        if (dpSource is not null)
-        {
-            recording.Snapshots.AddRange(SnapshotTables.From(dpSource.Datapath.Snapshot(), "start"));
-            recording.EndSnapshots = () => SnapshotTables.From(dpSource.Datapath.Snapshot(), "end");
-        }
-        var probesSource = sources.OfType<Probes>().FirstOrDefault();
-        if (probesSource is not null)
-            recording.UpdateManifest = m => m.FilteredConnects = probesSource.FilteredConnects;
+        using var cts = new CancellationTokenSource();
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; session.StopReason = "interrupt"; cts.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; session.StopReason = "terminate"; cts.Cancel(); });
         if (args.Progress)
-            Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+        {
+            var waiter = new Thread(() =>
+            {
+                if (WaitHandle.WaitAny([session.Started.WaitHandle, cts.Token.WaitHandle]) == 0)
+                    Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+            }) { IsBackground = true };
+            waiter.Start();
+        }
         RecordingSummary summary;
-        Thread? steps = null;
         try
         {
-            if (labUp is not null)
-            {
-                steps = new Thread(() => RunSteps(labUp, args, () => { reason = "scenario-done"; cts.Cancel(); })) { IsBackground = true, Name = "lab steps" };
-                steps.Start();
-            }
-            summary = recording.Run(() => reason, cts.Token);
+            summary = session.Run(cts.Token);
         }
-        finally
+        catch (RecordingSetupException e)
         {
-            steps?.Join(TimeSpan.FromSeconds(30));
-            labUp?.Dispose();
-            sources.ForEach(s => s.Dispose());
+            return Cli.Fail(e.Problem switch
+            {
+                SetupProblem.DiskFull => ExitCode.DiskFull,
+                SetupProblem.Prerequisite => ExitCode.Prerequisite,
+                SetupProblem.Failure => ExitCode.Failure,
+                _ => ExitCode.BadInput,
+            }, e.Message);
         }
         PrintSummary(summary);
         if (summary.Error is not null)
@@ -272,39 +146,7 @@ public static class RecordCommand
         return (int)ExitCode.Ok;
     }
 
-    /// <summary>Runs the lab's scenario steps once recording has started; without --duration, stops the recording after them.</summary>
-    private static void RunSteps(Lab lab, RecordArgs args, Action done)
-    {
-        Thread.Sleep(500);
-        foreach (var step in lab.Cluster.Lab!.Steps)
-        {
-            try
-            {
-                var r = lab.RunStep(step);
-                Console.WriteLine($"step {step.Name}: {step.Pod} {step.Action} {step.Target}: {r.Result}");
-            }
-            catch (LabException e)
-            {
-                Console.WriteLine($"step {step.Name}: failed to run: {e.Message}");
-            }
-        }
-        if (args.Duration is null)
-        {
-            Thread.Sleep(1500); // let the last packets and exits reach the ring buffer
-            done();
-        }
-    }
-
-    internal static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds)
-    {
-        bool All(EventKind k) => kinds.Count == 0 || kinds.Contains(k);
-        var set = ProbeSet.None;
-        if (All(EventKind.Exec)) set |= ProbeSet.Exec;
-        if (All(EventKind.Exit)) set |= ProbeSet.Exit;
-        if (All(EventKind.Connect)) set |= ProbeSet.Connect;
-        if (All(EventKind.Kdrop)) set |= ProbeSet.Kdrop;
-        return set;
-    }
+    internal static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds) => RecordingSession.ProbesFor(kinds);
 
     internal static string LossText(IReadOnlyDictionary<string, ManifestLoss> loss) =>
         string.Join(", ", loss.Where(l => l.Value.Failed + l.Value.UserspaceDropped > 0)

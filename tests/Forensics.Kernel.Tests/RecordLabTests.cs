@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 using Forensics.Tests;
 

@@ -1,5 +1,5 @@
 using Forensics.Datapath.Abi;
-using Forensics.Query.Schema;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
 using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
@@ -227,7 +227,7 @@ public class SchemaTests
 
 public class SnapshotSchemaTests
 {
-    public static TheoryData<string> Tables() => [.. SnapshotTables.Names];
+    public static TheoryData<string> Tables() => [.. Format.Tables.Snapshots];
 
     [Theory]
     [MemberData(nameof(Tables))]

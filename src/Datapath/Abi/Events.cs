@@ -91,16 +91,7 @@ public enum SrcFile : byte
 /// <summary>The BPF source files a drop can name (fx_abi.h FX_FILE_*), by their path under bpf/.</summary>
 public static class SrcFiles
 {
-    public static string Path(SrcFile f) => f switch
-    {
-        SrcFile.Datapath => "datapath.bpf.c",
-        SrcFile.Policy => "lib/policy.h",
-        SrcFile.Conntrack => "lib/conntrack.h",
-        SrcFile.Lb => "lib/lb.h",
-        SrcFile.Nat => "lib/nat.h",
-        SrcFile.Parse => "lib/parse.h",
-        _ => "unknown",
-    };
+    public static string Path(SrcFile f) => Forensics.Format.Names.SourceFile((byte)f);
 
     /// <summary>
     /// The file as cilium monitor names a drop's file (its BPF file list, pkg/monitor/api/files.go:

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Forensics.Format;
 
 namespace Forensics.Query.Export;
 

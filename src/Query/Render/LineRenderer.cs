@@ -2,6 +2,7 @@ using System.Collections;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Forensics.Format;
 
 namespace Forensics.Query.Render;
 

@@ -9,8 +9,7 @@
 CREATE VIEW cluster_cidrs AS
     SELECT recording, cidr, source FROM manifest_cidrs
     UNION ALL SELECT DISTINCT recording, ip, 'endpoints' FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
-    UNION ALL SELECT DISTINCT recording, ipv6, 'endpoints' FROM endpoints WHERE ipv6 IS NOT NULL AND ipv6 <> ''
-    UNION ALL SELECT DISTINCT recording, cluster_ip, 'services' FROM services WHERE cluster_ip IS NOT NULL AND cluster_ip <> ''
+    UNION ALL SELECT DISTINCT recording, frontend_ip, 'services' FROM services WHERE frontend_ip IS NOT NULL AND frontend_ip <> ''
     UNION ALL SELECT NULL, '127.0.0.0/8', 'loopback'
     UNION ALL SELECT NULL, '::1/128', 'loopback';
 
@@ -20,11 +19,10 @@ CREATE MACRO fx_in_cluster(p_addr, rec := NULL) AS
 
 -- endpoint_addrs: one row per (recording, address) -> the endpoint (pod) that owns it.
 CREATE VIEW endpoint_addrs AS
-    SELECT recording, addr, any_value(endpoint_id) AS endpoint_id, any_value(namespace) AS namespace, any_value(pod) AS pod,
-           any_value(identity) AS identity, any_value(netns_ino) AS netns_ino
-    FROM (SELECT recording, ip AS addr, * EXCLUDE (recording) FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
-          UNION ALL SELECT recording, ipv6 AS addr, * EXCLUDE (recording) FROM endpoints WHERE ipv6 IS NOT NULL AND ipv6 <> '')
-    GROUP BY recording, addr;
+    SELECT recording, ip AS addr, any_value(endpoint_id) AS endpoint_id, any_value(namespace) AS namespace, any_value(pod) AS pod,
+           any_value(identity) AS identity
+    FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
+    GROUP BY recording, ip;
 
 -- identity_labels: one row per (recording, identity) -> its labels (fx_identity_labels as a table;
 -- reserved identities are in reserved_identities).
@@ -33,9 +31,9 @@ CREATE VIEW identity_labels AS
 
 -- service_ports: one row per (recording, virtual IP, port, protocol) -> namespace/name.
 CREATE VIEW service_ports AS
-    SELECT recording, cluster_ip, port, lower(protocol) AS protocol, any_value(service_id) AS service_id,
+    SELECT recording, frontend_ip, port, lower(protocol) AS protocol, any_value(service_id) AS service_id,
            any_value(namespace || '/' || name) AS service
-    FROM services WHERE cluster_ip IS NOT NULL GROUP BY ALL;
+    FROM services WHERE frontend_ip IS NOT NULL GROUP BY ALL;
 
 -- drops_resolved: every datapath drop with its source and destination workload
 -- (namespace/pod by address from the endpoints snapshot, identity and its labels).
@@ -128,7 +126,7 @@ CREATE VIEW nat_mappings AS
         AND r.xlated_ip = f.xlated_ip AND r.xlated_port = f.xlated_port AND r.dst_ip = f.dst_ip AND r.dst_port = f.dst_port
     LEFT JOIN endpoint_addrs c ON c.recording = f.recording AND c.addr = f.client_ip
     LEFT JOIN endpoint_addrs b ON b.recording = f.recording AND b.addr = f.xlated_ip AND f.mapping = 'service'
-    LEFT JOIN service_ports sp ON sp.recording = f.recording AND f.mapping = 'service' AND sp.cluster_ip = f.orig_ip AND sp.port = f.orig_port AND sp.protocol = lower(f.protocol)
+    LEFT JOIN service_ports sp ON sp.recording = f.recording AND f.mapping = 'service' AND sp.frontend_ip = f.orig_ip AND sp.port = f.orig_port AND sp.protocol = lower(f.protocol)
     ORDER BY f.first_seen;
 
 -- processes: one row per process image (exec_id): the exec seen by the probe wins over one found in /proc.
@@ -334,11 +332,11 @@ CREATE VIEW flow_story AS
            x.exit_code, x.signal, x.time AS exit_time,
            b.first_seen, b.last_seen,
            -- not a link: processes alive in the client's network namespace (or pod) when the flow began
-           CASE WHEN b.exec_id IS NULL AND (ca.netns_ino IS NOT NULL OR ca.pod IS NOT NULL) THEN (
+           CASE WHEN b.exec_id IS NULL AND ca.pod IS NOT NULL THEN (
                SELECT string_agg(DISTINCT coalesce(pp."binary", pp.comm) || ' (pid ' || pp.pid || ')', ', ')
                FROM processes pp LEFT JOIN exit xx ON xx.recording = pp.recording AND xx.exec_id = pp.exec_id
                WHERE pp.recording = b.recording AND pp.node = b.node
-                 AND ((ca.netns_ino IS NOT NULL AND pp.netns_ino = ca.netns_ino) OR (ca.netns_ino IS NULL AND pp.pod = ca.pod AND pp.namespace = ca.namespace))
+                 AND pp.pod = ca.pod AND pp.namespace = ca.namespace
                  AND pp.time <= b.first_seen AND (xx.time IS NULL OR xx.time >= b.first_seen)) END AS process_candidates,
            list_filter([
                CASE WHEN b.connects IS NULL THEN 'connect: none recorded (in-cluster destinations are filtered in the kernel), so no process is linked' END,
@@ -358,5 +356,5 @@ CREATE VIEW flow_story AS
     LEFT JOIN exit x ON x.recording = b.recording AND x.exec_id = b.exec_id
     LEFT JOIN endpoint_addrs ca ON ca.recording = b.recording AND ca.addr = b.client_ip
     LEFT JOIN endpoint_addrs sa ON sa.recording = b.recording AND sa.addr = b.server_ip
-    LEFT JOIN service_ports sp ON sp.recording = b.recording AND sp.cluster_ip = b.server_ip AND sp.port = b.server_port AND sp.protocol = lower(b.protocol)
+    LEFT JOIN service_ports sp ON sp.recording = b.recording AND sp.frontend_ip = b.server_ip AND sp.port = b.server_port AND sp.protocol = lower(b.protocol)
     ORDER BY b.first_seen;
