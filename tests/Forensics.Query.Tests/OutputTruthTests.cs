@@ -12,7 +12,7 @@ public sealed class OutputTruthTests
         // translation, so the destination is the VIP, whose identity is world. The drop belongs to the service.
         using var rec = new TestRecording();
         rec.Add("endpoints", new { endpoint_id = (ushort)11, @namespace = "default", pod = "xwing", ip = "10.0.0.3", identity = 257u, ifindex = 21u });
-        rec.Add("services", new { service_id = 3u, @namespace = "empire", name = "deathstar", cluster_ip = "10.0.1.80", port = (ushort)80, protocol = "TCP" });
+        rec.Add("services", new { service_id = 3u, @namespace = "empire", name = "deathstar", frontend_ip = "10.0.1.80", port = (ushort)80, protocol = "TCP" });
         rec.Add("drop", new { ktime_ns = 1_000_000ul, ip_version = (byte)4, src_ip = "10.0.0.3", src_port = (ushort)41000, dst_ip = "10.0.1.80", dst_port = (ushort)80, protocol = "tcp", tcp_flags = "SYN",
             src_identity = 257u, dst_identity = 2u, endpoint_id = (ushort)11, ifindex = 21u, flow_id = 0x9u, pkt_len = 60u, obs_point = "from-endpoint", direction = "egress",
             reason = (ushort)158, reason_name = "Service backend not found", file = "lib/lb.h", line = (ushort)76, ct_state = "new" });

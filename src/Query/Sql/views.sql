@@ -55,7 +55,7 @@ CREATE VIEW drops_resolved AS
     LEFT JOIN identity_labels tl ON tl.recording = d.recording AND tl.identity = d.dst_identity
     LEFT JOIN reserved_identities tr ON tr.identity = d.dst_identity
     -- a service's virtual IP:port (a 158 drop, service without backends, is dropped before any translation)
-    LEFT JOIN service_ports sv ON sv.recording = d.recording AND sv.cluster_ip = d.dst_ip AND sv.port = d.dst_port AND sv.protocol = lower(d.protocol)
+    LEFT JOIN service_ports sv ON sv.recording = d.recording AND sv.frontend_ip = d.dst_ip AND sv.port = d.dst_port AND sv.protocol = lower(d.protocol)
     LEFT JOIN drop_reasons dr ON dr.code = CAST(d.reason AS INTEGER);
 
 -- drops_between(since, until): drops_by_workload over a time window (NULL: open).
