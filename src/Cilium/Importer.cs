@@ -47,7 +47,7 @@ public static class Importer
         };
         var name = kind == ExportKind.Hubble ? "hubble" : "tetragon";
         var nodes = new HashSet<string>(StringComparer.Ordinal);
-        var sink = new RecordingSink(outputDir, manifest, batchRows);
+        var sink = new RecordingSink(new StandaloneTarget(outputDir, manifest), batchRows);
         try
         {
             var stats = sink.Source(name, "import", null);
@@ -56,12 +56,14 @@ public static class Importer
             foreach (var path in files)
             {
                 var input = new ManifestInputFile { Path = Path.GetFullPath(path) };
-                sink.Update(_ => stats.Files.Add(input));
+                lock (stats)
+                    stats.Files.Add(input);
                 using var raw = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
                 using var hashing = new HashingStream(raw);
                 input.Gzip = IsGzip(raw);
-                using Stream body = input.Gzip ? new GZipStream(hashing, CompressionMode.Decompress) : hashing;
-                using var reader = new StreamReader(body, Encoding.UTF8, detectEncodingFromByteOrderMarks: false, 1 << 16);
+                using var gzip = input.Gzip ? new GZipStream(hashing, CompressionMode.Decompress) : null;
+                using var counted = new CountingStream(gzip ?? (Stream)hashing);
+                using var reader = new StreamReader(counted, Encoding.UTF8, detectEncodingFromByteOrderMarks: false, 1 << 16);
                 long lineNo = 0;
                 var unknown = new List<KeyValuePair<string, string>>();
                 string? line;
@@ -97,9 +99,15 @@ public static class Importer
                     }
                     sink.Tick();
                 }
-                input.Lines = lineNo;
-                input.Bytes = raw.Length;
-                input.Sha256 = hashing.Finish(raw);
+                if (input.Gzip && !TrailerMatches(raw, counted.Count, out var expected))
+                    Malformed(sink, stats, input.Path, lineNo, $"gzip: the file is truncated or damaged ({counted.Count} bytes decompressed, its trailer says {expected}); the lines before this one are imported");
+                var sha = hashing.Finish(raw);
+                lock (stats)
+                {
+                    input.Lines = lineNo;
+                    input.Bytes = raw.Length;
+                    input.Sha256 = sha;
+                }
             }
             nodes.Remove("");
             manifest.Node = nodes.Count == 1 ? nodes.First() : nodes.Count == 0 ? "unknown" : "multiple";
@@ -151,19 +159,57 @@ public static class Importer
 
     private static void Malformed(RecordingSink sink, ManifestSource stats, string file, long line, string error)
     {
-        sink.Update(_ =>
+        _ = sink;
+        lock (stats)
         {
             stats.Received++;
             stats.Malformed++;
             if (stats.MalformedExamples.Count < MalformedExamples)
                 stats.MalformedExamples.Add(new ManifestMalformed { File = file, Line = line, Error = OneLine(error) });
-        });
+        }
     }
 
     internal static string OneLine(string s)
     {
         s = s.ReplaceLineEndings(" ");
         return s.Length > 300 ? s[..300] + "..." : s;
+    }
+
+    /// <summary>A gzip member ends with its uncompressed size mod 2^32: a truncated file does not match (GZipStream just ends).</summary>
+    private static bool TrailerMatches(FileStream raw, long decompressed, out uint expected)
+    {
+        expected = 0;
+        if (raw.Length < 18)
+            return false;
+        long pos = raw.Position;
+        Span<byte> tail = stackalloc byte[4];
+        raw.Position = raw.Length - 4;
+        raw.ReadExactly(tail);
+        raw.Position = pos;
+        expected = BitConverter.ToUInt32(tail);
+        return expected == (uint)decompressed;
+    }
+
+    private sealed class CountingStream(Stream inner) : Stream
+    {
+        public long Count { get; private set; }
+
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            int n = inner.Read(buffer, offset, count);
+            Count += n;
+            return n;
+        }
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => Count; set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     private static bool IsGzip(FileStream fs)

@@ -6,6 +6,69 @@ using Forensics.Recorder.Tables;
 namespace Forensics.Cilium;
 
 /// <summary>
+/// The recording a <see cref="RecordingSink"/> writes into: its folder, its manifest (changed and written
+/// under the owner's lock) and its segment numbers. Standalone for an import or a recording of Cilium
+/// sources only; the kernel recording's own when Hubble or Tetragon run beside this tool's probes.
+/// </summary>
+public interface IRecordingTarget
+{
+    string Directory { get; }
+    string RecordingId { get; }
+
+    /// <summary>Runs <paramref name="change"/> on the manifest under its lock; writes the manifest after it when asked.</summary>
+    void WithManifest(Action<Manifest> change, bool write);
+
+    /// <summary>The next segment number of a table (shared by every writer of the recording).</summary>
+    int NextSegment(string table);
+}
+
+/// <summary>A recording of its own: an import, or `record --from` with Cilium sources only.</summary>
+public sealed class StandaloneTarget : IRecordingTarget
+{
+    private readonly object gate = new();
+    private readonly Manifest manifest;
+    private readonly Dictionary<string, int> segments = new(StringComparer.Ordinal);
+
+    public StandaloneTarget(string directory, Manifest manifest)
+    {
+        ArgumentNullException.ThrowIfNull(manifest);
+        Directory = directory;
+        this.manifest = manifest;
+        System.IO.Directory.CreateDirectory(directory);
+        manifest.Write(directory);
+    }
+
+    public string Directory { get; }
+    public string RecordingId => manifest.RecordingId;
+
+    public void WithManifest(Action<Manifest> change, bool write)
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        lock (gate)
+        {
+            change(manifest);
+            if (write)
+                manifest.Write(Directory);
+        }
+    }
+
+    public int NextSegment(string table)
+    {
+        lock (gate)
+            return segments[table] = segments.GetValueOrDefault(table) + 1;
+    }
+}
+
+/// <summary>The kernel recording, with Hubble or Tetragon running beside this tool's probes.</summary>
+public sealed class KernelRecordingTarget(Forensics.Recorder.Recording recording, string directory) : IRecordingTarget
+{
+    public string Directory => directory;
+    public string RecordingId => recording.Manifest.RecordingId;
+    public void WithManifest(Action<Manifest> change, bool write) => recording.WithManifest(change, write);
+    public int NextSegment(string table) => recording.NextSegment(table);
+}
+
+/// <summary>
 /// Rows of a source that is not the kernel, written as a recording: one batch per table and node
 /// (a cluster-wide Hubble export holds many nodes: each is its own node= partition), sealed Parquet
 /// segments with the same writer and manifest as every recording. Thread-safe: the Hubble and
@@ -14,40 +77,34 @@ namespace Forensics.Cilium;
 public sealed class RecordingSink : IAsyncDisposable
 {
     private readonly object gate = new();
-    private readonly string dir;
+    private readonly IRecordingTarget target;
     private readonly int batchRows;
     private readonly TimeSpan sealInterval;
     private readonly Dictionary<(string Table, string Node), (RowWriter Writer, SegmentWriter Segments)> open = [];
-    private readonly Dictionary<string, int> segmentNumbers = new(StringComparer.Ordinal);
     private long lastSeal = Environment.TickCount64;
 
-    public RecordingSink(string outputDir, Manifest manifest, int batchRows = 32768, TimeSpan? sealInterval = null)
+    public RecordingSink(IRecordingTarget target, int batchRows = 32768, TimeSpan? sealInterval = null)
     {
-        ArgumentNullException.ThrowIfNull(manifest);
-        dir = outputDir;
-        Manifest = manifest;
+        ArgumentNullException.ThrowIfNull(target);
+        this.target = target;
         this.batchRows = batchRows;
         this.sealInterval = sealInterval ?? TimeSpan.FromSeconds(2);
-        System.IO.Directory.CreateDirectory(dir);
-        manifest.Sources ??= [];
-        lock (gate)
-            manifest.Write(dir);
+        target.WithManifest(m => m.Sources ??= [], write: false);
     }
 
-    public Manifest Manifest { get; }
+    public string Directory => target.Directory;
 
-    public string Directory => dir;
-
-    /// <summary>The source's entry in the manifest (created on first use).</summary>
+    /// <summary>The source's entry in the manifest (created on first use); change it under <see cref="Update"/> or lock it.</summary>
     public ManifestSource Source(string name, string kind, string? address)
     {
-        lock (gate)
+        ManifestSource? s = null;
+        target.WithManifest(m =>
         {
-            var s = Manifest.Sources!.FirstOrDefault(x => x.Name == name && x.Kind == kind && x.Address == address);
+            s = m.Sources!.FirstOrDefault(x => x.Name == name && x.Kind == kind && x.Address == address);
             if (s is null)
-                Manifest.Sources!.Add(s = new ManifestSource { Name = name, Kind = kind, Address = address });
-            return s;
-        }
+                m.Sources!.Add(s = new ManifestSource { Name = name, Kind = kind, Address = address });
+        }, write: false);
+        return s!;
     }
 
     /// <summary>Runs <paramref name="fill"/> on a fresh row of the table's batch for the node (under the sink's lock).</summary>
@@ -60,8 +117,8 @@ public sealed class RecordingSink : IAsyncDisposable
             if (!open.TryGetValue(key, out var w))
             {
                 var batch = NewBatch(table);
-                open[key] = w = (new RowWriter(batch), new SegmentWriter(dir, key.Item2, batch, Manifest.RecordingId, OnSealed, sealInterval,
-                    nextSegment: () => NextSegment(table)));
+                open[key] = w = (new RowWriter(batch), new SegmentWriter(target.Directory, key.Item2, batch, target.RecordingId, OnSealed, sealInterval,
+                    nextSegment: () => target.NextSegment(table)));
             }
             w.Writer.Begin();
             fill(w.Writer);
@@ -95,12 +152,12 @@ public sealed class RecordingSink : IAsyncDisposable
                 Flush(writer.Batch, segments);
                 segments.SealIfDueAsync().GetAwaiter().GetResult();
             }
-            Manifest.Write(dir);
+            target.WithManifest(_ => { }, write: true);
         }
     }
 
-    /// <summary>Writes every batch, seals every segment, and writes the final manifest.</summary>
-    public void Complete(string stopReason)
+    /// <summary>Writes every batch and seals every segment. With <paramref name="stopReason"/> (a recording of its own), also ends the manifest.</summary>
+    public void Complete(string? stopReason)
     {
         lock (gate)
         {
@@ -109,31 +166,27 @@ public sealed class RecordingSink : IAsyncDisposable
                 Flush(writer.Batch, segments);
                 segments.SealAsync().GetAwaiter().GetResult();
             }
-            Manifest.EndedAt = DateTime.UtcNow;
-            Manifest.StopReason = stopReason;
-            Manifest.EventsLost = Manifest.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
-            Manifest.Write(dir);
+            target.WithManifest(m =>
+            {
+                if (stopReason is null)
+                    return;
+                m.EndedAt = DateTime.UtcNow;
+                m.StopReason = stopReason;
+                m.EventsLost = m.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
+            }, write: true);
         }
     }
 
-    /// <summary>Adds to the manifest's loss of a kind (what a source reported lost).</summary>
-    public void CountLoss(string kind, ulong failed)
+    /// <summary>Adds to the manifest's loss of a source (what Hubble or Tetragon reported lost): loss[source].failed.</summary>
+    public void CountLoss(string source, ulong failed) => target.WithManifest(m =>
     {
-        lock (gate)
-        {
-            if (!Manifest.Loss.TryGetValue(kind, out var l))
-                Manifest.Loss[kind] = l = new ManifestLoss();
-            l.Failed += failed;
-        }
-    }
+        if (!m.Loss.TryGetValue(source, out var l))
+            m.Loss[source] = l = new ManifestLoss();
+        l.Failed += failed;
+    }, write: false);
 
-    /// <summary>Updates the manifest under the sink's lock.</summary>
-    public void Update(Action<Manifest> change)
-    {
-        ArgumentNullException.ThrowIfNull(change);
-        lock (gate)
-            change(Manifest);
-    }
+    /// <summary>Changes the manifest (a source's counters) under the recording's lock.</summary>
+    public void Update(Action<Manifest> change) => target.WithManifest(change, write: false);
 
     public async ValueTask DisposeAsync()
     {
@@ -164,13 +217,10 @@ public sealed class RecordingSink : IAsyncDisposable
         batch.Reset();
     }
 
-    private int NextSegment(string table) =>
-        segmentNumbers[table] = segmentNumbers.GetValueOrDefault(table) + 1;
-
     private void OnSealed(ManifestFile file)
     {
         var table = file.Path.Split('/')[0];
-        Manifest.AddFile(table, SegmentWriter.VersionOf(table), file);
+        target.WithManifest(m => m.AddFile(table, SegmentWriter.VersionOf(table), file), write: true);
     }
 
     internal static string Num(long n) => n.ToString(CultureInfo.InvariantCulture);

@@ -195,8 +195,10 @@ public static class UnknownFields
             var values = g.Select(v => Parse(v.Value)).ToList();
             o[g.Key] = values.Count == 1 ? values[0] : new JsonArray([.. values]);
         }
-        return o.ToJsonString();
+        return o.ToJsonString(Relaxed);
     }
+
+    private static readonly JsonSerializerOptions Relaxed = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     private static JsonNode? Parse(string text)
     {

@@ -41,14 +41,10 @@ public sealed class FlowDecoder
     {
         ArgumentNullException.ThrowIfNull(unknown);
         lock (stats)
-        {
             stats.Received++;
-            foreach (var u in unknown)
-                stats.UnknownFields[u.Key] = stats.UnknownFields.GetValueOrDefault(u.Key) + 1;
-        }
         var node = string.IsNullOrEmpty(nodeName) ? flow?.NodeName is { Length: > 0 } n ? n : defaultNode : nodeName;
         if (flow is not null)
-            DecodeFlow(flow, node, time, UnknownFields.ToJson(unknown));
+            DecodeFlow(flow, node, time, unknown);
         else if (lost is not null)
         {
             var when = (time ?? Timestamp.FromDateTime(DateTime.UtcNow)).ToDateTime();
@@ -80,7 +76,7 @@ public sealed class FlowDecoder
 
     private void Skip(string why) => stats.Skipped[why] = stats.Skipped.GetValueOrDefault(why) + 1;
 
-    private void DecodeFlow(Flow f, string node, Timestamp? responseTime, string? extra)
+    private void DecodeFlow(Flow f, string node, Timestamp? responseTime, List<KeyValuePair<string, string>> unknown)
     {
         int? type = f.EventType?.Type;
         string? table = null;
@@ -120,6 +116,7 @@ public sealed class FlowDecoder
             return;
         }
         long utc = Ns(f.Time ?? responseTime);
+        var extra = UnknownFields.ToJson(unknown);
         var tuple = Tuple.Of(f);
         if (type == MessageTypeTraceSock && f.SocketCookie != 0)
             RememberPreXlate(f, tuple);
@@ -177,6 +174,8 @@ public sealed class FlowDecoder
         }
         lock (stats)
         {
+            foreach (var u in unknown) // counted where kept: in a stored row's extra column
+                stats.UnknownFields[u.Key] = stats.UnknownFields.GetValueOrDefault(u.Key) + 1;
             stats.Stored++;
             stats.RowsWritten[table!] = stats.RowsWritten.GetValueOrDefault(table!) + 1;
             if (rows > 1)

@@ -34,11 +34,7 @@ public sealed class EventDecoder
         ArgumentNullException.ThrowIfNull(e);
         ArgumentNullException.ThrowIfNull(unknown);
         lock (stats)
-        {
             stats.Received++;
-            foreach (var u in unknown)
-                stats.UnknownFields[u.Key] = stats.UnknownFields.GetValueOrDefault(u.Key) + 1;
-        }
         var node = e.NodeName.Length > 0 ? e.NodeName : defaultNode;
         var extra = UnknownFields.ToJson(unknown);
         long utc = FlowDecoder.Ns(e.Time);
@@ -46,11 +42,11 @@ public sealed class EventDecoder
         {
             case GetEventsResponse.EventOneofCase.ProcessExec when e.ProcessExec.Process is not null:
                 Exec(node, utc, e.ProcessExec, extra);
-                Stored("exec");
+                Stored("exec", unknown);
                 break;
             case GetEventsResponse.EventOneofCase.ProcessExit when e.ProcessExit.Process is not null:
                 Exit(node, utc, e.ProcessExit, extra);
-                Stored("exit");
+                Stored("exit", unknown);
                 break;
             case GetEventsResponse.EventOneofCase.ProcessKprobe when e.ProcessKprobe.Process is not null:
                 var kind = ConnectKind(e.ProcessKprobe.FunctionName);
@@ -62,7 +58,7 @@ public sealed class EventDecoder
                     break;
                 }
                 Connect(node, utc, e.ProcessKprobe, kind, sock, addr, extra);
-                Stored("connect");
+                Stored("connect", unknown);
                 break;
             case GetEventsResponse.EventOneofCase.RateLimitInfo:
                 ulong n = e.RateLimitInfo.NumberOfDroppedProcessEvents;
@@ -98,10 +94,12 @@ public sealed class EventDecoder
         }
     }
 
-    private void Stored(string table)
+    private void Stored(string table, List<KeyValuePair<string, string>> unknown)
     {
         lock (stats)
         {
+            foreach (var u in unknown) // counted where kept: in the row's extra column
+                stats.UnknownFields[u.Key] = stats.UnknownFields.GetValueOrDefault(u.Key) + 1;
             stats.Stored++;
             stats.RowsWritten[table] = stats.RowsWritten.GetValueOrDefault(table) + 1;
         }

@@ -151,10 +151,25 @@ public sealed class Manifest
     {
         var path = System.IO.Path.Combine(dir, FileName);
         var tmp = path + ".tmp";
-        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        // A source entry (Hubble, Tetragon) is counted into under its own lock by its decoder: hold each
+        // while serializing, so the file never holds a half-updated entry.
+        var sources = Sources?.ToList() ?? [];
+        int taken = 0;
+        try
         {
+            foreach (var s in sources)
+            {
+                System.Threading.Monitor.Enter(s);
+                taken++;
+            }
+            using var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None);
             JsonSerializer.Serialize(fs, this, Json);
             fs.Flush(flushToDisk: true);
+        }
+        finally
+        {
+            for (int i = 0; i < taken; i++)
+                System.Threading.Monitor.Exit(sources[i]);
         }
         File.Move(tmp, path, overwrite: true);
         FileSystem.FsyncDirectory(dir);
