@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
@@ -85,103 +86,116 @@ public static class UnknownFields
         return false;
     }
 
-    private static readonly JsonParser Strict = new(JsonParser.Settings.Default);
+    private static readonly JsonParser Lenient = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true));
 
     /// <summary>
     /// Parses one protojson line into <typeparamref name="T"/>. Members the descriptor does not declare
-    /// and enum names it does not know are taken out (path -> JSON text into <paramref name="found"/>)
-    /// and the rest is parsed; throws <see cref="FormatException"/> when the line is not such a message.
+    /// and enum names it does not know are found in one pass over the line (path -> JSON text into
+    /// <paramref name="found"/>) and left out of the message; throws <see cref="FormatException"/> when the
+    /// line is not such a message.
     /// </summary>
     public static T ParseJson<T>(string line, List<KeyValuePair<string, string>> found) where T : IMessage<T>, new()
     {
+        ArgumentNullException.ThrowIfNull(line);
         ArgumentNullException.ThrowIfNull(found);
+        var d = new T().Descriptor;
+        var bytes = Encoding.UTF8.GetBytes(line);
         try
         {
-            return Strict.Parse<T>(line);
+            var reader = new Utf8JsonReader(bytes, new JsonReaderOptions { MaxDepth = 128 });
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+                throw new FormatException("not a JSON object");
+            Scan(ref reader, bytes, d, d.Name, found);
+            if (reader.Read())
+                throw new FormatException("more than one JSON value on the line");
+        }
+        catch (JsonException e)
+        {
+            throw new FormatException("not JSON: " + e.Message, e);
+        }
+        try
+        {
+            return Lenient.Parse<T>(line);
         }
         catch (Exception e) when (e is InvalidProtocolBufferException or InvalidJsonException or FormatException or ArgumentException)
         {
-            JsonNode? node;
-            try
-            {
-                node = JsonNode.Parse(line);
-            }
-            catch (JsonException je)
-            {
-                throw new FormatException("not JSON: " + je.Message, je);
-            }
-            if (node is not JsonObject obj)
-                throw new FormatException("not a JSON object");
-            var d = new T().Descriptor;
-            int before = found.Count;
-            Clean(obj, d, d.Name, found);
-            if (found.Count == before)
-                throw new FormatException(e.Message);
-            try
-            {
-                return Strict.Parse<T>(obj.ToJsonString());
-            }
-            catch (Exception e2) when (e2 is InvalidProtocolBufferException or InvalidJsonException or FormatException or ArgumentException)
-            {
-                throw new FormatException(e2.Message, e2);
-            }
+            throw new FormatException(e.Message, e);
         }
     }
 
-    private static void Clean(JsonObject obj, MessageDescriptor d, string path, List<KeyValuePair<string, string>> found)
+    /// <summary>Walks an object whose StartObject was just read, up to its EndObject, against the descriptor.</summary>
+    private static void Scan(ref Utf8JsonReader r, byte[] line, MessageDescriptor d, string path, List<KeyValuePair<string, string>> found)
     {
-        if (IsWellKnown(d))
-            return;
-        foreach (var (name, value) in obj.ToList())
+        bool wellKnown = d.File.Package == "google.protobuf";
+        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
         {
-            var fd = d.FindFieldByName(name) ?? d.Fields.InDeclarationOrder().FirstOrDefault(f => f.JsonName == name);
+            var name = r.GetString()!;
+            var fd = wellKnown ? null : Field(d, name);
+            long start = r.BytesConsumed;
+            if (!r.Read())
+                throw new JsonException("truncated");
+            if (wellKnown)
+            {
+                r.Skip();
+                continue;
+            }
             if (fd is null)
             {
-                found.Add(new(path + "." + name, value?.ToJsonString() ?? "null"));
-                obj.Remove(name);
+                int from = ValueStart(line, start);
+                r.Skip();
+                found.Add(new(path + "." + name, Encoding.UTF8.GetString(line, from, (int)r.BytesConsumed - from)));
                 continue;
             }
-            if (value is null)
-                continue;
-            if (fd.IsMap)
-            {
-                var vfd = fd.MessageType.FindFieldByNumber(2);
-                if (value is JsonObject map && vfd.FieldType == FieldType.Message)
-                    foreach (var (_, v) in map)
-                        if (v is JsonObject vo)
-                            Clean(vo, vfd.MessageType, path + "." + name, found);
-                continue;
-            }
-            if (fd.FieldType == FieldType.Message)
-            {
-                if (value is JsonObject o)
-                    Clean(o, fd.MessageType, path + "." + fd.Name, found);
-                else if (value is JsonArray a)
-                    foreach (var item in a)
-                        if (item is JsonObject io)
-                            Clean(io, fd.MessageType, path + "." + fd.Name, found);
-            }
-            else if (fd.FieldType == FieldType.Enum)
-            {
-                if (value is JsonValue jv && jv.TryGetValue<string>(out var s) && fd.EnumType.FindValueByName(s) is null)
-                {
-                    found.Add(new(path + "." + fd.Name, value.ToJsonString()));
-                    obj.Remove(name);
-                }
-                else if (value is JsonArray arr)
-                {
-                    for (int i = arr.Count - 1; i >= 0; i--)
-                        if (arr[i] is JsonValue ev && ev.TryGetValue<string>(out var es) && fd.EnumType.FindValueByName(es) is null)
-                        {
-                            found.Add(new(path + "." + fd.Name, ev.ToJsonString()));
-                            arr.RemoveAt(i);
-                        }
-                }
-            }
+            Value(ref r, line, fd, path + "." + fd.Name, found);
         }
+        if (r.TokenType != JsonTokenType.EndObject)
+            throw new JsonException("not an object");
     }
 
-    private static bool IsWellKnown(MessageDescriptor d) => d.File.Package == "google.protobuf";
+    private static void Value(ref Utf8JsonReader r, byte[] line, FieldDescriptor fd, string path, List<KeyValuePair<string, string>> found)
+    {
+        if (r.TokenType == JsonTokenType.StartArray && fd.IsRepeated)
+        {
+            while (r.Read() && r.TokenType != JsonTokenType.EndArray)
+                Single(ref r, line, fd, path, found);
+            return;
+        }
+        if (fd.IsMap && r.TokenType == JsonTokenType.StartObject)
+        {
+            var vfd = fd.MessageType.FindFieldByNumber(2);
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            {
+                r.Read();
+                if (vfd.FieldType == FieldType.Message && r.TokenType == JsonTokenType.StartObject)
+                    Scan(ref r, line, vfd.MessageType, path, found);
+                else
+                    r.Skip();
+            }
+            return;
+        }
+        Single(ref r, line, fd, path, found);
+    }
+
+    private static void Single(ref Utf8JsonReader r, byte[] line, FieldDescriptor fd, string path, List<KeyValuePair<string, string>> found)
+    {
+        if (fd.FieldType == FieldType.Message && r.TokenType == JsonTokenType.StartObject)
+            Scan(ref r, line, fd.MessageType, path, found);
+        else if (fd.FieldType == FieldType.Enum && r.TokenType == JsonTokenType.String && fd.EnumType.FindValueByName(r.GetString()!) is null)
+            found.Add(new(path, "\"" + r.GetString() + "\""));
+        else
+            r.Skip();
+    }
+
+    private static int ValueStart(byte[] line, long afterName)
+    {
+        int i = (int)afterName;
+        while (i < line.Length && (line[i] is (byte)' ' or (byte)'\t' or (byte)'\r' or (byte)'\n' or (byte)':'))
+            i++;
+        return i;
+    }
+
+    private static FieldDescriptor? Field(MessageDescriptor d, string name) =>
+        d.FindFieldByName(name) ?? d.Fields.InDeclarationOrder().FirstOrDefault(f => f.JsonName == name);
 
     /// <summary>The found pairs as one JSON object (a path seen twice becomes an array); null when none.</summary>
     public static string? ToJson(List<KeyValuePair<string, string>> found)

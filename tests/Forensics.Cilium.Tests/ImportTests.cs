@@ -127,6 +127,10 @@ public sealed class ImportTests : IDisposable
         Assert.Equal([3L, lines.Length - 3L], src.Files.Select(f => f.Lines));
         Assert.Equal(lines.Length, src.Received);
         Assert.Equal(5L, Rows(rec, "SELECT (SELECT count(*) FROM \"drop\") + (SELECT count(*) FROM policy) + (SELECT count(*) FROM trace) AS n")[0]["n"]);
+        var info = Cli.Run("info", rec);
+        Assert.Equal(0, info.ExitCode);
+        Assert.Contains($"source      hubble (imported): {lines.Length} received, 5 stored, 1 not stored, 0 malformed", info.Stdout, StringComparison.Ordinal);
+        Assert.Contains($"  file      {older} (3 lines, {new FileInfo(older).Length} bytes, sha256 {src.Files[0].Sha256})", info.Stdout, StringComparison.Ordinal);
     }
 
     [Fact]
