@@ -171,7 +171,7 @@ public sealed class ImportTests : IDisposable
         Assert.Equal(68598u, netserver["ppid"]);
         Assert.Equal("default", netserver["namespace"]);
         Assert.Equal("tiefighter", netserver["pod"]);
-        Assert.Equal("spaceship", netserver["container_name"]);
+        Assert.Equal("spaceship", netserver["container"]);
         Assert.Equal("containerd://19a02291e106ce6227b684197be232ea57c4e1a5ab2604a12608c325d701c7f4", netserver["container_id"]);
         Assert.Equal("app.kubernetes.io/name=tiefighter,class=tiefighter,org=empire", netserver["pod_labels"]);
         Assert.Equal("Z2tlLW1pY2hpLTIyMDM4LWRlZmF1bHQtcG9vbC00MzczMGZhYi1sOHpyOjEzNjY1ODIyNjI0ODU2OjY4Nzkw", netserver["exec_key"]);

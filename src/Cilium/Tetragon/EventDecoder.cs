@@ -140,7 +140,8 @@ public sealed class EventDecoder
         w.Opt("pod", p.Pod?.Name);
         w.Str("source", "tetragon");
         w.Opt("container_id", p.Pod?.Container?.Id);
-        w.Opt("container_name", p.Pod?.Container?.Name);
+        w.Opt("container", p.Pod?.Container?.Name);
+        w.Opt("pod_uid", p.Pod?.Uid);
         w.Opt("pod_labels", p.Pod is { PodLabels.Count: > 0 } pod
             ? string.Join(',', pod.PodLabels.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key + "=" + kv.Value)) : null);
         w.Opt("exec_key", p.ExecId);

@@ -123,7 +123,7 @@ internal readonly struct MetaCols
     }
 }
 
-/// <summary>netns_ino, cgroup_id, namespace, pod.</summary>
+/// <summary>netns_ino, cgroup_id, namespace, pod, pod_uid, container_id, container.</summary>
 internal readonly struct ProcAttrCols
 {
     private readonly Column<uint> netns;
@@ -136,6 +136,9 @@ internal readonly struct ProcAttrCols
         cgroup = b.U64("cgroup_id");
         ns = b.Str("namespace", nullable: true);
         pod = b.Str("pod", nullable: true);
+        b.Str("pod_uid", nullable: true);
+        b.Str("container_id", nullable: true);
+        b.Str("container", nullable: true);
     }
 
     public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx)
@@ -190,8 +193,6 @@ internal readonly struct ProcSourceCols
     public ProcSourceCols(TableBatch b)
     {
         source = b.Str("source");
-        b.Str("container_id", nullable: true);
-        b.Str("container_name", nullable: true);
         b.Str("pod_labels", nullable: true);
         b.Str("exec_key", nullable: true);
     }
