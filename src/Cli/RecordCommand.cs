@@ -214,7 +214,7 @@ public static class RecordCommand
         Lab? labUp = null;
         try
         {
-            var probeSet = ProbesFor(args.Kinds);
+            var probeSet = args.Probes ? ProbesFor(args.Kinds) : ProbeSet.None;
             if (probeSet != ProbeSet.None)
             {
                 var probes = Probes.Load(new ProbeOptions { Events = options, Enabled = probeSet, ExcludedCidrs = excluded });
