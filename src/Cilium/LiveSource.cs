@@ -297,7 +297,29 @@ public sealed class LiveSource
             var hostPort = ep.Address.Contains("://", StringComparison.Ordinal) ? new Uri(ep.Address).Authority : ep.Address;
             address = (ep.Tls.Enabled ? "https://" : "http://") + hostPort;
             if (ep.Tls.Enabled)
+            {
                 handler.SslOptions = Ssl(ep.Tls);
+                if (ep.Tls.ServerName is { Length: > 0 } name)
+                {
+                    // verified (and sent as SNI) as this name, connected to the address given
+                    var target = new Uri("https://" + hostPort);
+                    address = $"https://{name}:{target.Port}";
+                    handler.ConnectCallback = async (_, token) =>
+                    {
+                        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                        try
+                        {
+                            await socket.ConnectAsync(target.IdnHost, target.Port, token);
+                            return new NetworkStream(socket, ownsSocket: true);
+                        }
+                        catch
+                        {
+                            socket.Dispose();
+                            throw;
+                        }
+                    };
+                }
+            }
         }
         return GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = handler, MaxReceiveMessageSize = 64 << 20, DisposeHttpClient = true });
     }

@@ -147,3 +147,59 @@ public sealed class LiveTests : IDisposable
         Assert.Equal($"error: cannot reach tetragon at unix://{sock}: no socket at {sock} (is Tetragon running on this node?)", line);
     }
 }
+
+/// <summary>Hubble Relay over TLS, with the options `hubble observe` takes.</summary>
+public sealed class RelayTlsTests : IDisposable
+{
+    private readonly string dir = Fixtures.Temp("fx-tls-");
+
+    public void Dispose() => Directory.Delete(dir, true);
+
+    private static System.Security.Cryptography.X509Certificates.X509Certificate2 SelfSigned()
+    {
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var req = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=relay.test", key, System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var san = new System.Security.Cryptography.X509Certificates.SubjectAlternativeNameBuilder();
+        san.AddDnsName("relay.test");
+        req.CertificateExtensions.Add(san.Build());
+        req.CertificateExtensions.Add(new System.Security.Cryptography.X509Certificates.X509BasicConstraintsExtension(true, false, 0, true));
+        using var cert = req.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(cert.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pkcs12), null);
+    }
+
+    [Fact]
+    public async Task RecordFrom_RelayOverTls_CaFileAndServerNameVerifyTheServer()
+    {
+        using var cert = SelfSigned();
+        await using var server = await TestServer.StartTlsAsync(cert);
+        var script = new Script();
+        foreach (var f in Fixtures.HubbleFlows().Take(3))
+            script.Add(f);
+        server.Hubble.Enqueue(script);
+        var ca = Path.Combine(dir, "ca.pem");
+        File.WriteAllText(ca, cert.ExportCertificatePem());
+
+        // no CA: the server's certificate is not trusted, a one-line error
+        var refused = Cli.Run("record", "--from", $"hubble={server.TcpAddress}", "--tls", "-o", Path.Combine(dir, "refused"), "-d", "5s");
+        Assert.Equal(3, refused.ExitCode);
+        Assert.StartsWith($"error: cannot reach hubble at {server.TcpAddress}:", Assert.Single(refused.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+
+        var rec = Path.Combine(dir, "rec");
+        using var record = Cli.Start("record", "--from", $"hubble={server.TcpAddress}", "--tls", "--tls-ca-cert-files", ca, "--tls-server-name", "relay.test", "-o", rec);
+        bool got = Cli.Until(() =>
+        {
+            try
+            {
+                return File.Exists(Path.Combine(rec, "manifest.json")) && Manifest.Read(rec).Sources?.Sum(s => s.Received) >= 3;
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException)
+            {
+                return false;
+            }
+        }, TimeSpan.FromSeconds(60));
+        record.Terminate();
+        var r = record.Wait();
+        Assert.True(got && r.ExitCode == 0, r.Stderr + r.Stdout);
+        Assert.Equal(3, Assert.Single(Manifest.Read(rec).Sources!).Stored);
+    }
+}

@@ -64,12 +64,19 @@ public sealed class TestServer : IAsyncDisposable
 
     private Script? lastHubble, lastTetragon;
 
-    private TestServer(string socket)
+    private TestServer(string socket, System.Security.Cryptography.X509Certificates.X509Certificate2? tls)
     {
         Socket = socket;
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.ListenUnixSocket(socket, o => o.Protocols = HttpProtocols.Http2));
+        if (tls is null)
+            builder.WebHost.ConfigureKestrel(k => k.ListenUnixSocket(socket, o => o.Protocols = HttpProtocols.Http2));
+        else // as Hubble Relay: TCP on loopback with TLS
+            builder.WebHost.ConfigureKestrel(k => k.Listen(System.Net.IPAddress.Loopback, 0, o =>
+            {
+                o.Protocols = HttpProtocols.Http2;
+                o.UseHttps(tls);
+            }));
         builder.Services.AddGrpc();
         builder.Services.AddSingleton(this);
         app = builder.Build();
@@ -80,17 +87,32 @@ public sealed class TestServer : IAsyncDisposable
     public static async Task<TestServer> StartAsync(string? socket = null)
     {
         socket ??= Path.Combine(Path.GetTempPath(), $"fx-grpc-{Guid.NewGuid():N}.sock");
-        var s = new TestServer(socket);
+        var s = new TestServer(socket, null);
         await s.app.StartAsync();
         return s;
     }
+
+    /// <summary>A server on 127.0.0.1 with TLS (the certificate's subject: CN=relay.test); <see cref="Address"/> is host:port.</summary>
+    public static async Task<TestServer> StartTlsAsync(System.Security.Cryptography.X509Certificates.X509Certificate2 cert)
+    {
+        var s = new TestServer("", cert);
+        await s.app.StartAsync();
+        var addr = s.app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First();
+        s.TcpAddress = new Uri(addr).Authority;
+        return s;
+    }
+
+    /// <summary>host:port of a TLS server.</summary>
+    public string? TcpAddress { get; private set; }
 
     public async ValueTask DisposeAsync()
     {
         using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2)))
             await app.StopAsync(cts.Token);
         await app.DisposeAsync();
-        File.Delete(Socket);
+        if (Socket.Length > 0)
+            File.Delete(Socket);
     }
 
     internal Script NextHubble()
