@@ -197,9 +197,20 @@ public sealed class RecordingSink : IAsyncDisposable
             await w.DisposeAsync(); // abandons what was not sealed by Complete
     }
 
-    /// <summary>A node name as a partition folder: '/' (Hubble's cluster/node) and '%' percent-encoded, as Hive does.</summary>
-    public static string NodeFolder(string node) =>
-        string.IsNullOrEmpty(node) ? "unknown" : node.Replace("%", "%25", StringComparison.Ordinal).Replace("/", "%2F", StringComparison.Ordinal);
+    /// <summary>
+    /// A node name as a partition folder a bundle accepts ([A-Za-z0-9._=+@-]): the '/' of Hubble's
+    /// cluster/node becomes '+' (readers turn it back; node names are DNS names, without '+'), any
+    /// other character outside that set '_'.
+    /// </summary>
+    public static string NodeFolder(string node)
+    {
+        if (string.IsNullOrEmpty(node))
+            return "unknown";
+        var chars = node.Select(c => c == '/' ? '+' : char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '=' or '@' or '-' ? c : '_').ToArray();
+        if (!char.IsAsciiLetterOrDigit(chars[0]))
+            return "n" + new string(chars);
+        return new string(chars);
+    }
 
     private TableBatch NewBatch(string table)
     {

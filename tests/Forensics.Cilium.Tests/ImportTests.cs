@@ -80,6 +80,13 @@ public sealed class ImportTests : IDisposable
         Assert.Equal("reserved:host,reserved:remote-node", traces[0]["src_labels"]);
         Assert.Equal("hubble", traces[0]["source"]);
 
+        // a Hubble node name "cluster/node" is a folder a bundle accepts, and reads back as it was
+        Assert.True(Directory.Exists(Path.Combine(rec, "policy", "node=topgun+cilium-w1")));
+        var bundle = Path.Combine(dir, "rec.fxb");
+        Assert.Equal(0, Cli.Run("bundle", rec, "-o", bundle).ExitCode);
+        Assert.Equal(0, Cli.Run("verify", bundle).ExitCode);
+        Assert.Contains("topgun/cilium-w1", Cli.Run("query", bundle, "SELECT node FROM policy").Stdout, StringComparison.Ordinal);
+
         // drops answers from the imported rows: the pods as Hubble named them
         var byWorkload = Rows(rec, "SELECT source, destination, reason_name FROM drops_by_workload WHERE reason = 133 ORDER BY first_seen");
         Assert.Contains(byWorkload, d => (string?)d["source"] == "default/xwing" && (string?)d["destination"] == "default/deathstar-7848d6c4d5-th9v2");
