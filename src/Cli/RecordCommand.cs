@@ -22,7 +22,9 @@ public sealed record RecordArgs(
     uint RingBytes,
     bool Progress,
     string? Lab = null,
-    MonitorAggregation MonitorAggregation = MonitorAggregation.None);
+    MonitorAggregation MonitorAggregation = MonitorAggregation.None,
+    bool Probes = true,
+    IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -45,9 +47,20 @@ public static class RecordCommand
             DefaultValueFactory = _ => "none",
         };
         aggregation.AcceptOnlyFromAmong("none", "medium");
-        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        var from = new Option<string[]>("--from")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation,
+            Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
+        var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
+        var tlsCa = new Option<string[]>("--tls-ca-cert-files") { Description = "PEM files of the CAs that sign the server's certificate", AllowMultipleArgumentsPerToken = true };
+        var tlsCert = new Option<string?>("--tls-client-cert-file") { Description = "PEM client certificate (mutual TLS)" };
+        var tlsKey = new Option<string?>("--tls-client-key-file") { Description = "PEM key of the client certificate" };
+        var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
+        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        {
+            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -71,6 +84,17 @@ public static class RecordCommand
                     !Console.IsErrorRedirected,
                     parse.GetValue(lab),
                     parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None);
+                var tlsOptions = new Forensics.Cilium.TlsOptions
+                {
+                    Enabled = parse.GetValue(tls) || parse.GetValue(tlsCa) is { Length: > 0 } || parse.GetValue(tlsCert) is not null || parse.GetValue(tlsInsecure),
+                    AllowInsecure = parse.GetValue(tlsInsecure),
+                    CaCertFiles = parse.GetValue(tlsCa) ?? [],
+                    ClientCertFile = parse.GetValue(tlsCert),
+                    ClientKeyFile = parse.GetValue(tlsKey),
+                    ServerName = parse.GetValue(tlsServer),
+                };
+                var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
+                args = args with { Probes = probes, Cilium = cilium };
             }
             catch (FormatException e)
             {
@@ -79,6 +103,24 @@ public static class RecordCommand
             return Run(args);
         });
         return cmd;
+    }
+
+    /// <summary>--from values: whether this tool's probes run, and the Cilium sources.</summary>
+    internal static (bool Probes, List<Forensics.Cilium.LiveEndpoint> Cilium) ParseFrom(IEnumerable<string> values, Forensics.Cilium.TlsOptions tls)
+    {
+        var list = values.SelectMany(s => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
+        if (list.Count == 0)
+            return (true, []);
+        bool probes = false;
+        var cilium = new List<Forensics.Cilium.LiveEndpoint>();
+        foreach (var v in list)
+        {
+            if (v.Equals("probes", StringComparison.OrdinalIgnoreCase))
+                probes = true;
+            else
+                cilium.Add(Forensics.Cilium.LiveEndpoint.Parse(v, tls) ?? throw new FormatException($"--from {v}: not a source (probes, hubble[=ADDR], tetragon[=ADDR])"));
+        }
+        return (probes, cilium);
     }
 
     internal static HashSet<EventKind> ParseKinds(IEnumerable<string> values)
@@ -97,11 +139,25 @@ public static class RecordCommand
     public static int Run(RecordArgs args)
     {
         ArgumentNullException.ThrowIfNull(args);
+        var ciliumSources = args.Cilium ?? [];
+        if (!args.Probes && args.Lab is null)
+        {
+            try
+            {
+                RecordingSession.PrepareOutput(args.Output);
+            }
+            catch (RecordingSetupException e)
+            {
+                return Cli.Fail(Exit(e.Problem), e.Message);
+            }
+            return CiliumRecord.Run(args, ciliumSources);
+        }
+        Forensics.Cilium.CiliumSources? cilium = null;
         var session = new RecordingSession(new RecordingSessionOptions
         {
             Output = args.Output,
             Duration = args.Duration,
-            Kinds = args.Kinds,
+            Kinds = args.Probes ? args.Kinds : new HashSet<EventKind> { EventKind.Drop, EventKind.Policy, EventKind.Nat, EventKind.Trace, EventKind.Capture },
             ExcludeCidrs = args.ExcludeCidrs,
             TetragonPolicy = args.TetragonPolicy,
             Snaplen = args.Snaplen,
@@ -110,6 +166,24 @@ public static class RecordCommand
             Lab = args.Lab,
             Progress = args.Progress,
             Say = Console.WriteLine,
+            // Hubble and Tetragon write into the recording beside the kernel's sources (until they are sources of the seam)
+            Companion = ciliumSources.Count == 0 ? null : (recording, token) =>
+            {
+                cilium = new Forensics.Cilium.CiliumSources(ciliumSources, new Forensics.Cilium.KernelRecordingTarget(recording, args.Output), Environment.MachineName);
+                try
+                {
+                    foreach (var v in cilium.CheckAsync(TimeSpan.FromSeconds(5), token).GetAwaiter().GetResult())
+                        Console.Error.WriteLine($"recording from {v}");
+                }
+                catch (Forensics.Cilium.SourceUnavailableException e)
+                {
+                    cilium.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                    cilium = null;
+                    throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+                }
+                cilium.Start(token);
+                return () => cilium.StopAsync(null).GetAwaiter().GetResult();
+            },
         });
         using var cts = new CancellationTokenSource();
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; session.StopReason = "interrupt"; cts.Cancel(); });
@@ -130,13 +204,28 @@ public static class RecordCommand
         }
         catch (RecordingSetupException e)
         {
-            return Cli.Fail(e.Problem switch
+            return Cli.Fail(Exit(e.Problem), e.Message);
+        }
+        if (cilium is not null && session.Recording is { } rec)
+        {
+            ulong lost = 0;
+            long malformed = 0;
+            rec.WithManifest(m =>
             {
-                SetupProblem.DiskFull => ExitCode.DiskFull,
-                SetupProblem.Prerequisite => ExitCode.Prerequisite,
-                SetupProblem.Failure => ExitCode.Failure,
-                _ => ExitCode.BadInput,
-            }, e.Message);
+                lost = m.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
+                malformed = Forensics.Cilium.CiliumSources.Malformed(m);
+            }, write: true);
+            summary = summary with
+            {
+                EventsLost = lost,
+                Rows = rec.Manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
+                Loss = new Dictionary<string, ManifestLoss>(rec.Manifest.Loss),
+            };
+            if (malformed > 0 && summary.Error is null && lost == 0)
+            {
+                PrintSummary(summary);
+                return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources)");
+            }
         }
         PrintSummary(summary);
         if (summary.Error is not null)
@@ -146,11 +235,21 @@ public static class RecordCommand
         return (int)ExitCode.Ok;
     }
 
-    internal static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds) => RecordingSession.ProbesFor(kinds);
+    private static ExitCode Exit(SetupProblem p) => p switch
+    {
+        SetupProblem.DiskFull => ExitCode.DiskFull,
+        SetupProblem.Prerequisite => ExitCode.Prerequisite,
+        SetupProblem.Failure => ExitCode.Failure,
+        _ => ExitCode.BadInput,
+    };
+
+    internal static void Print(RecordingSummary s) => PrintSummary(s);
 
     internal static string LossText(IReadOnlyDictionary<string, ManifestLoss> loss) =>
         string.Join(", ", loss.Where(l => l.Value.Failed + l.Value.UserspaceDropped > 0)
-            .Select(l => $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
+            .Select(l => l.Key is "hubble" or "tetragon"
+                ? $"{l.Key} {l.Value.Failed} (reported lost by {l.Key})"
+                : $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
 
     private static void PrintSummary(RecordingSummary s)
     {

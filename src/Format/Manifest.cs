@@ -157,13 +157,74 @@ public sealed class ManifestSource
 
     /// <summary>Input files of an import, with their size and SHA-256.</summary>
     [JsonPropertyName("inputs")] public List<ManifestInput> Inputs { get; set; } = [];
+
+    // A source that delivers whole messages (Hubble, Tetragon: a gRPC stream or an imported export) accounts for
+    // each one: received = stored + the sum of skipped + malformed. rows_written also counts rows derived from a
+    // stored event (a SNATed flow is a trace row and a nat row).
+
+    /// <summary>Messages (stream) or non-empty lines (import) received.</summary>
+    [JsonPropertyName("received")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long Received { get; set; }
+
+    /// <summary>Of them, events written as rows.</summary>
+    [JsonPropertyName("stored")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long Stored { get; set; }
+
+    /// <summary>Rows per table, derived rows included.</summary>
+    [JsonPropertyName("rows_written")] public SortedDictionary<string, long> RowsWritten { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Messages not stored, by kind (l7, debug-event, a lost-events report, a kprobe not recorded, ...).</summary>
+    [JsonPropertyName("skipped")] public SortedDictionary<string, long> Skipped { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Lines or messages that were no event: counted, never stopping the rest.</summary>
+    [JsonPropertyName("malformed")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long Malformed { get; set; }
+
+    /// <summary>The first 100 malformed lines or messages: file, line (or message) number, error.</summary>
+    [JsonPropertyName("malformed_examples")] public List<ManifestMalformed> MalformedExamples { get; set; } = [];
+
+    /// <summary>What the source itself reported lost (Hubble's lost events by source, Tetragon's rate limit), and
+    /// counts of throttle periods and reconnect gaps whose events are not known.</summary>
+    [JsonPropertyName("lost")] public SortedDictionary<string, ulong> Lost { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Fields the project's .proto subset does not declare, by path, and how many stored rows kept them.</summary>
+    [JsonPropertyName("unknown_fields")] public SortedDictionary<string, long> UnknownFields { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Streams opened (a reconnect opens another).</summary>
+    [JsonPropertyName("connects")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long Connects { get; set; }
+
+    /// <summary>When and why a stream ended.</summary>
+    [JsonPropertyName("disconnects")] public List<string> Disconnects { get; set; } = [];
 }
 
 public sealed class ManifestInput
 {
     [JsonPropertyName("path")] public string Path { get; set; } = "";
     [JsonPropertyName("bytes")] public long Bytes { get; set; }
+
+    /// <summary>Of the file as stored (compressed, for gzip).</summary>
     [JsonPropertyName("sha256")] public string Sha256 { get; set; } = "";
+
+    [JsonPropertyName("gzip")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool Gzip { get; set; }
+
+    [JsonPropertyName("lines")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long Lines { get; set; }
+}
+
+/// <summary>A line of an import that could not be read, or a stream message that could not be decoded.</summary>
+public sealed class ManifestMalformed
+{
+    [JsonPropertyName("file")] public string? File { get; set; }
+    [JsonPropertyName("line")] public long Line { get; set; }
+    [JsonPropertyName("error")] public string Error { get; set; } = "";
 }
 
 public sealed class ManifestTable

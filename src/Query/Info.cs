@@ -44,13 +44,24 @@ public static class Info
             w.WriteLine($"filtered    {m.FilteredConnects} connect{(m.FilteredConnects == 1 ? "" : "s")} to in-cluster destinations excluded in the kernel (counted, not recorded)");
         foreach (var (name, src) in m.Sources)
         {
-            w.WriteLine($"source      {name} ({src.Kind}{(src.Detail.Length > 0 ? ": " + src.Detail : "")}): {src.Records} records");
+            var delivered = src.Received > 0 || src.Kind is "grpc" || (src.Kind == "file" && src.Inputs.Count > 0)
+                ? $"{src.Received} received, {src.Stored} stored, {src.Skipped.Values.Sum()} not stored, {src.Malformed} malformed"
+                : $"{src.Records} records";
+            w.WriteLine($"source      {name} ({src.Kind}{(src.Detail.Length > 0 ? ": " + src.Detail : "")}): {delivered}");
             foreach (var (table, l) in src.Loss)
                 w.WriteLine($"  {table,-16} emitted {l.Emitted}, not handed over {l.Failed}, lost in user space {l.UserspaceDropped}");
             foreach (var line in src.NotRecorded)
                 w.WriteLine($"  not recorded: {line}");
             foreach (var input in src.Inputs)
-                w.WriteLine($"  input {input.Path} ({input.Bytes} bytes, sha256 {input.Sha256})");
+                w.WriteLine($"  input     {input.Path} ({(input.Lines > 0 ? $"{input.Lines} lines, " : "")}{input.Bytes} bytes, sha256 {input.Sha256})");
+            if (src.Skipped.Count > 0)
+                w.WriteLine($"  skipped   {string.Join(", ", src.Skipped.Select(kv => $"{kv.Key} {kv.Value}"))}");
+            if (src.Lost.Count > 0)
+                w.WriteLine($"  lost      {string.Join(", ", src.Lost.Select(kv => $"{kv.Key} {kv.Value}"))}");
+            if (src.UnknownFields.Count > 0)
+                w.WriteLine($"  unknown   {string.Join(", ", src.UnknownFields.Select(kv => $"{kv.Key} {kv.Value}"))} (kept in the extra column)");
+            foreach (var gap in src.Disconnects.Take(10))
+                w.WriteLine($"  stream    {gap}");
         }
         w.WriteLine("tables");
         foreach (var (name, t) in m.Tables.OrderBy(kv => kv.Key, StringComparer.Ordinal))
@@ -59,7 +70,9 @@ public static class Info
         if (m.UnsealedSegments > 0)
             w.WriteLine($"  unsealed segments: {m.UnsealedSegments} ({m.UnsealedBytes} bytes) were never sealed: their rows were lost with the recorder");
         foreach (var (kind, l) in m.Loss.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-            w.WriteLine($"  {kind,-16} emitted {l.Emitted}, lost in kernel (ring buffer full) {l.Failed}, lost in user space {l.UserspaceDropped}");
+            w.WriteLine(kind is "hubble" or "tetragon"
+                ? $"  {kind,-16} reported lost by {kind} {l.Failed}"
+                : $"  {kind,-16} emitted {l.Emitted}, lost in kernel (ring buffer full) {l.Failed}, lost in user space {l.UserspaceDropped}");
         var results = RecordingLocator.Verify(rec);
         var bad = results.Where(r => !r.Ok).ToList();
         w.WriteLine($"files       {results.Count - bad.Count} of {results.Count} verified against the manifest's SHA-256");

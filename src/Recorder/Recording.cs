@@ -296,10 +296,30 @@ public sealed class Recording : IDisposable
             discarded[batch.Table] = discarded.GetValueOrDefault(batch.Table) + (ulong)batch.Count;
     }
 
-    private int NextSegment(string table)
+    /// <summary>The next segment number of a table, for every writer of this recording (its own and other sources').</summary>
+    public int NextSegment(string table)
     {
         lock (segmentNumbers)
             return segmentNumbers[table] = segmentNumbers.GetValueOrDefault(table) + 1;
+    }
+
+    /// <summary>
+    /// Changes the manifest under its lock, and writes it when asked: for sources that are not the kernel
+    /// (Hubble, Tetragon) writing into this recording. Their loss entries count in events_lost.
+    /// </summary>
+    public void WithManifest(Action<Manifest> change, bool write)
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        lock (manifestLock)
+        {
+            change(manifest);
+            if (write)
+            {
+                Directory.CreateDirectory(options.OutputDir);
+                manifest.EventsLost = manifest.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
+                ManifestStore.Write(manifest, options.OutputDir);
+            }
+        }
     }
 
     private List<SegmentWriter> AllWriters()

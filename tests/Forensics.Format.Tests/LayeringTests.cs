@@ -3,7 +3,7 @@ using Forensics.Tests;
 
 namespace Forensics.Format.Tests;
 
-/// <summary>The projects reference each other as the design says: Datapath &lt;- Recorder -&gt; Format &lt;- Query, Cli on top.</summary>
+/// <summary>The projects reference each other as the design says: Datapath &lt;- Recorder -&gt; Format &lt;- Query, Cilium -&gt; Recorder, Cli on top.</summary>
 public class LayeringTests
 {
     private static Dictionary<string, SortedSet<string>> Graph()
@@ -22,11 +22,12 @@ public class LayeringTests
     public void ProjectReferences_FollowTheLayering()
     {
         var g = Graph();
-        Assert.Equal(["Cli", "Datapath", "Format", "Query", "Recorder"], g.Keys.Order(StringComparer.Ordinal));
+        Assert.Equal(["Cilium", "Cli", "Datapath", "Format", "Query", "Recorder"], g.Keys.Order(StringComparer.Ordinal));
         Assert.Empty(g["Format"]);                       // the format stands alone
         Assert.Equal(["Format"], g["Datapath"]);          // the kernel side uses the reference tables only
         Assert.Equal(["Datapath", "Format"], g["Recorder"]); // no Query
         Assert.Equal(["Format"], g["Query"]);             // no Datapath, no Recorder: reading needs no kernel
+        Assert.Equal(["Recorder"], g["Cilium"]);          // Hubble and Tetragon write through the recorder, read nothing of Query
         Assert.DoesNotContain("Cli", g.Where(kv => kv.Key != "Cli").SelectMany(kv => kv.Value));
     }
 }

@@ -67,7 +67,7 @@ public sealed class ExportInfoTests : IDisposable
         Assert.Contains("host        node-a, kernel 6.18.0-test, x86_64", r.Stdout, StringComparison.Ordinal);
         Assert.Contains("time        2026-11-23T10:00:00.000Z -> 2026-11-23T10:01:00.000Z (60 s)", r.Stdout, StringComparison.Ordinal);
         Assert.Contains("stopped     duration", r.Stdout, StringComparison.Ordinal);
-        Assert.Matches(@"\n  drop\s+3 rows\s+1 file\s+schema v1\n", r.Stdout);
+        Assert.Matches($@"\n  drop\s+3 rows\s+1 file\s+schema v{Forensics.Format.SchemaCatalog.CurrentVersion("drop")}\n", r.Stdout);
         Assert.Contains("loss        3 events lost", r.Stdout, StringComparison.Ordinal);
         Assert.Contains("trace            emitted 100, lost in kernel (ring buffer full) 3, lost in user space 0", r.Stdout, StringComparison.Ordinal);
         var files = Directory.GetFiles(_rec.Root, "*.parquet", SearchOption.AllDirectories).Length;
@@ -134,7 +134,7 @@ public sealed class ManifestReaderTests
             "recovered after a crash", "41 connects", "unsealed segments: 2 (4242 bytes)", "ring 65536 bytes", "aggregated per connection",
             new string('e', 64), "duration 12.5 s", "lab test", "snaplen 128", "pods 10.244.0.0/16", "services 10.97.0.0/16", "node 192.0.2.10",
             "drop_env", "source      conntrack (netlink: ctnetlink in the root namespace): 77 records", "nat              emitted 80, not handed over 3",
-            "not recorded: NAT of other namespaces", "input flows.jsonl (99 bytes, sha256 " + new string('d', 64), "boot boot-1", "x86_64",
+            "not recorded: NAT of other namespaces", "input     flows.jsonl (99 bytes, sha256 " + new string('d', 64), "boot boot-1", "x86_64",
             "kinds       ", "in-cluster  10.0.0.0/16",
         })
             Assert.Contains(expected, text, StringComparison.Ordinal);

@@ -44,6 +44,8 @@ public sealed class LineRenderer
         ArgumentNullException.ThrowIfNull(row);
         if (_format == RenderFormat.Json)
             return Json(table, row);
+        if (HubbleLines.IsHubble(table, row))
+            return HubbleLines.Compact(table, row); // hubble observe prints its own time
         var line = table switch
         {
             "drop" => Drop(row),
@@ -123,7 +125,7 @@ public sealed class LineRenderer
     // tetra getevents -o compact (pkg/encoder): "🚀 %-7s" "process", then ProcessInfo (pod or node, binary), then the arguments:
     // "🚀 process default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon"
     private string Exec(IReadOnlyDictionary<string, object?> r) =>
-        $"🚀 process {ProcessInfo(r)} {Str(r, "arguments")}";
+        $"🚀 process {ProcessInfo(r)} {Str(r, "arguments")}".TrimEnd();
 
     // "🔌 connect default/xwing /usr/bin/curl tcp 10.32.0.19:33978 -> 104.198.14.52:443" (tetra's tcp_connect: TCP only,
     // so a compact replay prints no UDP connects; text and JSON print every connect).
@@ -138,12 +140,13 @@ public sealed class LineRenderer
     // "💥 exit    default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon 60"
     private string Exit(IReadOnlyDictionary<string, object?> r)
     {
-        var args = r.TryGetValue("exec_id", out var id) && id is not null && ArgumentsOf is not null
-            ? ArgumentsOf(Convert.ToUInt64(id, CultureInfo.InvariantCulture)) ?? "" : "";
+        var args = Str(r, "arguments"); // Tetragon's exit carries them
+        if (args.Length == 0 && r.TryGetValue("exec_id", out var id) && id is not null && ArgumentsOf is not null)
+            args = ArgumentsOf(Convert.ToUInt64(id, CultureInfo.InvariantCulture)) ?? "";
         var status = Str(r, "signal");
         if (status.Length == 0)
             status = r.TryGetValue("exit_code", out var c) && c is not null ? Convert.ToInt64(c, CultureInfo.InvariantCulture).ToString(CultureInfo.InvariantCulture) : "0";
-        return $"💥 exit    {ProcessInfo(r)} {args} {status}";
+        return args.Length > 0 ? $"💥 exit    {ProcessInfo(r)} {args} {status}" : $"💥 exit    {ProcessInfo(r)} {status}";
     }
 
     /// <summary>

@@ -39,6 +39,13 @@ public sealed record RecordingSessionOptions
     /// <summary>Sources besides the kernel's (docs/sources.md): made once the kernel side is up.</summary>
     public IReadOnlyList<Func<EventContext, IRecordSource>> Sources { get; init; } = [];
 
+    /// <summary>
+    /// Something that writes into the recording beside its sources (Hubble and Tetragon streams, which keep their
+    /// own segment writers): started once the recording exists, given the session's token; the action it returns
+    /// stops it once the recording has stopped. It may throw <see cref="RecordingSetupException"/>.
+    /// </summary>
+    public Func<Recording, CancellationToken, Action>? Companion { get; init; }
+
     /// <summary>Where step results and notices go (the CLI: stdout).</summary>
     public Action<string>? Say { get; init; }
 
@@ -213,6 +220,7 @@ public sealed class RecordingSession
                 steps = new Thread(() => RunSteps(lab, () => { reason = "scenario-done"; stop.Cancel(); }, stop.Token)) { IsBackground = true, Name = "lab steps" };
                 steps.Start();
             }
+            var stopCompanion = o.Companion?.Invoke(rec, stop.Token);
             try
             {
                 return rec.Run(() => reason, stop.Token);
@@ -221,6 +229,7 @@ public sealed class RecordingSession
             {
                 stop.Cancel();
                 steps?.Join(TimeSpan.FromSeconds(30));
+                stopCompanion?.Invoke();
             }
         }
         finally
@@ -257,7 +266,8 @@ public sealed class RecordingSession
         return set;
     }
 
-    private static void PrepareOutput(string output)
+    /// <summary>Checks that the output folder is absent or empty and writable, and creates it; throws <see cref="RecordingSetupException"/>.</summary>
+    public static void PrepareOutput(string output)
     {
         if (Directory.Exists(output) && Directory.EnumerateFileSystemEntries(output).Any())
             throw new RecordingSetupException($"output folder {output} exists and is not empty", SetupProblem.BadInput);

@@ -12,9 +12,28 @@ public static class ManifestStore
         ArgumentNullException.ThrowIfNull(manifest);
         var path = Path.Combine(dir, Manifest.FileName);
         var tmp = path + ".tmp";
+        // A source entry that its decoder counts into under its own lock (Hubble, Tetragon) is held while the
+        // manifest is serialized, so the file never holds a half-updated entry.
+        var sources = manifest.Sources.Values.ToList();
+        int taken = 0;
+        byte[] json;
+        try
+        {
+            foreach (var s in sources)
+            {
+                Monitor.Enter(s);
+                taken++;
+            }
+            json = manifest.ToJson();
+        }
+        finally
+        {
+            for (int i = 0; i < taken; i++)
+                Monitor.Exit(sources[i]);
+        }
         using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
-            fs.Write(manifest.ToJson());
+            fs.Write(json);
             fs.Flush(flushToDisk: true);
         }
         File.Move(tmp, path, overwrite: true);

@@ -145,7 +145,7 @@ internal readonly struct MetaCols
     }
 }
 
-/// <summary>netns_ino, cgroup_id, namespace, pod.</summary>
+/// <summary>netns_ino, cgroup_id, namespace, pod, pod_uid, container_id, container.</summary>
 internal readonly struct ProcAttrCols
 {
     private readonly Column<uint> netns;
@@ -158,6 +158,9 @@ internal readonly struct ProcAttrCols
         cgroup = b.U64("cgroup_id");
         ns = b.Str("namespace", nullable: true);
         pod = b.Str("pod", nullable: true);
+        b.Str("pod_uid", nullable: true);
+        b.Str("container_id", nullable: true);
+        b.Str("container", nullable: true);
     }
 
     /// <param name="podNetnsIno">the namespace that decides the pod, when not the event's own (an exit: where its image was executed)</param>
@@ -171,6 +174,55 @@ internal readonly struct ProcAttrCols
     }
 }
 
+/// <summary>
+/// The provenance and workload columns every flow table ends with (schema v2): source, verdict,
+/// namespace/pod/labels of both ends, services, DNS names, reply flag, interface, Cilium event type,
+/// summary, uuid. This tool's datapath fills only source; Hubble fills them all (Forensics.Cilium).
+/// </summary>
+internal readonly struct FlowSourceCols
+{
+    public static readonly string[] Names =
+    [
+        "source", "verdict", "src_namespace", "src_pod", "src_labels", "dst_namespace", "dst_pod", "dst_labels",
+        "src_service", "dst_service", "src_names", "dst_names", "is_reply", "interface", "event_type", "event_sub_type",
+        "summary", "uuid",
+    ];
+
+    private readonly StringColumn source;
+
+    public FlowSourceCols(TableBatch b)
+    {
+        source = b.Str("source");
+        foreach (var n in Names.AsSpan(1))
+        {
+            if (n == "is_reply")
+                b.Bool(n, nullable: true);
+            else if (n is "event_type" or "event_sub_type")
+                b.I32(n, nullable: true);
+            else
+                b.Str(n, nullable: true);
+        }
+    }
+
+    /// <summary>A datapath row: the rest stay null (the batch's reset nulls them).</summary>
+    public void SetDatapath(int i) => source.Values[i] = "datapath";
+}
+
+/// <summary>The provenance columns every process table continues with (schema v2).</summary>
+internal readonly struct ProcSourceCols
+{
+    private readonly StringColumn source;
+
+    public ProcSourceCols(TableBatch b)
+    {
+        source = b.Str("source");
+        b.Str("pod_labels", nullable: true);
+        b.Str("exec_key", nullable: true);
+    }
+
+    public void SetProbes(int i) => source.Values[i] = "probes";
+}
+
 internal sealed class DropRows : Rows
 {
     private readonly HeaderCols hdr;
@@ -178,6 +230,7 @@ internal sealed class DropRows : Rows
     private readonly MetaCols meta;
     private readonly Column<ushort> reason, line;
     private readonly StringColumn reasonName, file, ct;
+    private readonly FlowSourceCols src;
 
     public DropRows(int capacity) : base("drop", capacity)
     {
@@ -189,6 +242,8 @@ internal sealed class DropRows : Rows
         file = Batch.Str("file");
         line = Batch.U16("line");
         ct = Batch.Str("ct_state");
+        src = new FlowSourceCols(Batch);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -203,6 +258,7 @@ internal sealed class DropRows : Rows
         file.Values[i] = Names.SourceFile((byte)ev.File);
         line.Values[i] = ev.Line;
         ct.Values[i] = Names.CtState((byte)ev.CtState);
+        src.SetDatapath(i);
     }
 }
 
@@ -221,6 +277,7 @@ internal sealed class PolicyRows : Rows
     private readonly MetaCols meta;
     private readonly Column<uint> remote;
     private readonly StringColumn action, match;
+    private readonly FlowSourceCols src;
 
     public PolicyRows(int capacity) : base("policy", capacity)
     {
@@ -230,6 +287,10 @@ internal sealed class PolicyRows : Rows
         remote = Batch.U32("remote_identity");
         action = Batch.Str("action");
         match = Batch.Str("match");
+        src = new FlowSourceCols(Batch);
+        Batch.Str("allowed_by", nullable: true);
+        Batch.Str("denied_by", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -242,6 +303,7 @@ internal sealed class PolicyRows : Rows
         remote.Values[i] = ev.RemoteIdentity;
         action.Values[i] = Names.Action((byte)ev.Action);
         match.Values[i] = Names.Match((byte)ev.Match);
+        src.SetDatapath(i);
     }
 }
 
@@ -253,6 +315,7 @@ internal sealed class NatRows : Rows
     private readonly Column<ushort> osport, odport, xsport, xdport;
     private readonly Column<uint> service;
     private readonly MetaCols meta;
+    private readonly FlowSourceCols src;
 
     public NatRows(int capacity) : base("nat", capacity)
     {
@@ -270,6 +333,9 @@ internal sealed class NatRows : Rows
         xdport = Batch.U16("xlated_dst_port");
         service = Batch.U32("service_id");
         meta = new MetaCols(Batch);
+        src = new FlowSourceCols(Batch);
+        Batch.Str("service", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -290,6 +356,7 @@ internal sealed class NatRows : Rows
         xdport.Values[i] = ev.Xlated.Dport;
         service.Values[i] = ev.ServiceId;
         meta.Set(i, ev.Meta);
+        src.SetDatapath(i);
     }
 }
 
@@ -299,6 +366,7 @@ internal sealed class TraceRows : Rows
     private readonly TupleCols tuple;
     private readonly MetaCols meta;
     private readonly StringColumn ct, origIp;
+    private readonly FlowSourceCols src;
 
     public TraceRows(int capacity) : base("trace", capacity)
     {
@@ -307,6 +375,8 @@ internal sealed class TraceRows : Rows
         meta = new MetaCols(Batch);
         ct = Batch.Str("ct_state");
         origIp = Batch.Str("orig_ip", nullable: true);
+        src = new FlowSourceCols(Batch);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -319,6 +389,7 @@ internal sealed class TraceRows : Rows
         ct.Values[i] = Names.CtState((byte)ev.CtState);
         ReadOnlySpan<byte> orig = ev.OrigAddr;
         origIp.Values[i] = orig.IndexOfAnyExcept((byte)0) < 0 ? null : ctx.Ip(ev.OrigAddr, ev.Tuple.Family);
+        src.SetDatapath(i);
     }
 }
 
@@ -366,6 +437,7 @@ internal sealed class ExecRows : Rows
     private readonly StringColumn binary, arguments, cwd, comm;
     private readonly BoolColumn truncated, procfs;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ExecRows(int capacity) : base("exec", capacity)
     {
@@ -385,6 +457,10 @@ internal sealed class ExecRows : Rows
         comm = Batch.Str("comm");
         procfs = Batch.Bool("procfs");
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.Str("parent_exec_key", nullable: true);
+        Batch.Str("flags", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -412,6 +488,7 @@ internal sealed class ExecRows : Rows
         comm.Values[i] = ctx.Texts.Get(ev.Comm, 4, Text);
         procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 
     private static string Text(ReadOnlySpan<byte> bytes) => EventReader.CString(bytes);
@@ -429,6 +506,7 @@ internal sealed class ExitRows : Rows
     private readonly StringColumn binary, signal, comm;
     private readonly Column<int> exitCode;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ExitRows(int capacity) : base("exit", capacity)
     {
@@ -442,6 +520,11 @@ internal sealed class ExitRows : Rows
         status = Batch.U32("status");
         comm = Batch.Str("comm");
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.U64("parent_exec_id", nullable: true);
+        Batch.Str("parent_exec_key", nullable: true);
+        Batch.Str("arguments", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -467,6 +550,7 @@ internal sealed class ExitRows : Rows
         status.Values[i] = ev.ExitCode;
         comm.Values[i] = EventReader.CString(ev.Comm);
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
+        src.SetProbes(i);
     }
 }
 
@@ -478,6 +562,7 @@ internal sealed class ConnectRows : Rows
     private readonly StringColumn binary, comm, kind;
     private readonly TupleCols tuple;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ConnectRows(int capacity) : base("connect", capacity)
     {
@@ -491,6 +576,11 @@ internal sealed class ConnectRows : Rows
         kind = Batch.Str("connect_kind");
         tuple = new TupleCols(Batch, false);
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.Str("function", nullable: true);
+        Batch.Str("policy_name", nullable: true);
+        Batch.U64("sock_cookie", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -510,6 +600,7 @@ internal sealed class ConnectRows : Rows
         kind.Values[i] = Names.Connect((byte)ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 }
 
@@ -564,6 +655,7 @@ public sealed class LossRows : Rows
     private readonly Column<long> time;
     private readonly StringColumn kind;
     private readonly Column<ulong> emitted, failed, dropped;
+    private readonly StringColumn source, detail;
 
     public LossRows(int capacity) : base("loss", capacity)
     {
@@ -572,12 +664,14 @@ public sealed class LossRows : Rows
         emitted = Batch.U64("emitted");
         failed = Batch.U64("failed");
         dropped = Batch.U64("userspace_dropped");
+        source = Batch.Str("source", nullable: true);
+        detail = Batch.Str("detail", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
         throw new NotSupportedException("loss rows are added with Add");
 
-    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount)
+    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount, string? sourceName = null, string? detailText = null)
     {
         int i = Batch.NextRow();
         time.Values[i] = utcNs;
@@ -585,5 +679,7 @@ public sealed class LossRows : Rows
         emitted.Values[i] = emittedCount;
         failed.Values[i] = failedCount;
         dropped.Values[i] = droppedCount;
+        source.Values[i] = sourceName;
+        detail.Values[i] = detailText;
     }
 }
