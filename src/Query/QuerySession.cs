@@ -280,6 +280,56 @@ public sealed class QuerySession : IDisposable
         return last ?? new QueryResult([], [], []);
     }
 
+    /// <summary>
+    /// Runs one query and hands its result over as Arrow record batches as DuckDB produces them (DuckDB's own
+    /// Arrow conversion of each data chunk, from a streaming result: memory stays bounded whatever the row
+    /// count). The schema comes first. Batches are valid only during the call. Under the same time limit as
+    /// <see cref="Execute"/>.
+    /// </summary>
+    public void StreamArrow(string sql, Action<Apache.Arrow.Schema> onSchema, Action<Apache.Arrow.RecordBatch> onBatch)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        ArgumentNullException.ThrowIfNull(onSchema);
+        ArgumentNullException.ThrowIfNull(onBatch);
+        if (SqlGuard.Check(_conn, sql) != 1)
+            throw new QueryException("Arrow output is one result: give one statement");
+        using var cmd = _conn.CreateCommand();
+        cmd.CommandText = sql;
+        cmd.UseStreamingMode = true;
+        var timedOut = false;
+        using var timer = new Timer(_ =>
+        {
+            timedOut = true;
+            try { cmd.Cancel(); } catch (ObjectDisposedException) { }
+        }, null, _limits.Timeout, Timeout.InfiniteTimeSpan);
+        try
+        {
+            using var stream = cmd.ExecuteArrowStream();
+            onSchema(stream.Schema);
+            while (stream.ReadNextRecordBatchAsync().AsTask().GetAwaiter().GetResult() is { } batch)
+            {
+                using (batch)
+                    onBatch(batch);
+            }
+        }
+        catch (OperationCanceledException) when (timedOut)
+        {
+            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
+        }
+        catch (DuckDBException e) when (timedOut && e.Message.Contains("nterrupt", StringComparison.Ordinal))
+        {
+            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
+        }
+        catch (DuckDBException e)
+        {
+            throw new QueryException(OneLine(e.Message), e);
+        }
+        catch (InvalidOperationException e) when (timedOut)
+        {
+            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s", e);
+        }
+    }
+
     /// <summary>Runs one query and yields each row as column name -> value (blobs as byte[]).</summary>
     public IEnumerable<Dictionary<string, object?>> Rows(string sql)
     {
