@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|arrow]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +71,15 @@ if [[ $what == all || $what == capture ]]; then
 	# first with every kind and the probes on (forensics record --lab), then with capture events only
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 all
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 capture
+fi
+if [[ $what == all || $what == arrow ]]; then
+	# issue 22: query -f arrow / arrow-file / csv / json over 10M trace rows (wall, bytes, peak RSS), then the
+	# monitor's Arrow stream at 1M events/s against the recorder's own ingest at the same rate, in this run
+	dotnet build src/Cli -c Release -v q -nologo >/dev/null
+	timeout 1800 "$bench" arrow-query 10000000 "$PWD/src/Cli/bin/Release/net10.0/forensics.dll"
+	timeout 120 "$bench" ingest-fixed 1000000 5 warm
+	timeout 120 "$bench" arrow-monitor 1000000 5
+	timeout 120 "$bench" arrow-monitor 2000000 5
 fi
 if [[ $what == query10m ]]; then
 	timeout 1800 "$bench" query 10000000 50000

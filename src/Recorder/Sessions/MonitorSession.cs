@@ -24,6 +24,9 @@ public sealed record MonitorSessionOptions
 
     public int BatchRows { get; init; } = 4096;
 
+    /// <summary>Load the probes (exec, exit, connect, kdrop); off: only <see cref="Sources"/> feed the monitor (benchmarks).</summary>
+    public bool LoadProbes { get; init; } = true;
+
     /// <summary>Sources besides the probes (docs/sources.md).</summary>
     public IReadOnlyList<Func<EventContext, IRecordSource>> Sources { get; init; } = [];
 }
@@ -86,21 +89,25 @@ public sealed class MonitorSession
         }
         var kinds = Kinds;
         var context = RecordingSession.NewContext();
-        Probes probes;
-        try
+        Probes? probes = null;
+        if (options.LoadProbes)
         {
-            probes = Probes.Load(new ProbeOptions
+            try
             {
-                Events = new EventOptions { Kinds = kinds, Snaplen = 0, SelfPid = (uint)Environment.ProcessId },
-                Enabled = RecordingSession.ProbesFor(kinds),
-                ExcludedCidrs = excluded,
-            });
-            probes.Attach();
-            probes.SeedProcesses();
-        }
-        catch (BpfException e)
-        {
-            throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+                probes = Probes.Load(new ProbeOptions
+                {
+                    Events = new EventOptions { Kinds = kinds, Snaplen = 0, SelfPid = (uint)Environment.ProcessId },
+                    Enabled = RecordingSession.ProbesFor(kinds),
+                    ExcludedCidrs = excluded,
+                });
+                probes.Attach();
+                probes.SeedProcesses();
+            }
+            catch (BpfException e)
+            {
+                probes?.Dispose();
+                throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+            }
         }
         var extra = new List<IRecordSource>();
         using (probes)
@@ -109,7 +116,7 @@ public sealed class MonitorSession
             {
                 foreach (var make in options.Sources)
                     extra.Add(make(context));
-                IReadOnlyList<IRecordSource> sources = [new KernelSource([probes], context), .. extra];
+                IReadOnlyList<IRecordSource> sources = probes is null ? [.. extra] : [new KernelSource([probes], context), .. extra];
                 using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
                 if (options.Duration is { } d)
                     stop.CancelAfter(d);
