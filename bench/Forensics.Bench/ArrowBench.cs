@@ -97,7 +97,7 @@ internal static class ArrowBench
     /// through the `forensics` command in each format, to a file: wall seconds and peak RSS of the command
     /// (/usr/bin/time), bytes written.
     /// </summary>
-    public static void Query(long n, string root, string cli)
+    public static void Query(long n, string root, string cli, IReadOnlyList<string>? formats = null)
     {
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         // recordings of the ingest benchmark (trace events of the datapath program, 2M/s offered, at most 10 s each)
@@ -116,7 +116,7 @@ internal static class ArrowBench
         const string sql = "SELECT time, time_ns, ktime_ns, src_ip, src_port, dst_ip, dst_port, protocol, ifindex, pkt_len FROM trace";
         try
         {
-            foreach (var format in new[] { "arrow", "arrow-file", "csv", "json" })
+            foreach (var format in formats ?? ["arrow", "arrow-file", "csv", "json"])
             {
                 var output = Path.Combine(root, "out." + format);
                 var psi = new ProcessStartInfo("/usr/bin/time", ["-f", "%e %M", "dotnet", cli, "query", .. recs, sql, "-f", format, "-O", output, "--timeout", "3600", "--memory-limit", "4GB"])

@@ -41,8 +41,8 @@ switch (what)
         ArrowBench.Monitor(Arg(1, 1e6), Arg(2, 5), Path.Combine(root, "arrow"));
         break;
     case "arrow-query":
-        // arrow-query N CLI_DLL: `forensics query -f arrow|arrow-file|csv|json` over N trace rows (issue 22)
-        ArrowBench.Query((long)Arg(1, 1e7), Path.Combine(root, "arrow"), args[2]);
+        // arrow-query N CLI_DLL [FORMAT,...]: `forensics query -f arrow|arrow-file|csv|json` over N trace rows (issue 22)
+        ArrowBench.Query((long)Arg(1, 1e7), Path.Combine(root, "arrow"), args[2], args.Length > 3 ? args[3].Split(',') : null);
         break;
     case "columns":
         ColumnBench.Run();
