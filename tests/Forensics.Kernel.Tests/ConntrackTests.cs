@@ -1,0 +1,201 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Conntrack;
+using Forensics.Datapath.Lab;
+using Forensics.Tests;
+
+namespace Forensics.Kernel.Tests;
+
+/// <summary>
+/// The ctnetlink client against the real kernel: a node of plain network namespaces whose
+/// NAT and drops are real iptables / nftables rules, listened to from the test's own namespace.
+/// </summary>
+public sealed class ConntrackTests
+{
+    /// <summary>Polls a listener on a thread, keeping every entry.</summary>
+    private sealed class Pump : IDisposable
+    {
+        private readonly CancellationTokenSource stop = new();
+        private readonly Thread thread;
+
+        public Pump(ConntrackListener listener)
+        {
+            thread = new Thread(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                    listener.Poll(50, (in ConntrackEntry e) => Entries.Enqueue(e));
+            }) { IsBackground = true, Name = "ct pump" };
+            thread.Start();
+        }
+
+        public ConcurrentQueue<ConntrackEntry> Entries { get; } = new();
+
+        public void Dispose()
+        {
+            stop.Cancel();
+            thread.Join();
+            stop.Dispose();
+        }
+    }
+
+    private static string Ip(in Bytes16 a) => new IPAddress(((ReadOnlySpan<byte>)a)[..4]).ToString();
+
+    private static (string, int) Port(string clientOutput, string what) =>
+        (what, int.Parse(clientOutput.Split('\n').Single(l => l.StartsWith(what + " ", StringComparison.Ordinal)).Split(' ')[1], CultureInfo.InvariantCulture));
+
+    [KernelFact]
+    public void Listener_IptablesDnatAndMasquerade_NewEventsAndDumpCarryTheTranslations() => DnatAndMasquerade(NatNode.Rules.Iptables);
+
+    [KernelFact]
+    public void Listener_NftablesDnatAndMasquerade_NewEventsAndDumpCarryTheTranslations() => DnatAndMasquerade(NatNode.Rules.Nftables);
+
+    private static void DnatAndMasquerade(NatNode.Rules rules)
+    {
+        using var node = NatNode.Create(rules);
+        using var listener = ConntrackListener.Open(new ConntrackOptions { NetnsPath = node.NodePath });
+        Assert.Equal(NetNamespace.Inode(node.Node), listener.NetnsInode);
+        using var pump = new Pump(listener);
+        using var backend = node.StartServers(1);
+        using var echo = node.StartWorldEcho();
+        var output = node.RunClient(NatNode.ServiceAndWorldClient);
+        int tcpPort = Port(output, "tcp").Item2, udpPort = Port(output, "udp").Item2, droppedPort = Port(output, "dropped").Item2;
+
+        bool IsService(in ConntrackEntry e) => e.Orig.Proto == 6 && e.Orig.SrcPort == tcpPort && Ip(e.Orig.Dst) == NatNode.ServiceIp;
+        bool IsWorld(in ConntrackEntry e) => e.Orig.Proto == 17 && e.Orig.SrcPort == udpPort && Ip(e.Orig.Dst) == NatNode.WorldIp;
+        Assert.True(Until.True(() => pump.Entries.Any(e => e.Type == CtEventType.New && IsService(e))
+            && pump.Entries.Any(e => e.Type == CtEventType.New && IsWorld(e))), "no new events for both flows");
+
+        var dnat = pump.Entries.First(e => e.Type == CtEventType.New && IsService(e));
+        Assert.Equal(NatNode.ClientIp, Ip(dnat.Orig.Src));
+        Assert.Equal(NatNode.ServicePort, dnat.Orig.DstPort);
+        Assert.True(dnat.IsDnat);
+        Assert.False(dnat.IsSnat);
+        var x = dnat.Translated;
+        Assert.Equal((NatNode.ClientIp, tcpPort, NatNode.ServerIp, NatNode.ServerPort), (Ip(x.Src), (int)x.SrcPort, Ip(x.Dst), (int)x.DstPort));
+        Assert.True(dnat.Status.HasFlag(CtStatus.DstNat));
+        Assert.NotEqual(0u, dnat.Id);
+
+        var snat = pump.Entries.First(e => e.Type == CtEventType.New && IsWorld(e));
+        Assert.True(snat.IsSnat);
+        Assert.False(snat.IsDnat);
+        Assert.Equal(NatNode.NodeOuterIp, Ip(snat.Translated.Src));
+        Assert.Equal(NatNode.WorldIp, Ip(snat.Translated.Dst));
+
+        // the update that saw the reply of the service connection
+        Assert.True(Until.True(() => pump.Entries.Any(e => e.Type == CtEventType.Update && e.Id == dnat.Id && e.Status.HasFlag(CtStatus.SeenReply))),
+            "no update with SEEN_REPLY for the service connection");
+
+        // the dropped connection: the SYN was tracked before the filter dropped it (new entry, never confirmed: no event),
+        // so it must not show up as a translated flow
+        Assert.DoesNotContain(pump.Entries, e => e.Orig.SrcPort == droppedPort && e.IsTranslated);
+
+        var dumped = new List<ConntrackEntry>();
+        listener.Dump((in ConntrackEntry e) => dumped.Add(e));
+        Assert.Contains(dumped, e => e.Id == dnat.Id && e.IsDnat && e.Type == CtEventType.Dump);
+        Assert.Contains(dumped, e => e.Id == snat.Id && e.IsSnat);
+        Assert.Equal(0UL, listener.Counts(CtEventType.New).Dropped);
+        Assert.True(listener.Counts(CtEventType.New).Received >= 2);
+        Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+        Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+    }
+
+    [KernelFact]
+    public void Listener_EventsDisabledBySysctl_ReportsZeroAndReceivesNothing()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        NatNode.Exec(node.Node, "sysctl", "-qw", "net.netfilter.nf_conntrack_events=0");
+        using var listener = ConntrackListener.Open(new ConntrackOptions { NetnsPath = node.NodePath });
+        Assert.Equal(0, listener.Sysctls.Events);
+        using (var pump = new Pump(listener))
+        {
+            using var backend = node.StartServers(1);
+            using var echo = node.StartWorldEcho();
+            node.RunClient(NatNode.ServiceAndWorldClient);
+            // the dump still sees the table; events never come
+            var dumped = new List<ConntrackEntry>();
+            listener.Dump((in ConntrackEntry e) => dumped.Add(e));
+            Assert.Contains(dumped, e => e.IsDnat);
+            Assert.Empty(pump.Entries);
+        }
+    }
+
+    [KernelFact]
+    public void Listener_MissingNamespace_IsOneLineError()
+    {
+        var e = Assert.Throws<ConntrackException>(() => ConntrackListener.Open(new ConntrackOptions { NetnsPath = "/run/netns/fxct-does-not-exist" }));
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Contains("does not exist", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Connections the flood makes: the issue asks for 200k; CI makes 20k (FX_CT_FLOOD overrides; bench/ runs 200k).</summary>
+    internal static int FloodConnections =>
+        int.TryParse(Environment.GetEnvironmentVariable("FX_CT_FLOOD"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 20_000;
+
+    [KernelFact]
+    public void Listener_FloodOverASmallBuffer_ReceivedPlusDroppedEqualsConnectionsMade()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        // every flood datagram is a new conntrack entry (a distinct 5-tuple), DNATed to a local receiver
+        NatNode.Exec(node.Client, "ip", "addr", "add", "10.97.0.1/32", "dev", "lo");
+        NatNode.Exec(node.Client, "ip", "route", "add", "local", "10.96.0.0/16", "dev", "lo");
+        NatNode.Exec(node.Client, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", NatNode.ServiceIp, "-p", "udp",
+            "-j", "DNAT", "--to-destination", "10.97.0.1:9999");
+        NatNode.Exec(node.Client, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1");
+        using var listener = ConntrackListener.Open(new ConntrackOptions { NetnsPath = "/run/netns/" + node.Client, ReceiveBufferBytes = 4096, Updates = false });
+        ulong received = 0;
+        using var stop = new CancellationTokenSource();
+        var reader = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+                listener.Poll(20, (in ConntrackEntry e) =>
+                {
+                    if (e.Type == CtEventType.New && e.IsDnat)
+                        Interlocked.Increment(ref received);
+                });
+        }) { IsBackground = true };
+        reader.Start();
+
+        int target = FloodConnections, made = 0;
+        NetNamespace.RunAt("/run/netns/" + node.Client, () =>
+        {
+            using var sink = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            sink.Bind(new IPEndPoint(IPAddress.Parse("10.97.0.1"), 9999));
+            var senders = Enumerable.Range(0, (target + 59_999) / 60_000).Select(_ => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp)).ToList();
+            var payload = new byte[1];
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            try
+            {
+                for (int i = 0; i < target && DateTime.UtcNow < deadline; i++)
+                {
+                    var to = new IPEndPoint(IPAddress.Parse(NatNode.ServiceIp), 1 + i % 60_000);
+                    try
+                    {
+                        senders[i / 60_000].SendTo(payload, to);
+                        made++; // the entry was confirmed: a refused one fails the send (EPERM)
+                    }
+                    catch (SocketException)
+                    {
+                    }
+                }
+            }
+            finally
+            {
+                senders.ForEach(s => s.Dispose());
+            }
+            return 0;
+        });
+        Assert.True(made >= target * 9 / 10, $"only {made} of {target} datagrams were sent");
+        // events are queued (or dropped and counted) while the datagram is sent: once drained, the sum is exact
+        Assert.True(Until.True(() => Interlocked.Read(ref received) + listener.Counts(CtEventType.New).Dropped == (ulong)made, 30),
+            $"received {received} + dropped {listener.Counts(CtEventType.New).Dropped} != made {made}");
+        stop.Cancel();
+        reader.Join();
+        var counts = listener.Counts(CtEventType.New);
+        Assert.True(counts.Dropped > 0, "the small buffer never overran");
+        Assert.True(counts.Overruns > 0, "ENOBUFS was never reported");
+        Assert.Equal((ulong)made, received + counts.Dropped);
+    }
+}
