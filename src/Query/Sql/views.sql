@@ -37,18 +37,66 @@ CREATE VIEW service_ports AS
            any_value(namespace || '/' || name) AS service
     FROM services WHERE cluster_ip IS NOT NULL GROUP BY ALL;
 
--- drops_resolved: every datapath drop with its source and destination workload
--- (namespace/pod by address from the endpoints snapshot, identity and its labels).
+-- kdrops_resolved: every kernel drop (skb:kfree_skb with a drop reason) with `hidden` set for
+-- those that are not a dropped network packet in the user's sense (docs/drops.md: the reasons of
+-- the table kernel_drop_hidden, packets that are not IP, multicast or broadcast destinations) and
+-- `twin` set when our datapath dropped the same packet just before (its tc program's verdict
+-- is freed by the kernel as TC_INGRESS / TC_EGRESS): that drop is the datapath row's, not a row of its own.
+CREATE VIEW kdrops_resolved AS
+    WITH twins AS (
+        -- the kernel's drop of the packet a datapath drop event was emitted for: the next kdrop of the same tuple within 50 ms
+        SELECT k.recording, k.node, k.ktime_ns, k.cpu, k.location, d.ktime_ns AS drop_ktime_ns
+        FROM "drop" d ASOF JOIN kdrop k ON k.recording = d.recording AND k.node = d.node AND k.protocol = d.protocol
+            AND k.src_ip = d.src_ip AND k.src_port = d.src_port AND k.dst_ip = d.dst_ip AND k.dst_port = d.dst_port
+            AND k.ktime_ns >= d.ktime_ns
+        WHERE k.ktime_ns - d.ktime_ns < 50000000)
+    SELECT k.*,
+           coalesce(h.why, CASE WHEN k.l3_proto NOT IN (2048, 34525) THEN 'not an IPv4 or IPv6 packet'
+                                WHEN fx_is_multicast(k.dst_ip) THEN 'to a multicast or broadcast address' END) AS hidden_why,
+           h.why IS NOT NULL OR k.l3_proto NOT IN (2048, 34525) OR fx_is_multicast(k.dst_ip) AS hidden,
+           t.drop_ktime_ns AS twin_of_ktime_ns, t.drop_ktime_ns IS NOT NULL AS twin
+    FROM kdrop k
+    LEFT JOIN kernel_drop_hidden h ON h.reason_name = k.reason_name
+    LEFT JOIN twins t ON t.recording = k.recording AND t.node = k.node AND t.ktime_ns = k.ktime_ns AND t.cpu = k.cpu AND t.location = k.location;
+
+-- drops_resolved: every drop with its source and destination workload (namespace/pod by
+-- address from the endpoints snapshot, identity and its labels), from both layers:
+-- dropped_by 'datapath' (our datapath: Cilium's reason code and name), 'kernel' (reason NULL,
+-- reason_name the kernel's skb_drop_reason from BTF, kernel_function where) or 'datapath+kernel'
+-- (the datapath's drop, which the kernel then freed: kernel_reason names the kernel's side).
+-- For a kernel drop whose addresses are no endpoint's, drop_netns_pod names the pod (or named
+-- network namespace) the packet was dropped in. `hidden` marks kernel drops left out by default.
 CREATE VIEW drops_resolved AS
+    WITH kt AS (SELECT * FROM kdrops_resolved WHERE twin),
+    dp AS (
+        SELECT d.*, k.reason_name AS kernel_reason, k."function" AS kernel_function
+        FROM "drop" d
+        LEFT JOIN kt k ON k.recording = d.recording AND k.node = d.node AND k.twin_of_ktime_ns = d.ktime_ns
+            AND k.src_ip = d.src_ip AND k.src_port = d.src_port AND k.dst_ip = d.dst_ip AND k.dst_port = d.dst_port AND k.protocol = d.protocol),
+    all_drops AS (
+        SELECT recording, node, time, ktime_ns, src_identity, src_ip, src_port, dst_identity, dst_ip, dst_port, protocol, tcp_flags,
+               reason, reason_name, obs_point, direction, endpoint_id, ifindex, flow_id, file, line, ct_state,
+               CASE WHEN kernel_reason IS NULL THEN 'datapath' ELSE 'datapath+kernel' END AS dropped_by, kernel_reason, kernel_function,
+               NULL::VARCHAR AS drop_netns_pod, false AS hidden, NULL::VARCHAR AS hidden_why
+        FROM dp
+        UNION ALL BY NAME
+        SELECT recording, node, time, ktime_ns, NULL::UINTEGER AS src_identity, src_ip, src_port, NULL::UINTEGER AS dst_identity, dst_ip, dst_port,
+               protocol, ''::VARCHAR AS tcp_flags, NULL::USMALLINT AS reason, reason_name, NULL::VARCHAR AS obs_point, NULL::VARCHAR AS direction,
+               NULL::USMALLINT AS endpoint_id, ifindex, NULL::UINTEGER AS flow_id, NULL::VARCHAR AS file, NULL::USMALLINT AS line,
+               NULL::VARCHAR AS ct_state, 'kernel' AS dropped_by, reason_name AS kernel_reason, "function" AS kernel_function,
+               coalesce(namespace || '/' || pod, pod) AS drop_netns_pod, hidden, hidden_why
+        FROM kdrops_resolved WHERE NOT twin)
     SELECT d.recording, d.node, d.time, d.ktime_ns,
            s.namespace AS src_namespace, s.pod AS src_pod, d.src_identity,
            coalesce(sl.labels, sr.labels) AS src_labels, d.src_ip, d.src_port,
            t.namespace AS dst_namespace, t.pod AS dst_pod, d.dst_identity,
            coalesce(tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port,
            d.protocol, d.tcp_flags, d.reason,
-           coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) AS reason_name,
+           CASE WHEN d.dropped_by = 'kernel' THEN d.reason_name
+                ELSE coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) END AS reason_name,
+           d.dropped_by, d.kernel_reason, d.kernel_function, d.drop_netns_pod, d.hidden, d.hidden_why,
            d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state
-    FROM "drop" d
+    FROM all_drops d
     LEFT JOIN endpoint_addrs s ON s.recording = d.recording AND s.addr = d.src_ip
     LEFT JOIN endpoint_addrs t ON t.recording = d.recording AND t.addr = d.dst_ip
     -- joins, not the per-row macros fx_identity_labels/fx_drop_reason: a few ms, not seconds, per million drops
@@ -56,21 +104,24 @@ CREATE VIEW drops_resolved AS
     LEFT JOIN reserved_identities sr ON sr.identity = d.src_identity
     LEFT JOIN identity_labels tl ON tl.recording = d.recording AND tl.identity = d.dst_identity
     LEFT JOIN reserved_identities tr ON tr.identity = d.dst_identity
-    LEFT JOIN drop_reasons dr ON dr.code = CAST(d.reason AS INTEGER);
+    LEFT JOIN drop_reasons dr ON dr.code = CAST(d.reason AS INTEGER) AND d.dropped_by <> 'kernel';
 
--- drops_between(since, until): drops_by_workload over a time window (NULL: open).
+-- drops_between(since, until [, all_reasons := false]): drops_by_workload over a time window
+-- (NULL: open); all_reasons keeps the kernel drops that are hidden by default.
 -- source/destination: namespace/pod when the address is an endpoint's, else the identity's
--- labels (reserved:world, ...), else the address (identity 0: unknown).
-CREATE MACRO drops_between(since, until) AS TABLE
+-- labels (reserved:world, ...), else the address (identity 0: unknown); drop_netns_pod: the pod
+-- or network namespace a kernel drop happened in.
+CREATE MACRO drops_between(since, until, all_reasons := false) AS TABLE
     SELECT recording, node,
            coalesce(src_namespace || '/' || src_pod, CASE WHEN src_identity <> 0 THEN src_labels END, src_ip) AS source,
            src_namespace, src_pod, src_identity, src_labels,
            coalesce(dst_namespace || '/' || dst_pod, CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
            dst_namespace, dst_pod, dst_identity, dst_labels,
-           dst_port, protocol, reason, reason_name,
+           dst_port, protocol, reason, reason_name, dropped_by, kernel_reason, drop_netns_pod,
            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
     FROM drops_resolved
     WHERE (since IS NULL OR time >= CAST(since AS TIMESTAMPTZ)) AND (until IS NULL OR time < CAST(until AS TIMESTAMPTZ))
+      AND (all_reasons OR NOT hidden)
     GROUP BY ALL
     ORDER BY count DESC, first_seen;
 
