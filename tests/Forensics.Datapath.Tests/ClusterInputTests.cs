@@ -114,3 +114,56 @@ public sealed class ClusterInputTests
         }
     }
 }
+
+public sealed class CniConfigTests
+{
+    [Fact]
+    public void CniConfigCidrs_BridgeConflistWithRanges_GivesEverySubnet()
+    {
+        var json = """
+            {
+              "cniVersion": "1.0.0",
+              "name": "containerd-net",
+              "plugins": [
+                { "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
+                  "ipam": { "type": "host-local", "ranges": [ [ { "subnet": "10.88.0.0/16" } ], [ { "subnet": "2001:db8:4860::/64" } ] ],
+                            "routes": [ { "dst": "0.0.0.0/0" } ] } },
+                { "type": "portmap", "capabilities": { "portMappings": true } }
+              ]
+            }
+            """u8;
+        Assert.Equal([IPNetwork.Parse("10.88.0.0/16"), IPNetwork.Parse("2001:db8:4860::/64")], Cluster.NodeRanges.CniConfigCidrs(json));
+    }
+
+    [Fact]
+    public void CniConfigCidrs_SingleConfWithSubnetAndFlannelDelegate()
+    {
+        Assert.Equal([IPNetwork.Parse("10.244.1.0/24")],
+            Cluster.NodeRanges.CniConfigCidrs("""{ "type": "bridge", "ipam": { "type": "host-local", "subnet": "10.244.1.0/24" } }"""u8));
+        Assert.Equal([IPNetwork.Parse("10.244.2.0/24")],
+            Cluster.NodeRanges.CniConfigCidrs("""{ "type": "flannel", "delegate": { "ipam": { "subnet": "10.244.2.0/24" } } }"""u8));
+        Assert.Empty(Cluster.NodeRanges.CniConfigCidrs("""{ "plugins": [ { "type": "calico", "ipam": { "type": "calico-ipam" } } ] }"""u8));
+    }
+
+    [Fact]
+    public void CniPodCidrs_Directory_NamesTheFileEachCameFromAndSkipsBadOnes()
+    {
+        var dir = Directory.CreateTempSubdirectory("fx-cni-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "10-bridge.conflist"), """{ "plugins": [ { "type": "bridge", "ipam": { "subnet": "10.244.0.0/24" } } ] }""");
+            File.WriteAllText(Path.Combine(dir, "20-broken.conf"), "{ not json");
+            File.WriteAllText(Path.Combine(dir, "README"), "10.0.0.0/8");
+            var env = Path.Combine(dir, "subnet.env");
+            File.WriteAllText(env, "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.0.1/24\n");
+            var ranges = Cluster.NodeRanges.CniPodCidrs(dir, env);
+            Assert.Equal(2, ranges.Count);
+            Assert.Equal(("10.244.0.0/24", "cni:" + Path.Combine(dir, "10-bridge.conflist")), (ranges[0].Cidr.ToString(), ranges[0].Source));
+            Assert.Equal(("10.244.0.0/16", "flannel:" + env), (ranges[1].Cidr.ToString(), ranges[1].Source));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+}
