@@ -123,6 +123,20 @@ public sealed class ConntrackTests
     }
 
     [KernelFact]
+    public void Doctor_EventsSysctlZero_SaysNatIsNotRecordedAndWhatToSet()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        var on = ConntrackCheck.Run(node.NodePath);
+        Assert.Contains(on, f => !f.Warning && f.Text.StartsWith("conntrack: events on", StringComparison.Ordinal));
+        NatNode.Exec(node.Node, "sysctl", "-qw", "net.netfilter.nf_conntrack_events=0", "net.netfilter.nf_conntrack_acct=0");
+        var off = ConntrackCheck.Run(node.NodePath);
+        Assert.Contains(off, f => f.Warning && f.Text.Contains("nf_conntrack_events = 0", StringComparison.Ordinal)
+            && f.Text.Contains("sysctl -w net.netfilter.nf_conntrack_events=1", StringComparison.Ordinal));
+        Assert.Contains(off, f => f.Warning && f.Text.Contains("sysctl -w net.netfilter.nf_conntrack_acct=1", StringComparison.Ordinal));
+        Assert.All(off, f => Assert.DoesNotContain('\n', f.Text));
+    }
+
+    [KernelFact]
     public void Listener_MissingNamespace_IsOneLineError()
     {
         var e = Assert.Throws<ConntrackException>(() => ConntrackListener.Open(new ConntrackOptions { NetnsPath = "/run/netns/fxct-does-not-exist" }));

@@ -219,10 +219,10 @@ public sealed class TableBatch
     /// <summary>Kernel time of the first row, for closing batches on time.</summary>
     public long FirstRowTicks { get; private set; }
 
-    public Column<long> Timestamp(string name) => Add(new Column<long>(name, ColumnType.TimestampNsUtc, false, Capacity));
-    public Column<byte> U8(string name) => Add(new Column<byte>(name, ColumnType.UInt8, false, Capacity));
-    public Column<ushort> U16(string name) => Add(new Column<ushort>(name, ColumnType.UInt16, false, Capacity));
-    public Column<uint> U32(string name) => Add(new Column<uint>(name, ColumnType.UInt32, false, Capacity));
+    public Column<long> Timestamp(string name, bool nullable = false) => Add(new Column<long>(name, ColumnType.TimestampNsUtc, nullable, Capacity));
+    public Column<byte> U8(string name, bool nullable = false) => Add(new Column<byte>(name, ColumnType.UInt8, nullable, Capacity));
+    public Column<ushort> U16(string name, bool nullable = false) => Add(new Column<ushort>(name, ColumnType.UInt16, nullable, Capacity));
+    public Column<uint> U32(string name, bool nullable = false) => Add(new Column<uint>(name, ColumnType.UInt32, nullable, Capacity));
     public Column<ulong> U64(string name, bool nullable = false) => Add(new Column<ulong>(name, ColumnType.UInt64, nullable, Capacity));
     public Column<int> I32(string name, bool nullable = false) => Add(new Column<int>(name, ColumnType.Int32, nullable, Capacity));
     public Column<long> I64(string name) => Add(new Column<long>(name, ColumnType.Int64, false, Capacity));
