@@ -85,4 +85,42 @@ public sealed class ConntrackTableTests
             Directory.Delete(dir, true);
         }
     }
+
+    [Fact]
+    public void ServicesSnapshot_KubeProxyServices_OneRowPerBackendWithSourceAndPortName()
+    {
+        var frontends = new List<Datapath.Cluster.ServiceFrontend>
+        {
+            new("kube-system", "kube-dns", "dns", System.Net.IPAddress.Parse("10.96.0.10"), 53, "udp",
+                [new(System.Net.IPAddress.Parse("10.244.0.2"), 53, "kube-system", "coredns-a"), new(System.Net.IPAddress.Parse("10.244.0.3"), 53)], "iptables"),
+            new("default", "empty", "", System.Net.IPAddress.Parse("10.96.0.20"), 80, "tcp", [], "iptables"),
+        };
+        var b = Tables.SnapshotTables.Services("start", DateTimeOffset.UnixEpoch, Tables.ServiceRow.From(frontends, "swcd-node"));
+        AssertMatchesSchema(b);
+        Assert.Equal(3, b.Count);
+        var col = (string n) => b.Columns.Single(c => c.Name == n);
+        Assert.Equal(["10.244.0.2", "10.244.0.3", null], ((StringColumn)col("backend_ip")).Values.Take(3));
+        Assert.Equal(["kube-system/coredns-a", null, null], ((StringColumn)col("backend_pod")).Values.Take(3));
+        Assert.Equal(["dns", "dns", null], ((StringColumn)col("port_name")).Values.Take(3));
+        Assert.All(((StringColumn)col("source")).Values.Take(3), v => Assert.Equal("iptables", v));
+        Assert.All(((StringColumn)col("netns")).Values.Take(3), v => Assert.Equal("swcd-node", v));
+        Assert.False(((Column<int>)col("backend_port")).Valid![2]);
+    }
+
+    [Fact]
+    public void ConntrackRecord_HeaderAndMessage_RoundTrip()
+    {
+        var line = File.ReadAllLines(Path.Combine(AppContext.BaseDirectory, "testdata", "ctnetlink", "events.hex"))[0];
+        var message = Convert.FromHexString(line[(line.IndexOf(' ', StringComparison.Ordinal) + 1)..]);
+        var record = new byte[ConntrackRecord.HeaderBytes + message.Length];
+        ConntrackRecord.WriteHeader(record, ConntrackRecord.KindEvent, 3, ConntrackRecord.PhaseNone, 1_764_860_000_123_456_789, 42);
+        message.CopyTo(record, ConntrackRecord.HeaderBytes);
+        Assert.True(ConntrackRecord.TryRead(record, out var kind, out var netns, out var phase, out var utc, out var mono, out var e));
+        Assert.Equal((ConntrackRecord.KindEvent, (byte)3, ConntrackRecord.PhaseNone, 1_764_860_000_123_456_789L, 42UL), (kind, netns, phase, utc, mono));
+        Assert.Equal(CtEventType.New, e.Type);
+        Assert.True(e.IsDnat);
+        record[0] = 0x01; // a record of another source
+        Assert.False(ConntrackRecord.TryRead(record, out _, out _, out _, out _, out _, out _));
+        Assert.False(ConntrackRecord.TryRead(record.AsSpan(0, 20), out _, out _, out _, out _, out _, out _));
+    }
 }

@@ -183,6 +183,23 @@ public sealed unsafe class ConntrackListener : IDisposable
     public int Dump(ConntrackHandler handler)
     {
         ArgumentNullException.ThrowIfNull(handler);
+        return DumpRaw(message =>
+        {
+            if (CtNetlink.TryParseEntry(message, out var entry))
+            {
+                entry.Type = CtEventType.Dump;
+                handler(in entry);
+            }
+        });
+    }
+
+    /// <summary>
+    /// Reads the whole table (every family): each entry's ctnetlink message (header included,
+    /// valid only during the call) goes to <paramref name="handler"/>. Returns the number of entries.
+    /// </summary>
+    public int DumpRaw(Action<ReadOnlySpan<byte>> handler)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
         uint s = ++seq;
         Span<byte> req = stackalloc byte[CtNetlink.NlmsgHdrLen + CtNetlink.NfgenmsgLen];
         int len = CtNetlink.WriteDumpRequest(req, s);
@@ -218,10 +235,9 @@ public sealed unsafe class ConntrackListener : IDisposable
                         continue;
                     throw new ConntrackException("IPCTNL_MSG_CT_GET (conntrack table dump)", m.Errno);
                 }
-                if (CtNetlink.TryParseEntry(m.Bytes, out var entry))
+                if (CtNetlink.IsEntry(m, out _))
                 {
-                    entry.Type = CtEventType.Dump;
-                    handler(in entry);
+                    handler(m.Bytes);
                     count++;
                 }
             }
@@ -234,6 +250,25 @@ public sealed unsafe class ConntrackListener : IDisposable
     /// starves the others). Returns the number of entries handed over.
     /// </summary>
     public int Poll(int timeoutMs, ConntrackHandler handler)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        int type = 0;
+        return PollRaw(timeoutMs, message =>
+        {
+            if (CtNetlink.TryParseEntry(message, out var entry))
+                handler(in entry);
+            else
+                malformed[type]++;
+        }, t => type = t);
+    }
+
+    /// <summary>
+    /// As <see cref="Poll"/>, handing each event's ctnetlink message (header included, valid only
+    /// during the call) instead of the decoded entry.
+    /// </summary>
+    public int PollRaw(int timeoutMs, Action<ReadOnlySpan<byte>> handler) => PollRaw(timeoutMs, handler, null);
+
+    private int PollRaw(int timeoutMs, Action<ReadOnlySpan<byte>> handler, Action<int>? onSocket)
     {
         ArgumentNullException.ThrowIfNull(handler);
         var fds = stackalloc pollfd[3];
@@ -257,12 +292,17 @@ public sealed unsafe class ConntrackListener : IDisposable
         }
         int handed = 0;
         for (int i = 0; i < nfds && ready > 0; i++)
+        {
             if (fds[i].revents != 0)
+            {
+                onSocket?.Invoke(types[i]);
                 handed += Drain(types[i], handler);
+            }
+        }
         return handed;
     }
 
-    private int Drain(int type, ConntrackHandler handler)
+    private int Drain(int type, Action<ReadOnlySpan<byte>> handler)
     {
         var s = events[type]!;
         int handed = 0, datagrams = 0;
@@ -296,11 +336,11 @@ public sealed unsafe class ConntrackListener : IDisposable
                     bool any = false;
                     foreach (var m in CtNetlink.Messages(slots.AsSpan(i * SlotBytes, len)))
                     {
-                        if (CtNetlink.TryParseEntry(m.Bytes, out var entry))
+                        if (CtNetlink.IsEntry(m, out _))
                         {
                             any = true;
                             received[type]++;
-                            handler(in entry);
+                            handler(m.Bytes);
                             handed++;
                         }
                     }
