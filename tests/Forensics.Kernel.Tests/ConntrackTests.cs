@@ -212,4 +212,69 @@ public sealed class ConntrackTests
         Assert.True(counts.Overruns > 0, "ENOBUFS was never reported");
         Assert.Equal((ulong)made, received + counts.Dropped);
     }
+
+    private static (long, ulong) Clock() => (DateTime.UtcNow.Ticks * 100, (ulong)Environment.TickCount64 * 1_000_000);
+
+    [KernelFact]
+    public void Capture_NodeNamespace_StartDumpEventsAndEndDumpAsRecords()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        using var capture = Recorder.Conntrack.ConntrackCapture.Open(new Recorder.Conntrack.ConntrackCaptureOptions
+        {
+            Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node)],
+        });
+        Assert.Empty(capture.NotRecorded);
+        Assert.Equal(NetNamespace.Inode(node.Node), (ulong)Assert.Single(capture.Namespaces).Inode);
+        var records = new List<byte[]>();
+        capture.Dump(Recorder.Conntrack.ConntrackRecord.PhaseStart, r => records.Add(r.ToArray()), Clock);
+        Assert.Empty(records); // nothing tracked yet
+        using var backend = node.StartServers(1);
+        using var echo = node.StartWorldEcho();
+        node.RunClient(NatNode.ServiceAndWorldClient);
+        Assert.True(Until.True(() =>
+        {
+            capture.Poll(50, r => records.Add(r.ToArray()), Clock);
+            return records.Count(r => r[0] == Recorder.Conntrack.ConntrackRecord.KindEvent) >= 2;
+        }));
+        capture.Dump(Recorder.Conntrack.ConntrackRecord.PhaseEnd, r => records.Add(r.ToArray()), Clock);
+        var decoded = records.Select(r => (Ok: Recorder.Conntrack.ConntrackRecord.TryRead(r, out var kind, out var ns, out var phase, out _, out _, out var e), kind, ns, phase, e)).ToList();
+        Assert.All(decoded, d => Assert.True(d.Ok));
+        Assert.All(decoded, d => Assert.Equal(0, d.ns));
+        Assert.Contains(decoded, d => d.kind == Recorder.Conntrack.ConntrackRecord.KindEvent && d.e.Type == CtEventType.New && d.e.IsDnat);
+        Assert.Contains(decoded, d => d.kind == Recorder.Conntrack.ConntrackRecord.KindEvent && d.e.Type == CtEventType.New && d.e.IsSnat);
+        Assert.Contains(decoded, d => d.kind == Recorder.Conntrack.ConntrackRecord.KindDump && d.phase == Recorder.Conntrack.ConntrackRecord.PhaseEnd && d.e.IsDnat);
+        Assert.All(capture.Counts(), c => Assert.Equal(0UL, c.Counts.Dropped));
+    }
+
+    [KernelFact]
+    public void Capture_KernelWithoutCtnetlink_NatNotRecordedLine()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        // a kernel without ctnetlink takes the subscription and answers the dump with EINVAL, as it answers any subsystem it lacks
+        using var capture = Recorder.Conntrack.ConntrackCapture.Open(new Recorder.Conntrack.ConntrackCaptureOptions
+        {
+            Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node)],
+            OpenListener = o => ConntrackListener.Open(o with { Subsystem = 15 }),
+        });
+        capture.Dump(Recorder.Conntrack.ConntrackRecord.PhaseStart, _ => { }, Clock);
+        var line = Assert.Single(capture.NotRecorded);
+        Assert.StartsWith($"NAT in network namespace {node.Node} not recorded: ", line, StringComparison.Ordinal);
+        Assert.Contains("the kernel has no ctnetlink", line, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', line);
+        Assert.Empty(capture.Counts());
+    }
+
+    [KernelFact]
+    public void Capture_EventsSysctlZero_SaysOnlyTheTablesAreRecorded()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        NatNode.Exec(node.Node, "sysctl", "-qw", "net.netfilter.nf_conntrack_events=0");
+        using var capture = Recorder.Conntrack.ConntrackCapture.Open(new Recorder.Conntrack.ConntrackCaptureOptions
+        {
+            Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node), new Recorder.Conntrack.ConntrackTarget("/run/netns/fxct-missing", "fxct-missing")],
+        });
+        Assert.Equal(2, capture.NotRecorded.Count);
+        Assert.Contains(capture.NotRecorded, l => l.StartsWith($"NAT events in network namespace {node.Node} not recorded: net.netfilter.nf_conntrack_events is 0", StringComparison.Ordinal));
+        Assert.Contains(capture.NotRecorded, l => l.StartsWith("NAT in network namespace fxct-missing not recorded: ", StringComparison.Ordinal) && l.Contains("does not exist", StringComparison.Ordinal));
+    }
 }

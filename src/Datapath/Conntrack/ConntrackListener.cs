@@ -16,6 +16,12 @@ public sealed record ConntrackOptions
 
     /// <summary>Subscribe to NFNLGRP_CONNTRACK_UPDATE too (state changes between new and destroy).</summary>
     public bool Updates { get; init; } = true;
+
+    /// <summary>
+    /// The nfnetlink subsystem dumps are asked of. Tests name one the kernel does not have, which it
+    /// answers as a kernel without ctnetlink answers a conntrack dump (EINVAL).
+    /// </summary>
+    internal byte Subsystem { get; init; } = CtNetlink.NFNL_SUBSYS_CTNETLINK;
 }
 
 /// <summary>The conntrack sysctls of a network namespace (net.netfilter.*); null when unreadable.</summary>
@@ -69,9 +75,12 @@ public sealed unsafe class ConntrackListener : IDisposable
     private readonly byte[] dumpBuffer = new byte[DumpBytes];
     private uint seq = (uint)Environment.TickCount;
 
-    private ConntrackListener(CtSocket request, ConntrackSysctls sysctls, ulong? netnsInode)
+    private readonly byte subsystem;
+
+    private ConntrackListener(CtSocket request, ConntrackSysctls sysctls, ulong? netnsInode, byte subsystem)
     {
         this.request = request;
+        this.subsystem = subsystem;
         Sysctls = sysctls;
         NetnsInode = netnsInode;
         fixed (byte* b = slots)
@@ -152,7 +161,7 @@ public sealed unsafe class ConntrackListener : IDisposable
     {
         var sysctls = ConntrackSysctls.ReadHere();
         var request = CtSocket.Open(0, DumpBytes * 4);
-        var l = new ConntrackListener(request, sysctls, inode);
+        var l = new ConntrackListener(request, sysctls, inode, options.Subsystem);
         try
         {
             l.events[(int)CtEventType.New] = CtSocket.Open(CtNetlink.NFNLGRP_CONNTRACK_NEW, options.ReceiveBufferBytes);
@@ -202,7 +211,7 @@ public sealed unsafe class ConntrackListener : IDisposable
         ArgumentNullException.ThrowIfNull(handler);
         uint s = ++seq;
         Span<byte> req = stackalloc byte[CtNetlink.NlmsgHdrLen + CtNetlink.NfgenmsgLen];
-        int len = CtNetlink.WriteDumpRequest(req, s);
+        int len = CtNetlink.WriteDumpRequest(req, s, subsystem: subsystem);
         request.Send(req[..len]);
         int count = 0;
         bool interrupted = false;

@@ -104,14 +104,14 @@ public static class CtNetlink
     /// Writes a table dump request (IPCTNL_MSG_CT_GET, NLM_F_REQUEST|NLM_F_DUMP) for a
     /// family (0: every family); returns its length.
     /// </summary>
-    public static int WriteDumpRequest(Span<byte> buffer, uint seq, byte family = 0)
+    public static int WriteDumpRequest(Span<byte> buffer, uint seq, byte family = 0, byte subsystem = NFNL_SUBSYS_CTNETLINK)
     {
         const int len = NlmsgHdrLen + NfgenmsgLen;
         if (buffer.Length < len)
             throw new ArgumentException("buffer too small for a dump request", nameof(buffer));
         buffer[..len].Clear();
         BinaryPrimitives.WriteUInt32LittleEndian(buffer, len);
-        BinaryPrimitives.WriteUInt16LittleEndian(buffer[4..], MsgType(IPCTNL_MSG_CT_GET));
+        BinaryPrimitives.WriteUInt16LittleEndian(buffer[4..], (ushort)((subsystem << 8) | IPCTNL_MSG_CT_GET));
         BinaryPrimitives.WriteUInt16LittleEndian(buffer[6..], NLM_F_REQUEST | NLM_F_DUMP);
         BinaryPrimitives.WriteUInt32LittleEndian(buffer[8..], seq);
         buffer[16] = family;

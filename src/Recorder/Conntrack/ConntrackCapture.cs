@@ -17,6 +17,9 @@ public sealed record ConntrackCaptureOptions
 
     /// <summary>Also record update events (state changes between new and destroy).</summary>
     public bool Updates { get; init; } = true;
+
+    /// <summary>Opens a listener (tests: one that asks a subsystem the kernel does not have, see <see cref="ConntrackOptions"/>).</summary>
+    internal Func<ConntrackOptions, ConntrackListener> OpenListener { get; init; } = o => ConntrackListener.Open(o);
 }
 
 /// <summary>
@@ -96,6 +99,7 @@ public sealed class ConntrackCapture : IDisposable
     private readonly List<(ConntrackTarget Target, ConntrackNetns Netns, ConntrackListener Listener)> open = [];
     private readonly List<string> notRecorded = [];
     private readonly byte[] buffer = new byte[ConntrackRecord.HeaderBytes + 64 * 1024];
+    private readonly HashSet<int> dead = [];
 
     private ConntrackCapture()
     {
@@ -116,7 +120,7 @@ public sealed class ConntrackCapture : IDisposable
         {
             try
             {
-                var l = ConntrackListener.Open(new ConntrackOptions { NetnsPath = t.Path, ReceiveBufferBytes = options.ReceiveBufferBytes, Updates = options.Updates });
+                var l = options.OpenListener(new ConntrackOptions { NetnsPath = t.Path, ReceiveBufferBytes = options.ReceiveBufferBytes, Updates = options.Updates });
                 c.open.Add((t, new ConntrackNetns((uint)(l.NetnsInode ?? 0), t.Name, t.Path), l));
                 if (l.Sysctls.Events == 0)
                     c.notRecorded.Add($"NAT events in {Where(t)} not recorded: net.netfilter.nf_conntrack_events is 0 there (the kernel sends no conntrack events), so only the table at start and end is (set it to 1: sysctl -w net.netfilter.nf_conntrack_events=1)");
@@ -139,6 +143,8 @@ public sealed class ConntrackCapture : IDisposable
         int total = 0;
         for (int i = 0; i < open.Count; i++)
         {
+            if (dead.Contains(i))
+                continue;
             var (t, _, l) = open[i];
             var (utc, mono) = clock();
             try
@@ -149,6 +155,12 @@ public sealed class ConntrackCapture : IDisposable
                     message.CopyTo(buffer.AsSpan(ConntrackRecord.HeaderBytes));
                     write(buffer.AsSpan(0, ConntrackRecord.HeaderBytes + message.Length));
                 });
+            }
+            catch (ConntrackException e) when (phase == ConntrackRecord.PhaseStart && e.Errno is 22 or 95 or 93 or 2)
+            {
+                // the kernel has no ctnetlink: the subscription succeeded (nfnetlink takes any group) but nothing will come
+                notRecorded.Add($"NAT in {Where(t)} not recorded: {e.Message}");
+                dead.Add(i);
             }
             catch (ConntrackException e)
             {
@@ -172,6 +184,8 @@ public sealed class ConntrackCapture : IDisposable
         int each = open.Count == 1 ? timeoutMs : Math.Max(1, timeoutMs / open.Count);
         for (int i = 0; i < open.Count; i++)
         {
+            if (dead.Contains(i))
+                continue;
             int index = i;
             n += open[i].Listener.PollRaw(each, message =>
             {
@@ -187,9 +201,10 @@ public sealed class ConntrackCapture : IDisposable
     /// <summary>Per namespace and event type: what arrived and what the kernel could not deliver (cumulative).</summary>
     public IEnumerable<(ConntrackNetns Netns, CtEventType Type, ConntrackCounts Counts)> Counts()
     {
-        foreach (var (_, ns, l) in open)
-            foreach (var t in new[] { CtEventType.New, CtEventType.Update, CtEventType.Destroy })
-                yield return (ns, t, l.Counts(t));
+        for (int i = 0; i < open.Count; i++)
+            if (!dead.Contains(i))
+                foreach (var t in new[] { CtEventType.New, CtEventType.Update, CtEventType.Destroy })
+                    yield return (open[i].Netns, t, open[i].Listener.Counts(t));
     }
 
     public void Dispose()
