@@ -46,7 +46,7 @@ public static class Reconstructions
             c.Add($"(client_pod LIKE {L(f.Namespace + "/%")} OR backend_pod LIKE {L(f.Namespace + "/%")})");
         if (f.Address is not null)
             c.Add($"({L(f.Address)} IN (client_ip, orig_ip, xlated_ip, dst_ip))");
-        return $"SELECT mapping, protocol, client, client_pod, original, translated, destination, service, backend_pod, packets, replies, first_seen, last_seen{Multi()} FROM nat_mappings{Where(c)} ORDER BY first_seen";
+        return $"SELECT source, mapping, protocol, client, client_pod, original, translated, destination, service, backend_pod, packets, replies, first_seen, last_seen{Multi()} FROM nat_mappings{Where(c)} ORDER BY first_seen";
     }
 
     public static string Connects(Filter f, bool externalOnly)

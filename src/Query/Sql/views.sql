@@ -132,9 +132,14 @@ CREATE VIEW drops_by_workload AS SELECT * FROM drops_between(NULL, NULL);
 -- nat_mappings: every translation seen, one row per flow that used it.
 --   mapping 'service': original = service VIP:port, translated = backend, client = who connected.
 --   mapping 'snat':    original = pod address:port,  translated = node address:port, destination = outside peer.
--- packets counts forward translations, replies the reverse translations of the same flow.
+-- source 'datapath' (our datapath's NAT events): packets counts forward translations, replies the
+-- reverse translations of the same flow. source 'conntrack' (the kernel's conntrack: kube-proxy,
+-- Docker, a CNI's masquerade): one flow per conntrack entry; packets and replies are the kernel's
+-- counters (NULL unless net.netfilter.nf_conntrack_acct=1), first/last seen its timestamps (else
+-- when its events were received); an entry translated both ways (dnat+snat) is a service and an snat row.
 CREATE VIEW nat_mappings AS
-    WITH fwd AS (
+    WITH dp AS (SELECT * FROM nat WHERE coalesce(nullif(source, ''), 'datapath') <> 'conntrack'),
+    fwd AS (
         SELECT recording, node, protocol,
                CASE nat_kind WHEN 'dnat' THEN 'service' ELSE 'snat' END AS mapping,
                orig_src_ip AS client_ip, orig_src_port AS client_port,
@@ -145,7 +150,7 @@ CREATE VIEW nat_mappings AS
                CASE nat_kind WHEN 'dnat' THEN xlated_dst_ip ELSE orig_dst_ip END AS dst_ip,
                CASE nat_kind WHEN 'dnat' THEN xlated_dst_port ELSE orig_dst_port END AS dst_port,
                service_id, time
-        FROM nat WHERE nat_kind IN ('dnat', 'snat')),
+        FROM dp WHERE nat_kind IN ('dnat', 'snat')),
     rev AS (
         -- reverse translations, rewritten to the forward flow they belong to
         SELECT recording, protocol,
@@ -156,23 +161,52 @@ CREATE VIEW nat_mappings AS
                CASE nat_kind WHEN 'rev-dnat' THEN orig_src_ip ELSE orig_dst_ip END AS xlated_ip,
                CASE nat_kind WHEN 'rev-dnat' THEN orig_src_port ELSE orig_dst_port END AS xlated_port,
                orig_src_ip AS dst_ip, orig_src_port AS dst_port, count(*) AS replies, max(time) AS last_reply
-        FROM nat WHERE nat_kind IN ('rev-dnat', 'rev-snat') GROUP BY ALL),
+        FROM dp WHERE nat_kind IN ('rev-dnat', 'rev-snat') GROUP BY ALL),
     flows AS (
         SELECT recording, node, mapping, protocol, client_ip, client_port, orig_ip, orig_port, xlated_ip, xlated_port, dst_ip, dst_port,
                max(service_id) AS service_id, count(*) AS packets, min(time) AS first_seen, max(time) AS last_seen
-        FROM fwd GROUP BY ALL)
-    SELECT f.recording, f.node, f.mapping, f.protocol,
+        FROM fwd GROUP BY ALL),
+    dp_flows AS (
+        SELECT f.recording, f.node, 'datapath' AS source, f.mapping, f.protocol, f.client_ip, f.client_port, f.orig_ip, f.orig_port,
+               f.xlated_ip, f.xlated_port, f.dst_ip, f.dst_port, f.service_id, NULL::VARCHAR AS named_service,
+               f.packets, coalesce(r.replies, 0) AS replies, f.first_seen, greatest(f.last_seen, r.last_reply) AS last_seen,
+               NULL::UINTEGER AS ct_id, NULL::UINTEGER AS netns_ino
+        FROM flows f
+        LEFT JOIN rev r ON r.recording = f.recording AND r.mapping = f.mapping AND r.protocol = f.protocol
+            AND r.client_ip = f.client_ip AND r.client_port = f.client_port AND r.orig_ip = f.orig_ip AND r.orig_port = f.orig_port
+            AND r.xlated_ip = f.xlated_ip AND r.xlated_port = f.xlated_port AND r.dst_ip = f.dst_ip AND r.dst_port = f.dst_port),
+    ct AS (
+        -- the kernel's conntrack: every event and dump row of one entry is one flow
+        SELECT recording, node, netns_ino, ct_id, protocol, nat_kind,
+               orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port,
+               max(packets_orig) AS packets, max(packets_reply) AS replies,
+               coalesce(min(first_seen), min(time)) AS first_seen, greatest(max(last_seen), max(time)) AS last_seen,
+               any_value(service) AS named_service
+        FROM nat WHERE source = 'conntrack'
+        GROUP BY recording, node, netns_ino, ct_id, protocol, nat_kind,
+                 orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port),
+    ct_flows AS (
+        SELECT recording, node, 'conntrack' AS source, 'service' AS mapping, protocol, orig_src_ip AS client_ip, orig_src_port AS client_port,
+               orig_dst_ip AS orig_ip, orig_dst_port AS orig_port, xlated_dst_ip AS xlated_ip, xlated_dst_port AS xlated_port,
+               xlated_dst_ip AS dst_ip, xlated_dst_port AS dst_port, NULL::UINTEGER AS service_id, named_service,
+               packets, replies, first_seen, last_seen, ct_id, netns_ino
+        FROM ct WHERE nat_kind IN ('dnat', 'dnat+snat')
+        UNION ALL
+        SELECT recording, node, 'conntrack', 'snat', protocol, orig_src_ip, orig_src_port,
+               orig_src_ip, orig_src_port, xlated_src_ip, xlated_src_port,
+               xlated_dst_ip, xlated_dst_port, NULL::UINTEGER, NULL::VARCHAR,
+               packets, replies, first_seen, last_seen, ct_id, netns_ino
+        FROM ct WHERE nat_kind IN ('snat', 'dnat+snat')),
+    all_flows AS (SELECT * FROM dp_flows UNION ALL BY NAME SELECT * FROM ct_flows)
+    SELECT f.recording, f.node, f.source, f.mapping, f.protocol,
            fx_addr(f.client_ip, f.client_port) AS client, c.namespace || '/' || c.pod AS client_pod,
            fx_addr(f.orig_ip, f.orig_port) AS original, fx_addr(f.xlated_ip, f.xlated_port) AS translated,
            fx_addr(f.dst_ip, f.dst_port) AS destination,
-           CASE f.mapping WHEN 'service' THEN coalesce(sp.service, (SELECT any_value(s.namespace || '/' || s.name) FROM services s WHERE s.recording = f.recording AND s.service_id = f.service_id AND f.service_id <> 0)) END AS service,
+           CASE f.mapping WHEN 'service' THEN coalesce(f.named_service, sp.service, (SELECT any_value(s.namespace || '/' || s.name) FROM services s WHERE s.recording = f.recording AND s.service_id = f.service_id AND f.service_id <> 0)) END AS service,
            CASE f.mapping WHEN 'service' THEN b.namespace || '/' || b.pod END AS backend_pod,
-           f.packets, coalesce(r.replies, 0) AS replies, f.first_seen, greatest(f.last_seen, r.last_reply) AS last_seen,
-           f.client_ip, f.client_port, f.orig_ip, f.orig_port, f.xlated_ip, f.xlated_port, f.dst_ip, f.dst_port, f.service_id
-    FROM flows f
-    LEFT JOIN rev r ON r.recording = f.recording AND r.mapping = f.mapping AND r.protocol = f.protocol
-        AND r.client_ip = f.client_ip AND r.client_port = f.client_port AND r.orig_ip = f.orig_ip AND r.orig_port = f.orig_port
-        AND r.xlated_ip = f.xlated_ip AND r.xlated_port = f.xlated_port AND r.dst_ip = f.dst_ip AND r.dst_port = f.dst_port
+           f.packets, f.replies, f.first_seen, f.last_seen,
+           f.client_ip, f.client_port, f.orig_ip, f.orig_port, f.xlated_ip, f.xlated_port, f.dst_ip, f.dst_port, f.service_id, f.ct_id, f.netns_ino
+    FROM all_flows f
     LEFT JOIN endpoint_addrs c ON c.recording = f.recording AND c.addr = f.client_ip
     LEFT JOIN endpoint_addrs b ON b.recording = f.recording AND b.addr = f.xlated_ip AND f.mapping = 'service'
     LEFT JOIN service_ports sp ON sp.recording = f.recording AND f.mapping = 'service' AND sp.cluster_ip = f.orig_ip AND sp.port = f.orig_port AND sp.protocol = lower(f.protocol)
@@ -217,13 +251,13 @@ CREATE MACRO fx_tuple_key(proto, ip1, port1, ip2, port2) AS
     lower(proto) || ' ' || least(fx_addr(ip1, port1), fx_addr(ip2, port2)) || ' ' || greatest(fx_addr(ip1, port1), fx_addr(ip2, port2));
 
 -- flow_aliases: the tuples NAT made of a flow, mapped to the flow's tuple as the client sent it
--- (before DNAT and SNAT): dnat/snat translate orig -> xlated, rev-dnat/rev-snat xlated <- orig.
+-- (before DNAT and SNAT): dnat/snat/dnat+snat (a conntrack entry) translate orig -> xlated, rev-dnat/rev-snat xlated <- orig.
 CREATE VIEW flow_aliases AS
     SELECT recording, node, alias_key, any_value(flow_key) AS flow_key FROM (
         SELECT recording, node,
-               CASE WHEN nat_kind IN ('dnat', 'snat') THEN fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port)
+               CASE WHEN nat_kind IN ('dnat', 'snat', 'dnat+snat') THEN fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port)
                     ELSE fx_tuple_key(protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port) END AS alias_key,
-               CASE WHEN nat_kind IN ('dnat', 'snat') THEN fx_tuple_key(protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port)
+               CASE WHEN nat_kind IN ('dnat', 'snat', 'dnat+snat') THEN fx_tuple_key(protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port)
                     ELSE fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port) END AS flow_key
         FROM nat)
     WHERE alias_key <> flow_key GROUP BY ALL;
@@ -246,7 +280,7 @@ CREATE VIEW flow_observations AS
                coalesce(nullif(reason_name, ''), fx_drop_reason(reason)) AS reason_name FROM "drop"
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, nat_kind AS step, protocol, orig_src_ip AS src_ip, orig_src_port AS src_port,
-               orig_dst_ip AS dst_ip, orig_dst_port AS dst_port, obs_point, direction, endpoint_id, nat_kind,
+               orig_dst_ip AS dst_ip, orig_dst_port AS dst_port, obs_point, direction, endpoint_id, nat_kind, ct_status AS state,
                fx_addr(xlated_src_ip, xlated_src_port) AS xlated_src, fx_addr(xlated_dst_ip, xlated_dst_port) AS xlated_dst FROM nat
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, 'kdrop' AS step, protocol, src_ip, src_port, dst_ip, dst_port,
@@ -293,12 +327,12 @@ CREATE VIEW flow_story AS
         SELECT flow, arg_min(src_ip, ktime_ns) AS n_src_ip, arg_min(src_port, ktime_ns) AS n_src_port,
                arg_min(dst_ip, ktime_ns) AS n_dst_ip, arg_min(dst_port, ktime_ns) AS n_dst_port,
                arg_min(xlated_dst, ktime_ns) AS backend, min(time) AS dnat_time
-        FROM ev WHERE step = 'dnat' GROUP BY flow),
+        FROM ev WHERE step IN ('dnat', 'dnat+snat') GROUP BY flow),
     first_snat AS (
         SELECT flow, arg_min(src_ip, ktime_ns) AS s_src_ip, arg_min(src_port, ktime_ns) AS s_src_port,
                arg_min(dst_ip, ktime_ns) AS s_dst_ip, arg_min(dst_port, ktime_ns) AS s_dst_port,
                arg_min(xlated_src, ktime_ns) AS snat_src, min(time) AS snat_time
-        FROM ev WHERE step = 'snat' GROUP BY flow),
+        FROM ev WHERE step IN ('snat', 'dnat+snat') GROUP BY flow),
     first_any AS (
         SELECT flow, recording, node, flow_key, any_value(protocol) AS protocol,
                arg_min(src_ip, ktime_ns) AS f_src_ip, arg_min(src_port, ktime_ns) AS f_src_port,
@@ -332,8 +366,10 @@ CREATE VIEW flow_story AS
                bool_or(e.step IN ('trace', 'policy') AND e.obs_point = 'to-endpoint'
                        AND NOT (e.src_ip = b.server_ip AND e.src_port = b.server_port)
                        AND coalesce(e.action, 'allow') <> 'deny') AS entered,
-               bool_or(e.step IN ('trace', 'rev-dnat', 'rev-snat') AND NOT (e.src_ip = b.client_ip AND e.src_port = b.client_port)
-                       AND (e.dst_ip = b.client_ip OR e.step <> 'trace')) AS answered,
+               bool_or((e.step IN ('trace', 'rev-dnat', 'rev-snat') AND NOT (e.src_ip = b.client_ip AND e.src_port = b.client_port)
+                       AND (e.dst_ip = b.client_ip OR e.step <> 'trace'))
+                       -- the kernel's conntrack saw the server's reply
+                       OR (e.step IN ('dnat', 'snat', 'dnat+snat') AND contains(coalesce(e.state, ''), 'SEEN_REPLY'))) AS answered,
                bool_or(e.step = 'trace' AND e.obs_point = 'from-endpoint' AND e.src_ip = b.client_ip AND e.src_port = b.client_port) AS left_pod
         FROM base b JOIN ev e ON e.flow = b.flow GROUP BY b.flow)
     SELECT b.recording, b.node, b.flow, b.protocol,

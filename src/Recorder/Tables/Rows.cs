@@ -224,16 +224,24 @@ internal sealed class PolicyRows : Rows
 
 internal sealed class NatRows : Rows
 {
-    private readonly HeaderCols hdr;
+    private readonly Column<long> time;
+    private readonly Column<ulong> ktime;
+    private readonly Column<uint> cpu;
     private readonly StringColumn kind, proto, osrc, odst, xsrc, xdst;
     private readonly Column<byte> version;
     private readonly Column<ushort> osport, odport, xsport, xdport;
-    private readonly Column<uint> service;
-    private readonly MetaCols meta;
+    private readonly Column<uint> service, srcId, dstId, ifindex, flow, len;
+    private readonly Column<ushort> ep;
+    private readonly StringColumn obs, dir, source;
+
+    /// <summary>The columns schema v2 adds for conntrack rows (null in a datapath row), in order.</summary>
+    internal NatConntrackCols Conntrack { get; }
 
     public NatRows(int capacity) : base("nat", capacity)
     {
-        hdr = new HeaderCols(Batch);
+        time = Batch.Timestamp("time");
+        ktime = Batch.U64("ktime_ns");
+        cpu = Batch.U32("cpu", nullable: true);
         kind = Batch.Str("nat_kind");
         version = Batch.U8("ip_version");
         proto = Batch.Str("protocol");
@@ -245,15 +253,26 @@ internal sealed class NatRows : Rows
         xsport = Batch.U16("xlated_src_port");
         xdst = Batch.Str("xlated_dst_ip");
         xdport = Batch.U16("xlated_dst_port");
-        service = Batch.U32("service_id");
-        meta = new MetaCols(Batch);
+        service = Batch.U32("service_id", nullable: true);
+        srcId = Batch.U32("src_identity", nullable: true);
+        dstId = Batch.U32("dst_identity", nullable: true);
+        ep = Batch.U16("endpoint_id", nullable: true);
+        ifindex = Batch.U32("ifindex", nullable: true);
+        flow = Batch.U32("flow_id", nullable: true);
+        len = Batch.U32("pkt_len", nullable: true);
+        obs = Batch.Str("obs_point", nullable: true);
+        dir = Batch.Str("direction", nullable: true);
+        source = Batch.Str("source");
+        Conntrack = new NatConntrackCols(Batch);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
     {
         var ev = EventReader.Read<NatEvent>(record);
         int i = Batch.NextRow();
-        hdr.Set(i, ev.Hdr, ctx);
+        time.Values[i] = ctx.Utc(ev.Hdr.Ktime);
+        ktime.Values[i] = ev.Hdr.Ktime;
+        cpu.Set(i, ev.Hdr.Cpu);
         kind.Values[i] = Names.Nat(ev.NatKind);
         version.Values[i] = ev.Orig.Family == 10 ? (byte)6 : (byte)4;
         proto.Values[i] = Names.Protocol(ev.Orig.Proto);
@@ -265,8 +284,154 @@ internal sealed class NatRows : Rows
         xsport.Values[i] = ev.Xlated.Sport;
         xdst.Values[i] = ctx.Ip(ev.Xlated.Daddr, ev.Xlated.Family);
         xdport.Values[i] = ev.Xlated.Dport;
-        service.Values[i] = ev.ServiceId;
-        meta.Set(i, ev.Meta);
+        service.Set(i, ev.ServiceId);
+        var m = ev.Meta;
+        srcId.Set(i, m.SrcIdentity);
+        dstId.Set(i, m.DstIdentity);
+        ep.Set(i, m.EndpointId);
+        ifindex.Set(i, m.Ifindex);
+        flow.Set(i, m.FlowId);
+        len.Set(i, m.PktLen);
+        obs.Values[i] = Names.ObsPoint(m.ObsPoint);
+        dir.Values[i] = Names.Direction(m.Direction);
+        source.Values[i] = "datapath";
+        Conntrack.SetNull(i);
+    }
+
+    /// <summary>
+    /// Appends a conntrack row (source conntrack): the entry's original tuple, its reply tuple reversed as the
+    /// translation, and the conntrack columns; the datapath's columns are null.
+    /// </summary>
+    internal void AppendConntrack(in Datapath.Conntrack.ConntrackEntry e, string ctEvent, long utcNs, ulong monotonicNs, uint netnsIno, string? serviceName)
+    {
+        int i = Batch.NextRow();
+        time.Values[i] = utcNs;
+        ktime.Values[i] = monotonicNs;
+        cpu.SetNull(i);
+        kind.Values[i] = Recorder.Conntrack.CtText.Nat(e);
+        version.Values[i] = e.Family == 10 ? (byte)6 : (byte)4;
+        proto.Values[i] = Names.Protocol(e.Orig.Proto);
+        var (o, x) = (e.Orig, e.Translated);
+        osrc.Values[i] = Conntrack.Ip(o.Src, e.Family);
+        osport.Values[i] = o.Ports.Src;
+        odst.Values[i] = Conntrack.Ip(o.Dst, e.Family);
+        odport.Values[i] = o.Ports.Dst;
+        xsrc.Values[i] = Conntrack.Ip(x.Src, e.Family);
+        xsport.Values[i] = x.SrcPort;
+        xdst.Values[i] = Conntrack.Ip(x.Dst, e.Family);
+        xdport.Values[i] = x.DstPort;
+        service.SetNull(i);
+        srcId.SetNull(i);
+        dstId.SetNull(i);
+        ep.SetNull(i);
+        ifindex.SetNull(i);
+        flow.SetNull(i);
+        len.SetNull(i);
+        obs.Values[i] = null;
+        dir.Values[i] = null;
+        source.Values[i] = "conntrack";
+        Conntrack.Set(i, e, ctEvent, netnsIno, serviceName);
+    }
+}
+
+/// <summary>The conntrack columns of nat schema v2 (service ... netns_ino).</summary>
+internal sealed class NatConntrackCols
+{
+    private readonly StringColumn service, ev, status, tcp, rsrc, rdst;
+    private readonly Column<uint> id, mark, netns;
+    private readonly Column<ushort> zone, rsport, rdport;
+    private readonly Column<ulong> po, bo, pr, br;
+    private readonly Column<long> first, last;
+    private readonly Dictionary<uint, string> v4 = [];
+    private readonly Dictionary<(ulong, ulong), string> v6 = [];
+
+    public NatConntrackCols(TableBatch b)
+    {
+        service = b.Str("service", nullable: true);
+        ev = b.Str("ct_event", nullable: true);
+        id = b.U32("ct_id", nullable: true);
+        zone = b.U16("ct_zone", nullable: true);
+        mark = b.U32("ct_mark", nullable: true);
+        status = b.Str("ct_status", nullable: true);
+        tcp = b.Str("tcp_state", nullable: true);
+        rsrc = b.Str("reply_src_ip", nullable: true);
+        rsport = b.U16("reply_src_port", nullable: true);
+        rdst = b.Str("reply_dst_ip", nullable: true);
+        rdport = b.U16("reply_dst_port", nullable: true);
+        po = b.U64("packets_orig", nullable: true);
+        bo = b.U64("bytes_orig", nullable: true);
+        pr = b.U64("packets_reply", nullable: true);
+        br = b.U64("bytes_reply", nullable: true);
+        first = b.Timestamp("first_seen", nullable: true);
+        last = b.Timestamp("last_seen", nullable: true);
+        netns = b.U32("netns_ino", nullable: true);
+    }
+
+    public void SetNull(int i)
+    {
+        service.Values[i] = null; ev.Values[i] = null; status.Values[i] = null; tcp.Values[i] = null; rsrc.Values[i] = null; rdst.Values[i] = null;
+        id.SetNull(i); zone.SetNull(i); mark.SetNull(i); rsport.SetNull(i); rdport.SetNull(i);
+        po.SetNull(i); bo.SetNull(i); pr.SetNull(i); br.SetNull(i); first.SetNull(i); last.SetNull(i); netns.SetNull(i);
+    }
+
+    public void Set(int i, in Datapath.Conntrack.ConntrackEntry e, string ctEvent, uint netnsIno, string? serviceName)
+    {
+        service.Values[i] = serviceName;
+        ev.Values[i] = ctEvent;
+        id.Set(i, e.Id);
+        if (e.Has(Datapath.Conntrack.CtFields.Zone)) zone.Set(i, e.Zone); else zone.SetNull(i);
+        if (e.Has(Datapath.Conntrack.CtFields.Mark)) mark.Set(i, e.Mark); else mark.SetNull(i);
+        status.Values[i] = Status(e.Status);
+        tcp.Values[i] = e.Has(Datapath.Conntrack.CtFields.TcpState) ? Datapath.Conntrack.CtNetlink.TcpStateName(e.TcpState) : null;
+        rsrc.Values[i] = Ip(e.Reply.Src, e.Family);
+        rsport.Set(i, e.Reply.Ports.Src);
+        rdst.Values[i] = Ip(e.Reply.Dst, e.Family);
+        rdport.Set(i, e.Reply.Ports.Dst);
+        if (e.Has(Datapath.Conntrack.CtFields.Counters))
+        {
+            po.Set(i, e.PacketsOrig); bo.Set(i, e.BytesOrig); pr.Set(i, e.PacketsReply); br.Set(i, e.BytesReply);
+        }
+        else
+        {
+            po.SetNull(i); bo.SetNull(i); pr.SetNull(i); br.SetNull(i);
+        }
+        if (e.StartNs != 0) first.Set(i, (long)e.StartNs); else first.SetNull(i);
+        if (e.StopNs != 0) last.Set(i, (long)e.StopNs); else last.SetNull(i);
+        netns.Set(i, netnsIno);
+    }
+
+    private readonly Dictionary<Datapath.Conntrack.CtStatus, string> statusText = [];
+
+    private string Status(Datapath.Conntrack.CtStatus s)
+    {
+        if (!statusText.TryGetValue(s, out var t))
+            statusText[s] = t = Datapath.Conntrack.CtNetlink.StatusText(s);
+        return t;
+    }
+
+    /// <summary>The address as text, cached (few addresses, many events).</summary>
+    public string Ip(in Bytes16 a, byte family)
+    {
+        ReadOnlySpan<byte> b = a;
+        if (family == 10)
+        {
+            var key = (BitConverter.ToUInt64(b), BitConverter.ToUInt64(b[8..]));
+            if (!v6.TryGetValue(key, out var s6))
+            {
+                if (v6.Count > 1 << 20)
+                    v6.Clear();
+                v6[key] = s6 = new System.Net.IPAddress(b[..16]).ToString();
+            }
+            return s6;
+        }
+        uint k = BitConverter.ToUInt32(b);
+        if (!v4.TryGetValue(k, out var s))
+        {
+            if (v4.Count > 1 << 20)
+                v4.Clear();
+            v4[k] = s = new System.Net.IPAddress(b[..4]).ToString();
+        }
+        return s;
     }
 }
 
