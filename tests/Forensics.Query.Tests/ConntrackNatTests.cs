@@ -25,7 +25,7 @@ public sealed class ConntrackNatTests : IDisposable
         _rec.Add("endpoints",
             new { endpoint_id = (ushort)1, @namespace = "default", pod = "xwing", ip = "10.0.0.3", identity = 1001u },
             new { endpoint_id = (ushort)2, @namespace = "default", pod = "deathstar-1", ip = "10.0.0.5", identity = 1002u });
-        _rec.Add("services", new { service_id = 0u, @namespace = "default", name = "deathstar", cluster_ip = "10.0.1.10", port = (ushort)80, protocol = "tcp", backend_ip = "10.0.0.5", backend_port = (ushort)80 });
+        _rec.Add("services", new { service_id = 0u, @namespace = "default", name = "deathstar", frontend_ip = "10.0.1.10", port = (ushort)80, protocol = "tcp", backend_ip = "10.0.0.5", backend_port = (ushort)80 });
         _rec.Add("nat",
             // xwing -> deathstar service (kube-proxy DNAT): new, update (reply seen), destroy with the final counters
             Ct(1_000_000_000, "new", 11, "dnat", "tcp", "10.0.0.3", 40000, "10.0.1.10", 80, "10.0.0.3", 40000, "10.0.0.5", 80, "CONFIRMED|DST_NAT|DST_NAT_DONE"),

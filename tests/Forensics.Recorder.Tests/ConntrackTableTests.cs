@@ -1,5 +1,5 @@
 using Forensics.Datapath.Conntrack;
-using Forensics.Query.Schema;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
 using Forensics.Recorder.Conntrack;
 using Forensics.Recorder.Storage;

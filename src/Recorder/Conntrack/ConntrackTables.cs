@@ -57,7 +57,7 @@ public static class KernelConntrackSnapshot
             ns.Values[i] = n.Name;
             id.Values[i] = e.Id;
             ver.Values[i] = e.Family == 10 ? (byte)6 : (byte)4;
-            proto.Values[i] = Tables.Names.Protocol(e.Orig.Proto);
+            proto.Values[i] = Format.Names.Protocol(e.Orig.Proto);
             var (o, r) = (e.Orig, e.Reply);
             os.Values[i] = CtText.Ip(o.Src, e.Family);
             osp.Values[i] = o.Ports.Src;

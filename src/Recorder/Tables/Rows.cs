@@ -1,5 +1,5 @@
 using Forensics.Datapath.Abi;
-using Forensics.Query;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
 
 namespace Forensics.Recorder.Tables;
@@ -13,6 +13,8 @@ namespace Forensics.Recorder.Tables;
 public abstract class Rows
 {
     protected Rows(string table, int capacity) => Batch = new TableBatch(table, capacity);
+
+    protected Rows(TableBatch batch) => Batch = batch;
 
     public TableBatch Batch { get; }
 
@@ -34,7 +36,27 @@ public abstract class Rows
         _ => null,
     };
 
-    public static string TableOf(EventKind kind) => kind.ToString().ToLowerInvariant();
+    public static string TableOf(EventKind kind) => Format.Tables.Events[(int)kind - 1];
+
+    private static readonly Dictionary<string, EventKind> Kinds =
+        Enumerable.Range(1, (int)EventKind.Max - 1).ToDictionary(k => Format.Tables.Events[k - 1], k => (EventKind)k, StringComparer.Ordinal);
+
+    /// <summary>The event kind whose table this is; None for other tables.</summary>
+    public static EventKind KindOf(string table) => Kinds.GetValueOrDefault(table);
+}
+
+/// <summary>
+/// A batch with the columns of a table's schema, for rows that are not our ABI records (a source that is
+/// not the kernel fills it through <see cref="RowSink.Batch"/>).
+/// </summary>
+public sealed class SchemaRows : Rows
+{
+    public SchemaRows(string table, int capacity) : base(TableBatch.ForSchema(SchemaCatalog.Current(table), capacity))
+    {
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
+        throw new NotSupportedException($"{Batch.Table}: rows of this batch are set by column, not decoded from ABI records");
 }
 
 /// <summary>time, ktime_ns, cpu.</summary>
@@ -56,6 +78,14 @@ internal readonly struct HeaderCols
         time.Values[i] = ctx.Utc(h.Ktime);
         ktime.Values[i] = h.Ktime;
         cpu.Values[i] = h.Cpu;
+    }
+
+    /// <summary>A row of a source without a CPU (cpu 0).</summary>
+    public void SetOther(int i, long utcNs, ulong monotonicNs)
+    {
+        time.Values[i] = utcNs;
+        ktime.Values[i] = monotonicNs;
+        cpu.Values[i] = 0;
     }
 }
 
@@ -118,12 +148,25 @@ internal readonly struct MetaCols
         ifindex.Values[i] = m.Ifindex;
         flow.Values[i] = m.FlowId;
         len.Values[i] = m.PktLen;
-        obs.Values[i] = Names.ObsPoint(m.ObsPoint);
-        dir.Values[i] = Names.Direction(m.Direction);
+        obs.Values[i] = Names.ObsPoint((byte)m.ObsPoint);
+        dir.Values[i] = Names.Direction((byte)m.Direction);
+    }
+
+    /// <summary>A row of a source without datapath metadata: 0 and empty.</summary>
+    public void SetNone(int i)
+    {
+        srcId.Values[i] = 0;
+        dstId.Values[i] = 0;
+        ep.Values[i] = 0;
+        ifindex.Values[i] = 0;
+        flow.Values[i] = 0;
+        len.Values[i] = 0;
+        obs.Values[i] = "";
+        dir.Values[i] = "";
     }
 }
 
-/// <summary>netns_ino, cgroup_id, namespace, pod.</summary>
+/// <summary>netns_ino, cgroup_id, namespace, pod, pod_uid, container_id, container.</summary>
 internal readonly struct ProcAttrCols
 {
     private readonly Column<uint> netns;
@@ -136,16 +179,72 @@ internal readonly struct ProcAttrCols
         cgroup = b.U64("cgroup_id");
         ns = b.Str("namespace", nullable: true);
         pod = b.Str("pod", nullable: true);
+        b.Str("pod_uid", nullable: true);
+        b.Str("container_id", nullable: true);
+        b.Str("container", nullable: true);
     }
 
-    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx)
+    /// <param name="podNetnsIno">the namespace that decides the pod, when not the event's own (an exit: where its image was executed)</param>
+    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
     {
         netns.Values[i] = netnsIno;
         cgroup.Values[i] = cgroupId;
-        var owner = ctx.Owner(netnsIno);
+        var owner = ctx.Owner(podNetnsIno ?? netnsIno);
         ns.Values[i] = owner?.Namespace;
         pod.Values[i] = owner?.Name;
     }
+}
+
+/// <summary>
+/// The provenance and workload columns every flow table ends with (schema v2): source, verdict,
+/// namespace/pod/labels of both ends, services, DNS names, reply flag, interface, Cilium event type,
+/// summary, uuid. This tool's datapath fills only source; Hubble fills them all (Forensics.Cilium).
+/// </summary>
+internal readonly struct FlowSourceCols
+{
+    public static readonly string[] Names =
+    [
+        "source", "verdict", "src_namespace", "src_pod", "src_labels", "dst_namespace", "dst_pod", "dst_labels",
+        "src_service", "dst_service", "src_names", "dst_names", "is_reply", "interface", "event_type", "event_sub_type",
+        "summary", "uuid",
+    ];
+
+    private readonly StringColumn source;
+
+    public FlowSourceCols(TableBatch b)
+    {
+        source = b.Str("source");
+        foreach (var n in Names.AsSpan(1))
+        {
+            if (n == "is_reply")
+                b.Bool(n, nullable: true);
+            else if (n is "event_type" or "event_sub_type")
+                b.I32(n, nullable: true);
+            else
+                b.Str(n, nullable: true);
+        }
+    }
+
+    /// <summary>A datapath row: the rest stay null (the batch's reset nulls them).</summary>
+    public void SetDatapath(int i) => source.Values[i] = "datapath";
+
+    /// <summary>A row of another source that fills none of the rest.</summary>
+    public void Set(int i, string name) => source.Values[i] = name;
+}
+
+/// <summary>The provenance columns every process table continues with (schema v2).</summary>
+internal readonly struct ProcSourceCols
+{
+    private readonly StringColumn source;
+
+    public ProcSourceCols(TableBatch b)
+    {
+        source = b.Str("source");
+        b.Str("pod_labels", nullable: true);
+        b.Str("exec_key", nullable: true);
+    }
+
+    public void SetProbes(int i) => source.Values[i] = "probes";
 }
 
 internal sealed class DropRows : Rows
@@ -155,6 +254,7 @@ internal sealed class DropRows : Rows
     private readonly MetaCols meta;
     private readonly Column<ushort> reason, line;
     private readonly StringColumn reasonName, file, ct;
+    private readonly FlowSourceCols src;
 
     public DropRows(int capacity) : base("drop", capacity)
     {
@@ -166,6 +266,8 @@ internal sealed class DropRows : Rows
         file = Batch.Str("file");
         line = Batch.U16("line");
         ct = Batch.Str("ct_state");
+        src = new FlowSourceCols(Batch);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -177,9 +279,10 @@ internal sealed class DropRows : Rows
         meta.Set(i, ev.Meta);
         reason.Values[i] = ev.Reason;
         reasonName.Values[i] = ReasonNames.Get(ev.Reason);
-        file.Values[i] = Names.SourceFile(ev.File);
+        file.Values[i] = Names.SourceFile((byte)ev.File);
         line.Values[i] = ev.Line;
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
+        src.SetDatapath(i);
     }
 }
 
@@ -198,6 +301,7 @@ internal sealed class PolicyRows : Rows
     private readonly MetaCols meta;
     private readonly Column<uint> remote;
     private readonly StringColumn action, match;
+    private readonly FlowSourceCols src;
 
     public PolicyRows(int capacity) : base("policy", capacity)
     {
@@ -207,6 +311,10 @@ internal sealed class PolicyRows : Rows
         remote = Batch.U32("remote_identity");
         action = Batch.Str("action");
         match = Batch.Str("match");
+        src = new FlowSourceCols(Batch);
+        Batch.Str("allowed_by", nullable: true);
+        Batch.Str("denied_by", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -217,31 +325,29 @@ internal sealed class PolicyRows : Rows
         tuple.Set(i, ev.Tuple, ctx);
         meta.Set(i, ev.Meta);
         remote.Values[i] = ev.RemoteIdentity;
-        action.Values[i] = Names.Action(ev.Action);
-        match.Values[i] = Names.Match(ev.Match);
+        action.Values[i] = Names.Action((byte)ev.Action);
+        match.Values[i] = Names.Match((byte)ev.Match);
+        src.SetDatapath(i);
     }
 }
 
 internal sealed class NatRows : Rows
 {
-    private readonly Column<long> time;
-    private readonly Column<ulong> ktime;
-    private readonly Column<uint> cpu;
+    private readonly HeaderCols hdr;
     private readonly StringColumn kind, proto, osrc, odst, xsrc, xdst;
     private readonly Column<byte> version;
     private readonly Column<ushort> osport, odport, xsport, xdport;
-    private readonly Column<uint> service, srcId, dstId, ifindex, flow, len;
-    private readonly Column<ushort> ep;
-    private readonly StringColumn obs, dir, source;
+    private readonly Column<uint> service;
+    private readonly MetaCols meta;
+    private readonly FlowSourceCols src;
+    private readonly StringColumn serviceName;
 
-    /// <summary>The columns schema v2 adds for conntrack rows (null in a datapath row), in order.</summary>
+    /// <summary>The columns schema v3 appends for conntrack rows (null in other rows), in order.</summary>
     internal NatConntrackCols Conntrack { get; }
 
     public NatRows(int capacity) : base("nat", capacity)
     {
-        time = Batch.Timestamp("time");
-        ktime = Batch.U64("ktime_ns");
-        cpu = Batch.U32("cpu", nullable: true);
+        hdr = new HeaderCols(Batch);
         kind = Batch.Str("nat_kind");
         version = Batch.U8("ip_version");
         proto = Batch.Str("protocol");
@@ -253,16 +359,11 @@ internal sealed class NatRows : Rows
         xsport = Batch.U16("xlated_src_port");
         xdst = Batch.Str("xlated_dst_ip");
         xdport = Batch.U16("xlated_dst_port");
-        service = Batch.U32("service_id", nullable: true);
-        srcId = Batch.U32("src_identity", nullable: true);
-        dstId = Batch.U32("dst_identity", nullable: true);
-        ep = Batch.U16("endpoint_id", nullable: true);
-        ifindex = Batch.U32("ifindex", nullable: true);
-        flow = Batch.U32("flow_id", nullable: true);
-        len = Batch.U32("pkt_len", nullable: true);
-        obs = Batch.Str("obs_point", nullable: true);
-        dir = Batch.Str("direction", nullable: true);
-        source = Batch.Str("source");
+        service = Batch.U32("service_id");
+        meta = new MetaCols(Batch);
+        src = new FlowSourceCols(Batch);
+        serviceName = Batch.Str("service", nullable: true);
+        Batch.Str("extra", nullable: true);
         Conntrack = new NatConntrackCols(Batch);
     }
 
@@ -270,10 +371,8 @@ internal sealed class NatRows : Rows
     {
         var ev = EventReader.Read<NatEvent>(record);
         int i = Batch.NextRow();
-        time.Values[i] = ctx.Utc(ev.Hdr.Ktime);
-        ktime.Values[i] = ev.Hdr.Ktime;
-        cpu.Set(i, ev.Hdr.Cpu);
-        kind.Values[i] = Names.Nat(ev.NatKind);
+        hdr.Set(i, ev.Hdr, ctx);
+        kind.Values[i] = Names.Nat((byte)ev.NatKind);
         version.Values[i] = ev.Orig.Family == 10 ? (byte)6 : (byte)4;
         proto.Values[i] = Names.Protocol(ev.Orig.Proto);
         osrc.Values[i] = ctx.Ip(ev.Orig.Saddr, ev.Orig.Family);
@@ -284,30 +383,20 @@ internal sealed class NatRows : Rows
         xsport.Values[i] = ev.Xlated.Sport;
         xdst.Values[i] = ctx.Ip(ev.Xlated.Daddr, ev.Xlated.Family);
         xdport.Values[i] = ev.Xlated.Dport;
-        service.Set(i, ev.ServiceId);
-        var m = ev.Meta;
-        srcId.Set(i, m.SrcIdentity);
-        dstId.Set(i, m.DstIdentity);
-        ep.Set(i, m.EndpointId);
-        ifindex.Set(i, m.Ifindex);
-        flow.Set(i, m.FlowId);
-        len.Set(i, m.PktLen);
-        obs.Values[i] = Names.ObsPoint(m.ObsPoint);
-        dir.Values[i] = Names.Direction(m.Direction);
-        source.Values[i] = "datapath";
+        service.Values[i] = ev.ServiceId;
+        meta.Set(i, ev.Meta);
+        src.SetDatapath(i);
         Conntrack.SetNull(i);
     }
 
     /// <summary>
     /// Appends a conntrack row (source conntrack): the entry's original tuple, its reply tuple reversed as the
-    /// translation, and the conntrack columns; the datapath's columns are null.
+    /// translation, and the conntrack columns; the datapath's numbers are 0 and its texts empty (schema v3).
     /// </summary>
-    internal void AppendConntrack(in Datapath.Conntrack.ConntrackEntry e, string ctEvent, long utcNs, ulong monotonicNs, uint netnsIno, string? serviceName)
+    internal void AppendConntrack(in Datapath.Conntrack.ConntrackEntry e, string ctEvent, long utcNs, ulong monotonicNs, uint netnsIno, string? svc)
     {
         int i = Batch.NextRow();
-        time.Values[i] = utcNs;
-        ktime.Values[i] = monotonicNs;
-        cpu.SetNull(i);
+        hdr.SetOther(i, utcNs, monotonicNs);
         kind.Values[i] = Recorder.Conntrack.CtText.Nat(e);
         version.Values[i] = e.Family == 10 ? (byte)6 : (byte)4;
         proto.Values[i] = Names.Protocol(e.Orig.Proto);
@@ -320,34 +409,28 @@ internal sealed class NatRows : Rows
         xsport.Values[i] = x.SrcPort;
         xdst.Values[i] = Conntrack.Ip(x.Dst, e.Family);
         xdport.Values[i] = x.DstPort;
-        service.SetNull(i);
-        srcId.SetNull(i);
-        dstId.SetNull(i);
-        ep.SetNull(i);
-        ifindex.SetNull(i);
-        flow.SetNull(i);
-        len.SetNull(i);
-        obs.Values[i] = null;
-        dir.Values[i] = null;
-        source.Values[i] = "conntrack";
-        Conntrack.Set(i, e, ctEvent, netnsIno, serviceName);
+        service.Values[i] = 0;
+        meta.SetNone(i);
+        src.Set(i, "conntrack");
+        serviceName.Values[i] = svc;
+        Conntrack.Set(i, e, ctEvent, netnsIno);
     }
 }
 
-/// <summary>The conntrack columns of nat schema v2 (service ... netns_ino).</summary>
+/// <summary>The conntrack columns nat schema v3 appends (ct_event ... netns_ino).</summary>
 internal sealed class NatConntrackCols
 {
-    private readonly StringColumn service, ev, status, tcp, rsrc, rdst;
+    private readonly StringColumn ev, status, tcp, rsrc, rdst;
     private readonly Column<uint> id, mark, netns;
     private readonly Column<ushort> zone, rsport, rdport;
     private readonly Column<ulong> po, bo, pr, br;
     private readonly Column<long> first, last;
     private readonly Dictionary<uint, string> v4 = [];
     private readonly Dictionary<(ulong, ulong), string> v6 = [];
+    private readonly Dictionary<Datapath.Conntrack.CtStatus, string> statusText = [];
 
     public NatConntrackCols(TableBatch b)
     {
-        service = b.Str("service", nullable: true);
         ev = b.Str("ct_event", nullable: true);
         id = b.U32("ct_id", nullable: true);
         zone = b.U16("ct_zone", nullable: true);
@@ -369,14 +452,13 @@ internal sealed class NatConntrackCols
 
     public void SetNull(int i)
     {
-        service.Values[i] = null; ev.Values[i] = null; status.Values[i] = null; tcp.Values[i] = null; rsrc.Values[i] = null; rdst.Values[i] = null;
+        ev.Values[i] = null; status.Values[i] = null; tcp.Values[i] = null; rsrc.Values[i] = null; rdst.Values[i] = null;
         id.SetNull(i); zone.SetNull(i); mark.SetNull(i); rsport.SetNull(i); rdport.SetNull(i);
         po.SetNull(i); bo.SetNull(i); pr.SetNull(i); br.SetNull(i); first.SetNull(i); last.SetNull(i); netns.SetNull(i);
     }
 
-    public void Set(int i, in Datapath.Conntrack.ConntrackEntry e, string ctEvent, uint netnsIno, string? serviceName)
+    public void Set(int i, in Datapath.Conntrack.ConntrackEntry e, string ctEvent, uint netnsIno)
     {
-        service.Values[i] = serviceName;
         ev.Values[i] = ctEvent;
         id.Set(i, e.Id);
         if (e.Has(Datapath.Conntrack.CtFields.Zone)) zone.Set(i, e.Zone); else zone.SetNull(i);
@@ -400,8 +482,6 @@ internal sealed class NatConntrackCols
         netns.Set(i, netnsIno);
     }
 
-    private readonly Dictionary<Datapath.Conntrack.CtStatus, string> statusText = [];
-
     private string Status(Datapath.Conntrack.CtStatus s)
     {
         if (!statusText.TryGetValue(s, out var t))
@@ -418,7 +498,7 @@ internal sealed class NatConntrackCols
             var key = (BitConverter.ToUInt64(b), BitConverter.ToUInt64(b[8..]));
             if (!v6.TryGetValue(key, out var s6))
             {
-                if (v6.Count > 1 << 20)
+                if (v6.Count > 1 << 16)
                     v6.Clear();
                 v6[key] = s6 = new System.Net.IPAddress(b[..16]).ToString();
             }
@@ -427,7 +507,7 @@ internal sealed class NatConntrackCols
         uint k = BitConverter.ToUInt32(b);
         if (!v4.TryGetValue(k, out var s))
         {
-            if (v4.Count > 1 << 20)
+            if (v4.Count > 1 << 16)
                 v4.Clear();
             v4[k] = s = new System.Net.IPAddress(b[..4]).ToString();
         }
@@ -441,6 +521,7 @@ internal sealed class TraceRows : Rows
     private readonly TupleCols tuple;
     private readonly MetaCols meta;
     private readonly StringColumn ct, origIp;
+    private readonly FlowSourceCols src;
 
     public TraceRows(int capacity) : base("trace", capacity)
     {
@@ -449,6 +530,8 @@ internal sealed class TraceRows : Rows
         meta = new MetaCols(Batch);
         ct = Batch.Str("ct_state");
         origIp = Batch.Str("orig_ip", nullable: true);
+        src = new FlowSourceCols(Batch);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -458,9 +541,10 @@ internal sealed class TraceRows : Rows
         hdr.Set(i, ev.Hdr, ctx);
         tuple.Set(i, ev.Tuple, ctx);
         meta.Set(i, ev.Meta);
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
         ReadOnlySpan<byte> orig = ev.OrigAddr;
         origIp.Values[i] = orig.IndexOfAnyExcept((byte)0) < 0 ? null : ctx.Ip(ev.OrigAddr, ev.Tuple.Family);
+        src.SetDatapath(i);
     }
 }
 
@@ -494,7 +578,7 @@ internal sealed class CaptureRows : Rows
         int n = Math.Min((int)ev.CapLen, Limits.CaptureMax);
         capLen.Values[i] = (ushort)n;
         dropReason.Values[i] = ev.DropReason;
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
         data.Set(i, ((ReadOnlySpan<byte>)ev.Data)[..n]);
     }
 }
@@ -508,6 +592,7 @@ internal sealed class ExecRows : Rows
     private readonly StringColumn binary, arguments, cwd, comm;
     private readonly BoolColumn truncated, procfs;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ExecRows(int capacity) : base("exec", capacity)
     {
@@ -527,6 +612,10 @@ internal sealed class ExecRows : Rows
         comm = Batch.Str("comm");
         procfs = Batch.Bool("procfs");
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.Str("parent_exec_key", nullable: true);
+        Batch.Str("flags", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -547,13 +636,14 @@ internal sealed class ExecRows : Rows
         processStart.Values[i] = (long)ev.StartTime + ctx.BoottimeToUtcOffsetNs;
         var bin = ctx.Texts.Get(EventReader.Head(ev.Filename, ev.FilenameLen), 1, Text);
         binary.Values[i] = bin;
-        ctx.RegisterBinary(ev.ExecId, bin);
+        ctx.RegisterBinary(ev.ExecId, bin, ev.NetnsIno);
         arguments.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Args, ev.ArgsLen), 2, a => JoinArguments(EventReader.Argv(a)));
         truncated.Values[i] = (ev.Flags & ExecFlags.ArgsTruncated) != 0;
         cwd.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Cwd, ev.CwdLen), 3, Text);
         comm.Values[i] = ctx.Texts.Get(ev.Comm, 4, Text);
         procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 
     private static string Text(ReadOnlySpan<byte> bytes) => EventReader.CString(bytes);
@@ -571,6 +661,7 @@ internal sealed class ExitRows : Rows
     private readonly StringColumn binary, signal, comm;
     private readonly Column<int> exitCode;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ExitRows(int capacity) : base("exit", capacity)
     {
@@ -584,6 +675,11 @@ internal sealed class ExitRows : Rows
         status = Batch.U32("status");
         comm = Batch.Str("comm");
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.U64("parent_exec_id", nullable: true);
+        Batch.Str("parent_exec_key", nullable: true);
+        Batch.Str("arguments", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -608,7 +704,8 @@ internal sealed class ExitRows : Rows
         }
         status.Values[i] = ev.ExitCode;
         comm.Values[i] = EventReader.CString(ev.Comm);
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
+        src.SetProbes(i);
     }
 }
 
@@ -620,6 +717,7 @@ internal sealed class ConnectRows : Rows
     private readonly StringColumn binary, comm, kind;
     private readonly TupleCols tuple;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ConnectRows(int capacity) : base("connect", capacity)
     {
@@ -633,6 +731,11 @@ internal sealed class ConnectRows : Rows
         kind = Batch.Str("connect_kind");
         tuple = new TupleCols(Batch, false);
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.Str("function", nullable: true);
+        Batch.Str("policy_name", nullable: true);
+        Batch.U64("sock_cookie", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -649,9 +752,10 @@ internal sealed class ConnectRows : Rows
             execId.SetNull(i);
         binary.Values[i] = ctx.Binary(ev.ExecId);
         comm.Values[i] = EventReader.CString(ev.Comm);
-        kind.Values[i] = Names.Connect(ev.ConnectKind);
+        kind.Values[i] = Names.Connect((byte)ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 }
 
@@ -706,6 +810,7 @@ public sealed class LossRows : Rows
     private readonly Column<long> time;
     private readonly StringColumn kind;
     private readonly Column<ulong> emitted, failed, dropped;
+    private readonly StringColumn source, detail;
 
     public LossRows(int capacity) : base("loss", capacity)
     {
@@ -714,12 +819,14 @@ public sealed class LossRows : Rows
         emitted = Batch.U64("emitted");
         failed = Batch.U64("failed");
         dropped = Batch.U64("userspace_dropped");
+        source = Batch.Str("source", nullable: true);
+        detail = Batch.Str("detail", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
         throw new NotSupportedException("loss rows are added with Add");
 
-    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount)
+    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount, string? sourceName = null, string? detailText = null)
     {
         int i = Batch.NextRow();
         time.Values[i] = utcNs;
@@ -727,5 +834,7 @@ public sealed class LossRows : Rows
         emitted.Values[i] = emittedCount;
         failed.Values[i] = failedCount;
         dropped.Values[i] = droppedCount;
+        source.Values[i] = sourceName;
+        detail.Values[i] = detailText;
     }
 }
