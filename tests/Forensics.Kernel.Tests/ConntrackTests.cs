@@ -277,4 +277,92 @@ public sealed class ConntrackTests
         Assert.Contains(capture.NotRecorded, l => l.StartsWith($"NAT events in network namespace {node.Node} not recorded: net.netfilter.nf_conntrack_events is 0", StringComparison.Ordinal));
         Assert.Contains(capture.NotRecorded, l => l.StartsWith("NAT in network namespace fxct-missing not recorded: ", StringComparison.Ordinal) && l.Contains("does not exist", StringComparison.Ordinal));
     }
+
+    /// <summary>Records a conntrack source alone while <paramref name="during"/> runs; waits until <paramref name="seen"/> holds.</summary>
+    private static void RecordConntrack(Recorder.Conntrack.ConntrackSource source, string dir, Action during, Func<bool> seen)
+    {
+        using var cts = new CancellationTokenSource();
+        using var rec = new Recorder.Recording([source], new Recorder.RecordOptions { OutputDir = dir }, monotonicToUtcOffsetNs: null);
+        var t = new Thread(() => rec.Run(() => "duration", cts.Token));
+        t.Start();
+        try
+        {
+            Assert.True(rec.WaitStarted(TimeSpan.FromSeconds(30)), "the recording did not start");
+            during();
+            Assert.True(Until.True(seen, 30), "the events did not arrive");
+            Assert.True(rec.WaitCaughtUp(TimeSpan.FromSeconds(30)), "the recorder did not take every event");
+        }
+        finally
+        {
+            cts.Cancel();
+            t.Join(TimeSpan.FromSeconds(60));
+        }
+    }
+
+    [KernelFact]
+    public void Record_IptablesNode_EveryTranslatedFlowIsANatRowWithServiceNameAndTheTable() => RecordNode(NatNode.Rules.Iptables);
+
+    [KernelFact]
+    public void Record_NftablesNode_EveryTranslatedFlowIsANatRowWithServiceNameAndTheTable() => RecordNode(NatNode.Rules.Nftables);
+
+    private static void RecordNode(NatNode.Rules rules)
+    {
+        using var node = NatNode.Create(rules);
+        var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-ctrec-").FullName, "rec");
+        var (services, problems) = Datapath.Cluster.KubeProxyRules.Read(node.NodePath);
+        Assert.Empty(problems);
+        Assert.Equal("default/web:http", Assert.Single(services).ServicePortName);
+        using var source = new Recorder.Conntrack.ConntrackSource(new Recorder.Conntrack.ConntrackSourceOptions
+        {
+            Capture = new Recorder.Conntrack.ConntrackCaptureOptions { Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node)] },
+            Services = services,
+        });
+        string output = "";
+        try
+        {
+            RecordConntrack(source, dir, () =>
+            {
+                using var backend = node.StartServers(1);
+                using var echo = node.StartWorldEcho();
+                output = node.RunClient(NatNode.ServiceAndWorldClient);
+                Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+                Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+            }, () => source.Counters()["nat"].Emitted >= 3); // new of both flows, the service flow's reply update
+            int tcpPort = Port(output, "tcp").Item2, udpPort = Port(output, "udp").Item2, droppedPort = Port(output, "dropped").Item2;
+
+            using var q = Query.QuerySession.Open([dir]);
+            var nat = q.Rows(Query.Reconstructions.Nat(new Query.Filter())).ToList();
+            Assert.All(nat, r => Assert.Equal("conntrack", r["source"]));
+            var svc = Assert.Single(nat, r => (string?)r["mapping"] == "service");
+            Assert.Equal(($"{NatNode.ClientIp}:{tcpPort}", $"{NatNode.ServiceIp}:{NatNode.ServicePort}", $"{NatNode.ServerIp}:{NatNode.ServerPort}", "default/web:http"),
+                ((string?)svc["client"], (string?)svc["original"], (string?)svc["translated"], (string?)svc["service"]));
+            var snat = Assert.Single(nat, r => (string?)r["mapping"] == "snat");
+            Assert.Equal(($"{NatNode.ClientIp}:{udpPort}", NatNode.NodeOuterIp, $"{NatNode.WorldIp}:{NatNode.WorldPort}"),
+                ((string?)snat["client"], ((string?)snat["translated"])?.Split(':')[0], (string?)snat["destination"]));
+            // the dropped connection was never confirmed: no translation of it
+            Assert.DoesNotContain(nat, r => ((string?)r["client"])?.EndsWith(":" + droppedPort.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal) == true);
+
+            // the rows themselves: events with the kernel's id, status and reply tuple
+            var rows = q.Rows($"SELECT ct_event, ct_id, ct_status, reply_src_ip, netns_ino FROM nat WHERE orig_src_port = {tcpPort} ORDER BY ktime_ns").ToList();
+            Assert.Equal("new", rows[0]["ct_event"]);
+            Assert.Contains(rows, r => (string?)r["ct_event"] == "update" && ((string)r["ct_status"]!).Contains("SEEN_REPLY", StringComparison.Ordinal));
+            Assert.Single(rows.Select(r => r["ct_id"]).Distinct());
+            Assert.All(rows, r => Assert.Equal(NatNode.ServerIp, r["reply_src_ip"]));
+            Assert.All(rows, r => Assert.Equal((uint)NetNamespace.Inode(node.Node)!, Convert.ToUInt32(r["netns_ino"], CultureInfo.InvariantCulture)));
+
+            // the table at the end holds both flows; the manifest accounts the source
+            var end = q.Rows("SELECT nat, orig_src_port FROM kernel_conntrack WHERE phase = 'end'").ToList();
+            Assert.Contains(end, r => (string?)r["nat"] == "dnat" && Convert.ToInt32(r["orig_src_port"], CultureInfo.InvariantCulture) == tcpPort);
+            Assert.Contains(end, r => (string?)r["nat"] == "snat" && Convert.ToInt32(r["orig_src_port"], CultureInfo.InvariantCulture) == udpPort);
+            var m = Format.Manifest.Read(dir);
+            var src = m.Sources["conntrack"];
+            Assert.Equal("netlink", src.Kind);
+            Assert.Empty(src.NotRecorded);
+            Assert.Equal(0UL, src.Loss["nat"].Failed);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
 }
