@@ -309,7 +309,7 @@ public sealed class ConntrackTests
     {
         using var node = NatNode.Create(rules);
         var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-ctrec-").FullName, "rec");
-        var (services, problems) = Datapath.Cluster.KubeProxyRules.Read(node.NodePath);
+        var (services, _, problems) = Datapath.Cluster.KubeProxyRules.Read(node.NodePath);
         Assert.Empty(problems);
         Assert.Equal("default/web:http", Assert.Single(services).ServicePortName);
         using var source = new Recorder.Conntrack.ConntrackSource(new Recorder.Conntrack.ConntrackSourceOptions
@@ -359,6 +359,115 @@ public sealed class ConntrackTests
             Assert.Equal("netlink", src.Kind);
             Assert.Empty(src.NotRecorded);
             Assert.Equal(0UL, src.Loss["nat"].Failed);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    /// <summary>Runs `record`'s session with nat only (the conntrack source alone) and the node's namespace while <paramref name="during"/> runs.</summary>
+    private static string RecordSession(NatNode node, Action during)
+    {
+        var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-ctses-").FullName, "rec");
+        var session = new Recorder.Sessions.RecordingSession(new Recorder.Sessions.RecordingSessionOptions
+        {
+            Output = dir,
+            Kinds = new HashSet<EventKind> { EventKind.Nat },
+            ConntrackNetns = [node.NodePath],
+        });
+        using var cts = new CancellationTokenSource();
+        Exception? failed = null;
+        var t = new Thread(() =>
+        {
+            try
+            {
+                session.Run(cts.Token);
+            }
+            catch (Exception e)
+            {
+                failed = e;
+            }
+        });
+        t.Start();
+        try
+        {
+            Assert.True(WaitHandle.WaitAny([session.Started.WaitHandle], TimeSpan.FromSeconds(60)) == 0, "the session did not start: " + failed?.Message);
+            during();
+            Assert.True(session.Recording!.WaitCaughtUp(TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            cts.Cancel();
+            t.Join(TimeSpan.FromSeconds(60));
+        }
+        Assert.Null(failed);
+        return dir;
+    }
+
+    [KernelFact]
+    public void RecordSession_NodeWithoutLab_NatFromConntrackServicesAndNodeAddresses()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        string output = "";
+        var dir = RecordSession(node, () =>
+        {
+            using var backend = node.StartServers(1);
+            using var echo = node.StartWorldEcho();
+            output = node.RunClient(NatNode.ServiceAndWorldClient);
+            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+            Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+        });
+        try
+        {
+            int tcpPort = Port(output, "tcp").Item2, udpPort = Port(output, "udp").Item2;
+            using var q = Query.QuerySession.Open([dir]);
+            var nat = q.Rows(Query.Reconstructions.Nat(new Query.Filter())).ToList();
+            var svc = Assert.Single(nat, r => (string?)r["mapping"] == "service" && (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}");
+            Assert.Equal(($"{NatNode.ServiceIp}:{NatNode.ServicePort}", $"{NatNode.ServerIp}:{NatNode.ServerPort}", "default/web:http", "conntrack"),
+                ((string?)svc["original"], (string?)svc["translated"], (string?)svc["service"], (string?)svc["source"]));
+            var snat = Assert.Single(nat, r => (string?)r["mapping"] == "snat" && (string?)r["client"] == $"{NatNode.ClientIp}:{udpPort}");
+            Assert.StartsWith(NatNode.NodeOuterIp + ":", (string)snat["translated"]!, StringComparison.Ordinal);
+
+            // what is inside the cluster: the service port from kube-proxy's rule, the node's own addresses
+            var m = Format.Manifest.Read(dir);
+            Assert.Contains(NatNode.NodeOuterIp, m.Config.NodeAddresses);
+            Assert.Contains("10.244.1.1", m.Config.NodeAddresses);
+            var services = q.Rows("SELECT namespace, name, frontend_ip, port, source FROM services").ToList();
+            Assert.Contains(services, r => (string?)r["frontend_ip"] == NatNode.ServiceIp && (string?)r["name"] == "web" && (string?)r["source"] == "iptables");
+            var inside = q.Rows($"SELECT fx_in_cluster('{NatNode.ServiceIp}') AS vip, fx_in_cluster('{NatNode.NodeOuterIp}') AS node, fx_in_cluster('{NatNode.WorldIp}') AS world").Single();
+            Assert.Equal((true, true, false), ((bool)inside["vip"]!, (bool)inside["node"]!, (bool)inside["world"]!));
+            Assert.Contains("conntrack", m.Sources.Keys);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    [KernelFact]
+    public void RecordSession_EventsSysctlZero_InfoSaysNatEventsNotRecordedAndTheTableIsKept()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        NatNode.Exec(node.Node, "sysctl", "-qw", "net.netfilter.nf_conntrack_events=0");
+        string output = "";
+        var dir = RecordSession(node, () =>
+        {
+            using var backend = node.StartServers(1);
+            using var echo = node.StartWorldEcho();
+            output = node.RunClient(NatNode.ServiceAndWorldClient);
+            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+        });
+        try
+        {
+            var (code, info) = LabFixture.RunCli("info", dir);
+            Assert.Equal(0, code);
+            var line = Assert.Single(info.Split('\n'), l => l.Contains("NAT events in network namespace " + node.Node + " not recorded", StringComparison.Ordinal));
+            Assert.Contains("nf_conntrack_events is 0", line, StringComparison.Ordinal);
+            // the table at the end still has the translation
+            using var q = Query.QuerySession.Open([dir]);
+            int tcpPort = Port(output, "tcp").Item2;
+            Assert.Contains(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}" && (string?)r["mapping"] == "service");
         }
         finally
         {

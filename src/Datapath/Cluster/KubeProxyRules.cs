@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Net;
 
 namespace Forensics.Datapath.Cluster;
 
@@ -10,14 +11,21 @@ namespace Forensics.Datapath.Cluster;
 /// </summary>
 public static class KubeProxyRules
 {
-    /// <summary>Service ports from both rule sets, iptables first (an address:port named twice keeps the first name).</summary>
-    public static (IReadOnlyList<ServiceFrontend> Services, IReadOnlyList<string> Problems) Read(string? netnsPath = null)
+    /// <summary>
+    /// Service ports from both rule sets, iptables first (an address:port named twice keeps the first name), and
+    /// the pod CIDRs kube-proxy was given (--cluster-cidr).
+    /// </summary>
+    public static (IReadOnlyList<ServiceFrontend> Services, IReadOnlyList<IPNetwork> PodCidrs, IReadOnlyList<string> Problems) Read(string? netnsPath = null)
     {
         var services = new List<ServiceFrontend>();
+        var podCidrs = new List<IPNetwork>();
         var problems = new List<string>();
         var seen = new HashSet<(string, int, string)>();
         void Add(ClusterServices found)
         {
+            foreach (var c in found.PodCidrs)
+                if (!podCidrs.Contains(c))
+                    podCidrs.Add(c);
             foreach (var s in found.Services)
                 if (seen.Add((s.Ip.ToString(), s.Port, s.Protocol.ToLowerInvariant())))
                     services.Add(s);
@@ -26,7 +34,7 @@ public static class KubeProxyRules
             Add(KubeProxyRuleReader.ParseIptablesSave(ipt));
         if (Run(netnsPath, "nft", ["list", "ruleset"], problems) is { } nft)
             Add(KubeProxyRuleReader.ParseNftRuleset(nft));
-        return (services, problems);
+        return (services, podCidrs, problems);
     }
 
     private static string? Run(string? netnsPath, string tool, string[] args, List<string> problems)

@@ -187,11 +187,34 @@ public sealed class RecordingSession
             foreach (var make in o.Sources)
                 extra.Add(make(context));
             IReadOnlyList<Datapath.Cluster.ServiceFrontend> kubeProxy = [];
-            if (o.Conntrack && (o.Kinds.Count == 0 || o.Kinds.Contains(EventKind.Nat)))
+            var ranges = new NodeRangesSeen();
+            bool conntrack = o.Conntrack && (o.Kinds.Count == 0 || o.Kinds.Contains(EventKind.Nat));
+            if (cluster is null)
             {
-                // kube-proxy's rules name the service ports conntrack translates (the lab's datapath has its own services)
-                if (cluster is null)
-                    kubeProxy = [.. new string?[] { null }.Concat(o.ConntrackNetns).SelectMany(p => Datapath.Cluster.KubeProxyRules.Read(p).Services)];
+                // what is inside the cluster, as this node sees it (a lab describes its own): kube-proxy's rules (service
+                // ports, --cluster-cidr), CNI configuration, the node's addresses (the recorder's namespace and the node's)
+                foreach (var p in new string?[] { null }.Concat(o.ConntrackNetns))
+                {
+                    if (conntrack)
+                    {
+                        // run only when NAT is recorded: it starts iptables-save and nft
+                        var (svcs, podCidrs, _) = Datapath.Cluster.KubeProxyRules.Read(p);
+                        kubeProxy = [.. kubeProxy, .. svcs];
+                        ranges.PodCidrs.AddRange(podCidrs.Select(c => c.ToString()));
+                    }
+                    try
+                    {
+                        ranges.NodeAddresses.AddRange(Datapath.Cluster.NodeRanges.Addresses(p).Select(a => a.ToString()));
+                    }
+                    catch (Exception e) when (e is LabException or IOException or UnauthorizedAccessException)
+                    {
+                        // a namespace that cannot be entered names no address (its conntrack source says why it is not recorded)
+                    }
+                }
+                ranges.PodCidrs.AddRange(Datapath.Cluster.NodeRanges.CniPodCidrs().Select(r => r.Cidr.ToString()));
+            }
+            if (conntrack)
+            {
                 extra.Add(new Conntrack.ConntrackSource(new Conntrack.ConntrackSourceOptions
                 {
                     Capture = new Conntrack.ConntrackCaptureOptions
@@ -216,7 +239,7 @@ public sealed class RecordingSession
                 OutputDir = o.Output,
                 Progress = o.Progress,
                 Duration = o.Duration,
-                Config = Config(o, cluster, excluded),
+                Config = Config(o, cluster, excluded, ranges),
             };
             var rec = new Recording(sources, tuning, context.MonotonicToUtcOffsetNs);
             var dp = lab?.Datapath as LabDatapath;
@@ -341,12 +364,20 @@ public sealed class RecordingSession
         }
     }
 
-    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded) => new()
+    /// <summary>Ranges a node without a lab shows: pod CIDRs (kube-proxy, CNI), its own addresses.</summary>
+    private sealed class NodeRangesSeen
+    {
+        public List<string> PodCidrs { get; } = [];
+        public List<string> NodeAddresses { get; } = [];
+    }
+
+    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded, NodeRangesSeen seen) => new()
     {
         Kinds = [.. o.Kinds.Count == 0 ? Format.Tables.Events : o.Kinds.Order().Select(Rows.TableOf)],
         Lab = o.Lab is null ? null : Path.GetFullPath(o.Lab),
-        PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
+        PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [.. seen.PodCidrs.Distinct()],
         ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
+        NodeAddresses = [.. seen.NodeAddresses.Distinct()],
         PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
         ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
