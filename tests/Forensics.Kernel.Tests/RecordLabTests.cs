@@ -12,10 +12,13 @@ namespace Forensics.Kernel.Tests;
 /// </summary>
 public class RecordLabTests
 {
-    private static (string Dir, string Output) RecordExample(string example, string labName)
+    internal static (string Dir, string Output) RecordExample(string example, string labName) =>
+        RecordYaml(File.ReadAllText(Repo.Path("examples", example)), example, labName);
+
+    /// <summary>`forensics record --lab` on a scenario's text (its lab renamed to <paramref name="labName"/>); returns the recording and the command's output.</summary>
+    internal static (string Dir, string Output) RecordYaml(string yaml, string example, string labName)
     {
         var work = Directory.CreateTempSubdirectory("fx-reclab-").FullName;
-        var yaml = File.ReadAllText(Repo.Path("examples", example));
         var labDoc = yaml.IndexOf("kind: Lab", StringComparison.Ordinal);
         var nameAt = yaml.IndexOf("name: ", labDoc, StringComparison.Ordinal);
         var end = yaml.IndexOf('\n', nameAt);

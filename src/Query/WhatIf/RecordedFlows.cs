@@ -65,7 +65,7 @@ public sealed record RecordedFlow(
 public static class RecordedFlows
 {
     /// <summary>Observation points of the endpoint programs, where policy is decided.</summary>
-    private const string EndpointPoints = "obs_point IN ('from-endpoint', 'to-endpoint') AND coalesce(source, 'datapath') = 'datapath'";
+    private const string EndpointPoints = "obs_point IN ('from-endpoint', 'to-endpoint') AND coalesce(source, '') <> 'hubble'";
 
     /// <summary>
     /// Every distinct flow: first packets (trace and capture rows in conntrack state new, policy
@@ -89,7 +89,7 @@ public static class RecordedFlows
         ),
         dnat AS (
             SELECT DISTINCT node, protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port, xlated_dst_ip, xlated_dst_port
-            FROM nat WHERE nat_kind = 'dnat' AND coalesce(source, 'datapath') = 'datapath'
+            FROM nat WHERE nat_kind = 'dnat' AND coalesce(source, '') <> 'hubble'
         ),
         keyed AS (
             SELECT o.*, coalesce(d.orig_dst_ip, o.dst_ip) AS flow_dst_ip, coalesce(d.orig_dst_port, o.dst_port) AS flow_dst_port,
