@@ -144,6 +144,11 @@ public sealed class PolicyReplay : IDisposable
     /// <summary>The identity the control plane derived for a pod's labels.</summary>
     public uint IdentityOf(PodSpec pod) => dp.IdentityOf(pod).Id;
 
+    /// <summary>Program runs so far, and the kernel's own time for them (BPF_PROG_TEST_RUN's duration, ns): the datapath's per-packet cost.</summary>
+    public long Runs { get; private set; }
+
+    public ulong KernelNs { get; private set; }
+
     /// <summary>Whether an address is one of the local endpoints.</summary>
     public bool IsLocal(IPAddress ip) => local.ContainsKey(ip);
 
@@ -190,6 +195,8 @@ public sealed class PolicyReplay : IDisposable
             aliased = ep.Entry.Id;
         }
         var r = dp.Object.Program(program).TestRun(pkt);
+        Runs++;
+        KernelNs += r.DurationNs;
         reader.Consume();
         ushort reason = 0;
         VerdictAction? action = null;

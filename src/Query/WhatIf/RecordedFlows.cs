@@ -70,7 +70,8 @@ public static class RecordedFlows
     /// <summary>
     /// Every distinct flow: first packets (trace and capture rows in conntrack state new, policy
     /// verdicts, drops of new or untracked packets) at the endpoint programs, keyed by the 5-tuple
-    /// the source sent (a DNAT event of the same client tuple gives the service address back).
+    /// the source sent (a DNAT event of the same client tuple gives the service address back). A flow
+    /// seen on several nodes (leaving one, entering another) is one flow; Node lists them.
     /// </summary>
     public static readonly string FlowsSql = $"""
         WITH obs AS (
@@ -96,10 +97,10 @@ public static class RecordedFlows
                    CASE WHEN d.orig_dst_ip IS NULL THEN NULL ELSE o.dst_ip END AS xlated_ip,
                    CASE WHEN d.orig_dst_ip IS NULL THEN NULL ELSE o.dst_port END AS xlated_port
             FROM obs o LEFT JOIN dnat d
-              ON d.node = o.node AND d.protocol = o.protocol AND d.orig_src_ip = o.src_ip AND d.orig_src_port = o.src_port
+              ON d.protocol = o.protocol AND d.orig_src_ip = o.src_ip AND d.orig_src_port = o.src_port
              AND d.xlated_dst_ip = o.dst_ip AND d.xlated_dst_port = o.dst_port
         )
-        SELECT node, ip_version, protocol, src_ip, src_port, flow_dst_ip AS dst_ip, flow_dst_port AS dst_port,
+        SELECT string_agg(DISTINCT node, ',' ORDER BY node) AS node, ip_version, protocol, src_ip, src_port, flow_dst_ip AS dst_ip, flow_dst_port AS dst_port,
                max(xlated_ip) AS xlated_ip, max(xlated_port) AS xlated_port,
                min(time) AS first_seen, max(time) AS last_seen,
                count(*) FILTER (WHERE k = 'drop') AS drops,
@@ -108,7 +109,7 @@ public static class RecordedFlows
                arg_min(data, time_ns) FILTER (WHERE k = 'capture' AND obs_point = 'from-endpoint') AS cap_from,
                arg_min(data, time_ns) FILTER (WHERE k = 'capture' AND obs_point = 'to-endpoint') AS cap_to
         FROM keyed
-        GROUP BY node, ip_version, protocol, src_ip, src_port, flow_dst_ip, flow_dst_port
+        GROUP BY ip_version, protocol, src_ip, src_port, flow_dst_ip, flow_dst_port
         ORDER BY first_seen, src_ip, src_port, dst_ip, dst_port
         """;
 
@@ -153,14 +154,18 @@ public static class RecordedFlows
     public static RecordedSnapshot Snapshot(QuerySession session)
     {
         ArgumentNullException.ThrowIfNull(session);
-        var phases = session.Rows("SELECT DISTINCT phase FROM endpoints").Select(r => (string)r["phase"]!).ToHashSet(StringComparer.Ordinal);
+        // per recording and node, its last snapshot: end, else start
+        const string last = "CASE WHEN bool_or(phase = 'end') THEN 'end' WHEN bool_or(phase = 'start') THEN 'start' ELSE max(phase) END";
+        var phases = session.Rows($"SELECT DISTINCT {last} AS phase FROM endpoints GROUP BY recording, node")
+            .Select(r => (string)r["phase"]!).Order(StringComparer.Ordinal).ToList();
         if (phases.Count == 0)
             throw new RecordingException($"{Root(session)}: the recording has no snapshot of the datapath's endpoints, identities and policies (recorded without the datapath, or imported): nothing to replay against");
-        var phase = phases.Contains("end") ? "end" : phases.Contains("start") ? "start" : phases.Order(StringComparer.Ordinal).Last();
-        var p = $"phase = '{phase.Replace("'", "''", StringComparison.Ordinal)}'";
+        var phase = string.Join("/", phases);
+        var p = $"(recording, node, phase) IN (SELECT (recording, node, {last}) FROM endpoints GROUP BY recording, node)";
 
         var labels = session.Rows($"SELECT DISTINCT node, identity, labels FROM identities WHERE {p}")
-            .ToDictionary(r => ((string)r["node"]!, Convert.ToUInt32(r["identity"], CultureInfo.InvariantCulture)), r => (string?)r["labels"] ?? "");
+            .GroupBy(r => ((string)r["node"]!, Convert.ToUInt32(r["identity"], CultureInfo.InvariantCulture)))
+            .ToDictionary(g => g.Key, g => (string?)g.First()["labels"] ?? "");
         var endpoints = session.Rows($"SELECT DISTINCT node, namespace, pod, ip, identity FROM endpoints WHERE {p} ORDER BY node, namespace, pod")
             .Select(r =>
             {
