@@ -24,7 +24,7 @@ public static class WhatIfCommand
 
     public static Command Build()
     {
-        var rec = new Argument<string>("recording") { Description = "a recording directory or bundle with the datapath's snapshot and events" };
+        var rec = new Argument<string[]>("recordings") { Description = "recording directories or bundles with the datapath's snapshot and events (several: the nodes of one cluster, replayed together)", Arity = ArgumentArity.OneOrMore };
         var policy = new Option<string[]>("--policy", "-p")
         {
             Description = "CiliumNetworkPolicy YAML file: a policy of the same namespace/name replaces the recorded one, others are added (repeatable)",
@@ -52,7 +52,7 @@ public static class WhatIfCommand
         return cmd;
     }
 
-    private sealed record WhatIfArgs(string Recording, string[] Policies, string[] Remove, bool ChangedOnly, string Format, string? Output);
+    private sealed record WhatIfArgs(string[] Recordings, string[] Policies, string[] Remove, bool ChangedOnly, string Format, string? Output);
 
     private static int Run(WhatIfArgs a)
     {
@@ -68,11 +68,11 @@ public static class WhatIfCommand
             };
             if (fmt == OutputFormat.Parquet && a.Output is null)
                 throw new UsageError("--format parquet needs --output FILE");
-            using var session = QuerySession.Open([a.Recording]);
+            using var session = QuerySession.Open(a.Recordings);
             var snapshot = RecordedFlows.Snapshot(session);
             var flows = RecordedFlows.Flows(session);
             if (flows.Count == 0)
-                throw new RecordingException($"{a.Recording}: the recording has none of the datapath's events (trace, drop, policy, capture at the endpoints): no flow to replay");
+                throw new RecordingException($"{string.Join(", ", a.Recordings)}: the recording has none of the datapath's events (trace, drop, policy, capture at the endpoints): no flow to replay");
             var pods = Pods(snapshot);
             var policies = Policies(snapshot, pods, a.Policies, a.Remove);
             var replayed = Replay(snapshot, pods, policies, flows);

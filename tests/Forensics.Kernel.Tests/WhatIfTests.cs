@@ -6,25 +6,36 @@ using Forensics.Tests;
 
 namespace Forensics.Kernel.Tests;
 
-/// <summary>One real recording of the star wars lab (made on first use), shared by the what-if tests.</summary>
-public sealed partial class StarWarsRecording : IDisposable
+/// <summary>
+/// One real recording of the star wars lab (`forensics record --lab`, made on first use), shared by
+/// the record-lab test and the what-if tests: one lab run in CI instead of one per class.
+/// </summary>
+public sealed class StarWarsRecording : IDisposable
 {
-    private readonly Lazy<string> dir = new(() => RecordLabTests.RecordExample("starwars.yaml", "fxw-sw").Dir);
+    public const string Collection = "star wars recording";
 
-    public string Dir => dir.Value;
+    private readonly Lazy<(string Dir, string Output)> rec = new(() => RecordLabTests.RecordExample("starwars.yaml", "fxr-sw"));
+
+    public string Dir => rec.Value.Dir;
+
+    public string Output => rec.Value.Output;
 
     public void Dispose()
     {
-        if (dir.IsValueCreated)
-            Directory.Delete(Path.GetDirectoryName(dir.Value)!, true);
+        if (rec.IsValueCreated)
+            Directory.Delete(Path.GetDirectoryName(rec.Value.Dir)!, true);
     }
 }
+
+[CollectionDefinition(StarWarsRecording.Collection)]
+public sealed class StarWarsRecordingGroup : ICollectionFixture<StarWarsRecording>;
 
 /// <summary>
 /// `forensics whatif` on a real recording of the star wars lab: the recorded flows replayed
 /// through the real datapath programs under changed policies (issue 20's "done when").
 /// </summary>
-public partial class WhatIfTests(StarWarsRecording rec) : IClassFixture<StarWarsRecording>
+[Collection(StarWarsRecording.Collection)]
+public partial class WhatIfTests(StarWarsRecording rec)
 {
     internal const string XwingNoWorld = """
         apiVersion: cilium.io/v2
