@@ -107,6 +107,7 @@ public sealed class HelpTests
     [InlineData("export")]
     [InlineData("info")]
     [InlineData("monitor")]
+    [InlineData("whatif")]
     public void Help_Verb_MatchesGolden(string verb)
     {
         var r = CliRunner.Run(verb, "--help");
