@@ -48,6 +48,13 @@ public sealed class LabState
     public List<uint> ProgramIds { get; set; } = [];
     public bool DatapathAttached { get; set; }
 
+    /// <summary>The datapath's monitor socket, when the up process serves its events (docs/monitor.md).</summary>
+    public string? MonitorSocket { get; set; }
+
+    /// <summary>Where the datapath's state maps are pinned, and the control plane's state beside them.</summary>
+    public string? PinDir { get; set; }
+    public string? ControlFile { get; set; }
+
     public static LabState? Read(string name)
     {
         var path = LabNames.StateFile(name);
