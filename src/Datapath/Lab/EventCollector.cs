@@ -220,6 +220,9 @@ public sealed class EventCollector : IDisposable
         }
     }
 
+    /// <summary>Records read from the ring buffer so far.</summary>
+    public long Records => reader.Records;
+
     /// <summary>Waits until the reader has made two more passes over the ring buffer (at most a second).</summary>
     public void Drain()
     {
