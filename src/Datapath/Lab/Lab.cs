@@ -358,7 +358,7 @@ public sealed class Lab : IDisposable
         lab.Datapath.PinStateMaps(pins);
         lab.Datapath.ControlPlaneChanged = cp => PinnedDatapath.WriteControlPlane(control, cp);
         PinnedDatapath.WriteControlPlane(control, lab.Datapath.ControlPlane());
-        var (mono, _, real) = FileSystem.Clocks();
+        var (utcOffset, _) = Probes.KernelClock.UtcOffsets();
         var o = lab.Options;
         var stats = lab.Datapath.EmitStatsMap;
         server = new MonitorServer(new MonitorServerOptions
@@ -374,7 +374,7 @@ public sealed class Lab : IDisposable
                 Node = Environment.MachineName,
                 Pid = Environment.ProcessId,
                 BootId = File.Exists("/proc/sys/kernel/random/boot_id") ? File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim() : "",
-                MonotonicToUtcOffsetNs = real - mono,
+                MonotonicToUtcOffsetNs = utcOffset,
                 Kinds = [.. (o.Kinds.Count == 0 ? Enumerable.Range(1, (int)Abi.EventKind.Max - 1).Select(k => (Abi.EventKind)k) : o.Kinds)
                     .Where(k => k <= Abi.EventKind.Capture).Order().Select(k => k.ToString().ToLowerInvariant())],
                 RingBytes = o.RingBytes,
