@@ -56,6 +56,7 @@ public class DatapathMonitorTests
             var reader = new Thread(() => client.Run(drops, drops.Stop.Token)) { IsBackground = true };
             reader.Start();
 
+            lab.RunStep(cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-allowed")); // an allow entry's hit
             lab.RunStep(cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-port-not-allowed"));
 
             Assert.True(reader.Join(TimeSpan.FromSeconds(10)), "no drop of the denied connection reached the client");
