@@ -384,6 +384,8 @@ public sealed class Lab : IDisposable
                 ControlFile = control,
                 Netns = State.NodeNetns,
                 StartedUtc = State.CreatedUtc,
+                PodCidrs = Cluster.Lab is { } spec ? [spec.PodCidr.ToString()] : [],
+                ServiceCidrs = Cluster.Lab is { } spec2 ? [spec2.ServiceCidr.ToString()] : [],
             },
         });
     }

@@ -68,6 +68,32 @@ public sealed class LabState
         }
     }
 
+    /// <summary>
+    /// The labs whose datapath is running and served (docs/monitor.md): a state file naming a monitor socket that
+    /// exists, written by an up process that is still alive. Ordered by name. Unreadable state files are skipped.
+    /// </summary>
+    public static IReadOnlyList<LabState> Serving()
+    {
+        if (!Directory.Exists(LabNames.StateDir))
+            return [];
+        var found = new List<LabState>();
+        foreach (var path in Directory.EnumerateFiles(LabNames.StateDir, "*.json"))
+        {
+            LabState? s;
+            try
+            {
+                s = JsonSerializer.Deserialize<LabState>(File.ReadAllText(path), Json);
+            }
+            catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+            if (s is { MonitorSocket: { } sock } && s.Phase != "down" && File.Exists(sock) && s.UpAlive())
+                found.Add(s);
+        }
+        return [.. found.OrderBy(s => s.Name, StringComparer.Ordinal)];
+    }
+
     /// <summary>Writes the state atomically (write to a temporary file, fsync, rename).</summary>
     public void Save()
     {

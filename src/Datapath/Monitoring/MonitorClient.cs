@@ -11,6 +11,11 @@ public interface IMonitorHandler
 
     /// <summary>The server's cumulative counters (the first one is the baseline, sent right after the hello).</summary>
     void OnStats(IReadOnlyList<StatsEntry> stats);
+
+    /// <summary>Nothing arrived for a moment (about 20 ms): a recorder hands on what it holds.</summary>
+    void OnIdle()
+    {
+    }
 }
 
 /// <summary>A monitor socket that cannot be used: absent, refused, another version, malformed. The message is one line.</summary>
@@ -157,9 +162,14 @@ public sealed class MonitorClient : IDisposable
             int n;
             try
             {
+                if (!socket.Poll(20_000, SelectMode.SelectRead))
+                {
+                    handler.OnIdle();
+                    continue;
+                }
                 n = socket.Receive(buffer.AsSpan(end), SocketFlags.None);
             }
-            catch (SocketException e)
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
             {
                 if (token.IsCancellationRequested)
                     return false;

@@ -206,6 +206,10 @@ public sealed record MonitorHello
     public string Netns { get; init; } = "";
 
     public DateTime StartedUtc { get; init; }
+
+    /// <summary>The cluster's pod and service CIDRs (what is inside the cluster: a recording's manifest says them).</summary>
+    public IReadOnlyList<string> PodCidrs { get; init; } = [];
+    public IReadOnlyList<string> ServiceCidrs { get; init; } = [];
 }
 
 /// <summary>The server's last word.</summary>
