@@ -124,7 +124,11 @@ public class DatapathAttachTests
                 var denied = json.Lines().Select(l => (Row: JsonDocument.Parse(l.Line).RootElement, l.Ns))
                     .First(x => x.Row.GetProperty("type").GetString() == "drop" && x.Row.GetProperty("dst_ip").GetString() == "203.0.113.66");
                 ulong ktime = denied.Row.GetProperty("ktime_ns").GetUInt64();
-                Assert.True(denied.Ns - ktime < 1_000_000_000UL, $"the drop took {(denied.Ns - ktime) / 1e6:F0} ms to reach the monitor");
+                // A second on a machine that is not overloaded; when runnable threads outnumber the CPUs many times over (the
+                // load average, read now), every process waits that much longer for a CPU, and the bound grows with it.
+                double load = double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+                double limitMs = 1000 * Math.Max(1, load / (2 * Environment.ProcessorCount));
+                Assert.True((denied.Ns - ktime) / 1e6 < limitMs, $"the drop took {(denied.Ns - ktime) / 1e6:F0} ms to reach the monitor (limit {limitMs:F0} ms at load {load})");
 
                 // both monitors got every drop (or said what they lost), and the datapath still serves them
                 var shown = lines.Lines().Count(l => l.Line.StartsWith("xx drop (", StringComparison.Ordinal));
