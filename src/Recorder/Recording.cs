@@ -215,6 +215,8 @@ public sealed class Recording : IDisposable
         WriteBatchSafely(loss.Batch);
         foreach (var snap in EndSnapshots?.Invoke() ?? [])
             WriteBatchSafely(snap);
+        foreach (var snap in sources.OfType<ISnapshotSource>().SelectMany(s => s.Snapshots()))
+            WriteBatchSafely(snap);
         SealAll();
 
         var reason = diskFull ? "disk-full" : error is not null ? "error" : stopReason();
