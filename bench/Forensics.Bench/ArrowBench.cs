@@ -31,7 +31,6 @@ internal static class ArrowBench
         var prog = src.Object.Program("fx_from_endpoint");
         var session = new MonitorSession(new MonitorSessionOptions
         {
-            LoadProbes = false,
             Kinds = new HashSet<EventKind> { EventKind.Trace },
             Sources = [ctx => new KernelSource([src], ctx)],
         });
