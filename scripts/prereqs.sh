@@ -21,6 +21,13 @@ if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
   want tshark tshark
   want tcpdump tcpdump
   want ssh-keygen openssh-client
+  # The containerd lab node (spec.node: containerd) and its kernel tests.
+  want /usr/bin/containerd containerd
+  want /usr/sbin/runc runc
+  want /usr/lib/cni/bridge containernetworking-plugins
+  want /bin/busybox busybox-static
+  want /usr/sbin/iptables-restore iptables
+  want /usr/bin/nsenter util-linux
 fi
 if [[ "${FORENSICS_BENCH:-0}" == 1 ]]; then
   # bench/run.sh: the C baselines, jq and DuckDB-over-JSON comparisons, traffic between lab pods.

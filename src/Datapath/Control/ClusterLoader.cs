@@ -192,7 +192,8 @@ public static partial class ClusterLoader
         TimeSpan? Timeout);
 
     private sealed record RawLab(DocRef Doc, Node At, string Name, IPNetwork PodCidr, Node PodCidrNode, IPNetwork ServiceCidr,
-        Node ServiceCidrNode, IPAddress NodeIp, Node NodeIpNode, List<(Node At, OutsideHost Host)> World, List<RawStep> Steps);
+        Node ServiceCidrNode, IPAddress NodeIp, Node NodeIpNode, List<(Node At, OutsideHost Host)> World, List<RawStep> Steps,
+        string NodeKind = LabNodeKinds.Netns, string? NodeFirewall = null);
 
     private sealed class Builder(string file)
     {
@@ -295,6 +296,7 @@ public static partial class ClusterLoader
             var (name, ns, labels) = Meta(root);
             var ports = new List<PortProtocol>();
             var named = new Dictionary<string, PortProtocol>(StringComparer.Ordinal);
+            var containerSpecs = new List<ContainerSpec>();
             if (root.Get("spec") is { } spec)
             {
                 spec.Strict(PodSpecFields);
@@ -303,6 +305,10 @@ public static partial class ClusterLoader
                     foreach (var c in containers.Items())
                     {
                         c.Strict(ContainerFields);
+                        var cname = c.Get("name") is { } cn ? cn.String() : $"{name}-{containerSpecs.Count}";
+                        if (containerSpecs.Any(x => x.Name == cname))
+                            throw c.Error($"two containers are named '{cname}'");
+                        containerSpecs.Add(new ContainerSpec(cname, c.Get("image") is { } ci ? ci.String() : null));
                         if (c.Get("ports") is not { } cports)
                             continue;
                         foreach (var p in cports.Items())
@@ -332,7 +338,7 @@ public static partial class ClusterLoader
                     ipNode = pip;
                 }
             }
-            pods.Add(new RawPod(root.Doc, root, new PodSpec(name, ns, labels, ip, ports), ipNode, named));
+            pods.Add(new RawPod(root.Doc, root, new PodSpec(name, ns, labels, ip, ports) { Containers = containerSpecs }, ipNode, named));
         }
 
         private void Service(Node root)
@@ -527,7 +533,21 @@ public static partial class ClusterLoader
             if (!LabName().IsMatch(name))
                 throw root.Require("metadata").Require("name").Error(
                     $"'{name}' is not a valid lab name (lowercase letters, digits and '-', at most 24)");
-            var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "world", "steps");
+            var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "node", "nodeFirewall", "world", "steps");
+            var nodeKind = LabNodeKinds.Netns;
+            if (spec.Get("node") is { } nk)
+            {
+                nodeKind = nk.String();
+                if (nodeKind is not (LabNodeKinds.Netns or LabNodeKinds.Containerd))
+                    throw nk.Error($"node '{nodeKind}' is not supported ({LabNodeKinds.Netns}: namespaces and our datapath; {LabNodeKinds.Containerd}: real containerd pods behind kube-proxy's iptables rules)");
+            }
+            string? nodeFirewall = null;
+            if (spec.Get("nodeFirewall") is { } fw)
+            {
+                nodeFirewall = fw.String();
+                if (nodeKind != LabNodeKinds.Containerd)
+                    throw fw.Error($"nodeFirewall needs node: {LabNodeKinds.Containerd} (the netns node's rules are the datapath's)");
+            }
             var podCidrNode = spec.Require("podCIDR");
             var svcCidrNode = spec.Require("serviceCIDR");
             var nodeIpNode = spec.Require("nodeIP");
@@ -575,7 +595,7 @@ public static partial class ClusterLoader
                     steps.Add(step);
                 }
             }
-            lab = new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps);
+            lab = new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps, nodeKind, nodeFirewall);
         }
 
         private static List<int> PortList(Node? n)
@@ -825,7 +845,11 @@ public static partial class ClusterLoader
                 var expect = s.ExpectNode is null ? null : new StepExpectation(s.Delivered, s.DropReason, translation);
                 steps.Add(new ScenarioStep(s.Name, pod.FullName, s.Action, target, s.Command, expect, s.Target, s.Timeout));
             }
-            return new LabSpec(lab.Name, lab.PodCidr, lab.ServiceCidr, lab.NodeIp, lab.World.Select(w => w.Host).ToList(), steps);
+            return new LabSpec(lab.Name, lab.PodCidr, lab.ServiceCidr, lab.NodeIp, lab.World.Select(w => w.Host).ToList(), steps)
+            {
+                Node = lab.NodeKind,
+                NodeFirewall = lab.NodeFirewall,
+            };
         }
 
         private static PodSpec? FindPod(string text, List<PodSpec> pods)
