@@ -143,7 +143,7 @@ public static class LabCommand
         foreach (var h in spec.Outside)
             Console.WriteLine($"world {h.Name}: {h.Ip} in {s.WorldNetns}, tcp [{string.Join(",", h.TcpPorts)}] udp [{string.Join(",", h.UdpPorts)}]");
         foreach (var svc in lab.Cluster.Services)
-            Console.WriteLine($"service {svc.Namespace}/{svc.Name}: {svc.ClusterIp} ports {string.Join(",", svc.Ports.Select(p => $"{p.Port}->{p.TargetPort}/{p.Protocol}"))}");
+            Console.WriteLine($"service {svc.Namespace}/{svc.Name}: {svc.ClusterIp} ports {string.Join(",", svc.Ports.Select(p => $"{p.Port}->{p.TargetName ?? p.TargetPort.ToString(System.Globalization.CultureInfo.InvariantCulture)}/{p.Protocol}"))}");
         foreach (var e in s.Endpoints.Where(e => e.SandboxId is not null))
             Console.WriteLine($"  sandbox {e.SandboxId![..12]} uid {e.PodUid}; containers {string.Join(", ", e.Containers.Select(c => $"{c.Name} {c.Id[..12]} ({c.Image})"))}");
         if (lab.Notice is { } notice)

@@ -40,11 +40,15 @@ public static class KubeProxyRules
         {
             var backends = svc.Selector.Count == 0 ? [] : cluster.Pods
                 .Where(p => p.Namespace == svc.Namespace && svc.Selector.All(kv => p.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value))
-                .Select(podIp).OfType<IPAddress>().ToList();
+                .Where(p => podIp(p) is not null).ToList();
             foreach (var port in svc.Ports)
             {
                 var name = $"{svc.Namespace}/{svc.Name}" + (string.IsNullOrEmpty(port.Name) ? "" : ":" + port.Name);
-                var eps = backends.Select(ip => $"{ip}:{port.TargetPort.ToString(CultureInfo.InvariantCulture)}")
+                // A named targetPort resolves per backend (a backend without that port is no endpoint), as Kubernetes' endpoints do.
+                var eps = backends
+                    .Select(p => (Ip: podIp(p)!, Port: port.TargetName is { } tn ? (p.NamedPorts.TryGetValue(tn, out var pp) ? pp.Port : 0) : port.TargetPort))
+                    .Where(e => e.Port > 0)
+                    .Select(e => $"{e.Ip}:{e.Port.ToString(CultureInfo.InvariantCulture)}")
                     .Order(StringComparer.Ordinal).ToList();
                 list.Add(new ServicePortRules(name, port.Protocol.ToLowerInvariant(), svc.ClusterIp, port.Port, eps));
             }
