@@ -25,7 +25,9 @@ public sealed record RecordArgs(
     uint RingBytes,
     bool Progress,
     string? Lab = null,
-    MonitorAggregation MonitorAggregation = MonitorAggregation.None);
+    MonitorAggregation MonitorAggregation = MonitorAggregation.None,
+    string? RuntimeEndpoint = null,
+    string? PodsFile = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -48,9 +50,11 @@ public static class RecordCommand
             DefaultValueFactory = _ => "none",
         };
         aggregation.AcceptOnlyFromAmong("none", "medium");
+        var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: the first of /run/containerd/containerd.sock, /var/run/crio/crio.sock that exists)" };
+        var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation,
+            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, runtime, pods,
         };
         cmd.SetAction(parse =>
         {
@@ -73,7 +77,11 @@ public static class RecordCommand
                     (uint)ringBytes,
                     !Console.IsErrorRedirected,
                     parse.GetValue(lab),
-                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None);
+                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None,
+                    parse.GetValue(runtime),
+                    parse.GetValue(pods));
+                if (args.RuntimeEndpoint is not null && args.PodsFile is not null)
+                    throw new FormatException("--runtime-endpoint and --pods both say where pods come from: give one");
             }
             catch (FormatException e)
             {
@@ -210,6 +218,11 @@ public static class RecordCommand
             }
         }
 
+        // Pods and containers from the runtime (or a pods file); a source that cannot be read is a warning, not a stop.
+        using var workloads = Workloads.Open(args.RuntimeEndpoint, args.PodsFile, labUp?.Name);
+        context.Workloads = workloads.Watcher;
+        workloads.Watcher.Start();
+
         using var cts = new CancellationTokenSource();
         var dpSource = labUp?.Datapath as LabDatapath;
         string reason = "duration";
@@ -239,13 +252,20 @@ public static class RecordCommand
         });
         recording.Preamble.AddRange(preamble);
         if (dpSource is not null)
-        {
             recording.Snapshots.AddRange(SnapshotTables.From(dpSource.Datapath.Snapshot(), "start"));
-            recording.EndSnapshots = () => SnapshotTables.From(dpSource.Datapath.Snapshot(), "end");
-        }
+        recording.EndSnapshots = () =>
+        {
+            workloads.Watcher.Stop(); // the "end" rows of pods and containers follow with the last periodic batch
+            return dpSource is null ? [] : SnapshotTables.From(dpSource.Datapath.Snapshot(), "end");
+        };
+        recording.PeriodicBatches = workloads.TakeBatches;
         var probesSource = sources.OfType<Probes>().FirstOrDefault();
-        if (probesSource is not null)
-            recording.UpdateManifest = m => m.FilteredConnects = probesSource.FilteredConnects;
+        recording.UpdateManifest = m =>
+        {
+            if (probesSource is not null)
+                m.FilteredConnects = probesSource.FilteredConnects;
+            m.Attribution = workloads.ManifestEntry();
+        };
         if (args.Progress)
             Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
         RecordingSummary summary;

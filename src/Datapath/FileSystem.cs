@@ -23,6 +23,9 @@ public static class FileSystem
         }
     }
 
+    /// <summary>stat(2)'s inode number of a path (a cgroup folder's is its cgroup id); null when it cannot be stat'ed.</summary>
+    public static ulong? Inode(string path) => FileStat.Inode(path);
+
     /// <summary>CLOCK_MONOTONIC, CLOCK_BOOTTIME and CLOCK_REALTIME read back to back, in ns.</summary>
     public static unsafe (long Monotonic, long Boottime, long Realtime) Clocks()
     {

@@ -28,6 +28,12 @@ public static class Info
             w.WriteLine($"in-cluster  {string.Join(", ", cidrs)}");
         if (m.Config.MonitorAggregation is "medium")
             w.WriteLine("traces      aggregated per connection (--monitor-aggregation medium): not every packet has a trace row");
+        if (m.Attribution is { } a)
+        {
+            w.WriteLine($"attribution source: {a.Source}{(a.Source == "none" ? "" : $" ({a.Pods} pods, {a.Containers} containers)")}");
+            foreach (var warning in a.Warnings)
+                w.WriteLine($"  warning: {warning}");
+        }
         w.WriteLine("tables");
         foreach (var (name, t) in m.Tables.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             w.WriteLine($"  {name,-16} {t.Rows,10} rows  {t.Files.Count,4} file{(t.Files.Count == 1 ? "" : "s")}  schema v{t.SchemaVersion}");

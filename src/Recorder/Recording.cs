@@ -87,6 +87,9 @@ public sealed class Recording
     /// <summary>Snapshot tables taken when recording stops (written before the final seal).</summary>
     public Func<IEnumerable<Batches.TableBatch>>? EndSnapshots { get; set; }
 
+    /// <summary>Rows to write now and then (every second, at start and before the end snapshots): e.g. the pods and containers that changed.</summary>
+    public Func<IEnumerable<Batches.TableBatch>>? PeriodicBatches { get; set; }
+
     /// <summary>Called under the manifest lock before each manifest write (e.g. to add counters).</summary>
     public Action<Manifest>? UpdateManifest { get; set; }
 
@@ -156,6 +159,8 @@ public sealed class Recording
 
         foreach (var snap in Snapshots)
             WriteBatchSafely(snap);
+        foreach (var b in PeriodicBatches?.Invoke() ?? [])
+            WriteBatchSafely(b);
         WritePreamble();
 
         var writerThreads = new List<Thread>();
@@ -188,6 +193,8 @@ public sealed class Recording
         WriteBatchSafely(loss.Batch);
         foreach (var snap in EndSnapshots?.Invoke() ?? [])
             WriteBatchSafely(snap);
+        foreach (var b in PeriodicBatches?.Invoke() ?? [])
+            WriteBatchSafely(b);
         SealAll();
 
         var reason = diskFull ? "disk-full" : error is not null ? "error" : stopReason();
@@ -239,6 +246,8 @@ public sealed class Recording
             {
                 lastLoss = now;
                 SampleLoss(final: false);
+                foreach (var b in PeriodicBatches?.Invoke() ?? [])
+                    WriteBatchSafely(b);
             }
             if (now - lastSeal >= 250)
             {

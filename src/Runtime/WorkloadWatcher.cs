@@ -18,8 +18,10 @@ public sealed class WorkloadWatcher : IDisposable
     private readonly object refreshGate = new();
     private readonly List<string> warnings = [];
     private readonly Stopwatch sinceRefresh = Stopwatch.StartNew();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<ulong, byte> missed = new();
     private Thread? thread;
     private long refreshes, failures;
+    private volatile bool lastFailed;
 
     public WorkloadWatcher(IWorkloadSource? source, WorkloadCatalog catalog, TimeSpan? interval = null, string? unavailable = null)
     {
@@ -70,10 +72,28 @@ public sealed class WorkloadWatcher : IDisposable
             Refresh(first: false);
     }
 
+    /// <summary>
+    /// The owner of an event. A cgroup not seen before makes the catalog rescan the cgroups and
+    /// ask the runtime at once (unless it failed last time): a container started a moment ago is
+    /// then known from its first events. Each unknown cgroup id triggers this once.
+    /// </summary>
+    public Owner? Lookup(uint netnsInode, ulong cgroupId)
+    {
+        var o = Catalog.Lookup(netnsInode, cgroupId);
+        if (o?.ContainerId is not null || cgroupId <= 1 || Catalog.KnowsCgroup(cgroupId))
+            return o;
+        if (missed.Count > 100_000)
+            missed.Clear();
+        if (!missed.TryAdd(cgroupId, 0))
+            return o;
+        RefreshSoon();
+        return Catalog.Lookup(netnsInode, cgroupId) ?? o;
+    }
+
     /// <summary>Refreshes now unless a refresh ran within the last 200 ms (called when an event names an unknown cgroup).</summary>
     public void RefreshSoon()
     {
-        if (source is not { Live: true } || sinceRefresh.Elapsed < MinGap)
+        if (source is not { Live: true } || lastFailed || sinceRefresh.Elapsed < MinGap)
         {
             Catalog.RescanCgroups();
             return;
@@ -94,9 +114,11 @@ public sealed class WorkloadWatcher : IDisposable
             {
                 Catalog.Apply(source.Read(), DateTime.UtcNow, first);
                 Interlocked.Increment(ref refreshes);
+                lastFailed = false;
             }
             catch (RuntimeException e)
             {
+                lastFailed = true;
                 var n = Interlocked.Increment(ref failures);
                 lock (warnings)
                     if (n <= 3)

@@ -198,7 +198,7 @@ public sealed class WorkloadCatalog
             liveContainers.Clear();
             liveContainers.UnionWith(seenContainers);
             if (seen.Containers.Any(c => c.State == "running" && !cgroups.ContainsValue(c.Id)))
-                cgroups = ScanCgroups();
+                MergeCgroups(ScanCgroups());
             Publish();
         }
     }
@@ -261,9 +261,9 @@ public sealed class WorkloadCatalog
         lock (gate)
         {
             var fresh = ScanCgroups();
-            if (fresh.Count == cgroups.Count && fresh.All(kv => cgroups.TryGetValue(kv.Key, out var v) && v == kv.Value))
+            if (fresh.All(kv => cgroups.TryGetValue(kv.Key, out var v) && v == kv.Value))
                 return false;
-            cgroups = fresh;
+            MergeCgroups(fresh);
             Publish();
             return true;
         }
@@ -291,8 +291,20 @@ public sealed class WorkloadCatalog
         return index.ByIp.TryGetValue(ip, out var p) ? new Owner(p.Namespace, p.Name, p.Uid, null, null) : null;
     }
 
+    /// <summary>A pod by uid (also one that is gone).</summary>
+    public PodRecord? PodOf(string uid) => index.ByUid.TryGetValue(uid, out var p) ? p : null;
+
     /// <summary>Whether an id is a container the catalog knows.</summary>
     public bool KnowsContainer(string id) => index.Containers.ContainsKey(id);
+
+    /// <summary>Cgroup ids are never reused (64-bit kernfs ids): a removed container's cgroup keeps its entry, for its late events.</summary>
+    private void MergeCgroups(Dictionary<ulong, string> fresh)
+    {
+        var merged = new Dictionary<ulong, string>(cgroups);
+        foreach (var (k, v) in fresh)
+            merged[k] = v;
+        cgroups = merged;
+    }
 
     private Dictionary<ulong, string> ScanCgroups()
     {

@@ -18,6 +18,7 @@ public sealed record Manifest
     [JsonPropertyName("recovered")] public bool Recovered { get; init; }
     [JsonPropertyName("monotonic_to_utc_offset_ns")] public long? MonotonicToUtcOffsetNs { get; init; }
     [JsonPropertyName("config")] public ManifestConfig Config { get; init; } = new();
+    [JsonPropertyName("attribution")] public ManifestAttribution? Attribution { get; init; }
     [JsonPropertyName("tables")] public Dictionary<string, ManifestTable> Tables { get; init; } = [];
     [JsonPropertyName("loss")] public Dictionary<string, ManifestLoss> Loss { get; init; } = [];
     [JsonPropertyName("events_lost")] public long EventsLost { get; init; }
@@ -49,6 +50,17 @@ public sealed record Manifest
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, Options);
+}
+
+/// <summary>Where the pod and container columns came from (absent in recordings made before it was recorded).</summary>
+public sealed record ManifestAttribution
+{
+    [JsonPropertyName("source")] public string Source { get; init; } = "none";
+    [JsonPropertyName("warnings")] public IReadOnlyList<string> Warnings { get; init; } = [];
+    [JsonPropertyName("pods")] public int Pods { get; init; }
+    [JsonPropertyName("containers")] public int Containers { get; init; }
+    [JsonPropertyName("refreshes")] public long Refreshes { get; init; }
+    [JsonPropertyName("failures")] public long Failures { get; init; }
 }
 
 public sealed record ManifestHost

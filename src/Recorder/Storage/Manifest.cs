@@ -52,6 +52,17 @@ public sealed class ManifestConfig
 }
 
 /// <summary>manifest.json (schemas/manifest.v1.schema.json).</summary>
+/// <summary>Where the pod and container columns came from, and what went wrong with the source.</summary>
+public sealed class ManifestAttribution
+{
+    [JsonPropertyName("source")] public string Source { get; set; } = "none";
+    [JsonPropertyName("warnings")] public List<string> Warnings { get; set; } = [];
+    [JsonPropertyName("pods")] public int Pods { get; set; }
+    [JsonPropertyName("containers")] public int Containers { get; set; }
+    [JsonPropertyName("refreshes")] public long Refreshes { get; set; }
+    [JsonPropertyName("failures")] public long Failures { get; set; }
+}
+
 public sealed class Manifest
 {
     public const string FileName = "manifest.json";
@@ -74,6 +85,10 @@ public sealed class Manifest
 
     /// <summary>Connects the in-kernel destination filter excluded (counted, never emitted).</summary>
     [JsonPropertyName("filtered_connects")] public ulong FilteredConnects { get; set; }
+
+    [JsonPropertyName("attribution")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ManifestAttribution? Attribution { get; set; }
 
     /// <summary>After recovery: segments that were never sealed (a crash lost their rows).</summary>
     [JsonPropertyName("unsealed_segments")]

@@ -123,12 +123,12 @@ internal readonly struct MetaCols
     }
 }
 
-/// <summary>netns_ino, cgroup_id, namespace, pod.</summary>
+/// <summary>netns_ino, cgroup_id, namespace, pod, pod_uid, container_id, container.</summary>
 internal readonly struct ProcAttrCols
 {
     private readonly Column<uint> netns;
     private readonly Column<ulong> cgroup;
-    private readonly StringColumn ns, pod;
+    private readonly StringColumn ns, pod, uid, cid, cname;
 
     public ProcAttrCols(TableBatch b)
     {
@@ -136,15 +136,21 @@ internal readonly struct ProcAttrCols
         cgroup = b.U64("cgroup_id");
         ns = b.Str("namespace", nullable: true);
         pod = b.Str("pod", nullable: true);
+        uid = b.Str("pod_uid", nullable: true);
+        cid = b.Str("container_id", nullable: true);
+        cname = b.Str("container", nullable: true);
     }
 
     public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx)
     {
         netns.Values[i] = netnsIno;
         cgroup.Values[i] = cgroupId;
-        var owner = ctx.Owner(netnsIno);
-        ns.Values[i] = owner?.Namespace;
-        pod.Values[i] = owner?.Name;
+        var owner = ctx.Owner(netnsIno, cgroupId);
+        ns.Values[i] = owner.Namespace;
+        pod.Values[i] = owner.Pod;
+        uid.Values[i] = owner.PodUid;
+        cid.Values[i] = owner.ContainerId;
+        cname.Values[i] = owner.Container;
     }
 }
 
@@ -487,6 +493,7 @@ internal sealed class ConnectRows : Rows
         kind.Values[i] = Names.Connect(ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        ctx.RememberConnect(ev.Tuple, ev.NetnsIno, ev.CgroupId);
     }
 }
 
@@ -494,7 +501,7 @@ internal sealed class KdropRows : Rows
 {
     private readonly HeaderCols hdr;
     private readonly Column<uint> reason, netns, ifindex, len;
-    private readonly StringColumn reasonName, function, ns, pod;
+    private readonly StringColumn reasonName, function, ns, pod, uid, cid, cname;
     private readonly Column<ulong> location;
     private readonly Column<ushort> l3;
     private readonly TupleCols tuple;
@@ -513,6 +520,9 @@ internal sealed class KdropRows : Rows
         len = Batch.U32("pkt_len");
         ns = Batch.Str("namespace", nullable: true);
         pod = Batch.Str("pod", nullable: true);
+        uid = Batch.Str("pod_uid", nullable: true);
+        cid = Batch.Str("container_id", nullable: true);
+        cname = Batch.Str("container", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -529,9 +539,12 @@ internal sealed class KdropRows : Rows
         netns.Values[i] = ev.NetnsIno;
         ifindex.Values[i] = ev.Ifindex;
         len.Values[i] = ev.PktLen;
-        var owner = ctx.Owner(ev.NetnsIno);
-        ns.Values[i] = owner?.Namespace;
-        pod.Values[i] = owner?.Name;
+        var owner = ctx.DropOwner(ev.NetnsIno, ev.Tuple);
+        ns.Values[i] = owner.Namespace;
+        pod.Values[i] = owner.Pod;
+        uid.Values[i] = owner.PodUid;
+        cid.Values[i] = owner.ContainerId;
+        cname.Values[i] = owner.Container;
     }
 }
 
