@@ -21,7 +21,9 @@ if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
   want tshark tshark
   want tcpdump tcpdump
   want ssh-keygen openssh-client
-  # The containerd lab node (spec.node: containerd) and its kernel tests.
+fi
+if [[ "${FORENSICS_DEV:-0}" == 1 || "${FORENSICS_CONTAINERD:-0}" == 1 ]]; then
+  # The containerd lab node (spec.node: containerd), its kernel tests and `demo.sh containerd`.
   want /usr/bin/containerd containerd
   want /usr/sbin/runc runc
   want /usr/lib/cni/bridge containernetworking-plugins

@@ -130,3 +130,114 @@ public class KubeProxyRulesTests
     [InlineData("localhost:5000/x", "localhost:5000/x:latest")]
     public void ContainerdNode_ImageNames_NormalizedAsCri(string image, string expected) => Assert.Equal(expected, ContainerdNode.Normalize(image));
 }
+
+public class RuntimeSourceTests
+{
+    [Fact]
+    public void CriClient_SocketAbsent_OneLineError()
+    {
+        using var c = CriClient.Create("unix:///nonexistent/forensics-test.sock", TimeSpan.FromSeconds(2));
+        var e = Assert.Throws<RuntimeException>(() => c.Version());
+        Assert.Equal("unix:///nonexistent/forensics-test.sock: Version: no such socket (is the runtime running?)", e.Message);
+    }
+
+    [Fact]
+    public async Task CriClient_RuntimeAnswersGarbage_OneLineError()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"fx-garbage-{Guid.NewGuid():N}.sock");
+        using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        listener.Listen(4);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var server = Task.Run(async () =>
+        {
+            while (!cts.IsCancellationRequested)
+            {
+                using var s = await listener.AcceptAsync(cts.Token);
+                await s.SendAsync("this is not HTTP/2, nor gRPC\r\n\r\n"u8.ToArray(), cts.Token);
+                s.Shutdown(System.Net.Sockets.SocketShutdown.Both);
+            }
+        }, cts.Token);
+        try
+        {
+            using var c = CriClient.Create("unix://" + path, TimeSpan.FromSeconds(3));
+            var e = Assert.Throws<RuntimeException>(() => c.Version());
+            Assert.StartsWith($"unix://{path}: Version: ", e.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain('\n', e.Message);
+        }
+        finally
+        {
+            await cts.CancelAsync();
+            try
+            {
+                await server;
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void PodsFile_NotJson_OneLineError()
+    {
+        var path = Path.GetTempFileName();
+        File.WriteAllText(path, "NAME READY STATUS\nxwing 1/1 Running\n");
+        try
+        {
+            var e = Assert.Throws<RuntimeException>(() => PodsFileSource.Load(path));
+            Assert.StartsWith($"{path}: not JSON (kubectl get pods -A -o json)", e.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain('\n', e.Message);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void PodsFile_KubectlList_PodsAndContainers()
+    {
+        var path = Path.GetTempFileName();
+        File.WriteAllText(path, """
+            {"apiVersion":"v1","kind":"List","items":[
+              {"apiVersion":"v1","kind":"Pod","metadata":{"name":"xwing","namespace":"default","uid":"8a6a3f0e-1111-4c6e-9a39-6d6c2b2f5e01","labels":{"org":"alliance"},"creationTimestamp":"2026-12-04T10:00:00Z"},
+               "status":{"phase":"Running","podIP":"10.0.0.3","podIPs":[{"ip":"10.0.0.3"}],
+                 "containerStatuses":[{"name":"spaceship","image":"docker.io/tgraf/netperf:latest","containerID":"containerd://3d458f022b445a9543b17c3d6dde45a4153f1d6178747948c6cc4a62a7ca9eb0","state":{"running":{}}}]}}]}
+            """);
+        try
+        {
+            using var src = PodsFileSource.Load(path);
+            var snap = src.Read();
+            var pod = Assert.Single(snap.Pods);
+            Assert.Equal(("default", "xwing", "8a6a3f0e-1111-4c6e-9a39-6d6c2b2f5e01"), (pod.Namespace, pod.Name, pod.Uid));
+            Assert.Equal(["10.0.0.3"], pod.Ips);
+            Assert.Equal("alliance", pod.Labels["org"]);
+            var c = Assert.Single(snap.Containers);
+            Assert.Equal(("3d458f022b445a9543b17c3d6dde45a4153f1d6178747948c6cc4a62a7ca9eb0", "spaceship", pod.Uid, "running"), (c.Id, c.Name, c.PodUid, c.State));
+            Assert.False(src.Live);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void WorkloadCatalog_PodDeleted_KeepsAttributionAndWritesRemovedRow()
+    {
+        var catalog = new WorkloadCatalog(_ => null, cgroupMount: "/nonexistent");
+        var pod = new PodRecord("u1", "default", "xwing", "sb1", ["10.0.0.3"], 4026532001, new Dictionary<string, string>(), DateTime.UnixEpoch, true);
+        catalog.Apply(new WorkloadSnapshot([pod], []), DateTime.UtcNow, first: true);
+        Assert.Equal("xwing", catalog.Lookup(4026532001, 0)!.Pod);
+        catalog.Apply(new WorkloadSnapshot([], []), DateTime.UtcNow);
+        Assert.Equal("xwing", catalog.Lookup(4026532001, 0)!.Pod); // events of the deleted pod still decode to it
+        Assert.Equal("u1", catalog.LookupIp("10.0.0.3")!.PodUid);
+        var other = pod with { Uid = "u2", Name = "tie", CreatedUtc = DateTime.UnixEpoch.AddSeconds(1) };
+        catalog.Apply(new WorkloadSnapshot([other], []), DateTime.UtcNow);
+        Assert.Equal("tie", catalog.Lookup(4026532001, 0)!.Pod); // a new pod in the same namespace inode wins
+        Assert.Equal(["start", "removed", "added"], catalog.TakeChanges().Select(c => c.Phase));
+        Assert.Null(catalog.Lookup(1, 0));
+    }
+}

@@ -352,3 +352,47 @@ public class ContainerdLabDownTests
         }
     }
 }
+
+/// <summary>Attribution sources that cannot be read: a warning, "attribution source: none", and the recording goes on.</summary>
+public class RecordAttributionInputTests
+{
+    private static (int Code, string Stderr, string Dir) Record(params string[] extra)
+    {
+        var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-attrin-").FullName, "rec");
+        var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
+        var r = Commands.Run("dotnet", [cli, "record", "--duration", "1s", "-t", "exec,exit", "-o", dir, .. extra], TimeSpan.FromSeconds(90));
+        return (r.ExitCode, r.Stderr, dir);
+    }
+
+    [KernelFact]
+    public void Record_RuntimeSocketAbsentOrPodsFileNotJson_WarnsAndRecords()
+    {
+        var notJson = Path.GetTempFileName();
+        File.WriteAllText(notJson, "NAME READY STATUS\n");
+        try
+        {
+            foreach (var (args, why) in new[]
+            {
+                (new[] { "--runtime-endpoint", "unix:///run/forensics-test-absent/containerd.sock" }, "no such socket"),
+                (new[] { "--pods", notJson }, "not JSON"),
+            })
+            {
+                var (code, stderr, dir) = Record(args);
+                Assert.True(code == 0, stderr);
+                var warning = Assert.Single(stderr.Split('\n'), l => l.StartsWith("warning: pod attribution: ", StringComparison.Ordinal));
+                Assert.Contains(why, warning, StringComparison.Ordinal);
+                Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal); // no stack trace
+                var m = Manifest.Read(dir);
+                Assert.Equal("none", m.Attribution!.Source);
+                Assert.Contains(m.Attribution.Warnings, w => w.Contains(why, StringComparison.Ordinal));
+                Assert.True(m.Tables["exec"].Rows > 0); // recorded all the same
+                var info = LabFixture.RunCli("info", dir);
+                Assert.Contains("attribution source: none", info.Out, StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            File.Delete(notJson);
+        }
+    }
+}
