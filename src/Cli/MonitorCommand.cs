@@ -23,7 +23,9 @@ public static class MonitorCommand
         var output = new Option<string>("--output", "-o") { Description = "text (time first), compact (as the live tools print) or json", DefaultValueFactory = _ => "compact" };
         var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
         var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s); without it, until Ctrl-C" };
-        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, output, exclude, duration };
+        var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: a well-known containerd or CRI-O socket that exists)" };
+        var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
+        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, output, exclude, duration, runtime, pods };
         cmd.SetAction(parse =>
         {
             RenderFormat format;
@@ -49,12 +51,14 @@ public static class MonitorCommand
             {
                 return Cli.Fail(ExitCode.Usage, e.Message);
             }
-            return Run(kinds, format, excluded, d);
+            if (parse.GetValue(runtime) is not null && parse.GetValue(pods) is not null)
+                return Cli.Fail(ExitCode.Usage, "--runtime-endpoint and --pods both say where pods come from: give one");
+            return Run(kinds, format, excluded, d, parse.GetValue(runtime), parse.GetValue(pods));
         });
         return cmd;
     }
 
-    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat format, List<System.Net.IPNetwork> excluded, TimeSpan? duration)
+    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat format, List<System.Net.IPNetwork> excluded, TimeSpan? duration, string? runtimeEndpoint, string? podsFile)
     {
         try
         {
@@ -88,6 +92,9 @@ public static class MonitorCommand
             return Cli.Fail(ExitCode.Prerequisite, e.Message);
         }
 
+        using var workloads = Workloads.Open(runtimeEndpoint, podsFile);
+        context.Workloads = workloads.Watcher;
+        workloads.Watcher.Start();
         using (probes)
         using (var cts = new CancellationTokenSource())
         using (PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); }))
