@@ -1,15 +1,12 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Net;
 using System.Runtime.InteropServices;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
-using Forensics.Datapath.Bpf;
-using Forensics.Datapath.Control;
-using Forensics.Datapath.Lab;
 using Forensics.Datapath.Probes;
 using Forensics.Recorder;
-using Forensics.Recorder.Storage;
+using Forensics.Recorder.Sessions;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Cli;
@@ -26,6 +23,8 @@ public sealed record RecordArgs(
     bool Progress,
     string? Lab = null,
     MonitorAggregation MonitorAggregation = MonitorAggregation.None,
+    bool Probes = true,
+    IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null,
     string? RuntimeEndpoint = null,
     string? PodsFile = null);
 
@@ -50,11 +49,22 @@ public static class RecordCommand
             DefaultValueFactory = _ => "none",
         };
         aggregation.AcceptOnlyFromAmong("none", "medium");
-        var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: the first of /run/containerd/containerd.sock, /var/run/crio/crio.sock that exists)" };
-        var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
-        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        var from = new Option<string[]>("--from")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, runtime, pods,
+            Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: the first of " + string.Join(", ", Forensics.Runtime.CriClient.WellKnownEndpoints) + " that exists)" };
+        var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
+        var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
+        var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
+        var tlsCa = new Option<string[]>("--tls-ca-cert-files") { Description = "PEM files of the CAs that sign the server's certificate", AllowMultipleArgumentsPerToken = true };
+        var tlsCert = new Option<string?>("--tls-client-cert-file") { Description = "PEM client certificate (mutual TLS)" };
+        var tlsKey = new Option<string?>("--tls-client-key-file") { Description = "PEM key of the client certificate" };
+        var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
+        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        {
+            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, runtime, pods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -77,9 +87,18 @@ public static class RecordCommand
                     (uint)ringBytes,
                     !Console.IsErrorRedirected,
                     parse.GetValue(lab),
-                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None,
-                    parse.GetValue(runtime),
-                    parse.GetValue(pods));
+                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None);
+                var tlsOptions = new Forensics.Cilium.TlsOptions
+                {
+                    Enabled = parse.GetValue(tls) || parse.GetValue(tlsCa) is { Length: > 0 } || parse.GetValue(tlsCert) is not null || parse.GetValue(tlsInsecure),
+                    AllowInsecure = parse.GetValue(tlsInsecure),
+                    CaCertFiles = parse.GetValue(tlsCa) ?? [],
+                    ClientCertFile = parse.GetValue(tlsCert),
+                    ClientKeyFile = parse.GetValue(tlsKey),
+                    ServerName = parse.GetValue(tlsServer),
+                };
+                var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
+                args = args with { Probes = probes, Cilium = cilium, RuntimeEndpoint = parse.GetValue(runtime), PodsFile = parse.GetValue(pods) };
                 if (args.RuntimeEndpoint is not null && args.PodsFile is not null)
                     throw new FormatException("--runtime-endpoint and --pods both say where pods come from: give one");
             }
@@ -90,6 +109,24 @@ public static class RecordCommand
             return Run(args);
         });
         return cmd;
+    }
+
+    /// <summary>--from values: whether this tool's probes run, and the Cilium sources.</summary>
+    internal static (bool Probes, List<Forensics.Cilium.LiveEndpoint> Cilium) ParseFrom(IEnumerable<string> values, Forensics.Cilium.TlsOptions tls)
+    {
+        var list = values.SelectMany(s => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
+        if (list.Count == 0)
+            return (true, []);
+        bool probes = false;
+        var cilium = new List<Forensics.Cilium.LiveEndpoint>();
+        foreach (var v in list)
+        {
+            if (v.Equals("probes", StringComparison.OrdinalIgnoreCase))
+                probes = true;
+            else
+                cilium.Add(Forensics.Cilium.LiveEndpoint.Parse(v, tls) ?? throw new FormatException($"--from {v}: not a source (probes, hubble[=ADDR], tetragon[=ADDR])"));
+        }
+        return (probes, cilium);
     }
 
     internal static HashSet<EventKind> ParseKinds(IEnumerable<string> values)
@@ -108,182 +145,95 @@ public static class RecordCommand
     public static int Run(RecordArgs args)
     {
         ArgumentNullException.ThrowIfNull(args);
-        if (Directory.Exists(args.Output) && Directory.EnumerateFileSystemEntries(args.Output).Any())
-            return Cli.Fail(ExitCode.BadInput, $"output folder {args.Output} exists and is not empty");
-        try
+        var ciliumSources = args.Cilium ?? [];
+        if (!args.Probes && args.Lab is null)
         {
-            Directory.CreateDirectory(args.Output);
-            var probe = Path.Combine(args.Output, ".write-test");
-            File.WriteAllText(probe, "");
-            File.Delete(probe);
+            try
+            {
+                RecordingSession.PrepareOutput(args.Output);
+            }
+            catch (RecordingSetupException e)
+            {
+                return Cli.Fail(Exit(e.Problem), e.Message);
+            }
+            return CiliumRecord.Run(args, ciliumSources);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        Forensics.Cilium.CiliumSources? cilium = null;
+        var session = new RecordingSession(new RecordingSessionOptions
         {
-            return Cli.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, $"cannot write the output folder {args.Output}: {e.Message}");
-        }
-        try
-        {
-            Prerequisites.EnsureKernelAccess();
-        }
-        catch (PrerequisiteException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-
-        List<IPNetwork> excluded;
-        try
-        {
-            excluded = [.. args.ExcludeCidrs.Select(Cidrs.Parse)];
-            if (args.TetragonPolicy is not null)
-                excluded.AddRange(TracingPolicyReader.ReadFile(args.TetragonPolicy).ExcludedCidrs);
-        }
-        catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
-        {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
-        }
-
-        var (mono, boot) = Recording.ClockOffsets();
-        var context = new EventContext(mono)
-        {
-            BoottimeToUtcOffsetNs = boot,
-            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
-            KernelSymbol = KernelSymbols.Load().Resolve,
-        };
-        var options = new EventOptions
-        {
-            Kinds = args.Kinds,
+            Output = args.Output,
+            Duration = args.Duration,
+            Kinds = args.Probes ? args.Kinds : new HashSet<EventKind> { EventKind.Drop, EventKind.Policy, EventKind.Nat, EventKind.Trace, EventKind.Capture },
+            ExcludeCidrs = args.ExcludeCidrs,
+            TetragonPolicy = args.TetragonPolicy,
             Snaplen = args.Snaplen,
             RingBytes = args.RingBytes,
-            SelfPid = (uint)Environment.ProcessId,
             MonitorAggregation = args.MonitorAggregation,
-        };
-        ClusterSpec? cluster = null;
-        if (args.Lab is not null)
-        {
-            try
-            {
-                cluster = ClusterLoader.LoadFile(args.Lab);
-                if (cluster.Lab is null)
-                    throw new ClusterSpecException($"{args.Lab}: no Lab document (kind: Lab): --lab needs one");
-            }
-            catch (Exception e) when (e is ClusterSpecException or IOException)
-            {
-                return Cli.Fail(ExitCode.BadInput, e.Message);
-            }
-        }
-
-        var sources = new List<IEventSource>();
-        var preamble = new List<byte[]>();
-        Lab? labUp = null;
-        try
-        {
-            var probeSet = ProbesFor(args.Kinds);
-            if (probeSet != ProbeSet.None)
-            {
-                var probes = Probes.Load(new ProbeOptions { Events = options, Enabled = probeSet, ExcludedCidrs = excluded });
-                sources.Add(probes);
-                probes.Attach();
-                ulong now = (ulong)(FileSystem.Clocks().Monotonic);
-                if ((probeSet & ProbeSet.Exec) != 0)
-                    preamble.AddRange(probes.SeedProcesses().Select(p => p.ToExecRecord(now)));
-                else
-                    probes.SeedProcesses();
-            }
-        }
-        catch (BpfException e)
-        {
-            sources.ForEach(s => s.Dispose());
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-        if (cluster is not null)
-        {
-            try
-            {
-                labUp = Lab.Up(cluster, new LabOptions
-                {
-                    Datapath = LabDatapath.Factory(options),
-                    CollectEvents = false,
-                    Progress = args.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
-                });
-                sources.Add(labUp.Datapath!.Events);
-                context.Attribution.Refresh(); // the lab's named namespaces (node, world)
-                foreach (var pod in cluster.Pods)
-                    context.Attribution.Register("/run/netns/" + LabNames.PodNs(labUp.Name, pod), pod.Namespace, pod.Name);
-            }
-            catch (Exception e) when (e is LabException or BpfException)
-            {
-                labUp?.Dispose();
-                sources.ForEach(s => s.Dispose());
-                return Cli.Fail(ExitCode.Failure, e.Message);
-            }
-        }
-
-        // Pods and containers from the runtime (or a pods file); a source that cannot be read is a warning, not a stop.
-        using var workloads = Workloads.Open(args.RuntimeEndpoint, args.PodsFile, labUp?.Name);
-        context.Workloads = workloads.Watcher;
-        workloads.Watcher.Start();
-
-        using var cts = new CancellationTokenSource();
-        var dpSource = labUp?.Datapath as LabDatapath;
-        string reason = "duration";
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; reason = "interrupt"; cts.Cancel(); });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; reason = "terminate"; cts.Cancel(); });
-        if (args.Duration is { } d)
-            cts.CancelAfter(d);
-
-        var recording = new Recording(sources, context, new RecordOptions
-        {
-            OutputDir = args.Output,
+            Lab = args.Lab,
+            RuntimeEndpoint = args.RuntimeEndpoint,
+            PodsFile = args.PodsFile,
             Progress = args.Progress,
-            Duration = args.Duration,
-            Config = new ManifestConfig
+            Say = Console.WriteLine,
+            // Hubble and Tetragon write into the recording beside the kernel's sources (until they are sources of the seam)
+            Companion = ciliumSources.Count == 0 ? null : (recording, token) =>
             {
-                Kinds = [.. (args.Kinds.Count == 0 ? KindNames : args.Kinds.Select(Rows.TableOf))],
-                Lab = args.Lab is null ? null : Path.GetFullPath(args.Lab),
-                PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
-                ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
-                PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
-                ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
-                Snaplen = args.Snaplen,
-                RingBytes = args.RingBytes,
-                MonitorAggregation = args.MonitorAggregation.ToString().ToLowerInvariant(),
-                DurationSeconds = args.Duration?.TotalSeconds,
+                cilium = new Forensics.Cilium.CiliumSources(ciliumSources, new Forensics.Cilium.KernelRecordingTarget(recording, args.Output), Environment.MachineName);
+                try
+                {
+                    foreach (var v in cilium.CheckAsync(TimeSpan.FromSeconds(5), token).GetAwaiter().GetResult())
+                        Console.Error.WriteLine($"recording from {v}");
+                }
+                catch (Forensics.Cilium.SourceUnavailableException e)
+                {
+                    cilium.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                    cilium = null;
+                    throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+                }
+                cilium.Start(token);
+                return () => cilium.StopAsync(null).GetAwaiter().GetResult();
             },
         });
-        recording.Preamble.AddRange(preamble);
-        if (dpSource is not null)
-            recording.Snapshots.AddRange(SnapshotTables.From(dpSource.Datapath.Snapshot(), "start"));
-        recording.EndSnapshots = () =>
-        {
-            workloads.Watcher.Stop(); // the "end" rows of pods and containers follow with the last periodic batch
-            return dpSource is null ? [] : SnapshotTables.From(dpSource.Datapath.Snapshot(), "end");
-        };
-        recording.PeriodicBatches = workloads.TakeBatches;
-        var probesSource = sources.OfType<Probes>().FirstOrDefault();
-        recording.UpdateManifest = m =>
-        {
-            if (probesSource is not null)
-                m.FilteredConnects = probesSource.FilteredConnects;
-            m.Attribution = workloads.ManifestEntry();
-        };
+        using var cts = new CancellationTokenSource();
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; session.StopReason = "interrupt"; cts.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; session.StopReason = "terminate"; cts.Cancel(); });
         if (args.Progress)
-            Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+        {
+            var waiter = new Thread(() =>
+            {
+                if (WaitHandle.WaitAny([session.Started.WaitHandle, cts.Token.WaitHandle]) == 0)
+                    Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+            }) { IsBackground = true };
+            waiter.Start();
+        }
         RecordingSummary summary;
-        Thread? steps = null;
         try
         {
-            if (labUp is not null)
-            {
-                steps = new Thread(() => RunSteps(labUp, args, () => { reason = "scenario-done"; cts.Cancel(); })) { IsBackground = true, Name = "lab steps" };
-                steps.Start();
-            }
-            summary = recording.Run(() => reason, cts.Token);
+            summary = session.Run(cts.Token);
         }
-        finally
+        catch (RecordingSetupException e)
         {
-            steps?.Join(TimeSpan.FromSeconds(30));
-            labUp?.Dispose();
-            sources.ForEach(s => s.Dispose());
+            return Cli.Fail(Exit(e.Problem), e.Message);
+        }
+        if (cilium is not null && session.Recording is { } rec)
+        {
+            ulong lost = 0;
+            long malformed = 0;
+            rec.WithManifest(m =>
+            {
+                lost = m.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
+                malformed = Forensics.Cilium.CiliumSources.Malformed(m);
+            }, write: true);
+            summary = summary with
+            {
+                EventsLost = lost,
+                Rows = rec.Manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
+                Loss = new Dictionary<string, ManifestLoss>(rec.Manifest.Loss),
+            };
+            if (malformed > 0 && summary.Error is null && lost == 0)
+            {
+                PrintSummary(summary);
+                return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources)");
+            }
         }
         PrintSummary(summary);
         if (summary.Error is not null)
@@ -293,43 +243,21 @@ public static class RecordCommand
         return (int)ExitCode.Ok;
     }
 
-    /// <summary>Runs the lab's scenario steps once recording has started; without --duration, stops the recording after them.</summary>
-    private static void RunSteps(Lab lab, RecordArgs args, Action done)
+    private static ExitCode Exit(SetupProblem p) => p switch
     {
-        Thread.Sleep(500);
-        foreach (var step in lab.Cluster.Lab!.Steps)
-        {
-            try
-            {
-                var r = lab.RunStep(step);
-                Console.WriteLine($"step {step.Name}: {step.Pod} {step.Action} {step.Target}: {r.Result}");
-            }
-            catch (LabException e)
-            {
-                Console.WriteLine($"step {step.Name}: failed to run: {e.Message}");
-            }
-        }
-        if (args.Duration is null)
-        {
-            Thread.Sleep(1500); // let the last packets and exits reach the ring buffer
-            done();
-        }
-    }
+        SetupProblem.DiskFull => ExitCode.DiskFull,
+        SetupProblem.Prerequisite => ExitCode.Prerequisite,
+        SetupProblem.Failure => ExitCode.Failure,
+        _ => ExitCode.BadInput,
+    };
 
-    internal static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds)
-    {
-        bool All(EventKind k) => kinds.Count == 0 || kinds.Contains(k);
-        var set = ProbeSet.None;
-        if (All(EventKind.Exec)) set |= ProbeSet.Exec;
-        if (All(EventKind.Exit)) set |= ProbeSet.Exit;
-        if (All(EventKind.Connect)) set |= ProbeSet.Connect;
-        if (All(EventKind.Kdrop)) set |= ProbeSet.Kdrop;
-        return set;
-    }
+    internal static void Print(RecordingSummary s) => PrintSummary(s);
 
     internal static string LossText(IReadOnlyDictionary<string, ManifestLoss> loss) =>
         string.Join(", ", loss.Where(l => l.Value.Failed + l.Value.UserspaceDropped > 0)
-            .Select(l => $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
+            .Select(l => l.Key is "hubble" or "tetragon"
+                ? $"{l.Key} {l.Value.Failed} (reported lost by {l.Key})"
+                : $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
 
     private static void PrintSummary(RecordingSummary s)
     {

@@ -1,10 +1,10 @@
 using Forensics.Datapath;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
-using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
 using Forensics.Runtime;
 
-namespace Forensics.Cli;
+namespace Forensics.Recorder.Sessions;
 
 /// <summary>
 /// Attribution for record and monitor: the container runtime over CRI (--runtime-endpoint,
