@@ -36,8 +36,8 @@ public sealed record ContainerRecord(
     public bool SameAs(ContainerRecord o) => o.Id == Id && o.Name == Name && o.Image == Image && o.PodUid == PodUid && o.State == State;
 }
 
-/// <summary>Who an event belongs to: a pod, and the container when the process's cgroup names one.</summary>
-public sealed record Owner(string Namespace, string Pod, string PodUid, string? ContainerId, string? Container);
+/// <summary>Who an event belongs to: a pod (with its labels as key=value, comma-separated, sorted; null when none), and the container when the process's cgroup names one.</summary>
+public sealed record Owner(string Namespace, string Pod, string PodUid, string? ContainerId, string? Container, string? Labels = null);
 
 /// <summary>What a workload source saw at one moment: every pod and container.</summary>
 public sealed record WorkloadSnapshot(IReadOnlyList<PodRecord> Pods, IReadOnlyList<ContainerRecord> Containers);
@@ -134,7 +134,9 @@ public sealed class WorkloadCatalog
         IReadOnlyDictionary<string, PodRecord> ByUid,
         IReadOnlyDictionary<string, ContainerRecord> Containers,
         IReadOnlyDictionary<ulong, string> CgroupToContainer,
-        IReadOnlyDictionary<string, PodRecord> ByIp);
+        IReadOnlyDictionary<string, PodRecord> ByIp,
+        IReadOnlyDictionary<string, string> LabelsByUid,
+        IReadOnlyDictionary<string, ContainerRecord> SoleContainer);
 
     private readonly object gate = new();
     private readonly Func<string, ulong?> inodeOf;
@@ -145,7 +147,8 @@ public sealed class WorkloadCatalog
     private readonly HashSet<string> livePods = new(StringComparer.Ordinal);
     private readonly HashSet<string> liveContainers = new(StringComparer.Ordinal);
     private Dictionary<ulong, string> cgroups = [];
-    private volatile Index index = new(new Dictionary<uint, PodRecord>(), new Dictionary<string, PodRecord>(), new Dictionary<string, ContainerRecord>(), new Dictionary<ulong, string>(), new Dictionary<string, PodRecord>());
+    private volatile Index index = new(new Dictionary<uint, PodRecord>(), new Dictionary<string, PodRecord>(), new Dictionary<string, ContainerRecord>(),
+        new Dictionary<ulong, string>(), new Dictionary<string, PodRecord>(), new Dictionary<string, string>(), new Dictionary<string, ContainerRecord>());
 
     /// <param name="inodeOf">stat(2)'s inode of a path (a cgroup folder's inode is its cgroup id).</param>
     /// <param name="cgroupMount">The cgroup v2 mount (null: found in /proc/self/mountinfo).</param>
@@ -278,17 +281,25 @@ public sealed class WorkloadCatalog
         var ix = index;
         if (cgroupId != 0 && ix.CgroupToContainer.TryGetValue(cgroupId, out var cid) && ix.Containers.TryGetValue(cid, out var c)
             && ix.ByUid.TryGetValue(c.PodUid, out var cp))
-            return new Owner(cp.Namespace, cp.Name, cp.Uid, c.Id, c.Name);
+            return new Owner(cp.Namespace, cp.Name, cp.Uid, c.Id, c.Name, ix.LabelsByUid.GetValueOrDefault(cp.Uid));
         if (netnsInode != 0 && ix.ByNetns.TryGetValue(netnsInode, out var p))
-            return new Owner(p.Namespace, p.Name, p.Uid, null, null);
+            return new Owner(p.Namespace, p.Name, p.Uid, null, null, ix.LabelsByUid.GetValueOrDefault(p.Uid));
         return null;
     }
 
-    /// <summary>The pod an address belongs to (for kernel drops in the node's namespace).</summary>
+    /// <summary>
+    /// The pod an address belongs to (for kernel drops in the node's namespace), with its container when the pod has
+    /// exactly one running container (every packet of the pod is then that container's; with several, the address
+    /// cannot tell which, and the container stays null).
+    /// </summary>
     public Owner? LookupIp(string ip)
     {
         ArgumentNullException.ThrowIfNull(ip);
-        return index.ByIp.TryGetValue(ip, out var p) ? new Owner(p.Namespace, p.Name, p.Uid, null, null) : null;
+        var ix = index;
+        if (!ix.ByIp.TryGetValue(ip, out var p))
+            return null;
+        var sole = ix.SoleContainer.GetValueOrDefault(p.Uid);
+        return new Owner(p.Namespace, p.Name, p.Uid, sole?.Id, sole?.Name, ix.LabelsByUid.GetValueOrDefault(p.Uid));
     }
 
     /// <summary>A pod by uid (also one that is gone).</summary>
@@ -341,7 +352,11 @@ public sealed class WorkloadCatalog
             foreach (var ip in p.Ips)
                 byIp[ip] = p;
         }
+        var labels = pods.Values.Where(p => p.Labels.Count > 0).ToDictionary(p => p.Uid,
+            p => string.Join(',', p.Labels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}")), StringComparer.Ordinal);
+        var sole = containers.Values.Where(c => c.State == "running" && c.PodUid.Length > 0).GroupBy(c => c.PodUid, StringComparer.Ordinal)
+            .Where(g => g.Count() == 1).ToDictionary(g => g.Key, g => g.Single(), StringComparer.Ordinal);
         index = new Index(byNetns, new Dictionary<string, PodRecord>(pods, StringComparer.Ordinal),
-            new Dictionary<string, ContainerRecord>(containers, StringComparer.Ordinal), new Dictionary<ulong, string>(cgroups), byIp);
+            new Dictionary<string, ContainerRecord>(containers, StringComparer.Ordinal), new Dictionary<ulong, string>(cgroups), byIp, labels, sole);
     }
 }

@@ -240,4 +240,21 @@ public class RuntimeSourceTests
         Assert.Equal(["start", "removed", "added"], catalog.TakeChanges().Select(c => c.Phase));
         Assert.Null(catalog.Lookup(1, 0));
     }
+
+    [Fact]
+    public void WorkloadCatalog_AddressOfPod_SoleRunningContainerAndSortedLabels()
+    {
+        var catalog = new WorkloadCatalog(_ => null, cgroupMount: "/nonexistent");
+        var labels = new Dictionary<string, string> { ["org"] = "alliance", ["class"] = "xwing" };
+        var xwing = new PodRecord("u1", "default", "xwing", "sb1", ["10.0.0.3"], 4026532001, labels, DateTime.UnixEpoch, true);
+        var tie = new PodRecord("u2", "default", "tie", "sb2", ["10.0.0.4"], 4026532002, new Dictionary<string, string>(), DateTime.UnixEpoch, true);
+        ContainerRecord C(string id, string name, string uid, string state) => new(id, name, "busybox", uid, null, state, DateTime.UnixEpoch);
+        catalog.Apply(new WorkloadSnapshot([xwing, tie],
+            [C("c1", "xwing", "u1", "running"), C("c0", "init", "u1", "exited"), C("c2", "a", "u2", "running"), C("c3", "b", "u2", "running")]), DateTime.UtcNow, first: true);
+        var x = catalog.LookupIp("10.0.0.3")!;
+        Assert.Equal(("c1", "xwing", "class=xwing,org=alliance"), (x.ContainerId, x.Container, x.Labels)); // the exited one does not count
+        var t = catalog.LookupIp("10.0.0.4")!;
+        Assert.Equal(("tie", (string?)null, (string?)null, (string?)null), (t.Pod, t.ContainerId, t.Container, t.Labels)); // two containers: the address cannot tell which
+        Assert.Equal("class=xwing,org=alliance", catalog.Lookup(4026532001, 0)!.Labels);
+    }
 }

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using Forensics.Datapath.Control;
-using Forensics.Recorder.Storage;
+using Forensics.Format;
 using Forensics.Runtime.Cri;
 using Forensics.Datapath.Lab;
 using Forensics.Runtime;
@@ -44,9 +44,14 @@ public sealed class ContainerdLabFixture : IDisposable
 
     public CriClient Cri() => CriClient.Create(Lab.State.RuntimeEndpoint!);
 
-    /// <summary>Starts `forensics record` host-wide (no --lab) against the lab's containerd; returns the process and the recording folder.</summary>
-    public static (Process Recorder, string Dir) StartRecording(TimeSpan duration, params string[] extra)
+    /// <summary>
+    /// Starts `forensics record` host-wide (no --lab) against the lab's containerd; returns the process and the recording
+    /// folder. It records until <see cref="Finish"/> interrupts it (the duration only bounds a test that hangs): the
+    /// steps take as long as the machine needs, and a fixed duration would cut them off on a loaded one.
+    /// </summary>
+    public static (Process Recorder, string Dir) StartRecording(params string[] extra)
     {
+        var duration = TimeSpan.FromMinutes(5);
         var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-crirec-").FullName, "rec");
         var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
         var psi = new ProcessStartInfo("dotnet", [cli, "record", "--duration", $"{duration.TotalSeconds}s", "-o", dir, "--snaplen", "0", .. extra])
@@ -75,8 +80,10 @@ public sealed class ContainerdLabFixture : IDisposable
         return (p, dir);
     }
 
+    /// <summary>Stops the recording as Ctrl-C does (SIGINT) and waits for it to finish writing.</summary>
     public static void Finish(Process recorder)
     {
+        Assert.Equal(0, Commands.Run("kill", ["-INT", recorder.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]).ExitCode);
         Assert.True(recorder.WaitForExit(TimeSpan.FromSeconds(90)), "record did not stop");
         recorder.WaitForExit();
         Assert.Equal(0, recorder.ExitCode);
@@ -201,7 +208,7 @@ public partial class ContainerdLabTests
         var lab = fx.Lab;
         using var cri = fx.Cri();
         var early = fx.RunExtraPod(cri, "early-1");
-        var (recorder, dir) = ContainerdLabFixture.StartRecording(TimeSpan.FromSeconds(12), "--runtime-endpoint", lab.State.RuntimeEndpoint!);
+        var (recorder, dir) = ContainerdLabFixture.StartRecording("--runtime-endpoint", lab.State.RuntimeEndpoint!);
         var sw = Stopwatch.StartNew();
         // Before: a process in the early pod, then the pod is deleted.
         var e1 = cri.ExecSync(early.Container, ["/bin/sh", "-c", "echo early-marker-1"], TimeSpan.FromSeconds(10));
@@ -293,7 +300,7 @@ public partial class ContainerdLabTests
     public void RecordCri_LabRunFromAnotherProcess_EveryStepsConnectAttributedToItsPod()
     {
         var lab = fx.Lab;
-        var (recorder, dir) = ContainerdLabFixture.StartRecording(TimeSpan.FromSeconds(14), "--runtime-endpoint", lab.State.RuntimeEndpoint!);
+        var (recorder, dir) = ContainerdLabFixture.StartRecording("--runtime-endpoint", lab.State.RuntimeEndpoint!);
         var run = LabFixture.RunCli("lab", "run", LabFixture.Example("starwars-containerd.yaml"), "--name", fx.Name);
         Assert.True(run.Code == 0, run.Out);
         Assert.Contains("7 of 7 steps met their expectation", run.Out, StringComparison.Ordinal);
@@ -304,7 +311,8 @@ public partial class ContainerdLabTests
             var target = step.Target!.Split('/')[0];
             var (ip, port) = (target[..target.LastIndexOf(':')], target[(target.LastIndexOf(':') + 1)..]);
             var ep = lab.State.Endpoints.Single(e => e.Pod == step.Pod);
-            var rows = Duck.Table(dir, "connect", $"dst_ip = '{ip}' AND dst_port = {port}");
+            // this run's connects: the probes are host-wide, and other labs on the machine may use the same addresses
+            var rows = Duck.Table(dir, "connect", $"dst_ip = '{ip}' AND dst_port = {port} AND \"binary\" LIKE '{AppContext.BaseDirectory}%'");
             Assert.True(rows.Count > 0, $"step {step.Name}: no connect to {target}");
             Assert.All(rows, r =>
             {
@@ -312,6 +320,8 @@ public partial class ContainerdLabTests
                 Assert.Equal(ep.PodUid, Str(r, "pod_uid"));
                 Assert.Equal(ep.Containers[0].Id, Str(r, "container_id"));
                 Assert.Equal(ep.Containers[0].Name, Str(r, "container"));
+                var labels = Str(r, "pod_labels").Split(',');
+                Assert.All(lab.Cluster.Pods.Single(p => $"{p.Namespace}/{p.Name}" == step.Pod).Labels, l => Assert.Contains($"{l.Key}={l.Value}", labels));
             });
         }
     }

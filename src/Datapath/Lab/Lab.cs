@@ -423,7 +423,7 @@ public sealed class Lab : IDisposable
         var report = new StepReport(step, ep.Ip, result, delivered, cr?.Sent ?? 0, cr?.Received ?? 0,
             step.Action == "exec" ? r.ExitCode : (delivered ? 0 : 1), r.Elapsed, detail, cr, HasDatapath, observed);
         if (State.Node == LabNodeKinds.Containerd && step.Expect?.DropReason is { } why)
-            return report with { NotApplicable = $"expects a datapath drop ({why} {CiliumDropReasons.Text(why)}): CiliumNetworkPolicies are not enforced on a containerd node" };
+            return report with { NotApplicable = $"expects a datapath drop ({why} {Format.DropReasons.NameOf(why)}): CiliumNetworkPolicies are not enforced on a containerd node" };
         return report with { Failures = Check(report) };
     }
 

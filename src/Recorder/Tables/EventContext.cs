@@ -57,9 +57,9 @@ public sealed class EventContext
     public EventOwner Owner(uint netnsIno, ulong cgroupId)
     {
         if (Workloads is { } w && w.Lookup(netnsIno, cgroupId) is { } o)
-            return new EventOwner(o.Namespace, o.Pod, o.PodUid, o.ContainerId, o.Container);
+            return new EventOwner(o.Namespace, o.Pod, o.PodUid, o.ContainerId, o.Container, o.Labels);
         var lab = Owner(netnsIno);
-        return lab is null ? EventOwner.None : new EventOwner(lab.Namespace, lab.Name, null, null, null);
+        return lab is null ? EventOwner.None : new EventOwner(lab.Namespace, lab.Name, null, null, null, null);
     }
 
     /// <summary>Remembers which process made a connection (its addresses and ports), for the kernel drops of its packets.</summary>
@@ -92,7 +92,8 @@ public sealed class EventContext
         }
         if (byNetns.Pod is not null)
             return byNetns;
-        return Workloads?.Catalog.LookupIp(key.Item1) is { } o ? new EventOwner(o.Namespace, o.Pod, o.PodUid, null, null) : EventOwner.None;
+        // the drop of a packet sent before its connect was decoded (a SYN dropped inside connect()), or not by a connect
+        return Workloads?.Catalog.LookupIp(key.Item1) is { } o ? new EventOwner(o.Namespace, o.Pod, o.PodUid, o.ContainerId, o.Container, o.Labels) : EventOwner.None;
     }
 
     /// <summary>
@@ -177,8 +178,8 @@ public sealed class EventContext
     }
 }
 
-/// <summary>The pod columns of an event; all null on the host.</summary>
-public readonly record struct EventOwner(string? Namespace, string? Pod, string? PodUid, string? ContainerId, string? Container)
+/// <summary>The pod columns of an event (labels: key=value, comma-separated, sorted); all null on the host.</summary>
+public readonly record struct EventOwner(string? Namespace, string? Pod, string? PodUid, string? ContainerId, string? Container, string? Labels)
 {
     public static readonly EventOwner None;
 }

@@ -164,7 +164,8 @@ internal readonly struct ProcAttrCols
     }
 
     /// <param name="podNetnsIno">the namespace that decides the pod, when not the event's own (an exit: where its image was executed)</param>
-    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
+    /// <returns>the owner, whose labels go in the pod_labels column of <see cref="ProcSourceCols"/></returns>
+    public EventOwner Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
     {
         netns.Values[i] = netnsIno;
         cgroup.Values[i] = cgroupId;
@@ -174,6 +175,7 @@ internal readonly struct ProcAttrCols
         uid.Values[i] = owner.PodUid;
         cid.Values[i] = owner.ContainerId;
         cname.Values[i] = owner.Container;
+        return owner;
     }
 }
 
@@ -214,16 +216,21 @@ internal readonly struct FlowSourceCols
 /// <summary>The provenance columns every process table continues with (schema v2).</summary>
 internal readonly struct ProcSourceCols
 {
-    private readonly StringColumn source;
+    private readonly StringColumn source, labels;
 
     public ProcSourceCols(TableBatch b)
     {
         source = b.Str("source");
-        b.Str("pod_labels", nullable: true);
+        labels = b.Str("pod_labels", nullable: true);
         b.Str("exec_key", nullable: true);
     }
 
-    public void SetProbes(int i) => source.Values[i] = "probes";
+    /// <summary>A probes row: the pod's labels as the container runtime gave them.</summary>
+    public void SetProbes(int i, in EventOwner owner)
+    {
+        source.Values[i] = "probes";
+        labels.Values[i] = owner.Labels;
+    }
 }
 
 internal sealed class DropRows : Rows
@@ -490,8 +497,8 @@ internal sealed class ExecRows : Rows
         cwd.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Cwd, ev.CwdLen), 3, Text);
         comm.Values[i] = ctx.Texts.Get(ev.Comm, 4, Text);
         procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
-        src.SetProbes(i);
+        var owner = attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i, owner);
     }
 
     private static string Text(ReadOnlySpan<byte> bytes) => EventReader.CString(bytes);
@@ -552,8 +559,8 @@ internal sealed class ExitRows : Rows
         }
         status.Values[i] = ev.ExitCode;
         comm.Values[i] = EventReader.CString(ev.Comm);
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
-        src.SetProbes(i);
+        var owner = attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
+        src.SetProbes(i, owner);
     }
 }
 
@@ -602,9 +609,9 @@ internal sealed class ConnectRows : Rows
         comm.Values[i] = EventReader.CString(ev.Comm);
         kind.Values[i] = Names.Connect((byte)ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        var owner = attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
         ctx.RememberConnect(ev.Tuple, ev.NetnsIno, ev.CgroupId);
-        src.SetProbes(i);
+        src.SetProbes(i, owner);
     }
 }
 
