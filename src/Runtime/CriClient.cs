@@ -249,6 +249,9 @@ public sealed class CriClient : IDisposable
 
     private T Call<TResp, T>(string what, Func<CallOptions, TResp> call, Func<TResp, T> map, TimeSpan? timeout = null)
     {
+        // an absent socket is said as such, not as a deadline that a loaded machine may reach first
+        if (!Path.Exists(SocketPath))
+            throw new RuntimeException($"{Endpoint}: {what}: no such socket (is the runtime running?)");
         try
         {
             var resp = call(new CallOptions(deadline: DateTime.UtcNow + (timeout ?? CallTimeout)));

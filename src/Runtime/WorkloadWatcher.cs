@@ -80,8 +80,8 @@ public sealed class WorkloadWatcher : IDisposable
     public Owner? Lookup(uint netnsInode, ulong cgroupId)
     {
         var o = Catalog.Lookup(netnsInode, cgroupId);
-        if (o?.ContainerId is not null || cgroupId <= 1 || Catalog.KnowsCgroup(cgroupId))
-            return o;
+        if (source is null || o?.ContainerId is not null || cgroupId <= 1 || Catalog.KnowsCgroup(cgroupId))
+            return o; // without a source there is no container to find: no cgroup walks on the decode thread
         if (missed.Count > 100_000)
             missed.Clear();
         if (!missed.TryAdd(cgroupId, 0))
