@@ -220,6 +220,8 @@ public sealed class Recording : IDisposable
         WriteBatchSafely(loss.Batch);
         foreach (var snap in EndSnapshots?.Invoke() ?? [])
             WriteBatchSafely(snap);
+        foreach (var snap in sources.OfType<ISnapshotSource>().SelectMany(s => s.Snapshots()))
+            WriteBatchSafely(snap);
         foreach (var b in PeriodicBatches?.Invoke() ?? [])
             WriteBatchSafely(b);
         SealAll();

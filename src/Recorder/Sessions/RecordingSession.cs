@@ -42,6 +42,15 @@ public sealed record RecordingSessionOptions
     /// <summary>Pods and containers from this file (kubectl get pods -A -o json) instead of the runtime.</summary>
     public string? PodsFile { get; init; }
 
+    /// <summary>
+    /// Record the kernel's conntrack (NAT by kube-proxy, Docker, a CNI) in the recorder's network namespace and in
+    /// <see cref="ConntrackNetns"/>, when nat is among the kinds.
+    /// </summary>
+    public bool Conntrack { get; init; } = true;
+
+    /// <summary>More network namespaces (paths) whose conntrack tables are recorded: a node's (the containerd lab's).</summary>
+    public IReadOnlyList<string> ConntrackNetns { get; init; } = [];
+
     /// <summary>Sources besides the kernel's (docs/sources.md): made once the kernel side is up.</summary>
     public IReadOnlyList<Func<EventContext, IRecordSource>> Sources { get; init; } = [];
 
@@ -191,6 +200,44 @@ public sealed class RecordingSession
             }
             foreach (var make in o.Sources)
                 extra.Add(make(context));
+            IReadOnlyList<Datapath.Cluster.ServiceFrontend> kubeProxy = [];
+            var ranges = new NodeRangesSeen();
+            bool conntrack = o.Conntrack && (o.Kinds.Count == 0 || o.Kinds.Contains(EventKind.Nat));
+            if (cluster is null)
+            {
+                // what is inside the cluster, as this node sees it (a lab describes its own): kube-proxy's rules (service
+                // ports, --cluster-cidr), CNI configuration, the node's addresses (the recorder's namespace and the node's)
+                foreach (var p in new string?[] { null }.Concat(o.ConntrackNetns))
+                {
+                    if (conntrack)
+                    {
+                        // run only when NAT is recorded: it starts iptables-save and nft
+                        var (svcs, podCidrs, _) = Datapath.Cluster.KubeProxyRules.Read(p);
+                        kubeProxy = [.. kubeProxy, .. svcs];
+                        ranges.PodCidrs.AddRange(podCidrs.Select(c => c.ToString()));
+                    }
+                    try
+                    {
+                        ranges.NodeAddresses.AddRange(Datapath.Cluster.NodeRanges.Addresses(p).Select(a => a.ToString()));
+                    }
+                    catch (Exception e) when (e is LabException or IOException or UnauthorizedAccessException)
+                    {
+                        // a namespace that cannot be entered names no address (its conntrack source says why it is not recorded)
+                    }
+                }
+                ranges.PodCidrs.AddRange(Datapath.Cluster.NodeRanges.CniPodCidrs().Select(r => r.Cidr.ToString()));
+            }
+            if (conntrack)
+            {
+                extra.Add(new Conntrack.ConntrackSource(new Conntrack.ConntrackSourceOptions
+                {
+                    Capture = new Conntrack.ConntrackCaptureOptions
+                    {
+                        Targets = [new Conntrack.ConntrackTarget(null, "host"), .. o.ConntrackNetns.Select(p => new Conntrack.ConntrackTarget(p, Path.GetFileName(p)))],
+                    },
+                    Services = kubeProxy,
+                }));
+            }
 
             var sources = new List<IRecordSource>();
             KernelSource? kernel = null;
@@ -206,7 +253,7 @@ public sealed class RecordingSession
                 OutputDir = o.Output,
                 Progress = o.Progress,
                 Duration = o.Duration,
-                Config = Config(o, cluster, excluded),
+                Config = Config(o, cluster, excluded, ranges),
             };
             var rec = new Recording(sources, tuning, context.MonotonicToUtcOffsetNs);
             var dp = lab?.Datapath as LabDatapath;
@@ -219,6 +266,8 @@ public sealed class RecordingSession
             };
             if (workloads is not null)
                 rec.PeriodicBatches = workloads.TakeBatches;
+            if (kubeProxy.Count > 0)
+                rec.Snapshots.Add(SnapshotTables.Services("start", DateTimeOffset.UtcNow, ServiceRow.From(kubeProxy)));
             if (probes is not null)
             {
                 rec.UpdateManifest = m =>
@@ -340,12 +389,20 @@ public sealed class RecordingSession
         }
     }
 
-    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded) => new()
+    /// <summary>Ranges a node without a lab shows: pod CIDRs (kube-proxy, CNI), its own addresses.</summary>
+    private sealed class NodeRangesSeen
+    {
+        public List<string> PodCidrs { get; } = [];
+        public List<string> NodeAddresses { get; } = [];
+    }
+
+    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded, NodeRangesSeen seen) => new()
     {
         Kinds = [.. o.Kinds.Count == 0 ? Format.Tables.Events : o.Kinds.Order().Select(Rows.TableOf)],
         Lab = o.Lab is null ? null : Path.GetFullPath(o.Lab),
-        PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
+        PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [.. seen.PodCidrs.Distinct()],
         ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
+        NodeAddresses = [.. seen.NodeAddresses.Distinct()],
         PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
         ExcludeCidrs = [.. excluded.Select(c => c.ToString())],

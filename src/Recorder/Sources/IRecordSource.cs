@@ -77,3 +77,13 @@ public sealed class SourceCounters
             return counts.ToDictionary(kv => kv.Key, kv => new SourceCounts(kv.Value.Emitted, kv.Value.Failed), StringComparer.Ordinal);
     }
 }
+
+/// <summary>
+/// A source that also takes snapshot tables (the kernel's conntrack table at start and end): the recording
+/// writes them when it stops, after the source's last records are decoded.
+/// </summary>
+public interface ISnapshotSource
+{
+    /// <summary>Called once, on the recording's thread, after the pipeline stopped.</summary>
+    IEnumerable<Batches.TableBatch> Snapshots();
+}
