@@ -256,7 +256,8 @@ public partial class ContainerdLabTests
         Assert.NotEmpty(earlyExit); // the exec's process (and the pod's) exited; still attributed after the pod is gone
         Assert.All(earlyExit, r => Assert.Equal("early-1", Str(r, "pod")));
 
-        var lateConnect = Assert.Single(Duck.Table(dir, "connect", "dst_ip = '10.0.1.100' AND dst_port = 8080"));
+        // this run's connect: the probes are host-wide, and other labs on the machine may use the same service address
+        var lateConnect = Assert.Single(Duck.Table(dir, "connect", $"dst_ip = '10.0.1.100' AND dst_port = 8080 AND \"binary\" LIKE '{AppContext.BaseDirectory}%'"));
         Assert.Equal("late-1", Str(lateConnect, "pod"));
         Assert.Equal(late.Uid, Str(lateConnect, "pod_uid"));
         Assert.Equal(late.Container, Str(lateConnect, "container_id"));
