@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|conntrack|whatif]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|conntrack|whatif|monitor]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +72,11 @@ if [[ $what == all || $what == capture ]]; then
 	# first with every kind and the probes on (forensics record --lab), then with capture events only
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 all
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 capture
+fi
+if [[ $what == all || $what == monitor ]]; then
+	# the monitor socket: events/s to 1 and 3 clients of a running datapath against the ring drained directly,
+	# as fast as the producer goes, then at fixed rates (5 s each)
+	timeout 600 "$bench" monitor 5 0,500000,1000000
 fi
 if [[ $what == all || $what == conntrack ]]; then
 	# new conntrack entries (one UDP datagram per new 5-tuple, DNATed) in a namespace fxbct<pid>, 5 s per rate:

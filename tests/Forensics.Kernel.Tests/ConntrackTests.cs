@@ -367,13 +367,13 @@ public sealed class ConntrackTests
     }
 
     /// <summary>Runs `record`'s session with nat only (the conntrack source alone) and the node's namespace while <paramref name="during"/> runs.</summary>
-    private static string RecordSession(NatNode node, Action during)
+    private static string RecordSession(NatNode node, Action during, params EventKind[] kinds)
     {
         var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-ctses-").FullName, "rec");
         var session = new Recorder.Sessions.RecordingSession(new Recorder.Sessions.RecordingSessionOptions
         {
             Output = dir,
-            Kinds = new HashSet<EventKind> { EventKind.Nat },
+            Kinds = new HashSet<EventKind>(kinds.Length == 0 ? [EventKind.Nat] : kinds),
             ConntrackNetns = [node.NodePath],
         });
         using var cts = new CancellationTokenSource();
@@ -468,6 +468,37 @@ public sealed class ConntrackTests
             using var q = Query.QuerySession.Open([dir]);
             int tcpPort = Port(output, "tcp").Item2;
             Assert.Contains(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}" && (string?)r["mapping"] == "service");
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    [KernelFact]
+    public void RecordSession_IptablesDrop_KernelDropRowWithNetfilterDropBesideTheNat()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        string output = "";
+        var dir = RecordSession(node, () =>
+        {
+            using var backend = node.StartServers(1);
+            using var echo = node.StartWorldEcho();
+            output = node.RunClient(NatNode.ServiceAndWorldClient);
+            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+        }, EventKind.Nat, EventKind.Kdrop);
+        try
+        {
+            int droppedPort = Port(output, "dropped").Item2, tcpPort = Port(output, "tcp").Item2;
+            using var q = Query.QuerySession.Open([dir]);
+            // the FORWARD DROP of the client's SYN (and its retries): one drops row of the kernel, after the masquerade the node did not apply
+            var drop = Assert.Single(q.Rows("SELECT * FROM drops_resolved WHERE dst_ip = '" + NatNode.DroppedIp + "' AND src_port = " + droppedPort.ToString(CultureInfo.InvariantCulture)).ToList()
+                .GroupBy(r => (r["reason_name"], r["dropped_by"], r["src_ip"])).Select(g => g.Key));
+            Assert.Equal(("NETFILTER_DROP", "kernel", NatNode.ClientIp), ((string?)drop.Item1, (string?)drop.Item2, (string?)drop.Item3));
+            var byWorkload = q.Rows("SELECT * FROM drops_by_workload WHERE reason_name = 'NETFILTER_DROP'").ToList();
+            Assert.Contains(byWorkload, r => (string?)r["destination"] == NatNode.DroppedIp && (string?)r["source"] == NatNode.ClientIp);
+            // the same recording has the node's service translation
+            Assert.Contains(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}" && (string?)r["service"] == "default/web:http");
         }
         finally
         {

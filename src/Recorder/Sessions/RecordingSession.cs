@@ -4,6 +4,7 @@ using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
 using Forensics.Datapath.Control;
 using Forensics.Datapath.Lab;
+using Forensics.Datapath.Monitoring;
 using Forensics.Datapath.Probes;
 using Forensics.Format;
 using Forensics.Recorder.Sources;
@@ -32,6 +33,13 @@ public sealed record RecordingSessionOptions
 
     /// <summary>A lab YAML: build it, attach the datapath, run its steps, record it all, remove it.</summary>
     public string? Lab { get; init; }
+
+    /// <summary>
+    /// Running datapaths to attach to through their monitor sockets (docs/monitor.md), without rebuilding anything:
+    /// null attaches to none; empty to every one running; else those named. Their events are recorded with the
+    /// probes, their snapshot tables taken from their pinned maps at start and end. Not with <see cref="Lab"/>.
+    /// </summary>
+    public IReadOnlyList<string>? Attach { get; init; }
 
     /// <summary>Progress on stderr (a terminal).</summary>
     public bool Progress { get; init; }
@@ -198,6 +206,37 @@ public sealed class RecordingSession
                 context.Workloads = workloads.Watcher;
                 workloads.Watcher.Start();
             }
+            var attached = new List<DatapathSocketSource>();
+            if (cluster is null && o.Attach is not null)
+            {
+                var dpKinds = DatapathKinds(o.Kinds);
+                try
+                {
+                    foreach (var state in dpKinds.Count == 0 ? [] : DatapathSocketSource.Running(o.Attach))
+                    {
+                        var src = new DatapathSocketSource(state.Name, state.MonitorSocket!, dpKinds, context, "record");
+                        extra.Add(src);
+                        attached.Add(src);
+                        foreach (var ep in state.Endpoints)
+                        {
+                            var (ns, pod) = ep.Pod.Split('/') is [var a, var b] ? (a, b) : ("default", ep.Pod);
+                            try
+                            {
+                                context.Attribution.Register("/run/netns/" + ep.Netns, ns, pod);
+                            }
+                            catch (IOException)
+                            {
+                                // the pod's namespace went away: its events are not attributed
+                            }
+                        }
+                    }
+                }
+                catch (MonitorConnectException e)
+                {
+                    throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+                }
+            }
+            Attached = [.. attached.Select(a => a.Lab)];
             foreach (var make in o.Sources)
                 extra.Add(make(context));
             IReadOnlyList<Datapath.Cluster.ServiceFrontend> kubeProxy = [];
@@ -255,14 +294,45 @@ public sealed class RecordingSession
                 Duration = o.Duration,
                 Config = Config(o, cluster, excluded, ranges),
             };
+            if (attached.Count > 0 && tuning.Config is { } config)
+            {
+                config.PodCidrs = [.. attached.SelectMany(a => a.Hello.PodCidrs).Distinct(StringComparer.Ordinal)];
+                config.ServiceCidrs = [.. attached.SelectMany(a => a.Hello.ServiceCidrs).Distinct(StringComparer.Ordinal)];
+            }
             var rec = new Recording(sources, tuning, context.MonotonicToUtcOffsetNs);
             var dp = lab?.Datapath as LabDatapath;
             if (dp is not null)
                 rec.Snapshots.AddRange(SnapshotTables.From(dp.Datapath.Snapshot(), "start"));
+            if (attached.Count > 0)
+            {
+                try
+                {
+                    foreach (var a in attached)
+                        rec.Snapshots.AddRange(SnapshotTables.From(a.Snapshot(), "start"));
+                }
+                catch (Exception e) when (e is IOException or InvalidDataException or Datapath.Bpf.BpfException or UnauthorizedAccessException)
+                {
+                    throw new RecordingSetupException($"reading the running datapath's state: {e.Message}", SetupProblem.Prerequisite, e);
+                }
+            }
             rec.EndSnapshots = () =>
             {
                 workloads?.Watcher.Stop(); // the "end" rows of pods and containers follow with the last periodic batch
-                return dp is null ? [] : SnapshotTables.From(dp.Datapath.Snapshot(), "end");
+                var end = new List<Batches.TableBatch>();
+                if (dp is not null)
+                    end.AddRange(SnapshotTables.From(dp.Datapath.Snapshot(), "end"));
+                foreach (var a in attached)
+                {
+                    try
+                    {
+                        end.AddRange(SnapshotTables.From(a.Snapshot(), "end"));
+                    }
+                    catch (Exception e) when (e is IOException or InvalidDataException or Datapath.Bpf.BpfException or UnauthorizedAccessException)
+                    {
+                        // the datapath went down before the end: its start snapshot stands, its source says why
+                    }
+                }
+                return end;
             };
             if (workloads is not null)
                 rec.PeriodicBatches = workloads.TakeBatches;
@@ -313,6 +383,17 @@ public sealed class RecordingSession
             foreach (var s in extra)
                 s.Dispose();
         }
+    }
+
+    /// <summary>The running datapaths this session attached to (their lab names), once it runs.</summary>
+    public IReadOnlyList<string> Attached { get; private set; } = [];
+
+    /// <summary>The datapath's event kinds among those asked for (empty: all kinds asked for).</summary>
+    public static IReadOnlySet<EventKind> DatapathKinds(IReadOnlySet<EventKind> kinds)
+    {
+        ArgumentNullException.ThrowIfNull(kinds);
+        return Enumerable.Range((int)EventKind.Drop, (int)EventKind.Capture - (int)EventKind.Drop + 1).Select(k => (EventKind)k)
+            .Where(k => kinds.Count == 0 || kinds.Contains(k)).ToHashSet();
     }
 
     /// <summary>The clock offsets and name tables decoding needs, read from the running kernel.</summary>
