@@ -296,16 +296,7 @@ public sealed class QuerySession : IDisposable
         ArgumentNullException.ThrowIfNull(onBatch);
         if (SqlGuard.Check(_conn, sql) != 1)
             throw new QueryException("Arrow output is one result: give one statement");
-        using var cmd = _conn.CreateCommand();
-        cmd.CommandText = sql;
-        cmd.UseStreamingMode = true;
-        var timedOut = false;
-        using var timer = new Timer(_ =>
-        {
-            timedOut = true;
-            try { cmd.Cancel(); } catch (ObjectDisposedException) { }
-        }, null, _limits.Timeout, Timeout.InfiniteTimeSpan);
-        try
+        Timed(sql, streaming: true, cmd =>
         {
             using var stream = cmd.ExecuteArrowStream();
             onSchema(stream.Schema);
@@ -314,23 +305,7 @@ public sealed class QuerySession : IDisposable
                 using (batch)
                     onBatch(batch);
             }
-        }
-        catch (OperationCanceledException) when (timedOut)
-        {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
-        }
-        catch (DuckDBException e) when (timedOut && e.Message.Contains("nterrupt", StringComparison.Ordinal))
-        {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
-        }
-        catch (DuckDBException e)
-        {
-            throw new QueryException(OneLine(e.Message), e);
-        }
-        catch (InvalidOperationException e) when (timedOut)
-        {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s", e);
-        }
+        });
     }
 
     /// <summary>Runs one query and yields each row as column name -> value (blobs as byte[]).</summary>
@@ -347,36 +322,48 @@ public sealed class QuerySession : IDisposable
         }
     }
 
-    private void Read(string sql, Action<IDataReader> onResult)
+    private void Read(string sql, Action<IDataReader> onResult) => Timed(sql, streaming: false, cmd =>
+    {
+        using var reader = cmd.ExecuteReader();
+        do
+        {
+            if (reader.FieldCount > 0)
+                onResult(reader);
+        } while (reader.NextResult());
+    });
+
+    /// <summary>Runs a command under the session's time limit: cancelled when it runs out, DuckDB's errors as one line.</summary>
+    private void Timed(string sql, bool streaming, Action<DuckDBCommand> run)
     {
         using var cmd = _conn.CreateCommand();
         cmd.CommandText = sql;
+        cmd.UseStreamingMode = streaming;
         var timedOut = false;
         using var timer = new Timer(_ =>
         {
             timedOut = true;
             try { cmd.Cancel(); } catch (ObjectDisposedException) { }
         }, null, _limits.Timeout, Timeout.InfiniteTimeSpan);
+        var interrupted = $"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s";
         try
         {
-            using var reader = cmd.ExecuteReader();
-            do
-            {
-                if (reader.FieldCount > 0)
-                    onResult(reader);
-            } while (reader.NextResult());
+            run(cmd);
         }
         catch (OperationCanceledException) when (timedOut)
         {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
+            throw new QueryException(interrupted);
         }
         catch (DuckDBException e) when (timedOut && e.Message.Contains("nterrupt", StringComparison.Ordinal))
         {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
+            throw new QueryException(interrupted);
         }
         catch (DuckDBException e)
         {
             throw new QueryException(OneLine(e.Message), e);
+        }
+        catch (InvalidOperationException e) when (timedOut)
+        {
+            throw new QueryException(interrupted, e);
         }
     }
 
