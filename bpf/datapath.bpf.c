@@ -41,6 +41,7 @@ struct fx_maps_anchor {
 	struct fx_policy_value pv;
 	struct fx_ct_key ck;
 	struct fx_ct_entry ce;
+	struct fx_ct_stats cs;
 	struct fx_service_key sk;
 	struct fx_service s;
 	struct fx_backend_key bk;
@@ -55,37 +56,60 @@ static __always_inline int fx_finish(struct __sk_buff *skb, struct fx_ctx *ctx, 
 {
 	if (verdict == TC_ACT_SHOT) {
 		fx_emit_drop(ctx);
-		fx_emit_capture(skb, ctx);
+		fx_emit_capture(skb, ctx);	/* a dropped packet is always captured */
 		return TC_ACT_SHOT;
 	}
 	if (!ctx->trace_skip)
 		fx_emit_trace(ctx);
-	fx_emit_capture(skb, ctx);
+	if (!ctx->capture_skip)
+		fx_emit_capture(skb, ctx);
 	return TC_ACT_OK;
 }
 
 /*
- * Monitor aggregation (fx_cfg.trace_aggregate): a packet of a tracked
- * connection makes a trace event only when its direction shows a TCP flag
- * (FIN, SYN, RST, ACK) not traced before, or ~5 s after the last trace of the
- * connection. Drops, verdicts and NAT events are never aggregated.
+ * Which packets of a tracked connection make trace and capture events.
+ *
+ * Monitor aggregation (fx_cfg.trace_aggregate, Cilium's "medium"): a packet
+ * makes a trace event only when it is the first reply, when its direction
+ * shows a TCP flag (FIN, SYN, RST, ACK) not traced before, or ~5 s after the
+ * last trace of the connection.
+ *
+ * Capture (fx_cfg.capture_first): the first N packets of the connection at
+ * this endpoint (both directions), unless every packet is captured.
+ *
+ * A connection's first packet (no entry yet) is always traced and captured
+ * (unless capture is of drops only); drops, verdicts and NAT events are never
+ * sampled.
  */
-static __always_inline __u8 fx_trace_aggregated(struct fx_ctx *ctx, struct fx_ct_entry *e)
+static __always_inline void fx_sample(struct fx_ctx *ctx, struct fx_ct_entry *e)
 {
 	__u8 tcp = ctx->pkt.tuple.tcp_flags, flags = 0, shift, tick;
+	__u32 first = fx_cfg.capture_first;
 
-	if (!fx_cfg.trace_aggregate || !e)
-		return 0;
+	if (!e) {
+		ctx->capture_skip = first == 0;
+		return;
+	}
+	if (first != FX_CAPTURE_ALL) {
+		if (e->captured < first) {
+			e->captured++;
+		} else {
+			ctx->capture_skip = 1;
+		}
+	}
+	if (!fx_cfg.trace_aggregate)
+		return;
 	if (ctx->pkt.tuple.proto == IPPROTO_TCP)
 		flags = (tcp & 0x07) | ((tcp & 0x10) ? 0x08 : 0);
 	shift = ctx->ct_state == FX_CT_REPLY ? 4 : 0;
 	tick = (__u8)(fx_ct_now() >> 30);
-	if ((flags & ~(e->trace_flags >> shift) & 0x0f) || (__u8)(tick - e->trace_tick) >= 5) {
+	if ((ctx->ct_state == FX_CT_REPLY && !(e->flags & FX_CTF_REPLY_SEEN)) ||
+	    (flags & ~(e->trace_flags >> shift) & 0x0f) || (__u8)(tick - e->trace_tick) >= 5) {
 		e->trace_flags |= flags << shift;
 		e->trace_tick = tick;
-		return 0;
+		return;
 	}
-	return 1;
+	ctx->trace_skip = 1;
 }
 
 /*
@@ -161,7 +185,7 @@ static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 	ctx->ct_state = fx_ct_lookup(skb, ctx, FX_DIR_EGRESS, &ctx->key, &e);
 	ctx->meta.flow_id = fx_flow_hash(&ctx->pkt.tuple, ctx->ct_sport, ctx->ct_dport);
 	ctx->meta.dst_identity = fx_remote_identity(ctx, e, ctx->pkt.tuple.daddr);
-	ctx->trace_skip = fx_trace_aggregated(ctx, e);
+	fx_sample(ctx, e);
 	if (ctx->ct_state == FX_CT_REPLY && e)
 		e->flags |= FX_CTF_REPLY_SEEN;
 	if (ctx->ct_state != FX_CT_NEW)
@@ -192,7 +216,7 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 
 	ctx->ct_state = fx_ct_lookup(skb, ctx, FX_DIR_INGRESS, &ctx->key, &e);
 	ctx->meta.src_identity = fx_remote_identity(ctx, e, ctx->pkt.tuple.saddr);
-	ctx->trace_skip = fx_trace_aggregated(ctx, e);
+	fx_sample(ctx, e);
 	if (ctx->ct_state == FX_CT_REPLY && e) {
 		if (e->flags & FX_CTF_REV_DNAT) {
 			rc = fx_lb_rev_translate(skb, ctx, e);

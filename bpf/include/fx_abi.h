@@ -104,6 +104,9 @@ enum fx_limits {
 	FX_CAPTURE_MAX = 256,
 };
 
+/* fx_config.capture_first: capture every packet. */
+#define FX_CAPTURE_ALL 0xffffffffu
+
 /* Common header of every event (Tetragon's common message header). */
 struct fx_hdr {
 	__u8 kind;		/* enum fx_kind */
@@ -279,7 +282,10 @@ struct fx_config {
 	__u32 trace_aggregate;	/* 0: a trace event per packet; 1: per connection and
 				 * direction, when it starts, when new TCP flags appear,
 				 * and every ~5 s (Cilium's monitor aggregation "medium") */
+	__u32 capture_first;	/* FX_CAPTURE_ALL: every packet; N: dropped packets and the
+				 * first N packets of each connection at each endpoint */
+	__u32 pad;
 };
-_Static_assert(sizeof(struct fx_config) == 24, "fx_config");
+_Static_assert(sizeof(struct fx_config) == 32, "fx_config");
 
 #endif /* FX_ABI_H */

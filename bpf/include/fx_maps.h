@@ -138,11 +138,19 @@ struct fx_ct_key {
 };
 _Static_assert(sizeof(struct fx_ct_key) == 40, "fx_ct_key");
 
+/*
+ * A tracked connection at one endpoint. Counters are per direction: forward is
+ * the direction of the connection's first packet (the key's tuple), reply the
+ * other; bytes are IP bytes (from the IP header on, as the kernel's conntrack
+ * accounting counts them). The recorder reads them for the flows table.
+ */
 struct fx_ct_entry {
 	__u64 created_ns;
 	__u64 last_ns;
-	__u64 packets;
-	__u64 bytes;
+	__u64 packets;		/* forward */
+	__u64 bytes;		/* forward */
+	__u64 rev_packets;	/* reply */
+	__u64 rev_bytes;	/* reply */
 	__u8 nat_addr[16];	/* service address replies are rewritten to (FX_CTF_REV_DNAT) */
 	__u16 nat_port;
 	__u16 endpoint_id;
@@ -152,8 +160,20 @@ struct fx_ct_entry {
 	__u8 match;		/* enum fx_match_type of the verdict that created it */
 	__u8 trace_flags;	/* TCP flags traced so far: forward in bits 0-3, reply in 4-7 (FIN SYN RST ACK) */
 	__u8 trace_tick;	/* when last traced, in units of 2^30 ns (fx_cfg.trace_aggregate) */
+	__u8 tcp_flags;		/* every TCP flag seen forward (FIN SYN RST PSH ACK URG ECE CWR) */
+	__u8 rev_tcp_flags;	/* every TCP flag seen in replies */
+	__u16 captured;		/* packets captured at this endpoint so far (fx_cfg.capture_first) */
+	__u32 pad;
 };
-_Static_assert(sizeof(struct fx_ct_entry) == 64, "fx_ct_entry");
+_Static_assert(sizeof(struct fx_ct_entry) == 88, "fx_ct_entry");
+_Static_assert(sizeof(struct fx_ct_entry) % 8 == 0, "fx_ct_entry: a multiple of 8 bytes");
+
+/* fx_ct_stats[0] (per CPU): connections tracked, so that a reader of fx_ct knows how many it never saw. */
+struct fx_ct_stats {
+	__u64 created;		/* entries created (new and reopened connections) */
+	__u64 failed;		/* creations the map refused */
+};
+_Static_assert(sizeof(struct fx_ct_stats) == 16, "fx_ct_stats");
 
 /* fx_services: ClusterIP:port/proto -> service. */
 struct fx_service_key {
@@ -203,7 +223,7 @@ struct fx_nat_entry {
 	__u8 addr[16];
 	__u16 port;
 	__u8 flags;		/* enum fx_nat_flags */
-	__u8 pad;
+	__u8 seen;		/* packets translated with this entry, saturating at 255 (trace and capture sampling) */
 	__u32 identity;		/* the pod's identity */
 	__u64 created_ns;
 };

@@ -19,6 +19,13 @@ struct {
 	__type(value, struct fx_ct_entry);
 } fx_ct SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fx_ct_stats);
+} fx_ct_stats SEC(".maps");
+
 static __always_inline void fx_ct_key_fwd(struct fx_ct_key *k, const struct fx_ctx *ctx, __u8 dir)
 {
 	__builtin_memcpy(k->saddr, ctx->pkt.tuple.saddr, 16);
@@ -90,10 +97,20 @@ static __always_inline __u64 fx_ct_now(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
+/* IP bytes of the packet (from the IP header on), as the kernel's conntrack accounting counts them. */
+static __always_inline __u32 fx_ct_ip_bytes(const struct fx_ctx *ctx)
+{
+	return ctx->meta.pkt_len - ctx->pkt.l3_off;
+}
+
 /*
  * Looks the packet up for an endpoint seeing it in direction dir. Returns the
  * CT state; *entry is the tracked connection (NULL when new), *fwd the key a
- * new connection is created under.
+ * new connection is created under. A tracked packet is counted in its
+ * direction (packets, IP bytes, TCP flags). A SYN (without ACK) on a connection
+ * that saw FIN or RST opens a new one on the same tuple (a reused port): NEW,
+ * so that it is decided by policy again and counted from zero, as Cilium
+ * reopens a closing entry.
  */
 static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *ctx, __u8 dir,
 					 struct fx_ct_key *fwd, struct fx_ct_entry **entry)
@@ -101,7 +118,8 @@ static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *c
 	struct fx_ct_key k;
 	struct fx_ct_entry *e;
 	__u8 other = dir == FX_DIR_EGRESS ? FX_DIR_INGRESS : FX_DIR_EGRESS;
-	__u8 tcp_flags = ctx->pkt.tuple.tcp_flags;
+	__u8 tcp_flags = ctx->pkt.tuple.proto == IPPROTO_TCP ? ctx->pkt.tuple.tcp_flags : 0;
+	__u32 bytes = fx_ct_ip_bytes(ctx);
 	__u64 now = fx_ct_now();
 
 	*entry = NULL;
@@ -113,10 +131,14 @@ static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *c
 	}
 	e = bpf_map_lookup_elem(&fx_ct, fwd);
 	if (e) {
+		if ((tcp_flags & 0x12) == 0x02 && (e->flags & FX_CTF_CLOSING))
+			return FX_CT_NEW;
 		__sync_fetch_and_add(&e->packets, 1);
-		__sync_fetch_and_add(&e->bytes, ctx->meta.pkt_len);
+		__sync_fetch_and_add(&e->bytes, bytes);
 		e->last_ns = now;
-		if (ctx->pkt.tuple.proto == IPPROTO_TCP && (tcp_flags & 0x05))
+		if (tcp_flags & ~e->tcp_flags)
+			e->tcp_flags |= tcp_flags;
+		if (tcp_flags & 0x05)
 			e->flags |= FX_CTF_CLOSING;
 		*entry = e;
 		return FX_CT_ESTABLISHED;
@@ -124,10 +146,12 @@ static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *c
 	fx_ct_key_rev(&k, ctx, other);
 	e = bpf_map_lookup_elem(&fx_ct, &k);
 	if (e) {
-		__sync_fetch_and_add(&e->packets, 1);
-		__sync_fetch_and_add(&e->bytes, ctx->meta.pkt_len);
+		__sync_fetch_and_add(&e->rev_packets, 1);
+		__sync_fetch_and_add(&e->rev_bytes, bytes);
 		e->last_ns = now;
-		if (ctx->pkt.tuple.proto == IPPROTO_TCP && (tcp_flags & 0x05))
+		if (tcp_flags & ~e->rev_tcp_flags)
+			e->rev_tcp_flags |= tcp_flags;
+		if (tcp_flags & 0x05)
 			e->flags |= FX_CTF_CLOSING;
 		*entry = e;
 		return FX_CT_REPLY;
@@ -135,16 +159,39 @@ static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *c
 	return FX_CT_NEW;
 }
 
-/* Tracks a new connection; the caller fills NAT details in *e first. */
+/*
+ * Tracks a new connection; the caller fills NAT details in *e first. Its first
+ * packet is counted, traced and captured (the sampling state starts from it).
+ */
 static __always_inline int fx_ct_create(struct fx_ctx *ctx, const struct fx_ct_key *fwd, struct fx_ct_entry *e)
 {
 	__u64 now = fx_ct_now();
+	__u8 tcp = ctx->pkt.tuple.proto == IPPROTO_TCP ? ctx->pkt.tuple.tcp_flags : 0;
+	__u32 zero = 0;
+	struct fx_ct_stats *st;
+	int rc;
 
 	e->created_ns = now;
 	e->last_ns = now;
 	e->packets = 1;
-	e->bytes = ctx->meta.pkt_len;
-	return bpf_map_update_elem(&fx_ct, fwd, e, BPF_ANY);
+	e->bytes = fx_ct_ip_bytes(ctx);
+	e->rev_packets = 0;
+	e->rev_bytes = 0;
+	e->tcp_flags = tcp;
+	e->rev_tcp_flags = 0;
+	e->trace_flags = (tcp & 0x07) | ((tcp & 0x10) ? 0x08 : 0);
+	e->trace_tick = (__u8)(now >> 30);
+	e->captured = 1;
+	e->pad = 0;
+	rc = bpf_map_update_elem(&fx_ct, fwd, e, BPF_ANY);
+	st = bpf_map_lookup_elem(&fx_ct_stats, &zero);
+	if (st) {
+		if (rc == 0)
+			st->created++;
+		else
+			st->failed++;
+	}
+	return rc;
 }
 
 #endif /* FX_CONNTRACK_H */

@@ -28,6 +28,7 @@ struct fx_ctx {
 	__u8 icmp_type;
 	__u8 frag_missing;	/* a later fragment whose first fragment was not seen */
 	__u8 trace_skip;	/* aggregated: this packet makes no trace event */
+	__u8 capture_skip;	/* sampled out: this packet makes no capture event (unless dropped) */
 	/* scratch space: ctx lives in a per-CPU map, off the 512-byte stack */
 	struct fx_tuple orig;	/* the tuple before a translation */
 	struct fx_ct_key key;	/* the connection's key (forward direction) */

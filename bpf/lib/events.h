@@ -33,6 +33,8 @@ const volatile struct fx_config fx_cfg = {
 	.snaplen = 128,
 	.wakeup_bytes = 1 << 20,
 	.self_pid = 0,
+	.trace_aggregate = 0,
+	.capture_first = FX_CAPTURE_ALL,
 };
 
 /*

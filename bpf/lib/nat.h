@@ -132,6 +132,25 @@ static __always_inline int fx_in_net4(const __u8 *addr, const __u8 *net, __u8 pr
 }
 
 /*
+ * Trace and capture sampling at the node's device (see fx_sample in
+ * datapath.bpf.c) by the translation's entry: its first packets are captured
+ * (fx_cfg.capture_first) and, with monitor aggregation, only a direction's
+ * first packet and its SYN, FIN and RST packets are traced.
+ */
+static __always_inline void fx_nat_sample(struct fx_ctx *ctx, struct fx_nat_entry *m)
+{
+	__u8 n = m->seen;
+
+	if (n < 255)
+		m->seen = n + 1;
+	if (fx_cfg.capture_first != FX_CAPTURE_ALL && n >= fx_cfg.capture_first)
+		ctx->capture_skip = 1;
+	if (fx_cfg.trace_aggregate && n > 0 &&
+	    !(ctx->pkt.tuple.proto == IPPROTO_TCP && (ctx->pkt.tuple.tcp_flags & 0x07)))
+		ctx->trace_skip = 1;
+}
+
+/*
  * Egress on the node's device: masquerade a pod's connection leaving the
  * cluster. Returns TC_ACT_OK (translated or not ours) or a drop.
  */
@@ -161,6 +180,7 @@ static __always_inline int fx_masquerade(struct __sk_buff *skb, struct fx_ctx *c
 	m = bpf_map_lookup_elem(&fx_snat, k);
 	if (m) {
 		port = m->port;
+		fx_nat_sample(ctx, m);
 	} else {
 		/* the pod's own port if free on the node address, else a few hashed ones */
 		__builtin_memset(rk, 0, sizeof(*rk));
@@ -187,6 +207,7 @@ static __always_inline int fx_masquerade(struct __sk_buff *skb, struct fx_ctx *c
 			return FX_DROP(ctx, FX_DROP_NAT_NO_MAPPING);
 		__builtin_memcpy(out->addr, cfg->node_addr, 16);
 		out->port = port;
+		out->seen = 1;
 		out->identity = back->identity;
 		out->created_ns = back->created_ns;
 		if (bpf_map_update_elem(&fx_snat, k, out, BPF_ANY) < 0) {
@@ -229,6 +250,7 @@ static __always_inline int fx_rev_snat(struct __sk_buff *skb, struct fx_ctx *ctx
 	m = bpf_map_lookup_elem(&fx_snat, k);
 	if (!m)
 		return TC_ACT_OK;
+	fx_nat_sample(ctx, m);
 	ctx->meta.src_identity = fx_identity_of(orig->saddr, AF_INET, NULL);
 	ctx->meta.dst_identity = m->identity;
 	__builtin_memcpy(ctx->orig_addr, orig->daddr, 16);

@@ -94,9 +94,9 @@ public static class LabCommand
         return cluster;
     }
 
-    private static LabOptions Options(bool datapath, bool quiet, bool serve = false, bool collect = true) => new()
+    private static LabOptions Options(bool datapath, bool quiet, bool serve = false, bool collect = true, EventOptions? events = null) => new()
     {
-        Datapath = datapath ? LabDatapath.Factory(new EventOptions { SelfPid = (uint)Environment.ProcessId }) : null,
+        Datapath = datapath ? LabDatapath.Factory((events ?? new EventOptions()) with { SelfPid = (uint)Environment.ProcessId }) : null,
         Progress = quiet ? null : line => Console.WriteLine("  " + line),
         Serve = serve,
         CollectEvents = collect,
@@ -108,7 +108,8 @@ public static class LabCommand
         var noDatapath = NoDatapathOption();
         var name = NameOption();
         var events = new Option<bool>("--events") { Description = "Print the datapath's drop, policy verdict and NAT events while up" };
-        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events };
+        var (aggregation, capture, captureFirst) = RecordCommand.SamplingOptions();
+        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events, aggregation, capture, captureFirst };
         cmd.SetAction(parse => Guard(() =>
         {
             var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
@@ -116,7 +117,13 @@ public static class LabCommand
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
             Console.WriteLine($"lab {cluster.Lab!.Name}: building from {cluster.SourceFile}");
-            using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: false, serve: true, collect: parse.GetValue(events)));
+            var sampling = new EventOptions
+            {
+                MonitorAggregation = parse.GetValue(aggregation) == "none" ? MonitorAggregation.None : MonitorAggregation.Medium,
+                CaptureFirst = RecordCommand.CaptureFirstOf(parse.GetValue(capture)!, parse.GetValue(captureFirst)),
+                Snaplen = parse.GetValue(capture) == "none" ? 0 : new EventOptions().Snaplen,
+            };
+            using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: false, serve: true, collect: parse.GetValue(events), events: sampling));
             PrintSummary(lab);
             Console.WriteLine($"lab {lab.Name} is up (pid {Environment.ProcessId}); Ctrl-C or `forensics lab down {parse.GetValue(file)}` removes it");
             int printed = 0;

@@ -22,12 +22,14 @@ public sealed record RecordArgs(
     uint RingBytes,
     bool Progress,
     string? Lab = null,
-    MonitorAggregation MonitorAggregation = MonitorAggregation.None,
+    MonitorAggregation MonitorAggregation = MonitorAggregation.Medium,
+    uint CaptureFirst = EventOptions.DefaultCaptureFirst,
     bool Probes = true,
     IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null,
     string? RuntimeEndpoint = null,
     string? PodsFile = null,
-    IReadOnlyList<string>? Datapaths = null);
+    IReadOnlyList<string>? Datapaths = null,
+    TimeSpan? FlowInterval = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -45,12 +47,12 @@ public static class RecordCommand
         var lab = new Option<string?>("--lab") { Description = "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards" };
         var datapath = new Option<string[]>("--datapath") { Description = "Without --lab: record the running datapath of this lab only (repeatable; default: every running datapath, as `forensics lab up` serves them: its events from its monitor socket, its tables from its pinned maps at start and end)" };
         var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
-        var aggregation = new Option<string>("--monitor-aggregation")
+        var (aggregation, capture, captureFirst) = SamplingOptions();
+        var flowInterval = new Option<string>("--flow-interval")
         {
-            Description = "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
-            DefaultValueFactory = _ => "none",
+            Description = "The flows table (per-connection packets and bytes each way, from the datapath's and the kernel's conntrack): a row per active connection this often and one at its end; 0 records no flows table",
+            DefaultValueFactory = _ => "10s",
         };
-        aggregation.AcceptOnlyFromAmong("none", "medium");
         var from = new Option<string[]>("--from")
         {
             Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
@@ -66,7 +68,7 @@ public static class RecordCommand
         var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and every running datapath (`lab up`), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, runtime, pods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+            duration, output, lab, datapath, types, exclude, tetragon, snaplen, capture, captureFirst, ring, aggregation, flowInterval, runtime, pods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -89,7 +91,11 @@ public static class RecordCommand
                     (uint)ringBytes,
                     !Console.IsErrorRedirected,
                     parse.GetValue(lab),
-                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None);
+                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None,
+                    CaptureFirstOf(parse.GetValue(capture)!, parse.GetValue(captureFirst)));
+                if (parse.GetValue(capture) == "none")
+                    args = args with { Snaplen = 0 };
+                args = args with { FlowInterval = parse.GetValue(flowInterval) is "0" or "off" ? null : Args.ParseDuration(parse.GetValue(flowInterval)!) };
                 var tlsOptions = new Forensics.Cilium.TlsOptions
                 {
                     Enabled = parse.GetValue(tls) || parse.GetValue(tlsCa) is { Length: > 0 } || parse.GetValue(tlsCert) is not null || parse.GetValue(tlsInsecure),
@@ -114,6 +120,45 @@ public static class RecordCommand
         });
         return cmd;
     }
+
+    /// <summary>
+    /// --monitor-aggregation, --capture and --capture-first: what the datapath traces and captures (record --lab and
+    /// lab up); the defaults fit a long recording of a busy node (docs/long-recordings.md), every packet is one option away.
+    /// </summary>
+    internal static (Option<string> Aggregation, Option<string> Capture, Option<uint> First) SamplingOptions()
+    {
+        var aggregation = new Option<string>("--monitor-aggregation")
+        {
+            Description = "Trace events of tracked connections, as Cilium's monitor aggregation: medium (a connection's first packet and first reply, new TCP flags per direction, one every ~5 s) or none (every packet); drops, verdicts and NAT are never aggregated",
+            DefaultValueFactory = _ => "medium",
+        };
+        aggregation.AcceptOnlyFromAmong("none", "medium");
+        var capture = new Option<string>("--capture")
+        {
+            Description = "Packets captured (their first --snaplen bytes): first (every dropped packet and the first --capture-first packets of each connection at each endpoint), all (every packet), drops (dropped packets only) or none",
+            DefaultValueFactory = _ => "first",
+        };
+        capture.AcceptOnlyFromAmong("first", "all", "drops", "none");
+        var first = new Option<uint>("--capture-first")
+        {
+            Description = $"With --capture first: packets of each connection captured at each endpoint, both directions counted (default {EventOptions.DefaultCaptureFirst})",
+            DefaultValueFactory = _ => EventOptions.DefaultCaptureFirst,
+        };
+        first.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<uint>() is 0 or > 65535)
+                r.AddError("--capture-first must be between 1 and 65535 (--capture drops captures dropped packets only)");
+        });
+        return (aggregation, capture, first);
+    }
+
+    /// <summary>The datapath's capture-first count for a --capture mode.</summary>
+    internal static uint CaptureFirstOf(string mode, uint first) => mode switch
+    {
+        "all" => EventOptions.CaptureAll,
+        "drops" => 0,
+        _ => first,
+    };
 
     /// <summary>--from values: whether this tool's probes run, and the Cilium sources.</summary>
     internal static (bool Probes, List<Forensics.Cilium.LiveEndpoint> Cilium) ParseFrom(IEnumerable<string> values, Forensics.Cilium.TlsOptions tls)
@@ -173,6 +218,8 @@ public static class RecordCommand
             Snaplen = args.Snaplen,
             RingBytes = args.RingBytes,
             MonitorAggregation = args.MonitorAggregation,
+            CaptureFirst = args.CaptureFirst,
+            FlowInterval = args.FlowInterval,
             Lab = args.Lab,
             RuntimeEndpoint = args.RuntimeEndpoint,
             PodsFile = args.PodsFile,

@@ -23,9 +23,26 @@ public sealed record EventOptions
 
     /// <summary>
     /// Trace events of tracked connections, as Cilium's monitor aggregation: "none" (every packet) or
-    /// "medium" (a connection's first packets, new TCP flags per direction, and one every ~5 s).
+    /// "medium" (the default, as Cilium's: a connection's first packet and first reply, new TCP flags per
+    /// direction, and one every ~5 s). Drops, verdicts and NAT events are never aggregated.
     /// </summary>
-    public MonitorAggregation MonitorAggregation { get; init; } = MonitorAggregation.None;
+    public MonitorAggregation MonitorAggregation { get; init; } = MonitorAggregation.Medium;
+
+    /// <summary>
+    /// Which packets are captured (when <see cref="Snaplen"/> is not 0): <see cref="CaptureAll"/> every packet;
+    /// N: every dropped packet and the first N packets of each connection at each endpoint (both directions
+    /// counted), 0 dropped packets only. Default <see cref="DefaultCaptureFirst"/> (docs/long-recordings.md).
+    /// </summary>
+    public uint CaptureFirst { get; init; } = DefaultCaptureFirst;
+
+    /// <summary><see cref="CaptureFirst"/>: capture every packet (bpf/include/fx_abi.h FX_CAPTURE_ALL).</summary>
+    public const uint CaptureAll = uint.MaxValue;
+
+    /// <summary>Packets of each connection captured by default (besides every drop).</summary>
+    public const uint DefaultCaptureFirst = 8;
+
+    /// <summary>Every packet traced and captured: no aggregation, no sampling (tests of per-packet events, benchmarks of the worst case).</summary>
+    public static EventOptions PerPacket { get; } = new() { MonitorAggregation = MonitorAggregation.None, CaptureFirst = CaptureAll };
 
     public uint KindMask => Kinds.Count == 0 ? 0xffffffffu : Kinds.Aggregate(0u, (m, k) => m | (1u << (int)k));
 }
@@ -73,6 +90,7 @@ public static class EventChannel
         cfg.WakeupBytes = Math.Min(options.WakeupBytes, options.RingBytes / 2);
         cfg.SelfPid = options.SelfPid;
         cfg.TraceAggregate = options.MonitorAggregation == MonitorAggregation.Medium ? 1u : 0u;
+        cfg.CaptureFirst = options.CaptureFirst;
         obj.SetReadOnly(ConfigVariable, cfg);
         obj.SetMaxEntries(EventsMap, options.RingBytes);
     }

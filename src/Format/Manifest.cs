@@ -135,6 +135,32 @@ public sealed class ManifestConfig
 
     /// <summary>"none": a trace event per packet; "medium": trace events aggregated per connection.</summary>
     [JsonPropertyName("monitor_aggregation")] public string MonitorAggregation { get; set; } = "none";
+
+    /// <summary>
+    /// Which packets were captured: "all", "first" (every drop and the first <see cref="CaptureFirst"/> packets of each
+    /// connection at each endpoint), "drops", "off" (snaplen 0); null in recordings made before capture was sampled
+    /// (every packet).
+    /// </summary>
+    [JsonPropertyName("capture")] public string? Capture { get; set; }
+
+    /// <summary>With <see cref="Capture"/> "first": packets of each connection captured at each endpoint.</summary>
+    [JsonPropertyName("capture_first")] public uint? CaptureFirst { get; set; }
+
+    /// <summary>Seconds between a connection's rows in the flows table (null: no flows table was recorded).</summary>
+    [JsonPropertyName("flow_interval_seconds")] public double? FlowIntervalSeconds { get; set; }
+
+    /// <summary>The capture mode of a datapath configured with this snaplen and capture-first count (uint.MaxValue: all).</summary>
+    public static (string Mode, uint? First) CaptureMode(uint snaplen, uint captureFirst) =>
+        snaplen == 0 ? ("off", null) : captureFirst == uint.MaxValue ? ("all", null) : captureFirst == 0 ? ("drops", null) : ("first", captureFirst);
+
+    /// <summary>A line for readers saying which packets were captured (null when every packet was).</summary>
+    public string? CaptureText() => Capture switch
+    {
+        "first" => $"dropped packets and the first {CaptureFirst} packets of each connection at each endpoint (--capture first --capture-first {CaptureFirst}): not every packet has a capture row",
+        "drops" => "dropped packets only (--capture drops): packets that passed have no capture row",
+        "off" => "off (snaplen 0): no packet has a capture row",
+        _ => null,
+    };
     [JsonPropertyName("lab")] public string? Lab { get; set; }
     [JsonPropertyName("policies_sha256")] public string? PoliciesSha256 { get; set; }
     [JsonPropertyName("duration_seconds")] public double? DurationSeconds { get; set; }

@@ -38,8 +38,15 @@ public static class Info
             w.WriteLine($"in-cluster  {string.Join(", ", c.ExcludeCidrs)}");
         if (c.PodCidrs.Count + c.ServiceCidrs.Count + c.NodeAddresses.Count > 0)
             w.WriteLine($"cluster     pods {List(c.PodCidrs)}; services {List(c.ServiceCidrs)}; node {List(c.NodeAddresses)}");
-        if (c.MonitorAggregation is "medium")
-            w.WriteLine("traces      aggregated per connection (--monitor-aggregation medium): not every packet has a trace row");
+        if (c.Kinds.Count == 0 || c.Kinds.Contains("trace") || c.Kinds.Contains("capture"))
+        {
+            w.WriteLine(c.MonitorAggregation is "medium"
+            ? "traces      aggregated per connection (--monitor-aggregation medium): a connection's first packet and first reply, new TCP flags per direction and one every ~5 s have a trace row, not every packet; every drop, verdict and NAT has its row"
+                : "traces      every packet (--monitor-aggregation none)");
+            w.WriteLine($"capture     {c.CaptureText() ?? (c.Snaplen == 0 ? "off (snaplen 0)" : "every packet")}");
+        }
+        if (c.FlowIntervalSeconds is { } fi)
+            w.WriteLine($"flows       a row per active connection every {fi.ToString("0.###", inv)} s and one at its end (packets and IP bytes each way; from the datapath's and the kernel's conntrack)");
         if (m.Attribution is { } a)
         {
             w.WriteLine($"attribution source: {a.Source}{(a.Source == "none" ? "" : $" ({a.Pods} pods, {a.Containers} containers)")}");

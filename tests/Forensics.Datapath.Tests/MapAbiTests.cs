@@ -21,6 +21,7 @@ public class MapAbiTests
         ["fx_policy_value"] = typeof(PolicyValue),
         ["fx_ct_key"] = typeof(CtKey),
         ["fx_ct_entry"] = typeof(CtEntry),
+        ["fx_ct_stats"] = typeof(CtStats),
         ["fx_service_key"] = typeof(ServiceKey),
         ["fx_service"] = typeof(Service),
         ["fx_backend_key"] = typeof(BackendKey),

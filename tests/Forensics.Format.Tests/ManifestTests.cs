@@ -41,7 +41,7 @@ public class ManifestTests
             Config = new ManifestConfig
             {
                 Kinds = ["drop", "exec"], ExcludeCidrs = ["10.0.0.0/16"], Snaplen = 128, RingBytes = 1 << 24,
-                MonitorAggregation = "medium", Lab = "/lab.yaml", PoliciesSha256 = new string('a', 64), DurationSeconds = 60,
+                MonitorAggregation = "medium", Capture = "first", CaptureFirst = 8, FlowIntervalSeconds = 10, Lab = "/lab.yaml", PoliciesSha256 = new string('a', 64), DurationSeconds = 60,
                 PodCidrs = ["10.0.0.0/16"], ServiceCidrs = ["10.96.0.0/16"], NodeAddresses = ["192.0.2.1"],
             },
             EventsLost = 7,
@@ -154,5 +154,17 @@ public class ManifestTests
         var e = Assert.Throws<ManifestException>(() => Manifest.Parse(System.Text.Encoding.UTF8.GetBytes(json), "m.json"));
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Theory]
+    [InlineData(128u, 8u, "first", 8u)]
+    [InlineData(128u, uint.MaxValue, "all", null)]
+    [InlineData(128u, 0u, "drops", null)]
+    [InlineData(0u, 8u, "off", null)]
+    public void CaptureMode_SnaplenAndFirstCount_StatedMode(uint snaplen, uint first, string mode, uint? stated)
+    {
+        Assert.Equal((mode, stated), ManifestConfig.CaptureMode(snaplen, first));
+        var c = new ManifestConfig { Capture = mode, CaptureFirst = stated, Snaplen = snaplen };
+        Assert.Equal(mode == "all", c.CaptureText() is null);
     }
 }

@@ -153,6 +153,8 @@ public class DatapathAttachTests
                 var m = Manifest.Read(dir);
                 foreach (var table in new[] { "drop", "policy", "nat", "trace", "capture" })
                     Assert.Equal(0UL, m.Loss.TryGetValue(table, out var l) ? l.Failed + l.UserspaceDropped : 0UL);
+                // what the running datapath traced and captured (its own settings, from when it was started) is stated
+                Assert.Equal(("medium", "off", (uint?)null), (m.Config.MonitorAggregation, m.Config.Capture, m.Config.CaptureFirst));
                 var source = m.Sources["datapath:" + name];
                 Assert.Equal("socket", source.Kind);
                 Assert.True(source.Loss["drop"].Emitted >= (ulong)shown, $"emitted {source.Loss["drop"].Emitted}, shown {shown}");

@@ -106,7 +106,8 @@ internal sealed class DatapathHarness : IDisposable
         links = new DummyLinks(eps.Count);
         try
         {
-            Dp = Datapath.Control.Datapath.Load(cluster, options ?? new EventOptions { RingBytes = 1 << 20 });
+            // per-packet tests see every packet's trace and capture: they ask for it (the product's default samples them)
+            Dp = Datapath.Control.Datapath.Load(cluster, options ?? EventOptions.PerPacket with { RingBytes = 1 << 20 });
             for (int i = 0; i < eps.Count; i++)
             {
                 Dp.RegisterEndpoint(eps[i], links.Ifindexes[i]);

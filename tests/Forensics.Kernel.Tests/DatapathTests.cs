@@ -319,7 +319,7 @@ public class DatapathTests
     [KernelFact]
     public void ServiceDnat_ManyFlows_EachFlowKeepsItsBackendAndBothBackendsUsed()
     {
-        using var h = new DatapathHarness(Cluster(), new EventOptions { RingBytes = 1 << 20, Kinds = new HashSet<EventKind> { EventKind.Drop } });
+        using var h = new DatapathHarness(Cluster(), EventOptions.PerPacket with { RingBytes = 1 << 20, Kinds = new HashSet<EventKind> { EventKind.Drop } });
         var chosen = new Dictionary<int, string>();
 
         for (int port = 42000; port < 42032; port++)
@@ -649,7 +649,7 @@ public class DatapathTests
     public void EventKinds_OnlyDropsEnabled_AllowedPacketSilentAndDropCounted()
     {
         using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))),
-            new EventOptions { RingBytes = 1 << 20, Kinds = new HashSet<EventKind> { EventKind.Drop } });
+            EventOptions.PerPacket with { RingBytes = 1 << 20, Kinds = new HashSet<EventKind> { EventKind.Drop } });
 
         h.To(Backend2, Packets.Tcp("10.244.0.10", 48000, "10.244.0.20", 8080));
         h.To(Backend2, Packets.Tcp("10.244.0.10", 48001, "10.244.0.20", 9090));
@@ -666,7 +666,7 @@ public class DatapathTests
     public void Capture_DroppedPacket_BytesAsSentWithReason()
     {
         using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))),
-            new EventOptions { RingBytes = 1 << 20, Snaplen = 40 });
+            EventOptions.PerPacket with { RingBytes = 1 << 20, Snaplen = 40 });
         var pkt = Packets.Tcp("10.244.0.10", 49000, "10.244.0.20", 9090);
 
         h.To(Backend2, pkt);
@@ -715,14 +715,14 @@ public class DatapathTests
         // as Cilium's monitor aggregation "medium": a tracked connection's packets make a trace event
         // when the direction shows a TCP flag not traced before; verdicts, drops and capture are not aggregated
         using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))),
-            new EventOptions { RingBytes = 1 << 20, MonitorAggregation = MonitorAggregation.Medium });
+            new EventOptions { RingBytes = 1 << 20, MonitorAggregation = MonitorAggregation.Medium, CaptureFirst = EventOptions.CaptureAll });
         int Traces(byte flags, bool reply = false)
         {
             var p = reply ? Packets.Tcp("10.244.0.20", 8080, "10.244.0.10", 40000, flags) : Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080, flags);
             var r = reply ? h.From(Backend2, p) : h.To(Backend2, p);
             Assert.Equal(TcActOk, r.ReturnValue);
             var ev = h.Take();
-            Assert.Single(ev.Captures); // capture is per packet whatever the aggregation
+            Assert.Single(ev.Captures); // capture all: per packet whatever the aggregation
             return ev.Traces.Count;
         }
 
@@ -743,7 +743,8 @@ public class DatapathTests
     [KernelFact]
     public void MonitorAggregationNone_EveryPacketTraced()
     {
-        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))),
+            new EventOptions { RingBytes = 1 << 20, MonitorAggregation = MonitorAggregation.None });
         h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080, Packets.TcpSyn));
         h.Take();
         for (int i = 0; i < 3; i++)
@@ -751,5 +752,128 @@ public class DatapathTests
             h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080, Packets.TcpAck));
             Assert.Equal(CtState.Established, Assert.Single(h.Take().Traces).CtState);
         }
+    }
+
+    /// <summary>
+    /// One scripted exchange: a service flow (DNAT both ways, 24 packets each way), a denied TCP port retried 5
+    /// times, an allowed UDP flow (10 datagrams each way), run through the real programs.
+    /// </summary>
+    private static Events RunSampledScript(EventOptions options)
+    {
+        var policy = BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP"), new PortProtocol(5353, "UDP")]));
+        using var h = new DatapathHarness(Cluster(policy), options with { RingBytes = 1 << 22 });
+        var all = new List<byte[]>();
+        void Take() => all.AddRange(h.Take().Records);
+        var backend = Pkt.Dst4(h.From(Frontend, Packets.Tcp("10.244.0.10", 43000, BackendVip, 80)).DataOut);
+        var (bip, bport) = (backend.Split(':')[0], ushort.Parse(backend.Split(':')[1], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(TcActOk, h.To(Frontend, Packets.Tcp(bip, bport, "10.244.0.10", 43000, SynAck)).ReturnValue);
+        for (int i = 0; i < 24; i++)
+        {
+            h.From(Frontend, Packets.Tcp("10.244.0.10", 43000, BackendVip, 80, Packets.TcpAck | 0x08, payload: 100));
+            h.To(Frontend, Packets.Tcp(bip, bport, "10.244.0.10", 43000, Packets.TcpAck | 0x08, payload: 1000));
+        }
+        h.From(Frontend, Packets.Tcp("10.244.0.10", 43000, BackendVip, 80, FinAck));
+        h.To(Frontend, Packets.Tcp(bip, bport, "10.244.0.10", 43000, FinAck));
+        Take();
+        for (int i = 0; i < 5; i++)
+            Assert.Equal(TcActShot, h.To(Backend2, Packets.Tcp("10.244.0.10", 43001, "10.244.0.20", 9090)).ReturnValue);
+        Take();
+        for (int i = 0; i < 10; i++)
+        {
+            Assert.Equal(TcActOk, h.To(Backend2, Packets.Udp("10.244.0.10", 43002, "10.244.0.20", 5353, payload: 64)).ReturnValue);
+            Assert.Equal(TcActOk, h.From(Backend2, Packets.Udp("10.244.0.20", 5353, "10.244.0.10", 43002, payload: 512)).ReturnValue);
+        }
+        Take();
+        return new Events(all);
+    }
+
+    private static string Key(in Forensics.Datapath.Abi.Tuple t, in DpMeta m) => $"{Pkt.S(t)}>{Pkt.D(t)}/{t.Proto}@{m.ObsPoint}";
+
+    [KernelFact]
+    public void DefaultSampling_ScriptedFlows_EveryDropVerdictNatAndFirstPacketsOfEachFlowKept()
+    {
+        // the defaults of a long recording (monitor aggregation medium, capture of drops and first packets)
+        // against every packet traced and captured, on the same packets
+        var every = RunSampledScript(EventOptions.PerPacket);
+        var sampled = RunSampledScript(new EventOptions());
+
+        Assert.Equal(MonitorAggregation.Medium, new EventOptions().MonitorAggregation);
+        // every drop, verdict and NAT event: the same events in both
+        Assert.Equal(5, every.Drops.Count);
+        Assert.Equal(every.Drops.Select(d => (Key(d.Tuple, d.Meta), d.Reason)), sampled.Drops.Select(d => (Key(d.Tuple, d.Meta), d.Reason)));
+        Assert.Equal(6, every.Verdicts.Count); // 5 denied SYNs and the UDP flow
+        Assert.Equal(every.Verdicts.Select(v => (Key(v.Tuple, v.Meta), v.Action)), sampled.Verdicts.Select(v => (Key(v.Tuple, v.Meta), v.Action)));
+        Assert.Equal([NatKind.Dnat, NatKind.RevDnat], sampled.Nats.Select(n => n.NatKind));
+        Assert.Equal(every.Nats.Select(n => (Pkt.S(n.Orig), Pkt.D(n.Orig), Pkt.D(n.Xlated), n.NatKind)), sampled.Nats.Select(n => (Pkt.S(n.Orig), Pkt.D(n.Orig), Pkt.D(n.Xlated), n.NatKind)));
+        // every dropped packet captured, with its reason
+        Assert.Equal(5, sampled.Captures.Count(c => c.DropReason == (ushort)DropReason.Policy));
+        // each flow's first packet and first reply traced; new TCP flags traced (SYN, SYN-ACK, first ACK each way, FINs)
+        Assert.Equal(52 + 20, every.Traces.Count);
+        var tcpTraces = sampled.Traces.Where(t => t.Tuple.Proto == 6).ToList();
+        Assert.Equal([CtState.New, CtState.Reply, CtState.Established, CtState.Established, CtState.Reply],
+            tcpTraces.Select(t => t.CtState));
+        Assert.Equal([0x02, 0x12, 0x18, 0x11, 0x11], tcpTraces.Select(t => (int)t.Tuple.TcpFlags));
+        var udpTraces = sampled.Traces.Where(t => t.Tuple.Proto == 17).ToList();
+        Assert.Equal([CtState.New, CtState.Reply], udpTraces.Select(t => t.CtState));
+        // the first 8 packets of each connection at its endpoint captured (both directions), in order
+        var tcpCaptures = sampled.Captures.Where(c => c.Tuple.Proto == 6 && c.DropReason == 0).ToList();
+        var firstEight = every.Captures.Where(c => c.Tuple.Proto == 6 && c.DropReason == 0).Take(8).ToList();
+        Assert.Equal(firstEight.Select(c => ((ReadOnlySpan<byte>)c.Data)[..c.CapLen].ToArray()), tcpCaptures.Select(c => ((ReadOnlySpan<byte>)c.Data)[..c.CapLen].ToArray()));
+        Assert.Equal(8, sampled.Captures.Count(c => c.Tuple.Proto == 17));
+        Assert.True(sampled.Records.Count * 3 < every.Records.Count, $"{sampled.Records.Count} events sampled, {every.Records.Count} per packet");
+    }
+
+    [KernelFact]
+    public void CaptureDrops_AllowedAndDroppedPackets_OnlyDropsCaptured()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))),
+            new EventOptions { RingBytes = 1 << 20, CaptureFirst = 0 });
+
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 44000, "10.244.0.20", 8080));
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 44000, "10.244.0.20", 8080, Packets.TcpAck));
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 44001, "10.244.0.20", 9090));
+        var ev = h.Take();
+
+        var cap = Assert.Single(ev.Captures);
+        Assert.Equal((ushort)DropReason.Policy, cap.DropReason);
+        Assert.Equal(2, ev.Traces.Count);
+    }
+
+    [KernelFact]
+    public void Conntrack_PacketsBothWays_CountedPerDirectionInIpBytesWithTcpFlags()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 45000, "10.244.0.20", 8080));                        // 40 IP bytes
+        h.From(Backend2, Packets.Tcp("10.244.0.20", 8080, "10.244.0.10", 45000, SynAck));             // 40
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 45000, "10.244.0.20", 8080, Packets.TcpAck, payload: 300)); // 340
+        h.From(Backend2, Packets.Tcp("10.244.0.20", 8080, "10.244.0.10", 45000, Packets.TcpAck, payload: 1000)); // 1040
+        h.From(Backend2, Packets.Tcp("10.244.0.20", 8080, "10.244.0.10", 45000, 0x04)); // RST, 40
+
+        var map = h.Dp.Object.Map("fx_ct");
+        var (_, e) = Assert.Single(map.Entries<CtKey, CtEntry>(), kv => kv.Key.Sport == 45000);
+        Assert.Equal((2ul, 380ul, 3ul, 1120ul), (e.Packets, e.Bytes, e.RevPackets, e.RevBytes));
+        Assert.Equal((0x12, 0x16), ((int)e.TcpFlags, (int)e.RevTcpFlags));
+        Assert.True((e.Flags & CtFlags.Closing) != 0);
+        var stats = h.Dp.Object.Map("fx_ct_stats").LookupPerCpu<uint, CtStats>(0);
+        Assert.Equal(1ul, stats.Aggregate(0ul, (a, s) => a + s.Created));
+    }
+
+    [KernelFact]
+    public void Conntrack_SynAfterFin_ReopensTheConnectionFromZero()
+    {
+        using var h = new DatapathHarness(Cluster(BackendIngress(Rule(ports: [new PortProtocol(8080, "TCP")]))));
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 46000, "10.244.0.20", 8080));
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 46000, "10.244.0.20", 8080, FinAck, payload: 10));
+        h.Take();
+
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 46000, "10.244.0.20", 8080)); // the port reused
+        var ev = h.Take();
+
+        Assert.Equal(CtState.New, Assert.Single(ev.Traces).CtState);
+        Assert.Single(ev.Verdicts); // decided by policy again
+        var (_, e) = Assert.Single(h.Dp.Object.Map("fx_ct").Entries<CtKey, CtEntry>(), kv => kv.Key.Sport == 46000);
+        Assert.Equal((1ul, 40ul, 0x02), (e.Packets, e.Bytes, (int)e.TcpFlags));
+        Assert.Equal(CtFlags.None, e.Flags & CtFlags.Closing);
     }
 }

@@ -51,6 +51,15 @@ public class RecordLabTests(StarWarsRecording rec)
         Assert.Contains("step xwing-to-outside-world", output, StringComparison.Ordinal);
         var m = Manifest.Read(dir);
         Assert.Equal(0UL, m.EventsLost);
+        // the defaults of a long recording, stated so that no reader takes a missing trace or capture row for "did not happen"
+        Assert.Equal(("medium", "first", (uint?)8), (m.Config.MonitorAggregation, m.Config.Capture, m.Config.CaptureFirst));
+        using (var opened = Forensics.Query.Recording.RecordingLocator.Open(dir))
+        {
+            var info = new StringWriter();
+            Forensics.Query.Info.Report(opened, info);
+            Assert.Contains("traces      aggregated per connection (--monitor-aggregation medium)", info.ToString(), StringComparison.Ordinal);
+            Assert.Contains("capture     dropped packets and the first 8 packets of each connection at each endpoint", info.ToString(), StringComparison.Ordinal);
+        }
 
         AssertScenarioAnswers(dir);
 

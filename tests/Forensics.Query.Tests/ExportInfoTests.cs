@@ -111,6 +111,9 @@ public sealed class ManifestReaderTests
         m.UnsealedBytes = 4242;
         m.Config.RingBytes = 65536;
         m.Config.MonitorAggregation = "medium";
+        m.Config.Capture = "first";
+        m.Config.CaptureFirst = 6;
+        m.Config.FlowIntervalSeconds = 15;
         m.Config.PoliciesSha256 = new string('e', 64);
         m.Config.DurationSeconds = 12.5;
         m.Config.PodCidrs = ["10.244.0.0/16"];
@@ -131,7 +134,7 @@ public sealed class ManifestReaderTests
         var text = w.ToString();
         foreach (var expected in new[]
         {
-            "recovered after a crash", "41 connects", "unsealed segments: 2 (4242 bytes)", "ring 65536 bytes", "aggregated per connection",
+            "recovered after a crash", "41 connects", "unsealed segments: 2 (4242 bytes)", "ring 65536 bytes", "aggregated per connection", "the first 6 packets of each connection", "a row per active connection every 15 s",
             new string('e', 64), "duration 12.5 s", "lab test", "snaplen 128", "pods 10.244.0.0/16", "services 10.97.0.0/16", "node 192.0.2.10",
             "drop_env", "source      conntrack (netlink: ctnetlink in the root namespace): 77 records", "nat              emitted 80, not handed over 3",
             "not recorded: NAT of other namespaces", "input     flows.jsonl (99 bytes, sha256 " + new string('d', 64), "boot boot-1", "x86_64",

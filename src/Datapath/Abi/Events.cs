@@ -312,4 +312,6 @@ public struct Config
     public ulong WakeupBytes;
     public uint SelfPid;
     public uint TraceAggregate;
+    public uint CaptureFirst;
+    public uint Pad;
 }

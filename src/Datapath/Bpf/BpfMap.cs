@@ -168,6 +168,40 @@ public sealed unsafe class BpfMap : IDisposable
         return keys;
     }
 
+    /// <summary>
+    /// Every (key, value) of a hash map read in batches (BPF_MAP_LOOKUP_BATCH): a few system calls for the whole map,
+    /// where <see cref="Entries{TKey, TValue}"/> makes two per entry. Fills <paramref name="keys"/> and
+    /// <paramref name="values"/> (at least <see cref="MaxEntries"/> long) from index 0 and returns how many it read. A
+    /// map that changes meanwhile may show an entry twice or not at all, as any iteration of a live hash map.
+    /// </summary>
+    public int ReadBatched<TKey, TValue>(TKey[] keys, TValue[] values) where TKey : unmanaged where TValue : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        ArgumentNullException.ThrowIfNull(values);
+        CheckSizes<TKey, TValue>();
+        int n = 0;
+        ulong token = 0;
+        bool first = true;
+        fixed (TKey* k = keys)
+        fixed (TValue* v = values)
+        {
+            while (n < keys.Length && n < values.Length)
+            {
+                uint count = (uint)Math.Min(keys.Length - n, values.Length - n);
+                ulong next = 0;
+                int rc = LibBpf.bpf_map_lookup_batch(Fd, first ? null : &token, &next, k + n, v + n, &count, null);
+                n += (int)count;
+                if (rc == -2) // ENOENT: the last batch
+                    break;
+                BpfException.Check(rc, $"bpf_map_lookup_batch({Name})");
+                token = next;
+                first = false;
+            }
+        }
+        KeepAlive();
+        return n;
+    }
+
     /// <summary>Every (key, value) pair of a non-per-CPU map.</summary>
     public List<KeyValuePair<TKey, TValue>> Entries<TKey, TValue>() where TKey : unmanaged where TValue : unmanaged
     {

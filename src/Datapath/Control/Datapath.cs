@@ -392,7 +392,16 @@ public sealed class Datapath : IEventSource
     /// one consumer position, and a second reader would take records from the owner (docs/monitor.md).
     /// </summary>
     public static IReadOnlyList<string> StateMaps { get; } =
-        ["fx_ipcache", "fx_endpoints", "fx_policy", "fx_ct", "fx_services", "fx_backends", "fx_lb_flows", "fx_snat", "fx_nat_cfg", EventChannel.StatsMap];
+        ["fx_ipcache", "fx_endpoints", "fx_policy", "fx_ct", "fx_services", "fx_backends", "fx_lb_flows", "fx_snat", "fx_nat_cfg", EventChannel.StatsMap, "fx_ct_stats"];
+
+    /// <summary>One of the maps that hold the datapath's state (<see cref="StateMaps"/>): fx_ct for the recorder's flows table.</summary>
+    public BpfMap StateMap(string name)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (!StateMaps.Contains(name))
+            throw new ArgumentException($"{name} is not one of the datapath's state maps", nameof(name));
+        return obj.Map(name);
+    }
 
     /// <summary>Pins every state map in <paramref name="dir"/> (bpffs), one file per map named as the map.</summary>
     public void PinStateMaps(string dir)
@@ -476,7 +485,7 @@ public sealed class Datapath : IEventSource
             .Select(kv => new ConntrackInfo(
                 MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
                 kv.Key.Proto, kv.Key.Dir, kv.Value.EndpointId, kv.Value.RemoteIdentity, kv.Value.Match, kv.Value.Flags,
-                kv.Value.Packets, kv.Value.Bytes, kv.Value.CreatedNs, kv.Value.LastNs, kv.Value.ServiceId,
+                kv.Value.Packets + kv.Value.RevPackets, kv.Value.Bytes + kv.Value.RevBytes, kv.Value.CreatedNs, kv.Value.LastNs, kv.Value.ServiceId,
                 (kv.Value.Flags & CtFlags.RevDnat) != 0 ? MapAddress.To(kv.Value.NatAddr, kv.Key.Family) : null,
                 (kv.Value.Flags & CtFlags.RevDnat) != 0 ? kv.Value.NatPort : 0))
             .OrderBy(c => c.CreatedNs)

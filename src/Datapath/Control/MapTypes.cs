@@ -182,6 +182,10 @@ public struct CtKey
     public byte Pad;
 }
 
+/// <summary>
+/// A tracked connection at one endpoint (fx_ct_entry). Packets and bytes per direction: forward is the direction of
+/// the connection's first packet (the key's tuple), reverse the replies; bytes are IP bytes (from the IP header on).
+/// </summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct CtEntry
 {
@@ -189,6 +193,8 @@ public struct CtEntry
     public ulong LastNs;
     public ulong Packets;
     public ulong Bytes;
+    public ulong RevPackets;
+    public ulong RevBytes;
     public Bytes16 NatAddr;
     public ushort NatPort;
     public ushort EndpointId;
@@ -198,6 +204,24 @@ public struct CtEntry
     public PolicyMatch Match;
     public byte TraceFlags;
     public byte TraceTick;
+
+    /// <summary>TCP flags seen forward (FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20 ECE 0x40 CWR 0x80).</summary>
+    public byte TcpFlags;
+
+    /// <summary>TCP flags seen in replies.</summary>
+    public byte RevTcpFlags;
+
+    /// <summary>Packets captured at this endpoint so far (capture of a connection's first packets).</summary>
+    public ushort Captured;
+    public uint Pad;
+}
+
+/// <summary>fx_ct_stats (per CPU): conntrack entries created and creations the map refused.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct CtStats
+{
+    public ulong Created;
+    public ulong Failed;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -248,7 +272,7 @@ public struct NatEntry
     public Bytes16 Addr;
     public ushort Port;
     public NatFlags Flags;
-    public byte Pad;
+    public byte Seen;
     public uint Identity;
     public ulong CreatedNs;
 }

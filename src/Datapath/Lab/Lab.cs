@@ -413,6 +413,7 @@ public sealed class Lab : IDisposable
                 RingBytes = o.RingBytes,
                 Snaplen = o.Snaplen,
                 MonitorAggregation = o.MonitorAggregation.ToString().ToLowerInvariant(),
+                CaptureFirst = o.CaptureFirst,
                 PinDir = pins,
                 ControlFile = control,
                 Netns = State.NodeNetns,

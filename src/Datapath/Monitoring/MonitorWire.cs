@@ -193,6 +193,12 @@ public sealed record MonitorHello
     public uint Snaplen { get; init; }
     public string MonitorAggregation { get; init; } = "none";
 
+    /// <summary>
+    /// Packets of each connection the datapath captures besides drops (<see cref="EventOptions.CaptureAll"/>: every
+    /// packet, also what a server of an older build that does not say it means).
+    /// </summary>
+    public uint CaptureFirst { get; init; } = EventOptions.CaptureAll;
+
     /// <summary>Bytes of this client's queue in the server: beyond it, events are dropped and counted.</summary>
     public int QueueBytes { get; init; }
 

@@ -18,6 +18,13 @@ public sealed record ConntrackCaptureOptions
     /// <summary>Also record update events (state changes between new and destroy).</summary>
     public bool Updates { get; init; } = true;
 
+    /// <summary>
+    /// Turn on the kernel's per-connection packet and byte counters (net.netfilter.nf_conntrack_acct) where they are off,
+    /// for the flows table, and turn them off again at the end; said as a "not recorded" line (connections older than
+    /// the recording have no counts).
+    /// </summary>
+    public bool Accounting { get; init; }
+
     /// <summary>Opens a listener (tests: one that asks a subsystem the kernel does not have, see <see cref="ConntrackOptions"/>).</summary>
     internal Func<ConntrackOptions, ConntrackListener> OpenListener { get; init; } = o => ConntrackListener.Open(o);
 }
@@ -34,8 +41,8 @@ public static class ConntrackRecord
     /// <summary>The record's first byte: an event, or a row of a table dump.</summary>
     public const byte KindEvent = 0xC1, KindDump = 0xC2;
 
-    /// <summary>Dump phases.</summary>
-    public const byte PhaseNone = 0, PhaseStart = 1, PhaseEnd = 2;
+    /// <summary>Dump phases (periodic: the flows table's reads between start and end).</summary>
+    public const byte PhaseNone = 0, PhaseStart = 1, PhaseEnd = 2, PhasePeriodic = 3;
 
     /// <summary>Writes the header into <paramref name="dst"/>: kind, namespace index, phase, UTC ns and monotonic ns (for a dump row: when the dump began).</summary>
     public static void WriteHeader(Span<byte> dst, byte kind, byte netns, byte phase, long utcNs, ulong monotonicNs)
@@ -100,6 +107,7 @@ public sealed class ConntrackCapture : IDisposable
     private readonly List<string> notRecorded = [];
     private readonly byte[] buffer = new byte[ConntrackRecord.HeaderBytes + 64 * 1024];
     private readonly HashSet<int> dead = [];
+    private readonly List<string?> restoreAcct = [];
 
     private ConntrackCapture()
     {
@@ -124,6 +132,19 @@ public sealed class ConntrackCapture : IDisposable
                 c.open.Add((t, new ConntrackNetns((uint)(l.NetnsInode ?? 0), t.Name, t.Path), l));
                 if (l.Sysctls.Events == 0)
                     c.notRecorded.Add($"NAT events in {Where(t)} not recorded: net.netfilter.nf_conntrack_events is 0 there (the kernel sends no conntrack events), so only the table at start and end is (set it to 1: sysctl -w net.netfilter.nf_conntrack_events=1)");
+                if (options.Accounting && l.Sysctls.Acct == 0)
+                {
+                    try
+                    {
+                        Acct(t.Path, 1);
+                        c.restoreAcct.Add(t.Path ?? "");
+                        c.notRecorded.Add($"packets and bytes of connections in {Where(t)} opened before the recording not recorded: net.netfilter.nf_conntrack_acct was 0 there (the kernel counted nothing); set to 1 for the recording and back to 0 at its end");
+                    }
+                    catch (Exception e) when (e is IOException or UnauthorizedAccessException or Datapath.Lab.LabException)
+                    {
+                        c.notRecorded.Add($"packets and bytes of connections in {Where(t)} not recorded: net.netfilter.nf_conntrack_acct is 0 there and could not be set ({e.Message}); set it to 1: sysctl -w net.netfilter.nf_conntrack_acct=1");
+                    }
+                }
             }
             catch (ConntrackException e)
             {
@@ -131,6 +152,21 @@ public sealed class ConntrackCapture : IDisposable
             }
         }
         return c;
+    }
+
+    /// <summary>Writes net.netfilter.nf_conntrack_acct in a namespace (null or empty: the recorder's).</summary>
+    private static void Acct(string? netns, int value)
+    {
+        const string Path = "/proc/sys/net/netfilter/nf_conntrack_acct";
+        var text = value.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (string.IsNullOrEmpty(netns))
+            File.WriteAllText(Path, text);
+        else
+            Datapath.Lab.NetNamespace.RunAt(netns, () =>
+            {
+                File.WriteAllText(Path, text);
+                return 0;
+            });
     }
 
     private static string Where(ConntrackTarget t) => t.Path is null ? "the recorder's network namespace" : $"network namespace {t.Name}";
@@ -211,5 +247,17 @@ public sealed class ConntrackCapture : IDisposable
     {
         foreach (var (_, _, l) in open)
             l.Dispose();
+        foreach (var netns in restoreAcct)
+        {
+            try
+            {
+                Acct(netns, 0);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or Datapath.Lab.LabException)
+            {
+                // the namespace went away: nothing to restore
+            }
+        }
+        restoreAcct.Clear();
     }
 }

@@ -29,7 +29,18 @@ public sealed record RecordingSessionOptions
 
     public uint Snaplen { get; init; } = 128;
     public uint RingBytes { get; init; } = 16u << 20;
-    public MonitorAggregation MonitorAggregation { get; init; } = MonitorAggregation.None;
+
+    /// <summary>Trace aggregation of a datapath the session builds (--lab); default medium (docs/long-recordings.md).</summary>
+    public MonitorAggregation MonitorAggregation { get; init; } = MonitorAggregation.Medium;
+
+    /// <summary>Packets of each connection captured besides drops (<see cref="EventOptions.CaptureAll"/>: every packet).</summary>
+    public uint CaptureFirst { get; init; } = EventOptions.DefaultCaptureFirst;
+
+    /// <summary>
+    /// The flows table (per-connection volumes): a row per active connection this often and at its end, from the
+    /// datapath's conntrack map (a lab's, every running datapath attached to) and the kernel's conntrack; null: none.
+    /// </summary>
+    public TimeSpan? FlowInterval { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>A lab YAML: build it, attach the datapath, run its steps, record it all, remove it.</summary>
     public string? Lab { get; init; }
@@ -151,6 +162,7 @@ public sealed class RecordingSession
             RingBytes = o.RingBytes,
             SelfPid = (uint)Environment.ProcessId,
             MonitorAggregation = o.MonitorAggregation,
+            CaptureFirst = o.CaptureFirst,
         };
         var cluster = o.Lab is null ? null : LoadLab(o.Lab);
 
@@ -237,6 +249,29 @@ public sealed class RecordingSession
                 }
             }
             Attached = [.. attached.Select(a => a.Lab)];
+            if (o.FlowInterval is { } flowInterval)
+            {
+                // per-connection volumes from the datapaths' conntrack maps (docs/flows.md)
+                var maps = new List<FlowMaps>();
+                bool pinned = false;
+                if (lab?.Datapath is LabDatapath own)
+                    maps.Add(new FlowMaps(lab.Name, own.Datapath.StateMap("fx_ct"), own.Datapath.StateMap("fx_ct_stats"), own.Datapath.StateMap("fx_endpoints")));
+                foreach (var a in attached)
+                {
+                    try
+                    {
+                        maps.Add(DatapathFlowSource.OpenPinned(a.Lab, a.Hello.PinDir));
+                        pinned = true;
+                    }
+                    catch (Datapath.Bpf.BpfException e)
+                    {
+                        // its events are recorded; its flows are not (said in the manifest by the datapath's source)
+                        options.Say?.Invoke($"flows of the datapath {a.Lab} not recorded: {e.Message}");
+                    }
+                }
+                if (maps.Count > 0)
+                    extra.Add(new DatapathFlowSource(maps, new FlowOptions { Interval = flowInterval }, context.MonotonicToUtcOffsetNs, ownsMaps: pinned));
+            }
             foreach (var make in o.Sources)
                 extra.Add(make(context));
             IReadOnlyList<Datapath.Cluster.ServiceFrontend> kubeProxy = [];
@@ -273,8 +308,10 @@ public sealed class RecordingSession
                     Capture = new Conntrack.ConntrackCaptureOptions
                     {
                         Targets = [new Conntrack.ConntrackTarget(null, "host"), .. o.ConntrackNetns.Select(p => new Conntrack.ConntrackTarget(p, Path.GetFileName(p)))],
+                        Accounting = o.FlowInterval is not null,
                     },
                     Services = kubeProxy,
+                    FlowInterval = o.FlowInterval,
                 }));
             }
 
@@ -298,6 +335,11 @@ public sealed class RecordingSession
             {
                 config.PodCidrs = [.. attached.SelectMany(a => a.Hello.PodCidrs).Distinct(StringComparer.Ordinal)];
                 config.ServiceCidrs = [.. attached.SelectMany(a => a.Hello.ServiceCidrs).Distinct(StringComparer.Ordinal)];
+                // the running datapath decided what it traces and captures when it was started (lab up): say its settings
+                var hello = attached[0].Hello;
+                config.Snaplen = hello.Snaplen;
+                config.MonitorAggregation = hello.MonitorAggregation;
+                (config.Capture, config.CaptureFirst) = ManifestConfig.CaptureMode(hello.Snaplen, hello.CaptureFirst);
             }
             var rec = new Recording(sources, tuning, context.MonotonicToUtcOffsetNs);
             var dp = lab?.Datapath as LabDatapath;
@@ -490,7 +532,10 @@ public sealed class RecordingSession
         Snaplen = o.Snaplen,
         RingBytes = o.RingBytes,
         MonitorAggregation = o.MonitorAggregation.ToString().ToLowerInvariant(),
+        Capture = ManifestConfig.CaptureMode(o.Snaplen, o.CaptureFirst).Mode,
+        CaptureFirst = ManifestConfig.CaptureMode(o.Snaplen, o.CaptureFirst).First,
         DurationSeconds = o.Duration?.TotalSeconds,
+        FlowIntervalSeconds = o.FlowInterval?.TotalSeconds,
     };
 
     /// <summary>Runs the lab's scenario steps once every source is live; without a duration, ends the recording after them.</summary>
