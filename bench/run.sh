@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|conntrack|whatif|monitor|arrow]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|conntrack|whatif|monitor|arrow|flows-walk]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh soak [--minutes N] [--baseline-minutes N] [--churn N/s] [--execs N/s] [--drops N/s]   (not part of all: 10+ minutes; lab fxsoak)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,33 @@ bench=bench/Forensics.Bench/bin/Release/net10.0/Forensics.Bench
 cc -O2 -Wall -o "$out/drain" bench/c/drain.c -lbpf -lpthread
 cc -O2 -Wall -o "$out/udpflood" bench/c/udpflood.c
 cc -O2 -Wall -o "$out/ctflood" bench/c/ctflood.c
+cc -O2 -Wall -o "$out/churn" bench/c/churn.c
+cc -O2 -Wall -o "$out/execloop" bench/c/execloop.c
 clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
 	-c bench/bpf/baseline.bpf.c -o "$out/baseline.bpf.o"
 clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
 	-c bench/bpf/exec_producer.bpf.c -o "$out/exec_producer.bpf.o"
 
+if [[ $what == soak ]]; then
+	# issue 18: a lab under sustained load (iperf3 TCP, a churn of short connections, execs, denied datagrams) recorded by
+	# `forensics record --lab` with its defaults for --minutes (default 10), after a baseline of the same load with the
+	# datapath and nothing recording (and one minute of tcpdump -w of every packet, counted); a line per minute and a table
+	minutes=10 baseline=2 churn=500 execs=300 drops=50
+	shift
+	while [[ $# -gt 0 ]]; do
+		case $1 in
+			--minutes) minutes=$2; shift 2 ;;
+			--baseline-minutes) baseline=$2; shift 2 ;;
+			--churn) churn=$2; shift 2 ;;
+			--execs) execs=$2; shift 2 ;;
+			--drops) drops=$2; shift 2 ;;
+			*) echo "soak: unknown option $1" >&2; exit 2 ;;
+		esac
+	done
+	./forensics --help >/dev/null   # builds the command the soak runs
+	timeout $(( (minutes + baseline) * 60 + 900 )) "$bench" soak "$PWD/forensics" "$out/churn" "$out/execloop" "$out/udpflood" "$minutes" "$baseline" "$churn" "$execs" "$drops"
+	exit 0
+fi
 if [[ $what == all || $what == ingest ]]; then
 	# the C baseline: a filled 16 MiB ring drained, and a live producer with a concurrent consumer
 	echo "drain $(timeout 60 "$out/drain" bpf/datapath.bpf.o filled 20)"
@@ -72,6 +95,10 @@ if [[ $what == all || $what == capture ]]; then
 	# first with every kind and the probes on (forensics record --lab), then with capture events only
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 all
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 capture
+fi
+if [[ $what == all || $what == flows-walk ]]; then
+	# the flows table's read of the datapath's conntrack map (every second while recording), batched and key by key
+	timeout 300 "$bench" flows-walk 20
 fi
 if [[ $what == all || $what == monitor ]]; then
 	# the monitor socket: events/s to 1 and 3 clients of a running datapath against the ring drained directly,

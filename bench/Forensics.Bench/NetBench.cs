@@ -33,8 +33,10 @@ internal static partial class NetBench
     /// <summary>
     /// <paramref name="trials"/> times, each setup in turn (a fresh lab each): iperf3 TCP, iperf3 64-byte UDP, udpflood 64-byte UDP.
     /// nobpf: plain veths routed by the node namespace. datapath: attached, every event kind off, nothing recorded.
-    /// record: datapath and probes with every kind on, snaplen 128, recorded to Parquet (forensics record --lab's defaults).
-    /// record-nocapture: the same with snaplen 0. Ratios against nobpf of the same trial.
+    /// record: datapath and probes with every kind on, snaplen 128, recorded to Parquet (forensics record --lab's defaults:
+    /// monitor aggregation medium, capture of drops and each connection's first 8 packets).
+    /// record-nocapture: the same with snaplen 0. record-perpacket: every packet traced and captured (--monitor-aggregation
+    /// none --capture all). Ratios against nobpf of the same trial.
     /// </summary>
     public static void Net(string root, string udpflood, double seconds, int trials, IReadOnlyList<string> setups)
     {
@@ -48,9 +50,10 @@ internal static partial class NetBench
                 {
                     "nobpf" => ((EventOptions?)null, false),
                     "datapath" => (new EventOptions { SelfPid = self, Kinds = new HashSet<EventKind> { EventKind.Exec } }, false), // the datapath emits no exec events: nothing at all
-                    "record" => (new EventOptions { SelfPid = self }, true),
+                    "record" => (new EventOptions { SelfPid = self }, true), // record's defaults: aggregation medium, capture of drops and first packets
                     "record-nocapture" => (new EventOptions { SelfPid = self, Snaplen = 0 }, true),
-                    _ => throw new ArgumentException($"unknown setup {setup} (nobpf, datapath, record, record-nocapture)"),
+                    "record-perpacket" => (EventOptions.PerPacket with { SelfPid = self }, true), // --monitor-aggregation none --capture all
+                    _ => throw new ArgumentException($"unknown setup {setup} (nobpf, datapath, record, record-nocapture, record-perpacket)"),
                 };
                 var r = results[setup] = NetTrial(root, udpflood, seconds, events, probes, setup.StartsWith("record", StringComparison.Ordinal), setup);
                 Console.WriteLine(Inv($"net trial={t} setup={setup} ") + Line(r) + $" load={NetLab.LoadAvg()}");

@@ -96,8 +96,16 @@ switch (what)
         ConntrackBench.Run(root, args[1], Arg(2, 5),
             (args.Length > 3 ? args[3] : "25000,50000,100000,0").Split(',').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList());
         break;
+    case "flows-walk":
+        // flows-walk [REPEATS]: a read of the datapath's conntrack map at 1k..64k entries, batched against key by key
+        FlowWalkBench.Run([1024, 8192, 32768, 65536], (int)Arg(1, 20));
+        break;
+    case "soak":
+        // soak FORENSICS CHURN EXECLOOP UDPFLOOD [MINUTES] [BASELINE_MINUTES] [CHURN/s] [EXECS/s] [DROPS/s]: issue 18's soak (bench/RESULTS.md)
+        Soak.Run(new Soak.Options(Path.Combine(root, "soak"), args[1], args[2], args[3], args[4], Arg(5, 10), Arg(6, 2), Arg(7, 500), Arg(8, 300), Arg(9, 50)));
+        break;
     default:
-        Console.Error.WriteLine("usage: Forensics.Bench conntrack CTFLOOD [SECONDS] [RATE,...] | monitor [SECONDS] [RATE,...] | ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | whatif EVENTS FLOWS | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
+        Console.Error.WriteLine("usage: Forensics.Bench soak FORENSICS CHURN EXECLOOP UDPFLOOD [MINUTES] [BASELINE_MINUTES] [CHURN/s] [EXECS/s] [DROPS/s] | conntrack CTFLOOD [SECONDS] [RATE,...] | monitor [SECONDS] [RATE,...] | ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | whatif EVENTS FLOWS | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
         return 2;
 }
 return 0;

@@ -161,7 +161,7 @@ public static class QueryCommands
         };
         var common = new Common();
         var output = new OutputOptions();
-        var cmd = new Command("query", "SQL over recordings (DuckDB, read-only, locked down): one view per event table (drop, policy, nat, trace, capture, exec, exit, connect, kdrop, loss), the snapshot tables, the reconstructions (drops_by_workload, nat_mappings, external_connects, flow_story, flow_events) and fx_* macros");
+        var cmd = new Command("query", "SQL over recordings (DuckDB, read-only, locked down): one view per event table (drop, policy, nat, trace, capture, exec, exit, connect, kdrop, loss), the snapshot tables, the reconstructions (drops_by_workload, nat_mappings, external_connects, flow_story, flow_events, flow_volumes) and fx_* macros");
         cmd.Arguments.Add(args);
         common.AddTo(cmd);
         output.AddTo(cmd);

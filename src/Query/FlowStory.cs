@@ -31,6 +31,9 @@ public static class FlowStory
             if (S("exit_time").Length > 0)
                 w.WriteLine($"  {Clock(f["exit_time"])}  exit      {(S("signal").Length > 0 ? S("signal") : "code " + S("exit_code"))}");
             w.WriteLine($"  outcome   {S("outcome")}{(S("drop_reason").Length > 0 ? ": " + S("drop_reason") : "")}");
+            if (S("bytes_sent").Length > 0)
+                w.WriteLine($"  volume    sent {S("bytes_sent")} bytes in {S("packets_sent")} packets, received {S("bytes_received")} bytes in {S("packets_received")} packets"
+                    + $" ({(f.GetValueOrDefault("flow_ended") is true ? "ended: " + S("flow_end_reason") : "still open")}; {S("volume_source")} flows)");
             var missing = f.TryGetValue("missing", out var m) && m is IEnumerable list and not string ? list.Cast<object?>().Select(ResultWriter.Cell).ToList() : [];
             if (missing.Count == 0)
                 w.WriteLine("  missing   nothing: every link was made");

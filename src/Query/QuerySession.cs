@@ -138,6 +138,7 @@ public sealed class QuerySession : IDisposable
             Run(ViewSql(table));
         Run(Resources.Text("Sql/macros.sql"));
         Run(Resources.Text("Sql/views.sql"));
+        Run(Resources.Text("Sql/flows.sql"));
 
         var files = Recordings.SelectMany(r => r.Files).Select(f => SqlTypes.Literal(f.FullPath));
         Run($"SET allowed_paths=[{string.Join(", ", files)}]");

@@ -61,8 +61,13 @@ public static class Reconstructions
             c.Add($"namespace = {L(f.Namespace)}");
         if (f.Process is not null)
             c.Add($"(\"binary\" = {L(f.Process)} OR regexp_extract(\"binary\", '[^/]*$') = {L(f.Process)} OR comm = {L(f.Process)})");
+        // with the connection's volume from the flows table (view connect_volumes): null when it was not recorded
         return "SELECT time, namespace || '/' || pod AS pod, pid, \"binary\", arguments, protocol, fx_addr(src_ip, src_port) AS source, destination, " +
-               $"external, exit_code, signal, exit_time, coalesce(exec_missing, exit_missing) AS missing{Multi()} FROM connects_resolved{Where(c)} ORDER BY time";
+               "bytes_sent, bytes_received, packets_sent, packets_received, " +
+               $"external, exit_code, signal, exit_time, coalesce(exec_missing, exit_missing) AS missing{Multi()} " +
+               "FROM (SELECT c.*, v.bytes_sent, v.bytes_received, v.packets_sent, v.packets_received FROM connects_resolved c " +
+               "LEFT JOIN connect_volumes v ON v.recording = c.recording AND v.node = c.node AND v.ktime_ns = c.ktime_ns " +
+               $"AND v.src_ip = c.src_ip AND v.src_port = c.src_port AND v.dst_ip = c.dst_ip AND v.dst_port = c.dst_port){Where(c)} ORDER BY time";
     }
 
     /// <summary>The flows of flow_story matching the filter.</summary>
@@ -82,7 +87,9 @@ public static class Reconstructions
             c.Add($"lower(protocol) = lower({L(f.Protocol)})");
         if (f.Process is not null)
             c.Add($"(\"binary\" = {L(f.Process)} OR regexp_extract(\"binary\", '[^/]*$') = {L(f.Process)})");
-        return $"SELECT * FROM flow_story{Where(c)} ORDER BY first_seen";
+        // with the connection's volume from the flows table (view flow_story_volumes)
+        return "SELECT * FROM (SELECT s.*, v.packets_sent, v.bytes_sent, v.packets_received, v.bytes_received, v.flow_ended, v.flow_end_reason, v.volume_source " +
+               $"FROM flow_story s LEFT JOIN flow_story_volumes v ON v.recording = s.recording AND v.node = s.node AND v.flow = s.flow){Where(c)} ORDER BY first_seen";
     }
 
     /// <summary>The events of one flow (by its flow id), in time order.</summary>

@@ -188,6 +188,11 @@ public sealed class ReconstructionTests : IDisposable
         var first = System.Text.Json.JsonDocument.Parse(connects.Stdout.Split('\n')[0]).RootElement;
         Assert.Equal("/usr/bin/curl", first.GetProperty("binary").GetString());
         Assert.Equal(0, first.GetProperty("exit_code").GetInt32());
+        // with the connection's volume from the flows table: its last row (datapath), and the nc's from the kernel's conntrack
+        Assert.Equal((1850, 18342, 12, 15), (first.GetProperty("bytes_sent").GetInt64(), first.GetProperty("bytes_received").GetInt64(),
+            first.GetProperty("packets_sent").GetInt64(), first.GetProperty("packets_received").GetInt64()));
+        var nc = System.Text.Json.JsonDocument.Parse(connects.Stdout.Split('\n')[1]).RootElement;
+        Assert.Equal(("/usr/bin/nc", 73, 145), (nc.GetProperty("binary").GetString(), nc.GetProperty("bytes_sent").GetInt64(), nc.GetProperty("bytes_received").GetInt64()));
 
         var flow = CliRunner.Run("flow", _rec.Root, "--address", Lab.Outside);
         Assert.Equal(0, flow.ExitCode);
@@ -196,6 +201,21 @@ public sealed class ReconstructionTests : IDisposable
         Assert.Contains("snat      10.0.1.5:40001 -> 203.0.113.10:443 tcp => 192.168.100.1:50001 -> 203.0.113.10:443", flow.Stdout, StringComparison.Ordinal);
         Assert.Contains("exit      code 0", flow.Stdout, StringComparison.Ordinal);
         Assert.Contains("outcome   delivered", flow.Stdout, StringComparison.Ordinal);
+        Assert.Contains("volume    sent 1850 bytes in 12 packets, received 18342 bytes in 15 packets (ended: fin; datapath flows)", flow.Stdout, StringComparison.Ordinal);
         Assert.Contains("missing   nothing", flow.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void FlowVolumes_DatapathAndConntrackRows_OneRowPerConnectionFromItsLastRowWithItsPod()
+    {
+        using var q = QuerySession.Open([_rec.Root]);
+        var rows = q.Rows("SELECT * FROM flow_volumes ORDER BY first_seen").ToList();
+        Assert.Equal(2, rows.Count);
+        var curl = rows[0];
+        Assert.Equal(("datapath", "default/xwing", "10.0.1.5:40001", "203.0.113.10:443", true, "fin"),
+            ((string?)curl["source"], (string?)curl["client_pod"], (string?)curl["client"], (string?)curl["server"], (bool?)curl["ended"], (string?)curl["end_reason"]));
+        Assert.Equal((1850UL, 18342UL), (Convert.ToUInt64(curl["bytes_sent"], System.Globalization.CultureInfo.InvariantCulture), Convert.ToUInt64(curl["bytes_received"], System.Globalization.CultureInfo.InvariantCulture)));
+        var nc = rows[1];
+        Assert.Equal(("conntrack", "default/xwing", "192.168.100.1:50002", "recording-end"), ((string?)nc["source"], (string?)nc["client_pod"], (string?)nc["snat"], (string?)nc["end_reason"]));
     }
 }
