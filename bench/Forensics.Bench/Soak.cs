@@ -88,7 +88,7 @@ internal static partial class Soak
         public Load(Options o, double seconds)
         {
             var limit = TimeSpan.FromSeconds(seconds + 90);
-            var iperf = Add(new Background(["ip", "netns", "exec", ServerNs, "iperf3", "-s", "-B", ServerIp], limit));
+            var iperf = Add(new Background(["ip", "netns", "exec", ServerNs, "iperf3", "-s", "-B", ServerIp, "--forceflush"], limit));
             if (!iperf.WaitFor("Server listening", TimeSpan.FromSeconds(20)))
                 throw new InvalidOperationException("iperf3 -s did not come up: " + iperf.Stderr);
             var churn = Add(new Background(["ip", "netns", "exec", ServerNs, o.Churn, "serve", ServerIp, Num(ChurnPort), Num(seconds + 30)], limit));
@@ -144,7 +144,7 @@ internal static partial class Soak
 
         // ---- the baseline: the same datapath (the defaults of record), the same load, nothing recording the ring
         double baseTcp;
-        long pcapBytes = -1, pcapPackets = -1, pcapDropped = -1;
+        long pcapBytes = -1, pcapPackets = -1, pcapDropped = -1, everyPacketPcap = -1;
         string baseCounts;
         var cluster = ClusterLoader.Load(File.ReadAllText(yaml), yaml);
         using (var lab = Datapath.Lab.Lab.Up(cluster, new LabOptions
@@ -161,17 +161,21 @@ internal static partial class Soak
             Console.WriteLine(Inv($"soak baseline minute=1 tcp_gbps={tcp.Gbps:0.000} tcp_retrans={tcp.Retrans} (datapath, nothing recording) load={NetLab.LoadAvg()}"));
             if (o.BaselineMinutes >= 2)
             {
-                // every packet on the node's side of both pods' veths, as tcpdump -w writes it, counted (not kept: GBs a minute)
+                // every packet on the node's side of both pods' veths, as tcpdump -w writes it, counted (not kept: GBs a minute);
+                // and what it would have written had it dropped nothing: the veths' own counters, per packet a 16-byte pcap
+                // record header and a 20-byte Linux cooked header (-i any) in place of the 14-byte Ethernet header
                 var err = Path.Combine(o.Root, "tcpdump.err");
-                using var dump = new Background(["sh", "-c", $"ip netns exec {NodeNs} tcpdump -i any -s 0 -n -w - 2>{err} | wc -c"], TimeSpan.FromSeconds(150));
-                Thread.Sleep(2000);
+                var v0 = VethCounters();
+                using var dump = new Background(["sh", "-c", $"ip netns exec {NodeNs} timeout -s INT 60 tcpdump -i any -s 0 -n -w - 2>{err} | wc -c"], TimeSpan.FromSeconds(150));
                 var tcp2 = Tcp(58);
-                dump.Interrupt(TimeSpan.FromSeconds(30));
+                dump.Wait(TimeSpan.FromSeconds(90));
+                var v1 = VethCounters();
                 pcapBytes = long.TryParse(dump.Stdout.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var b) ? b : -1;
                 var text = File.Exists(err) ? File.ReadAllText(err) : "";
                 pcapPackets = Count(text, "packets captured");
                 pcapDropped = Count(text, "packets dropped by kernel");
-                Console.WriteLine(Inv($"soak baseline minute=2 tcp_gbps={tcp2.Gbps:0.000} (with tcpdump -w of every packet) pcap_bytes_per_min={pcapBytes * 60.0 / 60:0} pcap_packets={pcapPackets} pcap_dropped_by_kernel={pcapDropped} load={NetLab.LoadAvg()}"));
+                everyPacketPcap = (v1.Bytes - v0.Bytes) + (v1.Packets - v0.Packets) * (16 + 20 - 14);
+                Console.WriteLine(Inv($"soak baseline minute=2 tcp_gbps={tcp2.Gbps:0.000} (with tcpdump -w of every packet) tcpdump_bytes={pcapBytes} tcpdump_packets={pcapPackets} tcpdump_dropped_by_kernel={pcapDropped} every_packet_pcap_bytes_per_min={everyPacketPcap} load={NetLab.LoadAvg()}"));
             }
             baseCounts = load.Finish(TimeSpan.FromSeconds(seconds + 60));
             Console.WriteLine("soak baseline load " + baseCounts);
@@ -239,7 +243,7 @@ internal static partial class Soak
         double rssGrowth = steady.Count > 1 ? (steady[^1].Rss - steady[0].Rss) / 1048576.0 : 0;
         Console.WriteLine(Inv($"soak targets zero_loss={(final.Lost == 0 ? "met" : $"missed ({final.Lost} lost)")} rss_after_minute_1={(steady.Count > 1 ? $"{steady[0].Rss / 1048576.0:0}->{steady[^1].Rss / 1048576.0:0} MiB ({rssGrowth:+0;-0} MiB)" : "n/a")} ") +
             Inv($"tcp_ratio={tcpRatio:0.000} ({(tcpRatio >= 0.95 ? "met" : "missed")}, baseline {baseTcp:0.000} Gbps) recording_bytes_per_min={perMin / 1048576.0:0.0} MiB ") +
-            Inv($"pcap_bytes_per_min={(pcapBytes > 0 ? (pcapBytes / 1048576.0).ToString("0.0", CultureInfo.InvariantCulture) + " MiB" : "n/a")} fraction={(pcapBytes > 0 ? (perMin / pcapBytes).ToString("0.0000", CultureInfo.InvariantCulture) : "n/a")}"));
+            Inv($"pcap_bytes_per_min={(everyPacketPcap > 0 ? (everyPacketPcap / 1048576.0).ToString("0.0", CultureInfo.InvariantCulture) + " MiB" : "n/a")} (tcpdump -w wrote {pcapBytes / 1048576.0:0.0} MiB, dropping {pcapDropped} packets) fraction={(everyPacketPcap > 0 ? (perMin / everyPacketPcap).ToString("0.0000", CultureInfo.InvariantCulture) : "n/a")}"));
     }
 
     private sealed record Minute(int N, double TcpGbps, long Retrans, long Events, long Rows, long DiskBytes, long DiskDelta, double CpuPct, long Rss, long Lost, long FlowRows, string Load);
@@ -278,6 +282,21 @@ internal static partial class Soak
         }
         long disk = Directory.Exists(dir) ? new DirectoryInfo(dir).EnumerateFiles("*", SearchOption.AllDirectories).Sum(x => x.Length) : 0;
         return new Snapshot(DateTime.UtcNow, cpu, rss, events, rowsTotal, flows, disk, lost);
+    }
+
+    /// <summary>Bytes and packets through the node's side of every pod veth, both ways (the node namespace's link counters).</summary>
+    private static (long Bytes, long Packets) VethCounters()
+    {
+        var r = Commands.Run("ip", ["netns", "exec", NodeNs, "sh", "-c",
+            "for d in /sys/class/net/*; do [ \"${d##*/}\" = lo ] && continue; cat $d/statistics/rx_bytes $d/statistics/tx_bytes $d/statistics/rx_packets $d/statistics/tx_packets; done"]);
+        var v = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(x => long.Parse(x.Trim(), CultureInfo.InvariantCulture)).ToList();
+        long bytes = 0, packets = 0;
+        for (int i = 0; i + 3 < v.Count; i += 4)
+        {
+            bytes += v[i] + v[i + 1];
+            packets += v[i + 2] + v[i + 3];
+        }
+        return (bytes, packets);
     }
 
     private static long Count(string text, string what)

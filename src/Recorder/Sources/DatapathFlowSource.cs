@@ -90,11 +90,31 @@ public sealed class DatapathFlowSource : IRecordSource
         public int Generation;
     }
 
+    /// <summary>
+    /// Conntrack keys compared and hashed by their 40 bytes: the default equality of a struct with inline arrays (the
+    /// addresses) does not look at every byte, and a map of 65,536 connections from one client would collide.
+    /// </summary>
+    private sealed class KeyComparer : IEqualityComparer<CtKey>
+    {
+        public static readonly KeyComparer Instance = new();
+
+        private static ReadOnlySpan<byte> Bytes(in CtKey k) => MemoryMarshal.AsBytes(new ReadOnlySpan<CtKey>(in k));
+
+        public bool Equals(CtKey x, CtKey y) => Bytes(x).SequenceEqual(Bytes(y));
+
+        public int GetHashCode(CtKey obj)
+        {
+            var h = new HashCode();
+            h.AddBytes(Bytes(obj));
+            return h.ToHashCode();
+        }
+    }
+
     private sealed class Walker(FlowMaps maps, int index)
     {
         public readonly FlowMaps Maps = maps;
         public readonly int Index = index;
-        public readonly Dictionary<CtKey, Flow> Flows = [];
+        public readonly Dictionary<CtKey, Flow> Flows = new(KeyComparer.Instance);
         public readonly Dictionary<ushort, uint> Identities = [];
         public CtKey[] Keys = [];
         public CtEntry[] Values = [];
@@ -208,7 +228,7 @@ public sealed class DatapathFlowSource : IRecordSource
             }
         }
         // connections no longer in the map: evicted (LRU) or the datapath's map was emptied
-        List<CtKey>? gone = null;
+        List<CtKey>? gone = null; // (a list: removing while enumerating is not allowed)
         foreach (var (k, f) in w.Flows)
         {
             if (f.Generation == gen)
