@@ -43,44 +43,40 @@ public static class LabCommand
         return cmd;
     }
 
-    private static Argument<FileInfo> FileArgument() => new("FILE") { Description = "The cluster YAML (with a Lab document)" };
+    private static Argument<FileInfo> FileArgument()
+    {
+        var a = new Argument<FileInfo>("FILE") { Description = "The cluster YAML (with a Lab document)" };
+        a.Validators.Add(r =>
+        {
+            var f = r.GetValueOrDefault<FileInfo>();
+            if (f is not null && !f.Exists)
+                r.AddError($"{f}: no such file");
+        });
+        return a;
+    }
 
     private static Option<bool> NoDatapathOption() => new("--no-datapath") { Description = "Build the lab without the BPF datapath (plain routing, no policy, no NAT)" };
 
-    private static Option<string?> NameOption() => new("--name") { Description = "Use this lab name instead of the Lab document's (e.g. to run two copies)" };
-
-    private static int Guard(Func<int> action)
+    private static Option<string?> NameOption()
     {
-        try
+        var o = new Option<string?>("--name") { Description = "Use this lab name instead of the Lab document's (e.g. to run two copies): lowercase letters, digits and '-', at most 24" };
+        o.Validators.Add(r =>
         {
-            return action();
-        }
-        catch (Exception e) when (Environment.GetEnvironmentVariable("FORENSICS_DEBUG") == "1" && DebugPrint(e))
-        {
-            throw;
-        }
-        catch (ClusterSpecException e)
-        {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
-        }
-        catch (PrerequisiteException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-        catch (LabException e)
-        {
-            return Cli.Fail(ExitCode.Failure, e.Message);
-        }
-        catch (Forensics.Datapath.Bpf.BpfException e)
-        {
-            return Cli.Fail(ExitCode.Failure, e.Message);
-        }
+            var v = r.Tokens[0].Value;
+            if (!System.Text.RegularExpressions.Regex.IsMatch(v, "^[a-z0-9]([-a-z0-9]{0,22}[a-z0-9])?$"))
+                r.AddError($"--name: '{v}' is not a valid lab name (lowercase letters, digits and '-', at most 24)");
+        });
+        return o;
     }
 
-    private static bool DebugPrint(Exception e)
+    /// <summary>Runs a lab verb: the lab makes network namespaces and links, which needs root; errors go to the top-level handler.</summary>
+    private static int Guard(Func<int> action)
     {
-        Console.Error.WriteLine(e.ToString());
-        return false;
+        var caps = Prerequisites.EffectiveCapabilities();
+        const int CapNetAdmin = 12, CapSysAdmin = 21;
+        if ((caps & (1UL << CapSysAdmin)) == 0 || (caps & (1UL << CapNetAdmin)) == 0)
+            throw new PrerequisiteException("the lab makes network namespaces, links and routes: it needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); run it with sudo");
+        return action();
     }
 
     private static ClusterSpec LoadLab(FileInfo file, string? name)
@@ -192,6 +188,12 @@ public static class LabCommand
         var noDatapath = NoDatapathOption();
         var name = NameOption();
         var steps = new Option<string[]>("--step") { Description = "Run only these steps (by name; repeatable)" };
+        steps.Validators.Add(r =>
+        {
+            foreach (var t in r.Tokens)
+                if (string.IsNullOrWhiteSpace(t.Value))
+                    r.AddError("--step: an empty step name");
+        });
         var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps };
         cmd.SetAction(parse => Guard(() =>
         {
@@ -199,7 +201,7 @@ public static class LabCommand
             var only = parse.GetValue(steps) ?? [];
             var unknown = only.Where(s => cluster.Lab!.Steps.All(x => x.Name != s)).ToList();
             if (unknown.Count > 0)
-                return Cli.Fail(ExitCode.Usage, $"no step named {string.Join(", ", unknown)} in {cluster.SourceFile}");
+                throw new UsageException($"no step named {string.Join(", ", unknown)} in {cluster.SourceFile}");
             var selected = cluster.Lab!.Steps.Where(s => only.Length == 0 || only.Contains(s.Name)).ToList();
             var existing = LabState.Read(cluster.Lab.Name);
             if (existing is not null && existing.UpAlive())
@@ -249,9 +251,7 @@ public static class LabCommand
                 n = cluster.Lab!.Name;
             }
             if (n is null)
-                return Cli.Fail(ExitCode.Usage, "lab down needs FILE or --name");
-            if (LibCheck.NotRoot())
-                return Cli.Fail(ExitCode.Prerequisite, "the lab's namespaces belong to root: run as root (sudo)");
+                throw new UsageException("lab down needs FILE or --name");
             var removed = Lab.Down(n, cluster);
             Console.WriteLine(removed.Count == 0 ? $"lab {n}: nothing to remove" : $"lab {n}: removed {string.Join(", ", removed)}");
             return (int)ExitCode.Ok;
@@ -322,11 +322,4 @@ public static class LabCommand
         });
         return cmd;
     }
-}
-
-internal static class LibCheck
-{
-    public static bool NotRoot() => Environment.UserName != "root" && !string.Equals(
-        File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("Uid:", StringComparison.Ordinal))?.Split('\t', StringSplitOptions.RemoveEmptyEntries).ElementAtOrDefault(2),
-        "0", StringComparison.Ordinal);
 }

@@ -13,43 +13,30 @@ namespace Forensics.Cli;
 /// <summary>
 /// <c>forensics monitor</c>: the same events as <c>record</c>, printed live with
 /// the renderers <c>replay</c> uses (cilium monitor lines for the datapath,
-/// tetra compact lines for processes, JSON lines with -o json).
+/// tetra compact lines for processes, JSON lines with -f json).
 /// </summary>
 public static class MonitorCommand
 {
     public static Command Build()
     {
-        var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to show: {string.Join(", ", RecordCommand.KindNames)} (default: all but capture)", AllowMultipleArgumentsPerToken = true };
-        var output = new Option<string>("--output", "-o") { Description = "text (time first), compact (as the live tools print) or json", DefaultValueFactory = _ => "compact" };
-        var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
-        var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s); without it, until Ctrl-C" };
-        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, output, exclude, duration };
+        var types = Vocabulary.Types($"Event kinds to show, comma-separated or repeated: {string.Join(", ", RecordCommand.KindNames)} (default: all but capture)", RecordCommand.KindNames);
+        var format = Vocabulary.Format("text (time first), compact (as the live tools print) or json", "compact", "text", "compact", "json");
+        var exclude = Vocabulary.Cidrs("--exclude-cidr", "Never report connects to this CIDR (repeatable); filtered in the kernel");
+        var duration = Vocabulary.Duration("--duration", "-d", "Stop after this long (e.g. 30s); without it, until Ctrl-C");
+        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, format, exclude, duration };
         cmd.SetAction(parse =>
         {
-            RenderFormat format;
-            HashSet<Datapath.Abi.EventKind> kinds;
-            TimeSpan? d;
-            List<System.Net.IPNetwork> excluded;
-            try
+            var renderFormat = parse.GetValue(format) switch
             {
-                format = parse.GetValue(output) switch
-                {
-                    "text" => RenderFormat.Text,
-                    "compact" => RenderFormat.Compact,
-                    "json" => RenderFormat.Json,
-                    var o => throw new FormatException($"unknown output '{o}' (text, compact, json)"),
-                };
-                kinds = RecordCommand.ParseKinds(parse.GetValue(types) ?? []);
-                if (kinds.Count == 0)
-                    kinds = [.. Enumerable.Range(1, (int)Datapath.Abi.EventKind.Max - 1).Select(k => (Datapath.Abi.EventKind)k).Where(k => k != Datapath.Abi.EventKind.Capture)];
-                d = parse.GetValue(duration) is { } ds ? Args.ParseDuration(ds) : null;
-                excluded = [.. (parse.GetValue(exclude) ?? []).Select(Cidrs.Parse)];
-            }
-            catch (FormatException e)
-            {
-                return Cli.Fail(ExitCode.Usage, e.Message);
-            }
-            return Run(kinds, format, excluded, d);
+                "text" => RenderFormat.Text,
+                "json" => RenderFormat.Json,
+                _ => RenderFormat.Compact,
+            };
+            var kinds = RecordCommand.ParseKinds(parse.GetValue(types) ?? []);
+            if (kinds.Count == 0)
+                kinds = [.. Enumerable.Range(1, (int)Datapath.Abi.EventKind.Max - 1).Select(k => (Datapath.Abi.EventKind)k).Where(k => k != Datapath.Abi.EventKind.Capture)];
+            List<System.Net.IPNetwork> excluded = [.. (parse.GetValue(exclude) ?? []).Select(Cidrs.Parse)];
+            return Run(kinds, renderFormat, excluded, parse.GetValue(duration));
         });
         return cmd;
     }

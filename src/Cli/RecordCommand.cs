@@ -34,53 +34,32 @@ public static class RecordCommand
 
     public static Command Build()
     {
-        var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s, 10m, 1h); without it, record until Ctrl-C or SIGTERM" };
-        var output = new Option<string?>("--output", "-o") { Description = "Recording folder (default: ./recording-YYYYMMDD-HHMMSS)" };
-        var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to record, comma-separated or repeated: {string.Join(", ", KindNames)} (default: all)", AllowMultipleArgumentsPerToken = true };
-        var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel, counted" };
-        var tetragon = new Option<string?>("--tetragon-policy") { Description = "Read excluded CIDRs from a Tetragon TracingPolicy (the quickstart's tcp_connect NotDAddr list, ${VARS} from the environment)" };
-        var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
-        var lab = new Option<string?>("--lab") { Description = "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards" };
-        var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
-        var aggregation = new Option<string>("--monitor-aggregation")
-        {
-            Description = "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
-            DefaultValueFactory = _ => "none",
-        };
-        aggregation.AcceptOnlyFromAmong("none", "medium");
+        var duration = Vocabulary.Duration("--duration", "-d", "Stop after this long (e.g. 30s, 10m, 1h); without it, record until Ctrl-C or SIGTERM");
+        var output = Vocabulary.Output("Recording folder, created mode 0700 (default: ./recording-YYYYMMDD-HHMMSS)");
+        var types = Vocabulary.Types($"Event kinds to record, comma-separated or repeated: {string.Join(", ", KindNames)} (default: all)", KindNames);
+        var exclude = Vocabulary.Cidrs("--exclude-cidr", "Never report connects to this CIDR (repeatable); filtered in the kernel, counted");
+        var tetragon = Vocabulary.InputFile("--tetragon-policy", "Read excluded CIDRs from a Tetragon TracingPolicy (the quickstart's tcp_connect NotDAddr list, ${VARS} from the environment)");
+        var snaplen = Vocabulary.Number("--snaplen", $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", 128, 0, Limits.CaptureMax);
+        var lab = Vocabulary.InputFile("--lab", "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards");
+        var ring = Vocabulary.Size("--ring-size", "Ring buffer size per BPF object (a power of two from 4K to 1G)", 16UL << 20, 4096, 1UL << 30, powerOfTwo: true);
+        var aggregation = Vocabulary.Choice("--monitor-aggregation",
+            "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
+            "none", "none", "medium");
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
             duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation,
         };
-        cmd.SetAction(parse =>
-        {
-            RecordArgs args;
-            try
-            {
-                var kinds = ParseKinds(parse.GetValue(types) ?? []);
-                var ringBytes = Args.ParseSize(parse.GetValue(ring)!);
-                if (ringBytes < 4096 || (ringBytes & (ringBytes - 1)) != 0 || ringBytes > 1UL << 30)
-                    throw new FormatException($"--ring-size {parse.GetValue(ring)} is not a power of two between 4K and 1G");
-                if (parse.GetValue(snaplen) > Limits.CaptureMax)
-                    throw new FormatException($"--snaplen {parse.GetValue(snaplen)} is over {Limits.CaptureMax}");
-                args = new RecordArgs(
-                    parse.GetValue(output) ?? $"recording-{DateTime.Now:yyyyMMdd-HHmmss}",
-                    parse.GetValue(duration) is { } d ? Args.ParseDuration(d) : null,
-                    kinds,
-                    parse.GetValue(exclude) ?? [],
-                    parse.GetValue(tetragon),
-                    parse.GetValue(snaplen),
-                    (uint)ringBytes,
-                    !Console.IsErrorRedirected,
-                    parse.GetValue(lab),
-                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None);
-            }
-            catch (FormatException e)
-            {
-                return Cli.Fail(ExitCode.Usage, e.Message);
-            }
-            return Run(args);
-        });
+        cmd.SetAction(parse => Run(new RecordArgs(
+            parse.GetValue(output) ?? $"recording-{DateTime.Now:yyyyMMdd-HHmmss}",
+            parse.GetValue(duration),
+            ParseKinds(parse.GetValue(types) ?? []),
+            parse.GetValue(exclude) ?? [],
+            parse.GetValue(tetragon),
+            (uint)parse.GetValue(snaplen),
+            (uint)parse.GetValue(ring).Bytes,
+            !Console.IsErrorRedirected,
+            parse.GetValue(lab),
+            parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None)));
         return cmd;
     }
 

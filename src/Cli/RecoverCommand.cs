@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Forensics.Query.Recording;
 using Forensics.Recorder.Storage;
 
 namespace Forensics.Cli;
@@ -13,20 +14,13 @@ public static class RecoverCommand
         cmd.SetAction(async (parse, token) =>
         {
             var path = parse.GetValue(dir)!;
-            if (!File.Exists(Path.Combine(path, Manifest.FileName)))
-                return Cli.Fail(ExitCode.BadInput, $"{path} is not a recording (no {Manifest.FileName})");
-            try
-            {
-                var r = await Recovery.RecoverAsync(path);
-                Console.WriteLine(r.WasComplete
-                    ? $"{path}: complete, nothing to recover"
-                    : $"{path}: recovered; {r.FilesAdded} sealed segments added ({r.RowsAdded} rows); {r.UnsealedFiles} unsealed segments ({r.UnsealedBytes} bytes) could not be read");
-                return (int)ExitCode.Ok;
-            }
-            catch (InvalidDataException e)
-            {
-                return Cli.Fail(ExitCode.BadInput, e.Message);
-            }
+            if (!Directory.Exists(path) || !File.Exists(Path.Combine(path, Forensics.Recorder.Storage.Manifest.FileName)))
+                throw new RecordingException($"{path} is not a recording (no {Forensics.Recorder.Storage.Manifest.FileName})");
+            var r = await Recovery.RecoverAsync(path);
+            Console.WriteLine(r.WasComplete
+                ? $"{path}: complete, nothing to recover"
+                : $"{path}: recovered; {r.FilesAdded} sealed segments added ({r.RowsAdded} rows); {r.UnsealedFiles} unsealed segments ({r.UnsealedBytes} bytes) could not be read");
+            return (int)ExitCode.Ok;
         });
         return cmd;
     }

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Text.Json;
 using DuckDB.NET.Data;
 using DuckDB.NET.Native;
 
@@ -12,14 +13,49 @@ namespace Forensics.Query;
 /// FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE) is refused: COPY, EXPORT,
 /// ATTACH, INSTALL/LOAD, SET, CREATE, INSERT, CALL, EXPLAIN (ANALYZE runs its
 /// statement), PRAGMA that are not queries.
+///
+/// A query can still call a table function, and some of those act rather than read
+/// (<c>FROM enable_logging(storage := 'file', ...)</c> aborted the process,
+/// <c>checkpoint()</c>, <c>enable_profiling()</c>, <c>query('...')</c> runs any SQL). So
+/// every table function a statement names (found in DuckDB's own parse tree,
+/// <c>json_serialize_sql</c>) must be on a list of functions that only read: series,
+/// unnest, the catalog functions, Parquet metadata, JSON, and the session's own table
+/// macros. A new DuckDB function is refused until it is put on the list.
 /// </summary>
 internal static class SqlGuard
 {
     // duckdb.h: DUCKDB_STATEMENT_TYPE_SELECT
     private const int StatementTypeSelect = 1;
 
-    public static void Check(DuckDBConnection conn, string sql)
+    /// <summary>Table functions that only compute or read what the session may already read.</summary>
+    public static readonly IReadOnlySet<string> ReadOnlyTableFunctions = new HashSet<string>(StringComparer.Ordinal)
     {
+        "range", "generate_series", "unnest",
+        "duckdb_columns", "duckdb_constraints", "duckdb_databases", "duckdb_dependencies", "duckdb_functions",
+        "duckdb_indexes", "duckdb_keywords", "duckdb_schemas", "duckdb_sequences", "duckdb_tables", "duckdb_types",
+        "duckdb_views", "pragma_table_info", "pragma_show", "pragma_storage_info",
+        // Reading the recording's own files (allowed_paths admits nothing else).
+        "read_parquet", "parquet_scan", "parquet_metadata", "parquet_schema", "parquet_file_metadata", "parquet_kv_metadata",
+        "json_each", "json_tree",
+    };
+
+    /// <summary>The read-only list plus the table macros the session itself defined (views.sql).</summary>
+    public static IReadOnlySet<string> AllowedTableFunctions(DuckDBConnection conn)
+    {
+        ArgumentNullException.ThrowIfNull(conn);
+        var allowed = new HashSet<string>(ReadOnlyTableFunctions, StringComparer.Ordinal);
+        using var cmd = conn.CreateCommand();
+        cmd.CommandText = "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'table_macro' AND NOT internal";
+        using var reader = cmd.ExecuteReader();
+        while (reader.Read())
+            allowed.Add(reader.GetString(0).ToLowerInvariant());
+        return allowed;
+    }
+
+    public static void Check(DuckDBConnection conn, string sql, IReadOnlySet<string> allowedTableFunctions)
+    {
+        ArgumentNullException.ThrowIfNull(conn);
+        ArgumentNullException.ThrowIfNull(allowedTableFunctions);
         var count = NativeMethods.ExtractStatements.DuckDBExtractStatements(conn.NativeConnection, sql, out var extracted);
         using (extracted)
         {
@@ -37,6 +73,54 @@ internal static class SqlGuard
                         throw new QueryException($"statement {i + 1} is not a query: a recording is opened read-only, only SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW and SUMMARIZE run");
                 }
             }
+        }
+        foreach (var name in TableFunctions(conn, sql))
+        {
+            if (!allowedTableFunctions.Contains(name))
+                throw new QueryException($"table function {name}() is not allowed: a recording is opened read-only, and only table functions that read are ({string.Join(", ", ReadOnlyTableFunctions.Order(StringComparer.Ordinal))}, and the views' macros)");
+        }
+    }
+
+    /// <summary>Every table function the SQL names, lower case, from DuckDB's parse tree.</summary>
+    internal static IReadOnlyList<string> TableFunctions(DuckDBConnection conn, string sql)
+    {
+        string json;
+        using (var cmd = conn.CreateCommand())
+        {
+            cmd.CommandText = "SELECT json_serialize_sql(CAST($1 AS VARCHAR))";
+            cmd.Parameters.Add(new DuckDBParameter { Value = sql });
+            json = cmd.ExecuteScalar() as string ?? throw new QueryException("cannot parse the statement");
+        }
+        using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 4096 });
+        if (doc.RootElement.TryGetProperty("error", out var err) && err.ValueKind == JsonValueKind.True)
+        {
+            var message = doc.RootElement.TryGetProperty("error_message", out var m) ? m.GetString() : null;
+            throw new QueryException("cannot check the statement: " + QuerySession.OneLine(message ?? "it does not parse"));
+        }
+        var names = new List<string>();
+        Walk(doc.RootElement, names);
+        return names;
+    }
+
+    private static void Walk(JsonElement e, List<string> names)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.Object:
+                if (e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == "TABLE_FUNCTION")
+                {
+                    var name = e.TryGetProperty("function", out var f) && f.ValueKind == JsonValueKind.Object
+                        && f.TryGetProperty("function_name", out var n) && n.ValueKind == JsonValueKind.String
+                        ? n.GetString()! : "(unnamed)";
+                    names.Add(name.ToLowerInvariant());
+                }
+                foreach (var p in e.EnumerateObject())
+                    Walk(p.Value, names);
+                break;
+            case JsonValueKind.Array:
+                foreach (var x in e.EnumerateArray())
+                    Walk(x, names);
+                break;
         }
     }
 

@@ -106,10 +106,28 @@ public sealed class HelpTests
     [InlineData("replay")]
     [InlineData("export")]
     [InlineData("info")]
+    [InlineData("record")]
+    [InlineData("monitor")]
+    [InlineData("recover")]
+    [InlineData("doctor")]
+    [InlineData("bundle")]
+    [InlineData("verify")]
+    [InlineData("lab up")]
+    [InlineData("lab status")]
+    [InlineData("lab run")]
+    [InlineData("lab down")]
     public void Help_Verb_MatchesGolden(string verb)
     {
-        var r = CliRunner.Run(verb, "--help");
+        var r = CliRunner.Run([.. verb.Split(' '), "--help"]);
         Assert.Equal(0, r.ExitCode);
-        Golden.Assert($"help_{verb}.txt", r.Stdout);
+        Golden.Assert($"help_{verb.Replace(' ', '_')}.txt", r.Stdout);
+    }
+
+    [Fact]
+    public void Help_Root_MatchesGolden()
+    {
+        var r = CliRunner.Run("--help");
+        Assert.Equal(0, r.ExitCode);
+        Golden.Assert("help.txt", r.Stdout);
     }
 }

@@ -235,6 +235,10 @@ public sealed class SshSig
         {
             throw new FileNotFoundException($"signing key {keyFile} not found", keyFile);
         }
+        if (Recording.RegularFile.Kind(Path.GetFullPath(keyFile)) is "a FIFO" or "a character device" or "a block device" or "a socket")
+        {
+            throw new ArgumentException($"signing key {keyFile} is not a regular file");
+        }
         var psi = new ProcessStartInfo("ssh-keygen")
         {
             RedirectStandardInput = true,
@@ -260,8 +264,15 @@ public sealed class SshSig
             var stdout = new MemoryStream();
             var outTask = p.StandardOutput.BaseStream.CopyToAsync(stdout);
             var errTask = p.StandardError.ReadToEndAsync();
-            p.StandardInput.BaseStream.Write(message);
-            p.StandardInput.Close();
+            try
+            {
+                p.StandardInput.BaseStream.Write(message);
+                p.StandardInput.Close();
+            }
+            catch (IOException)
+            {
+                // ssh-keygen stopped reading (a file that is not a key, a wrong passphrase): its exit code and message say why.
+            }
             if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
             {
                 p.Kill();

@@ -115,7 +115,7 @@ public static class PcapExport
         ArgumentNullException.ThrowIfNull(session);
         var where = dropsOnly ? " WHERE drop_reason <> 0" : "";
         var rows = session.Rows($"SELECT *, epoch_ns(time) AS time_ns FROM capture{where} ORDER BY time, ktime_ns").ToList();
-        using var fs = new FileStream(file, FileMode.Create, FileAccess.Write);
+        using var fs = Output.OutputTarget.CreateBinary(file, session.ProtectedPaths);
         using var w = new PcapNgWriter(fs, "forensics export");
         var multi = session.Recordings.Count > 1;
         foreach (var r in rows)
