@@ -79,7 +79,7 @@ public class ClusterLoaderTests
     }
 
     [Fact]
-    public void Load_ServiceWithNamedTargetPort_ResolvedFromContainerPortAndClusterIpAssigned()
+    public void Load_ServiceWithNamedTargetPort_KeptForEachBackendAndClusterIpAssigned()
     {
         var c = Load(LabDoc, PodA, """
             apiVersion: v1
@@ -92,7 +92,8 @@ public class ClusterLoaderTests
                   targetPort: http
             """);
         var s = Assert.Single(c.Services);
-        Assert.Equal(new ServicePort(80, 8080, "TCP"), s.Ports.Single());
+        Assert.Equal(new ServicePort(80, 0, "TCP", null, "http"), s.Ports.Single());
+        Assert.Equal(new PortProtocol(8080, "TCP"), c.Pods.Single(p => p.Name == "a").NamedPorts["http"]);
         Assert.Equal("10.0.1.1", s.ClusterIp.ToString());
     }
 
@@ -244,17 +245,20 @@ public class ClusterLoaderTests
     }
 
     [Fact]
-    public void Load_ServiceSelectorMatchesNothing_Rejected()
+    public void Load_ServiceSelectorMatchesNoPod_LoadsWithoutBackends()
     {
-        var m = Error(LabDoc, PodA, """
+        // a deployment scaled to zero: valid Kubernetes, and exactly the 158 (no backend) case at runtime
+        var c = Load(LabDoc, PodA, """
             apiVersion: v1
             kind: Service
             metadata: {name: svc}
             spec:
               selector: {app: nothing}
-              ports: [{port: 80}]
+              ports: [{port: 80, targetPort: http}]
             """);
-        Has(m, "document 3 (Service default/svc): spec.selector: selects no Pod");
+        var s = Assert.Single(c.Services);
+        Assert.Equal("nothing", s.Selector["app"]);
+        Assert.Equal(new ServicePort(80, 0, "TCP", null, "http"), s.Ports.Single());
     }
 
     [Fact]

@@ -159,13 +159,68 @@ public class ControlPlaneTests
     }
 
     [Fact]
-    public void Compile_NoPeersNoPorts_AllMatchEntry()
+    public void Compile_NoPeersNoPorts_EnforcedAndAllowsNothing()
     {
         var ids = new IdentityAllocator();
         var cluster = Cluster([Backend], Policy("p", "default", Sel(("app", "backend")), egress: [Rule()]));
 
+        var c = PolicyCompiler.Compile(Backend, 1, cluster.Policies, ids);
+
+        Assert.True(c.EgressEnforced);
+        Assert.Empty(c.Entries);
+    }
+
+    [Fact]
+    public void Compile_PortsWithoutPeers_AnyPeerOnThosePorts()
+    {
+        var ids = new IdentityAllocator();
+        var cluster = Cluster([Backend], Policy("p", "default", Sel(("app", "backend")), egress: [Rule(ports: [new PortProtocol(53, "UDP")])]));
+
         var e = Assert.Single(PolicyCompiler.Compile(Backend, 1, cluster.Policies, ids).Entries);
 
-        Assert.Equal((Dir.Egress, 0u, (byte)0, (ushort)0, PolicyMatch.All), (e.Direction, e.Identity, e.Protocol, e.Port, e.Match));
+        Assert.Equal((Dir.Egress, 0u, (byte)17, (ushort)53, PolicyMatch.L4Only), (e.Direction, e.Identity, e.Protocol, e.Port, e.Match));
+    }
+
+    [Fact]
+    public void Compile_PeerListGivenEmpty_SelectsNothingEvenWithPorts()
+    {
+        var ids = new IdentityAllocator();
+        var cluster = Cluster([Frontend, Backend], Policy("p", "default", Sel(("app", "backend")),
+            ingress: [Rule(ports: [new PortProtocol(80, "TCP")]) with { SelectsNothing = true }]));
+
+        var c = PolicyCompiler.Compile(Backend, 1, cluster.Policies, ids);
+
+        Assert.True(c.IngressEnforced);
+        Assert.Empty(c.Entries);
+    }
+
+    [Fact]
+    public void Compile_DefaultDenyDisabledInEveryPolicy_AllowAllEntryBesideDenies()
+    {
+        var ids = new IdentityAllocator();
+        var cluster = Cluster([Frontend, Backend], Policy("p", "default", Sel(("app", "backend")),
+            ingressDeny: [Rule(endpoints: [Sel(("app", "frontend"))])]) with { DefaultDenyIngress = false });
+        ids.Preallocate(cluster);
+
+        var c = PolicyCompiler.Compile(Backend, 1, cluster.Policies, ids);
+
+        Assert.True(c.IngressEnforced);
+        Assert.Equal(
+            [(0u, true, false), (ids.ForPod(Frontend).Id, false, true)],
+            c.Entries.Select(e => (e.Identity, e.Allow, e.Deny)));
+    }
+
+    [Fact]
+    public void Compile_DefaultDenyDisabledInOnePolicyOnly_OtherPolicyKeepsDefaultDeny()
+    {
+        var ids = new IdentityAllocator();
+        var cluster = Cluster([Frontend, Backend],
+            Policy("open", "default", Sel(("app", "backend")), ingressDeny: [Rule(entities: ["world"])]) with { DefaultDenyIngress = false },
+            Policy("closed", "default", Sel(("app", "backend")), ingress: [Rule(endpoints: [Sel(("app", "frontend"))])]));
+        ids.Preallocate(cluster);
+
+        var c = PolicyCompiler.Compile(Backend, 1, cluster.Policies, ids);
+
+        Assert.DoesNotContain(c.Entries, e => e.Identity == 0 && e.Allow);
     }
 }

@@ -64,6 +64,91 @@ public class TracingPolicyTests
         var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.ReadFile(Reference, Env(("PODCIDR", "10.44.0.0/99"), ("SERVICECIDR", "10.48.0.0/20"))));
         Assert.Contains("'10.44.0.0/99'", e.Message, StringComparison.Ordinal);
     }
+
+    private static readonly Func<string, string?> Cluster = Env(("PODCIDR", "10.44.0.0/14"), ("SERVICECIDR", "10.48.0.0/20"));
+
+    private static string ErrorOf(string text)
+    {
+        var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.Parse(text, Cluster));
+        Assert.DoesNotContain('\n', e.Message);
+        return e.Message;
+    }
+
+    [Theory]
+    [InlineData("- NotDAddr", "the selector of tcp_connect is not a mapping")]
+    [InlineData("- matchArgs: [0]", "a matchArgs entry is not a mapping")]
+    [InlineData("- matchArgs: NotDAddr", "the selector of tcp_connect has no matchArgs list")]
+    [InlineData("- matchArgs: [{index: 0, operator: NotDAddr, values: [[127.0.0.1]]}]", "a NotDAddr value is not a single address")]
+    [InlineData("- matchArgs: [{index: 0, operator: NotDAddr, values: 127.0.0.1}]", "a NotDAddr matchArgs has no values list")]
+    public void Policy_ScalarWhereAMappingBelongs_OneLineError(string selector, string expected)
+    {
+        var text = $"""
+            apiVersion: cilium.io/v1alpha1
+            kind: TracingPolicy
+            metadata: {"{"}name: t{"}"}
+            spec:
+              kprobes:
+              - call: tcp_connect
+                args: [{"{"}index: 0, type: sock{"}"}]
+                selectors:
+                {selector}
+            """;
+
+        Assert.Contains(expected, ErrorOf(text), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ReadFile_Directory_OneLineError()
+    {
+        var dir = Directory.CreateTempSubdirectory("fx-tp-");
+        try
+        {
+            var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.ReadFile(dir.FullName, Cluster));
+            Assert.Contains("is a directory", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            dir.Delete();
+        }
+    }
+
+    [Fact]
+    public void ReadFile_Missing_OneLineError()
+    {
+        var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.ReadFile("/nonexistent/fx-policy.yaml", Cluster));
+        Assert.Contains("/nonexistent/fx-policy.yaml: cannot read", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Policy_SecondDocument_NotIgnored()
+    {
+        var text = File.ReadAllText(Reference);
+
+        var m = ErrorOf(text + "\n---\n" + text.Replace("monitor-network", "second", StringComparison.Ordinal));
+
+        Assert.Contains("a second YAML document", m, StringComparison.Ordinal);
+        // a trailing separator is no second document
+        Assert.Equal(3, TracingPolicyReader.Parse(text + "\n---\n", Cluster).ExcludedCidrs.Count);
+    }
+
+    [Fact]
+    public void Policy_Namespaced_RefusedNotReadAsClusterWide()
+    {
+        var text = File.ReadAllText(Reference).Replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced", StringComparison.Ordinal);
+
+        Assert.Contains("TracingPolicyNamespaced is not supported", ErrorOf(text), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("10.1")]
+    [InlineData("192.168.1/24")]
+    [InlineData("010.0.0.1")]
+    [InlineData("10.0.0.0/08")]
+    public void Policy_ShortOrMalformedAddress_RefusedAsGoRefusesIt(string value)
+    {
+        var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.ReadFile(Reference, Env(("PODCIDR", value), ("SERVICECIDR", "10.48.0.0/20"))));
+        Assert.Contains($"'{value}'", e.Message, StringComparison.Ordinal);
+    }
 }
 
 public class CidrsTests
@@ -76,6 +161,8 @@ public class CidrsTests
     [InlineData("fd00::1/64", "fd00::/64")]
     [InlineData("::1", "::1/128")]
     [InlineData("0.0.0.0/0", "0.0.0.0/0")]
+    [InlineData("::ffff:10.1.2.3", "::ffff:10.1.2.3/128")]
+    [InlineData("2001:db8::/32", "2001:db8::/32")]
     public void Parse_Valid_NormalizedNetwork(string text, string expected) =>
         Assert.Equal(expected, Cidrs.Parse(text).ToString());
 
@@ -86,6 +173,18 @@ public class CidrsTests
     [InlineData("10.0.0.0/")]
     [InlineData("10.0.0.0/-1")]
     [InlineData("")]
+    [InlineData("10.1")]
+    [InlineData("10.1.2")]
+    [InlineData("192.168.1/24")]
+    [InlineData("010.0.0.1")]
+    [InlineData("10.0.0.256")]
+    [InlineData("10.0.0.0/+8")]
+    [InlineData("10.0.0.0/08")]
+    [InlineData("0x0a.0.0.1")]
+    [InlineData("fe80::1%eth0")]
+    [InlineData("[::1]")]
+    [InlineData("::ffff:1.2.3")]
+    [InlineData("12345::1")]
     public void Parse_Invalid_FormatException(string text)
     {
         Assert.Throws<FormatException>(() => Cidrs.Parse(text));

@@ -332,7 +332,7 @@ public static partial class ClusterLoader
                     ipNode = pip;
                 }
             }
-            pods.Add(new RawPod(root.Doc, root, new PodSpec(name, ns, labels, ip, ports), ipNode, named));
+            pods.Add(new RawPod(root.Doc, root, new PodSpec(name, ns, labels, ip, ports) { NamedPorts = named }, ipNode, named));
         }
 
         private void Service(Node root)
@@ -407,7 +407,18 @@ public static partial class ClusterLoader
                 var egress = Rules(rule.Get("egress"), ns, false, false, selectors);
                 var ingressDeny = Rules(rule.Get("ingressDeny"), ns, true, true, selectors);
                 var egressDeny = Rules(rule.Get("egressDeny"), ns, false, true, selectors);
-                var spec = new NetworkPolicySpec(ruleName, ns, subject, ingress, egress, ingressDeny, egressDeny, sourceText);
+                bool? defaultDenyIngress = null, defaultDenyEgress = null;
+                if (rule.Get("enableDefaultDeny") is { } dd)
+                {
+                    dd.Strict("ingress", "egress");
+                    defaultDenyIngress = dd.Get("ingress")?.YamlBool();
+                    defaultDenyEgress = dd.Get("egress")?.YamlBool();
+                }
+                var spec = new NetworkPolicySpec(ruleName, ns, subject, ingress, egress, ingressDeny, egressDeny, sourceText)
+                {
+                    DefaultDenyIngress = defaultDenyIngress,
+                    DefaultDenyEgress = defaultDenyEgress,
+                };
                 policies.Add(new RawPolicy(root.Doc, rule, spec, selectors));
             }
         }
@@ -447,6 +458,9 @@ public static partial class ClusterLoader
             foreach (var r in list.Value.Items())
             {
                 r.Strict($"{dir}Endpoints", $"{dir}CIDR", $"{dir}CIDRSet", $"{dir}Entities", "toPorts");
+                // Cilium: a peer list given empty selects nothing (IngressCommonRule.GetSourceEndpointSelectorsWithRequirements)
+                bool selectsNothing = new[] { $"{dir}Endpoints", $"{dir}CIDR", $"{dir}CIDRSet", $"{dir}Entities" }
+                    .Any(f => r.Get(f) is { } given && given.Items().Count == 0);
                 var endpoints = new List<EndpointSelector>();
                 if (r.Get($"{dir}Endpoints") is { } eps)
                 {
@@ -493,10 +507,12 @@ public static partial class ClusterLoader
                     }
                 }
                 var ports = new List<PortProtocol>();
+                bool portsGiven = false;
                 if (r.Get("toPorts") is { } tps)
                 {
                     foreach (var tp in tps.Items())
                     {
+                        portsGiven = true;
                         tp.Strict("ports");
                         if (tp.Get("ports") is not { } pl)
                             continue;
@@ -514,7 +530,7 @@ public static partial class ClusterLoader
                         }
                     }
                 }
-                result.Add(new PolicyRule(endpoints, cidrs, entities, ports));
+                result.Add(new PolicyRule(endpoints, cidrs, entities, ports) { SelectsNothing = selectsNothing, PortsGiven = portsGiven });
             }
             return result;
         }
@@ -719,28 +735,11 @@ public static partial class ClusterLoader
                     ip = NextFree(lab.ServiceCidr, used) ?? throw s.At.Error($"spec.clusterIP: the service CIDR {lab.ServiceCidr} is full");
                     used[ip.ToString()] = $"Service {s.Namespace}/{s.Name}";
                 }
-                var backends = new List<RawPod>();
-                if (s.Selector.Count > 0)
-                {
-                    backends = pods.Where(p => p.Pod.Namespace == s.Namespace
-                        && s.Selector.All(kv => p.Pod.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value)).ToList();
-                    if (backends.Count == 0)
-                        throw s.SelectorNode!.Value.Error($"selects no Pod in namespace {s.Namespace} ({Show(s.Selector)})");
-                }
+                // A selector that matches no Pod is valid (a deployment scaled to zero): the service
+                // loads without backends and its traffic is dropped as Cilium drops it (158).
                 var ports = new List<ServicePort>();
                 foreach (var sp in s.Ports)
-                {
-                    int target = sp.TargetPort;
-                    if (sp.TargetName is { } tn)
-                    {
-                        var found = backends.Select(b => b.NamedPorts.TryGetValue(tn, out var pp) ? pp.Port : (int?)null).Distinct().ToList();
-                        if (backends.Count == 0 || found.Contains(null) || found.Count != 1)
-                            throw sp.At.Require("targetPort").Error(
-                                $"named port '{tn}' is not a containerPort name of every selected Pod with one number");
-                        target = found[0]!.Value;
-                    }
-                    ports.Add(new ServicePort(sp.Port, target, sp.Protocol, sp.Name));
-                }
+                    ports.Add(new ServicePort(sp.Port, sp.TargetName is null ? sp.TargetPort : 0, sp.Protocol, sp.Name, sp.TargetName));
                 finalServices.Add(new ServiceSpec(s.Name, s.Namespace, ip, s.Selector, ports));
             }
 

@@ -309,8 +309,14 @@ public sealed class Datapath : IEventSource
             {
                 var id = nextId++;
                 var proto = PolicyCompiler.ProtocolNumber(port.Protocol);
-                var target = port.TargetPort == 0 ? port.Port : port.TargetPort;
-                var backends = members.Select((p, i) => new BackendInfo(i, p.Ip!, target, p.FullName)).ToList();
+                // a named targetPort resolves per pod; a pod without that port name is no backend (as Kubernetes' endpoints)
+                var backends = members
+                    .Select(p => (Pod: p, Target: port.TargetName is { } tn
+                        ? p.NamedPorts.TryGetValue(tn, out var pp) ? pp.Port : 0
+                        : port.TargetPort == 0 ? port.Port : port.TargetPort))
+                    .Where(b => b.Target != 0)
+                    .Select((b, i) => new BackendInfo(i, b.Pod.Ip!, b.Target, b.Pod.FullName))
+                    .ToList();
                 services.Add(new ServiceInfo(id, s.Name, s.Namespace, s.ClusterIp, port.Port, port.Protocol.ToUpperInvariant(), backends));
                 var key = new ServiceKey { Addr = MapAddress.From(s.ClusterIp), Port = (ushort)port.Port, Proto = proto, Family = MapAddress.Family(s.ClusterIp) };
                 wantSvc[KeyBytes(key)] = (key, new Service { Id = id, Count = (ushort)backends.Count });

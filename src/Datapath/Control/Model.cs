@@ -17,10 +17,17 @@ public sealed record PodSpec(
     /// <summary>spec.containers[].ports[]: what the lab listens on inside the pod (TCP or UDP).</summary>
     public IReadOnlyList<PortProtocol> ContainerPorts => Ports ?? [];
 
+    /// <summary>The named container ports (spec.containers[].ports[].name), for named targetPorts and policy ports.</summary>
+    public IReadOnlyDictionary<string, PortProtocol> NamedPorts { get; init; } = new Dictionary<string, PortProtocol>(StringComparer.Ordinal);
+
     public string FullName => $"{Namespace}/{Name}";
 }
 
-public sealed record ServicePort(int Port, int TargetPort, string Protocol, string? Name = null);
+/// <summary>
+/// A service port. A named targetPort (TargetName) is resolved per backend from
+/// its container ports, as Kubernetes resolves it; TargetPort is then 0.
+/// </summary>
+public sealed record ServicePort(int Port, int TargetPort, string Protocol, string? Name = null, string? TargetName = null);
 
 public sealed record ServiceSpec(
     string Name,
@@ -37,12 +44,29 @@ public sealed record PortProtocol(int Port, string Protocol);
 
 public sealed record CidrRule(string Cidr, IReadOnlyList<string> Except);
 
-/// <summary>One ingress/egress rule: peers (endpoints, CIDRs, entities) and ports; empty lists mean "not given".</summary>
+/// <summary>
+/// One ingress/egress rule: peers (endpoints, CIDRs, entities) and ports; empty
+/// lists mean "not given". As in Cilium (pkg/policy/rule.go mergeIngress): a rule
+/// that names no peer and no port (<c>ingress: [{}]</c>) allows nothing; a rule
+/// with ports and no peer applies to every peer; a peer list given empty
+/// (<c>fromEndpoints: []</c>) selects nothing, so the rule allows nothing
+/// (<see cref="SelectsNothing"/>).
+/// </summary>
 public sealed record PolicyRule(
     IReadOnlyList<EndpointSelector> Endpoints,
     IReadOnlyList<CidrRule> Cidrs,
     IReadOnlyList<string> Entities,
-    IReadOnlyList<PortProtocol> Ports);
+    IReadOnlyList<PortProtocol> Ports)
+{
+    /// <summary>A peer list was given empty (fromEndpoints: [], toCIDR: [], toEntities: [] ...): the rule selects no peer.</summary>
+    public bool SelectsNothing { get; init; }
+
+    /// <summary>toPorts was given with entries: the rule is L4 (with no port in them it matches nothing).</summary>
+    public bool PortsGiven { get; init; } = Ports.Count > 0;
+
+    /// <summary>Whether the rule names any peer (endpoints, CIDRs or entities).</summary>
+    public bool PeersGiven => Endpoints.Count + Cidrs.Count + Entities.Count > 0;
+}
 
 public sealed record NetworkPolicySpec(
     string Name,
@@ -52,7 +76,17 @@ public sealed record NetworkPolicySpec(
     IReadOnlyList<PolicyRule> Egress,
     IReadOnlyList<PolicyRule> IngressDeny,
     IReadOnlyList<PolicyRule> EgressDeny,
-    string SourceText);
+    string SourceText)
+{
+    /// <summary>
+    /// spec.enableDefaultDeny.ingress as given (null: not given, which Cilium
+    /// reads as true when the policy has ingress or ingressDeny rules).
+    /// </summary>
+    public bool? DefaultDenyIngress { get; init; }
+
+    /// <summary>spec.enableDefaultDeny.egress as given (null: not given).</summary>
+    public bool? DefaultDenyEgress { get; init; }
+}
 
 /// <summary>A host of the "outside world" on a TEST-NET address, with listening ports.</summary>
 public sealed record OutsideHost(string Name, IPAddress Ip, IReadOnlyList<int> TcpPorts, IReadOnlyList<int> UdpPorts);

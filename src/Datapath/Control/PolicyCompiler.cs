@@ -33,12 +33,16 @@ public sealed record CompiledEndpointPolicy(bool IngressEnforced, bool EgressEnf
 
 /// <summary>
 /// Compiles CiliumNetworkPolicies into per-endpoint policy map entries with
-/// Cilium's semantics: selectors select identities by labels (in the
-/// policy's namespace unless they name the namespace label), CIDR rules select
-/// CIDR identities inside the prefix and outside its excepts, entities select
-/// reserved identities, peers left out mean any peer, ports left out mean any
-/// port. A direction with any rule is enforced (default deny) for the
-/// endpoints the policy selects.
+/// Cilium's semantics (pkg/policy/rule.go, repository.go): selectors select
+/// identities by labels (in the policy's namespace unless they name the
+/// namespace label), CIDR rules select CIDR identities inside the prefix and
+/// outside its excepts, entities select reserved identities. A rule with ports
+/// and no peer applies to any peer, a rule with peers and no ports to any port,
+/// a rule with neither (<c>{}</c>) or with a peer list given empty allows
+/// nothing. A direction with any rule is enforced for the endpoints the policy
+/// selects; it is default deny unless every such policy says
+/// <c>enableDefaultDeny: false</c> for it, in which case an allow-all entry is
+/// added (Cilium's synthesized wildcard rule) and only deny rules drop.
 /// </summary>
 public static class PolicyCompiler
 {
@@ -51,7 +55,7 @@ public static class PolicyCompiler
         ArgumentNullException.ThrowIfNull(policies);
         ArgumentNullException.ThrowIfNull(ids);
         var podLabels = IdentityAllocator.PodLabels(pod);
-        bool ingress = false, egress = false;
+        bool ingress = false, egress = false, ingressDefaultDeny = false, egressDefaultDeny = false;
         var entries = new Dictionary<(Dir, uint, byte, ushort), (bool Allow, bool Deny, SortedSet<string> Names)>();
 
         foreach (var p in policies)
@@ -59,9 +63,15 @@ public static class PolicyCompiler
             if (p.Namespace != pod.Namespace || !Selects(p.Selector, podLabels, p.Namespace))
                 continue;
             if (p.Ingress.Count + p.IngressDeny.Count > 0)
+            {
                 ingress = true;
+                ingressDefaultDeny |= p.DefaultDenyIngress ?? true;
+            }
             if (p.Egress.Count + p.EgressDeny.Count > 0)
+            {
                 egress = true;
+                egressDefaultDeny |= p.DefaultDenyEgress ?? true;
+            }
             var name = $"{p.Namespace}/{p.Name}";
             Add(p.Ingress, Dir.Ingress, deny: false);
             Add(p.Egress, Dir.Egress, deny: false);
@@ -71,15 +81,23 @@ public static class PolicyCompiler
             void Add(IReadOnlyList<PolicyRule> rules, Dir dir, bool deny)
             {
                 foreach (var r in rules)
-                    foreach (var id in Peers(r, p.Namespace, ids))
-                        foreach (var (proto, port) in Ports(r))
-                        {
-                            var key = (dir, id, proto, port);
-                            var cur = entries.TryGetValue(key, out var e) ? e : (Allow: false, Deny: false, Names: new SortedSet<string>(StringComparer.Ordinal));
-                            cur.Names.Add(name);
-                            entries[key] = (cur.Allow || !deny, cur.Deny || deny, cur.Names);
-                        }
+                    foreach (var id in RulePeers(r, p.Namespace, ids))
+                        foreach (var (proto, port) in RulePorts(r))
+                            Put((dir, id, proto, port), deny, name);
             }
+        }
+        // Cilium synthesizes an allow-all rule for a direction that only default-allow policies enforce.
+        if (ingress && !ingressDefaultDeny)
+            Put((Dir.Ingress, 0, 0, 0), deny: false, name: null);
+        if (egress && !egressDefaultDeny)
+            Put((Dir.Egress, 0, 0, 0), deny: false, name: null);
+
+        void Put((Dir, uint, byte, ushort) key, bool deny, string? name)
+        {
+            var cur = entries.TryGetValue(key, out var e) ? e : (Allow: false, Deny: false, Names: new SortedSet<string>(StringComparer.Ordinal));
+            if (name is not null)
+                cur.Names.Add(name);
+            entries[key] = (cur.Allow || !deny, cur.Deny || deny, cur.Names);
         }
 
         var list = entries
@@ -116,13 +134,33 @@ public static class PolicyCompiler
         return true;
     }
 
+    /// <summary>
+    /// The identities a rule applies to, as Cilium's mergeIngress/mergeEgress
+    /// resolve them: none when a peer list was given empty or when the rule
+    /// names neither peers nor ports; {0} (any identity) for ports without peers.
+    /// </summary>
+    public static IReadOnlySet<uint> RulePeers(PolicyRule rule, string policyNamespace, IdentityAllocator ids)
+    {
+        ArgumentNullException.ThrowIfNull(rule);
+        if (rule.SelectsNothing || !rule.PeersGiven && !rule.PortsGiven)
+            return new SortedSet<uint>();
+        return Peers(rule, policyNamespace, ids);
+    }
+
+    /// <summary>(protocol, port) pairs a rule applies to: (0, 0) when it names no ports; none when toPorts names no port.</summary>
+    public static IReadOnlyList<(byte Proto, ushort Port)> RulePorts(PolicyRule rule)
+    {
+        ArgumentNullException.ThrowIfNull(rule);
+        return rule.PortsGiven ? Ports(rule) : [(0, 0)];
+    }
+
     /// <summary>The identities a rule's peers select; {0} (any identity) when it names none.</summary>
     public static IReadOnlySet<uint> Peers(PolicyRule rule, string policyNamespace, IdentityAllocator ids)
     {
         ArgumentNullException.ThrowIfNull(rule);
         ArgumentNullException.ThrowIfNull(ids);
         var set = new SortedSet<uint>();
-        if (rule.Endpoints.Count == 0 && rule.Cidrs.Count == 0 && rule.Entities.Count == 0)
+        if (!rule.PeersGiven)
         {
             set.Add(0);
             return set;
@@ -190,12 +228,10 @@ public static class PolicyCompiler
         return set;
     }
 
-    /// <summary>(protocol, port) pairs of a rule; (0, 0) when it names no port. ANY expands to TCP and UDP.</summary>
+    /// <summary>(protocol, port) pairs of a rule's port list; ANY expands to TCP and UDP.</summary>
     public static IReadOnlyList<(byte Proto, ushort Port)> Ports(PolicyRule rule)
     {
         ArgumentNullException.ThrowIfNull(rule);
-        if (rule.Ports.Count == 0)
-            return [(0, 0)];
         var list = new List<(byte, ushort)>();
         foreach (var pp in rule.Ports)
         {

@@ -136,6 +136,27 @@ internal readonly struct Node
         };
     }
 
+    /// <summary>
+    /// A YAML boolean as Kubernetes reads one (sigs.k8s.io/yaml, YAML 1.1): an
+    /// unquoted true/false (also yes/no, on/off, y/n); a quoted "true" is a string
+    /// and, like any other value, refused.
+    /// </summary>
+    public bool YamlBool()
+    {
+        if (Yaml is YamlScalarNode { Style: YamlDotNet.Core.ScalarStyle.Plain, Value: { } v })
+        {
+            switch (v)
+            {
+                case "true" or "True" or "TRUE" or "yes" or "Yes" or "YES" or "y" or "Y" or "on" or "On" or "ON":
+                    return true;
+                case "false" or "False" or "FALSE" or "no" or "No" or "NO" or "n" or "N" or "off" or "Off" or "OFF":
+                    return false;
+            }
+        }
+        var shown = Yaml is YamlScalarNode sc ? $"'{sc.Value}'" : "a " + (Yaml is YamlSequenceNode ? "list" : "mapping");
+        throw Error($"{shown} is not a boolean (true or false)");
+    }
+
     public int Int(int min, int max, string what)
     {
         var v = Scalar().Trim();

@@ -27,8 +27,22 @@ public static partial class TracingPolicyReader
 {
     private static readonly string[] ConnectCalls = ["tcp_connect", "tcp_v4_connect", "tcp_v6_connect"];
 
-    public static TracingPolicyFilter ReadFile(string path, Func<string, string?>? environment = null) =>
-        Parse(File.ReadAllText(path), environment);
+    public static TracingPolicyFilter ReadFile(string path, Func<string, string?>? environment = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string text;
+        try
+        {
+            if (Directory.Exists(path))
+                throw new TracingPolicyException($"{path}: is a directory, not a TracingPolicy file");
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TracingPolicyException($"{path}: cannot read: {e.Message}", e);
+        }
+        return Parse(text, environment);
+    }
 
     /// <summary>Parses the policy text; <paramref name="environment"/> defaults to the process environment.</summary>
     public static TracingPolicyFilter Parse(string yaml, Func<string, string?>? environment = null)
@@ -44,18 +58,29 @@ public static partial class TracingPolicyReader
         {
             throw new TracingPolicyException($"the TracingPolicy is not valid YAML: {e.Message}", e);
         }
-        if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is not YamlMappingNode root)
+        var documents = stream.Documents.Where(d => !IsNull(d.RootNode)).ToList();
+        if (documents.Count == 0)
             throw new TracingPolicyException("the TracingPolicy is empty");
+        if (documents.Count > 1)
+            throw new TracingPolicyException(
+                $"line {documents[1].RootNode.Start.Line}: a second YAML document; one TracingPolicy per file is read (split the file)");
+        if (documents[0].RootNode is not YamlMappingNode root)
+            throw new TracingPolicyException("the TracingPolicy is not a mapping (kind, metadata, spec)");
 
         var kind = Scalar(root, "kind");
-        if (kind is not ("TracingPolicy" or "TracingPolicyNamespaced"))
+        if (kind == "TracingPolicyNamespaced")
+            throw new TracingPolicyException(
+                "kind TracingPolicyNamespaced is not supported: connects are not attributed to Kubernetes namespaces, so its scope cannot be honoured (use a TracingPolicy)");
+        if (kind != "TracingPolicy")
             throw new TracingPolicyException($"kind is '{kind}', not TracingPolicy");
         var name = Child(root, "metadata") is YamlMappingNode meta ? Scalar(meta, "name") ?? "" : "";
         if (Child(root, "spec") is not YamlMappingNode spec || Child(spec, "kprobes") is not YamlSequenceNode kprobes)
-            throw new TracingPolicyException("the TracingPolicy has no spec.kprobes");
+            throw new TracingPolicyException("the TracingPolicy has no spec.kprobes list");
 
-        foreach (var kp in kprobes.Children.OfType<YamlMappingNode>())
+        foreach (var kpNode in kprobes.Children)
         {
+            if (kpNode is not YamlMappingNode kp)
+                throw new TracingPolicyException($"line {kpNode.Start.Line}: a kprobe is not a mapping (call, syscall, args, selectors)");
             var call = Scalar(kp, "call");
             if (call is null || !ConnectCalls.Contains(call))
                 continue;
@@ -64,26 +89,30 @@ public static partial class TracingPolicyReader
                 throw new TracingPolicyException($"the kprobe on {call} has no selectors: nothing to exclude");
             if (selectors.Children.Count > 1)
                 throw new TracingPolicyException($"the kprobe on {call} has {selectors.Children.Count} selectors; only one (a NotDAddr list) is supported");
-            var selector = (YamlMappingNode)selectors.Children[0];
+            if (selectors.Children[0] is not YamlMappingNode selector)
+                throw new TracingPolicyException($"line {selectors.Children[0].Start.Line}: the selector of {call} is not a mapping (matchArgs, ...)");
             foreach (var key in selector.Children.Keys.OfType<YamlScalarNode>())
                 if (key.Value != "matchArgs")
                     throw new TracingPolicyException($"the selector of {call} uses {key.Value}; only matchArgs with NotDAddr is supported");
             if (Child(selector, "matchArgs") is not YamlSequenceNode matchArgs)
-                throw new TracingPolicyException($"the selector of {call} has no matchArgs");
+                throw new TracingPolicyException($"the selector of {call} has no matchArgs list");
 
             var cidrs = new List<IPNetwork>();
-            foreach (var arg in matchArgs.Children.OfType<YamlMappingNode>())
+            foreach (var argNode in matchArgs.Children)
             {
+                if (argNode is not YamlMappingNode arg)
+                    throw new TracingPolicyException($"line {argNode.Start.Line}: a matchArgs entry is not a mapping (index, operator, values)");
                 var op = Scalar(arg, "operator");
                 if (op != "NotDAddr")
                     throw new TracingPolicyException($"matchArgs operator '{op}' is not supported; only NotDAddr is");
                 if (Child(arg, "values") is not YamlSequenceNode values)
-                    throw new TracingPolicyException("a NotDAddr matchArgs has no values");
-                foreach (var v in values.Children.OfType<YamlScalarNode>())
+                    throw new TracingPolicyException("a NotDAddr matchArgs has no values list");
+                foreach (var v in values.Children)
                 {
-                    var value = v.Value ?? "";
+                    var value = (v as YamlScalarNode)?.Value
+                        ?? throw new TracingPolicyException($"line {v.Start.Line}: a NotDAddr value is not a single address or CIDR");
                     if (!Cidrs.TryParse(value, out var net))
-                        throw new TracingPolicyException($"NotDAddr value '{value}' is not an address or CIDR");
+                        throw new TracingPolicyException($"NotDAddr value '{value}' is not an address or CIDR (as Go's netip parses them)");
                     cidrs.Add(net);
                 }
             }
@@ -116,6 +145,9 @@ public static partial class TracingPolicyReader
 
     [GeneratedRegex(@"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")]
     private static partial Regex VariablePattern();
+
+    private static bool IsNull(YamlNode node) =>
+        node is YamlScalarNode { Style: YamlDotNet.Core.ScalarStyle.Plain, Value: null or "" or "~" or "null" };
 
     private static YamlNode? Child(YamlMappingNode node, string key) =>
         node.Children.TryGetValue(new YamlScalarNode(key), out var v) ? v : null;
