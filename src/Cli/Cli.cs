@@ -111,9 +111,9 @@ public static class Cli
     {
         // A signal must not leave a bundle's extraction behind; the verbs' own handlers (record's
         // clean stop) run too, and decide whether the process ends.
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => ExtractionFolders.DeleteAll());
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => ExtractionFolders.DeleteAll());
-        using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, _ => ExtractionFolders.DeleteAll());
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => ExtractionFolders.OnSignal());
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => ExtractionFolders.OnSignal());
+        using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, _ => ExtractionFolders.OnSignal());
         try
         {
             var parse = Build().Parse(args);

@@ -56,6 +56,13 @@ internal static class SqlGuard
     {
         ArgumentNullException.ThrowIfNull(conn);
         ArgumentNullException.ThrowIfNull(allowedTableFunctions);
+        // Parsed first, bound second: binding a table function already runs its code.
+        var names = TableFunctions(conn, sql, out var unparsed);
+        foreach (var name in names)
+        {
+            if (!allowedTableFunctions.Contains(name))
+                throw new QueryException($"table function {name}() is not allowed: a recording is opened read-only, and only table functions that read are ({string.Join(", ", ReadOnlyTableFunctions.Order(StringComparer.Ordinal))}, and the views' macros)");
+        }
         var count = NativeMethods.ExtractStatements.DuckDBExtractStatements(conn.NativeConnection, sql, out var extracted);
         using (extracted)
         {
@@ -74,16 +81,17 @@ internal static class SqlGuard
                 }
             }
         }
-        foreach (var name in TableFunctions(conn, sql))
-        {
-            if (!allowedTableFunctions.Contains(name))
-                throw new QueryException($"table function {name}() is not allowed: a recording is opened read-only, and only table functions that read are ({string.Join(", ", ReadOnlyTableFunctions.Order(StringComparer.Ordinal))}, and the views' macros)");
-        }
+        if (unparsed is not null)
+            throw new QueryException("cannot check the statement's table functions: " + unparsed);
     }
 
-    /// <summary>Every table function the SQL names, lower case, from DuckDB's parse tree.</summary>
-    internal static IReadOnlyList<string> TableFunctions(DuckDBConnection conn, string sql)
+    /// <summary>
+    /// Every table function the SQL names, lower case, from DuckDB's parse tree; when DuckDB cannot
+    /// serialize the tree (a statement that is not a SELECT, a syntax error), none and the reason.
+    /// </summary>
+    internal static IReadOnlyList<string> TableFunctions(DuckDBConnection conn, string sql, out string? unparsed)
     {
+        unparsed = null;
         string json;
         using (var cmd = conn.CreateCommand())
         {
@@ -95,7 +103,8 @@ internal static class SqlGuard
         if (doc.RootElement.TryGetProperty("error", out var err) && err.ValueKind == JsonValueKind.True)
         {
             var message = doc.RootElement.TryGetProperty("error_message", out var m) ? m.GetString() : null;
-            throw new QueryException("cannot check the statement: " + QuerySession.OneLine(message ?? "it does not parse"));
+            unparsed = QuerySession.OneLine(message ?? "it does not parse");
+            return [];
         }
         var names = new List<string>();
         Walk(doc.RootElement, names);

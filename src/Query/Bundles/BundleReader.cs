@@ -66,6 +66,16 @@ public static class ExtractionFolders
             Held.Remove(dir);
     }
 
+    /// <summary>Set by a signal: the process is ending, nothing more is extracted.</summary>
+    public static bool Closing { get; private set; }
+
+    /// <summary>From a signal handler: stop extracting and delete every folder now (the process ends right after).</summary>
+    public static void OnSignal()
+    {
+        Closing = true;
+        DeleteAll();
+    }
+
     public static void DeleteAll()
     {
         string[] dirs;
@@ -639,6 +649,10 @@ public static class BundleReader
         /// <summary>Creates a new file under the private folder; the path was checked and must stay inside it.</summary>
         private FileStream CreateOutput(string name)
         {
+            if (ExtractionFolders.Closing)
+            {
+                throw new OperationCanceledException("interrupted");
+            }
             var root = Path.GetFullPath(extractTo!) + Path.DirectorySeparatorChar;
             var full = Path.GetFullPath(Path.Combine(root, name));
             if (!full.StartsWith(root, StringComparison.Ordinal) || Tar.UnsafePath(name) is not null)
