@@ -1,0 +1,268 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.RegularExpressions;
+using YamlDotNet.RepresentationModel;
+using static Forensics.Datapath.Control.ObjectFields;
+
+namespace Forensics.Datapath.Control;
+
+internal sealed record RawStep(Node At, string Name, string PodText, Node PodNode, string Action, string? Target, Node? TargetNode,
+    IReadOnlyList<string> Command, Node? ExpectNode, bool? Delivered, int? DropReason, string? Translation, Node? TranslationNode,
+    TimeSpan? Timeout);
+
+/// <summary>The Lab document (forensics.dev/v1): CIDRs, node address, world hosts, scenario steps.</summary>
+internal sealed record RawLab(DocRef Doc, Node At, string Name, IPNetwork PodCidr, Node PodCidrNode, IPNetwork ServiceCidr,
+    Node ServiceCidrNode, IPAddress NodeIp, Node NodeIpNode, List<(Node At, OutsideHost Host)> World, List<RawStep> Steps);
+
+internal static partial class LabDocument
+{
+    private static readonly string[] StepActions = ["tcp", "udp", "http", "exec"];
+
+    private static readonly IPNetwork[] TestNets =
+        [IPNetwork.Parse("192.0.2.0/24"), IPNetwork.Parse("198.51.100.0/24"), IPNetwork.Parse("203.0.113.0/24")];
+
+    [GeneratedRegex("^[a-z0-9]([-a-z0-9]{0,22}[a-z0-9])?$")]
+    private static partial Regex LabName();
+
+    [GeneratedRegex(@"^(?<kind>[A-Za-z]+)\s+(?<from>\S+)\s*->\s*(?<to>\S+)$")]
+    private static partial Regex Translation();
+
+    [GeneratedRegex(@"^(?<n>[0-9]+(\.[0-9]+)?)(?<u>ms|s)?$")]
+    private static partial Regex Duration();
+
+    public static RawLab Read(Node root, RawLab? earlier)
+    {
+        if (earlier is not null)
+            throw root.Error($"a second Lab document (the first is document {earlier.Doc.Index}); a file describes one lab");
+        var (name, _, _) = Meta(root, namespaced: false);
+        if (!LabName().IsMatch(name))
+            throw root.Require("metadata").Require("name").Error(
+                $"'{name}' is not a valid lab name (lowercase letters, digits and '-', at most 24)");
+        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "world", "steps");
+        var podCidrNode = spec.Require("podCIDR");
+        var svcCidrNode = spec.Require("serviceCIDR");
+        var nodeIpNode = spec.Require("nodeIP");
+        var podCidr = Cidr(podCidrNode);
+        var svcCidr = Cidr(svcCidrNode);
+        if (podCidr.PrefixLength > 30)
+            throw podCidrNode.Error($"{podCidr} is too small for pods (at most /30)");
+        if (podCidr.Contains(svcCidr.BaseAddress) || svcCidr.Contains(podCidr.BaseAddress))
+            throw svcCidrNode.Error($"{svcCidr} overlaps the pod CIDR {podCidr}");
+        var nodeIp = Ipv4(nodeIpNode);
+        if (podCidr.Contains(nodeIp) || svcCidr.Contains(nodeIp))
+            throw nodeIpNode.Error($"{nodeIp} is inside the pod or service CIDR");
+
+        var world = new List<(Node, OutsideHost)>();
+        if (spec.Get("world") is { } w)
+        {
+            foreach (var h in w.Items())
+            {
+                h.Strict("name", "ip", "tcp", "udp");
+                var hn = h.Require("name");
+                var hname = hn.String();
+                if (!DnsName().IsMatch(hname))
+                    throw hn.Error($"'{hname}' is not a valid name");
+                if (world.Any(x => x.Item2.Name == hname))
+                    throw hn.Error($"duplicate world host name '{hname}'");
+                var ipNode = h.Require("ip");
+                var ip = Ipv4(ipNode);
+                if (!TestNets.Any(t => t.Contains(ip)))
+                    throw ipNode.Error($"{ip} is not on a TEST-NET range (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)");
+                if (ip.Equals(nodeIp) || world.Any(x => x.Item2.Ip.Equals(ip)))
+                    throw ipNode.Error($"{ip} is already used by the node or another world host");
+                var tcp = PortList(h.Get("tcp"));
+                var udp = PortList(h.Get("udp"));
+                world.Add((h, new OutsideHost(hname, ip, tcp, udp)));
+            }
+        }
+        var steps = new List<RawStep>();
+        if (spec.Get("steps") is { } st)
+        {
+            foreach (var s in st.Items())
+            {
+                var step = Step(s);
+                if (steps.Any(x => x.Name == step.Name))
+                    throw s.Require("name").Error($"duplicate step name '{step.Name}'");
+                steps.Add(step);
+            }
+        }
+        return new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps);
+    }
+
+    private static List<int> PortList(Node? n)
+    {
+        var list = new List<int>();
+        if (n is null)
+            return list;
+        foreach (var p in n.Value.Items())
+        {
+            var port = p.Port();
+            if (list.Contains(port))
+                throw p.Error($"port {port} is listed twice");
+            list.Add(port);
+        }
+        return list;
+    }
+
+    private static RawStep Step(Node s)
+    {
+        s.Strict("name", "pod", "tcp", "udp", "http", "exec", "timeout", "expect");
+        var name = s.Require("name").String();
+        var podNode = s.Require("pod");
+        var actions = StepActions.Where(a => s.Get(a) is not null).ToList();
+        if (actions.Count != 1)
+            throw s.Error($"a step does exactly one of tcp, udp, http, exec (found {(actions.Count == 0 ? "none" : string.Join(", ", actions))})");
+        var action = actions[0];
+        var an = s.Require(action);
+        string? target = null;
+        Node? targetNode = null;
+        var command = new List<string>();
+        if (action == "exec")
+        {
+            if (an.Yaml is YamlSequenceNode)
+                command.AddRange(an.Items().Select(i => i.Scalar()));
+            else
+                command.AddRange(["/bin/sh", "-c", an.String()]);
+            if (command.Count == 0 || command[0].Length == 0)
+                throw an.Error("an empty command");
+        }
+        else
+        {
+            target = an.String();
+            targetNode = an;
+        }
+        TimeSpan? timeout = null;
+        if (s.Get("timeout") is { } tn)
+        {
+            var m = Duration().Match(tn.String());
+            if (!m.Success)
+                throw tn.Error($"'{tn.Scalar()}' is not a duration (e.g. 2s, 500ms)");
+            var v = double.Parse(m.Groups["n"].Value, CultureInfo.InvariantCulture);
+            timeout = m.Groups["u"].Value == "ms" ? TimeSpan.FromMilliseconds(v) : TimeSpan.FromSeconds(v);
+            if (timeout < TimeSpan.FromMilliseconds(100) || timeout > TimeSpan.FromSeconds(60))
+                throw tn.Error($"{timeout.Value.TotalSeconds}s is out of range (0.1s-60s)");
+        }
+        bool? delivered = null;
+        int? reason = null;
+        string? translation = null;
+        Node? translationNode = null;
+        var en = s.Get("expect");
+        if (en is { } e)
+        {
+            e.Strict("delivered", "dropReason", "translation");
+            if (e.Get("delivered") is { } d)
+                delivered = d.Bool();
+            if (e.Get("dropReason") is { } r)
+            {
+                if (!CiliumDropReasons.TryParse(r.String(), out int code))
+                    throw r.Error($"'{r.Scalar()}' is not a Cilium drop reason (a code like 133 or a name like 'Policy denied')");
+                if (delivered == true)
+                    throw r.Error("a delivered step has no drop reason");
+                delivered = false;
+                reason = code;
+            }
+            if (e.Get("translation") is { } t)
+            {
+                translation = t.String();
+                translationNode = t;
+            }
+        }
+        return new RawStep(s, name, podNode.String(), podNode, action, target, targetNode, command, en, delivered, reason,
+            translation, translationNode, timeout);
+    }
+
+    /// <summary>The Lab with its steps resolved against the cluster's pods and services.</summary>
+    public static LabSpec Build(RawLab lab, List<PodSpec> pods, List<ServiceSpec> services)
+    {
+        foreach (var (at, h) in lab.World)
+        {
+            if (pods.Any(p => p.Ip!.Equals(h.Ip)) || services.Any(s => s.ClusterIp.Equals(h.Ip)))
+                throw at.Require("ip").Error($"{h.Ip} is already a pod or service address");
+        }
+        var steps = new List<ScenarioStep>();
+        foreach (var s in lab.Steps)
+        {
+            var pod = FindPod(s.PodText, pods) ?? throw s.PodNode.Error($"no Pod named '{s.PodText}'");
+            string? target = null;
+            if (s.Target is { } t)
+            {
+                string path = "";
+                int slash = t.IndexOf('/', StringComparison.Ordinal);
+                var hostPort = t;
+                if (s.Action == "http" && slash >= 0)
+                {
+                    path = t[slash..];
+                    hostPort = t[..slash];
+                }
+                int colon = hostPort.LastIndexOf(':');
+                if (colon <= 0 || colon == hostPort.Length - 1)
+                    throw s.TargetNode!.Value.Error($"'{t}' is not HOST:PORT{(s.Action == "http" ? "[/path]" : "")}");
+                var port = hostPort[(colon + 1)..];
+                if (!int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out int pn) || pn < 1 || pn > 65535)
+                    throw s.TargetNode!.Value.Error($"'{port}' is out of range for a port (1-65535)");
+                var ip = Resolve(hostPort[..colon], lab, pods, services, s.TargetNode!.Value);
+                target = $"{ip}:{pn}{path}";
+            }
+            string? translation = null;
+            if (s.Translation is { } tr)
+                translation = NormalizeTranslation(tr, lab, pods, services, s.TranslationNode!.Value);
+            var expect = s.ExpectNode is null ? null : new StepExpectation(s.Delivered, s.DropReason, translation);
+            steps.Add(new ScenarioStep(s.Name, pod.FullName, s.Action, target, s.Command, expect, s.Target, s.Timeout));
+        }
+        return new LabSpec(lab.Name, lab.PodCidr, lab.ServiceCidr, lab.NodeIp, lab.World.Select(w => w.Host).ToList(), steps);
+    }
+
+    private static PodSpec? FindPod(string text, List<PodSpec> pods)
+    {
+        if (text.Contains('/', StringComparison.Ordinal))
+            return pods.FirstOrDefault(p => p.FullName == text);
+        var byName = pods.Where(p => p.Name == text).ToList();
+        return byName.Count == 1 ? byName[0] : byName.FirstOrDefault(p => p.Namespace == "default");
+    }
+
+    private static IPAddress Resolve(string host, RawLab lab, List<PodSpec> pods, List<ServiceSpec> services, Node at)
+    {
+        if (IPAddress.TryParse(host, out var literal) && literal.AddressFamily == AddressFamily.InterNetwork && host.Count(c => c == '.') == 3)
+            return literal;
+        var found = new List<(string What, IPAddress Ip)>();
+        if (host == "node")
+            found.Add(("the node", lab.NodeIp));
+        if (FindPod(host, pods) is { } pod)
+            found.Add(($"Pod {pod.FullName}", pod.Ip!));
+        var svc = host.Contains('/', StringComparison.Ordinal)
+            ? services.Where(s => $"{s.Namespace}/{s.Name}" == host).ToList()
+            : services.Where(s => s.Name == host || $"{s.Name}.{s.Namespace}" == host).ToList();
+        if (svc.Count > 1)
+            svc = svc.Where(s => s.Namespace == "default").ToList();
+        found.AddRange(svc.Select(s => ($"Service {s.Namespace}/{s.Name}", s.ClusterIp)));
+        found.AddRange(lab.World.Where(w => w.Host.Name == host).Select(w => ($"world host {w.Host.Name}", w.Host.Ip)));
+        return found.Count switch
+        {
+            1 => found[0].Ip,
+            0 => throw at.Error($"'{host}' is neither an IPv4 address nor a Pod, Service or world host"),
+            _ => throw at.Error($"'{host}' is ambiguous: {string.Join(", ", found.Select(f => f.What))}"),
+        };
+    }
+
+    private static string NormalizeTranslation(string text, RawLab lab, List<PodSpec> pods, List<ServiceSpec> services, Node at)
+    {
+        var m = Translation().Match(text);
+        if (!m.Success)
+            throw at.Error($"'{text}' is not 'DNAT HOST[:PORT] -> HOST[:PORT]' or 'SNAT HOST[:PORT] -> HOST[:PORT]'");
+        var kind = m.Groups["kind"].Value.ToUpperInvariant();
+        if (kind is not ("DNAT" or "SNAT"))
+            throw at.Error($"'{m.Groups["kind"].Value}' is not DNAT or SNAT");
+        string End(string e)
+        {
+            int colon = e.LastIndexOf(':');
+            if (colon < 0)
+                return Resolve(e, lab, pods, services, at).ToString();
+            var port = e[(colon + 1)..];
+            if (!int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out int pn) || pn < 1 || pn > 65535)
+                throw at.Error($"'{port}' is out of range for a port (1-65535)");
+            return $"{Resolve(e[..colon], lab, pods, services, at)}:{pn}";
+        }
+        return $"{kind} {End(m.Groups["from"].Value)} -> {End(m.Groups["to"].Value)}";
+    }
+}

@@ -1,0 +1,75 @@
+using System.Net;
+using YamlDotNet.RepresentationModel;
+using static Forensics.Datapath.Control.ObjectFields;
+
+namespace Forensics.Datapath.Control;
+
+/// <summary>A Pod document (v1): name, namespace, labels, container ports, status.podIP.</summary>
+internal sealed record RawPod(DocRef Doc, Node At, PodSpec Pod, Node? IpNode, Dictionary<string, PortProtocol> NamedPorts);
+
+internal static class PodDocument
+{
+    private static readonly string[] PodSpecFields =
+    [
+        "activeDeadlineSeconds", "affinity", "automountServiceAccountToken", "containers", "dnsConfig", "dnsPolicy",
+        "enableServiceLinks", "ephemeralContainers", "hostAliases", "hostIPC", "hostNetwork", "hostPID", "hostUsers",
+        "hostname", "imagePullSecrets", "initContainers", "nodeName", "nodeSelector", "os", "overhead",
+        "preemptionPolicy", "priority", "priorityClassName", "readinessGates", "resourceClaims", "resources",
+        "restartPolicy", "runtimeClassName", "schedulerName", "schedulingGates", "securityContext", "serviceAccount",
+        "serviceAccountName", "setHostnameAsFQDN", "shareProcessNamespace", "subdomain",
+        "terminationGracePeriodSeconds", "tolerations", "topologySpreadConstraints", "volumes",
+    ];
+
+    private static readonly string[] ContainerFields =
+    [
+        "args", "command", "env", "envFrom", "image", "imagePullPolicy", "lifecycle", "livenessProbe", "name", "ports",
+        "readinessProbe", "resizePolicy", "resources", "restartPolicy", "securityContext", "startupProbe", "stdin",
+        "stdinOnce", "terminationMessagePath", "terminationMessagePolicy", "tty", "volumeDevices", "volumeMounts",
+        "workingDir",
+    ];
+
+    public static RawPod Read(Node root)
+    {
+        var (name, ns, labels) = Meta(root);
+        var ports = new List<PortProtocol>();
+        var named = new Dictionary<string, PortProtocol>(StringComparer.Ordinal);
+        if (root.Get("spec") is { } spec)
+        {
+            spec.Strict(PodSpecFields);
+            if (spec.Get("containers") is { } containers)
+            {
+                foreach (var c in containers.Items())
+                {
+                    c.Strict(ContainerFields);
+                    if (c.Get("ports") is not { } cports)
+                        continue;
+                    foreach (var p in cports.Items())
+                    {
+                        p.Strict("containerPort", "protocol", "name", "hostPort", "hostIP");
+                        var port = p.Require("containerPort").Port();
+                        var proto = Protocol(p.Get("protocol"), "TCP", "TCP", "UDP");
+                        var pp = new PortProtocol(port, proto);
+                        if (ports.Contains(pp))
+                            throw p.Error($"{proto} port {port} is listed twice");
+                        ports.Add(pp);
+                        if (p.Get("name") is { } pn)
+                            named[pn.String()] = pp;
+                    }
+                }
+            }
+        }
+        IPAddress? ip = null;
+        Node? ipNode = null;
+        if (root.Get("status") is { } status)
+        {
+            if (status.Yaml is not YamlMappingNode)
+                throw status.Error("expected a mapping (key: value)");
+            if (status.Get("podIP") is { } pip)
+            {
+                ip = Ipv4(pip);
+                ipNode = pip;
+            }
+        }
+        return new RawPod(root.Doc, root, new PodSpec(name, ns, labels, ip, ports) { NamedPorts = named }, ipNode, named);
+    }
+}
