@@ -79,9 +79,13 @@ public static class LabCommand
         return action();
     }
 
-    private static ClusterSpec LoadLab(FileInfo file, string? name)
+    /// <summary>--max-pods: a lab makes a network namespace and a veth pair per pod.</summary>
+    internal static Option<long> MaxPodsOption() =>
+        Vocabulary.Number("--max-pods", "refuse a cluster YAML with more pods than this", ClusterLimits.Default.MaxPods, 1, 65536);
+
+    private static ClusterSpec LoadLab(FileInfo file, string? name, ParseResult parse, Option<long> maxPods)
     {
-        var cluster = ClusterLoader.LoadFile(file.FullName);
+        var cluster = ClusterLoader.LoadFile(file.FullName, ClusterLimits.Default with { MaxPods = (int)parse.GetValue(maxPods) });
         if (cluster.Lab is null)
             throw new ClusterSpecException($"{file.FullName}: no Lab document: `forensics lab` needs one (kind: Lab, apiVersion: {ClusterLoader.LabApiVersion})");
         if (name is not null)
@@ -100,11 +104,12 @@ public static class LabCommand
         var file = FileArgument();
         var noDatapath = NoDatapathOption();
         var name = NameOption();
+        var maxPods = MaxPodsOption();
         var events = new Option<bool>("--events") { Description = "Print the datapath's drop, policy verdict and NAT events while up" };
-        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events };
+        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events, maxPods };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods);
             using var stop = new ManualResetEventSlim();
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
@@ -149,10 +154,11 @@ public static class LabCommand
     {
         var file = FileArgument();
         var name = NameOption();
-        var cmd = new Command("status", "Show whether the lab is up: its process, namespaces, pods and the BPF programs attached") { file, name };
+        var maxPods = MaxPodsOption();
+        var cmd = new Command("status", "Show whether the lab is up: its process, namespaces, pods and the BPF programs attached") { file, name, maxPods };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods);
             var labName = cluster.Lab!.Name;
             var state = LabState.Read(labName);
             var existing = LabNames.Namespaces(cluster).Where(NetNamespace.Exists).ToList();
@@ -187,6 +193,7 @@ public static class LabCommand
         var file = FileArgument();
         var noDatapath = NoDatapathOption();
         var name = NameOption();
+        var maxPods = MaxPodsOption();
         var steps = new Option<string[]>("--step") { Description = "Run only these steps (by name; repeatable)" };
         steps.Validators.Add(r =>
         {
@@ -194,10 +201,10 @@ public static class LabCommand
                 if (string.IsNullOrWhiteSpace(t.Value))
                     r.AddError("--step: an empty step name");
         });
-        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps };
+        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps, maxPods };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods);
             var only = parse.GetValue(steps) ?? [];
             var unknown = only.Where(s => cluster.Lab!.Steps.All(x => x.Name != s)).ToList();
             if (unknown.Count > 0)
@@ -239,7 +246,8 @@ public static class LabCommand
     {
         var file = new Argument<FileInfo?>("FILE") { Description = "The cluster YAML (or give --name)", Arity = ArgumentArity.ZeroOrOne };
         var name = NameOption();
-        var cmd = new Command("down", "Remove everything the lab made (its up process, listeners, namespaces, links, routes, BPF attachments and pins); idempotent") { file, name };
+        var maxPods = MaxPodsOption();
+        var cmd = new Command("down", "Remove everything the lab made (its up process, listeners, namespaces, links, routes, BPF attachments and pins); idempotent") { file, name, maxPods };
         cmd.SetAction(parse => Guard(() =>
         {
             var f = parse.GetValue(file);
@@ -247,7 +255,7 @@ public static class LabCommand
             ClusterSpec? cluster = null;
             if (f is not null)
             {
-                cluster = LoadLab(f, n);
+                cluster = LoadLab(f, n, parse, maxPods);
                 n = cluster.Lab!.Name;
             }
             if (n is null)

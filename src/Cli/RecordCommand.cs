@@ -25,7 +25,8 @@ public sealed record RecordArgs(
     uint RingBytes,
     bool Progress,
     string? Lab = null,
-    MonitorAggregation MonitorAggregation = MonitorAggregation.None);
+    MonitorAggregation MonitorAggregation = MonitorAggregation.None,
+    int MaxPods = 1000);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -45,9 +46,10 @@ public static class RecordCommand
         var aggregation = Vocabulary.Choice("--monitor-aggregation",
             "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
             "none", "none", "medium");
+        var maxPods = LabCommand.MaxPodsOption();
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation,
+            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, maxPods,
         };
         cmd.SetAction(parse => Run(new RecordArgs(
             parse.GetValue(output) ?? $"recording-{DateTime.Now:yyyyMMdd-HHmmss}",
@@ -59,7 +61,8 @@ public static class RecordCommand
             (uint)parse.GetValue(ring).Bytes,
             !Console.IsErrorRedirected,
             parse.GetValue(lab),
-            parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None)));
+            parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None,
+            (int)parse.GetValue(maxPods))));
         return cmd;
     }
 
@@ -133,7 +136,7 @@ public static class RecordCommand
         {
             try
             {
-                cluster = ClusterLoader.LoadFile(args.Lab);
+                cluster = ClusterLoader.LoadFile(args.Lab, ClusterLimits.Default with { MaxPods = args.MaxPods });
                 if (cluster.Lab is null)
                     throw new ClusterSpecException($"{args.Lab}: no Lab document (kind: Lab): --lab needs one");
             }

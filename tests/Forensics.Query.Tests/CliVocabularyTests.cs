@@ -54,6 +54,7 @@ public sealed class CliVocabularyTests : IDisposable
         ["--no-datapath"] = ["=maybe"],
         ["--events"] = ["=maybe"],
         ["--step"] = [""],
+        ["--max-pods"] = ["0", "lots"],
     };
 
     private readonly string _dir = Directory.CreateTempSubdirectory("fx-vocab-").FullName;

@@ -167,6 +167,15 @@ internal static unsafe partial class LibC
 
     public const int O_RDONLY = 0;
     public const int O_DIRECTORY = 0x10000;
+    public const int O_NONBLOCK = 0x800;
+    public const int O_CLOEXEC = 0x80000;
+
+    /// <summary>statx(2): struct statx has one layout on every architecture (stx_mode at 0x1C).</summary>
+    [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int statx(int dirfd, string path, int flags, uint mask, byte* buf);
+
+    public const int AT_EMPTY_PATH = 0x1000;
+    public const uint STATX_TYPE = 0x1;
 
     [LibraryImport("libc", EntryPoint = "geteuid")]
     public static partial uint geteuid();
