@@ -32,7 +32,7 @@ public static partial class ClusterLoader
         string text;
         try
         {
-            text = FileSystem.ReadRegularText(path, limits.MaxFileBytes);
+            text = Files.ReadRegularText(path, limits.MaxFileBytes);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

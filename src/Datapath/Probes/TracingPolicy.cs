@@ -35,7 +35,7 @@ public static partial class TracingPolicyReader
         {
             if (Directory.Exists(path))
                 throw new TracingPolicyException($"{path}: is a directory, not a TracingPolicy file");
-            text = FileSystem.ReadRegularText(path, 16 << 20);
+            text = Files.ReadRegularText(path, 16 << 20);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
