@@ -472,6 +472,16 @@ public sealed class HostileInputTests : IDisposable
         Assert.Equal(bytes, File.ReadAllBytes(bundle));
     }
 
+    [Fact]
+    public void Bundle_SignKeyThatIsNoKey_SshKeygensErrorNotBrokenPipe()
+    {
+        var o = Run(_tmp, Limit, "bundle", _base.Root, "-o", Path.Combine(_dir, "signed.fxb"), "--sign-key", "/etc/passwd");
+        Assert.Null(Judge(o, [1], _tmp, "--sign-key /etc/passwd"));
+        Assert.Contains("ssh-keygen -Y sign failed", o.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("Broken pipe", o.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(_dir, "signed.fxb")));
+    }
+
     // ---- signals ----------------------------------------------------------------------------------
 
     [Theory]

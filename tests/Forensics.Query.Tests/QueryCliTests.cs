@@ -95,6 +95,20 @@ public sealed class InteractiveTests
     }
 }
 
+public sealed class PromptTests
+{
+    [Fact]
+    public void Prompt_UnknownDotCommand_OneErrorAndQuitStillQuits()
+    {
+        using var rec = Lab.Build();
+        var r = CliRunner.RunProgram("script", ".foo\n.quit\n", "-qec", $"{CliRunner.Forensics} query {rec.Root}", "/dev/null");
+        Assert.Equal(0, r.ExitCode);
+        var output = r.Stdout.Replace("\r", "", StringComparison.Ordinal);
+        Assert.Contains("error: unknown command .foo (.tables, .quit)", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("...> ", output, StringComparison.Ordinal);
+    }
+}
+
 public sealed class HelpTests
 {
     [Theory]
