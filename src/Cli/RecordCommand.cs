@@ -82,19 +82,38 @@ public static class RecordCommand
     public static int Run(RecordArgs args)
     {
         ArgumentNullException.ThrowIfNull(args);
-        if (Directory.Exists(args.Output) && Directory.EnumerateFileSystemEntries(args.Output).Any())
-            return Cli.Fail(ExitCode.BadInput, $"output folder {args.Output} exists and is not empty");
+        // One recorder per folder (flock, held until the end), created 0700; removed again if nothing was recorded.
+        OutputFolder folder;
         try
         {
-            Directory.CreateDirectory(args.Output);
-            var probe = Path.Combine(args.Output, ".write-test");
-            File.WriteAllText(probe, "");
-            File.Delete(probe);
+            folder = OutputFolder.Claim(args.Output);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (OutputFolderException e)
         {
-            return Cli.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, $"cannot write the output folder {args.Output}: {e.Message}");
+            return Cli.Fail(e.Problem switch
+            {
+                OutputFolderProblem.DiskFull => ExitCode.DiskFull,
+                OutputFolderProblem.Busy => ExitCode.Failure,
+                _ => ExitCode.BadInput,
+            }, e.Message);
         }
+        var started = false;
+        try
+        {
+            var rc = RunIn(args, () => started = true);
+            return rc;
+        }
+        finally
+        {
+            if (started)
+                folder.Dispose();
+            else
+                folder.Abandon();
+        }
+    }
+
+    private static int RunIn(RecordArgs args, Action started)
+    {
         try
         {
             Prerequisites.EnsureKernelAccess();
@@ -239,6 +258,7 @@ public static class RecordCommand
                 steps = new Thread(() => RunSteps(labUp, args, () => { reason = "scenario-done"; cts.Cancel(); })) { IsBackground = true, Name = "lab steps" };
                 steps.Start();
             }
+            started();
             summary = recording.Run(() => reason, cts.Token);
         }
         finally

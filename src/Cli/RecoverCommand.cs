@@ -16,6 +16,17 @@ public static class RecoverCommand
             var path = parse.GetValue(dir)!;
             if (!Directory.Exists(path) || !File.Exists(Path.Combine(path, Forensics.Recorder.Storage.Manifest.FileName)))
                 throw new RecordingException($"{path} is not a recording (no {Forensics.Recorder.Storage.Manifest.FileName})");
+            // A recorder holds its folder (flock) while it writes: a live recording is not "recovered" under it.
+            OutputFolder held;
+            try
+            {
+                held = OutputFolder.Lock(path);
+            }
+            catch (OutputFolderException e)
+            {
+                return Cli.Fail(ExitCode.Failure, e.Message);
+            }
+            using var _ = held;
             var r = await Recovery.RecoverAsync(path);
             Console.WriteLine(r.WasComplete
                 ? $"{path}: complete, nothing to recover"

@@ -99,5 +99,11 @@ public sealed class PrivilegeTests : IDisposable
         Assert.Contains("recorded", stdout, StringComparison.Ordinal);
         Assert.True(File.Exists(Path.Combine(output, "manifest.json")));
         Assert.NotEmpty(Directory.EnumerateFiles(Path.Combine(output, "exec"), "*.parquet", SearchOption.AllDirectories));
+        // Everything in it is the owner's only, whatever the umask: folders 0700, files 0600.
+        Assert.Equal((UnixFileMode)0x1C0, File.GetUnixFileMode(output));
+        foreach (var d in Directory.EnumerateDirectories(output, "*", SearchOption.AllDirectories))
+            Assert.True(File.GetUnixFileMode(d) == (UnixFileMode)0x1C0, $"{d}: {File.GetUnixFileMode(d)}");
+        foreach (var f in Directory.EnumerateFiles(output, "*", SearchOption.AllDirectories))
+            Assert.True(File.GetUnixFileMode(f) == (UnixFileMode)0x180, $"{f}: {File.GetUnixFileMode(f)}");
     }
 }

@@ -105,7 +105,10 @@ public sealed class Manifest
     {
         var path = System.IO.Path.Combine(dir, FileName);
         var tmp = path + ".tmp";
-        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        var mode = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None };
+        if (!OperatingSystem.IsWindows())
+            mode.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite; // a recording's files are its owner's only
+        using (var fs = new FileStream(tmp, mode))
         {
             JsonSerializer.Serialize(fs, this, Json);
             fs.Flush(flushToDisk: true);
