@@ -49,7 +49,10 @@ public sealed class PrivilegeTests : IDisposable
             File.SetUnixFileMode(f, (UnixFileMode)0x1A4);
     }
 
-    private (int Code, string Stdout, string Stderr) RecordAsNobody(string caps, string output)
+    private (int Code, string Stdout, string Stderr) RecordAsNobody(string caps, string output) =>
+        AsNobody(caps, "record", "-d", "2s", "-t", "exec", "-o", output);
+
+    private (int Code, string Stdout, string Stderr) AsNobody(string caps, params string[] command)
     {
         var psi = new ProcessStartInfo("setpriv")
         {
@@ -62,8 +65,8 @@ public sealed class PrivilegeTests : IDisposable
         {
             "--reuid=65534", "--regid=65534", "--clear-groups",
             $"--inh-caps=-all,{caps}", $"--ambient-caps=-all,{caps}", $"--bounding-set=-all,{caps}",
-            "--", "dotnet", Path.Combine(_app, "forensics.dll"), "record", "-d", "2s", "-t", "exec", "-o", output,
-        })
+            "--", "dotnet", Path.Combine(_app, "forensics.dll"),
+        }.Concat(command))
             psi.ArgumentList.Add(a);
         psi.Environment["HOME"] = _dir;
         psi.Environment["DOTNET_CLI_HOME"] = _dir;
@@ -78,6 +81,20 @@ public sealed class PrivilegeTests : IDisposable
         }
         Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "record did not end");
         return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [KernelFact]
+    public void Lab_AsNobody_PrerequisiteExitCodeNotAFailure()
+    {
+        var yaml = Path.Combine(_dir, "lab.yaml");
+        File.Copy(LabFixture.Example("starwars.yaml"), yaml);
+        File.SetUnixFileMode(yaml, (UnixFileMode)0x1A4);
+        foreach (var verb in new[] { "up", "run" })
+        {
+            var (code, _, stderr) = AsNobody("+bpf,+perfmon,+net_admin", "lab", verb, yaml);
+            Assert.Equal(3, code);
+            Assert.Equal("error: the lab makes network namespaces, links and routes: it needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); run it with sudo\n", stderr);
+        }
     }
 
     [KernelFact]
