@@ -145,8 +145,8 @@ static __always_inline int fx_policy_enforce(struct fx_ctx *ctx, const struct fx
 	if (v->action != FX_ACTION_DENY)
 		return TC_ACT_OK;
 	if (v->reason == FX_DROP_POLICY_DENY)
-		return FX_DROP(ctx, FX_DROP_POLICY_DENY, FX_FILE_POLICY);
-	return FX_DROP(ctx, FX_DROP_POLICY, FX_FILE_POLICY);
+		return FX_DROP(ctx, FX_DROP_POLICY_DENY);
+	return FX_DROP(ctx, FX_DROP_POLICY);
 }
 
 #endif /* FX_POLICY_H */

@@ -52,6 +52,7 @@ public static class Cli
         root.Subcommands.Add(RecordCommand.Build());
         root.Subcommands.Add(MonitorCommand.Build());
         root.Subcommands.Add(RecoverCommand.Build());
+        root.Subcommands.Add(ImportCommand.Build());
         root.Subcommands.Add(LabCommand.Build());
         root.Subcommands.Add(QueryCommands.Query());
         root.Subcommands.Add(QueryCommands.Drops());
@@ -183,7 +184,7 @@ public static class Cli
             UsageException => (ExitCode.Usage, m),
             BundleException b => ((ExitCode)(int)b.Error, m),
             RecordingTamperedException => (ExitCode.VerifyFailed, m),
-            RecordingException => (ExitCode.BadInput, m),
+            RecordingException or Forensics.Format.ManifestException => (ExitCode.BadInput, m),
             ClusterSpecException or TracingPolicyException => (ExitCode.BadInput, m),
             PrerequisiteException => (ExitCode.Prerequisite, m),
             BpfException { Errno: 1 or 13 } => (ExitCode.Prerequisite, m),

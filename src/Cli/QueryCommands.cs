@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text;
+using Forensics.Format;
 using Forensics.Query;
 using Forensics.Query.Output;
 using Forensics.Query.Recording;

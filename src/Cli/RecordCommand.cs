@@ -1,15 +1,12 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Net;
 using System.Runtime.InteropServices;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
-using Forensics.Datapath.Bpf;
-using Forensics.Datapath.Control;
-using Forensics.Datapath.Lab;
 using Forensics.Datapath.Probes;
 using Forensics.Recorder;
-using Forensics.Recorder.Storage;
+using Forensics.Recorder.Sessions;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Cli;
@@ -26,6 +23,8 @@ public sealed record RecordArgs(
     bool Progress,
     string? Lab = null,
     MonitorAggregation MonitorAggregation = MonitorAggregation.None,
+    bool Probes = true,
+    IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null,
     int MaxPods = 1000);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
@@ -47,23 +46,74 @@ public static class RecordCommand
             "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
             "none", "none", "medium");
         var maxPods = LabCommand.MaxPodsOption();
-        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        var from = new Option<string[]>("--from")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, maxPods,
+            Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
+            AllowMultipleArgumentsPerToken = true,
         };
-        cmd.SetAction(parse => Run(new RecordArgs(
-            parse.GetValue(output) ?? $"recording-{DateTime.Now:yyyyMMdd-HHmmss}",
-            parse.GetValue(duration),
-            ParseKinds(parse.GetValue(types) ?? []),
-            parse.GetValue(exclude) ?? [],
-            parse.GetValue(tetragon),
-            (uint)parse.GetValue(snaplen),
-            (uint)parse.GetValue(ring).Bytes,
-            !Console.IsErrorRedirected,
-            parse.GetValue(lab),
-            parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None,
-            (int)parse.GetValue(maxPods))));
+        var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
+        var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
+        var tlsCa = new Option<string[]>("--tls-ca-cert-files") { Description = "PEM files of the CAs that sign the server's certificate", AllowMultipleArgumentsPerToken = true };
+        var tlsCert = Vocabulary.InputFile("--tls-client-cert-file", "PEM client certificate (mutual TLS)");
+        var tlsKey = Vocabulary.InputFile("--tls-client-key-file", "PEM key of the client certificate");
+        var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
+        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        {
+            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+        };
+        cmd.SetAction(parse =>
+        {
+            var args = new RecordArgs(
+                parse.GetValue(output) ?? $"recording-{DateTime.Now:yyyyMMdd-HHmmss}",
+                parse.GetValue(duration),
+                ParseKinds(parse.GetValue(types) ?? []),
+                parse.GetValue(exclude) ?? [],
+                parse.GetValue(tetragon),
+                (uint)parse.GetValue(snaplen),
+                (uint)parse.GetValue(ring).Bytes,
+                !Console.IsErrorRedirected,
+                parse.GetValue(lab),
+                parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None,
+                MaxPods: (int)parse.GetValue(maxPods));
+            var tlsOptions = new Forensics.Cilium.TlsOptions
+            {
+                Enabled = parse.GetValue(tls) || parse.GetValue(tlsCa) is { Length: > 0 } || parse.GetValue(tlsCert) is not null || parse.GetValue(tlsInsecure),
+                AllowInsecure = parse.GetValue(tlsInsecure),
+                CaCertFiles = parse.GetValue(tlsCa) ?? [],
+                ClientCertFile = parse.GetValue(tlsCert),
+                ClientKeyFile = parse.GetValue(tlsKey),
+                ServerName = parse.GetValue(tlsServer),
+            };
+            try
+            {
+                var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
+                args = args with { Probes = probes, Cilium = cilium };
+            }
+            catch (FormatException e)
+            {
+                throw new UsageException(e.Message, e);
+            }
+            return Run(args);
+        });
         return cmd;
+    }
+
+    /// <summary>--from values: whether this tool's probes run, and the Cilium sources.</summary>
+    internal static (bool Probes, List<Forensics.Cilium.LiveEndpoint> Cilium) ParseFrom(IEnumerable<string> values, Forensics.Cilium.TlsOptions tls)
+    {
+        var list = values.SelectMany(s => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
+        if (list.Count == 0)
+            return (true, []);
+        bool probes = false;
+        var cilium = new List<Forensics.Cilium.LiveEndpoint>();
+        foreach (var v in list)
+        {
+            if (v.Equals("probes", StringComparison.OrdinalIgnoreCase))
+                probes = true;
+            else
+                cilium.Add(Forensics.Cilium.LiveEndpoint.Parse(v, tls) ?? throw new FormatException($"--from {v}: not a source (probes, hubble[=ADDR], tetragon[=ADDR])"));
+        }
+        return (probes, cilium);
     }
 
     internal static HashSet<EventKind> ParseKinds(IEnumerable<string> values)
@@ -82,190 +132,105 @@ public static class RecordCommand
     public static int Run(RecordArgs args)
     {
         ArgumentNullException.ThrowIfNull(args);
-        // One recorder per folder (flock, held until the end), created 0700; removed again if nothing was recorded.
-        OutputFolder folder;
-        try
+        var ciliumSources = args.Cilium ?? [];
+        if (!args.Probes && args.Lab is null)
         {
-            folder = OutputFolder.Claim(args.Output);
-        }
-        catch (OutputFolderException e)
-        {
-            return Cli.Fail(e.Problem switch
+            if (ciliumSources.Count == 0)
+                return Cli.Fail(ExitCode.Usage, "--from names no source");
+            // The folder is held (flock) while Hubble and Tetragon write into it, as a kernel recording's is.
+            Forensics.Recorder.Storage.OutputFolder folder;
+            try
             {
-                OutputFolderProblem.DiskFull => ExitCode.DiskFull,
-                OutputFolderProblem.Busy => ExitCode.Failure,
-                _ => ExitCode.BadInput,
-            }, e.Message);
+                folder = RecordingSession.PrepareOutput(args.Output);
+            }
+            catch (RecordingSetupException e)
+            {
+                return Cli.Fail(Exit(e.Problem), e.Message);
+            }
+            try
+            {
+                return CiliumRecord.Run(args, ciliumSources);
+            }
+            finally
+            {
+                folder.Abandon(); // unlocks; removes the folder only if it made it and nothing was written
+            }
         }
-        var started = false;
-        try
+        Forensics.Cilium.CiliumSources? cilium = null;
+        var session = new RecordingSession(new RecordingSessionOptions
         {
-            var rc = RunIn(args, () => started = true);
-            return rc;
-        }
-        finally
-        {
-            if (started)
-                folder.Dispose();
-            else
-                folder.Abandon();
-        }
-    }
-
-    private static int RunIn(RecordArgs args, Action started)
-    {
-        try
-        {
-            Prerequisites.EnsureKernelAccess();
-        }
-        catch (PrerequisiteException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-
-        List<IPNetwork> excluded;
-        try
-        {
-            excluded = [.. args.ExcludeCidrs.Select(Cidrs.Parse)];
-            if (args.TetragonPolicy is not null)
-                excluded.AddRange(TracingPolicyReader.ReadFile(args.TetragonPolicy).ExcludedCidrs);
-        }
-        catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
-        {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
-        }
-
-        var (mono, boot) = Recording.ClockOffsets();
-        var context = new EventContext(mono)
-        {
-            BoottimeToUtcOffsetNs = boot,
-            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
-            KernelSymbol = KernelSymbols.Load().Resolve,
-        };
-        var options = new EventOptions
-        {
-            Kinds = args.Kinds,
+            Output = args.Output,
+            Duration = args.Duration,
+            Kinds = args.Probes ? args.Kinds : new HashSet<EventKind> { EventKind.Drop, EventKind.Policy, EventKind.Nat, EventKind.Trace, EventKind.Capture },
+            ExcludeCidrs = args.ExcludeCidrs,
+            TetragonPolicy = args.TetragonPolicy,
             Snaplen = args.Snaplen,
             RingBytes = args.RingBytes,
-            SelfPid = (uint)Environment.ProcessId,
             MonitorAggregation = args.MonitorAggregation,
-        };
-        ClusterSpec? cluster = null;
-        if (args.Lab is not null)
-        {
-            try
-            {
-                cluster = ClusterLoader.LoadFile(args.Lab, ClusterLimits.Default with { MaxPods = args.MaxPods });
-                if (cluster.Lab is null)
-                    throw new ClusterSpecException($"{args.Lab}: no Lab document (kind: Lab): --lab needs one");
-            }
-            catch (Exception e) when (e is ClusterSpecException or IOException)
-            {
-                return Cli.Fail(ExitCode.BadInput, e.Message);
-            }
-        }
-
-        var sources = new List<IEventSource>();
-        var preamble = new List<byte[]>();
-        Lab? labUp = null;
-        try
-        {
-            var probeSet = ProbesFor(args.Kinds);
-            if (probeSet != ProbeSet.None)
-            {
-                var probes = Probes.Load(new ProbeOptions { Events = options, Enabled = probeSet, ExcludedCidrs = excluded });
-                sources.Add(probes);
-                probes.Attach();
-                ulong now = (ulong)(FileSystem.Clocks().Monotonic);
-                if ((probeSet & ProbeSet.Exec) != 0)
-                    preamble.AddRange(probes.SeedProcesses().Select(p => p.ToExecRecord(now)));
-                else
-                    probes.SeedProcesses();
-            }
-        }
-        catch (BpfException e)
-        {
-            sources.ForEach(s => s.Dispose());
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-        if (cluster is not null)
-        {
-            try
-            {
-                labUp = Lab.Up(cluster, new LabOptions
-                {
-                    Datapath = LabDatapath.Factory(options),
-                    CollectEvents = false,
-                    Progress = args.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
-                });
-                sources.Add(labUp.Datapath!.Events);
-                context.Attribution.Refresh(); // the lab's named namespaces (node, world)
-                foreach (var pod in cluster.Pods)
-                    context.Attribution.Register("/run/netns/" + LabNames.PodNs(labUp.Name, pod), pod.Namespace, pod.Name);
-            }
-            catch (Exception e) when (e is LabException or BpfException)
-            {
-                labUp?.Dispose();
-                sources.ForEach(s => s.Dispose());
-                return Cli.Fail(ExitCode.Failure, e.Message);
-            }
-        }
-
-        using var cts = new CancellationTokenSource();
-        var dpSource = labUp?.Datapath as LabDatapath;
-        string reason = "duration";
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; reason = "interrupt"; cts.Cancel(); });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; reason = "terminate"; cts.Cancel(); });
-        if (args.Duration is { } d)
-            cts.CancelAfter(d);
-
-        var recording = new Recording(sources, context, new RecordOptions
-        {
-            OutputDir = args.Output,
+            Lab = args.Lab,
+            MaxPods = args.MaxPods,
             Progress = args.Progress,
-            Duration = args.Duration,
-            Config = new ManifestConfig
+            Say = Console.WriteLine,
+            // Hubble and Tetragon write into the recording beside the kernel's sources (until they are sources of the seam)
+            Companion = ciliumSources.Count == 0 ? null : (recording, token) =>
             {
-                Kinds = [.. (args.Kinds.Count == 0 ? KindNames : args.Kinds.Select(Rows.TableOf))],
-                Lab = args.Lab is null ? null : Path.GetFullPath(args.Lab),
-                PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
-                ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
-                PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
-                ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
-                Snaplen = args.Snaplen,
-                RingBytes = args.RingBytes,
-                MonitorAggregation = args.MonitorAggregation.ToString().ToLowerInvariant(),
-                DurationSeconds = args.Duration?.TotalSeconds,
+                cilium = new Forensics.Cilium.CiliumSources(ciliumSources, new Forensics.Cilium.KernelRecordingTarget(recording, args.Output), Environment.MachineName);
+                try
+                {
+                    foreach (var v in cilium.CheckAsync(TimeSpan.FromSeconds(5), token).GetAwaiter().GetResult())
+                        Console.Error.WriteLine($"recording from {v}");
+                }
+                catch (Forensics.Cilium.SourceUnavailableException e)
+                {
+                    cilium.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                    cilium = null;
+                    throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+                }
+                cilium.Start(token);
+                return () => cilium.StopAsync(null).GetAwaiter().GetResult();
             },
         });
-        recording.Preamble.AddRange(preamble);
-        if (dpSource is not null)
-        {
-            recording.Snapshots.AddRange(SnapshotTables.From(dpSource.Datapath.Snapshot(), "start"));
-            recording.EndSnapshots = () => SnapshotTables.From(dpSource.Datapath.Snapshot(), "end");
-        }
-        var probesSource = sources.OfType<Probes>().FirstOrDefault();
-        if (probesSource is not null)
-            recording.UpdateManifest = m => m.FilteredConnects = probesSource.FilteredConnects;
+        using var cts = new CancellationTokenSource();
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; session.StopReason = "interrupt"; cts.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; session.StopReason = "terminate"; cts.Cancel(); });
         if (args.Progress)
-            Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+        {
+            var waiter = new Thread(() =>
+            {
+                if (WaitHandle.WaitAny([session.Started.WaitHandle, cts.Token.WaitHandle]) == 0)
+                    Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+            }) { IsBackground = true };
+            waiter.Start();
+        }
         RecordingSummary summary;
-        Thread? steps = null;
         try
         {
-            if (labUp is not null)
-            {
-                steps = new Thread(() => RunSteps(labUp, args, () => { reason = "scenario-done"; cts.Cancel(); })) { IsBackground = true, Name = "lab steps" };
-                steps.Start();
-            }
-            started();
-            summary = recording.Run(() => reason, cts.Token);
+            summary = session.Run(cts.Token);
         }
-        finally
+        catch (RecordingSetupException e)
         {
-            steps?.Join(TimeSpan.FromSeconds(30));
-            labUp?.Dispose();
-            sources.ForEach(s => s.Dispose());
+            return Cli.Fail(Exit(e.Problem), e.Message);
+        }
+        if (cilium is not null && session.Recording is { } rec)
+        {
+            ulong lost = 0;
+            long malformed = 0;
+            rec.WithManifest(m =>
+            {
+                lost = m.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
+                malformed = Forensics.Cilium.CiliumSources.Malformed(m);
+            }, write: true);
+            summary = summary with
+            {
+                EventsLost = lost,
+                Rows = rec.Manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
+                Loss = new Dictionary<string, ManifestLoss>(rec.Manifest.Loss),
+            };
+            if (malformed > 0 && summary.Error is null && lost == 0)
+            {
+                PrintSummary(summary);
+                return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources)");
+            }
         }
         PrintSummary(summary);
         if (summary.Error is not null)
@@ -275,43 +240,21 @@ public static class RecordCommand
         return (int)ExitCode.Ok;
     }
 
-    /// <summary>Runs the lab's scenario steps once recording has started; without --duration, stops the recording after them.</summary>
-    private static void RunSteps(Lab lab, RecordArgs args, Action done)
+    private static ExitCode Exit(SetupProblem p) => p switch
     {
-        Thread.Sleep(500);
-        foreach (var step in lab.Cluster.Lab!.Steps)
-        {
-            try
-            {
-                var r = lab.RunStep(step);
-                Console.WriteLine($"step {step.Name}: {step.Pod} {step.Action} {step.Target}: {r.Result}");
-            }
-            catch (LabException e)
-            {
-                Console.WriteLine($"step {step.Name}: failed to run: {e.Message}");
-            }
-        }
-        if (args.Duration is null)
-        {
-            Thread.Sleep(1500); // let the last packets and exits reach the ring buffer
-            done();
-        }
-    }
+        SetupProblem.DiskFull => ExitCode.DiskFull,
+        SetupProblem.Prerequisite => ExitCode.Prerequisite,
+        SetupProblem.Failure => ExitCode.Failure,
+        _ => ExitCode.BadInput,
+    };
 
-    internal static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds)
-    {
-        bool All(EventKind k) => kinds.Count == 0 || kinds.Contains(k);
-        var set = ProbeSet.None;
-        if (All(EventKind.Exec)) set |= ProbeSet.Exec;
-        if (All(EventKind.Exit)) set |= ProbeSet.Exit;
-        if (All(EventKind.Connect)) set |= ProbeSet.Connect;
-        if (All(EventKind.Kdrop)) set |= ProbeSet.Kdrop;
-        return set;
-    }
+    internal static void Print(RecordingSummary s) => PrintSummary(s);
 
     internal static string LossText(IReadOnlyDictionary<string, ManifestLoss> loss) =>
         string.Join(", ", loss.Where(l => l.Value.Failed + l.Value.UserspaceDropped > 0)
-            .Select(l => $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
+            .Select(l => l.Key is "hubble" or "tetragon"
+                ? $"{l.Key} {l.Value.Failed} (reported lost by {l.Key})"
+                : $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
 
     private static void PrintSummary(RecordingSummary s)
     {

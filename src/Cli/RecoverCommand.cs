@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Forensics.Format;
 using Forensics.Query.Recording;
 using Forensics.Recorder.Storage;
 
@@ -14,8 +15,8 @@ public static class RecoverCommand
         cmd.SetAction(async (parse, token) =>
         {
             var path = parse.GetValue(dir)!;
-            if (!Directory.Exists(path) || !File.Exists(Path.Combine(path, Forensics.Recorder.Storage.Manifest.FileName)))
-                throw new RecordingException($"{path} is not a recording (no {Forensics.Recorder.Storage.Manifest.FileName})");
+            if (!Directory.Exists(path) || !File.Exists(Path.Combine(path, Manifest.FileName)))
+                throw new RecordingException($"{path} is not a recording (no {Manifest.FileName})");
             // A recorder holds its folder (flock) while it writes: a live recording is not "recovered" under it.
             OutputFolder held;
             try

@@ -35,6 +35,32 @@ public static class Files
     }
 
     /// <summary>
+    /// Opens a file the user named for reading (an export to import), refusing anything but a regular file:
+    /// opened with O_NONBLOCK so that a FIFO cannot block, then fstat'ed. Throws <see cref="IOException"/>
+    /// with a one-line message.
+    /// </summary>
+    public static FileStream OpenRegular(string path, int bufferSize = 1 << 16)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_NONBLOCK | LibC.O_CLOEXEC);
+        if (fd < 0)
+            throw new IOException($"{path}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        try
+        {
+            var kind = KindOf(fd, path);
+            if (kind != "a regular file")
+                throw new IOException($"{path}: is {kind}, not a regular file");
+            return new FileStream(handle, FileAccess.Read, bufferSize);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
     /// Creates a folder mode 0700 if it does not exist; true when this call created it (mkdir(2) is
     /// atomic: of two processes creating the same folder, exactly one is told it did).
     /// </summary>

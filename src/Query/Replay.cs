@@ -54,7 +54,7 @@ public static class Replay
             foreach (var row in session.Rows($"SELECT * FROM {SqlTypes.Ident(table)}{where} ORDER BY ALL"))
             {
                 // The UTC time orders events across nodes; the kernel time (ns) orders them within one.
-                var ns = row["time"] switch
+                var ns = row.TryGetValue("time_ns", out var exact) && exact is not null ? Convert.ToInt64(exact, CultureInfo.InvariantCulture) : row["time"] switch
                 {
                     DateTime dt => (dt.ToUniversalTime().Ticks - DateTime.UnixEpoch.Ticks) * 100,
                     DateTimeOffset dto => (dto.UtcTicks - DateTime.UnixEpoch.Ticks) * 100,
@@ -67,7 +67,7 @@ public static class Replay
         var multi = session.Recordings.Count > 1;
         foreach (var e in events.OrderBy(e => e.TimeNs).ThenBy(e => e.Node, StringComparer.Ordinal).ThenBy(e => e.Ktime).ThenBy(e => e.Order))
         {
-            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.TryGetValue((e.Recording, id), out var a) ? a : null };
+            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.TryGetValue((e.Recording, id), out var a) ? a : null, Node = e.Node };
             if (!multi || format == RenderFormat.Json)
             {
                 if (!multi)

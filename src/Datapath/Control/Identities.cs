@@ -35,14 +35,11 @@ public sealed class IdentityAllocator
 
     public IdentityAllocator()
     {
-        AddReserved(ReservedIdentity.Host, "reserved:host");
-        AddReserved(ReservedIdentity.World, "reserved:world");
-        AddReserved(ReservedIdentity.Unmanaged, "reserved:unmanaged");
-        AddReserved(ReservedIdentity.Health, "reserved:health");
-        AddReserved(ReservedIdentity.Init, "reserved:init");
-        AddReserved(ReservedIdentity.RemoteNode, "reserved:remote-node");
-        AddReserved(ReservedIdentity.KubeApiserver, "reserved:kube-apiserver");
-        AddReserved(ReservedIdentity.Ingress, "reserved:ingress");
+        // Cilium's reserved identities 1-8 with their labels (Format's table); unknown (0) and the
+        // dual-stack world identities (9, 10) are never allocated here.
+        foreach (var (id, label) in Format.ReservedIdentities.Labels)
+            if (id is >= (uint)ReservedIdentity.Host and <= (uint)ReservedIdentity.Ingress)
+                AddReserved((ReservedIdentity)id, label);
     }
 
     private void AddReserved(ReservedIdentity id, string label)

@@ -452,10 +452,9 @@ public static class BundleReader
             try
             {
                 // What every reading verb requires of a manifest: a bundle that a reader refuses does not verify.
-                var text = new UTF8Encoding(false, true).GetString(bytes);
-                RecordingLocator.CheckManifest(Recording.Manifest.Parse(text, "manifest.json"), "manifest.json", options.Limits);
+                RecordingLocator.CheckManifest(Forensics.Format.Manifest.Parse(bytes, "manifest.json"), "manifest.json", options.Limits);
             }
-            catch (Exception e) when (e is RecordingException or DecoderFallbackException)
+            catch (Exception e) when (e is RecordingException or Forensics.Format.ManifestException)
             {
                 throw new BundleException(BundleError.ManifestInvalid, e.Message);
             }

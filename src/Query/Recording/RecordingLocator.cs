@@ -1,5 +1,5 @@
 using System.Security.Cryptography;
-using Forensics.Query.Schema;
+using Forensics.Format;
 
 namespace Forensics.Query.Recording;
 
@@ -106,16 +106,15 @@ public static class RecordingLocator
         if (!mi.Exists)
             throw new RecordingException($"{path}: not a recording (no {ManifestName})");
         var bytes = RegularFile.ReadAllBytes(manifestPath, $"{path}: {ManifestName}", limits.MaxManifestBytes, "--max-manifest-size");
-        string text;
+        Manifest manifest;
         try
         {
-            text = new System.Text.UTF8Encoding(false, true).GetString(bytes);
+            manifest = Manifest.Parse(bytes, manifestPath); // System.Text.Json refuses bytes that are not UTF-8
         }
-        catch (System.Text.DecoderFallbackException)
+        catch (ManifestException e)
         {
-            throw new RecordingException($"{path}: {ManifestName} is not UTF-8 text");
+            throw new RecordingException(e.Message, e);
         }
-        var manifest = Manifest.Parse(text, manifestPath);
         CheckManifest(manifest, path, limits);
 
         var files = new List<RecordingFile>();
@@ -153,8 +152,8 @@ public static class RecordingLocator
                 throw new RecordingException($"{path}: manifest table {table} has no file list");
             if (t.Rows < 0)
                 throw new RecordingException($"{path}: manifest table {table} has a negative row count");
-            if (SchemaCatalog.Schemas.Any(s => s.Table == table) && !SchemaCatalog.Schemas.Any(s => s.Table == table && s.Version == t.SchemaVersion))
-                throw new RecordingException($"{path}: table {table} has schema version {t.SchemaVersion}, which this tool does not read (it reads {string.Join(", ", SchemaCatalog.Schemas.Where(s => s.Table == table).Select(s => s.Version))})");
+            if (SchemaCatalog.Has(table) && !SchemaCatalog.Versions(table).Contains(t.SchemaVersion))
+                throw new RecordingException($"{path}: table {table} has schema version {t.SchemaVersion}, which this tool does not read (it reads {string.Join(", ", SchemaCatalog.Versions(table))})");
             foreach (var f in t.Files)
             {
                 if (f is null || f.Path is null || f.Sha256 is null)
@@ -168,10 +167,8 @@ public static class RecordingLocator
             }
         }
         foreach (var (kind, l) in m.Loss)
-            if (l is null || l.Emitted < 0 || l.Failed < 0 || l.UserspaceDropped < 0)
-                throw new RecordingException($"{path}: manifest loss entry {Printable(kind)} is missing or negative");
-        if (m.EventsLost < 0)
-            throw new RecordingException($"{path}: manifest events_lost is negative");
+            if (l is null)
+                throw new RecordingException($"{path}: manifest loss entry {Printable(kind)} is missing");
     }
 
     /// <summary>Hashes every file the manifest lists and compares size and SHA-256.</summary>
@@ -260,7 +257,7 @@ public static class RecordingLocator
     {
         foreach (var p in relative.Split('/'))
             if (p.StartsWith("node=", StringComparison.Ordinal))
-                return p["node=".Length..];
+                return p["node=".Length..].Replace('+', '/'); // a '/' in a node name (Hubble's cluster/node) is '+' in its folder
         return null;
     }
 

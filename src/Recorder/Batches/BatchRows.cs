@@ -10,7 +10,12 @@ public static class BatchRows
         {
             var row = new Dictionary<string, object?>(batch.Columns.Count, StringComparer.Ordinal);
             foreach (var c in batch.Columns)
+            {
                 row[c.Name] = Value(c, i);
+                // the event's time to the ns, as the views of a recording carry it (a DateTime holds 100 ns ticks)
+                if (c.Name == "time" && c is Column<long> t && c.Type == ColumnType.TimestampNsUtc)
+                    row["time_ns"] = t.Values[i];
+            }
             yield return row;
         }
     }
@@ -24,7 +29,7 @@ public static class BatchRows
         Column<ulong> u64 => u64.Valid is null || u64.Valid[i] ? u64.Values[i] : null,
         Column<int> i32 => i32.Valid is null || i32.Valid[i] ? i32.Values[i] : null,
         Column<long> i64 => i64.Values[i],
-        BoolColumn bo => bo.Values[i],
+        BoolColumn bo => bo.Valid is null || bo.Valid[i] ? bo.Values[i] : null,
         StringColumn s => s.Values[i],
         BinaryColumn bin => bin.Values[i]?.ToArray(), // a copy: the batch reuses its cells once recycled
         _ => null,

@@ -120,19 +120,45 @@ public sealed class Column<T> : Column where T : unmanaged
     }
 }
 
-/// <summary>A bool column (Arrow stores bits; we keep bytes and pack on conversion).</summary>
+/// <summary>A bool column (Arrow stores bits; we keep bytes and pack on conversion); <see cref="Valid"/> only when nullable.</summary>
 public sealed class BoolColumn : Column
 {
-    internal BoolColumn(string name, int capacity) : base(name, ColumnType.Bool, false) => Values = new bool[capacity];
+    internal BoolColumn(string name, int capacity, bool nullable = false) : base(name, ColumnType.Bool, nullable)
+    {
+        Values = new bool[capacity];
+        Valid = nullable ? new bool[capacity] : null;
+    }
 
     public bool[] Values { get; }
+
+    /// <summary>Per row: false when the value is null (nullable columns only).</summary>
+    public bool[]? Valid { get; }
+
+    public void Set(int row, bool value)
+    {
+        Values[row] = value;
+        if (Valid is not null)
+            Valid[row] = true;
+    }
+
+    public void SetNull(int row)
+    {
+        Values[row] = false;
+        Valid![row] = false;
+    }
 
     internal override IArrowType ArrowType => BooleanType.Default;
 
     internal override IArrowArray ToArrow(int length)
     {
         var b = new BooleanArray.Builder();
-        b.AppendRange(Values.Take(length));
+        for (int i = 0; i < length; i++)
+        {
+            if (Valid is not null && !Valid[i])
+                b.AppendNull();
+            else
+                b.Append(Values[i]);
+        }
         return b.Build();
     }
 }
@@ -226,7 +252,7 @@ public sealed class TableBatch
     public Column<ulong> U64(string name, bool nullable = false) => Add(new Column<ulong>(name, ColumnType.UInt64, nullable, Capacity));
     public Column<int> I32(string name, bool nullable = false) => Add(new Column<int>(name, ColumnType.Int32, nullable, Capacity));
     public Column<long> I64(string name) => Add(new Column<long>(name, ColumnType.Int64, false, Capacity));
-    public BoolColumn Bool(string name) => Add(new BoolColumn(name, Capacity));
+    public BoolColumn Bool(string name, bool nullable = false) => Add(new BoolColumn(name, Capacity, nullable));
     public StringColumn Str(string name, bool nullable = false) => Add(new StringColumn(name, nullable, Capacity));
     public BinaryColumn Bin(string name, bool nullable = false) => Add(new BinaryColumn(name, nullable, Capacity));
 
@@ -238,6 +264,75 @@ public sealed class TableBatch
             throw new InvalidOperationException($"{Table}: duplicate column {c.Name}");
         columns.Add(c);
         return c;
+    }
+
+    /// <summary>
+    /// A batch with the columns of a table's schema (schemas/TABLE.vN.json), in its order: for sources whose
+    /// rows are not our ABI records (netlink, gRPC, imports, tests), filled with <see cref="Set"/> or through
+    /// the typed columns (<see cref="Column(string)"/>).
+    /// </summary>
+    public static TableBatch ForSchema(Format.TableSchema schema, int capacity)
+    {
+        ArgumentNullException.ThrowIfNull(schema);
+        var b = new TableBatch(schema.Table, capacity);
+        foreach (var c in schema.Columns)
+        {
+            _ = c.Type switch
+            {
+                "timestamp[ns,UTC]" when !c.Nullable => b.Timestamp(c.Name),
+                "uint8" when !c.Nullable => b.U8(c.Name),
+                "uint16" when !c.Nullable => b.U16(c.Name),
+                "uint32" when !c.Nullable => b.U32(c.Name),
+                "uint64" => b.U64(c.Name, c.Nullable),
+                "int32" => b.I32(c.Name, c.Nullable),
+                "int64" when !c.Nullable => b.I64(c.Name),
+                "bool" => b.Bool(c.Name, c.Nullable),
+                "utf8" => b.Str(c.Name, c.Nullable),
+                "binary" => (Column)b.Bin(c.Name, c.Nullable),
+                _ => throw new NotSupportedException($"{schema.Table}.{c.Name}: no batch column for {(c.Nullable ? "nullable " : "")}{c.Type}"),
+            };
+        }
+        return b;
+    }
+
+    /// <summary>The column of this name.</summary>
+    public Column Column(string name) =>
+        columns.Find(c => c.Name == name) ?? throw new KeyNotFoundException($"{Table} has no column {name}");
+
+    /// <summary>
+    /// Sets one value by column name, converting numbers to the column's type (null: a null in a nullable
+    /// column; times as DateTimeOffset, DateTime or ns since the epoch). The slow path, per value: sources
+    /// at kernel rates fill the typed columns instead.
+    /// </summary>
+    public void Set(int row, string column, object? value)
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        switch (Column(column))
+        {
+            case Column<long> t when t.Type == ColumnType.TimestampNsUtc:
+                t.Set(row, value switch
+                {
+                    DateTimeOffset d => (d.UtcTicks - DateTime.UnixEpoch.Ticks) * 100,
+                    DateTime d => (d.ToUniversalTime().Ticks - DateTime.UnixEpoch.Ticks) * 100,
+                    _ => Convert.ToInt64(value, inv),
+                });
+                break;
+            case Column<byte> c: c.Set(row, Convert.ToByte(value, inv)); break;
+            case Column<ushort> c: c.Set(row, Convert.ToUInt16(value, inv)); break;
+            case Column<uint> c: c.Set(row, Convert.ToUInt32(value, inv)); break;
+            case Column<ulong> c when value is null && c.Nullable: c.SetNull(row); break;
+            case Column<ulong> c: c.Set(row, Convert.ToUInt64(value, inv)); break;
+            case Column<int> c when value is null && c.Nullable: c.SetNull(row); break;
+            case Column<int> c: c.Set(row, Convert.ToInt32(value, inv)); break;
+            case Column<long> c: c.Set(row, Convert.ToInt64(value, inv)); break;
+            case BoolColumn c when value is null && c.Nullable: c.SetNull(row); break;
+            case BoolColumn c: c.Set(row, Convert.ToBoolean(value, inv)); break;
+            case StringColumn c when value is null && !c.Nullable: throw new ArgumentNullException(nameof(value), $"{Table}.{column} is not nullable");
+            case StringColumn c: c.Values[row] = value is null ? null : Convert.ToString(value, inv); break;
+            case BinaryColumn c when value is null: c.Values[row] = c.Nullable ? null : throw new ArgumentNullException(nameof(value), $"{Table}.{column} is not nullable"); break;
+            case BinaryColumn c: c.Set(row, (byte[])value); break;
+            default: throw new InvalidOperationException($"{Table}.{column}: no setter");
+        }
     }
 
     /// <summary>Starts a row; returns its index.</summary>
@@ -259,6 +354,15 @@ public sealed class TableBatch
                     break;
                 case BinaryColumn b when b.Nullable: // non-null cells keep their arrays for BinaryColumn.Set to reuse
                     System.Array.Clear(b.Values, 0, Count);
+                    break;
+                case BoolColumn { Valid: { } v }: // a nullable value a writer does not set is null
+                    System.Array.Clear(v, 0, Count);
+                    break;
+                case Column<int> { Valid: { } v }:
+                    System.Array.Clear(v, 0, Count);
+                    break;
+                case Column<ulong> { Valid: { } v }:
+                    System.Array.Clear(v, 0, Count);
                     break;
             }
         }

@@ -1,5 +1,5 @@
 using Forensics.Datapath.Abi;
-using Forensics.Query;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
 
 namespace Forensics.Recorder.Tables;
@@ -13,6 +13,8 @@ namespace Forensics.Recorder.Tables;
 public abstract class Rows
 {
     protected Rows(string table, int capacity) => Batch = new TableBatch(table, capacity);
+
+    protected Rows(TableBatch batch) => Batch = batch;
 
     public TableBatch Batch { get; }
 
@@ -34,7 +36,27 @@ public abstract class Rows
         _ => null,
     };
 
-    public static string TableOf(EventKind kind) => kind.ToString().ToLowerInvariant();
+    public static string TableOf(EventKind kind) => Format.Tables.Events[(int)kind - 1];
+
+    private static readonly Dictionary<string, EventKind> Kinds =
+        Enumerable.Range(1, (int)EventKind.Max - 1).ToDictionary(k => Format.Tables.Events[k - 1], k => (EventKind)k, StringComparer.Ordinal);
+
+    /// <summary>The event kind whose table this is; None for other tables.</summary>
+    public static EventKind KindOf(string table) => Kinds.GetValueOrDefault(table);
+}
+
+/// <summary>
+/// A batch with the columns of a table's schema, for rows that are not our ABI records (a source that is
+/// not the kernel fills it through <see cref="RowSink.Batch"/>).
+/// </summary>
+public sealed class SchemaRows : Rows
+{
+    public SchemaRows(string table, int capacity) : base(TableBatch.ForSchema(SchemaCatalog.Current(table), capacity))
+    {
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
+        throw new NotSupportedException($"{Batch.Table}: rows of this batch are set by column, not decoded from ABI records");
 }
 
 /// <summary>time, ktime_ns, cpu.</summary>
@@ -118,12 +140,12 @@ internal readonly struct MetaCols
         ifindex.Values[i] = m.Ifindex;
         flow.Values[i] = m.FlowId;
         len.Values[i] = m.PktLen;
-        obs.Values[i] = Names.ObsPoint(m.ObsPoint);
-        dir.Values[i] = Names.Direction(m.Direction);
+        obs.Values[i] = Names.ObsPoint((byte)m.ObsPoint);
+        dir.Values[i] = Names.Direction((byte)m.Direction);
     }
 }
 
-/// <summary>netns_ino, cgroup_id, namespace, pod.</summary>
+/// <summary>netns_ino, cgroup_id, namespace, pod, pod_uid, container_id, container.</summary>
 internal readonly struct ProcAttrCols
 {
     private readonly Column<uint> netns;
@@ -136,16 +158,69 @@ internal readonly struct ProcAttrCols
         cgroup = b.U64("cgroup_id");
         ns = b.Str("namespace", nullable: true);
         pod = b.Str("pod", nullable: true);
+        b.Str("pod_uid", nullable: true);
+        b.Str("container_id", nullable: true);
+        b.Str("container", nullable: true);
     }
 
-    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx)
+    /// <param name="podNetnsIno">the namespace that decides the pod, when not the event's own (an exit: where its image was executed)</param>
+    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
     {
         netns.Values[i] = netnsIno;
         cgroup.Values[i] = cgroupId;
-        var owner = ctx.Owner(netnsIno);
+        var owner = ctx.Owner(podNetnsIno ?? netnsIno);
         ns.Values[i] = owner?.Namespace;
         pod.Values[i] = owner?.Name;
     }
+}
+
+/// <summary>
+/// The provenance and workload columns every flow table ends with (schema v2): source, verdict,
+/// namespace/pod/labels of both ends, services, DNS names, reply flag, interface, Cilium event type,
+/// summary, uuid. This tool's datapath fills only source; Hubble fills them all (Forensics.Cilium).
+/// </summary>
+internal readonly struct FlowSourceCols
+{
+    public static readonly string[] Names =
+    [
+        "source", "verdict", "src_namespace", "src_pod", "src_labels", "dst_namespace", "dst_pod", "dst_labels",
+        "src_service", "dst_service", "src_names", "dst_names", "is_reply", "interface", "event_type", "event_sub_type",
+        "summary", "uuid",
+    ];
+
+    private readonly StringColumn source;
+
+    public FlowSourceCols(TableBatch b)
+    {
+        source = b.Str("source");
+        foreach (var n in Names.AsSpan(1))
+        {
+            if (n == "is_reply")
+                b.Bool(n, nullable: true);
+            else if (n is "event_type" or "event_sub_type")
+                b.I32(n, nullable: true);
+            else
+                b.Str(n, nullable: true);
+        }
+    }
+
+    /// <summary>A datapath row: the rest stay null (the batch's reset nulls them).</summary>
+    public void SetDatapath(int i) => source.Values[i] = "datapath";
+}
+
+/// <summary>The provenance columns every process table continues with (schema v2).</summary>
+internal readonly struct ProcSourceCols
+{
+    private readonly StringColumn source;
+
+    public ProcSourceCols(TableBatch b)
+    {
+        source = b.Str("source");
+        b.Str("pod_labels", nullable: true);
+        b.Str("exec_key", nullable: true);
+    }
+
+    public void SetProbes(int i) => source.Values[i] = "probes";
 }
 
 internal sealed class DropRows : Rows
@@ -155,6 +230,7 @@ internal sealed class DropRows : Rows
     private readonly MetaCols meta;
     private readonly Column<ushort> reason, line;
     private readonly StringColumn reasonName, file, ct;
+    private readonly FlowSourceCols src;
 
     public DropRows(int capacity) : base("drop", capacity)
     {
@@ -166,6 +242,8 @@ internal sealed class DropRows : Rows
         file = Batch.Str("file");
         line = Batch.U16("line");
         ct = Batch.Str("ct_state");
+        src = new FlowSourceCols(Batch);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -177,9 +255,10 @@ internal sealed class DropRows : Rows
         meta.Set(i, ev.Meta);
         reason.Values[i] = ev.Reason;
         reasonName.Values[i] = ReasonNames.Get(ev.Reason);
-        file.Values[i] = Names.SourceFile(ev.File);
+        file.Values[i] = Names.SourceFile((byte)ev.File);
         line.Values[i] = ev.Line;
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
+        src.SetDatapath(i);
     }
 }
 
@@ -198,6 +277,7 @@ internal sealed class PolicyRows : Rows
     private readonly MetaCols meta;
     private readonly Column<uint> remote;
     private readonly StringColumn action, match;
+    private readonly FlowSourceCols src;
 
     public PolicyRows(int capacity) : base("policy", capacity)
     {
@@ -207,6 +287,10 @@ internal sealed class PolicyRows : Rows
         remote = Batch.U32("remote_identity");
         action = Batch.Str("action");
         match = Batch.Str("match");
+        src = new FlowSourceCols(Batch);
+        Batch.Str("allowed_by", nullable: true);
+        Batch.Str("denied_by", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -217,8 +301,9 @@ internal sealed class PolicyRows : Rows
         tuple.Set(i, ev.Tuple, ctx);
         meta.Set(i, ev.Meta);
         remote.Values[i] = ev.RemoteIdentity;
-        action.Values[i] = Names.Action(ev.Action);
-        match.Values[i] = Names.Match(ev.Match);
+        action.Values[i] = Names.Action((byte)ev.Action);
+        match.Values[i] = Names.Match((byte)ev.Match);
+        src.SetDatapath(i);
     }
 }
 
@@ -230,6 +315,7 @@ internal sealed class NatRows : Rows
     private readonly Column<ushort> osport, odport, xsport, xdport;
     private readonly Column<uint> service;
     private readonly MetaCols meta;
+    private readonly FlowSourceCols src;
 
     public NatRows(int capacity) : base("nat", capacity)
     {
@@ -247,6 +333,9 @@ internal sealed class NatRows : Rows
         xdport = Batch.U16("xlated_dst_port");
         service = Batch.U32("service_id");
         meta = new MetaCols(Batch);
+        src = new FlowSourceCols(Batch);
+        Batch.Str("service", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -254,7 +343,7 @@ internal sealed class NatRows : Rows
         var ev = EventReader.Read<NatEvent>(record);
         int i = Batch.NextRow();
         hdr.Set(i, ev.Hdr, ctx);
-        kind.Values[i] = Names.Nat(ev.NatKind);
+        kind.Values[i] = Names.Nat((byte)ev.NatKind);
         version.Values[i] = ev.Orig.Family == 10 ? (byte)6 : (byte)4;
         proto.Values[i] = Names.Protocol(ev.Orig.Proto);
         osrc.Values[i] = ctx.Ip(ev.Orig.Saddr, ev.Orig.Family);
@@ -267,6 +356,7 @@ internal sealed class NatRows : Rows
         xdport.Values[i] = ev.Xlated.Dport;
         service.Values[i] = ev.ServiceId;
         meta.Set(i, ev.Meta);
+        src.SetDatapath(i);
     }
 }
 
@@ -276,6 +366,7 @@ internal sealed class TraceRows : Rows
     private readonly TupleCols tuple;
     private readonly MetaCols meta;
     private readonly StringColumn ct, origIp;
+    private readonly FlowSourceCols src;
 
     public TraceRows(int capacity) : base("trace", capacity)
     {
@@ -284,6 +375,8 @@ internal sealed class TraceRows : Rows
         meta = new MetaCols(Batch);
         ct = Batch.Str("ct_state");
         origIp = Batch.Str("orig_ip", nullable: true);
+        src = new FlowSourceCols(Batch);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -293,9 +386,10 @@ internal sealed class TraceRows : Rows
         hdr.Set(i, ev.Hdr, ctx);
         tuple.Set(i, ev.Tuple, ctx);
         meta.Set(i, ev.Meta);
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
         ReadOnlySpan<byte> orig = ev.OrigAddr;
         origIp.Values[i] = orig.IndexOfAnyExcept((byte)0) < 0 ? null : ctx.Ip(ev.OrigAddr, ev.Tuple.Family);
+        src.SetDatapath(i);
     }
 }
 
@@ -329,7 +423,7 @@ internal sealed class CaptureRows : Rows
         int n = Math.Min((int)ev.CapLen, Limits.CaptureMax);
         capLen.Values[i] = (ushort)n;
         dropReason.Values[i] = ev.DropReason;
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
         data.Set(i, ((ReadOnlySpan<byte>)ev.Data)[..n]);
     }
 }
@@ -343,6 +437,7 @@ internal sealed class ExecRows : Rows
     private readonly StringColumn binary, arguments, cwd, comm;
     private readonly BoolColumn truncated, procfs;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ExecRows(int capacity) : base("exec", capacity)
     {
@@ -362,6 +457,10 @@ internal sealed class ExecRows : Rows
         comm = Batch.Str("comm");
         procfs = Batch.Bool("procfs");
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.Str("parent_exec_key", nullable: true);
+        Batch.Str("flags", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -382,13 +481,14 @@ internal sealed class ExecRows : Rows
         processStart.Values[i] = (long)ev.StartTime + ctx.BoottimeToUtcOffsetNs;
         var bin = ctx.Texts.Get(EventReader.Head(ev.Filename, ev.FilenameLen), 1, Text);
         binary.Values[i] = bin;
-        ctx.RegisterBinary(ev.ExecId, bin);
+        ctx.RegisterBinary(ev.ExecId, bin, ev.NetnsIno);
         arguments.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Args, ev.ArgsLen), 2, a => JoinArguments(EventReader.Argv(a)));
         truncated.Values[i] = (ev.Flags & ExecFlags.ArgsTruncated) != 0;
         cwd.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Cwd, ev.CwdLen), 3, Text);
         comm.Values[i] = ctx.Texts.Get(ev.Comm, 4, Text);
         procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 
     private static string Text(ReadOnlySpan<byte> bytes) => EventReader.CString(bytes);
@@ -406,6 +506,7 @@ internal sealed class ExitRows : Rows
     private readonly StringColumn binary, signal, comm;
     private readonly Column<int> exitCode;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ExitRows(int capacity) : base("exit", capacity)
     {
@@ -419,6 +520,11 @@ internal sealed class ExitRows : Rows
         status = Batch.U32("status");
         comm = Batch.Str("comm");
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.U64("parent_exec_id", nullable: true);
+        Batch.Str("parent_exec_key", nullable: true);
+        Batch.Str("arguments", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -443,7 +549,8 @@ internal sealed class ExitRows : Rows
         }
         status.Values[i] = ev.ExitCode;
         comm.Values[i] = EventReader.CString(ev.Comm);
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
+        src.SetProbes(i);
     }
 }
 
@@ -455,6 +562,7 @@ internal sealed class ConnectRows : Rows
     private readonly StringColumn binary, comm, kind;
     private readonly TupleCols tuple;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ConnectRows(int capacity) : base("connect", capacity)
     {
@@ -468,6 +576,11 @@ internal sealed class ConnectRows : Rows
         kind = Batch.Str("connect_kind");
         tuple = new TupleCols(Batch, false);
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.Str("function", nullable: true);
+        Batch.Str("policy_name", nullable: true);
+        Batch.U64("sock_cookie", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -484,9 +597,10 @@ internal sealed class ConnectRows : Rows
             execId.SetNull(i);
         binary.Values[i] = ctx.Binary(ev.ExecId);
         comm.Values[i] = EventReader.CString(ev.Comm);
-        kind.Values[i] = Names.Connect(ev.ConnectKind);
+        kind.Values[i] = Names.Connect((byte)ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 }
 
@@ -541,6 +655,7 @@ public sealed class LossRows : Rows
     private readonly Column<long> time;
     private readonly StringColumn kind;
     private readonly Column<ulong> emitted, failed, dropped;
+    private readonly StringColumn source, detail;
 
     public LossRows(int capacity) : base("loss", capacity)
     {
@@ -549,12 +664,14 @@ public sealed class LossRows : Rows
         emitted = Batch.U64("emitted");
         failed = Batch.U64("failed");
         dropped = Batch.U64("userspace_dropped");
+        source = Batch.Str("source", nullable: true);
+        detail = Batch.Str("detail", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
         throw new NotSupportedException("loss rows are added with Add");
 
-    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount)
+    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount, string? sourceName = null, string? detailText = null)
     {
         int i = Batch.NextRow();
         time.Values[i] = utcNs;
@@ -562,5 +679,7 @@ public sealed class LossRows : Rows
         emitted.Values[i] = emittedCount;
         failed.Values[i] = failedCount;
         dropped.Values[i] = droppedCount;
+        source.Values[i] = sourceName;
+        detail.Values[i] = detailText;
     }
 }
