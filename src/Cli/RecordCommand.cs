@@ -51,12 +51,34 @@ public static class RecordCommand
             Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
             AllowMultipleArgumentsPerToken = true,
         };
+        from.Validators.Add(r =>
+        {
+            try
+            {
+                ParseFrom(r.Tokens.Select(t => t.Value), new Forensics.Cilium.TlsOptions());
+            }
+            catch (FormatException e)
+            {
+                r.AddError(e.Message);
+            }
+        });
         var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
         var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
         var tlsCa = new Option<string[]>("--tls-ca-cert-files") { Description = "PEM files of the CAs that sign the server's certificate", AllowMultipleArgumentsPerToken = true };
+        tlsCa.Validators.Add(r =>
+        {
+            foreach (var f in r.Tokens.Select(t => t.Value))
+                if (!File.Exists(f))
+                    r.AddError($"--tls-ca-cert-files: {f}: no such file");
+        });
         var tlsCert = Vocabulary.InputFile("--tls-client-cert-file", "PEM client certificate (mutual TLS)");
         var tlsKey = Vocabulary.InputFile("--tls-client-key-file", "PEM key of the client certificate");
         var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
+        tlsServer.Validators.Add(r =>
+        {
+            if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value))
+                r.AddError("--tls-server-name: an empty name");
+        });
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
             duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,

@@ -31,7 +31,8 @@ public static class RecoverCommand
             var r = await Recovery.RecoverAsync(path);
             Console.WriteLine(r.WasComplete
                 ? $"{path}: complete, nothing to recover"
-                : $"{path}: recovered; {r.FilesAdded} sealed segments added ({r.RowsAdded} rows); {r.UnsealedFiles} unsealed segments ({r.UnsealedBytes} bytes) could not be read");
+                : $"{path}: recovered; {r.FilesAdded} sealed segments added ({r.RowsAdded} rows); {r.UnsealedFiles} unsealed segments ({r.UnsealedBytes} bytes) could not be read"
+                  + (r.EstimatedLost > 0 ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"; about {r.EstimatedLost} events of the last {r.GapSeconds:0.0} s were lost (estimated, counted in events_lost)") : ""));
             return (int)ExitCode.Ok;
         });
         return cmd;

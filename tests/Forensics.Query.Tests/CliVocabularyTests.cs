@@ -55,6 +55,13 @@ public sealed class CliVocabularyTests : IDisposable
         ["--events"] = ["=maybe"],
         ["--step"] = [""],
         ["--max-pods"] = ["0", "lots"],
+        ["--from"] = ["kafka", "hubble="],
+        ["--tls"] = ["=maybe"],
+        ["--tls-allow-insecure"] = ["=maybe"],
+        ["--tls-ca-cert-files"] = ["/nonexistent/ca.pem"],
+        ["--tls-client-cert-file"] = ["/nonexistent/cert.pem"],
+        ["--tls-client-key-file"] = ["/nonexistent/key.pem"],
+        ["--tls-server-name"] = [" "],
     };
 
     private readonly string _dir = Directory.CreateTempSubdirectory("fx-vocab-").FullName;
