@@ -25,6 +25,9 @@ public enum ExitCode
     VerifyFailed = 6,
     BadInput = 7,
     Interrupted = 130,
+
+    /// <summary>whatif: a flow the recording saw delivered would be dropped under the changed policies.</summary>
+    PolicyWouldDrop = 8,
 }
 
 /// <summary>A command line that asks for something impossible: one line, exit code 2.</summary>
@@ -62,6 +65,7 @@ public static class Cli
         root.Subcommands.Add(QueryCommands.Replay());
         root.Subcommands.Add(QueryCommands.Export());
         root.Subcommands.Add(QueryCommands.Info());
+        root.Subcommands.Add(WhatIfCommand.Build());
         root.Subcommands.Add(BundleCommand.Build());
         var verify = VerifyCommand.Build();
         root.Subcommands.Add(verify);
@@ -78,7 +82,7 @@ public static class Cli
         Exit codes: 0 ok; 1 failure; 2 usage (a bad option or value); 3 missing prerequisite (privileges,
         libbpf, BTF); 4 events were lost (the recording says how many, of which kind); 5 disk full;
         6 a recording's file differs from its manifest (size or SHA-256); 7 bad input (not a recording,
-        a malformed or over-limit manifest, a bad YAML or policy file); 10-23 a damaged bundle (verify --help);
+        a malformed or over-limit manifest, a bad YAML or policy file); 8 whatif: a delivered flow would be dropped; 10-23 a damaged bundle (verify --help);
         130 interrupted. Errors are one line on stderr: error: ...
         """;
 

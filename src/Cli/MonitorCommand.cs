@@ -22,28 +22,32 @@ public static class MonitorCommand
     public static Command Build()
     {
         var types = Vocabulary.Types($"Event kinds to show, comma-separated or repeated: {string.Join(", ", RecordCommand.KindNames)} (default: all but capture)", RecordCommand.KindNames);
-        var format = Vocabulary.Format("text (time first), compact (as the live tools print) or json", "compact", "text", "compact", "json");
+        var format = Vocabulary.Format("text (time first), compact (as the live tools print), json, or arrow (one Arrow IPC stream, a table column naming each row's table: docs/arrow.md)", "compact", "text", "compact", "json", "arrow");
+        var file = Vocabulary.Output("write to this file (created 0600) instead of standard output");
         var exclude = Vocabulary.Cidrs("--exclude-cidr", "Never report connects to this CIDR (repeatable); filtered in the kernel");
         var duration = Vocabulary.Duration("--duration", "-d", "Stop after this long (e.g. 30s); without it, until Ctrl-C");
-        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, format, exclude, duration };
+        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, format, file, exclude, duration };
         cmd.SetAction(parse =>
         {
-            var renderFormat = parse.GetValue(format) switch
+            RenderFormat? renderFormat = parse.GetValue(format) switch
             {
                 "text" => RenderFormat.Text,
                 "json" => RenderFormat.Json,
+                "arrow" => null,
                 _ => RenderFormat.Compact,
             };
+            if (renderFormat is null && parse.GetValue(file) is null && !Console.IsOutputRedirected)
+                throw new UsageException("-f arrow writes binary: redirect standard output or give --output");
             var kinds = RecordCommand.ParseKinds(parse.GetValue(types) ?? []);
             if (kinds.Count == 0)
                 kinds = [.. Enumerable.Range(1, (int)Datapath.Abi.EventKind.Max - 1).Select(k => (Datapath.Abi.EventKind)k).Where(k => k != Datapath.Abi.EventKind.Capture)];
             List<string> excluded = [.. parse.GetValue(exclude) ?? []];
-            return Run(kinds, renderFormat, excluded, parse.GetValue(duration));
+            return Run(kinds, renderFormat, parse.GetValue(file), excluded, parse.GetValue(duration));
         });
         return cmd;
     }
 
-    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat format, List<string> excluded, TimeSpan? duration)
+    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat? format, string? file, List<string> excluded, TimeSpan? duration)
     {
         var session = new MonitorSession(new MonitorSessionOptions { Kinds = kinds, ExcludeCidrs = excluded, Duration = duration });
         using var cts = new CancellationTokenSource();
@@ -56,14 +60,41 @@ public static class MonitorCommand
         }) { IsBackground = true };
         announce.Start();
         MonitorSummary summary;
+        Stream? output = null;
+        ArrowStreamSink? arrow = null;
         try
         {
-            summary = session.Run(new LinePrinter(format), cts.Token);
+            IMonitorSink sink;
+            if (format is { } f)
+                sink = new LinePrinter(f);
+            else
+            {
+                output = file is null ? Console.OpenStandardOutput() : Forensics.Query.Output.OutputTarget.CreateBinary(file, []); // 0600, never through a link
+                // a reader that closes the pipe ends the monitor, as it ends `cilium monitor | head`
+                sink = arrow = new ArrowStreamSink(output, session.Kinds.Order().Select(Rows.TableOf), _ => cts.Cancel());
+            }
+            summary = session.Run(sink, cts.Token);
         }
         catch (RecordingSetupException e)
         {
             return Cli.Fail(e.Problem == SetupProblem.BadInput ? ExitCode.Usage : ExitCode.Prerequisite, e.Message);
         }
+        catch (IOException e)
+        {
+            return Cli.Fail(ExitCode.Failure, e.Message);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            return Cli.Fail(ExitCode.Failure, e.Message);
+        }
+        finally
+        {
+            arrow?.Dispose();
+            output?.Dispose();
+        }
+        // a closed pipe on standard output is the reader leaving; a file that cannot be written is an error
+        if (file is not null && arrow?.Failure is { } broken)
+            return Cli.Fail(FileSystem.IsDiskFull(broken) ? ExitCode.DiskFull : ExitCode.Failure, $"{file}: {broken.Message}");
         if (summary.Failed + summary.UserspaceDropped > 0)
             Console.Error.WriteLine($"lost {summary.Failed + summary.UserspaceDropped} events (ring buffer full: {summary.Failed}, user space: {summary.UserspaceDropped})");
         return (int)ExitCode.Ok;

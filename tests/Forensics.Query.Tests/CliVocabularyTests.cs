@@ -62,6 +62,9 @@ public sealed class CliVocabularyTests : IDisposable
         ["--tls-client-cert-file"] = ["/nonexistent/cert.pem"],
         ["--tls-client-key-file"] = ["/nonexistent/key.pem"],
         ["--tls-server-name"] = [" "],
+        ["--policy"] = ["/nonexistent/policy.yaml"],
+        ["--remove-policy"] = [" "],
+        ["--changed-only"] = ["=maybe"],
     };
 
     private readonly string _dir = Directory.CreateTempSubdirectory("fx-vocab-").FullName;

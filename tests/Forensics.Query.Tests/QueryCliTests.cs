@@ -130,6 +130,7 @@ public sealed class HelpTests
     [InlineData("lab status")]
     [InlineData("lab run")]
     [InlineData("lab down")]
+    [InlineData("whatif")]
     public void Help_Verb_MatchesGolden(string verb)
     {
         var r = CliRunner.Run([.. verb.Split(' '), "--help"]);

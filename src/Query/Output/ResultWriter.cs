@@ -59,6 +59,22 @@ public static class ResultWriter
         w.Flush();
     }
 
+    /// <summary>Writes an already materialized result to <paramref name="outputFile"/> (created 0600, never a link) or the console.</summary>
+    public static void Write(QueryResult result, OutputFormat format, TextWriter? console, string? outputFile, IEnumerable<string> protectedPaths)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        if (format == OutputFormat.Parquet)
+        {
+            if (outputFile is null)
+                throw new QueryException("--format parquet needs --output FILE");
+            OutputTarget.EnsureWritable(outputFile, protectedPaths);
+            WriteParquet(result, outputFile);
+            return;
+        }
+        using var file = outputFile is null ? null : OutputTarget.CreateText(outputFile, protectedPaths);
+        Write(result, format, (TextWriter?)file ?? console ?? throw new ArgumentNullException(nameof(console)));
+    }
+
     /// <summary>Writes an already materialized result (the interactive prompt, tests).</summary>
     public static void Write(QueryResult result, OutputFormat format, TextWriter w)
     {
