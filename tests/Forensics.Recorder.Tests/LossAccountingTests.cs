@@ -80,7 +80,7 @@ public class LossAccountingTests
         Assert.Equal(450UL, after.EventsLost);
         Assert.Equal(450UL, after.Loss["trace"].UserspaceDropped);
         Assert.Equal("estimate", after.Sources[Recovery.GapSource].Kind);
-        Assert.Contains(after.Sources[Recovery.GapSource].NotRecorded, l => l.Contains("about 450 events", StringComparison.Ordinal) && l.Contains("estimated", StringComparison.Ordinal));
+        Assert.Contains(after.Sources[Recovery.GapSource].NotRecorded, l => l.Contains("about 450 events", StringComparison.Ordinal) && l.Contains("an estimate", StringComparison.Ordinal));
         Assert.Equal(1, after.UnsealedSegments);
         Assert.False(File.Exists(reserve));
     }
