@@ -25,7 +25,8 @@ public sealed record RecordArgs(
     MonitorAggregation MonitorAggregation = MonitorAggregation.None,
     bool Probes = true,
     IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null,
-    int MaxPods = 1000);
+    int MaxPods = 1000,
+    IReadOnlyList<string>? Datapaths = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -46,6 +47,13 @@ public static class RecordCommand
             "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
             "none", "none", "medium");
         var maxPods = LabCommand.MaxPodsOption();
+        var datapath = new Option<string[]>("--datapath") { Description = "Without --lab: record the running datapath of this lab only (repeatable; default: every running datapath, as `forensics lab up` serves them: its events from its monitor socket, its tables from its pinned maps at start and end)" };
+        datapath.Validators.Add(r =>
+        {
+            foreach (var n in r.Tokens.Select(t => t.Value))
+                if (string.IsNullOrWhiteSpace(n))
+                    r.AddError("--datapath: an empty lab name");
+        });
         var from = new Option<string[]>("--from")
         {
             Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
@@ -79,9 +87,9 @@ public static class RecordCommand
             if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value))
                 r.AddError("--tls-server-name: an empty name");
         });
-        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and every running datapath (`lab up`), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -109,7 +117,9 @@ public static class RecordCommand
             try
             {
                 var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
-                args = args with { Probes = probes, Cilium = cilium };
+                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [] };
+                if (args.Lab is not null && args.Datapaths.Count > 0)
+                    throw new FormatException("--datapath attaches to a running datapath; --lab builds its own: give one of them");
             }
             catch (FormatException e)
             {
@@ -191,6 +201,7 @@ public static class RecordCommand
             MonitorAggregation = args.MonitorAggregation,
             Lab = args.Lab,
             MaxPods = args.MaxPods,
+            Attach = args.Lab is null ? args.Datapaths ?? [] : null,
             Progress = args.Progress,
             Say = Console.WriteLine,
             // Hubble and Tetragon write into the recording beside the kernel's sources (until they are sources of the seam)
@@ -220,7 +231,9 @@ public static class RecordCommand
             var waiter = new Thread(() =>
             {
                 if (WaitHandle.WaitAny([session.Started.WaitHandle, cts.Token.WaitHandle]) == 0)
-                    Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+                    Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}"
+                        + (session.Attached.Count > 0 ? $", the running datapath {string.Join(", ", session.Attached)}" : args.Lab is null ? ", no running datapath" : "")
+                        + "; Ctrl-C stops");
             }) { IsBackground = true };
             waiter.Start();
         }

@@ -28,7 +28,7 @@ public sealed class CliVocabularyTests : IDisposable
         ["--max-manifest-size"] = ["1X", "0", "2"],
         ["--max-files"] = ["-5", "0"],
         ["--max-extract-size"] = ["big", "0"],
-        ["--reason"] = ["99999", "no such reason"],
+        ["--reason"] = ["99999", " "],
         ["--address"] = ["notanip", "10.0.0.1/8"],
         ["--port"] = ["70000", "0", "x"],
         ["--protocol"] = ["tcpx", "300"],
@@ -65,6 +65,11 @@ public sealed class CliVocabularyTests : IDisposable
         ["--policy"] = ["/nonexistent/policy.yaml"],
         ["--remove-policy"] = [" "],
         ["--changed-only"] = ["=maybe"],
+        ["--datapath"] = [" "],
+        ["--to"] = ["x", "70000"],
+        ["--related-to"] = ["-1"],
+        ["--verbose"] = ["=maybe"],
+        ["--all-reasons"] = ["=maybe"],
     };
 
     private readonly string _dir = Directory.CreateTempSubdirectory("fx-vocab-").FullName;

@@ -265,6 +265,7 @@ public sealed class Datapath : IEventSource
         SyncIpcache();
         SyncServices();
         SyncPolicies();
+        ControlPlaneChanged?.Invoke(ControlPlaneLocked());
     }
 
     private void SyncIpcache()
@@ -385,52 +386,111 @@ public sealed class Datapath : IEventSource
 
     private static IPNetwork HostPrefix(IPAddress ip) => new(ip, PolicyCompiler.IsV4(ip) ? 32 : 128);
 
+    /// <summary>
+    /// The maps that hold the datapath's state, which <see cref="PinStateMaps"/> pins so that another process
+    /// (a recorder attaching to a running datapath) can read them. The ring buffer is not among them: it has
+    /// one consumer position, and a second reader would take records from the owner (docs/monitor.md).
+    /// </summary>
+    public static IReadOnlyList<string> StateMaps { get; } =
+        ["fx_ipcache", "fx_endpoints", "fx_policy", "fx_ct", "fx_services", "fx_backends", "fx_lb_flows", "fx_snat", "fx_nat_cfg", EventChannel.StatsMap];
+
+    /// <summary>Pins every state map in <paramref name="dir"/> (bpffs), one file per map named as the map.</summary>
+    public void PinStateMaps(string dir)
+    {
+        ArgumentNullException.ThrowIfNull(dir);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        Directory.CreateDirectory(dir);
+        lock (gate)
+        {
+            foreach (var name in StateMaps)
+            {
+                var path = Path.Combine(dir, name);
+                File.Delete(path); // a pin left by an owner that was killed
+                obj.Map(name).Pin(path);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Called (under the datapath's lock) with the control plane's state after every change to it: what a reader
+    /// of the pinned maps needs besides them (see <see cref="ControlPlane"/>).
+    /// </summary>
+    public Action<DatapathSnapshot>? ControlPlaneChanged { get; set; }
+
+    /// <summary>
+    /// What the control plane holds and the maps do not: endpoints with their pods, identities with their labels,
+    /// policies as given and as compiled (without hit counts), services with their names and backends' pods. The
+    /// kernel's tables (ipcache, conntrack, NAT) are empty; <see cref="ReadKernelTables"/> fills them.
+    /// </summary>
+    public DatapathSnapshot ControlPlane()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        lock (gate)
+            return ControlPlaneLocked();
+    }
+
+    private DatapathSnapshot ControlPlaneLocked()
+    {
+        var eps = endpoints.Values
+            .OrderBy(e => e.Id)
+            .Select(e => new EndpointInfo(e.Id, e.Pod.Name, e.Pod.Namespace, e.Pod.Ip!, ids.ForPod(e.Pod).Id, e.Ifindex,
+                compiled[e.Pod.FullName].IngressEnforced, compiled[e.Pod.FullName].EgressEnforced))
+            .ToList();
+        var identities = ids.All
+            .Select(i => new IdentityInfo(i.Id, i.Labels, i.IsReserved ? "reserved" : i.IsCidr ? "cidr" : "workload"))
+            .ToList();
+        var entries = compiled.Values.SelectMany(c => c.Entries)
+            .OrderBy(e => e.EndpointId).ThenBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
+            .ToList();
+        var policies = cluster.Policies.Select(p => new PolicyInfo(p.Name, p.Namespace, p.SourceText)).ToList();
+        return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, [], policies, entries, [.. services], [], []);
+    }
+
     /// <summary>Everything the datapath holds now: endpoints, identities, policies, services, conntrack and NAT tables.</summary>
     public DatapathSnapshot Snapshot()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         lock (gate)
-        {
-            var eps = endpoints.Values
-                .OrderBy(e => e.Id)
-                .Select(e => new EndpointInfo(e.Id, e.Pod.Name, e.Pod.Namespace, e.Pod.Ip!, ids.ForPod(e.Pod).Id, e.Ifindex,
-                    compiled[e.Pod.FullName].IngressEnforced, compiled[e.Pod.FullName].EgressEnforced))
-                .ToList();
-            var identities = ids.All
-                .Select(i => new IdentityInfo(i.Id, i.Labels, i.IsReserved ? "reserved" : i.IsCidr ? "cidr" : "workload"))
-                .ToList();
-            var ipcache = obj.Map("fx_ipcache").Entries<IpcacheKey, IpcacheValue>()
-                .Select(kv => new IpcacheInfo($"{MapAddress.To(kv.Key.Addr, kv.Key.Family)}/{kv.Key.Prefixlen - 32}", kv.Value.Identity, kv.Value.EndpointId))
-                .OrderBy(i => i.Prefix, StringComparer.Ordinal)
-                .ToList();
-            var polMap = obj.Map("fx_policy");
-            var entries = compiled.Values.SelectMany(c => c.Entries)
-                .Select(e => polMap.TryLookup<PolicyKey, PolicyValue>(
-                        new PolicyKey { Identity = e.Identity, EndpointId = e.EndpointId, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction }, out var v)
-                    ? e with { Hits = v.Hits } : e)
-                .OrderBy(e => e.EndpointId).ThenBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
-                .ToList();
-            var ct = obj.Map("fx_ct").Entries<CtKey, CtEntry>()
-                .Select(kv => new ConntrackInfo(
+            return ReadKernelTables(ControlPlaneLocked(), obj.Map);
+    }
+
+    /// <summary>
+    /// The control plane's state completed from the maps: the ipcache, each policy entry's hits, conntrack and the
+    /// NAT tables. The same code reads this process's maps and another process's pinned ones.
+    /// </summary>
+    public static DatapathSnapshot ReadKernelTables(DatapathSnapshot controlPlane, Func<string, BpfMap> map)
+    {
+        ArgumentNullException.ThrowIfNull(controlPlane);
+        ArgumentNullException.ThrowIfNull(map);
+        var ipcache = map("fx_ipcache").Entries<IpcacheKey, IpcacheValue>()
+            .Select(kv => new IpcacheInfo($"{MapAddress.To(kv.Key.Addr, kv.Key.Family)}/{kv.Key.Prefixlen - 32}", kv.Value.Identity, kv.Value.EndpointId))
+            .OrderBy(i => i.Prefix, StringComparer.Ordinal)
+            .ToList();
+        var polMap = map("fx_policy");
+        var entries = controlPlane.PolicyEntries
+            .Select(e => polMap.TryLookup<PolicyKey, PolicyValue>(
+                    new PolicyKey { Identity = e.Identity, EndpointId = e.EndpointId, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction }, out var v)
+                ? e with { Hits = v.Hits } : e)
+            .ToList();
+        var ct = map("fx_ct").Entries<CtKey, CtEntry>()
+            .Select(kv => new ConntrackInfo(
+                MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
+                kv.Key.Proto, kv.Key.Dir, kv.Value.EndpointId, kv.Value.RemoteIdentity, kv.Value.Match, kv.Value.Flags,
+                kv.Value.Packets, kv.Value.Bytes, kv.Value.CreatedNs, kv.Value.LastNs, kv.Value.ServiceId,
+                (kv.Value.Flags & CtFlags.RevDnat) != 0 ? MapAddress.To(kv.Value.NatAddr, kv.Key.Family) : null,
+                (kv.Value.Flags & CtFlags.RevDnat) != 0 ? kv.Value.NatPort : 0))
+            .OrderBy(c => c.CreatedNs)
+            .ToList();
+        var nat = map("fx_snat").Entries<CtKey, NatEntry>()
+            .Select(kv => new NatInfo(kv.Key.Dir == Dir.Egress ? "snat" : "rev-snat",
+                MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
+                kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, 0, kv.Value.CreatedNs))
+            .Concat(map("fx_lb_flows").Entries<CtKey, LbFlow>()
+                .Select(kv => new NatInfo("lb",
                     MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
-                    kv.Key.Proto, kv.Key.Dir, kv.Value.EndpointId, kv.Value.RemoteIdentity, kv.Value.Match, kv.Value.Flags,
-                    kv.Value.Packets, kv.Value.Bytes, kv.Value.CreatedNs, kv.Value.LastNs, kv.Value.ServiceId,
-                    (kv.Value.Flags & CtFlags.RevDnat) != 0 ? MapAddress.To(kv.Value.NatAddr, kv.Key.Family) : null,
-                    (kv.Value.Flags & CtFlags.RevDnat) != 0 ? kv.Value.NatPort : 0))
-                .OrderBy(c => c.CreatedNs)
-                .ToList();
-            var nat = obj.Map("fx_snat").Entries<CtKey, NatEntry>()
-                .Select(kv => new NatInfo(kv.Key.Dir == Dir.Egress ? "snat" : "rev-snat",
-                    MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
-                    kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, 0, kv.Value.CreatedNs))
-                .Concat(obj.Map("fx_lb_flows").Entries<CtKey, LbFlow>()
-                    .Select(kv => new NatInfo("lb",
-                        MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
-                        kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, kv.Value.ServiceId, 0)))
-                .ToList();
-            var policies = cluster.Policies.Select(p => new PolicyInfo(p.Name, p.Namespace, p.SourceText)).ToList();
-            return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, ipcache, policies, entries, [.. services], ct, nat);
-        }
+                    kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, kv.Value.ServiceId, 0)))
+            .ToList();
+        return controlPlane with { Taken = DateTimeOffset.UtcNow, Ipcache = ipcache, PolicyEntries = entries, Conntrack = ct, Nat = nat };
     }
 
     public void Dispose()
