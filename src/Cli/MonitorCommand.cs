@@ -27,6 +27,13 @@ public static class MonitorCommand
         var file = Vocabulary.Output("write to this file (created 0600) instead of standard output");
         var exclude = Vocabulary.Cidrs("--exclude-cidr", "Never report connects to this CIDR (repeatable); filtered in the kernel");
         var duration = Vocabulary.Duration("--duration", "-d", "Stop after this long (e.g. 30s); without it, until Ctrl-C");
+        var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: a well-known containerd or CRI-O socket that exists)" };
+        var pods = Vocabulary.InputFile("--pods-file", "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime");
+        runtime.Validators.Add(r =>
+        {
+            if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value))
+                r.AddError("--runtime-endpoint: an empty address");
+        });
         var labs = new Option<string[]>("--lab") { Description = "Show the datapath of this running lab only (repeatable; default: every running datapath, see `forensics lab up`)" };
         labs.Validators.Add(r =>
         {
@@ -47,7 +54,7 @@ public static class MonitorCommand
         var verbose = new Option<bool>("--verbose", "-v") { Description = "More detail: drops and traces as cilium monitor's verbose lines (CPU, mark, source endpoint, bytes, identities, destination endpoint)" };
         var cmd = new Command("monitor", "Print events live: every running datapath's (drop, policy, nat, trace, capture, from its monitor socket) as cilium monitor prints them, and the probes' as tetra getevents -o compact would")
         {
-            types, output, file, exclude, duration, labs, from, to, related, verbose,
+            types, output, file, exclude, duration, labs, from, to, related, verbose, runtime, pods,
         };
         cmd.SetAction(parse =>
         {
@@ -74,6 +81,8 @@ public static class MonitorCommand
                     Cidrs.Parse(c); // a usage error before anything loads
                 if (format is null && parse.GetValue(file) is null && !Console.IsOutputRedirected)
                     throw new FormatException("-f arrow writes binary: redirect standard output or give --output");
+                if (parse.GetValue(runtime) is not null && parse.GetValue(pods) is not null)
+                    throw new FormatException("--runtime-endpoint and --pods-file both say where pods come from: give one");
             }
             catch (FormatException e)
             {
@@ -88,7 +97,7 @@ public static class MonitorCommand
             {
                 return Cli.Fail(ExitCode.Usage, e.Message);
             }
-            return Run(kinds, format, parse.GetValue(file), excluded, d, parse.GetValue(labs) ?? [], filter, parse.GetValue(verbose));
+            return Run(kinds, format, parse.GetValue(file), excluded, d, parse.GetValue(labs) ?? [], filter, parse.GetValue(verbose), parse.GetValue(runtime), parse.GetValue(pods));
         });
         return cmd;
     }
@@ -106,7 +115,7 @@ public static class MonitorCommand
     }
 
     private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat? format, string? file, List<string> excluded, TimeSpan? duration,
-        string[] labs, EndpointFilter filter, bool verbose)
+        string[] labs, EndpointFilter filter, bool verbose, string? runtimeEndpoint, string? podsFile)
     {
         var datapathKinds = RecordingSession.DatapathKinds(kinds);
         if (labs.Length == 0 && datapathKinds.Count > 0 && RecordingSession.ProbesFor(kinds) == ProbeSet.None
@@ -118,6 +127,8 @@ public static class MonitorCommand
             ExcludeCidrs = excluded,
             Duration = duration,
             Attach = labs,
+            RuntimeEndpoint = runtimeEndpoint,
+            PodsFile = podsFile,
             // cilium monitor's own line for a perf ring that lost samples (pkg/monitor/format/format.go FormatLostEvent)
             Lost = (_, cpu, n) => Console.Out.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"CPU {cpu:D2}: Lost {n} events")),
         });

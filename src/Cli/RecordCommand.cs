@@ -26,6 +26,8 @@ public sealed record RecordArgs(
     bool Probes = true,
     IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null,
     int MaxPods = 1000,
+    string? RuntimeEndpoint = null,
+    string? PodsFile = null,
     IReadOnlyList<string>? Datapaths = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
@@ -70,6 +72,13 @@ public static class RecordCommand
                 r.AddError(e.Message);
             }
         });
+        var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: the first of " + string.Join(", ", Forensics.Runtime.CriClient.WellKnownEndpoints) + " that exists)" };
+        var pods = Vocabulary.InputFile("--pods-file", "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime");
+        runtime.Validators.Add(r =>
+        {
+            if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value))
+                r.AddError("--runtime-endpoint: an empty address");
+        });
         var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
         var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
         var tlsCa = new Option<string[]>("--tls-ca-cert-files") { Description = "PEM files of the CAs that sign the server's certificate", AllowMultipleArgumentsPerToken = true };
@@ -89,7 +98,7 @@ public static class RecordCommand
         });
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and every running datapath (`lab up`), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, runtime, pods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -117,9 +126,11 @@ public static class RecordCommand
             try
             {
                 var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
-                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [] };
+                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [], RuntimeEndpoint = parse.GetValue(runtime), PodsFile = parse.GetValue(pods) };
                 if (args.Lab is not null && args.Datapaths.Count > 0)
                     throw new FormatException("--datapath attaches to a running datapath; --lab builds its own: give one of them");
+                if (args.RuntimeEndpoint is not null && args.PodsFile is not null)
+                    throw new FormatException("--runtime-endpoint and --pods-file both say where pods come from: give one");
             }
             catch (FormatException e)
             {
@@ -201,6 +212,8 @@ public static class RecordCommand
             MonitorAggregation = args.MonitorAggregation,
             Lab = args.Lab,
             MaxPods = args.MaxPods,
+            RuntimeEndpoint = args.RuntimeEndpoint,
+            PodsFile = args.PodsFile,
             Attach = args.Lab is null ? args.Datapaths ?? [] : null,
             Progress = args.Progress,
             Say = Console.WriteLine,

@@ -69,6 +69,8 @@ public sealed class CliVocabularyTests : IDisposable
         ["--to"] = ["x", "70000"],
         ["--related-to"] = ["-1"],
         ["--verbose"] = ["=maybe"],
+        ["--runtime-endpoint"] = [" "],
+        ["--pods-file"] = ["/nonexistent/pods.json"],
         ["--all-reasons"] = ["=maybe"],
     };
 

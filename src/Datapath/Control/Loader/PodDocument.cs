@@ -33,6 +33,7 @@ internal static class PodDocument
         var (name, ns, labels) = Meta(root);
         var ports = new List<PortProtocol>();
         var named = new Dictionary<string, PortProtocol>(StringComparer.Ordinal);
+        var containerSpecs = new List<ContainerSpec>();
         if (root.Get("spec") is { } spec)
         {
             spec.Strict(PodSpecFields);
@@ -41,6 +42,10 @@ internal static class PodDocument
                 foreach (var c in containers.Items())
                 {
                     c.Strict(ContainerFields);
+                    var cname = c.Get("name") is { } cn ? cn.String() : $"{name}-{containerSpecs.Count}";
+                    if (containerSpecs.Any(x => x.Name == cname))
+                        throw c.Error($"two containers are named '{cname}'");
+                    containerSpecs.Add(new ContainerSpec(cname, c.Get("image") is { } ci ? ci.String() : null));
                     if (c.Get("ports") is not { } cports)
                         continue;
                     foreach (var p in cports.Items())
@@ -70,6 +75,6 @@ internal static class PodDocument
                 ipNode = pip;
             }
         }
-        return new RawPod(root.Doc, root, new PodSpec(name, ns, labels, ip, ports) { NamedPorts = named }, ipNode, named);
+        return new RawPod(root.Doc, root, new PodSpec(name, ns, labels, ip, ports) { NamedPorts = named, Containers = containerSpecs }, ipNode, named);
     }
 }
