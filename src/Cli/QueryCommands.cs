@@ -39,7 +39,7 @@ public static class QueryCommands
     {
         public Option<Vocabulary.Span> Timeout { get; } = Vocabulary.Duration("--timeout", "time limit of each statement, writing its rows included (e.g. 30s, 5m)", TimeSpan.FromMinutes(5));
         public Option<string> Memory { get; } = MemoryOption();
-        public Option<long> MaxRows { get; } = Vocabulary.Number("--max-rows", "refuse a result of more rows than this when it is held in memory (table and parquet output, reconstructions, replay); csv and json stream", new QueryLimits().MaxRows, 1, long.MaxValue);
+        public Option<long> MaxRows { get; } = Vocabulary.Number("--max-rows", "refuse a result of more rows than this when it is held in memory (table and parquet output, reconstructions, replay); csv, json and arrow stream", new QueryLimits().MaxRows, 1, long.MaxValue);
         public Option<string[]> ClusterCidr { get; } = Vocabulary.Cidrs("--cluster-cidr", "CIDR to count as inside the cluster, besides the manifest's and the snapshot's addresses (repeatable)");
         public Option<bool> NoVerify { get; } = new("--no-verify") { Description = "do not check each file's SHA-256 against the manifest before reading (a bundle is always checked)" };
         public LimitOptions Limits { get; } = new();
@@ -88,8 +88,10 @@ public static class QueryCommands
 
         public OutputOptions(string defaultFormat = "table", string? extra = null)
         {
-            string[] names = extra is null ? ["table", "csv", "json", "parquet"] : [extra, "table", "csv", "json", "parquet"];
-            Format = Vocabulary.Format($"{(extra is null ? "" : extra + ", ")}table, csv, json (one object per line) or parquet (needs --output)", defaultFormat, names);
+            string[] names = ["table", "csv", "json", "parquet", "arrow", "arrow-file"];
+            if (extra is not null)
+                names = [extra, .. names];
+            Format = Vocabulary.Format($"{(extra is null ? "" : extra + ", ")}table, csv, json (one object per line), parquet (needs --output), arrow (an Arrow IPC stream) or arrow-file (an Arrow IPC file): docs/arrow.md", defaultFormat, names);
         }
 
         public void AddTo(Command c)
@@ -103,6 +105,8 @@ public static class QueryCommands
             "csv" => OutputFormat.Csv,
             "json" => OutputFormat.Json,
             "parquet" => OutputFormat.Parquet,
+            "arrow" => OutputFormat.Arrow,
+            "arrow-file" => OutputFormat.ArrowFile,
             _ => OutputFormat.Table,
         };
     }
@@ -133,6 +137,28 @@ public static class QueryCommands
 
     private static QuerySession Open(ParseResult p, Argument<string[]> recs, Common common) =>
         QuerySession.Open(p.GetValue(recs)!, common.Options(p));
+
+    /// <summary>
+    /// Writes a query's result in the chosen format: Arrow streams from DuckDB batch by batch, CSV and JSON
+    /// lines row by row (never the whole result in memory); a table and Parquet hold it, up to --max-rows.
+    /// An output file is created 0600 and never inside a recording being read.
+    /// </summary>
+    private static void Emit(QuerySession session, string sql, OutputFormat format, string? outFile)
+    {
+        if (format is not (OutputFormat.Arrow or OutputFormat.ArrowFile))
+        {
+            ResultWriter.Write(session, sql, format, Console.Out, outFile);
+            return;
+        }
+        if (outFile is null && !Console.IsOutputRedirected)
+            throw new UsageException($"--format {(format == OutputFormat.Arrow ? "arrow" : "arrow-file")} writes binary: redirect standard output or give --output FILE");
+        var meta = new Dictionary<string, string>
+        {
+            ["forensics.recordings"] = string.Join(",", session.Recordings.Select(r => r.Manifest.RecordingId)),
+        };
+        using var o = outFile is null ? Console.OpenStandardOutput() : OutputTarget.CreateBinary(outFile, session.ProtectedPaths);
+        ArrowResultWriter.Write(session, sql, format == OutputFormat.ArrowFile, o, meta);
+    }
 
     // ---- query ----------------------------------------------------------------------------
 
@@ -165,12 +191,12 @@ public static class QueryCommands
             using var session = QuerySession.Open(paths, common.Options(p));
             if (rest.Count == 1)
             {
-                ResultWriter.Write(session, rest[0], format, Console.Out, outFile);
+                Emit(session, rest[0], format, outFile);
                 return (int)ExitCode.Ok;
             }
             if (Console.IsInputRedirected)
             {
-                ResultWriter.Write(session, ReadSql(Console.In), format, Console.Out, outFile);
+                Emit(session, ReadSql(Console.In), format, outFile);
                 return (int)ExitCode.Ok;
             }
             return Interactive(session, format);
@@ -219,7 +245,7 @@ public static class QueryCommands
             buffer.Clear();
             try
             {
-                ResultWriter.Write(session.Execute(sql), format == OutputFormat.Parquet ? OutputFormat.Table : format, Console.Out);
+                ResultWriter.Write(session.Execute(sql), format is OutputFormat.Parquet or OutputFormat.Arrow or OutputFormat.ArrowFile ? OutputFormat.Table : format, Console.Out);
             }
             catch (QueryException e)
             {
@@ -256,7 +282,7 @@ public static class QueryCommands
         {
             var f = filter.Parse(p) with { Reason = p.GetValue(reason), AllReasons = p.GetValue(allReasons) };
             using var s = Open(p, recs, common);
-            ResultWriter.Write(s, Reconstructions.Drops(f), output.Parse(p), Console.Out, p.GetValue(output.Output));
+            Emit(s, Reconstructions.Drops(f), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
         });
         return cmd;
@@ -279,7 +305,7 @@ public static class QueryCommands
         {
             var f = filter.Parse(p) with { Address = p.GetValue(addr) };
             using var s = Open(p, recs, common);
-            ResultWriter.Write(s, Reconstructions.Nat(f), output.Parse(p), Console.Out, p.GetValue(output.Output));
+            Emit(s, Reconstructions.Nat(f), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
         });
         return cmd;
@@ -304,7 +330,7 @@ public static class QueryCommands
         {
             var f = filter.Parse(p) with { Process = p.GetValue(process) };
             using var s = Open(p, recs, common);
-            ResultWriter.Write(s, Reconstructions.Connects(f, p.GetValue(external)), output.Parse(p), Console.Out, p.GetValue(output.Output));
+            Emit(s, Reconstructions.Connects(f, p.GetValue(external)), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
         });
         return cmd;
@@ -360,7 +386,7 @@ public static class QueryCommands
                 FlowStory.Write(s, result, (TextWriter?)file ?? Console.Out);
             }
             else
-                ResultWriter.Write(s, Reconstructions.Flows(f), output.Parse(p), Console.Out, outFile);
+                Emit(s, Reconstructions.Flows(f), output.Parse(p), outFile);
             return (int)ExitCode.Ok;
         });
         return cmd;

@@ -22,7 +22,7 @@ public sealed record QueryLimits
     /// <summary>
     /// Rows a result held in memory may have (table and Parquet output, the reconstructions,
     /// replay); a larger result is refused rather than exhausting memory outside DuckDB's limit.
-    /// Streamed output (<see cref="QuerySession.Stream"/>: CSV, JSON lines) has no row limit.
+    /// Streamed output (<see cref="QuerySession.Stream"/>: CSV, JSON lines; <see cref="QuerySession.StreamArrow"/>: Arrow) has no row limit.
     /// </summary>
     public long MaxRows { get; init; } = 1_000_000;
 }
@@ -338,6 +338,31 @@ public sealed class QuerySession : IDisposable
         });
     }
 
+    /// <summary>
+    /// Runs one query and hands its result over as Arrow record batches as DuckDB produces them (DuckDB's own
+    /// Arrow conversion of each data chunk, from a streaming result: memory stays bounded whatever the row
+    /// count). The schema comes first. Batches are valid only during the call. Under the same time limit as
+    /// <see cref="Execute"/>.
+    /// </summary>
+    public void StreamArrow(string sql, Action<Apache.Arrow.Schema> onSchema, Action<Apache.Arrow.RecordBatch> onBatch)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        ArgumentNullException.ThrowIfNull(onSchema);
+        ArgumentNullException.ThrowIfNull(onBatch);
+        if (SqlGuard.Check(_conn, sql, _allowedTableFunctions) != 1)
+            throw new QueryException("Arrow output is one result: give one statement");
+        Timed(sql, streaming: true, cmd =>
+        {
+            using var stream = cmd.ExecuteArrowStream();
+            onSchema(stream.Schema);
+            while (stream.ReadNextRecordBatchAsync().AsTask().GetAwaiter().GetResult() is { } batch)
+            {
+                using (batch)
+                    onBatch(batch);
+            }
+        });
+    }
+
     /// <summary>Runs one query and yields each row as column name -> value (blobs as byte[]); at most <see cref="QueryLimits.MaxRows"/> rows.</summary>
     public IEnumerable<Dictionary<string, object?>> Rows(string sql)
     {
@@ -352,7 +377,18 @@ public sealed class QuerySession : IDisposable
         }
     }
 
-    private void Read(string sql, bool streaming, Action<IDataReader> onResult)
+    private void Read(string sql, bool streaming, Action<IDataReader> onResult) => Timed(sql, streaming, cmd =>
+    {
+        using var reader = cmd.ExecuteReader();
+        do
+        {
+            if (reader.FieldCount > 0)
+                onResult(reader);
+        } while (reader.NextResult());
+    });
+
+    /// <summary>Runs a command under the session's time limit: cancelled when it runs out, DuckDB's errors as one line.</summary>
+    private void Timed(string sql, bool streaming, Action<DuckDBCommand> run)
     {
         using var cmd = _conn.CreateCommand();
         cmd.CommandText = sql;
@@ -363,26 +399,26 @@ public sealed class QuerySession : IDisposable
             timedOut = true;
             try { cmd.Cancel(); } catch (ObjectDisposedException) { }
         }, null, _limits.Timeout, Timeout.InfiniteTimeSpan);
+        var interrupted = $"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s (--timeout)";
         try
         {
-            using var reader = cmd.ExecuteReader();
-            do
-            {
-                if (reader.FieldCount > 0)
-                    onResult(reader);
-            } while (reader.NextResult());
+            run(cmd);
         }
         catch (OperationCanceledException) when (timedOut)
         {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s (--timeout)");
+            throw new QueryException(interrupted);
         }
         catch (DuckDBException e) when (timedOut && e.Message.Contains("nterrupt", StringComparison.Ordinal))
         {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s (--timeout)");
+            throw new QueryException(interrupted);
         }
         catch (DuckDBException e)
         {
             throw new QueryException(OneLine(e.Message), e);
+        }
+        catch (InvalidOperationException e) when (timedOut)
+        {
+            throw new QueryException(interrupted, e);
         }
     }
 

@@ -52,7 +52,8 @@ internal static class SqlGuard
         return allowed;
     }
 
-    public static void Check(DuckDBConnection conn, string sql, IReadOnlySet<string> allowedTableFunctions)
+    /// <summary>Refuses anything but queries and any table function not on the list; returns the number of statements.</summary>
+    public static int Check(DuckDBConnection conn, string sql, IReadOnlySet<string> allowedTableFunctions)
     {
         ArgumentNullException.ThrowIfNull(conn);
         ArgumentNullException.ThrowIfNull(allowedTableFunctions);
@@ -83,6 +84,7 @@ internal static class SqlGuard
         }
         if (unparsed is not null)
             throw new QueryException("cannot check the statement's table functions: " + unparsed);
+        return (int)count;
     }
 
     /// <summary>
