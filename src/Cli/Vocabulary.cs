@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Net;
 using System.Text.RegularExpressions;
 using Forensics.Datapath.Probes;
+using Forensics.Query.Recording;
 
 namespace Forensics.Cli;
 
@@ -186,9 +187,15 @@ public static partial class Vocabulary
             if (s is null)
                 return null;
             if (!File.Exists(s))
+            {
                 r.AddError($"{name}: {s}: no such file");
-            else if (Query.Recording.RegularFile.Kind(Path.GetFullPath(s)) is { } kind && kind is not ("a regular file" or "a symbolic link"))
-                r.AddError($"{name}: {s}: is {kind}, not a regular file");
+                return s;
+            }
+            // A link given by hand is followed; what it leads to must be a regular file with bytes in it.
+            var full = Path.GetFullPath(s);
+            var target = new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full;
+            if (RegularFile.Kind(target) is { } kind && kind != RegularFile.Regular)
+                r.AddError($"{name}: {s}: is {kind}");
             return s;
         },
     };

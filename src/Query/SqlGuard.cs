@@ -1,32 +1,28 @@
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using DuckDB.NET.Data;
-using DuckDB.NET.Native;
 
 namespace Forensics.Query;
 
 /// <summary>
 /// Lets only queries run on a recording. DuckDB's allowed_paths, which let the
 /// views read the recording's files after external access is switched off,
-/// also let a COPY write them (USE_TMP_FILE false); so before a statement
-/// runs, each one is parsed and prepared, and anything but a query (SELECT,
-/// FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE) is refused: COPY, EXPORT,
-/// ATTACH, INSTALL/LOAD, SET, CREATE, INSERT, CALL, EXPLAIN (ANALYZE runs its
-/// statement), PRAGMA that are not queries.
+/// also let a COPY write them (USE_TMP_FILE false); so before anything runs, the
+/// SQL is parsed by DuckDB's own parser (<c>json_serialize_sql</c>, which serializes
+/// SELECT statements only) and anything but a query (SELECT, FROM, WITH, VALUES,
+/// DESCRIBE, SHOW, SUMMARIZE: all parse to a SELECT) is refused: COPY, EXPORT, ATTACH,
+/// INSTALL/LOAD, SET, CREATE, INSERT, CALL, EXPLAIN (ANALYZE runs its statement), PRAGMA.
 ///
 /// A query can still call a table function, and some of those act rather than read
 /// (<c>FROM enable_logging(storage := 'file', ...)</c> aborted the process,
 /// <c>checkpoint()</c>, <c>enable_profiling()</c>, <c>query('...')</c> runs any SQL). So
-/// every table function a statement names (found in DuckDB's own parse tree,
-/// <c>json_serialize_sql</c>) must be on a list of functions that only read: series,
-/// unnest, the catalog functions, Parquet metadata, JSON, and the session's own table
-/// macros. A new DuckDB function is refused until it is put on the list.
+/// every table function a statement names (found in the same parse tree) must be on a
+/// list of functions that only read: series, unnest, the catalog functions, Parquet
+/// metadata, JSON, and the session's own table macros. A new DuckDB function is refused
+/// until it is put on the list. Nothing is bound before the check: binding a table
+/// function already runs its code.
 /// </summary>
 internal static class SqlGuard
 {
-    // duckdb.h: DUCKDB_STATEMENT_TYPE_SELECT
-    private const int StatementTypeSelect = 1;
-
     /// <summary>Table functions that only compute or read what the session may already read.</summary>
     public static readonly IReadOnlySet<string> ReadOnlyTableFunctions = new HashSet<string>(StringComparer.Ordinal)
     {
@@ -57,43 +53,30 @@ internal static class SqlGuard
     {
         ArgumentNullException.ThrowIfNull(conn);
         ArgumentNullException.ThrowIfNull(allowedTableFunctions);
-        // Parsed first, bound second: binding a table function already runs its code.
-        var names = TableFunctions(conn, sql, out var unparsed);
-        foreach (var name in names)
+        var parsed = Parse(conn, sql);
+        if (parsed.NotAQuery)
+            throw new QueryException("a statement is not a query: a recording is opened read-only, only SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW and SUMMARIZE run");
+        if (parsed.Error is not null)
+            throw new QueryException(parsed.Error);
+        if (parsed.Statements == 0)
+            throw new QueryException("no statement");
+        foreach (var name in parsed.TableFunctions)
         {
             if (!allowedTableFunctions.Contains(name))
                 throw new QueryException($"table function {name}() is not allowed: a recording is opened read-only, and only table functions that read are ({string.Join(", ", ReadOnlyTableFunctions.Order(StringComparer.Ordinal))}, and the views' macros)");
         }
-        var count = NativeMethods.ExtractStatements.DuckDBExtractStatements(conn.NativeConnection, sql, out var extracted);
-        using (extracted)
-        {
-            if (count <= 0)
-                throw new QueryException(QuerySession.OneLine(NativeMethods.ExtractStatements.DuckDBExtractStatementsError(extracted) ?? "no statement"));
-            for (var i = 0; i < count; i++)
-            {
-                var state = NativeMethods.ExtractStatements.DuckDBPrepareExtractedStatement(conn.NativeConnection, extracted, i, out var prepared);
-                using (prepared)
-                {
-                    if (state != DuckDBState.Success)
-                        throw new QueryException(QuerySession.OneLine(NativeMethods.PreparedStatements.DuckDBPrepareError(prepared) ?? "cannot prepare the statement"));
-                    var type = DuckDbNative.duckdb_prepared_statement_type(prepared.DangerousGetHandle());
-                    if (type != StatementTypeSelect)
-                        throw new QueryException($"statement {i + 1} is not a query: a recording is opened read-only, only SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW and SUMMARIZE run");
-                }
-            }
-        }
-        if (unparsed is not null)
-            throw new QueryException("cannot check the statement's table functions: " + unparsed);
-        return (int)count;
+        return parsed.Statements;
     }
 
+    /// <summary>What DuckDB's parser makes of some SQL: its statements, the table functions they name, or why it refuses it.</summary>
+    internal sealed record Parsed(int Statements, IReadOnlyList<string> TableFunctions, bool NotAQuery, string? Error);
+
     /// <summary>
-    /// Every table function the SQL names, lower case, from DuckDB's parse tree; when DuckDB cannot
-    /// serialize the tree (a statement that is not a SELECT, a syntax error), none and the reason.
+    /// Every table function the SQL names, lower case, from DuckDB's parse tree (<c>json_serialize_sql</c>);
+    /// it serializes only SELECT statements, so any other statement makes it refuse the whole text.
     /// </summary>
-    internal static IReadOnlyList<string> TableFunctions(DuckDBConnection conn, string sql, out string? unparsed)
+    internal static Parsed Parse(DuckDBConnection conn, string sql)
     {
-        unparsed = null;
         string json;
         using (var cmd = conn.CreateCommand())
         {
@@ -105,12 +88,17 @@ internal static class SqlGuard
         if (doc.RootElement.TryGetProperty("error", out var err) && err.ValueKind == JsonValueKind.True)
         {
             var message = doc.RootElement.TryGetProperty("error_message", out var m) ? m.GetString() : null;
-            unparsed = QuerySession.OneLine(message ?? "it does not parse");
-            return [];
+            var type = doc.RootElement.TryGetProperty("error_type", out var t) ? t.GetString() : null;
+            // DuckDB: "Only SELECT statements can be serialized to json!" (error_type "not implemented").
+            var notAQuery = type == "not implemented" && message is not null && message.Contains("Only SELECT", StringComparison.Ordinal);
+            // As DuckDB words its exceptions: "Parser Error: syntax error at or near ...".
+            var shown = type is { Length: > 0 } ? $"{char.ToUpperInvariant(type[0])}{type[1..]} Error: {message}" : message;
+            return new Parsed(0, [], notAQuery, QuerySession.OneLine(shown ?? "the statement does not parse"));
         }
+        var statements = doc.RootElement.TryGetProperty("statements", out var st) && st.ValueKind == JsonValueKind.Array ? st.GetArrayLength() : 0;
         var names = new List<string>();
         Walk(doc.RootElement, names);
-        return names;
+        return new Parsed(statements, names, false, null);
     }
 
     private static void Walk(JsonElement e, List<string> names)
@@ -133,12 +121,5 @@ internal static class SqlGuard
                     Walk(x, names);
                 break;
         }
-    }
-
-    private static class DuckDbNative
-    {
-        [DllImport("duckdb", CallingConvention = CallingConvention.Cdecl)]
-        [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
-        public static extern int duckdb_prepared_statement_type(IntPtr statement);
     }
 }

@@ -69,10 +69,17 @@ public static class ExtractionFolders
     /// <summary>Set by a signal: the process is ending, nothing more is extracted.</summary>
     public static bool Closing { get; private set; }
 
+    /// <summary>
+    /// Held while an extraction creates a folder or a file, and by a signal while it sets <see cref="Closing"/>:
+    /// nothing is created after the signal's deletion began (a folder created meanwhile would outlive it).
+    /// </summary>
+    internal static readonly object Gate = new();
+
     /// <summary>From a signal handler: stop extracting and delete every folder now (the process ends right after).</summary>
     public static void OnSignal()
     {
-        Closing = true;
+        lock (Gate)
+            Closing = true;
         DeleteAll();
     }
 
@@ -156,7 +163,12 @@ public static class BundleReader
         ExtractionFolders.Hold(dir);
         try
         {
-            Output.OutputTarget.CreatePrivateDirectory(dir);
+            lock (ExtractionFolders.Gate)
+            {
+                if (ExtractionFolders.Closing)
+                    throw new OperationCanceledException("interrupted");
+                Output.OutputTarget.CreatePrivateDirectory(dir);
+            }
             var report = Scan(path, options ?? new(), dir);
             return new OpenedBundle(dir, report);
         }
@@ -205,22 +217,33 @@ public static class BundleReader
         }
     }
 
+    /// <summary>
+    /// Deletes an extraction folder. One deletion at a time: a signal's and the interrupted extraction's own
+    /// used to run together, each giving up on an entry the other had just removed, and left the folder behind.
+    /// </summary>
     internal static void DeleteTree(string dir)
     {
-        try
+        lock (DeleteGate)
         {
-            if (System.IO.Directory.Exists(dir))
+            for (var attempt = 0; attempt < 3 && System.IO.Directory.Exists(dir); attempt++)
             {
-                System.IO.Directory.Delete(dir, recursive: true);
+                try
+                {
+                    System.IO.Directory.Delete(dir, recursive: true);
+                }
+                catch (IOException)
+                {
+                    // an entry went away or appeared meanwhile: look again
+                }
+                catch (UnauthorizedAccessException)
+                {
+                    return;
+                }
             }
         }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
     }
+
+    private static readonly object DeleteGate = new();
 
     private sealed record Seen(string Name, long Size, string Sha256, bool Listed);
 
@@ -647,6 +670,14 @@ public static class BundleReader
 
         /// <summary>Creates a new file under the private folder; the path was checked and must stay inside it.</summary>
         private FileStream CreateOutput(string name)
+        {
+            lock (ExtractionFolders.Gate)
+            {
+                return CreateOutputLocked(name);
+            }
+        }
+
+        private FileStream CreateOutputLocked(string name)
         {
             if (ExtractionFolders.Closing)
             {

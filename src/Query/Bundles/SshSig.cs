@@ -235,7 +235,8 @@ public sealed class SshSig
         {
             throw new FileNotFoundException($"signing key {keyFile} not found", keyFile);
         }
-        if (Recording.RegularFile.Kind(Path.GetFullPath(keyFile)) is "a FIFO" or "a character device" or "a block device" or "a socket")
+        var full = Path.GetFullPath(keyFile);
+        if (Recording.RegularFile.Kind(new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full) != Recording.RegularFile.Regular)
         {
             throw new ArgumentException($"signing key {keyFile} is not a regular file");
         }

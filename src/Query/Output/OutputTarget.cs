@@ -25,8 +25,10 @@ public static class OutputTarget
             throw new QueryException($"{output}: is a symbolic link; refusing to write through it");
         if (Directory.Exists(full))
             throw new QueryException($"{output}: is a directory");
-        if (info.Exists && Recording.RegularFile.Kind(full) is { } kind && kind != "a regular file")
-            throw new QueryException($"{output}: is {kind}; refusing to write to it");
+        // A FIFO, a device or a socket (which .NET cannot tell from an empty file) is never opened:
+        // opening a FIFO waits for a reader, and a device would be written.
+        if (info.Exists && Recording.RegularFile.Kind(full) is { } kind && kind != Recording.RegularFile.Regular)
+            throw new QueryException($"{output}: exists and is {kind}; refusing to write to it (remove it first if it is an empty file)");
         var parent = Path.GetDirectoryName(full)!;
         if (!Directory.Exists(parent))
             throw new QueryException($"{output}: the folder {parent} does not exist");

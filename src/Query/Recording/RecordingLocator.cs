@@ -74,7 +74,7 @@ public static class RecordingLocator
             // The path the user typed may be a link to a bundle: follow that one, never one inside a recording.
             var target = new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full;
             kind = RegularFile.Kind(target) ?? kind;
-            if (kind != "a regular file")
+            if (kind != RegularFile.Regular)
                 throw new RecordingException($"{path}: is {kind}, not a recording folder or a bundle file");
             if (BundleOpener is null || IsBundle is null)
                 throw new RecordingException($"{path}: not a recording directory (bundle files are not supported by this build)");
@@ -243,7 +243,7 @@ public static class RecordingLocator
             if (!fsi.Exists)
                 throw new RecordingException($"{shownAs}: {relative}: listed in the manifest but missing");
         }
-        if (RegularFile.Kind(current) is { } kind && kind != "a regular file")
+        if (RegularFile.Kind(current) is { } kind && kind != RegularFile.Regular)
             throw new RecordingException($"{shownAs}: {relative}: is {kind}, not a regular Parquet file");
         if (new FileInfo(current).Length < MinParquetBytes)
             throw new RecordingException($"{shownAs}: {relative}: not a regular Parquet file");

@@ -1,69 +1,82 @@
-using System.Runtime.InteropServices;
+using Forensics.Query.Output;
 using Microsoft.Win32.SafeHandles;
 
 namespace Forensics.Query.Recording;
 
 /// <summary>
-/// Opens only regular files. A FIFO, a device or a socket given as a recording, a manifest or a
-/// bundle would block open(2) forever (a FIFO without a writer) or stream without end (/dev/zero);
-/// .NET cannot tell them from files before opening. So the file is opened with O_NONBLOCK (an
-/// open that cannot wait for a writer) and O_NOFOLLOW (the final component is not a link), and
-/// fstat on the open descriptor must say "regular file" before a byte is read: no window between
-/// the check and the use.
+/// Opens only regular files, with managed calls alone (native code lives in src/Datapath only). A FIFO,
+/// a device or a socket given as a recording, a manifest or a bundle would block open(2) forever (a FIFO
+/// without a writer) or stream without end (/dev/zero). .NET reports every one of them as a "Normal" file,
+/// but Linux gives each a size of 0, and an empty file is never a manifest, a bundle, a segment or a key:
+/// so a file is read only when it is not a link, not a folder and not empty.
+/// <list type="number">
+/// <item>Before it is opened, the path itself (lstat, not following a final link): a link, a folder or
+/// an empty or special file is refused without being opened.</item>
+/// <item>After it is opened, the handle actually opened: /proc/self/fd names the file it holds, which
+/// must be the path checked (a link swapped in after step 1 would name its target: refused), and fstat
+/// on the handle must still show a non-empty file that is not a folder.</item>
+/// </list>
+/// What managed code cannot do is open without waiting (O_NONBLOCK): a FIFO renamed over the path between
+/// the two steps, by someone who may write its folder, makes the open wait for a writer (Ctrl-C ends it).
+/// A recording's folders are 0700, and the kernel refuses to follow another user's link in a sticky
+/// folder such as /tmp (fs.protected_symlinks).
 /// </summary>
 public static class RegularFile
 {
-    // <fcntl.h>: the same on x86_64 and aarch64 except O_NOFOLLOW (asm-generic vs arm).
-    private const int O_RDONLY = 0;
-    private const int O_NONBLOCK = 0x800;
-    private const int O_CLOEXEC = 0x80000;
-    private static int O_NOFOLLOW => RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? 0x8000 : 0x20000;
+    /// <summary>What <see cref="Kind"/> says of a regular file.</summary>
+    public const string Regular = "a regular file";
 
-    // <linux/stat.h>: struct statx has one layout on every architecture.
-    private const int AT_FDCWD = -100;
-    private const int AT_SYMLINK_NOFOLLOW = 0x100;
-    private const int AT_EMPTY_PATH = 0x1000;
-    private const uint STATX_TYPE = 0x1;
-    private const uint STATX_SIZE = 0x200;
-    private const int StatxModeOffset = 0x1C;
-    private const int StatxBytes = 256;
-    private const int S_IFMT = 0xF000;
-    private const int S_IFREG = 0x8000;
+    /// <summary>What <see cref="Kind"/> says of a file .NET cannot tell from a FIFO, device or socket: one of size 0.</summary>
+    public const string EmptyOrSpecial = "empty or not a regular file (a FIFO, a device or a socket)";
 
-    /// <summary>What a path is, without following a final symbolic link and without opening it.</summary>
+    /// <summary>
+    /// What a path is, without following a final symbolic link and without opening it: "a symbolic link",
+    /// "a directory", <see cref="Regular"/> (a file with bytes) or <see cref="EmptyOrSpecial"/>; null when nothing is there.
+    /// </summary>
     public static string? Kind(string path)
     {
-        var buf = new byte[StatxBytes];
-        if (Native.statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_SIZE, buf) != 0)
+        ArgumentNullException.ThrowIfNull(path);
+        var info = new FileInfo(path);
+        if (info.LinkTarget is not null)
+            return "a symbolic link";
+        if (Directory.Exists(path))
+            return "a directory";
+        if (!info.Exists)
             return null;
-        return KindOf(Mode(buf));
+        return info.Length > 0 ? Regular : EmptyOrSpecial;
     }
 
     /// <summary>
     /// Opens a regular file for reading; throws <see cref="RecordingException"/> naming what it is
-    /// otherwise (a FIFO, a device, a directory, a symbolic link) or why it cannot be opened.
+    /// otherwise (empty or special, a directory, a symbolic link) or why it cannot be opened.
     /// </summary>
     public static FileStream OpenRead(string path, string shownAs)
     {
         ArgumentNullException.ThrowIfNull(path);
-        var fd = Native.open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
+        var full = Path.GetFullPath(path);
+        switch (Kind(full))
         {
-            var errno = Marshal.GetLastPInvokeError();
-            // ELOOP: the final component is a symbolic link (O_NOFOLLOW).
-            throw new RecordingException(errno == 40
-                ? $"{shownAs}: is a symbolic link; refusing to follow it"
-                : $"{shownAs}: {Marshal.GetPInvokeErrorMessage(errno)}");
+            case null:
+                throw new RecordingException($"{shownAs}: no such file");
+            case "a symbolic link":
+                throw new RecordingException($"{shownAs}: is a symbolic link; refusing to follow it");
+            case Regular:
+                break;
+            case var kind:
+                throw new RecordingException($"{shownAs}: is {kind}; refusing to read it");
         }
-        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        SafeFileHandle handle;
         try
         {
-            var buf = new byte[StatxBytes];
-            if (Native.statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE, buf) != 0)
-                throw new RecordingException($"{shownAs}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
-            var kind = KindOf(Mode(buf));
-            if (kind != "a regular file")
-                throw new RecordingException($"{shownAs}: is {kind}, not a regular file; refusing to read it");
+            handle = File.OpenHandle(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RecordingException($"{shownAs}: {e.Message}");
+        }
+        try
+        {
+            CheckOpened(handle, full, shownAs);
             return new FileStream(handle, FileAccess.Read, 1 << 16);
         }
         catch
@@ -84,28 +97,17 @@ public static class RegularFile
         return data;
     }
 
-    private static int Mode(byte[] statx) => BitConverter.ToUInt16(statx, StatxModeOffset);
-
-    private static string KindOf(int mode) => (mode & S_IFMT) switch
+    /// <summary>The checks on the handle actually opened: the file checked, still a non-empty file that is not a folder.</summary>
+    internal static void CheckOpened(SafeFileHandle handle, string full, string shownAs)
     {
-        S_IFREG => "a regular file",
-        0x4000 => "a directory",
-        0xA000 => "a symbolic link",
-        0x1000 => "a FIFO",
-        0x2000 => "a character device",
-        0x6000 => "a block device",
-        0xC000 => "a socket",
-        _ => "of an unknown type",
-    };
-
-    private static class Native
-    {
-        [DllImport("libc", SetLastError = true, CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
-        [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
-        public static extern int open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
-
-        [DllImport("libc", SetLastError = true, CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
-        [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
-        public static extern int statx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, [Out] byte[] buffer);
+        var opened = new FileInfo($"/proc/self/fd/{handle.DangerousGetHandle()}").LinkTarget
+            ?? throw new RecordingException($"{shownAs}: cannot tell which file was opened (/proc/self/fd)");
+        var expected = OutputTarget.RealPath(full);
+        if (!string.Equals(opened, expected, StringComparison.Ordinal))
+            throw new RecordingException($"{shownAs}: changed while it was opened (it now leads to {opened}); refusing to read it");
+        if ((File.GetAttributes(handle) & FileAttributes.Directory) != 0)
+            throw new RecordingException($"{shownAs}: is a directory; refusing to read it");
+        if (RandomAccess.GetLength(handle) <= 0)
+            throw new RecordingException($"{shownAs}: is {EmptyOrSpecial}; refusing to read it");
     }
 }
