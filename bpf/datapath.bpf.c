@@ -42,6 +42,7 @@ struct fx_maps_anchor {
 	struct fx_ct_key ck;
 	struct fx_ct_entry ce;
 	struct fx_ct_stats cs;
+	struct fx_ct_closed_key cck;
 	struct fx_service_key sk;
 	struct fx_service s;
 	struct fx_backend_key bk;

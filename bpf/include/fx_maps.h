@@ -69,6 +69,7 @@ enum fx_map_limits {
 	FX_ENDPOINTS_MAX = 1024,
 	FX_POLICY_MAX = 65536,
 	FX_CT_MAX = 65536,
+	FX_CT_CLOSED_MAX = 16384,
 	FX_SERVICES_MAX = 1024,
 	FX_BACKENDS_MAX = 16384,
 	FX_LB_FLOWS_MAX = 65536,
@@ -167,6 +168,17 @@ struct fx_ct_entry {
 };
 _Static_assert(sizeof(struct fx_ct_entry) == 88, "fx_ct_entry");
 _Static_assert(sizeof(struct fx_ct_entry) % 8 == 0, "fx_ct_entry: a multiple of 8 bytes");
+
+/*
+ * fx_ct_closed: a connection that saw FIN or RST whose tuple was opened again
+ * (a reused port) before a reader took its final counters from fx_ct: its
+ * entry as it was, under its key and creation time, until the reader takes it.
+ */
+struct fx_ct_closed_key {
+	struct fx_ct_key key;
+	__u64 created_ns;
+};
+_Static_assert(sizeof(struct fx_ct_closed_key) == 48, "fx_ct_closed_key");
 
 /* fx_ct_stats[0] (per CPU): connections tracked, so that a reader of fx_ct knows how many it never saw. */
 struct fx_ct_stats {

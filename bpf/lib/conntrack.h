@@ -26,6 +26,23 @@ struct {
 	__type(value, struct fx_ct_stats);
 } fx_ct_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FX_CT_CLOSED_MAX);
+	__type(key, struct fx_ct_closed_key);
+	__type(value, struct fx_ct_entry);
+} fx_ct_closed SEC(".maps");
+
+/* Keeps a closed connection's final entry for the reader before its tuple is reused. */
+static __always_inline void fx_ct_keep_closed(const struct fx_ct_key *k, const struct fx_ct_entry *e)
+{
+	struct fx_ct_closed_key ck = {};
+
+	ck.key = *k;
+	ck.created_ns = e->created_ns;
+	bpf_map_update_elem(&fx_ct_closed, &ck, e, BPF_ANY);
+}
+
 static __always_inline void fx_ct_key_fwd(struct fx_ct_key *k, const struct fx_ctx *ctx, __u8 dir)
 {
 	__builtin_memcpy(k->saddr, ctx->pkt.tuple.saddr, 16);
@@ -131,8 +148,10 @@ static __always_inline __u8 fx_ct_lookup(struct __sk_buff *skb, struct fx_ctx *c
 	}
 	e = bpf_map_lookup_elem(&fx_ct, fwd);
 	if (e) {
-		if ((tcp_flags & 0x12) == 0x02 && (e->flags & FX_CTF_CLOSING))
+		if ((tcp_flags & 0x12) == 0x02 && (e->flags & FX_CTF_CLOSING)) {
+			fx_ct_keep_closed(fwd, e);
 			return FX_CT_NEW;
+		}
 		__sync_fetch_and_add(&e->packets, 1);
 		__sync_fetch_and_add(&e->bytes, bytes);
 		e->last_ns = now;

@@ -22,6 +22,7 @@ public class MapAbiTests
         ["fx_ct_key"] = typeof(CtKey),
         ["fx_ct_entry"] = typeof(CtEntry),
         ["fx_ct_stats"] = typeof(CtStats),
+        ["fx_ct_closed_key"] = typeof(CtClosedKey),
         ["fx_service_key"] = typeof(ServiceKey),
         ["fx_service"] = typeof(Service),
         ["fx_backend_key"] = typeof(BackendKey),

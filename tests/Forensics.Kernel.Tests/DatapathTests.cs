@@ -875,5 +875,10 @@ public class DatapathTests
         var (_, e) = Assert.Single(h.Dp.Object.Map("fx_ct").Entries<CtKey, CtEntry>(), kv => kv.Key.Sport == 46000);
         Assert.Equal((1ul, 40ul, 0x02), (e.Packets, e.Bytes, (int)e.TcpFlags));
         Assert.Equal(CtFlags.None, e.Flags & CtFlags.Closing);
+        // the closed connection's entry is kept for the recorder, with its final counters, under its creation time
+        var (ck, closed) = Assert.Single(h.Dp.Object.Map("fx_ct_closed").Entries<CtClosedKey, CtEntry>());
+        Assert.Equal((46000, (ushort)8080, closed.CreatedNs), (ck.Key.Sport, ck.Key.Dport, ck.CreatedNs));
+        Assert.Equal((2ul, 90ul, 0x13), (closed.Packets, closed.Bytes, (int)closed.TcpFlags));
+        Assert.True(closed.CreatedNs <= e.CreatedNs);
     }
 }

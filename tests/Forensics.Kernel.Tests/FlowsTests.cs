@@ -194,7 +194,7 @@ public class FlowsTests
             using (var lab = Lab.Up(cluster, new LabOptions { Datapath = LabDatapath.Factory(new EventOptions { RingBytes = 4u << 20 }), CollectEvents = false }))
             {
                 var dp = ((LabDatapath)lab.Datapath!).Datapath;
-                using var source = new DatapathFlowSource([new FlowMaps(lab.Name, dp.StateMap("fx_ct"), dp.StateMap("fx_ct_stats"), dp.StateMap("fx_endpoints"))],
+                using var source = new DatapathFlowSource([FlowMaps.Of(lab.Name, dp)],
                     new FlowOptions { Interval = TimeSpan.FromSeconds(1), Walk = TimeSpan.FromMilliseconds(200) }, Datapath.Probes.KernelClock.UtcOffsets().Monotonic);
                 using var cts = new CancellationTokenSource();
                 using var rec = new Recording([source], new RecordOptions { OutputDir = dir }, monotonicToUtcOffsetNs: null);
@@ -300,6 +300,92 @@ public class FlowsTests
         finally
         {
             source.Dispose();
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    [KernelFact]
+    public void Flows_TupleReusedBetweenTwoReads_EachConnectionItsOwnEndRowAndNothingLost()
+    {
+        // a client port reused at once (the server closed first, so the client holds no TIME_WAIT), three times between
+        // two reads of the conntrack map: each connection is its own row with its own volume, none counted lost
+        var name = LabFixture.UniqueName();
+        var cluster = ClusterLoader.Load($$"""
+            apiVersion: forensics.dev/v1
+            kind: Lab
+            metadata:
+              name: {{name}}
+            spec:
+              podCIDR: 10.0.0.0/24
+              serviceCIDR: 10.0.1.0/24
+              nodeIP: 192.0.2.1
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata:
+              name: client
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata:
+              name: server
+            """, "reuse.yaml");
+        var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-reuse-").FullName, "rec");
+        try
+        {
+            using (var lab = Lab.Up(cluster, new LabOptions { Datapath = LabDatapath.Factory(new EventOptions { RingBytes = 4u << 20 }), CollectEvents = false }))
+            {
+                var dp = ((LabDatapath)lab.Datapath!).Datapath;
+                using var source = new DatapathFlowSource([FlowMaps.Of(lab.Name, dp)],
+                    new FlowOptions { Interval = TimeSpan.FromSeconds(30), Walk = TimeSpan.FromSeconds(10) }, Datapath.Probes.KernelClock.UtcOffsets().Monotonic);
+                using var cts = new CancellationTokenSource();
+                using var rec = new Recording([source], new RecordOptions { OutputDir = dir }, monotonicToUtcOffsetNs: null);
+                var run = new Thread(() => rec.Run(() => "duration", cts.Token));
+                run.Start();
+                var serverIp = lab.PodIp("server").ToString();
+                try
+                {
+                    Assert.True(rec.WaitStarted(TimeSpan.FromSeconds(30)), "the recording did not start");
+                    using var server = Python(LabNames.PodNs(lab.Name, cluster.Pods.Single(p => p.Name == "server")), $$"""
+                        import socket
+                        l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("{{serverIp}}", {{TcpPort}})); l.listen(8); l.settimeout(30)
+                        print("ready", flush=True)
+                        for i in range(3):
+                            c, _ = l.accept(); n = 0
+                            while n < 1000 * (i + 1):
+                                n += len(c.recv(65536))
+                            c.sendall(b"k" * 10); c.close()
+                        """);
+                    WaitReady(server);
+                    var output = RunToEnd(Python(LabNames.PodNs(lab.Name, cluster.Pods.Single(p => p.Name == "client")), $$"""
+                        import socket, time
+                        for i in range(3):
+                            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 47000)); s.settimeout(10)
+                            s.connect(("{{serverIp}}", {{TcpPort}})); s.sendall(b"u" * (1000 * (i + 1)))
+                            while s.recv(65536): pass
+                            s.close(); time.sleep(0.05)
+                        print("done", flush=True)
+                        """));
+                    Assert.Contains("done", output, StringComparison.Ordinal);
+                    RunToEnd(server);
+                }
+                finally
+                {
+                    cts.Cancel();
+                    run.Join(TimeSpan.FromSeconds(60));
+                }
+                var rows = Duck.Table(dir, "flows", "src_port = 47000 AND direction = 'egress'").OrderBy(r => (DateTime)r["first_seen"]!).ToList();
+                Assert.Equal(3, rows.Select(r => r["first_seen"]).Distinct().Count());
+                Assert.All(rows, r => Assert.Equal("end", r["report"]));
+                // each its own bytes up: 1000, 2000, 3000 of payload and 40-52 bytes of headers per packet
+                var up = rows.GroupBy(r => (DateTime)r["first_seen"]!).Select(g => Convert.ToInt64(g.Last()["bytes_orig"], CultureInfo.InvariantCulture)).ToList();
+                Assert.True(up[0] > 1000 && up[0] < 2000 && up[1] > 2000 && up[1] < 3000 && up[2] > 3000 && up[2] < 4000, string.Join(", ", up));
+                Assert.Equal(0UL, Format.Manifest.Read(dir).EventsLost);
+            }
+            Assert.Empty(LabFixture.Leftovers(name));
+        }
+        finally
+        {
             Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
         }
     }

@@ -174,7 +174,17 @@ public sealed unsafe class BpfMap : IDisposable
     /// <paramref name="values"/> (at least <see cref="MaxEntries"/> long) from index 0 and returns how many it read. A
     /// map that changes meanwhile may show an entry twice or not at all, as any iteration of a live hash map.
     /// </summary>
-    public int ReadBatched<TKey, TValue>(TKey[] keys, TValue[] values) where TKey : unmanaged where TValue : unmanaged
+    public int ReadBatched<TKey, TValue>(TKey[] keys, TValue[] values) where TKey : unmanaged where TValue : unmanaged =>
+        Batched(keys, values, delete: false);
+
+    /// <summary>
+    /// As <see cref="ReadBatched{TKey, TValue}"/>, deleting what it read (BPF_MAP_LOOKUP_AND_DELETE_BATCH): for a map
+    /// that hands its entries over to one reader.
+    /// </summary>
+    public int TakeBatched<TKey, TValue>(TKey[] keys, TValue[] values) where TKey : unmanaged where TValue : unmanaged =>
+        Batched(keys, values, delete: true);
+
+    private int Batched<TKey, TValue>(TKey[] keys, TValue[] values, bool delete) where TKey : unmanaged where TValue : unmanaged
     {
         ArgumentNullException.ThrowIfNull(keys);
         ArgumentNullException.ThrowIfNull(values);
@@ -189,11 +199,13 @@ public sealed unsafe class BpfMap : IDisposable
             {
                 uint count = (uint)Math.Min(keys.Length - n, values.Length - n);
                 ulong next = 0;
-                int rc = LibBpf.bpf_map_lookup_batch(Fd, first ? null : &token, &next, k + n, v + n, &count, null);
+                int rc = delete
+                    ? LibBpf.bpf_map_lookup_and_delete_batch(Fd, first ? null : &token, &next, k + n, v + n, &count, null)
+                    : LibBpf.bpf_map_lookup_batch(Fd, first ? null : &token, &next, k + n, v + n, &count, null);
                 n += (int)count;
                 if (rc == -2) // ENOENT: the last batch
                     break;
-                BpfException.Check(rc, $"bpf_map_lookup_batch({Name})");
+                BpfException.Check(rc, delete ? $"bpf_map_lookup_and_delete_batch({Name})" : $"bpf_map_lookup_batch({Name})");
                 token = next;
                 first = false;
             }

@@ -392,7 +392,7 @@ public sealed class Datapath : IEventSource
     /// one consumer position, and a second reader would take records from the owner (docs/monitor.md).
     /// </summary>
     public static IReadOnlyList<string> StateMaps { get; } =
-        ["fx_ipcache", "fx_endpoints", "fx_policy", "fx_ct", "fx_services", "fx_backends", "fx_lb_flows", "fx_snat", "fx_nat_cfg", EventChannel.StatsMap, "fx_ct_stats"];
+        ["fx_ipcache", "fx_endpoints", "fx_policy", "fx_ct", "fx_services", "fx_backends", "fx_lb_flows", "fx_snat", "fx_nat_cfg", EventChannel.StatsMap, "fx_ct_stats", "fx_ct_closed"];
 
     /// <summary>One of the maps that hold the datapath's state (<see cref="StateMaps"/>): fx_ct for the recorder's flows table.</summary>
     public BpfMap StateMap(string name)

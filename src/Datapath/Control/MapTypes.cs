@@ -216,6 +216,14 @@ public struct CtEntry
     public uint Pad;
 }
 
+/// <summary>fx_ct_closed's key: a closed connection whose tuple was opened again, by its key and creation time.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct CtClosedKey
+{
+    public CtKey Key;
+    public ulong CreatedNs;
+}
+
 /// <summary>fx_ct_stats (per CPU): conntrack entries created and creations the map refused.</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct CtStats

@@ -99,6 +99,9 @@ internal static unsafe partial class LibBpf
     public static partial int bpf_map_get_next_key(int fd, void* key, void* next_key);
 
     [LibraryImport(Lib)]
+    public static partial int bpf_map_lookup_and_delete_batch(int fd, void* in_batch, void* out_batch, void* keys, void* values, uint* count, void* opts);
+
+    [LibraryImport(Lib)]
     public static partial int bpf_map_lookup_batch(int fd, void* in_batch, void* out_batch, void* keys, void* values, uint* count, void* opts);
 
     [LibraryImport(Lib)]

@@ -276,7 +276,7 @@ public sealed class RecordingSession
                 var maps = new List<FlowMaps>();
                 bool pinned = false;
                 if (lab?.Datapath is LabDatapath own)
-                    maps.Add(new FlowMaps(lab.Name, own.Datapath.StateMap("fx_ct"), own.Datapath.StateMap("fx_ct_stats"), own.Datapath.StateMap("fx_endpoints")));
+                    maps.Add(FlowMaps.Of(lab.Name, own.Datapath));
                 foreach (var a in attached)
                 {
                     try

@@ -30,8 +30,19 @@ public sealed record FlowOptions
     public TimeSpan TcpIdleTimeout { get; init; } = TimeSpan.FromHours(6);
 }
 
-/// <summary>One datapath whose conntrack map is walked: its name and its maps (fx_ct; fx_ct_stats and fx_endpoints when it has them).</summary>
-public sealed record FlowMaps(string Datapath, BpfMap Conntrack, BpfMap? Stats, BpfMap? Endpoints);
+/// <summary>
+/// One datapath whose conntrack map is walked: its name and its maps (fx_ct; fx_ct_stats, fx_endpoints and fx_ct_closed
+/// when it has them).
+/// </summary>
+public sealed record FlowMaps(string Datapath, BpfMap Conntrack, BpfMap? Stats, BpfMap? Endpoints, BpfMap? Closed = null)
+{
+    /// <summary>The maps of a datapath this process loaded.</summary>
+    public static FlowMaps Of(string name, Datapath.Control.Datapath dp)
+    {
+        ArgumentNullException.ThrowIfNull(dp);
+        return new FlowMaps(name, dp.StateMap("fx_ct"), dp.StateMap("fx_ct_stats"), dp.StateMap("fx_endpoints"), dp.StateMap("fx_ct_closed"));
+    }
+}
 
 /// <summary>
 /// Per-connection volumes from the datapath (docs/flows.md): its conntrack map (fx_ct, an LRU hash of 88-byte
@@ -73,7 +84,7 @@ public sealed class DatapathFlowSource : IRecordSource
     {
         var ct = BpfMap.OpenPinned(Path.Combine(pinDir, "fx_ct"));
         BpfMap? Optional(string name) => File.Exists(Path.Combine(pinDir, name)) ? BpfMap.OpenPinned(Path.Combine(pinDir, name)) : null;
-        return new FlowMaps(datapath, ct, Optional("fx_ct_stats"), Optional("fx_endpoints"));
+        return new FlowMaps(datapath, ct, Optional("fx_ct_stats"), Optional("fx_endpoints"), Optional("fx_ct_closed"));
     }
 
     public string Name => "flows";
@@ -118,6 +129,8 @@ public sealed class DatapathFlowSource : IRecordSource
         public readonly Dictionary<ushort, uint> Identities = [];
         public CtKey[] Keys = [];
         public CtEntry[] Values = [];
+        public CtClosedKey[] ClosedKeys = [];
+        public CtEntry[] ClosedValues = [];
         public ulong CreatedAtStart;
         public ulong SeenNew;
         public int Generation;
@@ -137,6 +150,11 @@ public sealed class DatapathFlowSource : IRecordSource
             w.Keys = new CtKey[size];
             w.Values = new CtEntry[size];
             w.HasStats = w.Maps.Stats is not null;
+            if (w.Maps.Closed is { } closed)
+            {
+                w.ClosedKeys = new CtClosedKey[closed.MaxEntries];
+                w.ClosedValues = new CtEntry[closed.MaxEntries];
+            }
             w.CreatedAtStart = Created(w);
             if (!w.HasStats)
                 writer.NotRecorded($"flows of the datapath {w.Maps.Datapath}: connections opened and evicted from its conntrack map between two reads are not counted (the datapath has no fx_ct_stats map: an older build)");
@@ -171,6 +189,7 @@ public sealed class DatapathFlowSource : IRecordSource
             foreach (var (_, ep) in eps.Entries<int, Endpoint>())
                 w.Identities[ep.Id] = ep.Identity;
         }
+        TakeClosed(w, start, writer, buffer, now);
         int n = w.Maps.Conntrack.ReadBatched(w.Keys, w.Values);
         int gen = ++w.Generation;
         for (int i = 0; i < n; i++)
@@ -244,6 +263,37 @@ public sealed class DatapathFlowSource : IRecordSource
             // the connections the datapath opened since the start (read before the map) that no read saw
             ulong opened = created - w.CreatedAtStart;
             Volatile.Write(ref w.Missed, opened > w.SeenNew ? (long)(opened - w.SeenNew) : 0);
+        }
+    }
+
+    /// <summary>
+    /// Connections whose tuple was opened again since the last read (fx_ct_closed, taken out of the map): the end row
+    /// of one a read saw (with its final counters), or the only row of one no read saw.
+    /// </summary>
+    private void TakeClosed(Walker w, ulong start, RecordWriter writer, byte[] buffer, ulong now)
+    {
+        if (w.Maps.Closed is not { } closed)
+            return;
+        int c = closed.TakeBatched(w.ClosedKeys, w.ClosedValues);
+        for (int i = 0; i < c; i++)
+        {
+            ref readonly var ck = ref w.ClosedKeys[i];
+            ref readonly var v = ref w.ClosedValues[i];
+            if (w.Flows.TryGetValue(ck.Key, out var f) && f.Created == ck.CreatedNs)
+            {
+                bool moved = v.Packets + v.RevPackets != f.Last.Packets + f.Last.RevPackets;
+                f.Last = v;
+                if (f.Ended && !moved)
+                    continue;
+                Emit(writer, buffer, w, ck.Key, v, 1, ClosedReason(v) ?? 4, now);
+                f.Ended = true;
+            }
+            else if (v.LastNs >= start)
+            {
+                if (v.CreatedNs >= start)
+                    w.SeenNew++;
+                Emit(writer, buffer, w, ck.Key, v, 1, ClosedReason(v) ?? 4, now);
+            }
         }
     }
 
@@ -348,6 +398,7 @@ public sealed class DatapathFlowSource : IRecordSource
             d.Conntrack.Dispose();
             d.Stats?.Dispose();
             d.Endpoints?.Dispose();
+            d.Closed?.Dispose();
         }
     }
 }
