@@ -84,6 +84,7 @@ public static class MapLimits
     public const int EndpointsMax = 1024;
     public const int PolicyMax = 65536;
     public const int CtMax = 65536;
+    public const int CtClosedMax = 16384;
     public const int ServicesMax = 1024;
     public const int BackendsMax = 16384;
     public const int LbFlowsMax = 65536;
