@@ -28,7 +28,8 @@ public sealed record RecordArgs(
     string? RuntimeEndpoint = null,
     string? PodsFile = null,
     IReadOnlyList<string>? Datapaths = null,
-    IReadOnlyList<string>? Netns = null);
+    IReadOnlyList<string>? Netns = null,
+    string? ServicesFile = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -59,6 +60,7 @@ public static class RecordCommand
         };
         var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: the first of " + string.Join(", ", Forensics.Runtime.CriClient.WellKnownEndpoints) + " that exists)" };
         var netns = new Option<string[]>("--netns") { Description = "Also record the kernel's conntrack (NAT), kube-proxy's rules and the node addresses of this network namespace: a name of `ip netns` or a path such as /proc/PID/ns/net (repeatable; a containerd lab's node is <lab>-node)" };
+        var services = new Option<string?>("--services") { Description = "Name the services of the kernel's NAT from this file (kubectl get svc,endpointslices -A -o json) before kube-proxy's rules; its addresses are inside the cluster" };
         var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
         var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
         var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
@@ -68,7 +70,7 @@ public static class RecordCommand
         var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and every running datapath (`lab up`), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, runtime, pods, netns, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, runtime, pods, netns, services, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -102,7 +104,7 @@ public static class RecordCommand
                     ServerName = parse.GetValue(tlsServer),
                 };
                 var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
-                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [], RuntimeEndpoint = parse.GetValue(runtime), PodsFile = parse.GetValue(pods), Netns = [.. (parse.GetValue(netns) ?? []).Select(NetnsPath)] };
+                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [], RuntimeEndpoint = parse.GetValue(runtime), PodsFile = parse.GetValue(pods), Netns = [.. (parse.GetValue(netns) ?? []).Select(NetnsPath)], ServicesFile = parse.GetValue(services) };
                 if (args.Lab is not null && args.Datapaths.Count > 0)
                     throw new FormatException("--datapath attaches to a running datapath; --lab builds its own: give one of them");
                 if (args.RuntimeEndpoint is not null && args.PodsFile is not null)
@@ -188,6 +190,7 @@ public static class RecordCommand
             RuntimeEndpoint = args.RuntimeEndpoint,
             PodsFile = args.PodsFile,
             ConntrackNetns = args.Netns ?? [],
+            ServicesFile = args.ServicesFile,
             Attach = args.Lab is null ? args.Datapaths ?? [] : null,
             Progress = args.Progress,
             Say = Console.WriteLine,

@@ -439,6 +439,25 @@ public class RecordAttributionInputTests
     }
 
     [KernelFact]
+    public void Record_ServicesFileNotKubectlJson_BadInputNamingTheFileAndNothingRecorded()
+    {
+        var file = Path.GetTempFileName();
+        File.WriteAllText(file, "NAME TYPE CLUSTER-IP\n");
+        try
+        {
+            var (code, stderr, dir) = Record("--services", file);
+            Assert.Equal(7, code);
+            var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.StartsWith($"error: {file}: not the JSON of 'kubectl get svc,endpointslices -A -o json'", line, StringComparison.Ordinal);
+            Assert.False(Directory.Exists(dir));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [KernelFact]
     public void Record_RuntimeSocketAbsentOrPodsFileNotJson_WarnsAndRecords()
     {
         var notJson = Path.GetTempFileName();
