@@ -198,6 +198,7 @@ public sealed class RecordingSession
                         Progress = o.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
                     });
                     objects.Add(lab.Datapath!.Events);
+                    context.InterfaceName = new InterfaceNames(Path.Combine(NetNamespace.Dir, lab.State.NodeNetns)).Name;
                     foreach (var pod in cluster.Pods)
                         context.Attribution.Register("/run/netns/" + LabNames.PodNs(lab.Name, pod), pod.Namespace, pod.Name);
                 }
@@ -244,6 +245,8 @@ public sealed class RecordingSession
                 }
             }
             Attached = [.. attached.Select(a => a.Lab)];
+            if (attached.Count == 1)
+                context.InterfaceName = InterfaceNamesOf(attached[0].Lab);
             foreach (var make in o.Sources)
                 extra.Add(make(context));
             // a services file names services first (the cluster's own words), kube-proxy's rules after it
@@ -406,6 +409,12 @@ public sealed class RecordingSession
     }
 
     /// <summary>The clock offsets and name tables decoding needs, read from the running kernel.</summary>
+    /// <summary>
+    /// The interface names of a running lab's node namespace (the datapath's ifindex values name them); with
+    /// several datapaths attached an ifindex is ambiguous and none is named.
+    /// </summary>
+    internal static Func<uint, string?> InterfaceNamesOf(string lab) => new InterfaceNames(Path.Combine(NetNamespace.Dir, LabNames.NodeNs(lab))).Name;
+
     public static EventContext NewContext()
     {
         var (mono, boot) = KernelClock.UtcOffsets();
