@@ -42,7 +42,7 @@ if [[ "$mode" == containerd ]]; then
   show drops "$rec"
   show nat "$rec"
   show connects --external "$rec"
-  show replay "$rec" -o compact --pods xwing -t process -t connect -t exit
+  show replay "$rec" -f compact --pod xwing -t process -t connect -t exit
   echo
   echo "The recording is in $rec: plain Parquet files and a manifest (see schemas/README.md)."
   exit 0
@@ -58,7 +58,7 @@ show drops "$rec"
 show nat "$rec"
 show connects --external "$rec"
 show replay "$rec" -t drop -t policy-verdict
-show replay "$rec" -o compact --pods xwing -t process -t connect -t exit
+show replay "$rec" -f compact --pod xwing -t process -t connect -t exit
 show flow "$rec" --pod xwing --port 443
 show query "$rec" "SELECT reason_name, count(*) AS drops FROM \"drop\" GROUP BY ALL ORDER BY drops DESC"
 echo

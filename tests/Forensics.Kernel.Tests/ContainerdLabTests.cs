@@ -445,7 +445,7 @@ public class RecordAttributionInputTests
         File.WriteAllText(file, "NAME TYPE CLUSTER-IP\n");
         try
         {
-            var (code, stderr, dir) = Record("--services", file);
+            var (code, stderr, dir) = Record("--services-file", file);
             Assert.Equal(7, code);
             var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
             Assert.StartsWith($"error: {file}: not the JSON of 'kubectl get svc,endpointslices -A -o json'", line, StringComparison.Ordinal);
@@ -467,7 +467,7 @@ public class RecordAttributionInputTests
             foreach (var (args, why) in new[]
             {
                 (new[] { "--runtime-endpoint", "unix:///run/forensics-test-absent/containerd.sock" }, "no such socket"),
-                (new[] { "--pods", notJson }, "not JSON"),
+                (new[] { "--pods-file", notJson }, "not JSON"),
             })
             {
                 var (code, stderr, dir) = Record(args);

@@ -25,28 +25,32 @@ public static partial class ClusterLoader
     /// <summary>The entities a policy may name (those the datapath implements).</summary>
     public static IReadOnlyList<string> Entities => PolicyDocument.Entities;
 
-    public static ClusterSpec LoadFile(string path)
+    public static ClusterSpec LoadFile(string path, ClusterLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(path);
+        limits ??= ClusterLimits.Default;
         string text;
         try
         {
-            text = File.ReadAllText(path);
+            text = Files.ReadRegularText(path, limits.MaxFileBytes);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ClusterSpecException($"{path}: cannot read: {e.Message}");
         }
-        return Load(text, path);
+        return Load(text, path, limits);
     }
 
-    public static ClusterSpec Load(string text, string sourceFile)
+    public static ClusterSpec Load(string text, string sourceFile, ClusterLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(sourceFile);
+        limits ??= ClusterLimits.Default;
         var stream = new YamlStream();
         try
         {
+            // Before the tree is built (recursively, by YamlDotNet): nesting and alias expansion bounded.
+            YamlLimits.Check(text, sourceFile, limits);
             stream.Load(new StringReader(text));
         }
         catch (YamlException e)
@@ -58,7 +62,7 @@ public static partial class ClusterLoader
                 $"{sourceFile}:{e.Start.Line}: document {stream.Documents.Count + 1}: malformed YAML at column {e.Start.Column}: {msg.ReplaceLineEndings(" ")}");
         }
 
-        var b = new Builder(sourceFile);
+        var b = new Builder(sourceFile, limits);
         for (int i = 0; i < stream.Documents.Count; i++)
         {
             var root = stream.Documents[i].RootNode;
@@ -131,7 +135,7 @@ public static partial class ClusterLoader
         return source is "k8s" or "any" ? key[(colon + 1)..] : null;
     }
 
-    private sealed class Builder(string file)
+    private sealed class Builder(string file, ClusterLimits limits)
     {
         private readonly List<RawPod> pods = [];
         private readonly List<RawService> services = [];
@@ -179,6 +183,9 @@ public static partial class ClusterLoader
 
         public ClusterSpec Build()
         {
+            if (pods.Count > limits.MaxPods)
+                throw pods[limits.MaxPods].At.Error($"more than {limits.MaxPods} pods (--max-pods raises the limit)");
+
             // Duplicates.
             foreach (var g in pods.GroupBy(p => p.Pod.FullName).Where(g => g.Count() > 1))
                 throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Pod {g.Key} (first in document {g.First().Doc.Index})");
