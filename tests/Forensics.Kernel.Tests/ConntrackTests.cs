@@ -448,6 +448,34 @@ public sealed class ConntrackTests
         }
     }
 
+    /// <summary>The table at the start is a preamble: its rows are recorded, and none of them reads as lost at the stop.</summary>
+    [KernelFact]
+    public void RecordSession_EntriesBeforeTheStart_StartDumpRecordedAndNothingCountedLost()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        using (var backend = node.StartServers(1))
+        using (var echo = node.StartWorldEcho())
+        {
+            node.RunClient(NatNode.ServiceAndWorldClient); // translated entries that outlive it (UDP 30 s, TCP TIME_WAIT)
+            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+            Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+        }
+        var dir = RecordSession(node, () => { });
+        try
+        {
+            using var q = Query.QuerySession.Open([dir]);
+            var start = Convert.ToInt64(q.Rows("SELECT count(*) AS n FROM kernel_conntrack WHERE phase = 'start' AND nat <> ''").Single()["n"], CultureInfo.InvariantCulture);
+            Assert.True(start >= 2, $"{start} translated entries in the start dump");
+            var src = Format.Manifest.Read(dir).Sources["conntrack"];
+            Assert.Empty(src.NotRecorded);
+            Assert.Equal(0UL, src.Loss.TryGetValue("nat", out var l) ? l.UserspaceDropped + l.Failed : 0UL);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
     /// <summary>--services: the cluster's own Service (kubectl get svc,endpointslices -A -o json) names the DNAT before kube-proxy's comment does.</summary>
     [KernelFact]
     public void RecordSession_ServicesFile_NamesTheServiceBeforeKubeProxysRules()
