@@ -26,6 +26,9 @@ public sealed class EventContext
     /// <summary>Names of the running kernel's enum skb_drop_reason values.</summary>
     public Func<uint, string> KernelDropReason { get; set; } = r => r.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
+    /// <summary>The name of an interface of the datapath's network namespace by its ifindex; null when unknown.</summary>
+    public Func<uint, string?> InterfaceName { get; set; } = _ => null;
+
     /// <summary>Resolves a kernel address to symbol+offset.</summary>
     public Func<ulong, string> KernelSymbol { get; set; } = a => "0x" + a.ToString("x", System.Globalization.CultureInfo.InvariantCulture);
 
