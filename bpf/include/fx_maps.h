@@ -120,7 +120,8 @@ _Static_assert(sizeof(struct fx_policy_key) == 12, "fx_policy_key");
 
 struct fx_policy_value {
 	__u32 flags;		/* enum fx_policy_flags */
-	__u32 pad;
+	__u32 rule_id;		/* the policy rules this entry was compiled from (user space's
+				 * policy_rules table); carried into verdict and drop events */
 	__u64 hits;		/* connections this entry decided */
 };
 _Static_assert(sizeof(struct fx_policy_value) == 16, "fx_policy_value");

@@ -5,7 +5,9 @@
  * protocol 0 and port 0 are wildcards. Deny entries win over allow entries;
  * among allows the most specific match names the match type. An endpoint no
  * policy selects in a direction allows everything in that direction; once
- * selected, what no entry allows is denied.
+ * selected, what no entry allows is denied. Each entry carries the id of the
+ * policy rules it was compiled from, and the verdict (and a policy drop)
+ * reports it, so that a verdict names the rule that decided it.
  */
 #ifndef FX_POLICY_H
 #define FX_POLICY_H
@@ -24,6 +26,7 @@ struct fx_verdict {
 	__u8 action;		/* enum fx_verdict_action */
 	__u8 match;		/* enum fx_match_type */
 	__u16 reason;		/* drop reason when denied */
+	__u32 rule_id;		/* the rules of the entry that decided; 0: none (default deny) */
 };
 
 static __always_inline struct fx_policy_value *
@@ -83,6 +86,7 @@ static __always_inline int fx_policy_decide(struct fx_verdict *v, __u16 ep, __u8
 	v->action = FX_ACTION_ALLOW;
 	v->match = FX_MATCH_ALL;
 	v->reason = 0;
+	v->rule_id = 0;
 	if (!enforced)
 		return 0;
 #pragma unroll
@@ -93,6 +97,7 @@ static __always_inline int fx_policy_decide(struct fx_verdict *v, __u16 ep, __u8
 			v->action = FX_ACTION_DENY;
 			v->match = match;
 			v->reason = FX_DROP_POLICY_DENY;
+			v->rule_id = pv->rule_id;
 			goto audit;
 		}
 	}
@@ -102,6 +107,7 @@ static __always_inline int fx_policy_decide(struct fx_verdict *v, __u16 ep, __u8
 		if (pv && (pv->flags & FX_POLICY_ALLOW)) {
 			__sync_fetch_and_add(&pv->hits, 1);
 			v->match = match;
+			v->rule_id = pv->rule_id;
 			return 1;
 		}
 	}
@@ -129,6 +135,8 @@ static __always_inline void fx_emit_verdict(struct fx_ctx *ctx, __u32 remote, co
 	ev->action = v->action;
 	ev->match = v->match;
 	ev->pad = 0;
+	ev->rule_id = v->rule_id;
+	ev->pad2 = 0;
 	fx_submit(ev, FX_KIND_POLICY);
 }
 
@@ -144,6 +152,7 @@ static __always_inline int fx_policy_enforce(struct fx_ctx *ctx, const struct fx
 		fx_emit_verdict(ctx, remote, v);
 	if (v->action != FX_ACTION_DENY)
 		return TC_ACT_OK;
+	ctx->drop_rule = v->rule_id;
 	if (v->reason == FX_DROP_POLICY_DENY)
 		return FX_DROP(ctx, FX_DROP_POLICY_DENY, FX_FILE_POLICY);
 	return FX_DROP(ctx, FX_DROP_POLICY, FX_FILE_POLICY);

@@ -90,6 +90,8 @@ public static class LabCommand
             throw new ClusterSpecException($"{file.FullName}: no Lab document: `forensics lab` needs one (kind: Lab, apiVersion: {ClusterLoader.LabApiVersion})");
         if (name is not null)
             cluster = cluster with { Lab = cluster.Lab with { Name = name } };
+        foreach (var n in cluster.Notices)
+            Console.Error.WriteLine("note: " + n);
         return cluster;
     }
 

@@ -157,6 +157,8 @@ public static class RecordCommand
                 cluster = ClusterLoader.LoadFile(args.Lab);
                 if (cluster.Lab is null)
                     throw new ClusterSpecException($"{args.Lab}: no Lab document (kind: Lab): --lab needs one");
+                foreach (var n in cluster.Notices)
+                    Console.Error.WriteLine("note: " + n);
             }
             catch (Exception e) when (e is ClusterSpecException or IOException)
             {

@@ -367,7 +367,8 @@ public class ClusterLoaderTests
     [Fact]
     public void Load_UnknownKindAndWrongApiVersion_Rejected()
     {
-        Has(Error("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"), "kind: kind 'Deployment' is not supported");
+        Has(Error("apiVersion: forensics.dev/v1\nkind: Labb\nmetadata: {name: d}\n"), "kind: kind 'Labb' is not a kind of forensics.dev/v1");
+        Has(Error("apiVersion: v1\nkind: Deployment\nmetadata: {name: d}\n"), "apiVersion: 'v1' is not the apiVersion of Deployment (apps/v1)");
         Assert.Contains("apiVersion: 'cilium.io/v1' is not the apiVersion of CiliumNetworkPolicy (cilium.io/v2)",
             Error("apiVersion: cilium.io/v1\nkind: CiliumNetworkPolicy\nmetadata: {name: p}\nspec: {}\n"), StringComparison.Ordinal);
     }
@@ -463,6 +464,7 @@ public class ClusterLoaderTests
                 egress: [{toEntities: [cluster]}]
             """);
         Assert.Equal(["p#0", "p#1"], c.Policies.Select(p => p.Name));
+        Assert.Equal(["default/p specs[1].egress[0]"], [c.Policies[1].RuleRef("egress", 0).ToString()]);
         Assert.Equal(["world"], c.Policies[0].Ingress.Single().Entities);
         Assert.Equal(["cluster"], c.Policies[1].Egress.Single().Entities);
     }

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.RegularExpressions;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
+using static Forensics.Datapath.Control.ObjectFields;
 
 namespace Forensics.Datapath.Control;
 
@@ -97,28 +98,12 @@ public static partial class ClusterLoader
     [GeneratedRegex(@"^\(Line: \d+, Col: \d+, Idx: \d+\) - \(Line: \d+, Col: \d+, Idx: \d+\): ")]
     private static partial Regex LocationPrefix();
 
-
-    /// <summary>Whether a matchLabels selector selects a pod (keys may carry k8s: or any:).</summary>
+    /// <summary>Whether a selector selects a pod: matched against the pod's identity labels, as Cilium matches it.</summary>
     public static bool Matches(EndpointSelector selector, PodSpec pod)
     {
         ArgumentNullException.ThrowIfNull(selector);
         ArgumentNullException.ThrowIfNull(pod);
-        foreach (var (rawKey, value) in selector.MatchLabels)
-        {
-            var key = StripSource(rawKey);
-            if (key is null)
-                return false;
-            if (key == "io.kubernetes.pod.namespace")
-            {
-                if (pod.Namespace != value)
-                    return false;
-            }
-            else if (!pod.Labels.TryGetValue(key, out var v) || v != value)
-            {
-                return false;
-            }
-        }
-        return true;
+        return PolicyCompiler.Selects(selector, IdentityAllocator.PodLabels(pod), null);
     }
 
     /// <summary>The label key without its k8s:/any: source; null for sources pods never carry (reserved:, cidr:...).</summary>
@@ -136,6 +121,9 @@ public static partial class ClusterLoader
         private readonly List<RawPod> pods = [];
         private readonly List<RawService> services = [];
         private readonly List<RawPolicy> policies = [];
+        private readonly List<(Node At, string Name, Dictionary<string, string> Labels)> namespaces = [];
+        private readonly List<(Node At, string Name, string Namespace)> serviceAccounts = [];
+        private readonly List<string> notices = [];
         private RawLab? lab;
 
         public void Document(Node root, string sourceText)
@@ -143,17 +131,25 @@ public static partial class ClusterLoader
             root.Mapping();
             var kind = root.Require("kind").String();
             root.Doc.Kind = kind;
+            bool clusterScoped = kind is "Lab" or "Namespace" or "CiliumClusterwideNetworkPolicy";
             if (root.Get("metadata") is { } meta && meta.Yaml is YamlMappingNode && meta.Get("name") is { } n)
-                root.Doc.Name = (kind is "Lab" ? "" : (meta.Get("namespace") is { } ns ? ns.Scalar() : "default") + "/") + n.Scalar();
+                root.Doc.Name = (clusterScoped ? "" : (meta.Get("namespace") is { } ns ? ns.Scalar() : "default") + "/") + n.Scalar();
             var api = root.Require("apiVersion").String();
-            string expectedApi = kind switch
+            string? expectedApi = kind switch
             {
-                "Pod" or "Service" => "v1",
+                "Pod" or "Service" or "Namespace" or "ServiceAccount" => "v1",
                 "CiliumNetworkPolicy" => "cilium.io/v2",
                 "Lab" => LabApiVersion,
-                _ => throw root.Get("kind")!.Value.Error(
-                    $"kind '{kind}' is not supported (Pod, Service, CiliumNetworkPolicy, Lab)"),
+                _ => WorkloadDocument.ApiVersions.GetValueOrDefault(kind),
             };
+            if (expectedApi is null)
+            {
+                if (api == LabApiVersion)
+                    throw root.Get("kind")!.Value.Error($"kind '{kind}' is not a kind of {LabApiVersion} (Lab)");
+                // a kind the lab does not model (ConfigMap, Secret, Ingress, ...): said once, not an error
+                notices.Add($"{file}: {root.Doc}: skipped: the lab does not model {kind} ({api})");
+                return;
+            }
             if (api != expectedApi)
                 throw root.Get("apiVersion")!.Value.Error($"'{api}' is not the apiVersion of {kind} ({expectedApi})");
             switch (kind)
@@ -166,19 +162,54 @@ public static partial class ClusterLoader
                     root.Strict("apiVersion", "kind", "metadata", "spec", "status");
                     services.Add(ServiceDocument.Read(root));
                     break;
+                case "Namespace":
+                {
+                    root.Strict("apiVersion", "kind", "metadata", "spec", "status");
+                    var (name, _, labels) = Meta(root, namespaced: false);
+                    if (name.Contains('.', StringComparison.Ordinal) || name.Length > 63)
+                        throw root.Require("metadata").Require("name").Error($"'{name}' is not a valid namespace name (a DNS label)");
+                    namespaces.Add((root, name, labels));
+                    break;
+                }
+                case "ServiceAccount":
+                {
+                    root.Strict("apiVersion", "kind", "metadata", "secrets", "imagePullSecrets", "automountServiceAccountToken");
+                    var (name, ns, _) = Meta(root);
+                    serviceAccounts.Add((root, name, ns));
+                    break;
+                }
                 case "CiliumNetworkPolicy":
                     root.Strict("apiVersion", "kind", "metadata", "spec", "specs", "status");
                     policies.AddRange(PolicyDocument.Read(root, sourceText));
                     break;
-                default:
+                case "Lab":
                     root.Strict("apiVersion", "kind", "metadata", "spec");
                     lab = LabDocument.Read(root, lab);
+                    break;
+                default:
+                    root.Strict("apiVersion", "kind", "metadata", "spec", "status");
+                    pods.AddRange(WorkloadDocument.Read(root, kind));
                     break;
             }
         }
 
         public ClusterSpec Build()
         {
+            // Namespaces and service accounts: what pods carry into their identity.
+            foreach (var g in namespaces.GroupBy(n => n.Name).Where(g => g.Count() > 1))
+                throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Namespace {g.Key}");
+            foreach (var g in serviceAccounts.GroupBy(a => $"{a.Namespace}/{a.Name}").Where(g => g.Count() > 1))
+                throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate ServiceAccount {g.Key}");
+            var nsLabels = namespaces.ToDictionary(n => n.Name, n => (IReadOnlyDictionary<string, string>)n.Labels, StringComparer.Ordinal);
+            for (int i = 0; i < pods.Count; i++)
+            {
+                var p = pods[i];
+                if (p.Pod.ServiceAccount != "default" && !serviceAccounts.Any(a => a.Name == p.Pod.ServiceAccount && a.Namespace == p.Pod.Namespace))
+                    throw (p.ServiceAccountNode ?? p.At).Error($"no ServiceAccount '{p.Pod.ServiceAccount}' in namespace {p.Pod.Namespace} (Kubernetes would not admit the pod)");
+                if (nsLabels.TryGetValue(p.Pod.Namespace, out var labels))
+                    pods[i] = p with { Pod = p.Pod with { NamespaceLabels = labels } };
+            }
+
             // Duplicates.
             foreach (var g in pods.GroupBy(p => p.Pod.FullName).Where(g => g.Count() > 1))
                 throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Pod {g.Key} (first in document {g.First().Doc.Index})");
@@ -259,7 +290,7 @@ public static partial class ClusterLoader
             LabSpec? labSpec = null;
             if (lab is not null)
                 labSpec = LabDocument.Build(lab, finalPods, finalServices);
-            return new ClusterSpec(file, labSpec, finalPods, finalServices, policies.Select(p => p.Policy).ToList());
+            return new ClusterSpec(file, labSpec, finalPods, finalServices, policies.Select(p => p.Policy).ToList()) { Notices = [.. notices] };
         }
 
         private static string Show(IReadOnlyDictionary<string, string> labels) =>

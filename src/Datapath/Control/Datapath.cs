@@ -33,6 +33,8 @@ public sealed class Datapath : IEventSource
     private HashSet<PolicyKey> policyKeys = [];
     private Dictionary<string, ServiceKey> serviceKeys = [];
     private HashSet<BackendKey> backendKeys = [];
+    // every set of policy rules an entry was compiled from, by id; ids are never reused while loaded
+    private readonly Dictionary<string, PolicyRuleSet> ruleSets = new(StringComparer.Ordinal);
     private bool disposed;
     private bool auditMode;
 
@@ -350,17 +352,18 @@ public sealed class Datapath : IEventSource
         foreach (var (name, (pod, ifindex, id)) in endpoints)
         {
             var c = PolicyCompiler.Compile(pod, id, cluster.Policies, ids);
+            c = c with { Entries = [.. c.Entries.Select(e => e with { RuleId = RuleSetOf(e.Rules) })] };
             compiled[name] = c;
             foreach (var e in c.Entries)
             {
                 var key = new PolicyKey { Identity = e.Identity, EndpointId = id, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction };
-                want[key] = new PolicyValue { Flags = (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0) };
+                want[key] = new PolicyValue { Flags = (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0), RuleId = e.RuleId };
             }
         }
         foreach (var (k, v) in want)
         {
             // keep the hit counter of an entry that stays
-            if (policyKeys.Contains(k) && polMap.TryLookup<PolicyKey, PolicyValue>(k, out var old) && old.Flags == v.Flags)
+            if (policyKeys.Contains(k) && polMap.TryLookup<PolicyKey, PolicyValue>(k, out var old) && old.Flags == v.Flags && old.RuleId == v.RuleId)
                 continue;
             polMap.Update(k, v);
         }
@@ -378,6 +381,17 @@ public sealed class Datapath : IEventSource
                 Addr = MapAddress.From(pod.Ip!), Identity = ids.ForPod(pod).Id, Id = id, Family = MapAddress.Family(pod.Ip!), Flags = flags,
             });
         }
+    }
+
+    /// <summary>The id of a set of rules (allocated on first sight, from 1; 0 means no rule).</summary>
+    private uint RuleSetOf(IReadOnlyList<PolicyRuleRef> rules)
+    {
+        if (rules.Count == 0)
+            return 0;
+        var key = string.Join('\n', rules.Select(r => $"{r.Kind}\t{r.Namespace}\t{r.Name}\t{r.Path}"));
+        if (!ruleSets.TryGetValue(key, out var set))
+            ruleSets[key] = set = new PolicyRuleSet((uint)ruleSets.Count + 1, rules);
+        return set.Id;
     }
 
     private static string KeyBytes<T>(in T key) where T : unmanaged =>
@@ -429,7 +443,10 @@ public sealed class Datapath : IEventSource
                         kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, kv.Value.ServiceId, 0)))
                 .ToList();
             var policies = cluster.Policies.Select(p => new PolicyInfo(p.Name, p.Namespace, p.SourceText)).ToList();
-            return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, ipcache, policies, entries, [.. services], ct, nat);
+            return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, ipcache, policies, entries, [.. services], ct, nat)
+            {
+                Rules = [.. ruleSets.Values.OrderBy(r => r.Id)],
+            };
         }
     }
 

@@ -165,7 +165,7 @@ public struct PolicyKey
 public struct PolicyValue
 {
     public PolicyFlags Flags;
-    public uint Pad;
+    public uint RuleId;
     public ulong Hits;
 }
 

@@ -1,4 +1,5 @@
 using System.Net;
+using Forensics.Datapath.Abi;
 
 namespace Forensics.Datapath.Control;
 
@@ -20,6 +21,15 @@ public sealed record PodSpec(
     /// <summary>The named container ports (spec.containers[].ports[].name), for named targetPorts and policy ports.</summary>
     public IReadOnlyDictionary<string, PortProtocol> NamedPorts { get; init; } = new Dictionary<string, PortProtocol>(StringComparer.Ordinal);
 
+    /// <summary>spec.serviceAccountName ("default" when not given, as Kubernetes' admission sets it).</summary>
+    public string ServiceAccount { get; init; } = "default";
+
+    /// <summary>The labels of the pod's Namespace (kubernetes.io/metadata.name included, as Kubernetes sets it).</summary>
+    public IReadOnlyDictionary<string, string> NamespaceLabels { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>The workload that made the pod ("Deployment default/deathstar"), or null for a Pod document.</summary>
+    public string? Owner { get; init; }
+
     public string FullName => $"{Namespace}/{Name}";
 }
 
@@ -36,8 +46,29 @@ public sealed record ServiceSpec(
     IReadOnlyDictionary<string, string> Selector,
     IReadOnlyList<ServicePort> Ports);
 
-/// <summary>matchLabels; keys may carry Cilium's source prefix (k8s:) and include the namespace label.</summary>
-public sealed record EndpointSelector(IReadOnlyDictionary<string, string> MatchLabels);
+/// <summary>
+/// matchLabels and matchExpressions (ANDed); keys may carry Cilium's source
+/// prefix (k8s:, any:, reserved:) and include the namespace label.
+/// </summary>
+public sealed record EndpointSelector(IReadOnlyDictionary<string, string> MatchLabels)
+{
+    /// <summary>matchExpressions: In, NotIn, Exists, DoesNotExist.</summary>
+    public IReadOnlyList<LabelRequirement> MatchExpressions { get; init; } = [];
+}
+
+/// <summary>A label selector requirement (Kubernetes' matchExpressions entry).</summary>
+public sealed record LabelRequirement(string Key, string Operator, IReadOnlyList<string> Values)
+{
+    /// <summary>Whether a label's value (null: the label is absent) satisfies the requirement.</summary>
+    public bool Matches(string? value) => Operator switch
+    {
+        "In" => value is not null && Values.Contains(value, StringComparer.Ordinal),
+        "NotIn" => value is null || !Values.Contains(value, StringComparer.Ordinal),
+        "Exists" => value is not null,
+        "DoesNotExist" => value is null,
+        _ => false,
+    };
+}
 
 /// <summary>A port (0 = any) and protocol: TCP, UDP or ANY.</summary>
 public sealed record PortProtocol(int Port, string Protocol);
@@ -86,6 +117,59 @@ public sealed record NetworkPolicySpec(
 
     /// <summary>spec.enableDefaultDeny.egress as given (null: not given).</summary>
     public bool? DefaultDenyEgress { get; init; }
+
+    /// <summary>The kind of the document the rule came from.</summary>
+    public string Kind { get; init; } = "CiliumNetworkPolicy";
+
+    /// <summary>metadata.name of the document (Name adds "#i" for a rule of a specs list).</summary>
+    public string ResourceName { get; init; } = Name;
+
+    /// <summary>Where the rule sits in its document: "spec", or "specs[i]" for a rule of a specs list.</summary>
+    public string SpecPath { get; init; } = "spec";
+
+    /// <summary>A reference to one of the rule's sections and entries, e.g. ("ingress", 0) for spec.ingress[0].</summary>
+    public PolicyRuleRef RuleRef(string section, int index) =>
+        new(Kind, Kind == "CiliumClusterwideNetworkPolicy" ? "" : Namespace, ResourceName, $"{SpecPath}.{section}[{index}]");
+}
+
+/// <summary>
+/// One rule of a policy as its author wrote it: the policy (kind, namespace,
+/// name; namespace empty for a clusterwide policy) and the rule's place in the
+/// document (spec.ingress[0], specs[1].egressDeny[2]). What a verdict names as
+/// the rule that allowed or denied it, as Hubble's ingress_allowed_by and
+/// egress_denied_by name policies.
+/// </summary>
+public sealed record PolicyRuleRef(string Kind, string Namespace, string Name, string Path)
+{
+    /// <summary>
+    /// Cilium's synthesized allow-all rule: every policy that selects the
+    /// endpoint in this direction says enableDefaultDeny: false, so what no
+    /// deny rule denies is allowed.
+    /// </summary>
+    public static PolicyRuleRef DefaultAllow(Dir direction) =>
+        new("", "", "", direction == Dir.Ingress ? "default-allow.ingress" : "default-allow.egress");
+
+    public bool IsDefaultAllow => Kind.Length == 0;
+
+    /// <summary>namespace/name as Hubble prints a policy (the name alone for a clusterwide policy).</summary>
+    public string Policy => Namespace.Length == 0 ? Name : $"{Namespace}/{Name}";
+
+    /// <summary>
+    /// The labels Cilium gives the rules of a policy from Kubernetes (pkg/k8s/apis/cilium.io
+    /// PolicyLabel*), which Hubble reports with a verdict; none for the synthesized rule.
+    /// </summary>
+    public IReadOnlyList<string> Labels => IsDefaultAllow ? [] :
+        Namespace.Length == 0
+            ? [$"k8s:io.cilium.k8s.policy.derived-from={Kind}", $"k8s:io.cilium.k8s.policy.name={Name}"]
+            : [$"k8s:io.cilium.k8s.policy.derived-from={Kind}", $"k8s:io.cilium.k8s.policy.name={Name}", $"k8s:io.cilium.k8s.policy.namespace={Namespace}"];
+
+    public override string ToString() => IsDefaultAllow
+        ? $"default allow ({Path[(Path.IndexOf('.', StringComparison.Ordinal) + 1)..]}: no policy enables default deny)"
+        : $"{Policy} {Path}";
+
+    /// <summary>A stable order (kind, namespace, name, path) for sets of rules.</summary>
+    public static IComparer<PolicyRuleRef> Order { get; } = Comparer<PolicyRuleRef>.Create((a, b) =>
+        string.CompareOrdinal($"{a.Kind}\n{a.Namespace}\n{a.Name}\n{a.Path}", $"{b.Kind}\n{b.Namespace}\n{b.Name}\n{b.Path}"));
 }
 
 /// <summary>A host of the "outside world" on a TEST-NET address, with listening ports.</summary>
@@ -126,4 +210,12 @@ public sealed record ClusterSpec(
     LabSpec? Lab,
     IReadOnlyList<PodSpec> Pods,
     IReadOnlyList<ServiceSpec> Services,
-    IReadOnlyList<NetworkPolicySpec> Policies);
+    IReadOnlyList<NetworkPolicySpec> Policies)
+{
+    /// <summary>
+    /// What the loader wants the user to know, one line each, said once: documents
+    /// skipped (a kind the lab does not model), parts of a policy accepted but not
+    /// enforced (L7 rules, authentication).
+    /// </summary>
+    public IReadOnlyList<string> Notices { get; init; } = [];
+}

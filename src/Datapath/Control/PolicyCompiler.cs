@@ -15,6 +15,12 @@ public sealed record PolicyEntry(
     bool Deny,
     IReadOnlyList<string> Policies)
 {
+    /// <summary>The rules the entry was compiled from (for a deny entry, its deny rules; see <see cref="PolicyRuleRef"/>).</summary>
+    public IReadOnlyList<PolicyRuleRef> Rules { get; init; } = [];
+
+    /// <summary>The id under which the datapath knows <see cref="Rules"/>: carried by the map entry into verdict and drop events.</summary>
+    public uint RuleId { get; init; }
+
     /// <summary>Connections this entry decided (read from the map in a snapshot).</summary>
     public ulong Hits { get; init; }
 
@@ -56,7 +62,7 @@ public static class PolicyCompiler
         ArgumentNullException.ThrowIfNull(ids);
         var podLabels = IdentityAllocator.PodLabels(pod);
         bool ingress = false, egress = false, ingressDefaultDeny = false, egressDefaultDeny = false;
-        var entries = new Dictionary<(Dir, uint, byte, ushort), (bool Allow, bool Deny, SortedSet<string> Names)>();
+        var entries = new Dictionary<(Dir, uint, byte, ushort), (bool Allow, bool Deny, SortedSet<string> Names, SortedSet<PolicyRuleRef> Allows, SortedSet<PolicyRuleRef> Denies)>();
 
         foreach (var p in policies)
         {
@@ -73,42 +79,57 @@ public static class PolicyCompiler
                 egressDefaultDeny |= p.DefaultDenyEgress ?? true;
             }
             var name = $"{p.Namespace}/{p.Name}";
-            Add(p.Ingress, Dir.Ingress, deny: false);
-            Add(p.Egress, Dir.Egress, deny: false);
-            Add(p.IngressDeny, Dir.Ingress, deny: true);
-            Add(p.EgressDeny, Dir.Egress, deny: true);
+            Add(p.Ingress, Dir.Ingress, deny: false, "ingress");
+            Add(p.Egress, Dir.Egress, deny: false, "egress");
+            Add(p.IngressDeny, Dir.Ingress, deny: true, "ingressDeny");
+            Add(p.EgressDeny, Dir.Egress, deny: true, "egressDeny");
 
-            void Add(IReadOnlyList<PolicyRule> rules, Dir dir, bool deny)
+            void Add(IReadOnlyList<PolicyRule> rules, Dir dir, bool deny, string section)
             {
-                foreach (var r in rules)
+                for (int i = 0; i < rules.Count; i++)
+                {
+                    var r = rules[i];
+                    var rule = p.RuleRef(section, i);
                     foreach (var id in RulePeers(r, p.Namespace, ids))
                         foreach (var (proto, port) in RulePorts(r))
-                            Put((dir, id, proto, port), deny, name);
+                            Put((dir, id, proto, port), deny, name, rule);
+                }
             }
         }
         // Cilium synthesizes an allow-all rule for a direction that only default-allow policies enforce.
         if (ingress && !ingressDefaultDeny)
-            Put((Dir.Ingress, 0, 0, 0), deny: false, name: null);
+            Put((Dir.Ingress, 0, 0, 0), deny: false, name: null, PolicyRuleRef.DefaultAllow(Dir.Ingress));
         if (egress && !egressDefaultDeny)
-            Put((Dir.Egress, 0, 0, 0), deny: false, name: null);
+            Put((Dir.Egress, 0, 0, 0), deny: false, name: null, PolicyRuleRef.DefaultAllow(Dir.Egress));
 
-        void Put((Dir, uint, byte, ushort) key, bool deny, string? name)
+        void Put((Dir, uint, byte, ushort) key, bool deny, string? name, PolicyRuleRef rule)
         {
-            var cur = entries.TryGetValue(key, out var e) ? e : (Allow: false, Deny: false, Names: new SortedSet<string>(StringComparer.Ordinal));
+            var cur = entries.TryGetValue(key, out var e) ? e
+                : (Allow: false, Deny: false, Names: new SortedSet<string>(StringComparer.Ordinal), Allows: new SortedSet<PolicyRuleRef>(PolicyRuleRef.Order), Denies: new SortedSet<PolicyRuleRef>(PolicyRuleRef.Order));
             if (name is not null)
                 cur.Names.Add(name);
-            entries[key] = (cur.Allow || !deny, cur.Deny || deny, cur.Names);
+            (deny ? cur.Denies : cur.Allows).Add(rule);
+            entries[key] = (cur.Allow || !deny, cur.Deny || deny, cur.Names, cur.Allows, cur.Denies);
         }
 
         var list = entries
             .Select(kv => new PolicyEntry(endpointId, pod.FullName, kv.Key.Item1, kv.Key.Item2, kv.Key.Item3, kv.Key.Item4,
-                kv.Value.Allow, kv.Value.Deny, [.. kv.Value.Names]))
+                kv.Value.Allow, kv.Value.Deny, [.. kv.Value.Names])
+            {
+                // deny wins in the datapath, so a deny entry decides by its deny rules
+                Rules = kv.Value.Deny ? [.. kv.Value.Denies] : [.. kv.Value.Allows],
+            })
             .OrderBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
             .ToList();
         return new CompiledEndpointPolicy(ingress, egress, list);
     }
 
-    /// <summary>matchLabels against identity labels; the policy's namespace is implied unless the selector names one.</summary>
+    /// <summary>
+    /// matchLabels and matchExpressions against identity labels ("source:key=value"),
+    /// as Cilium's label selectors match: a key's source (k8s:, reserved:, ...) must
+    /// be the label's, a key without one (or any:) matches any source. The policy's
+    /// namespace is implied unless the selector names one (or is reserved:).
+    /// </summary>
     public static bool Selects(EndpointSelector selector, IReadOnlyList<string> identityLabels, string? policyNamespace)
     {
         ArgumentNullException.ThrowIfNull(selector);
@@ -116,22 +137,54 @@ public static class PolicyCompiler
         bool namesNamespace = false;
         foreach (var (key, value) in selector.MatchLabels)
         {
-            if (key.StartsWith("reserved:", StringComparison.Ordinal))
-            {
-                if (!identityLabels.Contains(key, StringComparer.Ordinal) && !identityLabels.Contains($"{key}={value}", StringComparer.Ordinal))
-                    return false;
-                namesNamespace = true; // reserved selectors are not namespaced
-                continue;
-            }
-            var bare = IdentityAllocator.StripSource(key);
-            if (bare == IdentityAllocator.NamespaceLabel)
-                namesNamespace = true;
-            if (!identityLabels.Contains($"k8s:{bare}={value}", StringComparer.Ordinal))
+            namesNamespace |= NamesNamespace(key);
+            if (LabelValue(identityLabels, key) != value)
+                return false;
+        }
+        foreach (var r in selector.MatchExpressions)
+        {
+            namesNamespace |= NamesNamespace(r.Key);
+            if (!r.Matches(LabelValue(identityLabels, r.Key)))
                 return false;
         }
         if (!namesNamespace && policyNamespace is not null)
             return identityLabels.Contains($"k8s:{IdentityAllocator.NamespaceLabel}={policyNamespace}", StringComparer.Ordinal);
         return true;
+    }
+
+    private static bool NamesNamespace(string key)
+    {
+        var (source, bare) = SplitKey(key);
+        return source == "reserved" || bare == IdentityAllocator.NamespaceLabel || bare.StartsWith(IdentityAllocator.NamespaceLabelsPrefix, StringComparison.Ordinal);
+    }
+
+    /// <summary>Label sources Cilium knows; a key prefixed with one of them names that source.</summary>
+    private static readonly string[] Sources = ["k8s", "any", "reserved", "cidr", "unspec", "container", "kvstore", "cilium-generated", "fqdn", "node"];
+
+    /// <summary>"k8s:app" -> (k8s, app); "app" -> (any, app).</summary>
+    internal static (string Source, string Key) SplitKey(string key)
+    {
+        int colon = key.IndexOf(':', StringComparison.Ordinal);
+        if (colon > 0 && Array.IndexOf(Sources, key[..colon]) >= 0)
+            return (key[..colon], key[(colon + 1)..]);
+        return ("any", key);
+    }
+
+    /// <summary>The value of the label a selector key names (empty for a label without value, null when absent).</summary>
+    internal static string? LabelValue(IReadOnlyList<string> identityLabels, string selectorKey)
+    {
+        var (source, key) = SplitKey(selectorKey);
+        foreach (var l in identityLabels)
+        {
+            int colon = l.IndexOf(':', StringComparison.Ordinal);
+            if (colon < 0 || source != "any" && !l.AsSpan(0, colon).SequenceEqual(source))
+                continue;
+            int eq = l.IndexOf('=', colon + 1);
+            var k = eq < 0 ? l[(colon + 1)..] : l[(colon + 1)..eq];
+            if (k == key)
+                return eq < 0 ? "" : l[(eq + 1)..];
+        }
+        return null;
     }
 
     /// <summary>

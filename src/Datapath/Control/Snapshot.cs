@@ -40,6 +40,12 @@ public sealed record NatInfo(
     string Kind, IPAddress Source, int SourcePort, IPAddress Destination, int DestinationPort, byte Protocol,
     IPAddress ToAddress, int ToPort, uint ServiceId, ulong CreatedNs);
 
+/// <summary>
+/// The rules a policy map entry was compiled from, under the id the entry
+/// carries into verdict and drop events (id 0, no rule: default deny).
+/// </summary>
+public sealed record PolicyRuleSet(uint Id, IReadOnlyList<PolicyRuleRef> Rules);
+
 public sealed record DatapathSnapshot(
     DateTimeOffset Taken,
     IReadOnlyList<EndpointInfo> Endpoints,
@@ -49,4 +55,8 @@ public sealed record DatapathSnapshot(
     IReadOnlyList<PolicyEntry> PolicyEntries,
     IReadOnlyList<ServiceInfo> Services,
     IReadOnlyList<ConntrackInfo> Conntrack,
-    IReadOnlyList<NatInfo> Nat);
+    IReadOnlyList<NatInfo> Nat)
+{
+    /// <summary>Every rule set an entry has carried since the datapath was loaded, by id.</summary>
+    public IReadOnlyList<PolicyRuleSet> Rules { get; init; } = [];
+}

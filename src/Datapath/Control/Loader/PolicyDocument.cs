@@ -20,16 +20,16 @@ internal static class PolicyDocument
         var many = root.Get("specs");
         if (single is null && many is null)
             throw root.Error("spec: required field is missing (spec or specs)");
-        var rules = new List<(Node Rule, string Name)>();
+        var rules = new List<(Node Rule, string Name, string Path)>();
         if (single is { } s)
-            rules.Add((s, name));
+            rules.Add((s, name, "spec"));
         if (many is { } m)
         {
             var items = m.Items();
             for (int i = 0; i < items.Count; i++)
-                rules.Add((items[i], single is null && items.Count == 1 ? name : $"{name}#{i}"));
+                rules.Add((items[i], single is null && items.Count == 1 ? name : $"{name}#{i}", $"specs[{i}]"));
         }
-        foreach (var (rule, ruleName) in rules)
+        foreach (var (rule, ruleName, path) in rules)
         {
             rule.Strict("endpointSelector", "ingress", "egress", "ingressDeny", "egressDeny", "description", "labels", "enableDefaultDeny");
             var selectors = new List<(Node, EndpointSelector, bool)>();
@@ -51,6 +51,8 @@ internal static class PolicyDocument
             {
                 DefaultDenyIngress = defaultDenyIngress,
                 DefaultDenyEgress = defaultDenyEgress,
+                ResourceName = name,
+                SpecPath = path,
             };
             result.Add(new RawPolicy(root.Doc, rule, spec, selectors));
         }
