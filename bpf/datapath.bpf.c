@@ -31,6 +31,7 @@ struct fx_maps_anchor {
 	enum fx_reserved_identity id;
 	enum fx_endpoint_flags ep;
 	enum fx_policy_flags pol;
+	enum fx_policy_prefix polp;
 	enum fx_ct_flags ct;
 	enum fx_nat_flags nat;
 	enum fx_map_limits limits;

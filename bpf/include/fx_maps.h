@@ -105,21 +105,36 @@ struct fx_endpoint {
 _Static_assert(sizeof(struct fx_endpoint) == 24, "fx_endpoint");
 
 /*
- * fx_policy: (endpoint, direction, remote identity, protocol, port). Identity 0
- * is any identity, protocol 0 any protocol, port 0 any port.
+ * fx_policy (LPM trie, as Cilium's policy map): (endpoint, direction, remote
+ * identity) exactly, then the protocol and a prefix of the destination port,
+ * so that one entry covers a port range (endPort). Identity 0 is any
+ * identity; a prefix that stops before the protocol is any protocol (and any
+ * port), one that stops before the port is any port of that protocol. ICMP
+ * and ICMPv6 put the ICMP type in dport.
  */
-struct fx_policy_key {
-	__u32 identity;
-	__u16 endpoint_id;
-	__u16 dport;
-	__u8 proto;
-	__u8 dir;		/* enum fx_dir */
-	__u16 pad;
+enum fx_policy_prefix {
+	FX_POLICY_PREFIX_ANY_PROTO = 64,	/* endpoint, dir, pad1, identity */
+	FX_POLICY_PREFIX_ANY_PORT = 72,		/* ... and proto */
+	FX_POLICY_PREFIX_PORT = 80,		/* ... and pad2: add the port's prefix bits (16: one port) */
+	FX_POLICY_PREFIX_FULL = 96,
 };
-_Static_assert(sizeof(struct fx_policy_key) == 12, "fx_policy_key");
+
+struct fx_policy_key {
+	__u32 prefixlen;	/* enum fx_policy_prefix */
+	__u16 endpoint_id;
+	__u8 dir;		/* enum fx_dir */
+	__u8 pad1;
+	__u32 identity;
+	__u8 proto;
+	__u8 pad2;
+	__be16 dport;		/* network order: a prefix of its bits is a range */
+};
+_Static_assert(sizeof(struct fx_policy_key) == 16, "fx_policy_key");
 
 struct fx_policy_value {
-	__u32 flags;		/* enum fx_policy_flags */
+	__u16 flags;		/* enum fx_policy_flags */
+	__u8 proto_given;	/* the entry names a protocol: an L4 match (L3-L4, L4-only) */
+	__u8 pad;
 	__u32 rule_id;		/* the policy rules this entry was compiled from (user space's
 				 * policy_rules table); carried into verdict and drop events */
 	__u64 hits;		/* connections this entry decided */

@@ -148,7 +148,11 @@ public class ControlPlaneTests
         ids.Preallocate(Cluster([Frontend, Backend]));
 
         Assert.Equal([1u], PolicyCompiler.Peers(Rule(entities: ["host"]), "default", ids));
-        Assert.Equal([2u], PolicyCompiler.Peers(Rule(entities: ["world"]), "default", ids));
+        // world: reserved:world, world-ipv4 and world-ipv6 (Cilium's EntitySelectorMapping)
+        Assert.Equal([2u, 9u, 10u], PolicyCompiler.Peers(Rule(entities: ["world"]), "default", ids));
+        Assert.Equal([9u], PolicyCompiler.Peers(Rule(entities: ["world-ipv4"]), "default", ids));
+        Assert.Equal([7u], PolicyCompiler.Peers(Rule(entities: ["kube-apiserver"]), "default", ids));
+        Assert.Empty(PolicyCompiler.Peers(Rule(entities: ["none"]), "default", ids));
         Assert.Equal([0u], PolicyCompiler.Peers(Rule(entities: ["all"]), "default", ids));
         var cluster = PolicyCompiler.Peers(Rule(entities: ["cluster"]), "default", ids);
         Assert.Contains(1u, cluster);

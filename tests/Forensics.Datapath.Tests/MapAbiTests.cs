@@ -92,5 +92,14 @@ public class MapAbiTests
             Assert.True(f is not null, $"MapLimits lacks {AbiTests.Pascal(c["FX_".Length..])} for {c}");
             Assert.Equal(v, Convert.ToInt64(f!.GetValue(null), System.Globalization.CultureInfo.InvariantCulture));
         }
+
+        var prefixes = btf.Enum("fx_policy_prefix")!;
+        Assert.Equal(4, prefixes.Count);
+        foreach (var (c, v) in prefixes)
+        {
+            var f = typeof(PolicyPrefix).GetField(AbiTests.Pascal(c["FX_POLICY_PREFIX_".Length..]));
+            Assert.True(f is not null, $"PolicyPrefix lacks {AbiTests.Pascal(c["FX_POLICY_PREFIX_".Length..])} for {c}");
+            Assert.Equal(v, Convert.ToInt64(f!.GetValue(null), System.Globalization.CultureInfo.InvariantCulture));
+        }
     }
 }

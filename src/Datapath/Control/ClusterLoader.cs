@@ -124,6 +124,7 @@ public static partial class ClusterLoader
         private readonly List<(Node At, string Name, Dictionary<string, string> Labels)> namespaces = [];
         private readonly List<(Node At, string Name, string Namespace)> serviceAccounts = [];
         private readonly List<string> notices = [];
+        private readonly HashSet<string> noticed = new(StringComparer.Ordinal);
         private RawLab? lab;
 
         public void Document(Node root, string sourceText)
@@ -138,7 +139,7 @@ public static partial class ClusterLoader
             string? expectedApi = kind switch
             {
                 "Pod" or "Service" or "Namespace" or "ServiceAccount" => "v1",
-                "CiliumNetworkPolicy" => "cilium.io/v2",
+                "CiliumNetworkPolicy" or "CiliumClusterwideNetworkPolicy" => "cilium.io/v2",
                 "Lab" => LabApiVersion,
                 _ => WorkloadDocument.ApiVersions.GetValueOrDefault(kind),
             };
@@ -178,9 +179,15 @@ public static partial class ClusterLoader
                     serviceAccounts.Add((root, name, ns));
                     break;
                 }
-                case "CiliumNetworkPolicy":
+                case "CiliumNetworkPolicy" or "CiliumClusterwideNetworkPolicy":
                     root.Strict("apiVersion", "kind", "metadata", "spec", "specs", "status");
-                    policies.AddRange(PolicyDocument.Read(root, sourceText));
+                    foreach (var p in PolicyDocument.Read(root, sourceText, kind))
+                    {
+                        policies.Add(p);
+                        foreach (var (key, text) in p.Notices)
+                            if (noticed.Add(key))
+                                notices.Add(text);
+                    }
                     break;
                 case "Lab":
                     root.Strict("apiVersion", "kind", "metadata", "spec");
@@ -215,8 +222,8 @@ public static partial class ClusterLoader
                 throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Pod {g.Key} (first in document {g.First().Doc.Index})");
             foreach (var g in services.GroupBy(s => $"{s.Namespace}/{s.Name}").Where(g => g.Count() > 1))
                 throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Service {g.Key} (first in document {g.First().Doc.Index})");
-            foreach (var g in policies.GroupBy(p => $"{p.Policy.Namespace}/{p.Policy.Name}").Where(g => g.Count() > 1))
-                throw g.Skip(1).First().At.Error($"duplicate CiliumNetworkPolicy {g.Key} (first in document {g.First().Doc.Index})");
+            foreach (var g in policies.GroupBy(p => $"{p.Policy.Kind} {p.Policy.FullName}").Where(g => g.Count() > 1))
+                throw g.Skip(1).First().At.Error($"duplicate {g.Key} (first in document {g.First().Doc.Index})");
 
             // Pod addresses: given ones checked, missing ones assigned from the pod CIDR in document order.
             var used = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -275,26 +282,32 @@ public static partial class ClusterLoader
                 finalServices.Add(new ServiceSpec(s.Name, s.Namespace, ip, s.Selector, ports));
             }
 
-            // Policies: every selector selects something.
+            // Policies: a selector that selects no pod is valid (Cilium enforces nothing for it), but
+            // in a lab it is most often a typo: said once per selector.
             foreach (var p in policies)
             {
                 foreach (var (at, sel, subject) in p.Selectors)
                 {
-                    if (sel.MatchLabels.Keys.Any(k => StripSource(k) is null))
-                        continue; // reserved:/cidr: labels select no pod, nothing to check
+                    if (sel.MatchLabels.Keys.Concat(sel.MatchExpressions.Select(r => r.Key)).Any(k => PolicyCompiler.SplitKey(k).Source == "reserved"))
+                        continue; // reserved labels select no pod, nothing to say
                     if (!finalPods.Any(pod => Matches(sel, pod)))
-                        throw at.Error($"{(subject ? "endpointSelector" : "selector")} matches no Pod ({Show(sel.MatchLabels)})");
+                        notices.Add(at.Doc.Error(at.Yaml, at.Path, $"{(subject ? "endpointSelector" : "selector")} selects no Pod ({Show(sel)})").Message);
                 }
             }
 
             LabSpec? labSpec = null;
             if (lab is not null)
                 labSpec = LabDocument.Build(lab, finalPods, finalServices);
-            return new ClusterSpec(file, labSpec, finalPods, finalServices, policies.Select(p => p.Policy).ToList()) { Notices = [.. notices] };
+            return new ClusterSpec(file, labSpec, finalPods, finalServices, policies.Select(p => p.Policy).ToList())
+            {
+                Notices = [.. notices],
+                NodeLabels = lab?.NodeLabels ?? new Dictionary<string, string>(StringComparer.Ordinal),
+            };
         }
 
-        private static string Show(IReadOnlyDictionary<string, string> labels) =>
-            string.Join(", ", labels.Select(kv => $"{kv.Key}={kv.Value}"));
+        private static string Show(EndpointSelector sel) =>
+            string.Join(", ", sel.MatchLabels.Select(kv => $"{kv.Key}={kv.Value}")
+                .Concat(sel.MatchExpressions.Select(r => $"{r.Key} {r.Operator}{(r.Values.Count > 0 ? " (" + string.Join(", ", r.Values) + ")" : "")}")));
 
         private static IPAddress Last(IPNetwork net)
         {

@@ -31,6 +31,8 @@ public sealed class Datapath : IEventSource
     // keys written last time, by their bytes (the address arrays have no value equality)
     private Dictionary<string, IpcacheKey> ipcacheKeys = [];
     private HashSet<PolicyKey> policyKeys = [];
+    // the map keys each compiled entry was written as (a port range is several)
+    private readonly Dictionary<PolicyEntry, List<PolicyKey>> entryKeys = new(ReferenceEqualityComparer.Instance);
     private Dictionary<string, ServiceKey> serviceKeys = [];
     private HashSet<BackendKey> backendKeys = [];
     // every set of policy rules an entry was compiled from, by id; ids are never reused while loaded
@@ -347,19 +349,45 @@ public sealed class Datapath : IEventSource
     {
         var epMap = obj.Map("fx_endpoints");
         var polMap = obj.Map("fx_policy");
-        var want = new Dictionary<PolicyKey, PolicyValue>();
         compiled.Clear();
+        entryKeys.Clear();
+        var context = PolicyContext.Of(cluster);
+        var keys = new Dictionary<PolicyKey, (PolicyFlags Flags, SortedSet<PolicyRuleRef> Allows, SortedSet<PolicyRuleRef> Denies)>();
         foreach (var (name, (pod, ifindex, id)) in endpoints)
         {
-            var c = PolicyCompiler.Compile(pod, id, cluster.Policies, ids);
+            var c = PolicyCompiler.Compile(pod, id, cluster.Policies, ids, context);
             c = c with { Entries = [.. c.Entries.Select(e => e with { RuleId = RuleSetOf(e.Rules) })] };
             compiled[name] = c;
             foreach (var e in c.Entries)
             {
-                var key = new PolicyKey { Identity = e.Identity, EndpointId = id, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction };
-                want[key] = new PolicyValue { Flags = (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0), RuleId = e.RuleId };
+                var mine = new List<PolicyKey>();
+                foreach (var (port, bits) in PortBlocks(e.Protocol, e.Port, e.EndPort))
+                {
+                    var key = PolicyKey.Of(id, e.Direction, e.Identity, e.Protocol, port, bits);
+                    mine.Add(key);
+                    var cur = keys.TryGetValue(key, out var k) ? k
+                        : (Flags: PolicyFlags.None, Allows: new SortedSet<PolicyRuleRef>(PolicyRuleRef.Order), Denies: new SortedSet<PolicyRuleRef>(PolicyRuleRef.Order));
+                    (e.Deny ? cur.Denies : cur.Allows).UnionWith(e.Rules);
+                    keys[key] = (cur.Flags | (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0), cur.Allows, cur.Denies);
+                }
+                entryKeys[e] = mine;
             }
         }
+        // A longest-prefix match must never hide a deny: an allow inside a deny's range denies too (as Cilium's MapState folds them).
+        foreach (var (key, v) in keys.ToList())
+        {
+            if ((v.Flags & PolicyFlags.Deny) != 0)
+                continue;
+            var covering = keys.Where(d => (d.Value.Flags & PolicyFlags.Deny) != 0 && d.Key.Covers(key)).OrderByDescending(d => d.Key.Prefixlen).FirstOrDefault();
+            if (covering.Value.Denies is { } denies)
+                keys[key] = (v.Flags | PolicyFlags.Deny, v.Allows, denies);
+        }
+        var want = keys.ToDictionary(kv => kv.Key, kv => new PolicyValue
+        {
+            Flags = kv.Value.Flags,
+            ProtoGiven = kv.Key.Prefixlen > PolicyPrefix.AnyProto ? (byte)1 : (byte)0,
+            RuleId = RuleSetOf([.. (kv.Value.Flags & PolicyFlags.Deny) != 0 ? kv.Value.Denies : kv.Value.Allows]),
+        });
         foreach (var (k, v) in want)
         {
             // keep the hit counter of an entry that stays
@@ -380,6 +408,34 @@ public sealed class Datapath : IEventSource
             {
                 Addr = MapAddress.From(pod.Ip!), Identity = ids.ForPod(pod).Id, Id = id, Family = MapAddress.Family(pod.Ip!), Flags = flags,
             });
+        }
+    }
+
+    /// <summary>
+    /// A port range as the aligned power-of-two blocks an LPM trie can hold: (first
+    /// port, prefix bits); a single port is one block of 16 bits, any port (0) none
+    /// of 0 bits, and protocol 0 no port at all.
+    /// </summary>
+    internal static IEnumerable<(ushort Port, int Bits)> PortBlocks(byte proto, ushort port, ushort end)
+    {
+        if (proto == 0 || port == 0 && end == 0)
+        {
+            yield return (0, 0);
+            yield break;
+        }
+        if (end <= port)
+        {
+            yield return (port, 16);
+            yield break;
+        }
+        int lo = port;
+        while (lo <= end)
+        {
+            int size = 1;
+            while (lo % (size * 2) == 0 && lo + size * 2 - 1 <= end && size < 65536)
+                size *= 2;
+            yield return ((ushort)lo, 16 - System.Numerics.BitOperations.Log2((uint)size));
+            lo += size;
         }
     }
 
@@ -419,9 +475,12 @@ public sealed class Datapath : IEventSource
                 .ToList();
             var polMap = obj.Map("fx_policy");
             var entries = compiled.Values.SelectMany(c => c.Entries)
-                .Select(e => polMap.TryLookup<PolicyKey, PolicyValue>(
-                        new PolicyKey { Identity = e.Identity, EndpointId = e.EndpointId, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction }, out var v)
-                    ? e with { Hits = v.Hits } : e)
+                .Select(e => e with
+                {
+                    Hits = entryKeys.TryGetValue(e, out var mine)
+                        ? mine.Aggregate(0UL, (sum, k) => sum + (polMap.TryLookup<PolicyKey, PolicyValue>(k, out var v) ? v.Hits : 0))
+                        : 0,
+                })
                 .OrderBy(e => e.EndpointId).ThenBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
                 .ToList();
             var ct = obj.Map("fx_ct").Entries<CtKey, CtEntry>()

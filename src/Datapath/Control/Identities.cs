@@ -43,6 +43,8 @@ public sealed class IdentityAllocator
         AddReserved(ReservedIdentity.RemoteNode, "reserved:remote-node");
         AddReserved(ReservedIdentity.KubeApiserver, "reserved:kube-apiserver");
         AddReserved(ReservedIdentity.Ingress, "reserved:ingress");
+        AddReserved(ReservedIdentity.WorldIpv4, "reserved:world-ipv4");
+        AddReserved(ReservedIdentity.WorldIpv6, "reserved:world-ipv6");
     }
 
     private void AddReserved(ReservedIdentity id, string label)
@@ -127,11 +129,14 @@ public sealed class IdentityAllocator
         ArgumentNullException.ThrowIfNull(cluster);
         foreach (var labels in cluster.Pods.Select(PodLabels).DistinctBy(l => string.Join('\n', l)).OrderBy(l => string.Join('\n', l), StringComparer.Ordinal))
             ForLabels(labels);
-        var cidrs = cluster.Policies
-            .SelectMany(p => p.Ingress.Concat(p.Egress).Concat(p.IngressDeny).Concat(p.EgressDeny))
+        var rules = cluster.Policies.SelectMany(p => p.Ingress.Concat(p.Egress).Concat(p.IngressDeny).Concat(p.EgressDeny)).ToList();
+        var context = PolicyContext.Of(cluster);
+        var cidrs = rules
             .SelectMany(r => r.Cidrs)
             .SelectMany(c => c.Except.Prepend(c.Cidr))
             .Select(ParseCidr)
+            .Concat(rules.SelectMany(r => r.Services).SelectMany(s => PolicyCompiler.ServiceAddresses(s, context))
+                .Select(ip => new IPNetwork(ip, PolicyCompiler.IsV4(ip) ? 32 : 128)))
             .Where(n => n.PrefixLength > 0)
             .Distinct()
             .OrderBy(n => n.BaseAddress.AddressFamily)

@@ -44,7 +44,14 @@ public sealed record ServiceSpec(
     string Namespace,
     IPAddress ClusterIp,
     IReadOnlyDictionary<string, string> Selector,
-    IReadOnlyList<ServicePort> Ports);
+    IReadOnlyList<ServicePort> Ports)
+{
+    /// <summary>metadata.labels (what toServices' k8sServiceSelector selects services by).</summary>
+    public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>The backend addresses of a service without a selector, from its Endpoints document.</summary>
+    public IReadOnlyList<IPAddress> Endpoints { get; init; } = [];
+}
 
 /// <summary>
 /// matchLabels and matchExpressions (ANDed); keys may carry Cilium's source
@@ -70,8 +77,24 @@ public sealed record LabelRequirement(string Key, string Operator, IReadOnlyList
     };
 }
 
-/// <summary>A port (0 = any) and protocol: TCP, UDP or ANY.</summary>
-public sealed record PortProtocol(int Port, string Protocol);
+/// <summary>
+/// A port (0 = any) and protocol: TCP, UDP, ANY, or ICMP/ICMPv6 with the ICMP
+/// type as the port (as Cilium's policy map keys ICMP).
+/// </summary>
+public sealed record PortProtocol(int Port, string Protocol)
+{
+    /// <summary>endPort: the last port of the range Port..EndPort (0: the single port).</summary>
+    public int EndPort { get; init; }
+
+    /// <summary>A named port (toPorts port: "http"), resolved against container ports; Port is then 0.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>The L7 protocol of the toPorts entry's rules (http, kafka, dns, or an l7proto), null when it has none.</summary>
+    public string? L7 { get; init; }
+}
+
+/// <summary>toServices: a Kubernetes service by name, or services by label selector, in a namespace.</summary>
+public sealed record ServiceRef(string? Name, string Namespace, IReadOnlyDictionary<string, string>? Selector);
 
 public sealed record CidrRule(string Cidr, IReadOnlyList<string> Except);
 
@@ -95,8 +118,20 @@ public sealed record PolicyRule(
     /// <summary>toPorts was given with entries: the rule is L4 (with no port in them it matches nothing).</summary>
     public bool PortsGiven { get; init; } = Ports.Count > 0;
 
-    /// <summary>Whether the rule names any peer (endpoints, CIDRs or entities).</summary>
-    public bool PeersGiven => Endpoints.Count + Cidrs.Count + Entities.Count > 0;
+    /// <summary>fromRequires/toRequires: conditions every peer endpoint of every rule selecting the endpoint must meet too.</summary>
+    public IReadOnlyList<EndpointSelector> Requires { get; init; } = [];
+
+    /// <summary>fromNodes/toNodes: nodes by their labels (the lab's one node is the host identity).</summary>
+    public IReadOnlyList<EndpointSelector> Nodes { get; init; } = [];
+
+    /// <summary>toServices: the backends of services without a selector.</summary>
+    public IReadOnlyList<ServiceRef> Services { get; init; } = [];
+
+    /// <summary>authentication.mode as given (accepted; mutual authentication is not modelled).</summary>
+    public string? Authentication { get; init; }
+
+    /// <summary>Whether the rule names any peer (endpoints, CIDRs, entities, nodes or services).</summary>
+    public bool PeersGiven => Endpoints.Count + Cidrs.Count + Entities.Count + Nodes.Count + Services.Count > 0;
 }
 
 public sealed record NetworkPolicySpec(
@@ -118,8 +153,16 @@ public sealed record NetworkPolicySpec(
     /// <summary>spec.enableDefaultDeny.egress as given (null: not given).</summary>
     public bool? DefaultDenyEgress { get; init; }
 
-    /// <summary>The kind of the document the rule came from.</summary>
+    /// <summary>The kind of the document the rule came from; a CiliumClusterwideNetworkPolicy has no namespace ("").</summary>
     public string Kind { get; init; } = "CiliumNetworkPolicy";
+
+    public bool Clusterwide => Kind == "CiliumClusterwideNetworkPolicy";
+
+    /// <summary>namespace/name as Cilium and Hubble name the policy (the name alone when clusterwide).</summary>
+    public string FullName => Clusterwide ? Name : $"{Namespace}/{Name}";
+
+    /// <summary>spec.description.</summary>
+    public string? Description { get; init; }
 
     /// <summary>metadata.name of the document (Name adds "#i" for a rule of a specs list).</summary>
     public string ResourceName { get; init; } = Name;
@@ -129,7 +172,7 @@ public sealed record NetworkPolicySpec(
 
     /// <summary>A reference to one of the rule's sections and entries, e.g. ("ingress", 0) for spec.ingress[0].</summary>
     public PolicyRuleRef RuleRef(string section, int index) =>
-        new(Kind, Kind == "CiliumClusterwideNetworkPolicy" ? "" : Namespace, ResourceName, $"{SpecPath}.{section}[{index}]");
+        new(Kind, Clusterwide ? "" : Namespace, ResourceName, $"{SpecPath}.{section}[{index}]");
 }
 
 /// <summary>
@@ -212,6 +255,15 @@ public sealed record ClusterSpec(
     IReadOnlyList<ServiceSpec> Services,
     IReadOnlyList<NetworkPolicySpec> Policies)
 {
+    /// <summary>
+    /// --l7 deny: a port whose toPorts entry has L7 rules is denied instead of allowed at
+    /// L4, so that no one takes the lab for an L7 proxy.
+    /// </summary>
+    public bool L7Deny { get; init; }
+
+    /// <summary>The labels of the lab's one node (for fromNodes/toNodes).</summary>
+    public IReadOnlyDictionary<string, string> NodeLabels { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
     /// <summary>
     /// What the loader wants the user to know, one line each, said once: documents
     /// skipped (a kind the lab does not model), parts of a policy accepted but not

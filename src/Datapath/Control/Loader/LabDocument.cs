@@ -13,7 +13,11 @@ internal sealed record RawStep(Node At, string Name, string PodText, Node PodNod
 
 /// <summary>The Lab document (forensics.dev/v1): CIDRs, node address, world hosts, scenario steps.</summary>
 internal sealed record RawLab(DocRef Doc, Node At, string Name, IPNetwork PodCidr, Node PodCidrNode, IPNetwork ServiceCidr,
-    Node ServiceCidrNode, IPAddress NodeIp, Node NodeIpNode, List<(Node At, OutsideHost Host)> World, List<RawStep> Steps);
+    Node ServiceCidrNode, IPAddress NodeIp, Node NodeIpNode, List<(Node At, OutsideHost Host)> World, List<RawStep> Steps)
+{
+    /// <summary>The node's labels: the lab's defaults (hostname, os, control-plane: one node is the whole cluster) and spec.nodeLabels.</summary>
+    public Dictionary<string, string> NodeLabels { get; init; } = new(StringComparer.Ordinal);
+}
 
 internal static partial class LabDocument
 {
@@ -39,7 +43,7 @@ internal static partial class LabDocument
         if (!LabName().IsMatch(name))
             throw root.Require("metadata").Require("name").Error(
                 $"'{name}' is not a valid lab name (lowercase letters, digits and '-', at most 24)");
-        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "world", "steps");
+        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "nodeLabels", "world", "steps");
         var podCidrNode = spec.Require("podCIDR");
         var svcCidrNode = spec.Require("serviceCIDR");
         var nodeIpNode = spec.Require("nodeIP");
@@ -87,7 +91,16 @@ internal static partial class LabDocument
                 steps.Add(step);
             }
         }
-        return new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps);
+        var nodeLabels = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["kubernetes.io/hostname"] = $"{name}-node",
+            ["kubernetes.io/os"] = "linux",
+            ["node-role.kubernetes.io/control-plane"] = "",
+        };
+        if (spec.Get("nodeLabels") is { } nl)
+            foreach (var (k, v) in nl.StringMap())
+                nodeLabels[k] = v;
+        return new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps) { NodeLabels = nodeLabels };
     }
 
     private static List<int> PortList(Node? n)

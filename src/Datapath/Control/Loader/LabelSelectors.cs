@@ -41,7 +41,7 @@ internal static class LabelSelectors
                 var opNode = e.Require("operator");
                 var op = opNode.String();
                 if (Array.IndexOf(Operators, op) < 0)
-                    throw opNode.Error($"'{op}' is not a label selector operator ({string.Join(", ", Operators)})");
+                    throw opNode.Error($"'{op}' is not a valid selector operator ({string.Join(", ", Operators)}): Kubernetes refuses it");
                 var values = e.Get("values") is { } vs ? vs.Items().Select(v => v.IsNull ? "" : v.Scalar()).ToList() : [];
                 if (op is "In" or "NotIn" && values.Count == 0)
                     throw e.Error($"operator {op} needs values");

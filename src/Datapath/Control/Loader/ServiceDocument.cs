@@ -28,11 +28,11 @@ internal static class ServiceDocument
         if (ipNode is { } cip)
         {
             if (cip.String() == "None")
-                throw cip.Error("headless services (clusterIP: None) are not supported");
+                throw cip.Error("not supported: clusterIP None (headless services)");
             ip = Ipv4(cip);
         }
         if (spec.Get("type") is { } type && type.String() != "ClusterIP")
-            throw type.Error($"service type '{type.Scalar()}' is not supported (ClusterIP)");
+            throw type.Error($"not supported: type {type.Scalar()} (ClusterIP services only)");
         var selectorNode = spec.Get("selector");
         var selector = new Dictionary<string, string>(StringComparer.Ordinal);
         if (selectorNode is { } sel)

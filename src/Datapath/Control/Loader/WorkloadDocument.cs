@@ -29,8 +29,8 @@ internal static class WorkloadDocument
         ["Job"] = "batch/v1",
     };
 
-    /// <summary>At most this many pods per workload: each is a network namespace.</summary>
-    public const int MaxReplicas = 32;
+    /// <summary>At most this many pods per workload (each is a network namespace in a lab; the pod CIDR bounds them too).</summary>
+    public const int MaxReplicas = 1024;
 
     private static readonly Dictionary<string, string[]> SpecFields = new(StringComparer.Ordinal)
     {
@@ -87,7 +87,7 @@ internal static class WorkloadDocument
             throw js.Error("a Job's selector is generated unless manualSelector is true");
         }
 
-        int Count(string field, int dflt) => spec.Get(field) is { } n ? n.Int(0, MaxReplicas, $"a number of pods the lab makes (0-{MaxReplicas})") : dflt;
+        int Count(string field, int dflt) => spec.Get(field) is { } n ? n.Int(0, MaxReplicas, "a number of pods the lab makes") : dflt;
         var pods = new List<(string Name, Dictionary<string, string> Labels)>();
         switch (kind)
         {
