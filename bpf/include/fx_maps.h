@@ -184,8 +184,39 @@ struct fx_service {
 	__u32 id;
 	__u16 count;		/* backends in slots 0..count-1; 0 drops with FX_DROP_NO_SERVICE */
 	__u16 pad;
+	__u32 affinity_timeout;	/* sessionAffinity ClientIP: seconds a client keeps its backend; 0 none */
 };
-_Static_assert(sizeof(struct fx_service) == 8, "fx_service");
+_Static_assert(sizeof(struct fx_service) == 12, "fx_service");
+
+/* fx_lb_affinity: (service, client address) -> the backend it was given, and when last. */
+struct fx_affinity_key {
+	__u32 service_id;
+	__u32 pad;
+	__u8 client[16];
+};
+_Static_assert(sizeof(struct fx_affinity_key) == 24, "fx_affinity_key");
+
+struct fx_affinity {
+	__u64 last_ns;
+	__u32 slot;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct fx_affinity) == 16, "fx_affinity");
+
+/*
+ * fx_nodeport_rev: a connection from outside the node to a NodePort, a load
+ * balancer address or an external IP, translated on the node's device: the
+ * backend's reply tuple (backend -> client) -> the frontend address and port
+ * its source is rewritten back to on the way out.
+ */
+struct fx_nodeport_entry {
+	__u8 addr[16];
+	__u16 port;
+	__u8 flags;		/* enum fx_nat_flags */
+	__u8 pad;
+	__u32 service_id;
+};
+_Static_assert(sizeof(struct fx_nodeport_entry) == 24, "fx_nodeport_entry");
 
 struct fx_backend_key {
 	__u32 service_id;

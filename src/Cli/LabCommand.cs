@@ -145,7 +145,7 @@ public static class LabCommand
         foreach (var h in spec.Outside)
             Console.WriteLine($"world {h.Name}: {h.Ip} in {s.WorldNetns}, tcp [{string.Join(",", h.TcpPorts)}] udp [{string.Join(",", h.UdpPorts)}]");
         foreach (var svc in lab.Cluster.Services)
-            Console.WriteLine($"service {svc.Namespace}/{svc.Name}: {svc.ClusterIp} ports {string.Join(",", svc.Ports.Select(p => $"{p.Port}->{p.TargetName ?? p.TargetPort.ToString(System.Globalization.CultureInfo.InvariantCulture)}/{p.Protocol}"))}");
+            Console.WriteLine($"service {svc.Namespace}/{svc.Name}: {svc.ClusterIp?.ToString() ?? svc.ExternalName ?? "None"} ports {string.Join(",", svc.Ports.Select(p => $"{p.Port}->{p.TargetName ?? p.TargetPort.ToString(System.Globalization.CultureInfo.InvariantCulture)}/{p.Protocol}"))}");
         Console.WriteLine(s.DatapathAttached
             ? $"datapath attached: BPF programs {string.Join(",", s.ProgramIds)}"
             : "datapath not attached (--no-datapath)");

@@ -94,7 +94,7 @@ public class ClusterLoaderTests
         var s = Assert.Single(c.Services);
         Assert.Equal(new ServicePort(80, 0, "TCP", null, "http"), s.Ports.Single());
         Assert.Equal(new PortProtocol(8080, "TCP"), c.Pods.Single(p => p.Name == "a").NamedPorts["http"]);
-        Assert.Equal("10.0.1.1", s.ClusterIp.ToString());
+        Assert.Equal("10.0.1.1", s.ClusterIp!.ToString());
     }
 
     [Fact]
@@ -172,7 +172,8 @@ public class ClusterLoaderTests
     [Fact]
     public void Load_ExampleFiles_AllLoadWithStepsAndResolvedTargets()
     {
-        var files = Directory.GetFiles(Path.Combine(RepoRoot(), "examples"), "*.yaml");
+        var files = Directory.GetFiles(Path.Combine(RepoRoot(), "examples"), "*.yaml")
+            .Concat(Directory.GetFiles(Path.Combine(RepoRoot(), "examples"), "lab.yaml", SearchOption.AllDirectories)).ToList();
         Assert.NotEmpty(files);
         foreach (var f in files)
         {
@@ -334,8 +335,10 @@ public class ClusterLoaderTests
     [Fact]
     public void Load_DuplicatePodName_NamesSecondDocument()
     {
-        var m = Error(LabDoc, PodA, PodA);
+        var m = Error(LabDoc, PodA, PodA.Replace("app: a", "app: b", StringComparison.Ordinal));
         Has(m, "document 3 (Pod default/a): metadata.name: duplicate Pod default/a (first in document 2)");
+        // the same document twice, word for word, is what kubectl apply applies twice: read once, and said
+        Has(Assert.Single(Load(LabDoc, PodA, PodA).Notices), "document 3 (Pod default/a): the same as document 2: read once");
     }
 
     [Fact]
@@ -451,7 +454,7 @@ public class ClusterLoaderTests
         Has(Error(LabDoc, list), "document 2 items[1] (Service default/s): spec.ports[0].protocoll: unknown field");
         var c = Load(LabDoc, list.Replace("protocoll", "protocol", StringComparison.Ordinal));
         Assert.Equal("10.0.0.9", c.Pods.Single().Ip!.ToString());
-        Assert.Equal("10.0.1.9", c.Services.Single().ClusterIp.ToString());
+        Assert.Equal("10.0.1.9", c.Services.Single().ClusterIp!.ToString());
     }
 
     [Fact]
@@ -477,6 +480,6 @@ public class ClusterLoaderTests
     public void Load_TopLevelUnknownFieldAndSecondLab_Rejected()
     {
         Has(Error(LabDoc, PodA.Replace("kind: Pod", "kind: Pod\nspecc: {}", StringComparison.Ordinal)), "document 2 (Pod default/a): specc: unknown field");
-        Has(Error(LabDoc, LabDoc), "document 2 (Lab lab1): a second Lab document (the first is document 1)");
+        Has(Error(LabDoc, LabDoc.Replace("lab1", "lab2", StringComparison.Ordinal)), "document 2 (Lab lab2): a second Lab document (the first is document 1)");
     }
 }

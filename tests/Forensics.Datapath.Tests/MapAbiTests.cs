@@ -26,6 +26,9 @@ public class MapAbiTests
         ["fx_backend_key"] = typeof(BackendKey),
         ["fx_backend"] = typeof(Backend),
         ["fx_lb_flow"] = typeof(LbFlow),
+        ["fx_affinity_key"] = typeof(AffinityKey),
+        ["fx_affinity"] = typeof(Affinity),
+        ["fx_nodeport_entry"] = typeof(NodeportEntry),
         ["fx_nat_entry"] = typeof(NatEntry),
         ["fx_nat_config"] = typeof(NatConfig),
     };

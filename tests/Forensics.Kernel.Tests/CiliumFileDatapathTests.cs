@@ -107,7 +107,7 @@ public class CiliumFileDatapathTests
         var xwing = c.PodNamed("xwing");
         using var h = new DatapathHarness(c with { Policies = [] });
 
-        var r = h.From(xwing, Packets.Tcp(xwing.Ip!.ToString(), 41000, svc.ClusterIp.ToString(), 80));
+        var r = h.From(xwing, Packets.Tcp(xwing.Ip!.ToString(), 41000, svc.ClusterIp!.ToString(), 80));
 
         Assert.Equal(TcActShot, r.ReturnValue);
         Assert.Equal((ushort)DropReason.NoService, Assert.Single(h.Take().Drops).Reason);

@@ -311,24 +311,43 @@ public sealed class Datapath : IEventSource
                 .ToList();
             foreach (var port in s.Ports)
             {
-                var id = nextId++;
                 var proto = PolicyCompiler.ProtocolNumber(port.Protocol);
-                // a named targetPort resolves per pod; a pod without that port name is no backend (as Kubernetes' endpoints)
-                var backends = members
-                    .Select(p => (Pod: p, Target: port.TargetName is { } tn
-                        ? p.NamedPorts.TryGetValue(tn, out var pp) ? pp.Port : 0
-                        : port.TargetPort == 0 ? port.Port : port.TargetPort))
-                    .Where(b => b.Target != 0)
-                    .Select((b, i) => new BackendInfo(i, b.Pod.Ip!, b.Target, b.Pod.FullName))
-                    .ToList();
-                services.Add(new ServiceInfo(id, s.Name, s.Namespace, s.ClusterIp, port.Port, port.Protocol.ToUpperInvariant(), backends));
-                var key = new ServiceKey { Addr = MapAddress.From(s.ClusterIp), Port = (ushort)port.Port, Proto = proto, Family = MapAddress.Family(s.ClusterIp) };
-                wantSvc[KeyBytes(key)] = (key, new Service { Id = id, Count = (ushort)backends.Count });
-                foreach (var b in backends)
-                    wantBe[new BackendKey { ServiceId = id, Slot = (uint)b.Slot }] = new Backend
-                    {
-                        Addr = MapAddress.From(b.Ip), Port = (ushort)b.Port, Family = MapAddress.Family(b.Ip),
-                    };
+                // a named targetPort resolves per pod; a pod without that port name is no backend (as Kubernetes' endpoints);
+                // a service without a selector has the addresses and ports of its Endpoints
+                var backends = s.Selector.Count > 0
+                    ? members
+                        .Select(p => (Ip: p.Ip!, Target: port.TargetName is { } tn
+                            ? p.NamedPorts.TryGetValue(tn, out var pp) ? pp.Port : 0
+                            : port.TargetPort == 0 ? port.Port : port.TargetPort, Pod: (string?)p.FullName))
+                        .Where(b => b.Target != 0)
+                        .Select((b, i) => new BackendInfo(i, b.Ip, b.Target, b.Pod))
+                        .ToList()
+                    : s.Endpoints.Take(MapLimits.MaxBackendsPerService)
+                        .Select(ip => (Ip: ip, Target: EndpointPort(s, port), Pod: pods.Values.FirstOrDefault(p => ip.Equals(p.Ip))?.FullName))
+                        .Where(b => b.Target != 0)
+                        .Select((b, i) => new BackendInfo(i, b.Ip, b.Target, b.Pod))
+                        .ToList();
+                // every address the service answers on at this port: its cluster IP, the node's address at
+                // the node port, its load balancer addresses and external IPs; each is a frontend of its own
+                var frontends = new List<(IPAddress Ip, int Port, string Kind)>();
+                if (s.ClusterIp is { } cip)
+                    frontends.Add((cip, port.Port, "ClusterIP"));
+                if (port.NodePort != 0 && cluster.Lab is { } lab)
+                    frontends.Add((lab.NodeIp, port.NodePort, "NodePort"));
+                frontends.AddRange(s.LoadBalancerIps.Select(ip => (ip, port.Port, "LoadBalancer")));
+                frontends.AddRange(s.ExternalIps.Select(ip => (ip, port.Port, "ExternalIP")));
+                foreach (var (ip, fport, kind) in frontends)
+                {
+                    var id = nextId++;
+                    services.Add(new ServiceInfo(id, s.Name, s.Namespace, ip, fport, port.Protocol.ToUpperInvariant(), backends) { FrontendType = kind });
+                    var key = new ServiceKey { Addr = MapAddress.From(ip), Port = (ushort)fport, Proto = proto, Family = MapAddress.Family(ip) };
+                    wantSvc[KeyBytes(key)] = (key, new Service { Id = id, Count = (ushort)backends.Count, AffinityTimeout = (uint)s.AffinityTimeoutSeconds });
+                    foreach (var b in backends)
+                        wantBe[new BackendKey { ServiceId = id, Slot = (uint)b.Slot }] = new Backend
+                        {
+                            Addr = MapAddress.From(b.Ip), Port = (ushort)b.Port, Family = MapAddress.Family(b.Ip),
+                        };
+                }
             }
         }
         // backends first, so that a service never counts a slot not yet written
@@ -344,6 +363,12 @@ public sealed class Datapath : IEventSource
         serviceKeys = wantSvc.ToDictionary(kv => kv.Key, kv => kv.Value.Key, StringComparer.Ordinal);
         backendKeys = [.. wantBe.Keys];
     }
+
+    /// <summary>The backend port of a service without a selector: its Endpoints port of the same name (or its only one), else the target port.</summary>
+    private static int EndpointPort(ServiceSpec s, ServicePort port) =>
+        s.EndpointPorts.TryGetValue(port.Name ?? "", out var p) ? p
+        : s.EndpointPorts.Count == 1 && s.Ports.Count == 1 ? s.EndpointPorts.Values.First()
+        : port.TargetName is null ? port.TargetPort == 0 ? port.Port : port.TargetPort : 0;
 
     private void SyncPolicies()
     {

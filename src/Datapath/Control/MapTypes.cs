@@ -275,6 +275,34 @@ public struct Service
     public uint Id;
     public ushort Count;
     public ushort Pad;
+    /// <summary>sessionAffinity ClientIP: seconds a client keeps its backend; 0 for none.</summary>
+    public uint AffinityTimeout;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct AffinityKey
+{
+    public uint ServiceId;
+    public uint Pad;
+    public Bytes16 Client;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct Affinity
+{
+    public ulong LastNs;
+    public uint Slot;
+    public uint Pad;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct NodeportEntry
+{
+    public Bytes16 Addr;
+    public ushort Port;
+    public NatFlags Flags;
+    public byte Pad;
+    public uint ServiceId;
 }
 
 [StructLayout(LayoutKind.Sequential)]

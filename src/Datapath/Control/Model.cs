@@ -37,15 +37,43 @@ public sealed record PodSpec(
 /// A service port. A named targetPort (TargetName) is resolved per backend from
 /// its container ports, as Kubernetes resolves it; TargetPort is then 0.
 /// </summary>
-public sealed record ServicePort(int Port, int TargetPort, string Protocol, string? Name = null, string? TargetName = null);
+public sealed record ServicePort(int Port, int TargetPort, string Protocol, string? Name = null, string? TargetName = null)
+{
+    /// <summary>The port on the node's address (NodePort and LoadBalancer services), 0 for none.</summary>
+    public int NodePort { get; init; }
+}
 
+/// <summary>
+/// A Service: ClusterIP (the virtual address, null for a headless or an
+/// ExternalName service), NodePort and LoadBalancer (also reachable on the node's
+/// address at each port's NodePort, and on the load balancer's addresses),
+/// externalIPs, ClientIP session affinity.
+/// </summary>
 public sealed record ServiceSpec(
     string Name,
     string Namespace,
-    IPAddress ClusterIp,
+    IPAddress? ClusterIp,
     IReadOnlyDictionary<string, string> Selector,
     IReadOnlyList<ServicePort> Ports)
 {
+    /// <summary>spec.type: ClusterIP, NodePort, LoadBalancer or ExternalName.</summary>
+    public string Type { get; init; } = "ClusterIP";
+
+    /// <summary>spec.externalName of an ExternalName service (a DNS name; nothing in the datapath).</summary>
+    public string? ExternalName { get; init; }
+
+    /// <summary>spec.externalIPs: more addresses the service answers on, at its ports.</summary>
+    public IReadOnlyList<IPAddress> ExternalIps { get; init; } = [];
+
+    /// <summary>A LoadBalancer's addresses (status.loadBalancer.ingress, or taken from the Lab's loadBalancerPool).</summary>
+    public IReadOnlyList<IPAddress> LoadBalancerIps { get; init; } = [];
+
+    /// <summary>sessionAffinity ClientIP: how long a client keeps its backend, in seconds; 0 for no affinity.</summary>
+    public int AffinityTimeoutSeconds { get; init; }
+
+    /// <summary>The ports of a service without a selector's Endpoints, by port name ("" for an unnamed one).</summary>
+    public IReadOnlyDictionary<string, int> EndpointPorts { get; init; } = new Dictionary<string, int>(StringComparer.Ordinal);
+
     /// <summary>metadata.labels (what toServices' k8sServiceSelector selects services by).</summary>
     public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
 

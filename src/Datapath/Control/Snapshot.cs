@@ -22,7 +22,11 @@ public sealed record BackendInfo(int Slot, IPAddress Ip, int Port, string? Pod);
 
 /// <summary>One service frontend (ClusterIP:port/protocol) and its backends; Id is the service id in NAT events.</summary>
 public sealed record ServiceInfo(
-    uint Id, string Name, string Namespace, IPAddress Frontend, int Port, string Protocol, IReadOnlyList<BackendInfo> Backends);
+    uint Id, string Name, string Namespace, IPAddress Frontend, int Port, string Protocol, IReadOnlyList<BackendInfo> Backends)
+{
+    /// <summary>What kind of frontend: ClusterIP, NodePort (the node's address), LoadBalancer or ExternalIP.</summary>
+    public string FrontendType { get; init; } = "ClusterIP";
+}
 
 public sealed record ConntrackInfo(
     IPAddress Source, int SourcePort, IPAddress Destination, int DestinationPort, byte Protocol, Dir Direction,
