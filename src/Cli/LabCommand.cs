@@ -49,6 +49,18 @@ public static class LabCommand
 
     private static Option<string?> NameOption() => new("--name") { Description = "Use this lab name instead of the Lab document's (e.g. to run two copies)" };
 
+    /// <summary>--l7 allow|deny: what a port with L7 rules gets at L4 (the lab is no L7 proxy).</summary>
+    internal static Option<string> L7Option()
+    {
+        var o = new Option<string>("--l7")
+        {
+            Description = "Ports whose policy has L7 rules (http, kafka, dns): allow them at L4 (the L7 rules are not enforced), or deny them",
+            DefaultValueFactory = _ => "allow",
+        };
+        o.AcceptOnlyFromAmong("allow", "deny");
+        return o;
+    }
+
     private static int Guard(Func<int> action)
     {
         try
@@ -107,10 +119,11 @@ public static class LabCommand
         var noDatapath = NoDatapathOption();
         var name = NameOption();
         var events = new Option<bool>("--events") { Description = "Print the datapath's drop, policy verdict and NAT events while up" };
-        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events };
+        var l7 = L7Option();
+        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events, l7 };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name)) with { L7Deny = parse.GetValue(l7) == "deny" };
             using var stop = new ManualResetEventSlim();
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
@@ -194,10 +207,11 @@ public static class LabCommand
         var noDatapath = NoDatapathOption();
         var name = NameOption();
         var steps = new Option<string[]>("--step") { Description = "Run only these steps (by name; repeatable)" };
-        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps };
+        var l7 = L7Option();
+        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps, l7 };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name)) with { L7Deny = parse.GetValue(l7) == "deny" };
             var only = parse.GetValue(steps) ?? [];
             var unknown = only.Where(s => cluster.Lab!.Steps.All(x => x.Name != s)).ToList();
             if (unknown.Count > 0)

@@ -38,7 +38,7 @@ public static class RecordCommand
         var output = new Option<string?>("--output", "-o") { Description = "Recording folder (default: ./recording-YYYYMMDD-HHMMSS)" };
         var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to record, comma-separated or repeated: {string.Join(", ", KindNames)} (default: all)", AllowMultipleArgumentsPerToken = true };
         var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel, counted" };
-        var tetragon = new Option<string?>("--tetragon-policy") { Description = "Read excluded CIDRs from a Tetragon TracingPolicy (the quickstart's tcp_connect NotDAddr list, ${VARS} from the environment)" };
+        var tetragon = new Option<string?>("--tetragon-policy") { Description = "Filter connects in the kernel as a Tetragon TracingPolicy file selects them (tcp_connect, udp_sendmsg, security_socket_connect selectors; ${VARS} from the environment)" };
         var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
         var lab = new Option<string?>("--lab") { Description = "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards" };
         var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
@@ -123,11 +123,16 @@ public static class RecordCommand
         }
 
         List<IPNetwork> excluded;
+        TracingPolicySet? tracingPolicy = null;
         try
         {
             excluded = [.. args.ExcludeCidrs.Select(Cidrs.Parse)];
             if (args.TetragonPolicy is not null)
-                excluded.AddRange(TracingPolicyReader.ReadFile(args.TetragonPolicy).ExcludedCidrs);
+            {
+                tracingPolicy = TracingPolicyReader.ReadFile(args.TetragonPolicy);
+                foreach (var n in tracingPolicy.Notices)
+                    Console.Error.WriteLine("note: " + n);
+            }
         }
         catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
         {
@@ -174,7 +179,10 @@ public static class RecordCommand
             var probeSet = ProbesFor(args.Kinds);
             if (probeSet != ProbeSet.None)
             {
-                var probes = Probes.Load(new ProbeOptions { Events = options, Enabled = probeSet, ExcludedCidrs = excluded });
+                var probes = Probes.Load(new ProbeOptions
+                {
+                    Events = options, Enabled = probeSet, ExcludedCidrs = excluded, ConnectFilters = tracingPolicy?.Filters ?? [],
+                });
                 sources.Add(probes);
                 probes.Attach();
                 ulong now = (ulong)(FileSystem.Clocks().Monotonic);
@@ -232,7 +240,8 @@ public static class RecordCommand
                 PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
                 ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
                 PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
-                ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
+                // what the policy's NotDAddr leaves out is what its author counts as the cluster
+                ExcludeCidrs = [.. excluded.Concat(tracingPolicy?.ExcludedCidrs ?? []).Select(c => c.ToString()).Distinct()],
                 Snaplen = args.Snaplen,
                 RingBytes = args.RingBytes,
                 MonitorAggregation = args.MonitorAggregation.ToString().ToLowerInvariant(),
@@ -247,7 +256,7 @@ public static class RecordCommand
         }
         var probesSource = sources.OfType<Probes>().FirstOrDefault();
         if (probesSource is not null)
-            recording.UpdateManifest = m => m.FilteredConnects = probesSource.FilteredConnects;
+            recording.UpdateManifest = m => m.FilteredConnects = probesSource.FilteredConnects + probesSource.UnselectedConnects;
         if (args.Progress)
             Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
         RecordingSummary summary;
