@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|net|capture]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +55,10 @@ fi
 if [[ $what == all || $what == query ]]; then
 	timeout 900 "$bench" query 1000000 50000
 	timeout 600 "$bench" storage-exec 1000000
+fi
+if [[ $what == all || $what == import ]]; then
+	# Hubble and Tetragon exports (1M lines each, shaped like real ones) imported: storage and queries
+	timeout 1200 "$bench" import 1000000
 fi
 if [[ $what == all || $what == net ]]; then
 	# two lab pods (namespaces fxn<pid>-*): iperf3 TCP, iperf3 and udpflood 64-byte UDP, 4 s each;

@@ -48,6 +48,10 @@ switch (what)
     case "query":
         QueryBench.Run(Path.Combine(root, "query"), (long)Arg(1, 1e6), (int)Arg(2, 100000));
         break;
+    case "import":
+        // import N: Hubble and Tetragon exports shaped like real ones, imported; storage and queries (bench/RESULTS.md, section 6)
+        ImportBench.Run(Path.Combine(root, "import"), (long)Arg(1, 1e6), Path.Combine(AppContext.BaseDirectory, "testdata"));
+        break;
     case "storage-exec":
         QueryBench.Exec(Path.Combine(root, "query"), (long)Arg(1, 1e6));
         break;

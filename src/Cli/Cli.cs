@@ -31,6 +31,7 @@ public static class Cli
         root.Subcommands.Add(RecordCommand.Build());
         root.Subcommands.Add(MonitorCommand.Build());
         root.Subcommands.Add(RecoverCommand.Build());
+        root.Subcommands.Add(ImportCommand.Build());
         root.Subcommands.Add(LabCommand.Build());
         root.Subcommands.Add(QueryCommands.Query());
         root.Subcommands.Add(QueryCommands.Drops());

@@ -25,7 +25,9 @@ public sealed record RecordArgs(
     uint RingBytes,
     bool Progress,
     string? Lab = null,
-    MonitorAggregation MonitorAggregation = MonitorAggregation.None);
+    MonitorAggregation MonitorAggregation = MonitorAggregation.None,
+    bool Probes = true,
+    IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -48,9 +50,20 @@ public static class RecordCommand
             DefaultValueFactory = _ => "none",
         };
         aggregation.AcceptOnlyFromAmong("none", "medium");
-        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and, with --lab, the datapath of a lab scenario, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        var from = new Option<string[]>("--from")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation,
+            Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
+        var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
+        var tlsCa = new Option<string[]>("--tls-ca-cert-files") { Description = "PEM files of the CAs that sign the server's certificate", AllowMultipleArgumentsPerToken = true };
+        var tlsCert = new Option<string?>("--tls-client-cert-file") { Description = "PEM client certificate (mutual TLS)" };
+        var tlsKey = new Option<string?>("--tls-client-key-file") { Description = "PEM key of the client certificate" };
+        var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
+        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        {
+            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -74,6 +87,17 @@ public static class RecordCommand
                     !Console.IsErrorRedirected,
                     parse.GetValue(lab),
                     parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None);
+                var tlsOptions = new Forensics.Cilium.TlsOptions
+                {
+                    Enabled = parse.GetValue(tls) || parse.GetValue(tlsCa) is { Length: > 0 } || parse.GetValue(tlsCert) is not null || parse.GetValue(tlsInsecure),
+                    AllowInsecure = parse.GetValue(tlsInsecure),
+                    CaCertFiles = parse.GetValue(tlsCa) ?? [],
+                    ClientCertFile = parse.GetValue(tlsCert),
+                    ClientKeyFile = parse.GetValue(tlsKey),
+                    ServerName = parse.GetValue(tlsServer),
+                };
+                var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
+                args = args with { Probes = probes, Cilium = cilium };
             }
             catch (FormatException e)
             {
@@ -82,6 +106,24 @@ public static class RecordCommand
             return Run(args);
         });
         return cmd;
+    }
+
+    /// <summary>--from values: whether this tool's probes run, and the Cilium sources.</summary>
+    internal static (bool Probes, List<Forensics.Cilium.LiveEndpoint> Cilium) ParseFrom(IEnumerable<string> values, Forensics.Cilium.TlsOptions tls)
+    {
+        var list = values.SelectMany(s => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
+        if (list.Count == 0)
+            return (true, []);
+        bool probes = false;
+        var cilium = new List<Forensics.Cilium.LiveEndpoint>();
+        foreach (var v in list)
+        {
+            if (v.Equals("probes", StringComparison.OrdinalIgnoreCase))
+                probes = true;
+            else
+                cilium.Add(Forensics.Cilium.LiveEndpoint.Parse(v, tls) ?? throw new FormatException($"--from {v}: not a source (probes, hubble[=ADDR], tetragon[=ADDR])"));
+        }
+        return (probes, cilium);
     }
 
     internal static HashSet<EventKind> ParseKinds(IEnumerable<string> values)
@@ -113,6 +155,9 @@ public static class RecordCommand
         {
             return Cli.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, $"cannot write the output folder {args.Output}: {e.Message}");
         }
+        var ciliumSources = args.Cilium ?? [];
+        if (!args.Probes && args.Lab is null)
+            return CiliumRecord.Run(args, ciliumSources);
         try
         {
             Prerequisites.EnsureKernelAccess();
@@ -176,7 +221,7 @@ public static class RecordCommand
         Lab? labUp = null;
         try
         {
-            var probeSet = ProbesFor(args.Kinds);
+            var probeSet = args.Probes ? ProbesFor(args.Kinds) : ProbeSet.None;
             if (probeSet != ProbeSet.None)
             {
                 var probes = Probes.Load(new ProbeOptions
@@ -261,6 +306,24 @@ public static class RecordCommand
             Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
         RecordingSummary summary;
         Thread? steps = null;
+        Forensics.Cilium.CiliumSources? cilium = null;
+        if (ciliumSources.Count > 0)
+        {
+            cilium = new Forensics.Cilium.CiliumSources(ciliumSources, new Forensics.Cilium.KernelRecordingTarget(recording, args.Output), Environment.MachineName);
+            try
+            {
+                foreach (var v in cilium.CheckAsync(TimeSpan.FromSeconds(5), cts.Token).GetAwaiter().GetResult())
+                    Console.Error.WriteLine($"recording from {v}");
+            }
+            catch (Forensics.Cilium.SourceUnavailableException e)
+            {
+                cilium.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                labUp?.Dispose();
+                sources.ForEach(s => s.Dispose());
+                return Cli.Fail(ExitCode.Prerequisite, e.Message);
+            }
+            cilium.Start(cts.Token);
+        }
         try
         {
             if (labUp is not null)
@@ -275,6 +338,32 @@ public static class RecordCommand
             steps?.Join(TimeSpan.FromSeconds(30));
             labUp?.Dispose();
             sources.ForEach(s => s.Dispose());
+            if (cilium is not null)
+            {
+                cts.Cancel();
+                cilium.StopAsync(null).GetAwaiter().GetResult();
+            }
+        }
+        if (cilium is not null)
+        {
+            ulong lost = 0;
+            long malformed = 0;
+            recording.WithManifest(m =>
+            {
+                lost = m.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
+                malformed = Forensics.Cilium.CiliumSources.Malformed(m);
+            }, write: true);
+            summary = summary with
+            {
+                EventsLost = lost,
+                Rows = recording.Manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
+                Loss = new Dictionary<string, ManifestLoss>(recording.Manifest.Loss),
+            };
+            if (malformed > 0 && summary.Error is null && lost == 0)
+            {
+                PrintSummary(summary);
+                return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources[].malformed)");
+            }
         }
         PrintSummary(summary);
         if (summary.Error is not null)
@@ -318,9 +407,13 @@ public static class RecordCommand
         return set;
     }
 
+    internal static void Print(RecordingSummary s) => PrintSummary(s);
+
     internal static string LossText(IReadOnlyDictionary<string, ManifestLoss> loss) =>
         string.Join(", ", loss.Where(l => l.Value.Failed + l.Value.UserspaceDropped > 0)
-            .Select(l => $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
+            .Select(l => l.Key is "hubble" or "tetragon"
+                ? $"{l.Key} {l.Value.Failed} (reported lost by {l.Key})"
+                : $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
 
     private static void PrintSummary(RecordingSummary s)
     {

@@ -33,7 +33,23 @@ public static class Info
             w.WriteLine($"  {name,-16} {t.Rows,10} rows  {t.Files.Count,4} file{(t.Files.Count == 1 ? "" : "s")}  schema v{t.SchemaVersion}");
         w.WriteLine($"loss        {m.EventsLost} event{(m.EventsLost == 1 ? "" : "s")} lost");
         foreach (var (kind, l) in m.Loss.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-            w.WriteLine($"  {kind,-16} emitted {l.Emitted}, lost in kernel (ring buffer full) {l.Failed}, lost in user space {l.UserspaceDropped}");
+            w.WriteLine(kind is "hubble" or "tetragon"
+                ? $"  {kind,-16} reported lost by {kind} {l.Failed}"
+                : $"  {kind,-16} emitted {l.Emitted}, lost in kernel (ring buffer full) {l.Failed}, lost in user space {l.UserspaceDropped}");
+        foreach (var src in m.Sources ?? [])
+        {
+            w.WriteLine($"source      {src.Name} ({(src.Kind == "import" ? "imported" : "gRPC " + src.Address)}): {src.Received} received, {src.Stored} stored, {src.Skipped.Values.Sum()} not stored, {src.Malformed} malformed");
+            foreach (var f in src.Files)
+                w.WriteLine($"  file      {f.Path} ({f.Lines} lines, {f.Bytes} bytes, sha256 {f.Sha256})");
+            if (src.Skipped.Count > 0)
+                w.WriteLine($"  skipped   {string.Join(", ", src.Skipped.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}"))}");
+            if (src.Lost.Count > 0)
+                w.WriteLine($"  lost      {string.Join(", ", src.Lost.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}"))}");
+            if (src.UnknownFields.Count > 0)
+                w.WriteLine($"  unknown   {string.Join(", ", src.UnknownFields.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}"))} (kept in the extra column)");
+            foreach (var d in src.Disconnects.Take(10))
+                w.WriteLine($"  stream    {d}");
+        }
         var results = RecordingLocator.Verify(rec);
         var bad = results.Where(r => !r.Ok).ToList();
         w.WriteLine($"files       {results.Count - bad.Count} of {results.Count} verified against the manifest's SHA-256");

@@ -67,7 +67,7 @@ public static class Replay
         var multi = session.Recordings.Count > 1;
         foreach (var e in events.OrderBy(e => e.TimeNs).ThenBy(e => e.Node, StringComparer.Ordinal).ThenBy(e => e.Ktime).ThenBy(e => e.Order))
         {
-            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.TryGetValue((e.Recording, id), out var a) ? a : null };
+            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.TryGetValue((e.Recording, id), out var a) ? a : null, Node = e.Node };
             if (!multi || format == RenderFormat.Json)
             {
                 if (!multi)

@@ -283,10 +283,30 @@ public sealed class Recording
             discarded[batch.Table] = discarded.GetValueOrDefault(batch.Table) + (ulong)batch.Count;
     }
 
-    private int NextSegment(string table)
+    /// <summary>The next segment number of a table, for every writer of this recording (its own and other sources').</summary>
+    public int NextSegment(string table)
     {
         lock (segmentNumbers)
             return segmentNumbers[table] = segmentNumbers.GetValueOrDefault(table) + 1;
+    }
+
+    /// <summary>
+    /// Changes the manifest under its lock, and writes it when asked: for sources that are not the kernel
+    /// (Hubble, Tetragon) writing into this recording. Their loss entries count in events_lost.
+    /// </summary>
+    public void WithManifest(Action<Manifest> change, bool write)
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        lock (manifestLock)
+        {
+            change(manifest);
+            if (write)
+            {
+                Directory.CreateDirectory(options.OutputDir);
+                manifest.EventsLost = manifest.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
+                manifest.Write(options.OutputDir);
+            }
+        }
     }
 
     private List<SegmentWriter> AllWriters()
@@ -406,6 +426,11 @@ public sealed class Recording
             manifest.Loss[name] = new ManifestLoss { Emitted = c.Emitted, Failed = c.Failed, UserspaceDropped = d };
             lost += c.Failed + d;
         }
+        // what other sources (Hubble, Tetragon) reported lost, under their own names
+        var kernelKinds = lastCounters.Keys.Select(Rows.TableOf).ToHashSet(StringComparer.Ordinal);
+        foreach (var (name, l) in manifest.Loss)
+            if (!kernelKinds.Contains(name))
+                lost += l.Failed + l.UserspaceDropped;
         manifest.EventsLost = lost;
     }
 

@@ -67,7 +67,7 @@ public sealed class ExportInfoTests : IDisposable
         Assert.Contains("host        node-a, kernel 6.18.0-test, x86_64", r.Stdout, StringComparison.Ordinal);
         Assert.Contains("time        2026-11-23T10:00:00.000Z -> 2026-11-23T10:01:00.000Z (60 s)", r.Stdout, StringComparison.Ordinal);
         Assert.Contains("stopped     duration", r.Stdout, StringComparison.Ordinal);
-        Assert.Matches(@"\n  drop\s+3 rows\s+1 file\s+schema v1\n", r.Stdout);
+        Assert.Matches($@"\n  drop\s+3 rows\s+1 file\s+schema v{Forensics.Query.Schema.SchemaCatalog.CurrentVersion("drop")}\n", r.Stdout);
         Assert.Contains("loss        3 events lost", r.Stdout, StringComparison.Ordinal);
         Assert.Contains("trace            emitted 100, lost in kernel (ring buffer full) 3, lost in user space 0", r.Stdout, StringComparison.Ordinal);
         var files = Directory.GetFiles(_rec.Root, "*.parquet", SearchOption.AllDirectories).Length;

@@ -190,8 +190,12 @@ public class SchemaTests
                     v.Set(i, (byte)rnd.Next(0, 256));
                     text[c] = v.Values[i].ToString(System.Globalization.CultureInfo.InvariantCulture);
                     break;
+                case BoolColumn v when v.Valid is not null && rnd.Next(4) == 0:
+                    v.SetNull(i);
+                    text[c] = null!;
+                    break;
                 case BoolColumn v:
-                    v.Values[i] = rnd.Next(2) == 0;
+                    v.Set(i, rnd.Next(2) == 0);
                     text[c] = v.Values[i] ? "1" : "0";
                     break;
                 case StringColumn s:

@@ -23,6 +23,9 @@ public sealed record Manifest
     [JsonPropertyName("events_lost")] public long EventsLost { get; init; }
     [JsonPropertyName("redaction")] public JsonElement? Redaction { get; init; }
 
+    /// <summary>Hubble and Tetragon, live or imported (schemas/manifest.v1.schema.json "sources").</summary>
+    [JsonPropertyName("sources")] public IReadOnlyList<ManifestSourceInfo>? Sources { get; init; }
+
     public const string FormatName = "forensics-recording";
 
     private static readonly JsonSerializerOptions Options = new() { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
@@ -49,6 +52,30 @@ public sealed record Manifest
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, Options);
+}
+
+/// <summary>A source that is not the kernel, as far as `info` reports it.</summary>
+public sealed record ManifestSourceInfo
+{
+    [JsonPropertyName("name")] public string Name { get; init; } = "";
+    [JsonPropertyName("kind")] public string Kind { get; init; } = "";
+    [JsonPropertyName("address")] public string? Address { get; init; }
+    [JsonPropertyName("files")] public IReadOnlyList<ManifestInputFileInfo> Files { get; init; } = [];
+    [JsonPropertyName("received")] public long Received { get; init; }
+    [JsonPropertyName("stored")] public long Stored { get; init; }
+    [JsonPropertyName("skipped")] public Dictionary<string, long> Skipped { get; init; } = [];
+    [JsonPropertyName("malformed")] public long Malformed { get; init; }
+    [JsonPropertyName("lost")] public Dictionary<string, ulong> Lost { get; init; } = [];
+    [JsonPropertyName("unknown_fields")] public Dictionary<string, long> UnknownFields { get; init; } = [];
+    [JsonPropertyName("disconnects")] public IReadOnlyList<string> Disconnects { get; init; } = [];
+}
+
+public sealed record ManifestInputFileInfo
+{
+    [JsonPropertyName("path")] public string Path { get; init; } = "";
+    [JsonPropertyName("bytes")] public long Bytes { get; init; }
+    [JsonPropertyName("sha256")] public string Sha256 { get; init; } = "";
+    [JsonPropertyName("lines")] public long Lines { get; init; }
 }
 
 public sealed record ManifestHost

@@ -160,7 +160,7 @@ public static class RecordingLocator
     {
         foreach (var p in relative.Split('/'))
             if (p.StartsWith("node=", StringComparison.Ordinal))
-                return p["node=".Length..];
+                return p["node=".Length..].Replace('+', '/'); // a '/' in a node name (Hubble's cluster/node) is '+' in its folder
         return null;
     }
 

@@ -33,6 +33,9 @@ public sealed class LineRenderer
     /// <summary>Arguments of a process image by exec_id, for exit lines (the exit event does not carry them).</summary>
     public Func<ulong, string?>? ArgumentsOf { get; init; }
 
+    /// <summary>The node the row was recorded on (tetra prints it for a process outside pods).</summary>
+    public string? Node { get; init; }
+
     /// <summary>Renders the row; null when the row prints nothing (e.g. a loss row with no loss).</summary>
     public string? Render(string table, IReadOnlyDictionary<string, object?> row)
     {
@@ -40,6 +43,8 @@ public sealed class LineRenderer
         ArgumentNullException.ThrowIfNull(row);
         if (_format == RenderFormat.Json)
             return Json(table, row);
+        if (HubbleLines.IsHubble(table, row))
+            return HubbleLines.Compact(table, row); // hubble observe prints its own time
         var line = table switch
         {
             "drop" => Drop(row),
@@ -112,17 +117,17 @@ public sealed class LineRenderer
     }
 
     // tetra getevents -o compact: "🚀 process default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon"
-    private static string Exec(IReadOnlyDictionary<string, object?> r) =>
-        $"🚀 process {Pod(r)} {Str(r, "binary")} {Str(r, "arguments")}".TrimEnd();
+    private string Exec(IReadOnlyDictionary<string, object?> r) =>
+        $"🚀 process {Where(r)} {Str(r, "binary")} {Str(r, "arguments")}".TrimEnd();
 
     // "🔌 connect default/xwing /usr/bin/curl tcp 10.32.0.19:33978 -> 104.198.14.52:443"
-    private static string Connect(IReadOnlyDictionary<string, object?> r)
+    private string Connect(IReadOnlyDictionary<string, object?> r)
     {
         var binary = Str(r, "binary");
         if (binary.Length == 0)
             binary = Str(r, "comm");
         var proto = Str(r, "protocol");
-        return $"🔌 connect {Pod(r)} {binary} {proto} {Addr(Str(r, "src_ip"), U(r, "src_port"), proto)} -> {Addr(Str(r, "dst_ip"), U(r, "dst_port"), proto)}";
+        return $"🔌 connect {Where(r)} {binary} {proto} {Addr(Str(r, "src_ip"), U(r, "src_port"), proto)} -> {Addr(Str(r, "dst_ip"), U(r, "dst_port"), proto)}";
     }
 
     // "💥 exit    default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon 60"
@@ -131,14 +136,19 @@ public sealed class LineRenderer
         var binary = Str(r, "binary");
         if (binary.Length == 0)
             binary = Str(r, "comm");
-        var args = r.TryGetValue("exec_id", out var id) && id is not null && ArgumentsOf is not null
-            ? ArgumentsOf(Convert.ToUInt64(id, CultureInfo.InvariantCulture)) ?? "" : "";
+        var args = Str(r, "arguments"); // Tetragon's exit carries them
+        if (args.Length == 0 && r.TryGetValue("exec_id", out var id) && id is not null && ArgumentsOf is not null)
+            args = ArgumentsOf(Convert.ToUInt64(id, CultureInfo.InvariantCulture)) ?? "";
         var status = Str(r, "signal");
         if (status.Length == 0)
             status = r.TryGetValue("exit_code", out var c) && c is not null ? Convert.ToInt64(c, CultureInfo.InvariantCulture).ToString(CultureInfo.InvariantCulture) : "0";
-        var head = args.Length > 0 ? $"{Pod(r)} {binary} {args}" : $"{Pod(r)} {binary}";
+        var head = args.Length > 0 ? $"{Where(r)} {binary} {args}" : $"{Where(r)} {binary}";
         return $"💥 exit    {head} {status}";
     }
+
+    /// <summary>namespace/pod; for a Tetragon process outside pods, the node, as tetra prints it (pkg/encoder ProcessInfo).</summary>
+    private string Where(IReadOnlyDictionary<string, object?> r) =>
+        Str(r, "pod").Length == 0 && Str(r, "source") == "tetragon" ? Node ?? "" : Pod(r);
 
     private static string Pod(IReadOnlyDictionary<string, object?> r)
     {

@@ -11,6 +11,11 @@ CREATE VIEW cluster_cidrs AS
     UNION ALL SELECT DISTINCT recording, ip, 'endpoints' FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
     UNION ALL SELECT DISTINCT recording, ipv6, 'endpoints' FROM endpoints WHERE ipv6 IS NOT NULL AND ipv6 <> ''
     UNION ALL SELECT DISTINCT recording, cluster_ip, 'services' FROM services WHERE cluster_ip IS NOT NULL AND cluster_ip <> ''
+    -- pods that Hubble named in its flows (a recording of a Cilium node has no endpoints snapshot)
+    UNION ALL SELECT DISTINCT recording, src_ip, 'hubble' FROM (
+        SELECT recording, src_ip FROM "drop" WHERE src_pod IS NOT NULL UNION ALL SELECT recording, dst_ip FROM "drop" WHERE dst_pod IS NOT NULL
+        UNION ALL SELECT recording, src_ip FROM policy WHERE src_pod IS NOT NULL UNION ALL SELECT recording, dst_ip FROM policy WHERE dst_pod IS NOT NULL
+        UNION ALL SELECT recording, src_ip FROM trace WHERE src_pod IS NOT NULL UNION ALL SELECT recording, dst_ip FROM trace WHERE dst_pod IS NOT NULL)
     UNION ALL SELECT NULL, '127.0.0.0/8', 'loopback'
     UNION ALL SELECT NULL, '::1/128', 'loopback';
 
@@ -41,10 +46,11 @@ CREATE VIEW service_ports AS
 -- (namespace/pod by address from the endpoints snapshot, identity and its labels).
 CREATE VIEW drops_resolved AS
     SELECT d.recording, d.node, d.time, d.ktime_ns,
-           s.namespace AS src_namespace, s.pod AS src_pod, d.src_identity,
-           coalesce(sl.labels, sr.labels) AS src_labels, d.src_ip, d.src_port,
-           t.namespace AS dst_namespace, t.pod AS dst_pod, d.dst_identity,
-           coalesce(tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port,
+           -- what the row names itself (Hubble's endpoints) wins over the endpoints snapshot
+           coalesce(d.src_namespace, s.namespace) AS src_namespace, coalesce(d.src_pod, s.pod) AS src_pod, d.src_identity,
+           coalesce(d.src_labels, sl.labels, sr.labels) AS src_labels, d.src_ip, d.src_port,
+           coalesce(d.dst_namespace, t.namespace) AS dst_namespace, coalesce(d.dst_pod, t.pod) AS dst_pod, d.dst_identity,
+           coalesce(d.dst_labels, tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port,
            d.protocol, d.tcp_flags, d.reason,
            coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) AS reason_name,
            d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state
@@ -93,7 +99,8 @@ CREATE VIEW nat_mappings AS
                CASE nat_kind WHEN 'dnat' THEN xlated_dst_port ELSE xlated_src_port END AS xlated_port,
                CASE nat_kind WHEN 'dnat' THEN xlated_dst_ip ELSE orig_dst_ip END AS dst_ip,
                CASE nat_kind WHEN 'dnat' THEN xlated_dst_port ELSE orig_dst_port END AS dst_port,
-               service_id, time
+               service_id, time,
+               service AS row_service, src_namespace || '/' || src_pod AS row_client_pod -- as the source named them (Hubble)
         FROM nat WHERE nat_kind IN ('dnat', 'snat')),
     rev AS (
         -- reverse translations, rewritten to the forward flow they belong to
@@ -108,13 +115,14 @@ CREATE VIEW nat_mappings AS
         FROM nat WHERE nat_kind IN ('rev-dnat', 'rev-snat') GROUP BY ALL),
     flows AS (
         SELECT recording, node, mapping, protocol, client_ip, client_port, orig_ip, orig_port, xlated_ip, xlated_port, dst_ip, dst_port,
-               max(service_id) AS service_id, count(*) AS packets, min(time) AS first_seen, max(time) AS last_seen
-        FROM fwd GROUP BY ALL)
+               max(service_id) AS service_id, count(*) AS packets, min(time) AS first_seen, max(time) AS last_seen,
+               any_value(row_service) AS row_service, any_value(row_client_pod) AS row_client_pod
+        FROM fwd GROUP BY recording, node, mapping, protocol, client_ip, client_port, orig_ip, orig_port, xlated_ip, xlated_port, dst_ip, dst_port)
     SELECT f.recording, f.node, f.mapping, f.protocol,
-           fx_addr(f.client_ip, f.client_port) AS client, c.namespace || '/' || c.pod AS client_pod,
+           fx_addr(f.client_ip, f.client_port) AS client, coalesce(c.namespace || '/' || c.pod, f.row_client_pod) AS client_pod,
            fx_addr(f.orig_ip, f.orig_port) AS original, fx_addr(f.xlated_ip, f.xlated_port) AS translated,
            fx_addr(f.dst_ip, f.dst_port) AS destination,
-           CASE f.mapping WHEN 'service' THEN coalesce(sp.service, (SELECT any_value(s.namespace || '/' || s.name) FROM services s WHERE s.recording = f.recording AND s.service_id = f.service_id AND f.service_id <> 0)) END AS service,
+           CASE f.mapping WHEN 'service' THEN coalesce(sp.service, f.row_service, (SELECT any_value(s.namespace || '/' || s.name) FROM services s WHERE s.recording = f.recording AND s.service_id = f.service_id AND f.service_id <> 0)) END AS service,
            CASE f.mapping WHEN 'service' THEN b.namespace || '/' || b.pod END AS backend_pod,
            f.packets, coalesce(r.replies, 0) AS replies, f.first_seen, greatest(f.last_seen, r.last_reply) AS last_seen,
            f.client_ip, f.client_port, f.orig_ip, f.orig_port, f.xlated_ip, f.xlated_port, f.dst_ip, f.dst_port, f.service_id

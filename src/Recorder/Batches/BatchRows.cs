@@ -24,7 +24,7 @@ public static class BatchRows
         Column<ulong> u64 => u64.Valid is null || u64.Valid[i] ? u64.Values[i] : null,
         Column<int> i32 => i32.Valid is null || i32.Valid[i] ? i32.Values[i] : null,
         Column<long> i64 => i64.Values[i],
-        BoolColumn bo => bo.Values[i],
+        BoolColumn bo => bo.Valid is null || bo.Valid[i] ? bo.Values[i] : null,
         StringColumn s => s.Values[i],
         BinaryColumn bin => bin.Values[i]?.ToArray(), // a copy: the batch reuses its cells once recycled
         _ => null,

@@ -120,19 +120,45 @@ public sealed class Column<T> : Column where T : unmanaged
     }
 }
 
-/// <summary>A bool column (Arrow stores bits; we keep bytes and pack on conversion).</summary>
+/// <summary>A bool column (Arrow stores bits; we keep bytes and pack on conversion); <see cref="Valid"/> only when nullable.</summary>
 public sealed class BoolColumn : Column
 {
-    internal BoolColumn(string name, int capacity) : base(name, ColumnType.Bool, false) => Values = new bool[capacity];
+    internal BoolColumn(string name, int capacity, bool nullable = false) : base(name, ColumnType.Bool, nullable)
+    {
+        Values = new bool[capacity];
+        Valid = nullable ? new bool[capacity] : null;
+    }
 
     public bool[] Values { get; }
+
+    /// <summary>Per row: false when the value is null (nullable columns only).</summary>
+    public bool[]? Valid { get; }
+
+    public void Set(int row, bool value)
+    {
+        Values[row] = value;
+        if (Valid is not null)
+            Valid[row] = true;
+    }
+
+    public void SetNull(int row)
+    {
+        Values[row] = false;
+        Valid![row] = false;
+    }
 
     internal override IArrowType ArrowType => BooleanType.Default;
 
     internal override IArrowArray ToArrow(int length)
     {
         var b = new BooleanArray.Builder();
-        b.AppendRange(Values.Take(length));
+        for (int i = 0; i < length; i++)
+        {
+            if (Valid is not null && !Valid[i])
+                b.AppendNull();
+            else
+                b.Append(Values[i]);
+        }
         return b.Build();
     }
 }
@@ -226,7 +252,7 @@ public sealed class TableBatch
     public Column<ulong> U64(string name, bool nullable = false) => Add(new Column<ulong>(name, ColumnType.UInt64, nullable, Capacity));
     public Column<int> I32(string name, bool nullable = false) => Add(new Column<int>(name, ColumnType.Int32, nullable, Capacity));
     public Column<long> I64(string name) => Add(new Column<long>(name, ColumnType.Int64, false, Capacity));
-    public BoolColumn Bool(string name) => Add(new BoolColumn(name, Capacity));
+    public BoolColumn Bool(string name, bool nullable = false) => Add(new BoolColumn(name, Capacity, nullable));
     public StringColumn Str(string name, bool nullable = false) => Add(new StringColumn(name, nullable, Capacity));
     public BinaryColumn Bin(string name, bool nullable = false) => Add(new BinaryColumn(name, nullable, Capacity));
 
@@ -259,6 +285,15 @@ public sealed class TableBatch
                     break;
                 case BinaryColumn b when b.Nullable: // non-null cells keep their arrays for BinaryColumn.Set to reuse
                     System.Array.Clear(b.Values, 0, Count);
+                    break;
+                case BoolColumn { Valid: { } v }: // a nullable value a writer does not set is null
+                    System.Array.Clear(v, 0, Count);
+                    break;
+                case Column<int> { Valid: { } v }:
+                    System.Array.Clear(v, 0, Count);
+                    break;
+                case Column<ulong> { Valid: { } v }:
+                    System.Array.Clear(v, 0, Count);
                     break;
             }
         }

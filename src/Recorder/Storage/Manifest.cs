@@ -51,6 +51,47 @@ public sealed class ManifestConfig
     [JsonPropertyName("service_cidrs")] public List<string> ServiceCidrs { get; set; } = [];
 }
 
+/// <summary>One input file of an import, as it was read.</summary>
+public sealed class ManifestInputFile
+{
+    [JsonPropertyName("path")] public string Path { get; set; } = "";
+    [JsonPropertyName("bytes")] public long Bytes { get; set; }
+    [JsonPropertyName("sha256")] public string Sha256 { get; set; } = "";
+    [JsonPropertyName("gzip")] public bool Gzip { get; set; }
+    [JsonPropertyName("lines")] public long Lines { get; set; }
+}
+
+/// <summary>A line of an import that could not be read, or a stream message that could not be decoded.</summary>
+public sealed class ManifestMalformed
+{
+    [JsonPropertyName("file")] public string? File { get; set; }
+    [JsonPropertyName("line")] public long Line { get; set; }
+    [JsonPropertyName("error")] public string Error { get; set; } = "";
+}
+
+/// <summary>
+/// A source that is not this tool's kernel side (Hubble, Tetragon; a gRPC stream or an imported export):
+/// what it delivered and what became of each event. received = stored + skipped + malformed; rows_written
+/// also counts rows derived from a stored event (a SNATed flow is a trace row and a nat row).
+/// </summary>
+public sealed class ManifestSource
+{
+    [JsonPropertyName("name")] public string Name { get; set; } = "";
+    [JsonPropertyName("kind")] public string Kind { get; set; } = "";
+    [JsonPropertyName("address")] public string? Address { get; set; }
+    [JsonPropertyName("files")] public List<ManifestInputFile> Files { get; set; } = [];
+    [JsonPropertyName("received")] public long Received { get; set; }
+    [JsonPropertyName("stored")] public long Stored { get; set; }
+    [JsonPropertyName("rows_written")] public SortedDictionary<string, long> RowsWritten { get; set; } = new(StringComparer.Ordinal);
+    [JsonPropertyName("skipped")] public SortedDictionary<string, long> Skipped { get; set; } = new(StringComparer.Ordinal);
+    [JsonPropertyName("malformed")] public long Malformed { get; set; }
+    [JsonPropertyName("malformed_examples")] public List<ManifestMalformed> MalformedExamples { get; set; } = [];
+    [JsonPropertyName("lost")] public SortedDictionary<string, ulong> Lost { get; set; } = new(StringComparer.Ordinal);
+    [JsonPropertyName("unknown_fields")] public SortedDictionary<string, long> UnknownFields { get; set; } = new(StringComparer.Ordinal);
+    [JsonPropertyName("connects")] public long Connects { get; set; }
+    [JsonPropertyName("disconnects")] public List<string> Disconnects { get; set; } = [];
+}
+
 /// <summary>manifest.json (schemas/manifest.v1.schema.json).</summary>
 public sealed class Manifest
 {
@@ -71,6 +112,11 @@ public sealed class Manifest
     [JsonPropertyName("tables")] public SortedDictionary<string, ManifestTable> Tables { get; set; } = new(StringComparer.Ordinal);
     [JsonPropertyName("loss")] public SortedDictionary<string, ManifestLoss> Loss { get; set; } = new(StringComparer.Ordinal);
     [JsonPropertyName("events_lost")] public ulong EventsLost { get; set; }
+
+    /// <summary>Sources other than this tool's kernel side (Hubble, Tetragon), live or imported.</summary>
+    [JsonPropertyName("sources")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public List<ManifestSource>? Sources { get; set; }
 
     /// <summary>Connects the in-kernel destination filter excluded (counted, never emitted).</summary>
     [JsonPropertyName("filtered_connects")] public ulong FilteredConnects { get; set; }
@@ -105,10 +151,25 @@ public sealed class Manifest
     {
         var path = System.IO.Path.Combine(dir, FileName);
         var tmp = path + ".tmp";
-        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        // A source entry (Hubble, Tetragon) is counted into under its own lock by its decoder: hold each
+        // while serializing, so the file never holds a half-updated entry.
+        var sources = Sources?.ToList() ?? [];
+        int taken = 0;
+        try
         {
+            foreach (var s in sources)
+            {
+                System.Threading.Monitor.Enter(s);
+                taken++;
+            }
+            using var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None);
             JsonSerializer.Serialize(fs, this, Json);
             fs.Flush(flushToDisk: true);
+        }
+        finally
+        {
+            for (int i = 0; i < taken; i++)
+                System.Threading.Monitor.Exit(sources[i]);
         }
         File.Move(tmp, path, overwrite: true);
         FileSystem.FsyncDirectory(dir);

@@ -91,7 +91,7 @@ public sealed class SegmentWriter : IAsyncDisposable
         ColumnType.UInt64 => c.Nullable ? new DataField<ulong?>(c.Name) : new DataField<ulong>(c.Name),
         ColumnType.Int32 => c.Nullable ? new DataField<int?>(c.Name) : new DataField<int>(c.Name),
         ColumnType.Int64 => new DataField<long>(c.Name),
-        ColumnType.Bool => new DataField<bool>(c.Name),
+        ColumnType.Bool => c.Nullable ? new DataField<bool?>(c.Name) : new DataField<bool>(c.Name),
         ColumnType.Utf8 => new DataField<string>(c.Name, nullable: c.Nullable),
         ColumnType.Binary => new DataField<byte[]>(c.Name, nullable: c.Nullable),
         _ => throw new ArgumentOutOfRangeException(nameof(c)),
@@ -158,8 +158,14 @@ public sealed class SegmentWriter : IAsyncDisposable
             case Column<long> i64:
                 await rg.WriteAsync<long>(f, i64.Values.AsMemory(0, n), cancellationToken: token);
                 break;
-            case BoolColumn bo:
+            case BoolColumn { Valid: null } bo:
                 await rg.WriteAsync<bool>(f, bo.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case BoolColumn bon:
+                var bools = Scratch<bool?>(index, n);
+                for (int i = 0; i < n; i++)
+                    bools[i] = bon.Valid![i] ? bon.Values[i] : null;
+                await rg.WriteAsync<bool>(f, bools.AsMemory(0, n), cancellationToken: token);
                 break;
             case StringColumn s when s.Nullable:
                 // (Parquet.Net 6.1 writes a null ReadOnlyMemory<char>? as "": its string overload keeps nulls)

@@ -123,7 +123,7 @@ internal readonly struct MetaCols
     }
 }
 
-/// <summary>netns_ino, cgroup_id, namespace, pod.</summary>
+/// <summary>netns_ino, cgroup_id, namespace, pod, pod_uid, container_id, container.</summary>
 internal readonly struct ProcAttrCols
 {
     private readonly Column<uint> netns;
@@ -136,6 +136,9 @@ internal readonly struct ProcAttrCols
         cgroup = b.U64("cgroup_id");
         ns = b.Str("namespace", nullable: true);
         pod = b.Str("pod", nullable: true);
+        b.Str("pod_uid", nullable: true);
+        b.Str("container_id", nullable: true);
+        b.Str("container", nullable: true);
     }
 
     public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx)
@@ -148,6 +151,55 @@ internal readonly struct ProcAttrCols
     }
 }
 
+/// <summary>
+/// The provenance and workload columns every flow table ends with (schema v2): source, verdict,
+/// namespace/pod/labels of both ends, services, DNS names, reply flag, interface, Cilium event type,
+/// summary, uuid. This tool's datapath fills only source; Hubble fills them all (Forensics.Cilium).
+/// </summary>
+internal readonly struct FlowSourceCols
+{
+    public static readonly string[] Names =
+    [
+        "source", "verdict", "src_namespace", "src_pod", "src_labels", "dst_namespace", "dst_pod", "dst_labels",
+        "src_service", "dst_service", "src_names", "dst_names", "is_reply", "interface", "event_type", "event_sub_type",
+        "summary", "uuid",
+    ];
+
+    private readonly StringColumn source;
+
+    public FlowSourceCols(TableBatch b)
+    {
+        source = b.Str("source");
+        foreach (var n in Names.AsSpan(1))
+        {
+            if (n == "is_reply")
+                b.Bool(n, nullable: true);
+            else if (n is "event_type" or "event_sub_type")
+                b.I32(n, nullable: true);
+            else
+                b.Str(n, nullable: true);
+        }
+    }
+
+    /// <summary>A datapath row: the rest stay null (the batch's reset nulls them).</summary>
+    public void SetDatapath(int i) => source.Values[i] = "datapath";
+}
+
+/// <summary>The provenance columns every process table continues with (schema v2).</summary>
+internal readonly struct ProcSourceCols
+{
+    private readonly StringColumn source;
+
+    public ProcSourceCols(TableBatch b)
+    {
+        source = b.Str("source");
+        b.Str("pod_labels", nullable: true);
+        b.Str("exec_key", nullable: true);
+    }
+
+    public void SetProbes(int i) => source.Values[i] = "probes";
+}
+
 internal sealed class DropRows : Rows
 {
     private readonly HeaderCols hdr;
@@ -155,6 +207,7 @@ internal sealed class DropRows : Rows
     private readonly MetaCols meta;
     private readonly Column<ushort> reason, line;
     private readonly StringColumn reasonName, file, ct;
+    private readonly FlowSourceCols src;
 
     public DropRows(int capacity) : base("drop", capacity)
     {
@@ -166,6 +219,8 @@ internal sealed class DropRows : Rows
         file = Batch.Str("file");
         line = Batch.U16("line");
         ct = Batch.Str("ct_state");
+        src = new FlowSourceCols(Batch);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -180,6 +235,7 @@ internal sealed class DropRows : Rows
         file.Values[i] = Names.SourceFile(ev.File);
         line.Values[i] = ev.Line;
         ct.Values[i] = Names.CtState(ev.CtState);
+        src.SetDatapath(i);
     }
 }
 
@@ -198,6 +254,7 @@ internal sealed class PolicyRows : Rows
     private readonly MetaCols meta;
     private readonly Column<uint> remote;
     private readonly StringColumn action, match;
+    private readonly FlowSourceCols src;
 
     public PolicyRows(int capacity) : base("policy", capacity)
     {
@@ -207,6 +264,10 @@ internal sealed class PolicyRows : Rows
         remote = Batch.U32("remote_identity");
         action = Batch.Str("action");
         match = Batch.Str("match");
+        src = new FlowSourceCols(Batch);
+        Batch.Str("allowed_by", nullable: true);
+        Batch.Str("denied_by", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -219,6 +280,7 @@ internal sealed class PolicyRows : Rows
         remote.Values[i] = ev.RemoteIdentity;
         action.Values[i] = Names.Action(ev.Action);
         match.Values[i] = Names.Match(ev.Match);
+        src.SetDatapath(i);
     }
 }
 
@@ -230,6 +292,7 @@ internal sealed class NatRows : Rows
     private readonly Column<ushort> osport, odport, xsport, xdport;
     private readonly Column<uint> service;
     private readonly MetaCols meta;
+    private readonly FlowSourceCols src;
 
     public NatRows(int capacity) : base("nat", capacity)
     {
@@ -247,6 +310,9 @@ internal sealed class NatRows : Rows
         xdport = Batch.U16("xlated_dst_port");
         service = Batch.U32("service_id");
         meta = new MetaCols(Batch);
+        src = new FlowSourceCols(Batch);
+        Batch.Str("service", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -267,6 +333,7 @@ internal sealed class NatRows : Rows
         xdport.Values[i] = ev.Xlated.Dport;
         service.Values[i] = ev.ServiceId;
         meta.Set(i, ev.Meta);
+        src.SetDatapath(i);
     }
 }
 
@@ -276,6 +343,7 @@ internal sealed class TraceRows : Rows
     private readonly TupleCols tuple;
     private readonly MetaCols meta;
     private readonly StringColumn ct, origIp;
+    private readonly FlowSourceCols src;
 
     public TraceRows(int capacity) : base("trace", capacity)
     {
@@ -284,6 +352,8 @@ internal sealed class TraceRows : Rows
         meta = new MetaCols(Batch);
         ct = Batch.Str("ct_state");
         origIp = Batch.Str("orig_ip", nullable: true);
+        src = new FlowSourceCols(Batch);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -296,6 +366,7 @@ internal sealed class TraceRows : Rows
         ct.Values[i] = Names.CtState(ev.CtState);
         ReadOnlySpan<byte> orig = ev.OrigAddr;
         origIp.Values[i] = orig.IndexOfAnyExcept((byte)0) < 0 ? null : ctx.Ip(ev.OrigAddr, ev.Tuple.Family);
+        src.SetDatapath(i);
     }
 }
 
@@ -343,6 +414,7 @@ internal sealed class ExecRows : Rows
     private readonly StringColumn binary, arguments, cwd, comm;
     private readonly BoolColumn truncated, procfs;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ExecRows(int capacity) : base("exec", capacity)
     {
@@ -362,6 +434,10 @@ internal sealed class ExecRows : Rows
         comm = Batch.Str("comm");
         procfs = Batch.Bool("procfs");
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.Str("parent_exec_key", nullable: true);
+        Batch.Str("flags", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -389,6 +465,7 @@ internal sealed class ExecRows : Rows
         comm.Values[i] = ctx.Texts.Get(ev.Comm, 4, Text);
         procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 
     private static string Text(ReadOnlySpan<byte> bytes) => EventReader.CString(bytes);
@@ -406,6 +483,7 @@ internal sealed class ExitRows : Rows
     private readonly StringColumn binary, signal, comm;
     private readonly Column<int> exitCode;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ExitRows(int capacity) : base("exit", capacity)
     {
@@ -419,6 +497,11 @@ internal sealed class ExitRows : Rows
         status = Batch.U32("status");
         comm = Batch.Str("comm");
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.U64("parent_exec_id", nullable: true);
+        Batch.Str("parent_exec_key", nullable: true);
+        Batch.Str("arguments", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -444,6 +527,7 @@ internal sealed class ExitRows : Rows
         status.Values[i] = ev.ExitCode;
         comm.Values[i] = EventReader.CString(ev.Comm);
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 }
 
@@ -455,6 +539,7 @@ internal sealed class ConnectRows : Rows
     private readonly StringColumn binary, comm, kind;
     private readonly TupleCols tuple;
     private readonly ProcAttrCols attr;
+    private readonly ProcSourceCols src;
 
     public ConnectRows(int capacity) : base("connect", capacity)
     {
@@ -468,6 +553,11 @@ internal sealed class ConnectRows : Rows
         kind = Batch.Str("connect_kind");
         tuple = new TupleCols(Batch, false);
         attr = new ProcAttrCols(Batch);
+        src = new ProcSourceCols(Batch);
+        Batch.Str("function", nullable: true);
+        Batch.Str("policy_name", nullable: true);
+        Batch.U64("sock_cookie", nullable: true);
+        Batch.Str("extra", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -487,6 +577,7 @@ internal sealed class ConnectRows : Rows
         kind.Values[i] = Names.Connect(ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i);
     }
 }
 
@@ -541,6 +632,7 @@ public sealed class LossRows : Rows
     private readonly Column<long> time;
     private readonly StringColumn kind;
     private readonly Column<ulong> emitted, failed, dropped;
+    private readonly StringColumn source, detail;
 
     public LossRows(int capacity) : base("loss", capacity)
     {
@@ -549,12 +641,14 @@ public sealed class LossRows : Rows
         emitted = Batch.U64("emitted");
         failed = Batch.U64("failed");
         dropped = Batch.U64("userspace_dropped");
+        source = Batch.Str("source", nullable: true);
+        detail = Batch.Str("detail", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
         throw new NotSupportedException("loss rows are added with Add");
 
-    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount)
+    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount, string? sourceName = null, string? detailText = null)
     {
         int i = Batch.NextRow();
         time.Values[i] = utcNs;
@@ -562,5 +656,7 @@ public sealed class LossRows : Rows
         emitted.Values[i] = emittedCount;
         failed.Values[i] = failedCount;
         dropped.Values[i] = droppedCount;
+        source.Values[i] = sourceName;
+        detail.Values[i] = detailText;
     }
 }
