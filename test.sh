@@ -15,7 +15,9 @@ results=out/test-results
 rm -rf "$results"
 dotnet build Forensics.sln -c Release -nologo -v quiet
 status=0
-dotnet test Forensics.sln -c Release --no-build -nologo \
+# Kernel tests run in private network and mount namespaces (scripts/private-ns.sh): they cannot
+# disturb the machine's network, and two runs on one machine cannot disturb each other.
+scripts/private-ns.sh dotnet test Forensics.sln -c Release --no-build -nologo \
   --logger "trx" --logger "console;verbosity=normal" --results-directory "$results" \
   --blame-hang-timeout 10m "$@" || status=$?
 

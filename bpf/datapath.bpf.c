@@ -119,7 +119,7 @@ static __always_inline int fx_admit_new(struct __sk_buff *skb, struct fx_ctx *ct
 		ne->service_id = lb->service_id;
 	}
 	if (fx_ct_create(ctx, &ctx->key, ne) < 0)
-		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_CT_CREATE_FAILED, FX_FILE_CONNTRACK));
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_CT_CREATE_FAILED));
 	return fx_finish(skb, ctx, TC_ACT_OK);
 }
 
@@ -152,9 +152,9 @@ static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 	ctx->meta.endpoint_id = ep->id;
 	ctx->meta.src_identity = ep->identity;
 	if (!fx_addr_eq(ctx->pkt.tuple.saddr, ep->addr, ep->family))
-		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_INVALID_SIP, FX_FILE_DATAPATH));
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_INVALID_SIP));
 	if (ctx->frag_missing)
-		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_FRAG_NOT_FOUND, FX_FILE_DATAPATH));
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_FRAG_NOT_FOUND));
 
 	rc = fx_lb_translate(skb, ctx, &lb);
 	if (rc != TC_ACT_OK) {
@@ -191,7 +191,7 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 	ctx->meta.dst_identity = ep->identity;
 	if (ctx->frag_missing) {
 		ctx->meta.src_identity = fx_identity_of(ctx->pkt.tuple.saddr, ctx->pkt.tuple.family, NULL);
-		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_FRAG_NOT_FOUND, FX_FILE_DATAPATH));
+		return fx_finish(skb, ctx, FX_DROP(ctx, FX_DROP_FRAG_NOT_FOUND));
 	}
 
 	ctx->ct_state = fx_ct_lookup(skb, ctx, FX_DIR_INGRESS, &ctx->key, &e);

@@ -68,7 +68,8 @@ internal static class Ingest
         var cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
         var recorder = new Thread(() => summary = rec.Run(() => "duration", cts.Token)) { Name = "fxb-decode" };
         recorder.Start();
-        Thread.Sleep(300);
+        if (!rec.WaitStarted(TimeSpan.FromSeconds(30)))
+            throw new InvalidOperationException("the recording did not start");
 
         // the producer: catch up to rate * elapsed, in calls of at least 1 ms worth of runs, at most 200k runs per call
         int minRuns = (int)Math.Clamp(rate / 1000, 1, 200_000);

@@ -7,6 +7,8 @@ using Forensics.Datapath.Control;
 using Forensics.Datapath.Lab;
 using Forensics.Datapath.Probes;
 using Forensics.Recorder;
+using Forensics.Recorder.Sessions;
+using Forensics.Recorder.Sources;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Bench;
@@ -64,7 +66,7 @@ internal sealed class NetLab : IDisposable
         Probes? p = null;
         if (events is not null && probes)
         {
-            p = Probes.Load(new ProbeOptions { Events = events, Enabled = RecordProbes(events.Kinds) });
+            p = Probes.Load(new ProbeOptions { Events = events, Enabled = RecordingSession.ProbesFor(events.Kinds) });
             p.Attach();
             p.SeedProcesses();
         }
@@ -91,17 +93,6 @@ internal sealed class NetLab : IDisposable
         return n;
     }
 
-    private static ProbeSet RecordProbes(IReadOnlySet<EventKind> kinds)
-    {
-        bool On(EventKind k) => kinds.Count == 0 || kinds.Contains(k);
-        var set = ProbeSet.None;
-        if (On(EventKind.Exec)) set |= ProbeSet.Exec;
-        if (On(EventKind.Exit)) set |= ProbeSet.Exit;
-        if (On(EventKind.Connect)) set |= ProbeSet.Connect;
-        if (On(EventKind.Kdrop)) set |= ProbeSet.Kdrop;
-        return set;
-    }
-
     /// <summary>Starts recording every source into <paramref name="dir"/> (removed first).</summary>
     public void StartRecording(string dir)
     {
@@ -109,22 +100,17 @@ internal sealed class NetLab : IDisposable
             return;
         if (Directory.Exists(dir))
             Directory.Delete(dir, true);
-        var (mono, boot) = Recording.ClockOffsets();
-        var context = new EventContext(mono)
-        {
-            BoottimeToUtcOffsetNs = boot,
-            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
-            KernelSymbol = KernelSymbols.Load().Resolve,
-        };
+        var context = RecordingSession.NewContext(); // as forensics record makes it
         countersAtStart = Counters();
-        recording = new Recording(sources, context, new RecordOptions { OutputDir = dir });
+        recording = new Recording([new KernelSource(sources, context)], new RecordOptions { OutputDir = dir }, context.MonotonicToUtcOffsetNs);
         cts = new CancellationTokenSource();
         var token = cts.Token;
         var rec = recording;
         summary = null;
         recorder = new Thread(() => summary = rec.Run(() => "duration", token)) { Name = "fxb-recording" };
         recorder.Start();
-        Thread.Sleep(300);
+        if (!rec.WaitStarted(TimeSpan.FromSeconds(30)))
+            throw new InvalidOperationException("the recording did not start within 30 s");
     }
 
     /// <summary>Stops the recording (after a moment for the last events) and returns what it wrote and lost.</summary>
@@ -132,7 +118,7 @@ internal sealed class NetLab : IDisposable
     {
         if (recorder is null)
             return null;
-        Thread.Sleep(1000);
+        recording!.WaitCaughtUp(TimeSpan.FromSeconds(10)); // every event counted so far is taken out of the rings
         cts!.Cancel();
         if (!recorder.Join(TimeSpan.FromSeconds(60)))
             throw new InvalidOperationException("the recording did not stop within 60 s");

@@ -215,8 +215,19 @@ internal static class QueryBench
         if (Directory.Exists(dir))
             Directory.Delete(dir, true);
         var rec = new Forensics.Query.Tests.TestRecording("node-a", dir);
-        rec.AddRaw("drop", $"SELECT * FROM read_parquet('{dropParquet}')");
-        rec.AddRaw("connect", $"SELECT * EXCLUDE (namespace, pod) FROM read_parquet('{connParquet}')");
+        using (var conn = new DuckDB.NET.Data.DuckDBConnection("DataSource=:memory:"))
+        {
+            conn.Open();
+            foreach (var (table, select) in new[] { ("drop", $"SELECT * FROM read_parquet('{dropParquet}')"), ("connect", $"SELECT * EXCLUDE (namespace, pod) FROM read_parquet('{connParquet}')") })
+            {
+                var rel = $"{table}/node=node-a/seg-900000.parquet";
+                Directory.CreateDirectory(Path.Combine(dir, table, "node=node-a"));
+                using var cmd = conn.CreateCommand();
+                cmd.CommandText = $"COPY ({select}) TO '{Path.Combine(dir, rel)}' (FORMAT parquet)";
+                cmd.ExecuteNonQuery();
+                rec.AddFile(table, rel, n);
+            }
+        }
         var taken = Forensics.Query.Tests.TestRecording.Start;
         for (int i = 0; i < 40; i++)
         {

@@ -145,6 +145,11 @@ struct sock {
 	__u16 sk_protocol;
 } FX_CORE;
 
+struct inet_sock {
+	struct sock sk;
+	__be16 inet_sport;
+} FX_CORE;
+
 struct socket {
 	short type;
 	struct sock *sk;

@@ -140,6 +140,10 @@ static __always_inline int fx_sock_tuple(struct sock *sk, struct fx_tuple *t)
 	}
 	t->family = family;
 	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* A refused connect (RST in SYN_SENT) releases the port before the state
+	 * change is traced: skc_num is 0 by then, inet_sport still holds it. */
+	if (!t->sport)
+		t->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	t->proto = BPF_CORE_READ(sk, sk_protocol);
 	return 1;

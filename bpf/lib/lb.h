@@ -114,7 +114,7 @@ static __always_inline int fx_lb_translate(struct __sk_buff *skb, struct fx_ctx 
 	__builtin_memcpy(res->vip, orig->daddr, 16);
 	res->vport = orig->dport;
 	if (svc->count == 0)
-		return FX_DROP(ctx, FX_DROP_NO_SERVICE, FX_FILE_LB);
+		return FX_DROP(ctx, FX_DROP_NO_SERVICE);
 
 	fx_ct_key_fwd(fk, ctx, FX_DIR_EGRESS);
 	flow = bpf_map_lookup_elem(&fx_lb_flows, fk);
@@ -136,7 +136,7 @@ static __always_inline int fx_lb_translate(struct __sk_buff *skb, struct fx_ctx 
 		bk.slot = slot;
 		be = bpf_map_lookup_elem(&fx_backends, &bk);
 		if (!be)
-			return FX_DROP(ctx, FX_DROP_NO_SERVICE, FX_FILE_LB);
+			return FX_DROP(ctx, FX_DROP_NO_SERVICE);
 		__builtin_memcpy(nf->addr, be->addr, 16);
 		nf->port = be->port;
 		nf->slot = slot;
@@ -148,7 +148,7 @@ static __always_inline int fx_lb_translate(struct __sk_buff *skb, struct fx_ctx 
 	if (!rc)
 		rc = fx_rewrite_port(skb, ctx, 1, be->port);
 	if (rc)
-		return FX_DROP(ctx, rc, FX_FILE_LB);
+		return FX_DROP(ctx, rc);
 	if (created)
 		fx_emit_nat(ctx, orig, FX_NAT_DNAT, svc->id);
 	return TC_ACT_OK;
@@ -165,7 +165,7 @@ static __always_inline int fx_lb_rev_translate(struct __sk_buff *skb, struct fx_
 	if (!rc)
 		rc = fx_rewrite_port(skb, ctx, 0, e->nat_port);
 	if (rc)
-		return FX_DROP(ctx, rc, FX_FILE_LB);
+		return FX_DROP(ctx, rc);
 	if (!(e->flags & FX_CTF_REPLY_SEEN))
 		fx_emit_nat(ctx, &ctx->orig, FX_NAT_REV_DNAT, e->service_id);
 	return TC_ACT_OK;
@@ -228,7 +228,7 @@ static __always_inline int fx_nodeport_rev_translate(struct __sk_buff *skb, stru
 	if (!rc)
 		rc = fx_rewrite_port(skb, ctx, 0, e->port);
 	if (rc)
-		return FX_DROP(ctx, rc, FX_FILE_LB);
+		return FX_DROP(ctx, rc);
 	*translated = 1;
 	if (!(e->flags & FX_NATF_REPLY_SEEN)) {
 		e->flags |= FX_NATF_REPLY_SEEN;

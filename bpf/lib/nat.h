@@ -184,21 +184,21 @@ static __always_inline int fx_masquerade(struct __sk_buff *skb, struct fx_ctx *c
 			}
 		}
 		if (!created)
-			return FX_DROP(ctx, FX_DROP_NAT_NO_MAPPING, FX_FILE_NAT);
+			return FX_DROP(ctx, FX_DROP_NAT_NO_MAPPING);
 		__builtin_memcpy(out->addr, cfg->node_addr, 16);
 		out->port = port;
 		out->identity = back->identity;
 		out->created_ns = back->created_ns;
 		if (bpf_map_update_elem(&fx_snat, k, out, BPF_ANY) < 0) {
 			bpf_map_delete_elem(&fx_snat, rk);
-			return FX_DROP(ctx, FX_DROP_NAT_NO_MAPPING, FX_FILE_NAT);
+			return FX_DROP(ctx, FX_DROP_NAT_NO_MAPPING);
 		}
 	}
 	rc = fx_rewrite_addr4(skb, ctx, 0, cfg->node_addr);
 	if (!rc && orig->proto != IPPROTO_ICMP)
 		rc = fx_rewrite_port(skb, ctx, 0, port);
 	if (rc)
-		return FX_DROP(ctx, rc, FX_FILE_NAT);
+		return FX_DROP(ctx, rc);
 	*translated = 1;
 	if (created)
 		fx_emit_nat(ctx, orig, FX_NAT_SNAT, 0);
@@ -236,7 +236,7 @@ static __always_inline int fx_rev_snat(struct __sk_buff *skb, struct fx_ctx *ctx
 	if (!rc && orig->proto != IPPROTO_ICMP)
 		rc = fx_rewrite_port(skb, ctx, 1, m->port);
 	if (rc)
-		return FX_DROP(ctx, rc, FX_FILE_NAT);
+		return FX_DROP(ctx, rc);
 	fx_identity_of(ctx->pkt.tuple.daddr, AF_INET, &ctx->meta.endpoint_id);
 	ctx->meta.flow_id = fx_flow_hash(&ctx->pkt.tuple, ctx->ct_sport, ctx->ct_dport);
 	*translated = 1;

@@ -134,8 +134,8 @@ static __always_inline int fx_policy_enforce(struct fx_ctx *ctx, const struct fx
 		return TC_ACT_OK;
 	ctx->drop_rule = v->rule_id;
 	if (v->reason == FX_DROP_POLICY_DENY)
-		return FX_DROP(ctx, FX_DROP_POLICY_DENY, FX_FILE_POLICY);
-	return FX_DROP(ctx, FX_DROP_POLICY, FX_FILE_POLICY);
+		return FX_DROP(ctx, FX_DROP_POLICY_DENY);
+	return FX_DROP(ctx, FX_DROP_POLICY);
 }
 
 #endif /* FX_POLICY_H */

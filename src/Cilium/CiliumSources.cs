@@ -1,3 +1,4 @@
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 
 namespace Forensics.Cilium;
@@ -71,7 +72,7 @@ public sealed class CiliumSources : IAsyncDisposable
     }
 
     /// <summary>Messages that did not parse, over every live source.</summary>
-    public static long Malformed(Manifest m) => (m ?? throw new ArgumentNullException(nameof(m))).Sources?.Where(s => s.Kind == "grpc").Sum(s => s.Malformed) ?? 0;
+    public static long Malformed(Manifest m) => (m ?? throw new ArgumentNullException(nameof(m))).Sources.Values.Where(s => s.Kind == "grpc").Sum(s => s.Malformed);
 
     public ValueTask DisposeAsync() => sink.DisposeAsync();
 }

@@ -6,6 +6,7 @@ using Forensics.Cilium.Hubble.Api;
 using Forensics.Cilium.Tetragon;
 using Forensics.Cilium.Tetragon.Api;
 using Forensics.Recorder;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 
 namespace Forensics.Cilium;
@@ -50,14 +51,14 @@ public static class Importer
         var sink = new RecordingSink(new StandaloneTarget(outputDir, manifest), batchRows);
         try
         {
-            var stats = sink.Source(name, "import", null);
+            var stats = sink.Source(name, "file", null);
             var hubble = new FlowDecoder(sink, stats, "unknown");
             var tetragon = new EventDecoder(sink, stats, "unknown");
             foreach (var path in files)
             {
-                var input = new ManifestInputFile { Path = Path.GetFullPath(path) };
+                var input = new ManifestInput { Path = Path.GetFullPath(path) };
                 lock (stats)
-                    stats.Files.Add(input);
+                    stats.Inputs.Add(input);
                 using var raw = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
                 using var hashing = new HashingStream(raw);
                 input.Gzip = IsGzip(raw);
@@ -141,7 +142,7 @@ public static class Importer
         return ev;
     }
 
-    private static string? ReadLine(StreamReader reader, ManifestInputFile input, ref long lineNo, ManifestSource stats, RecordingSink sink)
+    private static string? ReadLine(StreamReader reader, ManifestInput input, ref long lineNo, ManifestSource stats, RecordingSink sink)
     {
         try
         {

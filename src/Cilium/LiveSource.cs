@@ -5,6 +5,7 @@ using Forensics.Cilium.Hubble;
 using Forensics.Cilium.Hubble.Api;
 using Forensics.Cilium.Tetragon;
 using Forensics.Cilium.Tetragon.Api;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;

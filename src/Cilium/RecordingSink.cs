@@ -1,5 +1,6 @@
 using System.Globalization;
 using Forensics.Recorder.Batches;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
 
@@ -35,7 +36,7 @@ public sealed class StandaloneTarget : IRecordingTarget
         Directory = directory;
         this.manifest = manifest;
         System.IO.Directory.CreateDirectory(directory);
-        manifest.Write(directory);
+        ManifestStore.Write(manifest, directory);
     }
 
     public string Directory { get; }
@@ -48,7 +49,7 @@ public sealed class StandaloneTarget : IRecordingTarget
         {
             change(manifest);
             if (write)
-                manifest.Write(Directory);
+                ManifestStore.Write(manifest, Directory);
         }
     }
 
@@ -89,7 +90,6 @@ public sealed class RecordingSink : IAsyncDisposable
         this.target = target;
         this.batchRows = batchRows;
         this.sealInterval = sealInterval ?? TimeSpan.FromSeconds(2);
-        target.WithManifest(m => m.Sources ??= [], write: false);
     }
 
     public string Directory => target.Directory;
@@ -98,11 +98,19 @@ public sealed class RecordingSink : IAsyncDisposable
     public ManifestSource Source(string name, string kind, string? address)
     {
         ManifestSource? s = null;
+        var detail = address ?? "";
         target.WithManifest(m =>
         {
-            s = m.Sources!.FirstOrDefault(x => x.Name == name && x.Kind == kind && x.Address == address);
+            // the manifest's sources are keyed by a name unique in the recording: hubble, hubble-2, ...
+            s = m.Sources.Where(x => (x.Key == name || x.Key.StartsWith(name + "-", StringComparison.Ordinal)) && x.Value.Kind == kind && x.Value.Detail == detail)
+                .Select(x => x.Value).FirstOrDefault();
             if (s is null)
-                m.Sources!.Add(s = new ManifestSource { Name = name, Kind = kind, Address = address });
+            {
+                var key = name;
+                for (int n = 2; m.Sources.ContainsKey(key); n++)
+                    key = $"{name}-{n}";
+                m.Sources[key] = s = new ManifestSource { Kind = kind, Detail = detail };
+            }
         }, write: false);
         return s!;
     }
@@ -177,9 +185,17 @@ public sealed class RecordingSink : IAsyncDisposable
         }
     }
 
-    /// <summary>Adds to the manifest's loss of a source (what Hubble or Tetragon reported lost): loss[source].failed.</summary>
+    /// <summary>
+    /// Adds to what a source (Hubble or Tetragon) reported lost: its entry's loss[source].failed, which a kernel
+    /// recording sums into the manifest's loss; a recording of its own keeps the manifest's loss[source] as well.
+    /// </summary>
     public void CountLoss(string source, ulong failed) => target.WithManifest(m =>
     {
+        if (!m.Sources.TryGetValue(source, out var entry))
+            m.Sources[source] = entry = new ManifestSource { Kind = "grpc" };
+        if (!entry.Loss.TryGetValue(source, out var own))
+            entry.Loss[source] = own = new ManifestLoss();
+        own.Failed += failed;
         if (!m.Loss.TryGetValue(source, out var l))
             m.Loss[source] = l = new ManifestLoss();
         l.Failed += failed;
@@ -231,7 +247,7 @@ public sealed class RecordingSink : IAsyncDisposable
     private void OnSealed(ManifestFile file)
     {
         var table = file.Path.Split('/')[0];
-        target.WithManifest(m => m.AddFile(table, SegmentWriter.VersionOf(table), file), write: true);
+        target.WithManifest(m => m.AddFile(table, SchemaCatalog.VersionOf(table), file), write: true);
     }
 
     internal static string Num(long n) => n.ToString(CultureInfo.InvariantCulture);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Forensics.Cilium;
 using Forensics.Recorder;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 
 namespace Forensics.Cli;

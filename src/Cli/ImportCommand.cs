@@ -52,7 +52,7 @@ public static class ImportCommand
         }
         var inv = CultureInfo.InvariantCulture;
         var src = s.Source;
-        Console.WriteLine($"imported {src.Received.ToString("N0", inv)} {(args.Kind == ExportKind.Hubble ? "Hubble" : "Tetragon")} events from {src.Files.Count} file(s) to {s.Directory}");
+        Console.WriteLine($"imported {src.Received.ToString("N0", inv)} {(args.Kind == ExportKind.Hubble ? "Hubble" : "Tetragon")} events from {src.Inputs.Count} file(s) to {s.Directory}");
         foreach (var (table, rows) in s.Rows.OrderBy(r => r.Key, StringComparer.Ordinal))
             Console.WriteLine($"  {table,-10} {rows.ToString("N0", inv),12} rows");
         if (src.Skipped.Count > 0)
@@ -61,7 +61,7 @@ public static class ImportCommand
             Console.WriteLine($"  unknown fields (kept in the extra column): {string.Join(", ", src.UnknownFields.Select(kv => $"{kv.Key} {kv.Value.ToString(inv)}"))}");
         if (src.Lost.Count > 0)
             Console.WriteLine($"  the source reported lost: {string.Join(", ", src.Lost.Select(kv => $"{kv.Key} {kv.Value.ToString(inv)}"))}");
-        Console.WriteLine($"  {s.Bytes.ToString("N0", inv)} bytes sealed from {src.Files.Sum(f => f.Bytes).ToString("N0", inv)} bytes of input");
+        Console.WriteLine($"  {s.Bytes.ToString("N0", inv)} bytes sealed from {src.Inputs.Sum(f => f.Bytes).ToString("N0", inv)} bytes of input");
         if (src.Malformed > 0)
         {
             var where = string.Join(", ", src.MalformedExamples.Take(5).Select(m => $"{Path.GetFileName(m.File)}:{m.Line.ToString(inv)}"));

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Control;
 using Forensics.Datapath.Lab;

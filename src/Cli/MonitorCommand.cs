@@ -1,11 +1,13 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Bpf;
 using Forensics.Datapath.Probes;
 using Forensics.Query.Render;
 using Forensics.Recorder;
 using Forensics.Recorder.Batches;
+using Forensics.Recorder.Sessions;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Cli;
@@ -29,7 +31,7 @@ public static class MonitorCommand
             RenderFormat format;
             HashSet<Datapath.Abi.EventKind> kinds;
             TimeSpan? d;
-            List<System.Net.IPNetwork> excluded;
+            List<string> excluded;
             try
             {
                 format = parse.GetValue(output) switch
@@ -43,7 +45,9 @@ public static class MonitorCommand
                 if (kinds.Count == 0)
                     kinds = [.. Enumerable.Range(1, (int)Datapath.Abi.EventKind.Max - 1).Select(k => (Datapath.Abi.EventKind)k).Where(k => k != Datapath.Abi.EventKind.Capture)];
                 d = parse.GetValue(duration) is { } ds ? Args.ParseDuration(ds) : null;
-                excluded = [.. (parse.GetValue(exclude) ?? []).Select(Cidrs.Parse)];
+                excluded = [.. parse.GetValue(exclude) ?? []];
+                foreach (var c in excluded)
+                    Cidrs.Parse(c); // a usage error before anything loads
             }
             catch (FormatException e)
             {
@@ -54,94 +58,78 @@ public static class MonitorCommand
         return cmd;
     }
 
-    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat format, List<System.Net.IPNetwork> excluded, TimeSpan? duration)
+    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat format, List<string> excluded, TimeSpan? duration)
     {
+        var session = new MonitorSession(new MonitorSessionOptions { Kinds = kinds, ExcludeCidrs = excluded, Duration = duration });
+        using var cts = new CancellationTokenSource();
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
+        var announce = new Thread(() =>
+        {
+            if (WaitHandle.WaitAny([session.Started.WaitHandle, cts.Token.WaitHandle]) == 0)
+                Console.Error.WriteLine($"Listening for events on {Environment.ProcessorCount} CPUs ({string.Join(", ", session.Kinds.Order().Select(Rows.TableOf))}); Ctrl-C quits");
+        }) { IsBackground = true };
+        announce.Start();
+        MonitorSummary summary;
         try
         {
-            Prerequisites.EnsureKernelAccess();
+            summary = session.Run(new LinePrinter(format), cts.Token);
         }
-        catch (PrerequisiteException e)
+        catch (RecordingSetupException e)
         {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+            return Cli.Fail(e.Problem == SetupProblem.BadInput ? ExitCode.Usage : ExitCode.Prerequisite, e.Message);
         }
-        var (mono, boot) = Recording.ClockOffsets();
-        var context = new EventContext(mono)
+        if (summary.Failed + summary.UserspaceDropped > 0)
+            Console.Error.WriteLine($"lost {summary.Failed + summary.UserspaceDropped} events (ring buffer full: {summary.Failed}, user space: {summary.UserspaceDropped})");
+        return (int)ExitCode.Ok;
+    }
+
+    /// <summary>
+    /// Prints batches as lines. Batches of different kinds arrive in any order: rows are held for a moment and
+    /// printed in kernel-time order, so an exec is printed (and its arguments known) before its exit.
+    /// </summary>
+    private sealed class LinePrinter : IMonitorSink
+    {
+        private readonly Dictionary<ulong, string> args = [];
+        private readonly LineRenderer renderer;
+        private readonly List<(ulong Ktime, long Seq, long Received, string Table, Dictionary<string, object?> Row)> pending = [];
+        private long seq;
+
+        public LinePrinter(RenderFormat format) => renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id), Node = Environment.MachineName };
+
+        public void OnBatch(TableBatch batch)
         {
-            BoottimeToUtcOffsetNs = boot,
-            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
-            KernelSymbol = KernelSymbols.Load().Resolve,
-        };
-        Probes probes;
-        try
-        {
-            probes = Probes.Load(new ProbeOptions
-            {
-                Events = new EventOptions { Kinds = kinds, Snaplen = 0, SelfPid = (uint)Environment.ProcessId },
-                Enabled = RecordCommand.ProbesFor(kinds),
-                ExcludedCidrs = excluded,
-            });
-            probes.Attach();
-            probes.SeedProcesses();
-        }
-        catch (BpfException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+            long now = Environment.TickCount64;
+            foreach (var row in BatchRows.Rows(batch))
+                pending.Add((row.TryGetValue("ktime_ns", out var k) && k is ulong kt ? kt : 0, seq++, now, batch.Table, row));
         }
 
-        using (probes)
-        using (var cts = new CancellationTokenSource())
-        using (PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); }))
-        using (PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); }))
-        using (var pipeline = new Pipeline([probes], context, new PipelineOptions { BatchAge = TimeSpan.FromMilliseconds(100), BatchRows = 4096 }))
-        using (var queue = new BatchQueue(4096, 3))
+        public void OnTick() => Flush(all: false);
+
+        public void OnEnd() => Flush(all: true);
+
+        private void Flush(bool all)
         {
-            if (duration is { } d)
-                cts.CancelAfter(d);
-            Console.Error.WriteLine($"Listening for events on {Environment.ProcessorCount} CPUs ({string.Join(", ", kinds.Order().Select(Rows.TableOf))}); Ctrl-C quits");
-            var args = new Dictionary<ulong, string>();
-            var renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id) };
-            // Batches of different kinds reach the printer in any order: hold rows for a moment and print
-            // them in kernel-time order, so an exec is printed (and its arguments known) before its exit.
-            var pending = new List<(ulong Ktime, long Seq, long Received, string Table, Dictionary<string, object?> Row)>();
-            long seq = 0;
-            void Flush(bool all)
+            long now = Environment.TickCount64, cutoff = now - 300, exitCutoff = now - 2000;
+            // an exit waits (up to 2 s) for its exec, which may come in a later batch, so that the exec is printed
+            // first and the exit carries its arguments
+            var execs = pending.Where(p => p.Table == "exec" && p.Row["exec_id"] is ulong && (all || p.Received <= cutoff))
+                .Select(p => (ulong)p.Row["exec_id"]!).ToHashSet();
+            bool Ready((ulong Ktime, long Seq, long Received, string Table, Dictionary<string, object?> Row) p) =>
+                all || (p.Received <= cutoff && (p.Table != "exit" || p.Received <= exitCutoff
+                    || p.Row["exec_id"] is not ulong id || args.ContainsKey(id) || execs.Contains(id)));
+            var ready = pending.Where(Ready).OrderBy(p => p.Ktime).ThenBy(p => p.Seq).ToList();
+            if (ready.Count == 0)
+                return;
+            pending.RemoveAll(p => Ready(p));
+            foreach (var (_, _, _, table, row) in ready)
             {
-                long cutoff = Environment.TickCount64 - 300;
-                var ready = pending.Where(p => all || p.Received <= cutoff).OrderBy(p => p.Ktime).ThenBy(p => p.Seq).ToList();
-                if (ready.Count == 0)
-                    return;
-                pending.RemoveAll(p => all || p.Received <= cutoff);
-                foreach (var (_, _, _, table, row) in ready)
-                {
-                    if (table == "exec" && row["exec_id"] is ulong id)
-                        args[id] = (string?)row["arguments"] ?? "";
-                    var line = renderer.Render(table, row);
-                    if (line is not null)
-                        Console.Out.WriteLine(line);
-                }
+                if (table == "exec" && row["exec_id"] is ulong id)
+                    args[id] = (string?)row["arguments"] ?? "";
+                var line = renderer.Render(table, row);
+                if (line is not null)
+                    Console.Out.WriteLine(line);
             }
-            var printer = new Thread(() =>
-            {
-                while (!queue.IsCompleted)
-                {
-                    if (queue.TryNext(out var rows, 100))
-                    {
-                        long now = Environment.TickCount64;
-                        foreach (var row in BatchRows.Rows(rows.Batch))
-                            pending.Add((row["ktime_ns"] is ulong k ? k : 0, seq++, now, rows.Batch.Table, row));
-                        queue.Recycle(rows);
-                    }
-                    Flush(all: false);
-                }
-                Flush(all: true);
-            }) { Name = "monitor printer" };
-            printer.Start();
-            pipeline.Run(queue, cts.Token);
-            printer.Join();
-            var lost = EventChannel.ReadCounters(probes.EmitStatsMap).Values.Aggregate(0UL, (a, c) => a + c.Failed);
-            if (lost > 0)
-                Console.Error.WriteLine($"lost {lost} events (ring buffer full)");
         }
-        return (int)ExitCode.Ok;
     }
 }

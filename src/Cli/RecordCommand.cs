@@ -1,15 +1,12 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Net;
 using System.Runtime.InteropServices;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
-using Forensics.Datapath.Bpf;
-using Forensics.Datapath.Control;
-using Forensics.Datapath.Lab;
 using Forensics.Datapath.Probes;
 using Forensics.Recorder;
-using Forensics.Recorder.Storage;
+using Forensics.Recorder.Sessions;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Cli;
@@ -142,213 +139,79 @@ public static class RecordCommand
     public static int Run(RecordArgs args)
     {
         ArgumentNullException.ThrowIfNull(args);
-        if (Directory.Exists(args.Output) && Directory.EnumerateFileSystemEntries(args.Output).Any())
-            return Cli.Fail(ExitCode.BadInput, $"output folder {args.Output} exists and is not empty");
-        try
-        {
-            Directory.CreateDirectory(args.Output);
-            var probe = Path.Combine(args.Output, ".write-test");
-            File.WriteAllText(probe, "");
-            File.Delete(probe);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return Cli.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, $"cannot write the output folder {args.Output}: {e.Message}");
-        }
         var ciliumSources = args.Cilium ?? [];
         if (!args.Probes && args.Lab is null)
-            return CiliumRecord.Run(args, ciliumSources);
-        try
         {
-            Prerequisites.EnsureKernelAccess();
-        }
-        catch (PrerequisiteException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-
-        List<IPNetwork> excluded;
-        TracingPolicySet? tracingPolicy = null;
-        try
-        {
-            excluded = [.. args.ExcludeCidrs.Select(Cidrs.Parse)];
-            if (args.TetragonPolicy is not null)
+            try
             {
-                tracingPolicy = TracingPolicyReader.ReadFile(args.TetragonPolicy);
-                foreach (var n in tracingPolicy.Notices)
-                    Console.Error.WriteLine("note: " + n);
+                RecordingSession.PrepareOutput(args.Output);
             }
+            catch (RecordingSetupException e)
+            {
+                return Cli.Fail(Exit(e.Problem), e.Message);
+            }
+            return CiliumRecord.Run(args, ciliumSources);
         }
-        catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
+        Forensics.Cilium.CiliumSources? cilium = null;
+        var session = new RecordingSession(new RecordingSessionOptions
         {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
-        }
-
-        var (mono, boot) = Recording.ClockOffsets();
-        var context = new EventContext(mono)
-        {
-            BoottimeToUtcOffsetNs = boot,
-            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
-            KernelSymbol = KernelSymbols.Load().Resolve,
-        };
-        var options = new EventOptions
-        {
-            Kinds = args.Kinds,
+            Output = args.Output,
+            Duration = args.Duration,
+            Kinds = args.Probes ? args.Kinds : new HashSet<EventKind> { EventKind.Drop, EventKind.Policy, EventKind.Nat, EventKind.Trace, EventKind.Capture },
+            ExcludeCidrs = args.ExcludeCidrs,
+            TetragonPolicy = args.TetragonPolicy,
             Snaplen = args.Snaplen,
             RingBytes = args.RingBytes,
-            SelfPid = (uint)Environment.ProcessId,
             MonitorAggregation = args.MonitorAggregation,
-        };
-        ClusterSpec? cluster = null;
-        if (args.Lab is not null)
-        {
-            try
-            {
-                cluster = ClusterLoader.LoadFile(args.Lab);
-                if (cluster.Lab is null)
-                    throw new ClusterSpecException($"{args.Lab}: no Lab document (kind: Lab): --lab needs one");
-                foreach (var n in cluster.Notices)
-                    Console.Error.WriteLine("note: " + n);
-            }
-            catch (Exception e) when (e is ClusterSpecException or IOException)
-            {
-                return Cli.Fail(ExitCode.BadInput, e.Message);
-            }
-        }
-
-        var sources = new List<IEventSource>();
-        var preamble = new List<byte[]>();
-        Lab? labUp = null;
-        try
-        {
-            var probeSet = args.Probes ? ProbesFor(args.Kinds) : ProbeSet.None;
-            if (probeSet != ProbeSet.None)
-            {
-                var probes = Probes.Load(new ProbeOptions
-                {
-                    Events = options, Enabled = probeSet, ExcludedCidrs = excluded, ConnectFilters = tracingPolicy?.Filters ?? [],
-                });
-                sources.Add(probes);
-                probes.Attach();
-                ulong now = (ulong)(FileSystem.Clocks().Monotonic);
-                if ((probeSet & ProbeSet.Exec) != 0)
-                    preamble.AddRange(probes.SeedProcesses().Select(p => p.ToExecRecord(now)));
-                else
-                    probes.SeedProcesses();
-            }
-        }
-        catch (BpfException e)
-        {
-            sources.ForEach(s => s.Dispose());
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-        if (cluster is not null)
-        {
-            try
-            {
-                labUp = Lab.Up(cluster, new LabOptions
-                {
-                    Datapath = LabDatapath.Factory(options),
-                    CollectEvents = false,
-                    Progress = args.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
-                });
-                sources.Add(labUp.Datapath!.Events);
-                context.Attribution.Refresh(); // the lab's named namespaces (node, world)
-                foreach (var pod in cluster.Pods)
-                    context.Attribution.Register("/run/netns/" + LabNames.PodNs(labUp.Name, pod), pod.Namespace, pod.Name);
-            }
-            catch (Exception e) when (e is LabException or BpfException)
-            {
-                labUp?.Dispose();
-                sources.ForEach(s => s.Dispose());
-                return Cli.Fail(ExitCode.Failure, e.Message);
-            }
-        }
-
-        using var cts = new CancellationTokenSource();
-        var dpSource = labUp?.Datapath as LabDatapath;
-        string reason = "duration";
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; reason = "interrupt"; cts.Cancel(); });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; reason = "terminate"; cts.Cancel(); });
-        if (args.Duration is { } d)
-            cts.CancelAfter(d);
-
-        var recording = new Recording(sources, context, new RecordOptions
-        {
-            OutputDir = args.Output,
+            Lab = args.Lab,
             Progress = args.Progress,
-            Duration = args.Duration,
-            Config = new ManifestConfig
+            Say = Console.WriteLine,
+            Note = m => Console.Error.WriteLine("note: " + m),
+            // Hubble and Tetragon write into the recording beside the kernel's sources (until they are sources of the seam)
+            Companion = ciliumSources.Count == 0 ? null : (recording, token) =>
             {
-                Kinds = [.. (args.Kinds.Count == 0 ? KindNames : args.Kinds.Select(Rows.TableOf))],
-                Lab = args.Lab is null ? null : Path.GetFullPath(args.Lab),
-                PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
-                ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
-                PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
-                // what the policy's NotDAddr leaves out is what its author counts as the cluster
-                ExcludeCidrs = [.. excluded.Concat(tracingPolicy?.ExcludedCidrs ?? []).Select(c => c.ToString()).Distinct()],
-                Snaplen = args.Snaplen,
-                RingBytes = args.RingBytes,
-                MonitorAggregation = args.MonitorAggregation.ToString().ToLowerInvariant(),
-                DurationSeconds = args.Duration?.TotalSeconds,
+                cilium = new Forensics.Cilium.CiliumSources(ciliumSources, new Forensics.Cilium.KernelRecordingTarget(recording, args.Output), Environment.MachineName);
+                try
+                {
+                    foreach (var v in cilium.CheckAsync(TimeSpan.FromSeconds(5), token).GetAwaiter().GetResult())
+                        Console.Error.WriteLine($"recording from {v}");
+                }
+                catch (Forensics.Cilium.SourceUnavailableException e)
+                {
+                    cilium.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                    cilium = null;
+                    throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+                }
+                cilium.Start(token);
+                return () => cilium.StopAsync(null).GetAwaiter().GetResult();
             },
         });
-        recording.Preamble.AddRange(preamble);
-        if (dpSource is not null)
-        {
-            recording.Snapshots.AddRange(SnapshotTables.From(dpSource.Datapath.Snapshot(), "start"));
-            recording.EndSnapshots = () => SnapshotTables.From(dpSource.Datapath.Snapshot(), "end");
-        }
-        var probesSource = sources.OfType<Probes>().FirstOrDefault();
-        if (probesSource is not null)
-            recording.UpdateManifest = m => m.FilteredConnects = probesSource.FilteredConnects + probesSource.UnselectedConnects;
+        using var cts = new CancellationTokenSource();
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; session.StopReason = "interrupt"; cts.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; session.StopReason = "terminate"; cts.Cancel(); });
         if (args.Progress)
-            Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
-        RecordingSummary summary;
-        Thread? steps = null;
-        Forensics.Cilium.CiliumSources? cilium = null;
-        if (ciliumSources.Count > 0)
         {
-            cilium = new Forensics.Cilium.CiliumSources(ciliumSources, new Forensics.Cilium.KernelRecordingTarget(recording, args.Output), Environment.MachineName);
-            try
+            var waiter = new Thread(() =>
             {
-                foreach (var v in cilium.CheckAsync(TimeSpan.FromSeconds(5), cts.Token).GetAwaiter().GetResult())
-                    Console.Error.WriteLine($"recording from {v}");
-            }
-            catch (Forensics.Cilium.SourceUnavailableException e)
-            {
-                cilium.DisposeAsync().AsTask().GetAwaiter().GetResult();
-                labUp?.Dispose();
-                sources.ForEach(s => s.Dispose());
-                return Cli.Fail(ExitCode.Prerequisite, e.Message);
-            }
-            cilium.Start(cts.Token);
+                if (WaitHandle.WaitAny([session.Started.WaitHandle, cts.Token.WaitHandle]) == 0)
+                    Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+            }) { IsBackground = true };
+            waiter.Start();
         }
+        RecordingSummary summary;
         try
         {
-            if (labUp is not null)
-            {
-                steps = new Thread(() => RunSteps(labUp, args, () => { reason = "scenario-done"; cts.Cancel(); })) { IsBackground = true, Name = "lab steps" };
-                steps.Start();
-            }
-            summary = recording.Run(() => reason, cts.Token);
+            summary = session.Run(cts.Token);
         }
-        finally
+        catch (RecordingSetupException e)
         {
-            steps?.Join(TimeSpan.FromSeconds(30));
-            labUp?.Dispose();
-            sources.ForEach(s => s.Dispose());
-            if (cilium is not null)
-            {
-                cts.Cancel();
-                cilium.StopAsync(null).GetAwaiter().GetResult();
-            }
+            return Cli.Fail(Exit(e.Problem), e.Message);
         }
-        if (cilium is not null)
+        if (cilium is not null && session.Recording is { } rec)
         {
             ulong lost = 0;
             long malformed = 0;
-            recording.WithManifest(m =>
+            rec.WithManifest(m =>
             {
                 lost = m.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
                 malformed = Forensics.Cilium.CiliumSources.Malformed(m);
@@ -356,13 +219,13 @@ public static class RecordCommand
             summary = summary with
             {
                 EventsLost = lost,
-                Rows = recording.Manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
-                Loss = new Dictionary<string, ManifestLoss>(recording.Manifest.Loss),
+                Rows = rec.Manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
+                Loss = new Dictionary<string, ManifestLoss>(rec.Manifest.Loss),
             };
             if (malformed > 0 && summary.Error is null && lost == 0)
             {
                 PrintSummary(summary);
-                return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources[].malformed)");
+                return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources)");
             }
         }
         PrintSummary(summary);
@@ -373,39 +236,13 @@ public static class RecordCommand
         return (int)ExitCode.Ok;
     }
 
-    /// <summary>Runs the lab's scenario steps once recording has started; without --duration, stops the recording after them.</summary>
-    private static void RunSteps(Lab lab, RecordArgs args, Action done)
+    private static ExitCode Exit(SetupProblem p) => p switch
     {
-        Thread.Sleep(500);
-        foreach (var step in lab.Cluster.Lab!.Steps)
-        {
-            try
-            {
-                var r = lab.RunStep(step);
-                Console.WriteLine($"step {step.Name}: {step.Pod} {step.Action} {step.Target}: {r.Result}");
-            }
-            catch (LabException e)
-            {
-                Console.WriteLine($"step {step.Name}: failed to run: {e.Message}");
-            }
-        }
-        if (args.Duration is null)
-        {
-            Thread.Sleep(1500); // let the last packets and exits reach the ring buffer
-            done();
-        }
-    }
-
-    internal static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds)
-    {
-        bool All(EventKind k) => kinds.Count == 0 || kinds.Contains(k);
-        var set = ProbeSet.None;
-        if (All(EventKind.Exec)) set |= ProbeSet.Exec;
-        if (All(EventKind.Exit)) set |= ProbeSet.Exit;
-        if (All(EventKind.Connect)) set |= ProbeSet.Connect;
-        if (All(EventKind.Kdrop)) set |= ProbeSet.Kdrop;
-        return set;
-    }
+        SetupProblem.DiskFull => ExitCode.DiskFull,
+        SetupProblem.Prerequisite => ExitCode.Prerequisite,
+        SetupProblem.Failure => ExitCode.Failure,
+        _ => ExitCode.BadInput,
+    };
 
     internal static void Print(RecordingSummary s) => PrintSummary(s);
 

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 
 namespace Forensics.Cli;
@@ -23,7 +24,7 @@ public static class RecoverCommand
                     : $"{path}: recovered; {r.FilesAdded} sealed segments added ({r.RowsAdded} rows); {r.UnsealedFiles} unsealed segments ({r.UnsealedBytes} bytes) could not be read");
                 return (int)ExitCode.Ok;
             }
-            catch (InvalidDataException e)
+            catch (Exception e) when (e is InvalidDataException or ManifestException)
             {
                 return Cli.Fail(ExitCode.BadInput, e.Message);
             }

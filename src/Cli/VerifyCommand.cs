@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Forensics.Format;
 using Forensics.Query.Bundles;
 
 namespace Forensics.Cli;

@@ -23,16 +23,6 @@ public static class FileSystem
         }
     }
 
-    /// <summary>CLOCK_MONOTONIC, CLOCK_BOOTTIME and CLOCK_REALTIME read back to back, in ns.</summary>
-    public static unsafe (long Monotonic, long Boottime, long Realtime) Clocks()
-    {
-        Timespec m, b, r;
-        LibC.clock_gettime(LibC.CLOCK_MONOTONIC, &m);
-        LibC.clock_gettime(LibC.CLOCK_BOOTTIME, &b);
-        LibC.clock_gettime(LibC.CLOCK_REALTIME, &r);
-        return (m.tv_sec * 1_000_000_000 + m.tv_nsec, b.tv_sec * 1_000_000_000 + b.tv_nsec, r.tv_sec * 1_000_000_000 + r.tv_nsec);
-    }
-
     /// <summary>True for ENOSPC / EDQUOT: the disk is full.</summary>
     public static bool IsDiskFull(Exception e) =>
         e is IOException io && ((io.HResult & 0xffff) is 28 or 122 || io.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase));

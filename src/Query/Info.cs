@@ -1,4 +1,5 @@
 using System.Globalization;
+using Forensics.Format;
 using Forensics.Query.Recording;
 
 namespace Forensics.Query;
@@ -22,39 +23,65 @@ public static class Info
         var span = m.EndedAt is { } e2 ? $" ({(e2 - m.StartedAt).TotalSeconds.ToString("0.###", inv)} s)" : "";
         w.WriteLine($"time        {m.StartedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", inv)} -> {end}{span}");
         w.WriteLine($"stopped     {m.StopReason}{(m.Recovered ? " (recovered after a crash)" : "")}");
-        if (m.Config.Kinds is { Count: > 0 } kinds)
-            w.WriteLine($"kinds       {string.Join(", ", kinds)}");
-        if (m.Config.ExcludeCidrs is { Count: > 0 } cidrs)
-            w.WriteLine($"in-cluster  {string.Join(", ", cidrs)}");
-        if (m.Config.MonitorAggregation is "medium")
+        var c = m.Config;
+        if (c.Kinds.Count > 0)
+            w.WriteLine($"kinds       {string.Join(", ", c.Kinds)}");
+        var settings = new List<string> { $"snaplen {c.Snaplen}", $"ring {c.RingBytes} bytes" };
+        if (c.DurationSeconds is { } d)
+            settings.Add($"duration {d.ToString("0.###", inv)} s");
+        if (c.Lab is not null)
+            settings.Add($"lab {c.Lab}");
+        if (c.PoliciesSha256 is not null)
+            settings.Add($"policies sha256 {c.PoliciesSha256}");
+        w.WriteLine($"config      {string.Join(", ", settings)}");
+        if (c.ExcludeCidrs.Count > 0)
+            w.WriteLine($"in-cluster  {string.Join(", ", c.ExcludeCidrs)}");
+        if (c.PodCidrs.Count + c.ServiceCidrs.Count + c.NodeAddresses.Count > 0)
+            w.WriteLine($"cluster     pods {List(c.PodCidrs)}; services {List(c.ServiceCidrs)}; node {List(c.NodeAddresses)}");
+        if (c.MonitorAggregation is "medium")
             w.WriteLine("traces      aggregated per connection (--monitor-aggregation medium): not every packet has a trace row");
+        if (m.FilteredConnects > 0)
+            w.WriteLine($"filtered    {m.FilteredConnects} connect{(m.FilteredConnects == 1 ? "" : "s")} to in-cluster destinations excluded in the kernel (counted, not recorded)");
+        foreach (var (name, src) in m.Sources)
+        {
+            var delivered = src.Received > 0 || src.Kind is "grpc" || (src.Kind == "file" && src.Inputs.Count > 0)
+                ? $"{src.Received} received, {src.Stored} stored, {src.Skipped.Values.Sum()} not stored, {src.Malformed} malformed"
+                : $"{src.Records} records";
+            w.WriteLine($"source      {name} ({src.Kind}{(src.Detail.Length > 0 ? ": " + src.Detail : "")}): {delivered}");
+            foreach (var (table, l) in src.Loss)
+                w.WriteLine($"  {table,-16} emitted {l.Emitted}, not handed over {l.Failed}, lost in user space {l.UserspaceDropped}");
+            foreach (var line in src.NotRecorded)
+                w.WriteLine($"  not recorded: {line}");
+            foreach (var input in src.Inputs)
+                w.WriteLine($"  input     {input.Path} ({(input.Lines > 0 ? $"{input.Lines} lines, " : "")}{input.Bytes} bytes, sha256 {input.Sha256})");
+            if (src.Skipped.Count > 0)
+                w.WriteLine($"  skipped   {string.Join(", ", src.Skipped.Select(kv => $"{kv.Key} {kv.Value}"))}");
+            if (src.Lost.Count > 0)
+                w.WriteLine($"  lost      {string.Join(", ", src.Lost.Select(kv => $"{kv.Key} {kv.Value}"))}");
+            if (src.UnknownFields.Count > 0)
+                w.WriteLine($"  unknown   {string.Join(", ", src.UnknownFields.Select(kv => $"{kv.Key} {kv.Value}"))} (kept in the extra column)");
+            foreach (var gap in src.Disconnects.Take(10))
+                w.WriteLine($"  stream    {gap}");
+        }
         w.WriteLine("tables");
         foreach (var (name, t) in m.Tables.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             w.WriteLine($"  {name,-16} {t.Rows,10} rows  {t.Files.Count,4} file{(t.Files.Count == 1 ? "" : "s")}  schema v{t.SchemaVersion}");
         w.WriteLine($"loss        {m.EventsLost} event{(m.EventsLost == 1 ? "" : "s")} lost");
+        if (m.UnsealedSegments > 0)
+            w.WriteLine($"  unsealed segments: {m.UnsealedSegments} ({m.UnsealedBytes} bytes) were never sealed: their rows were lost with the recorder");
         foreach (var (kind, l) in m.Loss.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             w.WriteLine(kind is "hubble" or "tetragon"
                 ? $"  {kind,-16} reported lost by {kind} {l.Failed}"
                 : $"  {kind,-16} emitted {l.Emitted}, lost in kernel (ring buffer full) {l.Failed}, lost in user space {l.UserspaceDropped}");
-        foreach (var src in m.Sources ?? [])
-        {
-            w.WriteLine($"source      {src.Name} ({(src.Kind == "import" ? "imported" : "gRPC " + src.Address)}): {src.Received} received, {src.Stored} stored, {src.Skipped.Values.Sum()} not stored, {src.Malformed} malformed");
-            foreach (var f in src.Files)
-                w.WriteLine($"  file      {f.Path} ({f.Lines} lines, {f.Bytes} bytes, sha256 {f.Sha256})");
-            if (src.Skipped.Count > 0)
-                w.WriteLine($"  skipped   {string.Join(", ", src.Skipped.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}"))}");
-            if (src.Lost.Count > 0)
-                w.WriteLine($"  lost      {string.Join(", ", src.Lost.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}"))}");
-            if (src.UnknownFields.Count > 0)
-                w.WriteLine($"  unknown   {string.Join(", ", src.UnknownFields.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}"))} (kept in the extra column)");
-            foreach (var d in src.Disconnects.Take(10))
-                w.WriteLine($"  stream    {d}");
-        }
         var results = RecordingLocator.Verify(rec);
         var bad = results.Where(r => !r.Ok).ToList();
         w.WriteLine($"files       {results.Count - bad.Count} of {results.Count} verified against the manifest's SHA-256");
         foreach (var b in bad)
             w.WriteLine($"  TAMPERED  {b.RelativePath}: {b.Problem}");
+        if (m.Redaction is not null)
+            w.WriteLine($"redaction   {m.Redaction.ToJsonString()}");
         return bad.Count == 0;
     }
+
+    private static string List(List<string> items) => items.Count == 0 ? "-" : string.Join(", ", items);
 }

@@ -4,6 +4,7 @@ using System.Text;
 using DuckDB.NET.Data;
 using Forensics.Query.Recording;
 using Forensics.Query.Schema;
+using Forensics.Format;
 
 namespace Forensics.Query;
 
@@ -99,8 +100,8 @@ public sealed class QuerySession : IDisposable
             throw new RecordingException($"recording {dup.Key} given twice");
         foreach (var r in recordings)
             foreach (var (table, t) in r.Manifest.Tables)
-                if (SchemaCatalog.Schemas.Any(s => s.Table == table) && !SchemaCatalog.Schemas.Any(s => s.Table == table && s.Version == t.SchemaVersion))
-                    throw new RecordingException($"{r.Root}: table {table} has schema version {t.SchemaVersion}, which this tool does not read (it reads {string.Join(", ", SchemaCatalog.Schemas.Where(s => s.Table == table).Select(s => s.Version))})");
+                if (SchemaCatalog.Has(table) && !SchemaCatalog.Versions(table).Contains(t.SchemaVersion))
+                    throw new RecordingException($"{r.Root}: table {table} has schema version {t.SchemaVersion}, which this tool does not read (it reads {string.Join(", ", SchemaCatalog.Versions(table))})");
 
         var conn = new DuckDBConnection("DataSource=:memory:");
         try
@@ -148,7 +149,7 @@ public sealed class QuerySession : IDisposable
 
     private IEnumerable<string> AllTables()
     {
-        var known = SchemaCatalog.Tables.Concat(SnapshotSchemas.Tables);
+        var known = SchemaCatalog.Tables;
         var inManifests = Recordings.SelectMany(r => r.Manifest.Tables.Keys);
         return known.Concat(inManifests).Distinct().Order(StringComparer.Ordinal);
     }
@@ -161,7 +162,7 @@ public sealed class QuerySession : IDisposable
         sb.Append("INSERT INTO drop_reasons VALUES ").Append(string.Join(",\n", reasons)).Append(";\n");
         sb.Append("CREATE TABLE reserved_identities(identity UINTEGER, labels VARCHAR);\n");
         sb.Append("INSERT INTO reserved_identities VALUES ")
-            .Append(string.Join(", ", Identities.Reserved.Select(kv => $"({kv.Key}, {SqlTypes.Literal(kv.Value)})"))).Append(";\n");
+            .Append(string.Join(", ", ReservedIdentities.Labels.Select(kv => $"({kv.Key}, {SqlTypes.Literal(kv.Value)})"))).Append(";\n");
         sb.Append("""
             CREATE TABLE recordings(recording VARCHAR, node VARCHAR, path VARCHAR, hostname VARCHAR, kernel VARCHAR, boot_id VARCHAR,
                 tool_version VARCHAR, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, stop_reason VARCHAR, events_lost BIGINT,
@@ -177,8 +178,10 @@ public sealed class QuerySession : IDisposable
               .Append(CultureInfo.InvariantCulture, $"{SqlTypes.Literal(m.Host.Hostname)}, {SqlTypes.Literal(m.Host.Kernel)}, {SqlTypes.Literal(m.Host.BootId)}, {SqlTypes.Literal(m.ToolVersion)}, ")
               .Append(CultureInfo.InvariantCulture, $"{Ts(m.StartedAt)}, {(m.EndedAt is { } e ? Ts(e) : "NULL")}, {SqlTypes.Literal(m.StopReason)}, {m.EventsLost}, ")
               .Append(CultureInfo.InvariantCulture, $"{(m.MonotonicToUtcOffsetNs?.ToString(CultureInfo.InvariantCulture) ?? "NULL")}, {SqlTypes.Literal(m.Config.Lab)});\n");
-            foreach (var c in m.Config.ExcludeCidrs ?? [])
-                sb.Append(CultureInfo.InvariantCulture, $"INSERT INTO manifest_cidrs VALUES ({SqlTypes.Literal(m.RecordingId)}, {SqlTypes.Literal(c)}, 'manifest exclude_cidrs');\n");
+            foreach (var (source, cidrs) in new[] { ("exclude_cidrs", m.Config.ExcludeCidrs), ("pod_cidrs", m.Config.PodCidrs),
+                ("service_cidrs", m.Config.ServiceCidrs), ("node_addresses", m.Config.NodeAddresses) })
+                foreach (var c in cidrs)
+                    sb.Append(CultureInfo.InvariantCulture, $"INSERT INTO manifest_cidrs VALUES ({SqlTypes.Literal(m.RecordingId)}, {SqlTypes.Literal(c)}, 'manifest {source}');\n");
             foreach (var (kind, l) in m.Loss)
                 sb.Append(CultureInfo.InvariantCulture, $"INSERT INTO manifest_loss VALUES ({SqlTypes.Literal(m.RecordingId)}, {SqlTypes.Literal(kind)}, {l.Emitted}, {l.Failed}, {l.UserspaceDropped});\n");
         }
@@ -192,10 +195,9 @@ public sealed class QuerySession : IDisposable
     /// <summary>One view per table: every recording's files, every supported schema version, cast to the newest schema's types.</summary>
     private string ViewSql(string table)
     {
-        var columns = SnapshotSchemas.Tables.Contains(table)
-            ? SnapshotSchemas.Columns(table)
-            : SchemaCatalog.Schemas.Any(s => s.Table == table) ? SchemaCatalog.Current(table).Columns : [];
+        var columns = SchemaCatalog.Has(table) ? SchemaCatalog.Current(table).Columns : [];
         var typed = columns.Select(c => $"CAST(NULL AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}")
+            .Concat(HasKernelTime(columns) ? ["CAST(NULL AS BIGINT) AS time_ns"] : [])
             .Append("CAST(NULL AS VARCHAR) AS recording").Append("CAST(NULL AS VARCHAR) AS node");
         var parts = new List<string> { $"SELECT {string.Join(", ", typed)} WHERE false" };
         foreach (var r in Recordings)
@@ -203,44 +205,46 @@ public sealed class QuerySession : IDisposable
             {
                 var list = string.Join(", ", g.Select(f => SqlTypes.Literal(f.FullPath)));
                 var source = $"read_parquet([{list}], union_by_name=true, hive_partitioning=false)";
-                var adapt = SnapshotSchemas.Tables.Contains(table) ? SnapshotAdaptation(table, source) : "";
-                parts.Add($"SELECT *{adapt}, {SqlTypes.Literal(r.Manifest.RecordingId)} AS recording, {SqlTypes.Literal(g.Key)} AS node FROM {source}");
+                var times = Times(columns, r.Manifest.MonotonicToUtcOffsetNs);
+                parts.Add($"SELECT *{times}, {SqlTypes.Literal(r.Manifest.RecordingId)} AS recording, {SqlTypes.Literal(g.Key)} AS node FROM {source}");
             }
+        // Time columns were already read through expressions (Times): DuckDB cannot push a filter into the scan.
         var casts = columns.Select(c => $"CAST({SqlTypes.Ident(c.Name)} AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}");
         var replace = columns.Count > 0 ? $" REPLACE ({string.Join(", ", casts)})" : "";
         return $"CREATE VIEW {SqlTypes.Ident(table)} AS SELECT *{replace} FROM ({string.Join("\nUNION ALL BY NAME\n", parts)})";
     }
 
+    private static bool HasKernelTime(IReadOnlyList<ColumnSchema> columns) =>
+        columns.Any(c => c.Name == "time" && c.Type.StartsWith("timestamp", StringComparison.Ordinal)) && columns.Any(c => c.Name == "ktime_ns");
+
     /// <summary>
-    /// Snapshot files may name a column the reconstructions rely on differently (their
-    /// schemas come with the datapath) or store labels as a list: an alias fills the
-    /// expected column and lists become comma-separated text.
+    /// The time columns of one recording's files, read so that they are true. DuckDB (1.5) reads a Parquet
+    /// timestamp[ns, UTC] as TIMESTAMPTZ (microseconds) and takes the row groups' min/max as if they were
+    /// microseconds: a time filter then skips every row group and a sort can garble values computed from the
+    /// column. So an event's time is derived, exactly as the recorder wrote it (schemas: the kernel's monotonic
+    /// stamp converted once with the manifest's offset), from ktime_ns + monotonic_to_utc_offset_ns: `time_ns`
+    /// carries it to the nanosecond and `time` is that instant as TIMESTAMPTZ (microseconds). Other time columns
+    /// go through text, which drops the bad statistics and keeps the value.
     /// </summary>
-    private string SnapshotAdaptation(string table, string source)
+    private static string Times(IReadOnlyList<ColumnSchema> columns, long? offsetNs)
     {
-        var present = new Dictionary<string, string>(StringComparer.Ordinal);
-        using (var cmd = _conn.CreateCommand())
-        {
-            cmd.CommandText = $"DESCRIBE SELECT * FROM {source}";
-            using var reader = cmd.ExecuteReader();
-            while (reader.Read())
-                present[reader.GetString(0)] = reader.GetString(1);
-        }
         var replace = new List<string>();
-        var extra = new StringBuilder();
-        foreach (var c in SnapshotSchemas.Columns(table))
+        var extra = "";
+        foreach (var c in columns.Where(c => c.Type.StartsWith("timestamp", StringComparison.Ordinal)))
         {
-            if (present.TryGetValue(c.Name, out var type))
+            var id = SqlTypes.Ident(c.Name);
+            if (c.Name == "time" && HasKernelTime(columns) && offsetNs is { } off)
             {
-                if (type.EndsWith("[]", StringComparison.Ordinal) && c.Type == "utf8")
-                    replace.Add($"array_to_string({SqlTypes.Ident(c.Name)}, ',') AS {SqlTypes.Ident(c.Name)}");
-                continue;
+                var ns = $"(CAST(ktime_ns AS BIGINT) + {off.ToString(CultureInfo.InvariantCulture)})";
+                replace.Add($"CAST(make_timestamp({ns} // 1000) AS TIMESTAMPTZ) AS {id}");
+                extra = $", {ns} AS time_ns";
             }
-            var alias = SnapshotSchemas.Aliases(table, c.Name).FirstOrDefault(present.ContainsKey);
-            if (alias is null)
-                continue;
-            var expr = present[alias].EndsWith("[]", StringComparison.Ordinal) ? $"array_to_string({SqlTypes.Ident(alias)}, ',')" : SqlTypes.Ident(alias);
-            extra.Append(CultureInfo.InvariantCulture, $", TRY_CAST({expr} AS {SqlTypes.Of(c.Type)}) AS {SqlTypes.Ident(c.Name)}");
+            else
+            {
+                replace.Add($"CAST(CAST({id} AS VARCHAR) AS TIMESTAMPTZ) AS {id}");
+                if (c.Name == "time" && HasKernelTime(columns))
+                    extra = $", epoch_ns(CAST(CAST({id} AS VARCHAR) AS TIMESTAMPTZ)) AS time_ns"; // no offset: the stored time, to the microsecond
+            }
         }
         return (replace.Count > 0 ? $" REPLACE ({string.Join(", ", replace)})" : "") + extra;
     }

@@ -51,7 +51,7 @@ public static class Reconstructions
         ArgumentNullException.ThrowIfNull(f);
         var c = TimeWindow(f, "time", "time");
         if (externalOnly)
-            c.Add("external");
+            c.Add("external AND NOT reply"); // a server's UDP answer is not a connect
         if (f.Pod is not null)
             c.Add(PodMatch("namespace", "pod", f.Pod));
         if (f.Namespace is not null)

@@ -54,7 +54,7 @@ public static class Replay
             foreach (var row in session.Rows($"SELECT * FROM {SqlTypes.Ident(table)}{where} ORDER BY ALL"))
             {
                 // The UTC time orders events across nodes; the kernel time (ns) orders them within one.
-                var ns = row["time"] switch
+                var ns = row.TryGetValue("time_ns", out var exact) && exact is not null ? Convert.ToInt64(exact, CultureInfo.InvariantCulture) : row["time"] switch
                 {
                     DateTime dt => (dt.ToUniversalTime().Ticks - DateTime.UnixEpoch.Ticks) * 100,
                     DateTimeOffset dto => (dto.UtcTicks - DateTime.UnixEpoch.Ticks) * 100,

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using Forensics.Datapath;
 using Forensics.Datapath.Abi;
-using Forensics.Datapath.Bpf;
+using Forensics.Recorder.Batches;
+using Forensics.Recorder.Sources;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Recorder;
@@ -35,176 +35,160 @@ public sealed record PipelineOptions
 }
 
 /// <summary>
-/// Ring buffer -> decode -> batches, on two threads: the ring buffer thread
-/// only copies records into chunks (no decoding, no locks beyond handing a
-/// chunk over); the decode thread turns chunks into table batches and hands
-/// full or aged batches to a consumer (the Parquet writer, or the live
-/// monitor). When no chunk is free the ring buffer thread stops draining the
-/// kernel ring (which then fills, and the kernel counts what it cannot hand
-/// over); a record that finds no free chunk for a second is dropped and counted by kind.
+/// Sources -> decode -> batches. Each source runs on its own thread and only copies its records into
+/// chunks (for the kernel: the ring buffer callback copies and returns: no decoding, no locks beyond
+/// handing a chunk over); one decode thread turns chunks into table batches with the source's decoder and
+/// hands full or aged batches to a consumer (the Parquet writers, or the live monitor). When no chunk is
+/// free a source's thread waits (the kernel ring then fills, and the kernel counts what it cannot hand
+/// over); a record that finds no free chunk for a second is dropped and counted by table.
 /// </summary>
 public sealed class Pipeline : IDisposable
 {
-    private sealed class Chunk(int size)
+    internal sealed class Chunk(int size)
     {
         public readonly byte[] Data = new byte[size];
         public int Used;
         public int Records;
+        public int Source;
         public long FirstTicks;
     }
 
     private readonly PipelineOptions options;
-    private readonly IReadOnlyList<IEventSource> sources;
-    private readonly EventContext context;
+    private readonly IReadOnlyList<IRecordSource> sources;
+    private readonly RecordWriter[] writers;
     private readonly BlockingCollection<Chunk> full = new();
     private readonly BlockingCollection<Chunk> free = new();
-    private readonly long[] userDrops = new long[(int)EventKind.Max];
-    private readonly long[] decoded = new long[(int)EventKind.Max];
+    private readonly CountdownEvent started;
     private long unknownRecords;
-    private Chunk? current;
 
-    public Pipeline(IReadOnlyList<IEventSource> sources, EventContext context, PipelineOptions? options = null)
+    public Pipeline(IReadOnlyList<IRecordSource> sources, PipelineOptions? options = null)
     {
+        ArgumentNullException.ThrowIfNull(sources);
+        if (sources.Select(s => s.Name).Distinct(StringComparer.Ordinal).Count() != sources.Count)
+            throw new ArgumentException("two sources with the same name", nameof(sources));
         this.sources = sources;
-        this.context = context;
         this.options = options ?? new PipelineOptions();
         for (int i = 0; i < this.options.Chunks; i++)
             free.Add(new Chunk(this.options.ChunkBytes));
+        writers = [.. sources.Select((s, i) => new RecordWriter(this, i))];
+        started = new CountdownEvent(Math.Max(1, sources.Count));
+        if (sources.Count == 0)
+            started.Signal();
     }
 
-    /// <summary>Records dropped in user space (no free chunk), by kind.</summary>
-    public ulong UserspaceDropped(EventKind k) => (ulong)Interlocked.Read(ref userDrops[(int)k]);
+    public IReadOnlyList<IRecordSource> Sources => sources;
 
-    /// <summary>Records decoded into rows, by kind.</summary>
-    public ulong Decoded(EventKind k) => (ulong)Interlocked.Read(ref decoded[(int)k]);
+    /// <summary>Set once every source has called <see cref="RecordWriter.Started"/> (or ended).</summary>
+    public WaitHandle Started => started.WaitHandle;
 
-    /// <summary>Records of an unknown kind or ABI version (counted, not decoded).</summary>
+    /// <summary>The writer of a source: its records, drops and notes.</summary>
+    public RecordWriter WriterOf(IRecordSource source) => writers[IndexOf(source)];
+
+    private int IndexOf(IRecordSource source)
+    {
+        for (int i = 0; i < sources.Count; i++)
+            if (ReferenceEquals(sources[i], source))
+                return i;
+        throw new ArgumentException($"{source.Name} is not a source of this pipeline", nameof(source));
+    }
+
+    /// <summary>Records dropped in user space (no free chunk) by table, summed over the sources.</summary>
+    public ulong UserspaceDropped(string table) => writers.Aggregate(0UL, (a, w) => a + w.Dropped(table));
+
+    /// <summary>Records of an unknown kind or ABI version, or that their source could not decode (counted, not decoded).</summary>
     public long UnknownRecords => Interlocked.Read(ref unknownRecords);
 
     /// <summary>
-    /// Runs until <paramref name="token"/> is cancelled, then drains the ring
-    /// buffers and hands on every batch. <paramref name="consume"/> gets full
-    /// and aged batches on the caller-provided consumer thread (see
-    /// <see cref="BatchQueue"/>); it must return the batch with Recycle.
+    /// Runs every source until <paramref name="token"/> is cancelled, then drains them and hands on every
+    /// batch. Full and aged batches go to <paramref name="queue"/>, whose consumer returns them with Recycle.
     /// </summary>
     public void Run(BatchQueue queue, CancellationToken token)
     {
         ArgumentNullException.ThrowIfNull(queue);
-        Exception? pollError = null;
-        var poll = new Thread(() =>
+        var errors = new Exception?[sources.Count];
+        int running = sources.Count;
+        var threads = new List<Thread>();
+        for (int i = 0; i < sources.Count; i++)
         {
-            try
+            int n = i;
+            var t = new Thread(() =>
             {
-                PollLoop(token);
-            }
+                try
+                {
+                    sources[n].Run(writers[n], token);
+                    writers[n].Flush();
+                }
 #pragma warning disable CA1031 // handed to the caller below
-            catch (Exception e)
-            {
-                pollError = e;
-            }
+                catch (Exception e)
+                {
+                    errors[n] = e;
+                }
 #pragma warning restore CA1031
-            finally
-            {
-                full.CompleteAdding();
-            }
-        })
-        { Name = "forensics-ring", IsBackground = true, Priority = ThreadPriority.AboveNormal };
-        poll.Start();
+                finally
+                {
+                    writers[n].Started(); // an ended source holds nobody up
+                    if (Interlocked.Decrement(ref running) == 0)
+                        full.CompleteAdding();
+                }
+            })
+            { Name = sources[n].Kind == "bpf" ? "forensics-ring" : "fx-src-" + sources[n].Name, IsBackground = true, Priority = ThreadPriority.AboveNormal };
+            threads.Add(t);
+        }
+        if (sources.Count == 0)
+            full.CompleteAdding();
+        foreach (var t in threads)
+            t.Start();
         try
         {
             DecodeLoop(queue);
         }
         finally
         {
-            poll.Join();
+            foreach (var t in threads)
+                t.Join();
             queue.Complete();
         }
-        if (pollError is not null)
-            throw new InvalidOperationException("ring buffer reader failed: " + pollError.Message, pollError);
+        for (int i = 0; i < errors.Length; i++)
+            if (errors[i] is { } e)
+                throw new InvalidOperationException($"source {sources[i].Name} failed: {e.Message}", e);
     }
 
     public void Dispose()
     {
         full.Dispose();
         free.Dispose();
+        started.Dispose();
     }
 
-    private void PollLoop(CancellationToken token)
-    {
-        using var reader = new RingBufferReader(sources.Select(s => s.EventsMap).ToList(), OnRecord);
-        while (!token.IsCancellationRequested)
-        {
-            reader.Poll(options.PollMs);
-            var c = current;
-            if (c is not null && c.Records > 0 && Environment.TickCount64 - c.FirstTicks >= 20)
-            {
-                full.Add(c, CancellationToken.None);
-                current = null;
-            }
-        }
-        reader.Consume();
-        if (current is { Records: > 0 })
-            full.Add(current, CancellationToken.None);
-        current = null;
-    }
+    internal void SignalStarted() => started.Signal();
 
-    // The ring buffer callback: copy and return. No decoding, no allocation.
-    private void OnRecord(ReadOnlySpan<byte> record)
-    {
-        var c = current;
-        int need = 4 + record.Length;
-        if (c is null || c.Used + need > c.Data.Length)
-        {
-            if (c is not null)
-                full.Add(c);
-            // Wait for the decoder rather than drop: records left in the kernel ring are not lost yet.
-            if (!free.TryTake(out c, options.ChunkWaitMs))
-            {
-                current = null;
-                int kind = record.Length > 0 && record[0] < (int)EventKind.Max ? record[0] : 0;
-                Interlocked.Increment(ref userDrops[kind]);
-                return;
-            }
-            c.Used = 0;
-            c.Records = 0;
-            c.FirstTicks = Environment.TickCount64;
-            current = c;
-        }
-        BitConverter.TryWriteBytes(c.Data.AsSpan(c.Used), record.Length);
-        record.CopyTo(c.Data.AsSpan(c.Used + 4));
-        c.Used += need;
-        c.Records++;
-    }
+    internal int ChunkBytes => options.ChunkBytes;
+
+    internal void Hand(Chunk c) => full.Add(c, CancellationToken.None);
+
+    internal bool TryTakeFree(out Chunk chunk) => free.TryTake(out chunk!, options.ChunkWaitMs);
+
+    internal string TableOf(int source, ReadOnlySpan<byte> record) => sources[source].TableOf(record);
 
     private void DecodeLoop(BatchQueue queue)
     {
-        var rows = new Rows?[(int)EventKind.Max];
+        var sink = new RowSink(queue);
         var ageMs = (long)options.BatchAge.TotalMilliseconds;
         while (!full.IsCompleted)
         {
             if (full.TryTake(out var chunk, 50))
             {
-                DecodeChunk(chunk, rows, queue);
+                DecodeChunk(chunk, sink);
                 free.Add(chunk);
             }
-            long now = Environment.TickCount64;
-            for (int k = 0; k < rows.Length; k++)
-            {
-                var r = rows[k];
-                if (r is not null && r.Batch.Count > 0 && now - r.Batch.FirstRowTicks >= ageMs)
-                {
-                    queue.Hand(r);
-                    rows[k] = null;
-                }
-            }
+            sink.HandAged(Environment.TickCount64, ageMs);
         }
-        foreach (var r in rows)
-            if (r is not null && r.Batch.Count > 0)
-                queue.Hand(r);
+        sink.HandAll();
     }
 
-    private void DecodeChunk(Chunk chunk, Rows?[] rows, BatchQueue queue)
+    private void DecodeChunk(Chunk chunk, RowSink sink)
     {
+        var source = sources[chunk.Source];
         var data = chunk.Data.AsSpan(0, chunk.Used);
         int off = 0;
         while (off < data.Length)
@@ -212,21 +196,198 @@ public sealed class Pipeline : IDisposable
             int len = BitConverter.ToInt32(data[off..]);
             var rec = data.Slice(off + 4, len);
             off += 4 + len;
-            if (rec.Length < 16 || rec[1] != Limits.AbiVersion || rec[0] == 0 || rec[0] >= (int)EventKind.Max)
-            {
-                Interlocked.Increment(ref unknownRecords);
-                continue;
-            }
-            int kind = rec[0];
-            var r = rows[kind] ??= queue.Take((EventKind)kind);
-            r.Append(rec, context);
-            decoded[kind]++;
-            if (r.Batch.IsFull)
-            {
-                queue.Hand(r);
-                rows[kind] = null;
-            }
+            if (!source.Decode(rec, sink))
+                unknownRecords++;
+            sink.HandIfFull();
         }
+    }
+}
+
+/// <summary>
+/// What a source's thread hands records to: each record is copied into the current chunk (a chunk holds
+/// records of one source), and a chunk goes to the decode thread when full, when <see cref="Flush"/> is
+/// called, or when <see cref="FlushIfOlderThan"/> finds it old. Used by its source's thread only.
+/// </summary>
+public sealed class RecordWriter
+{
+    private readonly Pipeline pipeline;
+    private readonly int source;
+    private readonly Dictionary<string, ulong> dropped = new(StringComparer.Ordinal);
+    private readonly List<string> notes = [];
+    private Pipeline.Chunk? current;
+    private long records;
+    private int started;
+
+    internal RecordWriter(Pipeline pipeline, int source)
+    {
+        this.pipeline = pipeline;
+        this.source = source;
+    }
+
+    /// <summary>Records handed over so far.</summary>
+    public long Records => Interlocked.Read(ref records);
+
+    /// <summary>The source is live: sessions wait for this before they report recording (and tests before they act).</summary>
+    public void Started()
+    {
+        if (Interlocked.Exchange(ref started, 1) == 0)
+            pipeline.SignalStarted();
+    }
+
+    /// <summary>Copies one record (valid only during the call). The ring buffer callback: no decoding, no allocation.</summary>
+    public void Write(ReadOnlySpan<byte> record)
+    {
+        var c = current;
+        int need = 4 + record.Length;
+        if (c is null || c.Used + need > c.Data.Length)
+        {
+            if (need > pipeline.ChunkBytes)
+                throw new ArgumentException($"a record of {record.Length} bytes does not fit a chunk", nameof(record));
+            if (c is not null)
+                pipeline.Hand(c);
+            // Wait for the decoder rather than drop: records left in a kernel ring are not lost yet.
+            if (!pipeline.TryTakeFree(out c))
+            {
+                current = null;
+                var table = pipeline.TableOf(source, record);
+                lock (dropped)
+                    dropped[table] = dropped.GetValueOrDefault(table) + 1;
+                return;
+            }
+            c.Used = 0;
+            c.Records = 0;
+            c.Source = source;
+            c.FirstTicks = Environment.TickCount64;
+            current = c;
+        }
+        BitConverter.TryWriteBytes(c.Data.AsSpan(c.Used), record.Length);
+        record.CopyTo(c.Data.AsSpan(c.Used + 4));
+        c.Used += need;
+        c.Records++;
+        records++;
+    }
+
+    /// <summary>Hands the current chunk to the decode thread when it holds records older than <paramref name="ms"/>.</summary>
+    public void FlushIfOlderThan(int ms)
+    {
+        var c = current;
+        if (c is not null && c.Records > 0 && Environment.TickCount64 - c.FirstTicks >= ms)
+        {
+            pipeline.Hand(c);
+            current = null;
+        }
+    }
+
+    /// <summary>Hands the current chunk to the decode thread now.</summary>
+    public void Flush()
+    {
+        if (current is { Records: > 0 } c)
+            pipeline.Hand(c);
+        current = null;
+    }
+
+    /// <summary>Records of a table dropped because no chunk was free.</summary>
+    public ulong Dropped(string table)
+    {
+        lock (dropped)
+            return dropped.GetValueOrDefault(table);
+    }
+
+    /// <summary>Tables with dropped records.</summary>
+    public IReadOnlyList<string> DroppedTables()
+    {
+        lock (dropped)
+            return [.. dropped.Keys];
+    }
+
+    /// <summary>Says what the source did not record and why ("NAT not recorded because ..."): the manifest and info show it.</summary>
+    public void NotRecorded(string line)
+    {
+        lock (notes)
+            notes.Add(line);
+    }
+
+    public IReadOnlyList<string> Notes()
+    {
+        lock (notes)
+            return [.. notes];
+    }
+}
+
+/// <summary>
+/// The decode thread's batches, one open batch per table: a source's <see cref="IRecordSource.Decode"/>
+/// appends rows to them. Kernel records go through their table's <see cref="Rows"/> decoder
+/// (<see cref="Rows(EventKind)"/>); rows of other sources are written into a batch with the columns of the
+/// table's schema (<see cref="Batch"/>: <see cref="TableBatch.NextRow"/>, then the typed columns or
+/// <see cref="TableBatch.Set"/>). A batch is handed on when full or aged.
+/// </summary>
+public sealed class RowSink
+{
+    private readonly BatchQueue queue;
+    private readonly Rows?[] byKind = new Rows?[(int)EventKind.Max];
+    private readonly Dictionary<string, Rows> byTable = new(StringComparer.Ordinal);
+    private Rows? last;
+
+    internal RowSink(BatchQueue queue) => this.queue = queue;
+
+    /// <summary>The open batch of an event kind's table, as its ABI decoder.</summary>
+    public Rows Rows(EventKind kind)
+    {
+        var r = byKind[(int)kind];
+        if (r is null)
+            byKind[(int)kind] = r = queue.Take(Format.Tables.Events[(int)kind - 1]);
+        last = r;
+        return r;
+    }
+
+    /// <summary>The open batch of a table, with room for one more row.</summary>
+    public TableBatch Batch(string table)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        var kind = Tables.Rows.KindOf(table);
+        if (kind != EventKind.None)
+            return Rows(kind).Batch;
+        if (!byTable.TryGetValue(table, out var r))
+            byTable[table] = r = queue.Take(table);
+        last = r;
+        return r.Batch;
+    }
+
+    internal void HandIfFull()
+    {
+        var r = last;
+        if (r is not null && r.Batch.IsFull)
+        {
+            Hand(r);
+            last = null;
+        }
+    }
+
+    private void Hand(Rows r)
+    {
+        queue.Hand(r);
+        int k = Array.IndexOf(byKind, r);
+        if (k >= 0)
+            byKind[k] = null;
+        else
+            byTable.Remove(r.Batch.Table);
+    }
+
+    internal void HandAged(long now, long ageMs)
+    {
+        for (int k = 0; k < byKind.Length; k++)
+            if (byKind[k] is { } r && r.Batch.Count > 0 && now - r.Batch.FirstRowTicks >= ageMs)
+                Hand(r);
+        foreach (var r in byTable.Values.Where(r => r.Batch.Count > 0 && now - r.Batch.FirstRowTicks >= ageMs).ToList())
+            Hand(r);
+        last = null;
+    }
+
+    internal void HandAll()
+    {
+        foreach (var r in byKind.Concat(byTable.Values).OfType<Rows>().Where(r => r.Batch.Count > 0).ToList())
+            Hand(r);
+        last = null;
     }
 }
 
@@ -239,8 +400,8 @@ public sealed class Pipeline : IDisposable
 public sealed class BatchQueue : IDisposable
 {
     private readonly BlockingCollection<Rows> filled = new();
-    private readonly Dictionary<EventKind, BlockingCollection<Rows>> pools = [];
-    private readonly Dictionary<EventKind, int> created = [];
+    private readonly Dictionary<string, BlockingCollection<Rows>> pools = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> created = new(StringComparer.Ordinal);
     private readonly int capacity;
     private readonly int perTable;
 
@@ -248,29 +409,39 @@ public sealed class BatchQueue : IDisposable
     {
         capacity = batchRows;
         perTable = batchesPerTable;
-        for (var k = EventKind.Drop; k < EventKind.Max; k++)
-            pools[k] = new BlockingCollection<Rows>();
     }
 
     public void Dispose()
     {
         filled.Dispose();
-        foreach (var p in pools.Values)
-            p.Dispose();
+        lock (pools)
+            foreach (var p in pools.Values)
+                p.Dispose();
     }
 
-    /// <summary>A batch for the kind: a recycled one, a new one while fewer than the limit exist (batches of
-    /// kinds never seen are never allocated), else waits for one to come back.</summary>
-    internal Rows Take(EventKind kind)
+    private BlockingCollection<Rows> Pool(string table)
     {
-        var pool = pools[kind];
+        lock (pools)
+        {
+            if (!pools.TryGetValue(table, out var p))
+                pools[table] = p = new BlockingCollection<Rows>();
+            return p;
+        }
+    }
+
+    /// <summary>A batch for the table: a recycled one, a new one while fewer than the limit exist (batches of
+    /// tables never seen are never allocated), else waits for one to come back.</summary>
+    internal Rows Take(string table)
+    {
+        var pool = Pool(table);
         if (pool.TryTake(out var rows))
             return rows;
-        int n = created.GetValueOrDefault(kind);
+        int n = created.GetValueOrDefault(table);
         if (n < perTable)
         {
-            created[kind] = n + 1;
-            return Rows.For(kind, capacity)!;
+            created[table] = n + 1;
+            var kind = Tables.Rows.KindOf(table);
+            return kind != EventKind.None ? Tables.Rows.For(kind, capacity)! : new SchemaRows(table, capacity);
         }
         return pool.Take();
     }
@@ -302,6 +473,6 @@ public sealed class BatchQueue : IDisposable
     {
         ArgumentNullException.ThrowIfNull(rows);
         rows.Batch.Reset();
-        pools[Enum.Parse<EventKind>(rows.Batch.Table, ignoreCase: true)].Add(rows);
+        Pool(rows.Batch.Table).Add(rows);
     }
 }

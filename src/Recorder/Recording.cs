@@ -3,6 +3,8 @@ using System.Globalization;
 using System.Reflection;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
+using Forensics.Format;
+using Forensics.Recorder.Sources;
 using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
 
@@ -48,35 +50,78 @@ public sealed record RecordingSummary(
 /// second and per kind. Stops when the token is cancelled; drains, seals
 /// every file, writes the final manifest.
 /// </summary>
-public sealed class Recording
+public sealed class Recording : IDisposable
 {
-    private readonly IReadOnlyList<IEventSource> sources;
-    private readonly EventContext context;
+    private readonly IReadOnlyList<IRecordSource> sources;
     private readonly RecordOptions options;
     private readonly Manifest manifest;
     private readonly List<Dictionary<string, SegmentWriter>> lanes = [];
     private readonly Dictionary<string, int> segmentNumbers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ulong> discarded = new(StringComparer.Ordinal);
     private readonly object manifestLock = new();
-    private readonly Dictionary<EventKind, EmitStats> lastCounters = [];
-    private readonly Dictionary<EventKind, ulong> lastDrops = [];
+    private readonly Dictionary<(string Source, string Table), SourceCounts> lastCounters = [];
+    private readonly Dictionary<(string Source, string Table), ulong> lastDrops = [];
     private readonly LossRows loss = new(4096);
-    private Dictionary<EventKind, EmitStats> progressCounters = [];
+    private Dictionary<string, SourceCounts> progressCounters = [];
     private long bytesSealed;
-    private Pipeline? pipeline;
+    private readonly Pipeline pipeline;
+    private readonly KernelSource? kernel;
     private volatile string? error;
     private volatile bool diskFull;
 
-    public Recording(IReadOnlyList<IEventSource> sources, EventContext context, RecordOptions options)
+    /// <summary>A recording of our BPF objects' events (one <see cref="KernelSource"/> over them).</summary>
+    public Recording(IReadOnlyList<IEventSource> objects, EventContext context, RecordOptions options)
+        : this([new KernelSource(objects, context, (options ?? throw new ArgumentNullException(nameof(options))).Pipeline.PollMs)], options, context.MonotonicToUtcOffsetNs)
+    {
+    }
+
+    /// <summary>A recording of any sources (docs/sources.md); the kernel's clock offset goes into the manifest when known.</summary>
+    public Recording(IReadOnlyList<IRecordSource> sources, RecordOptions options, long? monotonicToUtcOffsetNs)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(sources);
         this.sources = sources;
-        this.context = context;
         this.options = options;
-        manifest = NewManifest(options, context);
+        kernel = sources.OfType<KernelSource>().FirstOrDefault();
+        manifest = NewManifest(options, monotonicToUtcOffsetNs);
         for (int i = 0; i < Math.Max(1, options.WriterThreads); i++)
             lanes.Add(new Dictionary<string, SegmentWriter>(StringComparer.Ordinal));
+        pipeline = new Pipeline(sources, options.Pipeline);
+    }
+
+    /// <summary>Records the sources handed over that could not be decoded (an unknown kind or ABI version).</summary>
+    public long UnknownRecords => pipeline.UnknownRecords;
+
+    /// <summary>Frees the pipeline's buffers (<see cref="Run"/> does so when it ends).</summary>
+    public void Dispose() => pipeline.Dispose();
+
+    /// <summary>Waits until every source is live (attached, subscribed): events from then on are recorded.</summary>
+    public bool WaitStarted(TimeSpan timeout) => pipeline.Started.WaitOne(timeout);
+
+    /// <summary>
+    /// Waits until the pipeline has taken every event the sources' producers counted as handed over (the
+    /// kernel's emission counters against the records read out of the ring buffers): what happened before
+    /// this call will be in the recording once it stops. False when that did not happen within the timeout.
+    /// </summary>
+    public bool WaitCaughtUp(TimeSpan timeout)
+    {
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            bool caught = true;
+            foreach (var s in sources)
+            {
+                var w = pipeline.WriterOf(s);
+                ulong handed = s.Counters().Values.Aggregate(0UL, (a, c) => a + c.Emitted);
+                ulong taken = (ulong)w.Records + w.DroppedTables().Aggregate(0UL, (a, t) => a + w.Dropped(t));
+                caught &= taken >= handed;
+            }
+            if (caught)
+                return true;
+            if (sw.Elapsed >= timeout)
+                return false;
+            Thread.Sleep(5);
+        }
     }
 
     public Manifest Manifest => manifest;
@@ -91,19 +136,18 @@ public sealed class Recording
     public Action<Manifest>? UpdateManifest { get; set; }
 
     /// <summary>Event records known at start (processes found in /proc), decoded like ring buffer records.</summary>
-    public List<byte[]> Preamble { get; } = [];
+    public List<byte[]> Preamble => kernel?.Preamble ?? throw new InvalidOperationException("a preamble needs the kernel source");
 
-    public static Manifest NewManifest(RecordOptions options, EventContext context)
+    public static Manifest NewManifest(RecordOptions options, long? monotonicToUtcOffsetNs)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(context);
         return new Manifest
         {
             Node = options.Node,
             Host = HostInfo(),
             ToolVersion = ToolVersion(),
-            StartedAt = DateTime.UtcNow,
-            MonotonicToUtcOffsetNs = context.MonotonicToUtcOffsetNs,
+            StartedAt = DateTimeOffset.UtcNow,
+            MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs,
             Config = options.Config,
         };
     }
@@ -124,22 +168,7 @@ public sealed class Recording
     }
 
     /// <summary>The UTC offset of CLOCK_MONOTONIC and CLOCK_BOOTTIME, measured once (best of several reads).</summary>
-    public static (long Monotonic, long Boottime) ClockOffsets()
-    {
-        long bestSpan = long.MaxValue, mono = 0, boot = 0;
-        for (int i = 0; i < 16; i++)
-        {
-            var (m1, b1, r) = FileSystem.Clocks();
-            var (m2, _, _) = FileSystem.Clocks();
-            if (m2 - m1 < bestSpan)
-            {
-                bestSpan = m2 - m1;
-                mono = r - m1;
-                boot = r - b1;
-            }
-        }
-        return (mono, boot);
-    }
+    public static (long Monotonic, long Boottime) ClockOffsets() => Datapath.Probes.KernelClock.UtcOffsets();
 
     /// <summary>Runs until <paramref name="token"/> is cancelled; <paramref name="stopReason"/> says why it was.</summary>
     public RecordingSummary Run(Func<string> stopReason, CancellationToken token)
@@ -148,15 +177,13 @@ public sealed class Recording
         var sw = Stopwatch.StartNew();
         Directory.CreateDirectory(options.OutputDir);
         lock (manifestLock)
-            manifest.Write(options.OutputDir);
+            ManifestStore.Write(manifest, options.OutputDir);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
         using var queue = new BatchQueue(options.Pipeline.BatchRows, options.Pipeline.BatchesPerTable + lanes.Count - 1);
-        using var pipe = new Pipeline(sources, context, options.Pipeline);
-        pipeline = pipe;
+        using var pipe = pipeline;
 
         foreach (var snap in Snapshots)
             WriteBatchSafely(snap);
-        WritePreamble();
 
         var writerThreads = new List<Thread>();
         for (int i = 0; i < lanes.Count; i++)
@@ -193,7 +220,7 @@ public sealed class Recording
         var reason = diskFull ? "disk-full" : error is not null ? "error" : stopReason();
         lock (manifestLock)
         {
-            manifest.EndedAt = DateTime.UtcNow;
+            manifest.EndedAt = DateTimeOffset.UtcNow;
             manifest.StopReason = reason;
             FillLoss();
             UpdateManifest?.Invoke(manifest);
@@ -202,20 +229,6 @@ public sealed class Recording
         return new RecordingSummary(options.OutputDir, reason, sw.Elapsed,
             manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
             manifest.Loss, manifest.EventsLost, Interlocked.Read(ref bytesSealed), error);
-    }
-
-    private void WritePreamble()
-    {
-        var byKind = new Dictionary<EventKind, Rows>();
-        foreach (var rec in Preamble)
-        {
-            var kind = EventReader.Header(rec).Kind;
-            if (!byKind.TryGetValue(kind, out var rows))
-                byKind[kind] = rows = Rows.For(kind, Math.Max(1, Preamble.Count))!;
-            rows.Append(rec, context);
-        }
-        foreach (var rows in byKind.Values)
-            WriteBatchSafely(rows.Batch);
     }
 
     /// <summary>
@@ -304,7 +317,7 @@ public sealed class Recording
             {
                 Directory.CreateDirectory(options.OutputDir);
                 manifest.EventsLost = manifest.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
-                manifest.Write(options.OutputDir);
+                ManifestStore.Write(manifest, options.OutputDir);
             }
         }
     }
@@ -344,12 +357,12 @@ public sealed class Recording
         lock (manifestLock)
         {
             var table = file.Path.Split('/')[0];
-            var version = SegmentWriter.VersionOf(table);
+            var version = SchemaCatalog.VersionOf(table);
             manifest.AddFile(table, version, file);
             Interlocked.Add(ref bytesSealed, file.Bytes);
             FillLoss();
             UpdateManifest?.Invoke(manifest);
-            manifest.Write(options.OutputDir);
+            ManifestStore.Write(manifest, options.OutputDir);
         }
     }
 
@@ -366,7 +379,7 @@ public sealed class Recording
     {
         try
         {
-            manifest.Write(options.OutputDir);
+            ManifestStore.Write(manifest, options.OutputDir);
         }
         catch (IOException e)
         {
@@ -374,70 +387,115 @@ public sealed class Recording
         }
     }
 
-    private Dictionary<EventKind, EmitStats> ReadCounters() => EventChannel.ReadCounters(sources);
+    /// <summary>Every source's counters, per table (a source whose counters cannot be read is skipped this time).</summary>
+    private List<(IRecordSource Source, IReadOnlyDictionary<string, SourceCounts> Counts)> ReadCounters()
+    {
+        var all = new List<(IRecordSource, IReadOnlyDictionary<string, SourceCounts>)>();
+        foreach (var s in sources)
+        {
+            try
+            {
+                all.Add((s, s.Counters()));
+            }
+            catch (Datapath.Bpf.BpfException)
+            {
+            }
+        }
+        return all;
+    }
 
     private void SampleLoss(bool final)
     {
-        Dictionary<EventKind, EmitStats> counters;
-        try
-        {
-            counters = ReadCounters();
-        }
-        catch (Datapath.Bpf.BpfException)
-        {
-            return;
-        }
         long utc = DateTime.UtcNow.Ticks * 100 - DateTime.UnixEpoch.Ticks * 100;
-        foreach (var (k, now) in counters)
+        var perTable = new SortedDictionary<string, (ulong E, ulong F, ulong D)>(StringComparer.Ordinal);
+        var progress = new Dictionary<string, SourceCounts>(StringComparer.Ordinal);
+        foreach (var (source, counts) in ReadCounters())
         {
-            var before = lastCounters.GetValueOrDefault(k);
-            ulong drops = pipeline?.UserspaceDropped(k) ?? 0;
-            ulong dropsBefore = lastDrops.GetValueOrDefault(k);
-            ulong e = now.Emitted - before.Emitted, f = now.Failed - before.Failed, d = drops - dropsBefore;
-            if (e != 0 || f != 0 || d != 0)
+            var w = pipeline.WriterOf(source);
+            foreach (var table in counts.Keys.Concat(w.DroppedTables()).Distinct(StringComparer.Ordinal))
             {
-                if (loss.Batch.IsFull)
-                {
-                    WriteBatchSafely(loss.Batch);
-                    loss.Batch.Reset();
-                }
-                loss.Add(utc - utc % 1_000_000_000, Rows.TableOf(k), e, f, d);
+                var key = (source.Name, table);
+                var now = counts.GetValueOrDefault(table);
+                var before = lastCounters.GetValueOrDefault(key);
+                ulong drops = w.Dropped(table), dropsBefore = lastDrops.GetValueOrDefault(key);
+                var t = perTable.GetValueOrDefault(table);
+                perTable[table] = (t.E + now.Emitted - before.Emitted, t.F + now.Failed - before.Failed, t.D + drops - dropsBefore);
+                lastCounters[key] = now;
+                lastDrops[key] = drops;
+                var p = progress.GetValueOrDefault(table);
+                progress[table] = new SourceCounts(p.Emitted + now.Emitted, p.Failed + now.Failed);
             }
-            lastCounters[k] = now;
-            lastDrops[k] = drops;
         }
-        progressCounters = new Dictionary<EventKind, EmitStats>(lastCounters);
+        foreach (var (table, (e, f, d)) in perTable)
+        {
+            if (e == 0 && f == 0 && d == 0)
+                continue;
+            if (loss.Batch.IsFull)
+            {
+                WriteBatchSafely(loss.Batch);
+                loss.Batch.Reset();
+            }
+            loss.Add(utc - utc % 1_000_000_000, table, e, f, d);
+        }
+        progressCounters = progress;
         _ = final;
     }
 
+    /// <summary>The manifest's loss per table (summed over sources) and each source's own entry.</summary>
     private void FillLoss()
     {
         ulong lost = 0;
-        foreach (var (k, c) in lastCounters)
+        manifest.Loss.Clear();
+        foreach (var s in sources)
         {
-            var name = Rows.TableOf(k);
+            var w = pipeline.WriterOf(s);
+            var entry = new ManifestSource { Kind = s.Kind, Detail = s.Detail, Records = (ulong)w.Records, NotRecorded = [.. w.Notes()] };
+            foreach (var ((name, table), c) in lastCounters.Where(kv => kv.Key.Source == s.Name))
+            {
+                ulong d = lastDrops.GetValueOrDefault((name, table));
+                if (c.Emitted == 0 && c.Failed == 0 && d == 0)
+                    continue;
+                entry.Loss[table] = new ManifestLoss { Emitted = c.Emitted, Failed = c.Failed, UserspaceDropped = d };
+            }
+            manifest.Sources[s.Name] = entry;
+        }
+        var tables = manifest.Sources.Values.SelectMany(e => e.Loss.Keys).Concat(DiscardedTables()).Distinct(StringComparer.Ordinal);
+        foreach (var table in tables)
+        {
             ulong discardedRows;
             lock (discarded)
-                discardedRows = discarded.GetValueOrDefault(name);
-            var d = (pipeline?.UserspaceDropped(k) ?? 0) + discardedRows
-                + (ulong)AllWriters().Where(w => w.Table == name).Sum(w => w.AbandonedRows);
-            if (c.Emitted == 0 && c.Failed == 0 && d == 0)
+                discardedRows = discarded.GetValueOrDefault(table);
+            var sum = new ManifestLoss
+            {
+                UserspaceDropped = discardedRows + (ulong)AllWriters().Where(w => w.Table == table).Sum(w => w.AbandonedRows),
+            };
+            foreach (var e in manifest.Sources.Values)
+            {
+                if (e.Loss.TryGetValue(table, out var l))
+                {
+                    sum.Emitted += l.Emitted;
+                    sum.Failed += l.Failed;
+                    sum.UserspaceDropped += l.UserspaceDropped;
+                }
+            }
+            if (sum.Emitted == 0 && sum.Failed == 0 && sum.UserspaceDropped == 0)
                 continue;
-            manifest.Loss[name] = new ManifestLoss { Emitted = c.Emitted, Failed = c.Failed, UserspaceDropped = d };
-            lost += c.Failed + d;
+            manifest.Loss[table] = sum;
+            lost += sum.Failed + sum.UserspaceDropped;
         }
-        // what other sources (Hubble, Tetragon) reported lost, under their own names
-        var kernelKinds = lastCounters.Keys.Select(Rows.TableOf).ToHashSet(StringComparer.Ordinal);
-        foreach (var (name, l) in manifest.Loss)
-            if (!kernelKinds.Contains(name))
-                lost += l.Failed + l.UserspaceDropped;
         manifest.EventsLost = lost;
+    }
+
+    private List<string> DiscardedTables()
+    {
+        lock (discarded)
+            return [.. discarded.Keys];
     }
 
     private void PrintProgress(TimeSpan elapsed)
     {
         var counters = progressCounters;
-        string Rate(KeyValuePair<EventKind, EmitStats> kv) => $"{Rows.TableOf(kv.Key)} {kv.Value.Emitted.ToString("N0", CultureInfo.InvariantCulture)}";
+        string Rate(KeyValuePair<string, SourceCounts> kv) => $"{kv.Key} {kv.Value.Emitted.ToString("N0", CultureInfo.InvariantCulture)}";
         var kinds = string.Join(", ", counters.Where(kv => kv.Value.Emitted > 0).Select(Rate));
         ulong lost = counters.Values.Aggregate(0UL, (a, c) => a + c.Failed);
         var remaining = options.Duration is { } d ? $"/{d:hh\\:mm\\:ss}" : "";

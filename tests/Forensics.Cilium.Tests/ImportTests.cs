@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using System.Security.Cryptography;
 using Forensics.Query;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 
 namespace Forensics.Cilium.Tests;
@@ -32,9 +33,9 @@ public sealed class ImportTests : IDisposable
         Assert.True(r.ExitCode == 0, r.Stderr);
 
         var m = Manifest.Read(rec);
-        var src = Assert.Single(m.Sources!);
-        Assert.Equal(("hubble", "import"), (src.Name, src.Kind));
-        foreach (var (f, entry) in files.Zip(src.Files))
+        var (name, src) = Assert.Single(m.Sources);
+        Assert.Equal(("hubble", "file"), (name, src.Kind));
+        foreach (var (f, entry) in files.Zip(src.Inputs))
         {
             Assert.Equal(Path.GetFullPath(f), entry.Path);
             Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(f))), entry.Sha256);
@@ -105,7 +106,7 @@ public sealed class ImportTests : IDisposable
         Assert.Equal(4, r.ExitCode); // events were lost (the malformed lines); the recording holds the rest
         var err = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.StartsWith("error: 3 malformed line(s) not imported (hubble.log:2, hubble.log:4, hubble.log:6)", err);
-        var src = Assert.Single(Manifest.Read(rec).Sources!);
+        var src = Assert.Single(Manifest.Read(rec).Sources.Values);
         Assert.Equal(3, src.Malformed);
         Assert.Equal([2L, 4L, 6L], src.MalformedExamples.Select(e => e.Line));
         Balanced(src);
@@ -128,16 +129,17 @@ public sealed class ImportTests : IDisposable
         var r = Cli.Run("import", "hubble", older, current, "-o", rec);
 
         Assert.True(r.ExitCode == 0, r.Stderr);
-        var src = Assert.Single(Manifest.Read(rec).Sources!);
-        Assert.Equal([true, false], src.Files.Select(f => f.Gzip));
-        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(older))), src.Files[0].Sha256); // the file as stored, compressed
-        Assert.Equal([3L, lines.Length - 3L], src.Files.Select(f => f.Lines));
+        var src = Assert.Single(Manifest.Read(rec).Sources.Values);
+        Assert.Equal([true, false], src.Inputs.Select(f => f.Gzip));
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(older))), src.Inputs[0].Sha256); // the file as stored, compressed
+        Assert.Equal([3L, lines.Length - 3L], src.Inputs.Select(f => f.Lines));
         Assert.Equal(lines.Length, src.Received);
         Assert.Equal(5L, Rows(rec, "SELECT (SELECT count(*) FROM \"drop\") + (SELECT count(*) FROM policy) + (SELECT count(*) FROM trace) AS n")[0]["n"]);
         var info = Cli.Run("info", rec);
         Assert.Equal(0, info.ExitCode);
-        Assert.Contains($"source      hubble (imported): {lines.Length} received, 5 stored, 1 not stored, 0 malformed", info.Stdout, StringComparison.Ordinal);
-        Assert.Contains($"  file      {older} (3 lines, {new FileInfo(older).Length} bytes, sha256 {src.Files[0].Sha256})", info.Stdout, StringComparison.Ordinal);
+        Assert.Contains("source      hubble (file", info.Stdout, StringComparison.Ordinal);
+        Assert.Contains($"): {lines.Length} received, 5 stored, 1 not stored, 0 malformed", info.Stdout, StringComparison.Ordinal);
+        Assert.Contains($"  input     {older} (3 lines, {new FileInfo(older).Length} bytes, sha256 {src.Inputs[0].Sha256})", info.Stdout, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -156,7 +158,7 @@ public sealed class ImportTests : IDisposable
         var r = Cli.Run("import", "hubble", file, "-o", rec);
 
         Assert.Equal(4, r.ExitCode);
-        var src = Assert.Single(Manifest.Read(rec).Sources!);
+        var src = Assert.Single(Manifest.Read(rec).Sources.Values);
         Assert.InRange(src.Stored, 1, 1999);
         Assert.Contains("gzip", src.MalformedExamples.Last().Error, StringComparison.Ordinal);
         Assert.Equal(src.Stored, (long)Rows(rec, "SELECT count(*) AS n FROM \"drop\"")[0]["n"]!);
@@ -186,6 +188,6 @@ public sealed class ImportTests : IDisposable
         Assert.Equal(Tetragon.EventDecoder.Id("Z2tlLW1pY2hpLTIyMDM4LWRlZmF1bHQtcG9vbC00MzczMGZhYi1sOHpyOjEzNjYwNDgwNjUxNTk1OjY4NTk4"), netserver["parent_exec_id"]);
         Assert.Equal("tetragon", netserver["source"]);
         Assert.Equal("my-node", netserver["node"]);
-        Balanced(Assert.Single(Manifest.Read(rec).Sources!));
+        Balanced(Assert.Single(Manifest.Read(rec).Sources.Values));
     }
 }

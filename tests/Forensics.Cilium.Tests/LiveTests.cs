@@ -1,6 +1,7 @@
 using Forensics.Cilium.Hubble.Api;
 using Forensics.Cilium.Tetragon.Api;
 using Forensics.Query;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 
 namespace Forensics.Cilium.Tests;
@@ -23,7 +24,7 @@ public sealed class LiveTests : IDisposable
     {
         try
         {
-            return File.Exists(Path.Combine(rec, "manifest.json")) && Manifest.Read(rec).Sources?.Sum(s => s.Received) >= messages;
+            return File.Exists(Path.Combine(rec, "manifest.json")) && Manifest.Read(rec).Sources.Values.Sum(s => s.Received) >= messages;
         }
         catch (InvalidDataException)
         {
@@ -67,8 +68,8 @@ public sealed class LiveTests : IDisposable
 
         var m = Manifest.Read(rec);
         Assert.Equal(12UL, m.EventsLost);
-        var h = Assert.Single(m.Sources!, s => s.Name == "hubble");
-        var t = Assert.Single(m.Sources!, s => s.Name == "tetragon");
+        var h = m.Sources["hubble"];
+        var t = m.Sources["tetragon"];
         Assert.Equal(hubble.Messages.Count, h.Received);
         Assert.Equal(tetragon.Messages.Count, t.Received);
         Assert.Equal(1, h.Malformed);
@@ -124,7 +125,7 @@ public sealed class LiveTests : IDisposable
 
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Equal(2, server.HubbleStreams);
-        var h = Assert.Single(Manifest.Read(rec).Sources!);
+        var h = Assert.Single(Manifest.Read(rec).Sources.Values);
         Assert.Equal(4, h.Received);
         Assert.Equal(3, h.Stored);
         Assert.Equal(1, h.Skipped["recorded before a reconnect"]);
@@ -190,7 +191,7 @@ public sealed class RelayTlsTests : IDisposable
         {
             try
             {
-                return File.Exists(Path.Combine(rec, "manifest.json")) && Manifest.Read(rec).Sources?.Sum(s => s.Received) >= 3;
+                return File.Exists(Path.Combine(rec, "manifest.json")) && Manifest.Read(rec).Sources.Values.Sum(s => s.Received) >= 3;
             }
             catch (Exception e) when (e is IOException or InvalidDataException)
             {
@@ -200,6 +201,6 @@ public sealed class RelayTlsTests : IDisposable
         record.Terminate();
         var r = record.Wait();
         Assert.True(got && r.ExitCode == 0, r.Stderr + r.Stdout);
-        Assert.Equal(3, Assert.Single(Manifest.Read(rec).Sources!).Stored);
+        Assert.Equal(3, Assert.Single(Manifest.Read(rec).Sources.Values).Stored);
     }
 }

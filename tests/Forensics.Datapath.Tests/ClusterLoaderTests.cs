@@ -425,11 +425,11 @@ public class ClusterLoaderTests
     [Fact]
     public void Load_DropReasonByNameOrNumber_SameCode()
     {
-        Assert.True(CiliumDropReasons.TryParse("Policy denied by denylist", out int a));
-        Assert.True(CiliumDropReasons.TryParse("POLICY_DENY", out int b));
-        Assert.True(CiliumDropReasons.TryParse("181", out int c));
+        Assert.True(Forensics.Format.DropReasons.TryParse("Policy denied by denylist", out int a));
+        Assert.True(Forensics.Format.DropReasons.TryParse("POLICY_DENY", out int b));
+        Assert.True(Forensics.Format.DropReasons.TryParse("181", out int c));
         Assert.Equal([181, 181, 181], new[] { a, b, c });
-        Assert.Equal("Service backend not found", CiliumDropReasons.Text(158));
+        Assert.Equal("Service backend not found", Forensics.Format.DropReasons.NameOf(158));
     }
 
     [Fact]

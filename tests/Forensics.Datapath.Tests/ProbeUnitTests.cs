@@ -306,7 +306,7 @@ public class KernelDropReasonsTests
 public class AttributionTests
 {
     [Fact]
-    public void Lookup_NamedNetnsAndRegisteredPod_RegistrationWins()
+    public void Lookup_NamedNetnsAndRegisteredPod_OnlyThePodIsAPod()
     {
         var dir = Directory.CreateTempSubdirectory("fxp-netns-");
         try
@@ -320,16 +320,18 @@ public class AttributionTests
 
             attribution.Register(red, "default", "xwing");
 
-            Assert.Equal(new Workload(null, "blue"), attribution.Lookup(blue));
-            Assert.Equal("blue", attribution.Lookup(blue)!.ToString());
+            // a named namespace (the lab's node or world) is not a pod: it has a name, no pod
+            Assert.Null(attribution.Lookup(blue));
+            Assert.Equal("blue", attribution.NetnsName(blue));
             Assert.Equal("default/xwing", attribution.Lookup(red)!.ToString());
             Assert.Null(attribution.Lookup(blue + red));
 
             File.Delete(Path.Combine(dir.FullName, "blue"));
             attribution.Refresh();
-            Assert.Null(attribution.Lookup(blue));
+            Assert.Null(attribution.NetnsName(blue));
             Assert.True(attribution.Unregister(red));
-            Assert.Equal("red", attribution.Lookup(red)!.ToString());
+            Assert.Null(attribution.Lookup(red));
+            Assert.Equal("red", attribution.NetnsName(red));
         }
         finally
         {

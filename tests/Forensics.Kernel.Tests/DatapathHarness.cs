@@ -157,6 +157,19 @@ internal sealed class DatapathHarness : IDisposable
     }
 }
 
+/// <summary>Where a drop says it was decided.</summary>
+internal static class DropSite
+{
+    /// <summary>The drop's file (by its compile-time id) and line point at an FX_DROP in that BPF source.</summary>
+    public static void AssertPointsAtFxDrop(DropEvent d)
+    {
+        var file = Forensics.Format.Names.SourceFile((byte)d.File);
+        var lines = File.ReadAllLines(Forensics.Tests.Repo.Path("bpf", file));
+        Assert.InRange(d.Line, 1, lines.Length);
+        Assert.Contains("FX_DROP(", lines[d.Line - 1], StringComparison.Ordinal);
+    }
+}
+
 /// <summary>Decoded events of one step.</summary>
 internal sealed class Events(List<byte[]> records)
 {

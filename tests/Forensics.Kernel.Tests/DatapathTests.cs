@@ -42,6 +42,7 @@ public class DatapathTests
         Assert.Equal(reason, d.Reason);
         Assert.Equal(SrcFile.Policy, d.File);
         Assert.True(d.Line > 0);
+        DropSite.AssertPointsAtFxDrop(d);
         Assert.Equal(dir, d.Meta.Direction);
         Assert.Equal(reason, Assert.Single(ev.Captures).DropReason);
     }
@@ -451,6 +452,7 @@ public class DatapathTests
         Assert.Equal((ushort)DropReason.NoService, d.Reason);
         Assert.Equal(158, d.Reason);
         Assert.Equal(SrcFile.Lb, d.File);
+        DropSite.AssertPointsAtFxDrop(d);
         Assert.Equal($"{EmptyVip}:80", Pkt.D(d.Tuple));
         Assert.Equal(Dir.Egress, d.Meta.Direction);
         Assert.Equal((ushort)158, Assert.Single(ev.Captures).DropReason);
@@ -670,6 +672,7 @@ public class DatapathTests
         Assert.Equal(TcActShot, r.ReturnValue);
         Assert.Equal((ushort)DropReason.InvalidSip, d.Reason);
         Assert.Equal(SrcFile.Datapath, d.File);
+        DropSite.AssertPointsAtFxDrop(d);
     }
 
     [KernelFact]

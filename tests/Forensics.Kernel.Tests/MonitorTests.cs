@@ -23,8 +23,10 @@ public class MonitorTests
         Assert.True(mon.WaitForExit(TimeSpan.FromSeconds(30)), "monitor did not stop after --duration");
         seen = output.Result;
         var lines = seen.Split('\n');
-        Assert.Contains(lines, l => l == $"🚀 process  /bin/sh -c \"exit 3\" {token}");
-        Assert.Contains(lines, l => l == $"💥 exit     /bin/sh -c \"exit 3\" {token} 3");
+        // a process outside any pod: tetra prints the node's name where a pod would be
+        var node = Environment.MachineName;
+        Assert.Contains(lines, l => l == $"🚀 process {node} /bin/sh -c \"exit 3\" {token}");
+        Assert.Contains(lines, l => l == $"💥 exit    {node} /bin/sh -c \"exit 3\" {token} 3");
         Assert.Equal(0, mon.ExitCode);
         Assert.True(sw.Elapsed < TimeSpan.FromSeconds(40));
     }

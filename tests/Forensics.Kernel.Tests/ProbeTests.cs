@@ -69,7 +69,8 @@ public partial class ProbeTests
             Assert.Equal(CgroupIdOfSelf(), py.CgroupId);
             Assert.Equal(cwd.FullName, EventReader.CString(py.Cwd, py.CwdLen));
             var attribution = new Attribution();
-            Assert.Equal(ns.Name, attribution.Lookup(py.NetnsIno)?.ToString()); // a named network namespace
+            Assert.Null(attribution.Lookup(py.NetnsIno)); // a named network namespace is not a pod
+            Assert.Equal(ns.Name, attribution.NetnsName(py.NetnsIno));
             attribution.Register(py.NetnsIno, "default", "xwing");
             Assert.Equal("default/xwing", attribution.Lookup(py.NetnsIno)?.ToString());
             Assert.Null(attribution.Lookup(Attribution.CurrentNetnsInode())); // the host's
@@ -442,6 +443,36 @@ public partial class ProbeTests
     }
 
     [KernelFact]
+    public void Connect_BlockingTcpRefused_SourcePortReported()
+    {
+        using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Connect);
+        using var log = new EventLog(probes);
+        using var ns = ProbeNetns.Create();
+        int port;
+        using (var closed = new TcpListener(IPAddress.Parse(ns.HostV4), 0))
+        {
+            closed.Start();
+            port = ((IPEndPoint)closed.LocalEndpoint).Port;
+        } // nothing listens there now: the SYN is answered with a RST
+
+        int pid;
+        using (var p = ns.Start(["/usr/bin/bash", "-c", $"exec 3<>/dev/tcp/{ns.HostV4}/{port} || exit 7; echo connected"]))
+        {
+            pid = p.Id;
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(10)));
+            Assert.Equal(7, p.ExitCode); // connection refused
+        }
+        Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)), "no connect event for a refused connect");
+        log.Settle();
+
+        var ev = log.Connects(pid).Single();
+        Assert.Equal(ConnectKind.Tcp, ev.ConnectKind);
+        Assert.Equal(port, ev.Tuple.Dport);
+        Assert.InRange(ev.Tuple.Sport, 1024, 65535); // the ephemeral port the SYN left from, not 0
+        Assert.Equal(IPAddress.Parse(ns.NsV4), EventReader.Source(ev.Tuple));
+    }
+
+    [KernelFact]
     public void Connect_BlockingTcpUnanswered_ReportedAtTheFirstSynRetransmit()
     {
         using var probes = LoadProbes(ProbeSet.Exec | ProbeSet.Connect);
@@ -756,7 +787,7 @@ public partial class ProbeTests
         Assert.Equal(ns.Inode, drop.NetnsIno);
         Assert.Equal((uint)nsIfindex, drop.Ifindex);
         Assert.Equal(((IPEndPoint)client.LocalEndPoint!).Port, drop.Tuple.Sport);
-        Assert.Equal(ns.Name, new Attribution().Lookup(drop.NetnsIno)?.ToString());
+        Assert.Equal(ns.Name, new Attribution().NetnsName(drop.NetnsIno));
     }
 
     [KernelFact]

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
+using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
@@ -19,18 +20,20 @@ public class RecorderTests
         return new EventContext(mono) { BoottimeToUtcOffsetNs = boot };
     }
 
-    private static RecordingSummary RecordWhile(IReadOnlyList<IEventSource> sources, string dir, Action during, TimeSpan? after = null)
+    /// <summary>Records while <paramref name="during"/> runs: starts once the ring buffers are read, stops once
+    /// every event the programs counted has been taken out of them (no fixed sleeps).</summary>
+    private static RecordingSummary RecordWhile(IReadOnlyList<IEventSource> sources, string dir, Action during)
     {
         using var cts = new CancellationTokenSource();
-        var rec = new Recording(sources, NewContext(), new RecordOptions { OutputDir = dir, SealInterval = TimeSpan.FromMilliseconds(500) });
+        using var rec = new Recording(sources, NewContext(), new RecordOptions { OutputDir = dir, SealInterval = TimeSpan.FromMilliseconds(500) });
         RecordingSummary? summary = null;
         var t = new Thread(() => summary = rec.Run(() => "duration", cts.Token));
         t.Start();
         try
         {
-            Thread.Sleep(300);
+            Assert.True(rec.WaitStarted(TimeSpan.FromSeconds(30)), "the recording did not start");
             during();
-            Thread.Sleep(after ?? TimeSpan.FromMilliseconds(1500));
+            Assert.True(rec.WaitCaughtUp(TimeSpan.FromSeconds(30)), "the recorder did not take every emitted event");
         }
         finally
         {
@@ -57,8 +60,7 @@ public class RecorderTests
                 p.WaitForExit();
                 exitPid = p.Id;
                 using var s = Process.Start(new ProcessStartInfo("/bin/sleep", ["30"]))!;
-                killedPid = s.Id;
-                Thread.Sleep(100);
+                killedPid = s.Id; // Process.Start returns once the child has exec'd
                 s.Kill();
                 s.WaitForExit();
             });

@@ -27,17 +27,17 @@ public class RedactionRecordingTests
             {
                 probes.Attach();
                 using var cts = new CancellationTokenSource();
-                var rec = new Recording([probes], new EventContext(mono) { BoottimeToUtcOffsetNs = boot },
+                using var rec = new Recording([probes], new EventContext(mono) { BoottimeToUtcOffsetNs = boot },
                     new RecordOptions { OutputDir = dir, SealInterval = TimeSpan.FromMilliseconds(500) });
                 var t = new Thread(() => rec.Run(() => "duration", cts.Token));
                 t.Start();
-                Thread.Sleep(500);
+                Assert.True(rec.WaitStarted(TimeSpan.FromSeconds(30)));
                 // a password on the command line, and an API key handed through env(1) as VAR=value
                 using (var p = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", "true", "--password=" + password]))!)
                     p.WaitForExit();
                 using (var p = Process.Start(new ProcessStartInfo("/usr/bin/env", ["API_KEY=" + apiKey, "/bin/true"]))!)
                     p.WaitForExit();
-                Thread.Sleep(1500);
+                Assert.True(rec.WaitCaughtUp(TimeSpan.FromSeconds(30)));
                 cts.Cancel();
                 t.Join(TimeSpan.FromSeconds(30));
             }

@@ -47,12 +47,12 @@ internal static class Lab
     {
         var r = new TestRecording(node);
         r.Add("endpoints",
-            new { endpoint_id = XwingEp, @namespace = "default", pod = "xwing", ip = Xwing, identity = XwingId, ifindex = 21u, netns_ino = XwingNetns, labels = "k8s:class=xwing,k8s:org=alliance" },
-            new { endpoint_id = DeathstarEp, @namespace = "default", pod = "deathstar", ip = Deathstar, identity = DeathstarId, ifindex = 22u, netns_ino = DeathstarNetns, labels = "k8s:class=deathstar,k8s:org=empire" });
+            new { endpoint_id = XwingEp, @namespace = "default", pod = "xwing", ip = Xwing, identity = XwingId, ifindex = 21u },
+            new { endpoint_id = DeathstarEp, @namespace = "default", pod = "deathstar", ip = Deathstar, identity = DeathstarId, ifindex = 22u });
         r.Add("identities",
-            new { identity = XwingId, labels = "k8s:class=xwing,k8s:io.kubernetes.pod.namespace=default,k8s:org=alliance", @namespace = "default" },
-            new { identity = DeathstarId, labels = "k8s:class=deathstar,k8s:io.kubernetes.pod.namespace=default,k8s:org=empire", @namespace = "default" });
-        r.Add("services", new { service_id = 7u, @namespace = "default", name = "deathstar", cluster_ip = Vip, port = (ushort)80, protocol = "TCP", backend_ip = Deathstar, backend_port = (ushort)8080 });
+            new { identity = XwingId, labels = "k8s:class=xwing,k8s:io.kubernetes.pod.namespace=default,k8s:org=alliance", kind = "endpoint" },
+            new { identity = DeathstarId, labels = "k8s:class=deathstar,k8s:io.kubernetes.pod.namespace=default,k8s:org=empire", kind = "endpoint" });
+        r.Add("services", new { service_id = 7u, @namespace = "default", name = "deathstar", frontend_ip = Vip, port = (ushort)80, protocol = "tcp", backend_ip = Deathstar, backend_port = 8080, backend_pod = "deathstar" });
 
         // A: xwing -> deathstar service, denied at deathstar
         var a = T0 + 1_000_000;
@@ -86,7 +86,7 @@ internal static class Lab
 
         r.Add("kdrop", new { ktime_ns = c + 5000, reason = 2u, reason_name = "NO_SOCKET", location = 0xffffffff81000000ul, function = "tcp_v4_rcv+0x1a", l3_proto = (ushort)0x0800, ip_version = (byte)4, src_ip = Outside, src_port = (ushort)443, dst_ip = Node, dst_port = (ushort)59999, protocol = "tcp", netns_ino = 4026531840u, ifindex = 2u, pkt_len = 60u });
         r.Add("loss", new { time = TestRecording.Start.AddSeconds(9), kind = "trace", emitted = 100ul, failed = 3ul, userspace_dropped = 0ul });
-        r.Loss["trace"] = new Forensics.Query.Recording.ManifestLoss { Emitted = 100, Failed = 3, UserspaceDropped = 0 };
+        r.Loss["trace"] = new Forensics.Format.ManifestLoss { Emitted = 100, Failed = 3, UserspaceDropped = 0 };
         r.Build();
         return r;
     }

@@ -30,7 +30,7 @@ public sealed class QueryCliTests : IDisposable
         var json = CliRunner.Run("query", _rec.Root, "SELECT exec_id, \"binary\", time FROM exec ORDER BY time", "--format", "json");
         var first = JsonDocument.Parse(json.Stdout.Split('\n')[0]).RootElement;
         Assert.Equal(5001ul, first.GetProperty("exec_id").GetUInt64());
-        Assert.Equal("2026-11-23T10:00:01.000500000Z", first.GetProperty("time").GetString());
+        Assert.Equal("2026-11-23T10:00:01.000500Z", first.GetProperty("time").GetString()); // a TIMESTAMPTZ has microseconds: printed as such
         var pq = CliRunner.Run("query", _rec.Root, "SELECT src_port, data, time FROM capture ORDER BY ktime_ns", "--format", "parquet", "--output", _out);
         Assert.Equal(0, pq.ExitCode);
         using var c = new DuckDB.NET.Data.DuckDBConnection("DataSource=:memory:");

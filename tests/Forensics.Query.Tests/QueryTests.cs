@@ -1,3 +1,4 @@
+using Forensics.Format;
 using Forensics.Query.Recording;
 
 namespace Forensics.Query.Tests;
@@ -58,9 +59,9 @@ public sealed class QueryTests : IDisposable
             cmd.ExecuteNonQuery();
         }
         var manifestPath = Path.Combine(_rec.Root, "manifest.json");
-        var m = Manifest.Parse(File.ReadAllText(manifestPath), manifestPath);
+        var m = Manifest.Parse(File.ReadAllBytes(manifestPath), manifestPath);
         m.Tables["trace"].Files.Add(new ManifestFile { Path = "trace/node=node-a/seg-000099.parquet", Rows = 1, Bytes = new FileInfo(file).Length, Sha256 = RecordingLocator.Sha256Of(file) });
-        File.WriteAllText(manifestPath, m.ToJson());
+        File.WriteAllBytes(manifestPath, m.ToJson());
 
         using var s = QuerySession.Open([_rec.Root]);
         var r = s.Execute("SELECT orig_ip, src_port FROM trace WHERE flow_id = 5");
@@ -171,19 +172,27 @@ public sealed class QueryTests : IDisposable
 public sealed class SnapshotLayoutTests
 {
     [Fact]
-    public void Snapshot_OtherColumnNamesAndLabelLists_StillResolveWorkloads()
+    public void Snapshot_RecorderLayout_ResolvesWorkloadsAndLabels()
     {
         using var rec = new TestRecording();
-        rec.AddRaw("endpoints", "SELECT 12::USMALLINT AS id, 'deathstar' AS pod, 'default' AS namespace, '10.0.1.7' AS address, 1002::UINTEGER AS identity_id, 22 AS ifindex");
-        rec.AddRaw("identities", "SELECT 1002::UINTEGER AS id, ['k8s:class=deathstar', 'k8s:org=empire'] AS labels, 'endpoint' AS kind");
+        rec.Add("endpoints", new { phase = "start", endpoint_id = (ushort)12, pod = "deathstar", @namespace = "default", ip = "10.0.1.7", identity = 1002u, ifindex = 22u });
+        rec.Add("identities", new { phase = "start", identity = 1002u, labels = "k8s:class=deathstar k8s:org=empire", kind = "endpoint" });
         rec.Add("drop", new { ktime_ns = 5ul, ip_version = (byte)4, src_ip = "10.0.1.5", src_port = (ushort)1, dst_ip = "10.0.1.7", dst_port = (ushort)80, protocol = "tcp", dst_identity = 1002u, reason = (ushort)133 });
         rec.Build();
         using var s = QuerySession.Open([rec.Root]);
         var d = s.Rows("SELECT * FROM drops_by_workload").Single();
         Assert.Equal("default/deathstar", d["destination"]);
-        Assert.Equal("k8s:class=deathstar,k8s:org=empire", d["dst_labels"]);
+        Assert.Equal("k8s:class=deathstar k8s:org=empire", d["dst_labels"]);
         Assert.Equal("10.0.1.5", d["source"]);
         Assert.Equal((ushort)12, s.Execute("SELECT endpoint_id FROM endpoints").Rows.Single()[0]);
+    }
+
+    [Fact]
+    public void Fixture_ColumnTheSchemaLacks_IsRefused()
+    {
+        using var rec = new TestRecording();
+        rec.Add("endpoints", new { endpoint_id = (ushort)12, ipv6 = "fd00::7" });
+        Assert.Throws<ArgumentException>(() => rec.Build());
     }
 }
 

@@ -1,3 +1,4 @@
+using Forensics.Format;
 using Forensics.Query.Recording;
 
 namespace Forensics.Query.Tests;
@@ -167,9 +168,9 @@ public sealed class SafetyTests : IDisposable
     private void AddToManifest(string table, string path)
     {
         var manifestPath = Path.Combine(_rec.Root, "manifest.json");
-        var m = Manifest.Parse(File.ReadAllText(manifestPath), manifestPath);
+        var m = Manifest.Parse(File.ReadAllBytes(manifestPath), manifestPath);
         m.Tables[table].Files.Add(new ManifestFile { Path = path, Rows = 1, Bytes = 100, Sha256 = new string('0', 64) });
-        File.WriteAllText(manifestPath, m.ToJson());
+        File.WriteAllBytes(manifestPath, m.ToJson());
     }
 }
 

@@ -1,18 +1,18 @@
 using System.Globalization;
 using System.Reflection;
-using System.Text;
-using DuckDB.NET.Data;
+using Forensics.Format;
 using Forensics.Query.Recording;
-using Forensics.Query.Schema;
+using Forensics.Recorder.Batches;
+using Forensics.Recorder.Storage;
 
 namespace Forensics.Query.Tests;
 
 /// <summary>
-/// Builds a recording the way the recorder lays it out (schemas/README.md): Parquet
-/// files written by DuckDB with exactly the schema's columns and types, under
-/// TABLE/node=NODE/seg-NNNNNN.parquet, and a manifest with their sizes and SHA-256s.
-/// Rows are anonymous objects or dictionaries keyed by column name; columns left out
-/// get NULL when nullable, else a zero value; `time` defaults to the start plus ktime_ns.
+/// Builds a recording with the recorder's own writers: a <see cref="TableBatch"/> with the columns of the
+/// table's schema, written and sealed by <see cref="SegmentWriter"/> (TABLE/node=NODE/seg-NNNNNN.parquet,
+/// zstd, the schema version and docs in the key/value metadata), and the manifest written by
+/// <see cref="ManifestStore"/>. Rows are anonymous objects or dictionaries keyed by column name;
+/// columns left out get NULL when nullable, else a zero value; `time` defaults to the start plus ktime_ns.
 /// </summary>
 internal sealed class TestRecording : IDisposable
 {
@@ -23,7 +23,7 @@ internal sealed class TestRecording : IDisposable
     public string Node { get; }
     public string RecordingId { get; } = Guid.NewGuid().ToString();
     public List<string> ExcludeCidrs { get; } = ["10.0.0.0/16", "10.96.0.0/16", "127.0.0.1"];
-    public Dictionary<string, ManifestLoss> Loss { get; } = [];
+    public SortedDictionary<string, ManifestLoss> Loss { get; } = new(StringComparer.Ordinal);
     public string StopReason { get; set; } = "duration";
 
     public TestRecording(string node = "node-a", string? root = null)
@@ -42,12 +42,12 @@ internal sealed class TestRecording : IDisposable
         return this;
     }
 
-    private readonly List<(string Table, string Sql)> _raw = [];
+    private readonly List<(string Table, string RelativePath, long Rows)> _files = [];
 
-    /// <summary>Adds a segment written from any SELECT (columns as the SELECT makes them), e.g. another writer's layout.</summary>
-    public TestRecording AddRaw(string table, string selectSql)
+    /// <summary>Lists a Parquet file already under the recording's folder as a segment (the query benchmark's millions of rows).</summary>
+    public TestRecording AddFile(string table, string relativePath, long rows)
     {
-        _raw.Add((table, selectSql));
+        _files.Add((table, relativePath, rows));
         return this;
     }
 
@@ -60,63 +60,11 @@ internal sealed class TestRecording : IDisposable
         return this;
     }
 
-    public static IReadOnlyList<ColumnSchema> ColumnsOf(string table) =>
-        SnapshotSchemas.Tables.Contains(table) ? SnapshotSchemas.Columns(table) : SchemaCatalog.Current(table).Columns;
-
     /// <summary>Writes the Parquet files and the manifest; returns the recording directory.</summary>
     public string Build()
     {
-        using var conn = new DuckDBConnection("DataSource=:memory:");
-        conn.Open();
-        var tables = new Dictionary<string, ManifestTable>();
-        foreach (var (table, segs) in _segments)
-        {
-            var columns = ColumnsOf(table);
-            var version = SchemaCatalog.Schemas.Any(s => s.Table == table) ? SchemaCatalog.CurrentVersion(table) : 1;
-            var files = new List<ManifestFile>();
-            var n = 0;
-            foreach (var rows in segs.Where(s => s.Count > 0))
-            {
-                n++;
-                var rel = $"{table}/node={Node}/seg-{n:D6}.parquet";
-                var full = Path.Combine(Root, rel);
-                Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-                var selects = rows.Select(r => "SELECT " + string.Join(", ", columns.Select(c => $"CAST({Literal(ValueFor(r, c))} AS {SqlTypes.Of(c.Type)}) AS \"{c.Name}\"")));
-                var sql = $"COPY ({string.Join(" UNION ALL ", selects)}) TO '{full}' (FORMAT parquet, KV_METADATA {{'forensics.table': '{table}', 'forensics.schema_version': '{version}'}})";
-                using (var cmd = conn.CreateCommand())
-                {
-                    cmd.CommandText = sql;
-                    cmd.ExecuteNonQuery();
-                }
-                files.Add(new ManifestFile { Path = rel, Rows = rows.Count, Bytes = new FileInfo(full).Length, Sha256 = RecordingLocator.Sha256Of(full) });
-            }
-            tables[table] = new ManifestTable { SchemaVersion = version, Rows = files.Sum(f => f.Rows), Files = files };
-        }
-        foreach (var (table, sql) in _raw)
-        {
-            var rel = $"{table}/node={Node}/seg-{900000 + _raw.IndexOf((table, sql)):D6}.parquet";
-            var full = Path.Combine(Root, rel);
-            Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-            using (var cmd = conn.CreateCommand())
-            {
-                cmd.CommandText = $"COPY ({sql}) TO '{full}' (FORMAT parquet)";
-                cmd.ExecuteNonQuery();
-            }
-            long rows;
-            using (var cmd = conn.CreateCommand())
-            {
-                cmd.CommandText = $"SELECT count(*) FROM read_parquet('{full}')";
-                rows = Convert.ToInt64(cmd.ExecuteScalar(), CultureInfo.InvariantCulture);
-            }
-            if (!tables.TryGetValue(table, out var t))
-                tables[table] = t = new ManifestTable { SchemaVersion = 1 };
-            t.Files.Add(new ManifestFile { Path = rel, Rows = rows, Bytes = new FileInfo(full).Length, Sha256 = RecordingLocator.Sha256Of(full) });
-            tables[table] = t with { Rows = t.Rows + rows };
-        }
         var manifest = new Manifest
         {
-            Format = Manifest.FormatName,
-            ManifestVersion = 1,
             RecordingId = RecordingId,
             Node = Node,
             Host = new ManifestHost { Hostname = Node, Kernel = "6.18.0-test", Machine = "x86_64", BootId = "boot-1" },
@@ -126,11 +74,41 @@ internal sealed class TestRecording : IDisposable
             StopReason = StopReason,
             MonotonicToUtcOffsetNs = Start.ToUnixTimeMilliseconds() * 1_000_000L,
             Config = new ManifestConfig { Kinds = [.. _segments.Keys], ExcludeCidrs = ExcludeCidrs, Snaplen = 128, Lab = "test" },
-            Tables = tables,
             Loss = Loss,
-            EventsLost = Loss.Values.Sum(l => l.Failed + l.UserspaceDropped),
+            EventsLost = Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped),
         };
-        File.WriteAllText(Path.Combine(Root, "manifest.json"), manifest.ToJson());
+        foreach (var (table, segs) in _segments)
+        {
+            var schema = SchemaCatalog.Current(table);
+            var n = 0;
+            foreach (var rows in segs.Where(s => s.Count > 0))
+            {
+                var batch = TableBatch.ForSchema(schema, rows.Count);
+                foreach (var row in rows)
+                {
+                    var unknown = row.Keys.Where(k => schema.Columns.All(c => c.Name != k)).ToList();
+                    if (unknown.Count > 0)
+                        throw new ArgumentException($"{table} has no column {string.Join(", ", unknown)} (schemas/{table}.v{schema.Version}.json)");
+                    var i = batch.NextRow();
+                    foreach (var c in schema.Columns)
+                        batch.Set(i, c.Name, ValueFor(row, c));
+                }
+                n++;
+                var segment = n;
+                var writer = new SegmentWriter(Root, Node, batch, RecordingId, f => manifest.AddFile(table, schema.Version, f),
+                    TimeSpan.FromHours(1), nextSegment: () => segment);
+                writer.WriteAsync(batch).GetAwaiter().GetResult();
+                writer.SealAsync().GetAwaiter().GetResult();
+                writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            }
+        }
+        foreach (var (table, rel, rows) in _files)
+        {
+            var full = Path.Combine(Root, rel);
+            manifest.AddFile(table, SchemaCatalog.CurrentVersion(table),
+                new ManifestFile { Path = rel, Rows = rows, Bytes = new FileInfo(full).Length, Sha256 = RecordingLocator.Sha256Of(full) });
+        }
+        ManifestStore.Write(manifest, Root);
         return Root;
     }
 
@@ -151,18 +129,6 @@ internal sealed class TestRecording : IDisposable
             _ => 0,
         };
     }
-
-    private static string Literal(object? v) => v switch
-    {
-        null => "NULL",
-        string s => SqlTypes.Literal(s),
-        bool b => b ? "true" : "false",
-        byte[] bytes => $"from_hex('{Convert.ToHexString(bytes)}')",
-        DateTimeOffset t => $"TIMESTAMPTZ '{t.UtcDateTime:yyyy-MM-dd HH:mm:ss.fffffff}+00'",
-        DateTime t => $"TIMESTAMPTZ '{t:yyyy-MM-dd HH:mm:ss.fffffff}+00'",
-        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-        _ => SqlTypes.Literal(v.ToString()),
-    };
 
     private static IReadOnlyDictionary<string, object?> ToDict(object row)
     {

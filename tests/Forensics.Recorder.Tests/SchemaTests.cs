@@ -1,5 +1,5 @@
 using Forensics.Datapath.Abi;
-using Forensics.Query.Schema;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
 using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
@@ -231,7 +231,7 @@ public class SchemaTests
 
 public class SnapshotSchemaTests
 {
-    public static TheoryData<string> Tables() => [.. SnapshotTables.Names];
+    public static TheoryData<string> Tables() => [.. Format.Tables.Snapshots];
 
     [Theory]
     [MemberData(nameof(Tables))]
@@ -285,5 +285,44 @@ public class EventContextTests
         Assert.Null(ctx.Binary(1));
         Assert.Equal("/bin/true", ctx.Binary(250));
         Assert.True(ctx.KnownBinaries <= 200, $"{ctx.KnownBinaries} binaries kept");
+    }
+}
+
+public class AttributionRowsTests
+{
+    private static byte[] Record<T>(EventKind kind, (string Field, Action<Span<byte>> Write)[] fields) where T : struct
+    {
+        var rec = new byte[System.Runtime.InteropServices.Marshal.SizeOf<T>()];
+        rec[0] = (byte)kind;
+        rec[1] = Limits.AbiVersion;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(rec.AsSpan(2), (ushort)rec.Length);
+        foreach (var (field, write) in fields)
+            write(rec.AsSpan((int)System.Runtime.InteropServices.Marshal.OffsetOf<T>(field)));
+        return rec;
+    }
+
+    private static Action<Span<byte>> U32(uint v) => s => System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(s, v);
+    private static Action<Span<byte>> U64(ulong v) => s => System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(s, v);
+
+    [Fact]
+    public void Exit_ImageExecutedOutsideThePod_NotThePodsProcess()
+    {
+        // `ip -n POD-NETNS link set lo up`: executed in the host's namespace, it enters the pod's and exits there.
+        const uint host = 4026531840, pod = 4026532502;
+        var ctx = new EventContext(0);
+        ctx.Attribution.Register(pod, "default", "xwing");
+        var exec = Forensics.Recorder.Tables.Rows.For(EventKind.Exec, 8)!;
+        var exit = Forensics.Recorder.Tables.Rows.For(EventKind.Exit, 8)!;
+        exec.Append(Record<ExecEvent>(EventKind.Exec, [(nameof(ExecEvent.ExecId), U64(41)), (nameof(ExecEvent.NetnsIno), U32(host))]), ctx);
+        exit.Append(Record<ExitEvent>(EventKind.Exit, [(nameof(ExitEvent.ExecId), U64(41)), (nameof(ExitEvent.NetnsIno), U32(pod))]), ctx);
+        // a process executed in the pod is the pod's, from exec to exit
+        exec.Append(Record<ExecEvent>(EventKind.Exec, [(nameof(ExecEvent.ExecId), U64(42)), (nameof(ExecEvent.NetnsIno), U32(pod))]), ctx);
+        exit.Append(Record<ExitEvent>(EventKind.Exit, [(nameof(ExitEvent.ExecId), U64(42)), (nameof(ExitEvent.NetnsIno), U32(pod))]), ctx);
+        // an image whose exec was not seen (started before the recording): the namespace it exits in is all there is
+        exit.Append(Record<ExitEvent>(EventKind.Exit, [(nameof(ExitEvent.ExecId), U64(43)), (nameof(ExitEvent.NetnsIno), U32(pod))]), ctx);
+
+        var rows = Forensics.Recorder.Batches.BatchRows.Rows(exit.Batch).ToList();
+        Assert.Equal("(none), xwing, xwing", string.Join(", ", rows.Select(r => (string?)r["pod"] ?? "(none)")));
+        Assert.Equal([pod, pod, pod], rows.Select(r => (uint)r["netns_ino"]!).ToArray()); // where it exited stays recorded
     }
 }

@@ -1,6 +1,6 @@
 using System.Globalization;
 using Forensics.Cilium.Hubble.Api;
-using Forensics.Query;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 using Google.Protobuf.WellKnownTypes;
 

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Forensics.Cilium.Hubble;
 using Forensics.Cilium.Tetragon.Api;
+using Forensics.Format;
 using Forensics.Recorder.Storage;
 using Google.Protobuf.WellKnownTypes;
 

@@ -88,6 +88,19 @@ public enum SrcFile : byte
     Parse = 6,
 }
 
+/// <summary>The BPF source files a drop can name (fx_abi.h FX_FILE_*), by their path under bpf/.</summary>
+public static class SrcFiles
+{
+    public static string Path(SrcFile f) => Forensics.Format.Names.SourceFile((byte)f);
+
+    /// <summary>
+    /// The file as cilium monitor names a drop's file (its BPF file list, pkg/monitor/api/files.go:
+    /// "bpf_lxc.c", "conntrack.h"): the file's own name without a directory; an unknown id as "unknown(N)".
+    /// </summary>
+    public static string MonitorName(SrcFile f) =>
+        f == SrcFile.Unknown || !Enum.IsDefined(f) ? $"unknown({(byte)f})" : System.IO.Path.GetFileName(Path(f));
+}
+
 [Flags]
 public enum ExecFlags : uint
 {

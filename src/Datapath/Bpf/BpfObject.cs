@@ -39,9 +39,6 @@ public sealed unsafe class BpfObject : IDisposable
 
     public string Name { get; }
 
-    /// <summary>The raw ELF bytes (for BTF checks).</summary>
-    public ReadOnlySpan<byte> Elf => elf;
-
     public bool IsLoaded => loaded;
 
     /// <summary>Opens an ELF object from bytes.</summary>

@@ -11,7 +11,7 @@ public delegate void RingRecordHandler(ReadOnlySpan<byte> record);
 
 /// <summary>
 /// Reads one or more BPF ring buffers through libbpf. The programs batch their
-/// wakeups, so <see cref="Run"/> also polls on a short timer.
+/// wakeups, so callers poll on a short timer (<see cref="Poll"/>) rather than wait for one.
 /// </summary>
 public sealed unsafe class RingBufferReader : IDisposable
 {
@@ -68,14 +68,6 @@ public sealed unsafe class RingBufferReader : IDisposable
         if (n == -4)
             return 0;
         return BpfException.Check(n, "ring_buffer__consume");
-    }
-
-    /// <summary>Polls until cancelled, then drains what is left.</summary>
-    public void Run(CancellationToken token, int pollIntervalMs = 50)
-    {
-        while (!token.IsCancellationRequested)
-            Poll(pollIntervalMs);
-        Consume();
     }
 
     private void Rethrow()

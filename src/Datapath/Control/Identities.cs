@@ -35,16 +35,11 @@ public sealed class IdentityAllocator
 
     public IdentityAllocator()
     {
-        AddReserved(ReservedIdentity.Host, "reserved:host");
-        AddReserved(ReservedIdentity.World, "reserved:world");
-        AddReserved(ReservedIdentity.Unmanaged, "reserved:unmanaged");
-        AddReserved(ReservedIdentity.Health, "reserved:health");
-        AddReserved(ReservedIdentity.Init, "reserved:init");
-        AddReserved(ReservedIdentity.RemoteNode, "reserved:remote-node");
-        AddReserved(ReservedIdentity.KubeApiserver, "reserved:kube-apiserver");
-        AddReserved(ReservedIdentity.Ingress, "reserved:ingress");
-        AddReserved(ReservedIdentity.WorldIpv4, "reserved:world-ipv4");
-        AddReserved(ReservedIdentity.WorldIpv6, "reserved:world-ipv6");
+        // Cilium's reserved identities 1-10 with their labels (Format's table); unknown (0) is never
+        // allocated. world-ipv4 and world-ipv6 exist so the entities of those names select something.
+        foreach (var (id, label) in Format.ReservedIdentities.Labels)
+            if (id is >= (uint)ReservedIdentity.Host and <= (uint)ReservedIdentity.WorldIpv6)
+                AddReserved((ReservedIdentity)id, label);
     }
 
     private void AddReserved(ReservedIdentity id, string label)

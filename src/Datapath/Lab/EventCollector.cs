@@ -91,22 +91,15 @@ public sealed record ObservedEvent(
                 {
                     Reason = e.Reason,
                     RuleId = e.RuleId,
-                    Text = $"drop ({CiliumDropReasons.Text(e.Reason)}) {Flow(b.Source, b.SourcePort, b.Destination, b.DestinationPort, b.Protocol)}, identity {e.Meta.SrcIdentity}->{e.Meta.DstIdentity}, ifindex {e.Meta.Ifindex}, file {e.File}:{e.Line}",
+                    Text = $"drop ({Format.DropReasons.NameOf(e.Reason)}) {Flow(b.Source, b.SourcePort, b.Destination, b.DestinationPort, b.Protocol)}, identity {e.Meta.SrcIdentity}->{e.Meta.DstIdentity}, ifindex {e.Meta.Ifindex}, file {SrcFiles.MonitorName(e.File)}:{e.Line}",
                 };
             }
             case EventKind.Policy:
             {
                 var e = EventReader.Read<PolicyEvent>(record);
                 var b = Base("policy", hdr, e.Tuple, e.Meta, raw);
-                var verdict = e.Action switch { VerdictAction.Allow => "allowed", VerdictAction.Deny => "denied", _ => "audit" };
-                var match = e.Match switch
-                {
-                    PolicyMatch.L3Only => "L3-Only",
-                    PolicyMatch.L3L4 => "L3-L4",
-                    PolicyMatch.L4Only => "L4-Only",
-                    PolicyMatch.All => "all",
-                    _ => "none",
-                };
+                var verdict = Format.Names.Verdict((byte)e.Action);
+                var match = Format.Names.Match((byte)e.Match);
                 return b with
                 {
                     Verdict = verdict,
@@ -120,14 +113,7 @@ public sealed record ObservedEvent(
             {
                 var e = EventReader.Read<NatEvent>(record);
                 var b = Base("nat", hdr, e.Orig, e.Meta, raw);
-                var kind = e.NatKind switch
-                {
-                    Abi.NatKind.Dnat => "DNAT",
-                    Abi.NatKind.RevDnat => "rev-DNAT",
-                    Abi.NatKind.Snat => "SNAT",
-                    Abi.NatKind.RevSnat => "rev-SNAT",
-                    _ => "NAT",
-                };
+                var kind = Format.Names.NatLabel((byte)e.NatKind);
                 var xs = EventReader.Source(e.Xlated).ToString();
                 var xd = EventReader.Destination(e.Xlated).ToString();
                 return b with
@@ -146,8 +132,8 @@ public sealed record ObservedEvent(
                 var b = Base("trace", hdr, e.Tuple, e.Meta, raw);
                 return b with
                 {
-                    CtState = e.CtState.ToString().ToLowerInvariant(),
-                    Text = $"trace {b.ObsPoint} {Flow(b.Source, b.SourcePort, b.Destination, b.DestinationPort, b.Protocol)} ct {e.CtState.ToString().ToLowerInvariant()}",
+                    CtState = Format.Names.CtState((byte)e.CtState),
+                    Text = $"trace {b.ObsPoint} {Flow(b.Source, b.SourcePort, b.Destination, b.DestinationPort, b.Protocol)} ct {Format.Names.CtState((byte)e.CtState)}",
                 };
             }
             default:
@@ -158,8 +144,7 @@ public sealed record ObservedEvent(
     private static ObservedEvent Base(string kind, Hdr hdr, Abi.Tuple t, DpMeta m, byte[] raw) => new(
         kind, hdr.Ktime, EventReader.Source(t).ToString(), t.Sport, EventReader.Destination(t).ToString(), t.Dport, t.Proto,
         m.SrcIdentity, m.DstIdentity, m.Ifindex,
-        m.ObsPoint switch { Abi.ObsPoint.FromEndpoint => "from-endpoint", Abi.ObsPoint.ToEndpoint => "to-endpoint", _ => "test" },
-        m.Direction == Dir.Ingress ? "ingress" : "egress", "")
+        Format.Names.ObsPoint((byte)m.ObsPoint), Format.Names.Direction((byte)m.Direction), "")
     { Raw = raw };
 }
 

@@ -445,8 +445,8 @@ public sealed class Lab : IDisposable
             return failures; // reasons and translations need the datapath's events
         if (e.DropReason is { } reason && !r.Events.Any(x => x.Kind == "drop" && x.Reason == reason))
         {
-            var seen = r.Events.Where(x => x.Kind == "drop").Select(x => $"{x.Reason} ({CiliumDropReasons.Text(x.Reason)})").Distinct().ToList();
-            failures.Add($"expected a drop with reason {reason} ({CiliumDropReasons.Text(reason)}), saw {(seen.Count == 0 ? "no drop" : string.Join(", ", seen))}");
+            var seen = r.Events.Where(x => x.Kind == "drop").Select(x => $"{x.Reason} ({Format.DropReasons.NameOf(x.Reason)})").Distinct().ToList();
+            failures.Add($"expected a drop with reason {reason} ({Format.DropReasons.NameOf(reason)}), saw {(seen.Count == 0 ? "no drop" : string.Join(", ", seen))}");
         }
         if (e.Translation is { } tr && !r.Events.Any(x => x.MatchesTranslation(tr)))
         {
@@ -605,10 +605,5 @@ public sealed record StepReport(
 /// <summary>CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().</summary>
 public static class Monotonic
 {
-    public static unsafe ulong NowNs()
-    {
-        Timespec ts;
-        LibC.clock_gettime(LibC.CLOCK_MONOTONIC, &ts);
-        return (ulong)ts.tv_sec * 1_000_000_000UL + (ulong)ts.tv_nsec;
-    }
+    public static ulong NowNs() => Probes.KernelClock.MonotonicNs();
 }

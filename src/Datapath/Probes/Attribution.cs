@@ -15,10 +15,10 @@ public sealed record Workload(string? Namespace, string Name)
 }
 
 /// <summary>
-/// Maps network namespace inodes (as events carry them) to workloads: every
-/// named network namespace under /run/netns, and the lab's pods, which the
-/// lab registers with their Kubernetes namespace and name (a registration
-/// wins over the netns file's name). Thread-safe.
+/// Maps network namespace inodes (as events carry them) to pods, which the lab
+/// registers with their Kubernetes namespace and name; it also knows the names
+/// of the named network namespaces under /run/netns, which are not pods.
+/// Thread-safe.
 /// </summary>
 public sealed class Attribution
 {
@@ -47,15 +47,14 @@ public sealed class Attribution
 
     public bool Unregister(uint netnsInode) => registered.TryRemove(netnsInode, out _);
 
-    /// <summary>The workload of a network namespace; null for the host's and unknown ones.</summary>
-    public Workload? Lookup(uint netnsInode)
-    {
-        if (registered.TryGetValue(netnsInode, out var w))
-            return w;
-        if (named.TryGetValue(netnsInode, out w))
-            return w;
-        return null;
-    }
+    /// <summary>
+    /// The pod of a network namespace; null for the host's, unknown ones, and named namespaces that no
+    /// pod registered (a named namespace is not a pod: the lab's own node and world namespaces are not).
+    /// </summary>
+    public Workload? Lookup(uint netnsInode) => registered.TryGetValue(netnsInode, out var w) ? w : null;
+
+    /// <summary>The name of a named network namespace (ip netns, under /run/netns), null when none has this inode.</summary>
+    public string? NetnsName(uint netnsInode) => named.TryGetValue(netnsInode, out var w) ? w.Name : null;
 
     /// <summary>Rereads the named network namespaces (namespaces created since are found, deleted ones forgotten).</summary>
     public void Refresh()

@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using Forensics.Format;
 
 namespace Forensics.Query.Bundles;
 
@@ -274,7 +275,11 @@ public sealed record CustodyEntry(
     }
 }
 
-/// <summary>Reads and checks a recording manifest (schemas/manifest.v1.schema.json) as far as bundling relies on it.</summary>
+/// <summary>
+/// A recording manifest as bundling handles it: checked by the one manifest model (<see cref="Manifest.Parse"/>:
+/// format, version, recording id), and kept as a JSON tree so that redaction rewrites file entries and
+/// adds its record without dropping a field.
+/// </summary>
 public static class RecordingManifest
 {
     /// <summary>Parses manifest JSON; throws <see cref="BundleError.ManifestInvalid"/> when it is not one.</summary>
@@ -283,8 +288,14 @@ public static class RecordingManifest
         JsonObject m;
         try
         {
+            Manifest.Parse(bytes, where);
             m = JsonNode.Parse(bytes, documentOptions: new JsonDocumentOptions { MaxDepth = 64 }) as JsonObject
                 ?? throw new FormatException("not a JSON object");
+        }
+        catch (ManifestException e)
+        {
+            var why = e.Message.StartsWith(where + ": ", StringComparison.Ordinal) ? e.Message[(where.Length + 2)..] : e.Message;
+            throw new BundleException(BundleError.ManifestInvalid, $"{where} is malformed: {why}");
         }
         catch (Exception e) when (e is JsonException or FormatException)
         {
@@ -292,11 +303,6 @@ public static class RecordingManifest
         }
         try
         {
-            if ((string?)m["format"] != "forensics-recording" || (int?)m["manifest_version"] != 1)
-            {
-                throw new FormatException("not a version 1 forensics recording manifest");
-            }
-            _ = (string?)m["recording_id"] ?? throw new FormatException("recording_id missing");
             _ = Files(m).Count();
         }
         catch (Exception e) when (e is FormatException or InvalidOperationException or ArgumentException)

@@ -257,7 +257,10 @@ internal static partial class Redactor
     private static Dictionary<string, string> PhysicalTypes(DuckDBConnection conn, string file)
     {
         using var cmd = conn.CreateCommand();
-        cmd.CommandText = $"SELECT name, concat_ws(' ', type, logical_type, converted_type) FROM parquet_schema({Lit(file)}) WHERE type IS NOT NULL";
+        // what a reader sees: the physical type, the converted type (UINT_32, UTF8) and a timestamp's unit
+        // (writers spell the rest differently: Parquet.Net's logical types against DuckDB's rewrite)
+        cmd.CommandText = "SELECT name, concat_ws(' ', type, CASE WHEN converted_type NOT LIKE 'TIMESTAMP%' THEN nullif(converted_type, '') END, " +
+            $"nullif(regexp_extract(logical_type, '(MILLIS|MICROS|NANOS)=[A-Za-z]+\\(\\)'), '')) FROM parquet_schema({Lit(file)}) WHERE type IS NOT NULL";
         using var r = cmd.ExecuteReader();
         var d = new Dictionary<string, string>(StringComparer.Ordinal);
         while (r.Read())

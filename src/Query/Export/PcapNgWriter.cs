@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Forensics.Format;
 
 namespace Forensics.Query.Export;
 
@@ -114,7 +115,8 @@ public static class PcapExport
     {
         ArgumentNullException.ThrowIfNull(session);
         var where = dropsOnly ? " WHERE drop_reason <> 0" : "";
-        var rows = session.Rows($"SELECT *, epoch_ns(time) AS time_ns FROM capture{where} ORDER BY time, ktime_ns").ToList();
+        // time_ns: the recorded nanoseconds (the view derives them from ktime_ns; see QuerySession)
+        var rows = session.Rows($"SELECT * FROM capture{where} ORDER BY time_ns, node, ktime_ns").ToList();
         using var fs = new FileStream(file, FileMode.Create, FileAccess.Write);
         using var w = new PcapNgWriter(fs, "forensics export");
         var multi = session.Recordings.Count > 1;

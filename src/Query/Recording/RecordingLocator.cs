@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using Forensics.Format;
 
 namespace Forensics.Query.Recording;
 
@@ -78,7 +79,15 @@ public static class RecordingLocator
             throw new RecordingException($"{path}: not a recording (no {ManifestName})");
         if (mi.LinkTarget is not null)
             throw new RecordingException($"{path}: {ManifestName} is a symbolic link; refusing it");
-        var manifest = Manifest.Parse(File.ReadAllText(manifestPath), manifestPath);
+        Manifest manifest;
+        try
+        {
+            manifest = Manifest.Parse(File.ReadAllBytes(manifestPath), manifestPath);
+        }
+        catch (ManifestException e)
+        {
+            throw new RecordingException(e.Message, e);
+        }
 
         var files = new List<RecordingFile>();
         foreach (var (table, t) in manifest.Tables.OrderBy(kv => kv.Key, StringComparer.Ordinal))

@@ -91,7 +91,7 @@ public static class HubbleLines
         return type switch
         {
             Trace => sub >= 0 && sub < ObsPoints.Length ? ObsPoints[sub] : sub.ToString(CultureInfo.InvariantCulture),
-            Drop => DropReasons.All.FirstOrDefault(d => d.Code == (byte)sub)?.Name is { Length: > 0 } name ? name : $"{(byte)sub}, 0",
+            Drop => Forensics.Format.DropReasons.All.FirstOrDefault(d => d.Code == (byte)sub)?.Name is { Length: > 0 } name ? name : $"{(byte)sub}, 0",
             PolicyVerdict => $"policy-verdict:{Str(r, "match")} {Direction(Str(r, "direction"))}",
             TraceSock => Str(r, "obs_point"),
             _ => "UNKNOWN",

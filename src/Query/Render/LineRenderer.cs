@@ -2,6 +2,7 @@ using System.Collections;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Forensics.Format;
 
 namespace Forensics.Query.Render;
 
@@ -33,7 +34,7 @@ public sealed class LineRenderer
     /// <summary>Arguments of a process image by exec_id, for exit lines (the exit event does not carry them).</summary>
     public Func<ulong, string?>? ArgumentsOf { get; init; }
 
-    /// <summary>The node the row was recorded on (tetra prints it for a process outside pods).</summary>
+    /// <summary>The node the events were recorded on: tetra prints it for a process outside any pod.</summary>
     public string? Node { get; init; }
 
     /// <summary>Renders the row; null when the row prints nothing (e.g. a loss row with no loss).</summary>
@@ -61,29 +62,34 @@ public sealed class LineRenderer
         };
         if (line is null || _format == RenderFormat.Compact)
             return line;
+        // the recorded nanoseconds (time_ns) when the row has them, else the time as precise as it is
+        if (row.TryGetValue("time_ns", out var ns) && ns is not null)
+            return FormatTimeNs(Convert.ToInt64(ns, CultureInfo.InvariantCulture)) + " " + line;
         return row.TryGetValue("time", out var t) && t is not null ? FormatTime(t) + " " + line : line;
     }
 
-    // cilium monitor: "xx drop (%s) flow %#x to endpoint %d, ifindex %d, file %s:%d, , identity %s->%s: %s"
+    // pkg/monitor/datapath_drop.go: "xx drop (%s) flow %#x to endpoint %d, ifindex %d, file %s:%d, " + ", identity %s->%s" + ": %s"
     private static string Drop(IReadOnlyDictionary<string, object?> r)
     {
         var reason = Str(r, "reason_name");
         if (reason.Length == 0)
             reason = DropReasons.NameOf((int)U(r, "reason"));
-        return $"xx drop ({reason}) flow {Hex(r, "flow_id")} to endpoint {U(r, "endpoint_id")}, ifindex {U(r, "ifindex")}, file {Str(r, "file")}:{U(r, "line")}, , identity {U(r, "src_identity")}->{U(r, "dst_identity")}: {Summary(r)}";
+        return $"xx drop ({reason}) flow {Hex(r, "flow_id")} to endpoint {U(r, "endpoint_id")}, ifindex {U(r, "ifindex")}, file {SourceFile(Str(r, "file"))}:{U(r, "line")}, , identity {Identity(U(r, "src_identity"))}->{Identity(U(r, "dst_identity"))}: {Summary(r)}";
     }
 
-    // "Policy verdict log: flow %#x local EP ID %d, remote ID %s, proto %d, %s, action %s, match %s, %s"
+    // pkg/monitor/datapath_policy.go: "Policy verdict log: flow %#x local EP ID %d, remote ID %s, proto %d, %s, action %s, auth: %s, match %s, %s"
+    // The datapath has no mutual authentication: the auth type is always "disabled".
     private static string Policy(IReadOnlyDictionary<string, object?> r) =>
-        $"Policy verdict log: flow {Hex(r, "flow_id")} local EP ID {U(r, "endpoint_id")}, remote ID {U(r, "remote_identity")}, proto {ProtoNumber(Str(r, "protocol"))}, {Str(r, "direction")}, action {Str(r, "action")}, match {Str(r, "match")}, {Summary(r)}";
+        $"Policy verdict log: flow {Hex(r, "flow_id")} local EP ID {U(r, "endpoint_id")}, remote ID {Identity(U(r, "remote_identity"))}, proto {ProtoNumber(Str(r, "protocol"))}, {Str(r, "direction")}, action {Str(r, "action")}, auth: disabled, match {Str(r, "match")}, {Summary(r)}";
 
-    // "-> endpoint 3459 flow 0xe6866e21 identity 15194->323 state reply ifindex lxc84b58cbdabfe orig-ip 10.60.1.115: <summary>"
+    // pkg/monitor/datapath_trace.go: "%s flow %#x " + ", identity %s->%s" + " state %s ifindex %s orig-ip %s: %s", e.g.
+    // "-> endpoint 212 flow 0x3000e251 , identity ingress->61131 state new ifindex lxcfc90a8580fd6 orig-ip 10.0.0.192: ..."
     private static string Trace(IReadOnlyDictionary<string, object?> r)
     {
         var orig = Str(r, "orig_ip");
         if (orig.Length == 0)
             orig = U(r, "ip_version") == 6 ? "::" : "0.0.0.0";
-        return $"{ObsPoint(r)} flow {Hex(r, "flow_id")} identity {U(r, "src_identity")}->{U(r, "dst_identity")} state {CtState(r)} ifindex {U(r, "ifindex")} orig-ip {orig}: {Summary(r)}";
+        return $"{ObsPoint(r)} flow {Hex(r, "flow_id")} , identity {Identity(U(r, "src_identity"))}->{Identity(U(r, "dst_identity"))} state {CtState(r)} ifindex {U(r, "ifindex")} orig-ip {orig}: {Summary(r)}";
     }
 
     private static string Nat(IReadOnlyDictionary<string, object?> r)
@@ -98,13 +104,13 @@ public sealed class LineRenderer
     private static string Capture(IReadOnlyDictionary<string, object?> r)
     {
         var drop = U(r, "drop_reason") != 0 ? $" drop ({DropReasons.NameOf((int)U(r, "drop_reason"))})," : "";
-        return $"{ObsPoint(r)} capture flow {Hex(r, "flow_id")}{drop} identity {U(r, "src_identity")}->{U(r, "dst_identity")} ifindex {U(r, "ifindex")} caplen {U(r, "cap_len")} len {U(r, "pkt_len")}: {Summary(r)}";
+        return $"{ObsPoint(r)} capture flow {Hex(r, "flow_id")}{drop} identity {Identity(U(r, "src_identity"))}->{Identity(U(r, "dst_identity"))} ifindex {U(r, "ifindex")} caplen {U(r, "cap_len")} len {U(r, "pkt_len")}: {Summary(r)}";
     }
 
     private static string KernelDrop(IReadOnlyDictionary<string, object?> r)
     {
         var where = Str(r, "pod").Length > 0 ? $" in {Pod(r)}," : "";
-        return $"xx kernel drop ({Str(r, "reason_name")}) at {Str(r, "function")},{where} ifindex {U(r, "ifindex")}: {Summary(r)}";
+        return $"xx kernel drop ({Str(r, "reason_name")}) at {Str(r, "function")},{where} ifindex {U(r, "ifindex")}: {Summary(r).TrimEnd()}";
     }
 
     private static string? Loss(IReadOnlyDictionary<string, object?> r)
@@ -116,39 +122,46 @@ public sealed class LineRenderer
         return $"Lost {failed + user} {Str(r, "kind")} events (ring buffer full: {failed}, user space: {user})";
     }
 
-    // tetra getevents -o compact: "🚀 process default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon"
+    // tetra getevents -o compact (pkg/encoder): "🚀 %-7s" "process", then ProcessInfo (pod or node, binary), then the arguments:
+    // "🚀 process default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon"
     private string Exec(IReadOnlyDictionary<string, object?> r) =>
-        $"🚀 process {Where(r)} {Str(r, "binary")} {Str(r, "arguments")}".TrimEnd();
+        $"🚀 process {ProcessInfo(r)} {Str(r, "arguments")}".TrimEnd();
 
-    // "🔌 connect default/xwing /usr/bin/curl tcp 10.32.0.19:33978 -> 104.198.14.52:443"
-    private string Connect(IReadOnlyDictionary<string, object?> r)
+    // "🔌 connect default/xwing /usr/bin/curl tcp 10.32.0.19:33978 -> 104.198.14.52:443" (tetra's tcp_connect: TCP only,
+    // so a compact replay prints no UDP connects; text and JSON print every connect).
+    private string? Connect(IReadOnlyDictionary<string, object?> r)
     {
-        var binary = Str(r, "binary");
-        if (binary.Length == 0)
-            binary = Str(r, "comm");
         var proto = Str(r, "protocol");
-        return $"🔌 connect {Where(r)} {binary} {proto} {Addr(Str(r, "src_ip"), U(r, "src_port"), proto)} -> {Addr(Str(r, "dst_ip"), U(r, "dst_port"), proto)}";
+        if (_format == RenderFormat.Compact && proto != "tcp")
+            return null;
+        return $"🔌 connect {ProcessInfo(r)} {proto} {Addr(Str(r, "src_ip"), U(r, "src_port"), proto)} -> {Addr(Str(r, "dst_ip"), U(r, "dst_port"), proto)}";
     }
 
     // "💥 exit    default/xwing /usr/bin/curl https://ebpf.io/applications/#tetragon 60"
     private string Exit(IReadOnlyDictionary<string, object?> r)
     {
-        var binary = Str(r, "binary");
-        if (binary.Length == 0)
-            binary = Str(r, "comm");
         var args = Str(r, "arguments"); // Tetragon's exit carries them
         if (args.Length == 0 && r.TryGetValue("exec_id", out var id) && id is not null && ArgumentsOf is not null)
             args = ArgumentsOf(Convert.ToUInt64(id, CultureInfo.InvariantCulture)) ?? "";
         var status = Str(r, "signal");
         if (status.Length == 0)
             status = r.TryGetValue("exit_code", out var c) && c is not null ? Convert.ToInt64(c, CultureInfo.InvariantCulture).ToString(CultureInfo.InvariantCulture) : "0";
-        var head = args.Length > 0 ? $"{Where(r)} {binary} {args}" : $"{Where(r)} {binary}";
-        return $"💥 exit    {head} {status}";
+        return args.Length > 0 ? $"💥 exit    {ProcessInfo(r)} {args} {status}" : $"💥 exit    {ProcessInfo(r)} {status}";
     }
 
-    /// <summary>namespace/pod; for a Tetragon process outside pods, the node, as tetra prints it (pkg/encoder ProcessInfo).</summary>
-    private string Where(IReadOnlyDictionary<string, object?> r) =>
-        Str(r, "pod").Length == 0 && Str(r, "source") == "tetragon" ? Node ?? "" : Pod(r);
+    /// <summary>
+    /// Tetragon's ProcessInfo: the pod (namespace/name), or the node's name for a process outside any pod,
+    /// then the binary (its comm when the binary is unknown; left out, not padded, when neither is known).
+    /// </summary>
+    private string ProcessInfo(IReadOnlyDictionary<string, object?> r)
+    {
+        var pod = Str(r, "pod");
+        var source = pod.Length == 0 ? Node ?? Str(r, "node") : Str(r, "namespace") + "/" + pod;
+        var binary = Str(r, "binary");
+        if (binary.Length == 0)
+            binary = Str(r, "comm");
+        return binary.Length == 0 ? source : source + " " + binary;
+    }
 
     private static string Pod(IReadOnlyDictionary<string, object?> r)
     {
@@ -156,27 +169,52 @@ public sealed class LineRenderer
         return pod.Length == 0 ? "" : Str(r, "namespace") + "/" + pod;
     }
 
+    // pkg/monitor/datapath_trace.go traceSummary: "-> endpoint N", "<- endpoint N", "-> network", "<- network", "-> stack", ...
     private static string ObsPoint(IReadOnlyDictionary<string, object?> r) => Str(r, "obs_point") switch
     {
         "to-endpoint" => $"-> endpoint {U(r, "endpoint_id")}",
         "from-endpoint" => $"<- endpoint {U(r, "endpoint_id")}",
-        var o when o.Length > 0 => "-> " + o,
-        _ => "->",
+        var o when o.StartsWith("to-", StringComparison.Ordinal) => "-> " + o[3..],
+        var o when o.StartsWith("from-", StringComparison.Ordinal) => "<- " + o[5..],
+        _ => "unknown trace",
     };
 
+    // Cilium's trace reasons: new, established, reply, related, reopened, unknown (no connection tracking state).
     private static string CtState(IReadOnlyDictionary<string, object?> r)
     {
         var s = Str(r, "ct_state");
-        return s.Length == 0 ? "none" : s;
+        return s.Length == 0 || s == "none" ? "unknown" : s;
     }
 
-    /// <summary>cilium monitor's connection summary: "10.0.0.1:1234 -> 10.0.0.2:80 tcp SYN".</summary>
+    /// <summary>A security identity as cilium monitor prints it without -n: a reserved identity by its name (world), others by number.</summary>
+    internal static string Identity(ulong id) =>
+        id <= uint.MaxValue && Forensics.Format.ReservedIdentities.Labels.TryGetValue((uint)id, out var labels) ? labels["reserved:".Length..] : id.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// A drop's source file as Cilium's BPF file list names files (pkg/monitor/api/files.go: "bpf_lxc.c",
+    /// "conntrack.h"): the file's own name, without its directory. Our programs' files keep their names
+    /// (datapath.bpf.c, policy.h); they are not mapped onto Cilium's.
+    /// </summary>
+    internal static string SourceFile(string file) => file.Length == 0 ? "unknown(0)" : Path.GetFileName(file);
+
+    /// <summary>
+    /// cilium monitor's connection summary (pkg/monitor/dissect.go GetConnectionSummary): "10.0.0.1:1234 -> 10.0.0.2:80 tcp SYN";
+    /// for TCP the flags it names are SYN, ACK, RST and FIN, in that order (a segment with none of them keeps the space).
+    /// </summary>
     private static string Summary(IReadOnlyDictionary<string, object?> r)
     {
         var proto = Str(r, "protocol");
         var s = $"{Addr(Str(r, "src_ip"), U(r, "src_port"), proto)} -> {Addr(Str(r, "dst_ip"), U(r, "dst_port"), proto)} {proto}";
-        var flags = Str(r, "tcp_flags");
-        return flags.Length > 0 ? s + " " + flags : s;
+        return proto == "tcp" ? s + " " + CiliumTcpFlags(Str(r, "tcp_flags")) : s;
+    }
+
+    private static readonly string[] CiliumFlagOrder = ["SYN", "ACK", "RST", "FIN"];
+
+    /// <summary>The recorded flags ("ACK, PSH, FIN") as Cilium names them ("ACK, FIN").</summary>
+    internal static string CiliumTcpFlags(string recorded)
+    {
+        var have = recorded.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        return string.Join(", ", CiliumFlagOrder.Where(f => have.Contains(f, StringComparer.Ordinal)));
     }
 
     private static string Addr(string ip, ulong port, string proto)
@@ -204,13 +242,28 @@ public sealed class LineRenderer
     private static ulong U(IReadOnlyDictionary<string, object?> r, string key) =>
         r.TryGetValue(key, out var v) && v is not null ? Convert.ToUInt64(v, CultureInfo.InvariantCulture) : 0;
 
-    /// <summary>RFC 3339 UTC with nanoseconds, as Tetragon prints times.</summary>
+    /// <summary>
+    /// RFC 3339 UTC to the precision the value has: a TIMESTAMPTZ (DateTime) to the microsecond
+    /// ("2026-12-04T14:48:11.600372Z"), never padded to look like nanoseconds.
+    /// </summary>
     public static string FormatTime(object t) => t switch
     {
-        DateTimeOffset d => d.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffffff", CultureInfo.InvariantCulture) + "00Z",
-        DateTime d => DateTime.SpecifyKind(d, d.Kind == DateTimeKind.Unspecified ? DateTimeKind.Utc : d.Kind).ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ss.fffffff", CultureInfo.InvariantCulture) + "00Z",
+        DateTimeOffset d => d.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.ffffff", CultureInfo.InvariantCulture) + "Z",
+        DateTime d => DateTime.SpecifyKind(d, d.Kind == DateTimeKind.Unspecified ? DateTimeKind.Utc : d.Kind).ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ss.ffffff", CultureInfo.InvariantCulture) + "Z",
         _ => Convert.ToString(t, CultureInfo.InvariantCulture) ?? "",
     };
+
+    /// <summary>RFC 3339 UTC with nanoseconds, as Tetragon prints times: ns since the Unix epoch, exactly.</summary>
+    public static string FormatTimeNs(long unixNs)
+    {
+        var seconds = Math.DivRem(unixNs, 1_000_000_000L, out var ns);
+        if (ns < 0)
+        {
+            seconds--;
+            ns += 1_000_000_000L;
+        }
+        return DateTime.UnixEpoch.AddSeconds(seconds).ToString("yyyy-MM-ddTHH:mm:ss", CultureInfo.InvariantCulture) + "." + ns.ToString("D9", CultureInfo.InvariantCulture) + "Z";
+    }
 
     private static string Format(object? v) => v switch
     {
@@ -227,10 +280,14 @@ public sealed class LineRenderer
         {
             w.WriteStartObject();
             w.WriteString("type", table);
+            var ns = row.TryGetValue("time_ns", out var exact) && exact is not null ? Convert.ToInt64(exact, CultureInfo.InvariantCulture) : (long?)null;
             foreach (var (k, v) in row)
             {
                 w.WritePropertyName(k);
-                JsonValue(w, v);
+                if (k == "time" && ns is { } n)
+                    w.WriteStringValue(FormatTimeNs(n)); // the recorded nanoseconds
+                else
+                    JsonValue(w, v);
             }
             w.WriteEndObject();
         }

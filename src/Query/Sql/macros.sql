@@ -63,4 +63,4 @@ CREATE MACRO fx_identity_labels(p_identity, rec := NULL) AS
 
 -- fx_pod(addr [, rec := recording]): 'namespace/pod' of the endpoint with this address, NULL when none.
 CREATE MACRO fx_pod(p_addr, rec := NULL) AS
-    (SELECT first(e.namespace || '/' || e.pod ORDER BY e.recording) FROM endpoints e WHERE (e.ip = p_addr OR e.ipv6 = p_addr) AND (rec IS NULL OR e.recording = rec));
+    (SELECT first(e.namespace || '/' || e.pod ORDER BY e.recording) FROM endpoints e WHERE e.ip = p_addr AND (rec IS NULL OR e.recording = rec));

@@ -9,8 +9,7 @@
 CREATE VIEW cluster_cidrs AS
     SELECT recording, cidr, source FROM manifest_cidrs
     UNION ALL SELECT DISTINCT recording, ip, 'endpoints' FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
-    UNION ALL SELECT DISTINCT recording, ipv6, 'endpoints' FROM endpoints WHERE ipv6 IS NOT NULL AND ipv6 <> ''
-    UNION ALL SELECT DISTINCT recording, cluster_ip, 'services' FROM services WHERE cluster_ip IS NOT NULL AND cluster_ip <> ''
+    UNION ALL SELECT DISTINCT recording, frontend_ip, 'services' FROM services WHERE frontend_ip IS NOT NULL AND frontend_ip <> ''
     -- pods that Hubble named in its flows (a recording of a Cilium node has no endpoints snapshot)
     UNION ALL SELECT DISTINCT recording, src_ip, 'hubble' FROM (
         SELECT recording, src_ip FROM "drop" WHERE src_pod IS NOT NULL UNION ALL SELECT recording, dst_ip FROM "drop" WHERE dst_pod IS NOT NULL
@@ -25,11 +24,10 @@ CREATE MACRO fx_in_cluster(p_addr, rec := NULL) AS
 
 -- endpoint_addrs: one row per (recording, address) -> the endpoint (pod) that owns it.
 CREATE VIEW endpoint_addrs AS
-    SELECT recording, addr, any_value(endpoint_id) AS endpoint_id, any_value(namespace) AS namespace, any_value(pod) AS pod,
-           any_value(identity) AS identity, any_value(netns_ino) AS netns_ino
-    FROM (SELECT recording, ip AS addr, * EXCLUDE (recording) FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
-          UNION ALL SELECT recording, ipv6 AS addr, * EXCLUDE (recording) FROM endpoints WHERE ipv6 IS NOT NULL AND ipv6 <> '')
-    GROUP BY recording, addr;
+    SELECT recording, ip AS addr, any_value(endpoint_id) AS endpoint_id, any_value(namespace) AS namespace, any_value(pod) AS pod,
+           any_value(identity) AS identity
+    FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
+    GROUP BY recording, ip;
 
 -- identity_labels: one row per (recording, identity) -> its labels (fx_identity_labels as a table;
 -- reserved identities are in reserved_identities).
@@ -38,9 +36,9 @@ CREATE VIEW identity_labels AS
 
 -- service_ports: one row per (recording, virtual IP, port, protocol) -> namespace/name.
 CREATE VIEW service_ports AS
-    SELECT recording, cluster_ip, port, lower(protocol) AS protocol, any_value(service_id) AS service_id,
+    SELECT recording, frontend_ip, port, lower(protocol) AS protocol, any_value(service_id) AS service_id,
            any_value(namespace || '/' || name) AS service
-    FROM services WHERE cluster_ip IS NOT NULL GROUP BY ALL;
+    FROM services WHERE frontend_ip IS NOT NULL GROUP BY ALL;
 
 -- drops_resolved: every datapath drop with its source and destination workload
 -- (namespace/pod by address from the endpoints snapshot, identity and its labels).
@@ -50,7 +48,7 @@ CREATE VIEW drops_resolved AS
            coalesce(d.src_namespace, s.namespace) AS src_namespace, coalesce(d.src_pod, s.pod) AS src_pod, d.src_identity,
            coalesce(d.src_labels, sl.labels, sr.labels) AS src_labels, d.src_ip, d.src_port,
            coalesce(d.dst_namespace, t.namespace) AS dst_namespace, coalesce(d.dst_pod, t.pod) AS dst_pod, d.dst_identity,
-           coalesce(d.dst_labels, tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port,
+           coalesce(d.dst_labels, tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port, sv.service AS dst_service,
            d.protocol, d.tcp_flags, d.reason,
            coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) AS reason_name,
            d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state
@@ -62,17 +60,21 @@ CREATE VIEW drops_resolved AS
     LEFT JOIN reserved_identities sr ON sr.identity = d.src_identity
     LEFT JOIN identity_labels tl ON tl.recording = d.recording AND tl.identity = d.dst_identity
     LEFT JOIN reserved_identities tr ON tr.identity = d.dst_identity
+    -- a service's virtual IP:port (a 158 drop, service without backends, is dropped before any translation)
+    LEFT JOIN service_ports sv ON sv.recording = d.recording AND sv.frontend_ip = d.dst_ip AND sv.port = d.dst_port AND sv.protocol = lower(d.protocol)
     LEFT JOIN drop_reasons dr ON dr.code = CAST(d.reason AS INTEGER);
 
 -- drops_between(since, until): drops_by_workload over a time window (NULL: open).
--- source/destination: namespace/pod when the address is an endpoint's, else the identity's
--- labels (reserved:world, ...), else the address (identity 0: unknown).
+-- source/destination: namespace/pod when the address is an endpoint's, else (destination) the
+-- service whose virtual IP:port it is, as "namespace/name (VIP:port)", else the identity's labels
+-- (reserved:world, ...), else the address (identity 0: unknown).
 CREATE MACRO drops_between(since, until) AS TABLE
     SELECT recording, node,
            coalesce(src_namespace || '/' || src_pod, CASE WHEN src_identity <> 0 THEN src_labels END, src_ip) AS source,
            src_namespace, src_pod, src_identity, src_labels,
-           coalesce(dst_namespace || '/' || dst_pod, CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
-           dst_namespace, dst_pod, dst_identity, dst_labels,
+           coalesce(dst_namespace || '/' || dst_pod, dst_service || ' (' || fx_addr(dst_ip, dst_port) || ')',
+                    CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
+           dst_namespace, dst_pod, dst_service, dst_identity, dst_labels,
            dst_port, protocol, reason, reason_name,
            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
     FROM drops_resolved
@@ -132,42 +134,12 @@ CREATE VIEW nat_mappings AS
         AND r.xlated_ip = f.xlated_ip AND r.xlated_port = f.xlated_port AND r.dst_ip = f.dst_ip AND r.dst_port = f.dst_port
     LEFT JOIN endpoint_addrs c ON c.recording = f.recording AND c.addr = f.client_ip
     LEFT JOIN endpoint_addrs b ON b.recording = f.recording AND b.addr = f.xlated_ip AND f.mapping = 'service'
-    LEFT JOIN service_ports sp ON sp.recording = f.recording AND f.mapping = 'service' AND sp.cluster_ip = f.orig_ip AND sp.port = f.orig_port AND sp.protocol = lower(f.protocol)
+    LEFT JOIN service_ports sp ON sp.recording = f.recording AND f.mapping = 'service' AND sp.frontend_ip = f.orig_ip AND sp.port = f.orig_port AND sp.protocol = lower(f.protocol)
     ORDER BY f.first_seen;
 
 -- processes: one row per process image (exec_id): the exec seen by the probe wins over one found in /proc.
 CREATE VIEW processes AS
     SELECT * FROM exec QUALIFY row_number() OVER (PARTITION BY recording, exec_id ORDER BY procfs, time) = 1;
-
--- connects_resolved: every connect with its process (exec by exec_id: binary, arguments) and
--- its end (exit by exec_id: code or signal); *_missing says why a link is absent.
-CREATE VIEW connects_resolved AS
-    -- inside or outside the cluster is decided once per destination address, not per connect
-    WITH destinations AS (
-        SELECT recording, dst_ip, NOT fx_in_cluster(dst_ip, rec := recording) AS external
-        FROM (SELECT DISTINCT recording, dst_ip FROM connect))
-    SELECT c.recording, c.node, c.time, c.namespace, c.pod, c.pid, c.exec_id,
-           coalesce(e."binary", c."binary", x."binary") AS "binary", e.arguments, c.comm, c.connect_kind, c.protocol,
-           c.src_ip, c.src_port, c.dst_ip, c.dst_port, fx_addr(c.dst_ip, c.dst_port) AS destination,
-           d.external,
-           e.time AS exec_time, x.time AS exit_time, x.exit_code, x.signal,
-           c.netns_ino, e.netns_ino AS exec_netns_ino, c.ktime_ns,
-           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
-                WHEN e.exec_id IS NULL THEN 'no exec event for this exec_id (started before the recording?)' END AS exec_missing,
-           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
-                WHEN x.exec_id IS NULL THEN 'no exit event (still running when the recording stopped?)' END AS exit_missing
-    FROM connect c
-    LEFT JOIN destinations d ON d.recording = c.recording AND d.dst_ip IS NOT DISTINCT FROM c.dst_ip
-    LEFT JOIN processes e ON e.recording = c.recording AND e.exec_id = c.exec_id
-    LEFT JOIN exit x ON x.recording = c.recording AND x.exec_id = c.exec_id;
-
--- external_connects: connects leaving the cluster (destination outside cluster_cidrs) by
--- process: pod, binary, arguments, destination, when, and the process's exit code or signal.
-CREATE VIEW external_connects AS
-    SELECT recording, node, time, namespace, pod, pid, "binary", arguments, connect_kind, protocol,
-           fx_addr(src_ip, src_port) AS source, destination, exit_code, signal, exit_time, exec_time,
-           exec_missing, exit_missing, exec_id, src_ip, src_port, dst_ip, dst_port
-    FROM connects_resolved WHERE external ORDER BY time;
 
 -- fx_tuple_key(proto, ip1, port1, ip2, port2): a direction-free key of a 5-tuple.
 CREATE MACRO fx_tuple_key(proto, ip1, port1, ip2, port2) AS
@@ -184,6 +156,58 @@ CREATE VIEW flow_aliases AS
                     ELSE fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port) END AS flow_key
         FROM nat)
     WHERE alias_key <> flow_key GROUP BY ALL;
+
+-- connect_replies: UDP sends that answer a peer, which are not connects: an earlier connect of
+-- the same flow (its 5-tuple, through NAT: flow_aliases) came from the other side, so the peer
+-- spoke first (a server answering a client, e.g. a DNS server's answer). Matched also without
+-- NAT records: the earlier connect went to this send's source address and port, from its
+-- destination port (a client socket that was not bound to an address).
+CREATE VIEW connect_replies AS
+    WITH c AS (
+        SELECT c.recording, c.node, c.ktime_ns, c.src_ip, c.src_port, c.dst_ip, c.dst_port,
+               coalesce(a.flow_key, fx_tuple_key(c.protocol, c.src_ip, c.src_port, c.dst_ip, c.dst_port)) AS flow_key
+        FROM connect c
+        LEFT JOIN flow_aliases a ON a.recording = c.recording AND a.node = c.node
+            AND a.alias_key = fx_tuple_key(c.protocol, c.src_ip, c.src_port, c.dst_ip, c.dst_port)
+        WHERE lower(c.protocol) = 'udp')
+    SELECT DISTINCT r.recording, r.node, r.ktime_ns, r.src_ip, r.src_port, r.dst_ip, r.dst_port
+    FROM c r JOIN c i ON i.recording = r.recording AND i.node = r.node AND i.ktime_ns < r.ktime_ns
+        AND ((i.flow_key = r.flow_key AND NOT (i.src_ip IS NOT DISTINCT FROM r.src_ip AND i.src_port = r.src_port))
+             OR (i.dst_ip = r.src_ip AND i.dst_port = r.src_port AND i.src_port = r.dst_port));
+
+-- connects_resolved: every connect with its process (exec by exec_id: binary, arguments) and
+-- its end (exit by exec_id: code or signal); *_missing says why a link is absent; reply: a UDP
+-- send answering a peer that spoke first (connect_replies), not a connect.
+CREATE VIEW connects_resolved AS
+    -- inside or outside the cluster is decided once per destination address, not per connect
+    WITH destinations AS (
+        SELECT recording, dst_ip, NOT fx_in_cluster(dst_ip, rec := recording) AS external
+        FROM (SELECT DISTINCT recording, dst_ip FROM connect))
+    SELECT c.recording, c.node, c.time, c.namespace, c.pod, c.pid, c.exec_id,
+           coalesce(e."binary", c."binary", x."binary") AS "binary", e.arguments, c.comm, c.connect_kind, c.protocol,
+           c.src_ip, c.src_port, c.dst_ip, c.dst_port, fx_addr(c.dst_ip, c.dst_port) AS destination,
+           d.external, rp.recording IS NOT NULL AS reply,
+           e.time AS exec_time, x.time AS exit_time, x.exit_code, x.signal,
+           c.netns_ino, e.netns_ino AS exec_netns_ino, c.ktime_ns,
+           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
+                WHEN e.exec_id IS NULL THEN 'no exec event for this exec_id (started before the recording?)' END AS exec_missing,
+           CASE WHEN c.exec_id IS NULL THEN 'the connect carries no exec_id'
+                WHEN x.exec_id IS NULL THEN 'no exit event (still running when the recording stopped?)' END AS exit_missing
+    FROM connect c
+    LEFT JOIN destinations d ON d.recording = c.recording AND d.dst_ip IS NOT DISTINCT FROM c.dst_ip
+    LEFT JOIN connect_replies rp ON rp.recording = c.recording AND rp.node = c.node AND rp.ktime_ns = c.ktime_ns
+        AND rp.src_ip IS NOT DISTINCT FROM c.src_ip AND rp.src_port = c.src_port AND rp.dst_ip = c.dst_ip AND rp.dst_port = c.dst_port
+    LEFT JOIN processes e ON e.recording = c.recording AND e.exec_id = c.exec_id
+    LEFT JOIN exit x ON x.recording = c.recording AND x.exec_id = c.exec_id;
+
+-- external_connects: connects leaving the cluster (destination outside cluster_cidrs) by
+-- process: pod, binary, arguments, destination, when, and the process's exit code or signal.
+-- A reply (a server answering over UDP) is not a connect and is not listed.
+CREATE VIEW external_connects AS
+    SELECT recording, node, time, namespace, pod, pid, "binary", arguments, connect_kind, protocol,
+           fx_addr(src_ip, src_port) AS source, destination, exit_code, signal, exit_time, exec_time,
+           exec_missing, exit_missing, exec_id, src_ip, src_port, dst_ip, dst_port
+    FROM connects_resolved WHERE external AND NOT reply ORDER BY time;
 
 -- flow_observations: every event about a 5-tuple in one shape, keyed by the flow's client-side tuple.
 CREATE VIEW flow_observations AS
@@ -316,11 +340,11 @@ CREATE VIEW flow_story AS
            x.exit_code, x.signal, x.time AS exit_time,
            b.first_seen, b.last_seen,
            -- not a link: processes alive in the client's network namespace (or pod) when the flow began
-           CASE WHEN b.exec_id IS NULL AND (ca.netns_ino IS NOT NULL OR ca.pod IS NOT NULL) THEN (
+           CASE WHEN b.exec_id IS NULL AND ca.pod IS NOT NULL THEN (
                SELECT string_agg(DISTINCT coalesce(pp."binary", pp.comm) || ' (pid ' || pp.pid || ')', ', ')
                FROM processes pp LEFT JOIN exit xx ON xx.recording = pp.recording AND xx.exec_id = pp.exec_id
                WHERE pp.recording = b.recording AND pp.node = b.node
-                 AND ((ca.netns_ino IS NOT NULL AND pp.netns_ino = ca.netns_ino) OR (ca.netns_ino IS NULL AND pp.pod = ca.pod AND pp.namespace = ca.namespace))
+                 AND pp.pod = ca.pod AND pp.namespace = ca.namespace
                  AND pp.time <= b.first_seen AND (xx.time IS NULL OR xx.time >= b.first_seen)) END AS process_candidates,
            list_filter([
                CASE WHEN b.connects IS NULL THEN 'connect: none recorded (in-cluster destinations are filtered in the kernel), so no process is linked' END,
@@ -340,5 +364,5 @@ CREATE VIEW flow_story AS
     LEFT JOIN exit x ON x.recording = b.recording AND x.exec_id = b.exec_id
     LEFT JOIN endpoint_addrs ca ON ca.recording = b.recording AND ca.addr = b.client_ip
     LEFT JOIN endpoint_addrs sa ON sa.recording = b.recording AND sa.addr = b.server_ip
-    LEFT JOIN service_ports sp ON sp.recording = b.recording AND sp.cluster_ip = b.server_ip AND sp.port = b.server_port AND sp.protocol = lower(b.protocol)
+    LEFT JOIN service_ports sp ON sp.recording = b.recording AND sp.frontend_ip = b.server_ip AND sp.port = b.server_port AND sp.protocol = lower(b.protocol)
     ORDER BY b.first_seen;

@@ -266,6 +266,75 @@ public sealed class TableBatch
         return c;
     }
 
+    /// <summary>
+    /// A batch with the columns of a table's schema (schemas/TABLE.vN.json), in its order: for sources whose
+    /// rows are not our ABI records (netlink, gRPC, imports, tests), filled with <see cref="Set"/> or through
+    /// the typed columns (<see cref="Column(string)"/>).
+    /// </summary>
+    public static TableBatch ForSchema(Format.TableSchema schema, int capacity)
+    {
+        ArgumentNullException.ThrowIfNull(schema);
+        var b = new TableBatch(schema.Table, capacity);
+        foreach (var c in schema.Columns)
+        {
+            _ = c.Type switch
+            {
+                "timestamp[ns,UTC]" when !c.Nullable => b.Timestamp(c.Name),
+                "uint8" when !c.Nullable => b.U8(c.Name),
+                "uint16" when !c.Nullable => b.U16(c.Name),
+                "uint32" when !c.Nullable => b.U32(c.Name),
+                "uint64" => b.U64(c.Name, c.Nullable),
+                "int32" => b.I32(c.Name, c.Nullable),
+                "int64" when !c.Nullable => b.I64(c.Name),
+                "bool" => b.Bool(c.Name, c.Nullable),
+                "utf8" => b.Str(c.Name, c.Nullable),
+                "binary" => (Column)b.Bin(c.Name, c.Nullable),
+                _ => throw new NotSupportedException($"{schema.Table}.{c.Name}: no batch column for {(c.Nullable ? "nullable " : "")}{c.Type}"),
+            };
+        }
+        return b;
+    }
+
+    /// <summary>The column of this name.</summary>
+    public Column Column(string name) =>
+        columns.Find(c => c.Name == name) ?? throw new KeyNotFoundException($"{Table} has no column {name}");
+
+    /// <summary>
+    /// Sets one value by column name, converting numbers to the column's type (null: a null in a nullable
+    /// column; times as DateTimeOffset, DateTime or ns since the epoch). The slow path, per value: sources
+    /// at kernel rates fill the typed columns instead.
+    /// </summary>
+    public void Set(int row, string column, object? value)
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        switch (Column(column))
+        {
+            case Column<long> t when t.Type == ColumnType.TimestampNsUtc:
+                t.Set(row, value switch
+                {
+                    DateTimeOffset d => (d.UtcTicks - DateTime.UnixEpoch.Ticks) * 100,
+                    DateTime d => (d.ToUniversalTime().Ticks - DateTime.UnixEpoch.Ticks) * 100,
+                    _ => Convert.ToInt64(value, inv),
+                });
+                break;
+            case Column<byte> c: c.Set(row, Convert.ToByte(value, inv)); break;
+            case Column<ushort> c: c.Set(row, Convert.ToUInt16(value, inv)); break;
+            case Column<uint> c: c.Set(row, Convert.ToUInt32(value, inv)); break;
+            case Column<ulong> c when value is null && c.Nullable: c.SetNull(row); break;
+            case Column<ulong> c: c.Set(row, Convert.ToUInt64(value, inv)); break;
+            case Column<int> c when value is null && c.Nullable: c.SetNull(row); break;
+            case Column<int> c: c.Set(row, Convert.ToInt32(value, inv)); break;
+            case Column<long> c: c.Set(row, Convert.ToInt64(value, inv)); break;
+            case BoolColumn c when value is null && c.Nullable: c.SetNull(row); break;
+            case BoolColumn c: c.Set(row, Convert.ToBoolean(value, inv)); break;
+            case StringColumn c when value is null && !c.Nullable: throw new ArgumentNullException(nameof(value), $"{Table}.{column} is not nullable");
+            case StringColumn c: c.Values[row] = value is null ? null : Convert.ToString(value, inv); break;
+            case BinaryColumn c when value is null: c.Values[row] = c.Nullable ? null : throw new ArgumentNullException(nameof(value), $"{Table}.{column} is not nullable"); break;
+            case BinaryColumn c: c.Set(row, (byte[])value); break;
+            default: throw new InvalidOperationException($"{Table}.{column}: no setter");
+        }
+    }
+
     /// <summary>Starts a row; returns its index.</summary>
     public int NextRow()
     {

@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Security.Cryptography;
+using Forensics.Format;
 using Parquet;
 
 namespace Forensics.Recorder.Storage;
@@ -39,9 +41,13 @@ public static class Recovery
                 if (!file.EndsWith(".parquet", StringComparison.Ordinal) || listed.Contains(rel))
                     continue;
                 long rows;
+                int version;
                 try
                 {
                     await using var reader = await ParquetReader.CreateAsync(file);
+                    // the version the segment says it was written in (its key/value metadata)
+                    version = reader.CustomMetadata.TryGetValue("forensics.schema_version", out var v)
+                        && int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : SchemaCatalog.VersionOf(table);
                     rows = 0;
                     for (int g = 0; g < reader.RowGroupCount; g++)
                     {
@@ -54,7 +60,7 @@ public static class Recovery
                     continue; // not a complete Parquet file: not part of the recording
                 }
                 var bytes = await File.ReadAllBytesAsync(file);
-                manifest.AddFile(table, 1, new ManifestFile
+                manifest.AddFile(table, version, new ManifestFile
                 {
                     Path = rel,
                     Rows = rows,
@@ -71,10 +77,10 @@ public static class Recovery
         {
             manifest.Recovered = true;
             manifest.StopReason = "recovered";
-            manifest.EndedAt ??= lastWrite ?? File.GetLastWriteTimeUtc(Path.Combine(dir, Manifest.FileName));
+            manifest.EndedAt ??= new DateTimeOffset(lastWrite ?? File.GetLastWriteTimeUtc(Path.Combine(dir, Manifest.FileName)), TimeSpan.Zero);
             manifest.UnsealedSegments = unsealed;
             manifest.UnsealedBytes = unsealedBytes;
-            manifest.Write(dir);
+            ManifestStore.Write(manifest, dir);
         }
         return new RecoveryResult(added, rowsAdded, unsealed, unsealedBytes, complete && added == 0);
     }

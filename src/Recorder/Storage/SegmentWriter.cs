@@ -1,7 +1,7 @@
 using System.IO.Compression;
 using System.Security.Cryptography;
 using Forensics.Datapath;
-using Forensics.Query.Schema;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
 using Parquet;
 using Parquet.Schema;
@@ -35,7 +35,7 @@ public sealed class SegmentWriter : IAsyncDisposable
     private long openedAt;
 
     public SegmentWriter(string recordingDir, string node, TableBatch template, string recordingId,
-        Action<ManifestFile> onSealed, TimeSpan sealInterval, long sealBytes = 64 << 20, Func<int>? nextSegment = null)
+        Action<ManifestFile> onSealed, TimeSpan sealInterval, long sealBytes = 64 << 20, Func<int>? nextSegment = null, bool compress = true)
     {
         ArgumentNullException.ThrowIfNull(template);
         this.recordingDir = recordingDir;
@@ -49,7 +49,8 @@ public sealed class SegmentWriter : IAsyncDisposable
         fields = template.Columns.Select(ToField).ToArray();
         schema = new ParquetSchema(fields);
         scratch = new object?[fields.Length];
-        options = new ParquetOptions { CompressionMethod = CompressionMethod.Zstd, CompressionLevel = CompressionLevel.Fastest };
+        // (uncompressed only for tests that look for a value in a file's bytes)
+        options = new ParquetOptions { CompressionMethod = compress ? CompressionMethod.Zstd : CompressionMethod.None, CompressionLevel = CompressionLevel.Fastest };
         foreach (var (c, f) in template.Columns.Zip(fields))
         {
             // Strings repeat (addresses, names, reasons): dictionary. 64-bit integers are mostly kernel times,
@@ -60,7 +61,7 @@ public sealed class SegmentWriter : IAsyncDisposable
             else if (c.Type is ColumnType.UInt64 or ColumnType.Int64)
                 options.ColumnEncodingHints[f.Path.ToString()] = EncodingHint.DeltaBinaryPacked;
         }
-        var version = VersionOf(Table);
+        var version = SchemaCatalog.VersionOf(Table);
         SchemaVersion = version;
         metadata = new Dictionary<string, string>
         {
@@ -75,9 +76,6 @@ public sealed class SegmentWriter : IAsyncDisposable
 
     public string Table { get; }
     public int SchemaVersion { get; }
-
-    /// <summary>The schema version a table's segments are written in (0 for a table without a schema file).</summary>
-    public static int VersionOf(string table) => SchemaCatalog.Schemas.Any(s => s.Table == table) ? SchemaCatalog.CurrentVersion(table) : 0;
 
     /// <summary>Bytes of sealed segments so far.</summary>
     public long BytesSealed { get; private set; }

@@ -15,8 +15,8 @@ public sealed class EventContext
     private readonly Dictionary<(ulong, ulong), string> v6 = [];
     private readonly object binariesLock = new();
     private int registered;
-    private Dictionary<ulong, string> binaries = [];
-    private Dictionary<ulong, string> olderBinaries = [];
+    private Dictionary<ulong, (string Binary, uint Netns)> binaries = [];
+    private Dictionary<ulong, (string Binary, uint Netns)> olderBinaries = [];
 
     public EventContext(long monotonicToUtcOffsetNs) => MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
 
@@ -37,7 +37,7 @@ public sealed class EventContext
     /// <summary>Texts of exec events (binary, arguments, cwd, comm), cached by their bytes.</summary>
     public TextCache Texts { get; } = new();
 
-    /// <summary>Network namespace -> workload (lab pods, named namespaces).</summary>
+    /// <summary>Network namespace -> pod (the lab's pods).</summary>
     public Attribution Attribution { get; init; } = new();
 
     public Workload? Owner(uint inode) => inode == 0 ? null : Attribution.Lookup(inode);
@@ -50,17 +50,18 @@ public sealed class EventContext
     /// </summary>
     public int BinaryGeneration { get; init; } = 1 << 16;
 
-    public void RegisterBinary(ulong execId, string binary)
+    /// <summary>Remembers a process image's binary and the network namespace it was executed in.</summary>
+    public void RegisterBinary(ulong execId, string binary, uint netnsIno = 0)
     {
         lock (binariesLock)
         {
             if (++registered > BinaryGeneration)
             {
                 olderBinaries = binaries;
-                binaries = new Dictionary<ulong, string>();
+                binaries = new Dictionary<ulong, (string Binary, uint Netns)>();
                 registered = 1;
             }
-            binaries[execId] = binary;
+            binaries[execId] = (binary, netnsIno);
         }
     }
 
@@ -69,7 +70,20 @@ public sealed class EventContext
         if (execId == 0)
             return null;
         lock (binariesLock)
-            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b : null;
+            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b.Binary : null;
+    }
+
+    /// <summary>
+    /// The network namespace the image was executed in, when its exec was seen: a process belongs to the
+    /// pod it was started in. A command that only entered a pod's namespace (`ip -n POD-NETNS ...`, setns)
+    /// is not one of the pod's processes.
+    /// </summary>
+    public uint? ExecNetns(ulong execId)
+    {
+        if (execId == 0)
+            return null;
+        lock (binariesLock)
+            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b.Netns : null;
     }
 
     /// <summary>Process images whose binary is known (both generations).</summary>
@@ -108,110 +122,4 @@ public sealed class EventContext
         }
         return s;
     }
-}
-
-/// <summary>Fixed names, shared string instances (no allocation per event).</summary>
-public static class Names
-{
-    private static readonly string[] Protocols = Enumerable.Range(0, 256).Select(p => p switch
-    {
-        1 => "icmp",
-        6 => "tcp",
-        17 => "udp",
-        58 => "icmpv6",
-        132 => "sctp",
-        _ => p.ToString(System.Globalization.CultureInfo.InvariantCulture),
-    }).ToArray();
-
-    private static readonly string[] Flags = Enumerable.Range(0, 256).Select(FormatFlags).ToArray();
-
-    public static string Protocol(byte p) => Protocols[p];
-
-    /// <summary>TCP flags as cilium monitor prints them ("SYN", "SYN, ACK").</summary>
-    public static string TcpFlags(byte proto, byte flags) => proto == 6 ? Flags[flags] : "";
-
-    private static string FormatFlags(int f)
-    {
-        var parts = new List<string>();
-        if ((f & 0x02) != 0) parts.Add("SYN");
-        if ((f & 0x10) != 0) parts.Add("ACK");
-        if ((f & 0x01) != 0) parts.Add("FIN");
-        if ((f & 0x04) != 0) parts.Add("RST");
-        if ((f & 0x08) != 0) parts.Add("PSH");
-        if ((f & 0x20) != 0) parts.Add("URG");
-        if ((f & 0x40) != 0) parts.Add("ECE");
-        if ((f & 0x80) != 0) parts.Add("CWR");
-        return string.Join(", ", parts);
-    }
-
-    public static string ObsPoint(ObsPoint o) => o switch
-    {
-        Datapath.Abi.ObsPoint.FromEndpoint => "from-endpoint",
-        Datapath.Abi.ObsPoint.ToEndpoint => "to-endpoint",
-        Datapath.Abi.ObsPoint.FromNetwork => "from-network",
-        Datapath.Abi.ObsPoint.ToNetwork => "to-network",
-        _ => "test",
-    };
-
-    public static string Direction(Dir d) => d == Dir.Ingress ? "ingress" : "egress";
-
-    public static string CtState(CtState s) => s switch
-    {
-        Datapath.Abi.CtState.New => "new",
-        Datapath.Abi.CtState.Established => "established",
-        Datapath.Abi.CtState.Reply => "reply",
-        Datapath.Abi.CtState.Related => "related",
-        _ => "none",
-    };
-
-    public static string Action(VerdictAction a) => a switch
-    {
-        VerdictAction.Allow => "allow",
-        VerdictAction.Audit => "audit",
-        _ => "deny",
-    };
-
-    public static string Match(PolicyMatch m) => m switch
-    {
-        PolicyMatch.L3Only => "L3-Only",
-        PolicyMatch.L3L4 => "L3-L4",
-        PolicyMatch.L4Only => "L4-Only",
-        PolicyMatch.All => "all",
-        _ => "none",
-    };
-
-    public static string Nat(NatKind k) => k switch
-    {
-        NatKind.Dnat => "dnat",
-        NatKind.RevDnat => "rev-dnat",
-        NatKind.Snat => "snat",
-        _ => "rev-snat",
-    };
-
-    public static string Connect(ConnectKind k) => k switch
-    {
-        ConnectKind.Tcp => "tcp",
-        ConnectKind.Udp => "udp",
-        _ => "udp-send",
-    };
-
-    public static string SourceFile(SrcFile f) => f switch
-    {
-        SrcFile.Datapath => "datapath.bpf.c",
-        SrcFile.Policy => "lib/policy.h",
-        SrcFile.Conntrack => "lib/conntrack.h",
-        SrcFile.Lb => "lib/lb.h",
-        SrcFile.Nat => "lib/nat.h",
-        SrcFile.Parse => "lib/parse.h",
-        _ => "unknown",
-    };
-
-    private static readonly string[] Signals =
-    [
-        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
-        "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP",
-        "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
-    ];
-
-    public static string Signal(int sig) => sig > 0 && sig < Signals.Length ? Signals[sig] : "SIG" + sig.ToString(System.Globalization.CultureInfo.InvariantCulture);
 }

@@ -1,5 +1,5 @@
 using Forensics.Datapath.Abi;
-using Forensics.Query;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
 
 namespace Forensics.Recorder.Tables;
@@ -13,6 +13,8 @@ namespace Forensics.Recorder.Tables;
 public abstract class Rows
 {
     protected Rows(string table, int capacity) => Batch = new TableBatch(table, capacity);
+
+    protected Rows(TableBatch batch) => Batch = batch;
 
     public TableBatch Batch { get; }
 
@@ -34,7 +36,27 @@ public abstract class Rows
         _ => null,
     };
 
-    public static string TableOf(EventKind kind) => kind.ToString().ToLowerInvariant();
+    public static string TableOf(EventKind kind) => Format.Tables.Events[(int)kind - 1];
+
+    private static readonly Dictionary<string, EventKind> Kinds =
+        Enumerable.Range(1, (int)EventKind.Max - 1).ToDictionary(k => Format.Tables.Events[k - 1], k => (EventKind)k, StringComparer.Ordinal);
+
+    /// <summary>The event kind whose table this is; None for other tables.</summary>
+    public static EventKind KindOf(string table) => Kinds.GetValueOrDefault(table);
+}
+
+/// <summary>
+/// A batch with the columns of a table's schema, for rows that are not our ABI records (a source that is
+/// not the kernel fills it through <see cref="RowSink.Batch"/>).
+/// </summary>
+public sealed class SchemaRows : Rows
+{
+    public SchemaRows(string table, int capacity) : base(TableBatch.ForSchema(SchemaCatalog.Current(table), capacity))
+    {
+    }
+
+    public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
+        throw new NotSupportedException($"{Batch.Table}: rows of this batch are set by column, not decoded from ABI records");
 }
 
 /// <summary>time, ktime_ns, cpu.</summary>
@@ -118,8 +140,8 @@ internal readonly struct MetaCols
         ifindex.Values[i] = m.Ifindex;
         flow.Values[i] = m.FlowId;
         len.Values[i] = m.PktLen;
-        obs.Values[i] = Names.ObsPoint(m.ObsPoint);
-        dir.Values[i] = Names.Direction(m.Direction);
+        obs.Values[i] = Names.ObsPoint((byte)m.ObsPoint);
+        dir.Values[i] = Names.Direction((byte)m.Direction);
     }
 }
 
@@ -141,11 +163,12 @@ internal readonly struct ProcAttrCols
         b.Str("container", nullable: true);
     }
 
-    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx)
+    /// <param name="podNetnsIno">the namespace that decides the pod, when not the event's own (an exit: where its image was executed)</param>
+    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
     {
         netns.Values[i] = netnsIno;
         cgroup.Values[i] = cgroupId;
-        var owner = ctx.Owner(netnsIno);
+        var owner = ctx.Owner(podNetnsIno ?? netnsIno);
         ns.Values[i] = owner?.Namespace;
         pod.Values[i] = owner?.Name;
     }
@@ -232,9 +255,9 @@ internal sealed class DropRows : Rows
         meta.Set(i, ev.Meta);
         reason.Values[i] = ev.Reason;
         reasonName.Values[i] = ReasonNames.Get(ev.Reason);
-        file.Values[i] = Names.SourceFile(ev.File);
+        file.Values[i] = Names.SourceFile((byte)ev.File);
         line.Values[i] = ev.Line;
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
         src.SetDatapath(i);
     }
 }
@@ -278,8 +301,8 @@ internal sealed class PolicyRows : Rows
         tuple.Set(i, ev.Tuple, ctx);
         meta.Set(i, ev.Meta);
         remote.Values[i] = ev.RemoteIdentity;
-        action.Values[i] = Names.Action(ev.Action);
-        match.Values[i] = Names.Match(ev.Match);
+        action.Values[i] = Names.Action((byte)ev.Action);
+        match.Values[i] = Names.Match((byte)ev.Match);
         src.SetDatapath(i);
     }
 }
@@ -320,7 +343,7 @@ internal sealed class NatRows : Rows
         var ev = EventReader.Read<NatEvent>(record);
         int i = Batch.NextRow();
         hdr.Set(i, ev.Hdr, ctx);
-        kind.Values[i] = Names.Nat(ev.NatKind);
+        kind.Values[i] = Names.Nat((byte)ev.NatKind);
         version.Values[i] = ev.Orig.Family == 10 ? (byte)6 : (byte)4;
         proto.Values[i] = Names.Protocol(ev.Orig.Proto);
         osrc.Values[i] = ctx.Ip(ev.Orig.Saddr, ev.Orig.Family);
@@ -363,7 +386,7 @@ internal sealed class TraceRows : Rows
         hdr.Set(i, ev.Hdr, ctx);
         tuple.Set(i, ev.Tuple, ctx);
         meta.Set(i, ev.Meta);
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
         ReadOnlySpan<byte> orig = ev.OrigAddr;
         origIp.Values[i] = orig.IndexOfAnyExcept((byte)0) < 0 ? null : ctx.Ip(ev.OrigAddr, ev.Tuple.Family);
         src.SetDatapath(i);
@@ -400,7 +423,7 @@ internal sealed class CaptureRows : Rows
         int n = Math.Min((int)ev.CapLen, Limits.CaptureMax);
         capLen.Values[i] = (ushort)n;
         dropReason.Values[i] = ev.DropReason;
-        ct.Values[i] = Names.CtState(ev.CtState);
+        ct.Values[i] = Names.CtState((byte)ev.CtState);
         data.Set(i, ((ReadOnlySpan<byte>)ev.Data)[..n]);
     }
 }
@@ -458,7 +481,7 @@ internal sealed class ExecRows : Rows
         processStart.Values[i] = (long)ev.StartTime + ctx.BoottimeToUtcOffsetNs;
         var bin = ctx.Texts.Get(EventReader.Head(ev.Filename, ev.FilenameLen), 1, Text);
         binary.Values[i] = bin;
-        ctx.RegisterBinary(ev.ExecId, bin);
+        ctx.RegisterBinary(ev.ExecId, bin, ev.NetnsIno);
         arguments.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Args, ev.ArgsLen), 2, a => JoinArguments(EventReader.Argv(a)));
         truncated.Values[i] = (ev.Flags & ExecFlags.ArgsTruncated) != 0;
         cwd.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Cwd, ev.CwdLen), 3, Text);
@@ -526,7 +549,7 @@ internal sealed class ExitRows : Rows
         }
         status.Values[i] = ev.ExitCode;
         comm.Values[i] = EventReader.CString(ev.Comm);
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
         src.SetProbes(i);
     }
 }
@@ -574,7 +597,7 @@ internal sealed class ConnectRows : Rows
             execId.SetNull(i);
         binary.Values[i] = ctx.Binary(ev.ExecId);
         comm.Values[i] = EventReader.CString(ev.Comm);
-        kind.Values[i] = Names.Connect(ev.ConnectKind);
+        kind.Values[i] = Names.Connect((byte)ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
         attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
         src.SetProbes(i);

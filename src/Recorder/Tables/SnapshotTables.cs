@@ -1,6 +1,7 @@
 using System.Net;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Control;
+using Forensics.Format;
 using Forensics.Recorder.Batches;
 
 namespace Forensics.Recorder.Tables;
@@ -12,9 +13,6 @@ namespace Forensics.Recorder.Tables;
 /// </summary>
 public static class SnapshotTables
 {
-    public static IReadOnlyList<string> Names { get; } =
-        ["endpoints", "identities", "ipcache", "policies", "policy_entries", "services", "conntrack", "nat_entries"];
-
     public static List<TableBatch> From(DatapathSnapshot s, string phase)
     {
         ArgumentNullException.ThrowIfNull(s);
@@ -83,8 +81,8 @@ public static class SnapshotTables
             foreach (var e in s.PolicyEntries)
             {
                 int i = Row(b, t, p);
-                ep.Values[i] = e.EndpointId; endpoint.Values[i] = e.Endpoint; dir.Values[i] = Tables.Names.Direction(e.Direction);
-                identity.Values[i] = e.Identity; proto.Values[i] = e.Protocol == 0 ? "any" : Tables.Names.Protocol(e.Protocol); port.Values[i] = e.Port;
+                ep.Values[i] = e.EndpointId; endpoint.Values[i] = e.Endpoint; dir.Values[i] = Names.Direction((byte)e.Direction);
+                identity.Values[i] = e.Identity; proto.Values[i] = e.Protocol == 0 ? "any" : Names.Protocol(e.Protocol); port.Values[i] = e.Port;
                 allow.Values[i] = e.Allow; deny.Values[i] = e.Deny; policies.Values[i] = string.Join(',', e.Policies); hits.Values[i] = e.Hits;
             }
         }
@@ -116,8 +114,8 @@ public static class SnapshotTables
             {
                 int i = Row(b, t, p);
                 src.Values[i] = e.Source.ToString(); sport.Values[i] = (ushort)e.SourcePort; dst.Values[i] = e.Destination.ToString(); dport.Values[i] = (ushort)e.DestinationPort;
-                proto.Values[i] = Tables.Names.Protocol(e.Protocol); dir.Values[i] = Tables.Names.Direction(e.Direction); ep.Values[i] = e.EndpointId; remote.Values[i] = e.RemoteIdentity;
-                match.Values[i] = Tables.Names.Match(e.Match); flags.Values[i] = FlagText(e.Flags);
+                proto.Values[i] = Names.Protocol(e.Protocol); dir.Values[i] = Names.Direction((byte)e.Direction); ep.Values[i] = e.EndpointId; remote.Values[i] = e.RemoteIdentity;
+                match.Values[i] = Names.Match((byte)e.Match); flags.Values[i] = FlagText(e.Flags);
                 pkts.Values[i] = e.Packets; bytes.Values[i] = e.Bytes; created.Values[i] = e.CreatedNs; last.Values[i] = e.LastNs; svc.Values[i] = e.ServiceId;
                 sip.Values[i] = e.ServiceAddress?.ToString();
                 if (e.ServiceAddress is null) sport2.SetNull(i); else sport2.Set(i, e.ServicePort);
@@ -131,7 +129,7 @@ public static class SnapshotTables
             {
                 int i = Row(b, t, p);
                 kind.Values[i] = e.Kind; src.Values[i] = e.Source.ToString(); sport.Values[i] = (ushort)e.SourcePort; dst.Values[i] = e.Destination.ToString();
-                dport.Values[i] = (ushort)e.DestinationPort; proto.Values[i] = Tables.Names.Protocol(e.Protocol); to.Values[i] = e.ToAddress.ToString();
+                dport.Values[i] = (ushort)e.DestinationPort; proto.Values[i] = Names.Protocol(e.Protocol); to.Values[i] = e.ToAddress.ToString();
                 toPort.Values[i] = (ushort)e.ToPort; svc.Values[i] = e.ServiceId; created.Values[i] = e.CreatedNs;
             }
         }

@@ -1,109 +1,71 @@
-using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
-using System.Text.Json.Nodes;
-using DuckDB.NET.Data;
-using Forensics.Query.Schema;
+using Forensics.Format;
+using Forensics.Recorder.Batches;
+using Forensics.Recorder.Storage;
 
 namespace Forensics.Query.Tests.Bundles;
 
 /// <summary>
-/// Builds a recording on disk as the recorder lays it out (schemas/README.md): Parquet files
-/// written by DuckDB with the columns of schemas/TABLE.v1.json, and a manifest with their sizes
-/// and SHA-256. Uncompressed Parquet, so that a string in a row is visible in the file's bytes.
+/// Builds a recording on disk with the recorder's own writers (<see cref="TableBatch"/> with the columns
+/// of schemas/TABLE.vN.json, <see cref="SegmentWriter"/>, <see cref="ManifestStore"/>). Uncompressed
+/// Parquet, so that a string in a row is visible in the file's bytes.
 /// </summary>
 internal sealed class TestRecording : IDisposable
 {
     public const string Node = "node-a";
 
-    private readonly Dictionary<string, List<(string Path, int Rows)>> _files = new(StringComparer.Ordinal);
+    private readonly Manifest _manifest;
+    private readonly Dictionary<string, int> _segments = new(StringComparer.Ordinal);
 
     public TestRecording(string prefix = "fx-test-rec-")
     {
         Dir = Directory.CreateTempSubdirectory(prefix).FullName;
         RecordingId = Guid.NewGuid().ToString();
+        _manifest = new Manifest
+        {
+            RecordingId = RecordingId,
+            Node = Node,
+            Host = new ManifestHost { Hostname = Node, Kernel = "6.18.0" },
+            ToolVersion = "test",
+            StartedAt = new DateTimeOffset(2026, 11, 23, 10, 0, 0, TimeSpan.Zero),
+            EndedAt = new DateTimeOffset(2026, 11, 23, 10, 5, 0, TimeSpan.Zero),
+            StopReason = "duration",
+        };
     }
 
     public string Dir { get; }
 
     public string RecordingId { get; }
 
-    public JsonArray ExcludeCidrs { get; } = ["10.0.0.0/16"];
+    public List<string> ExcludeCidrs { get; } = ["10.0.0.0/16"];
 
     /// <summary>Writes one segment of <paramref name="table"/>: each row gives some columns, the rest get defaults.</summary>
     public TestRecording Segment(string table, params Dictionary<string, object?>[] rows)
     {
         var schema = SchemaCatalog.Current(table);
-        var list = _files.TryGetValue(table, out var l) ? l : _files[table] = [];
-        var rel = $"{table}/node={Node}/seg-{list.Count + 1:000000}.parquet";
-        var full = Path.Combine(Dir, rel);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var cols = schema.Columns;
-        var values = rows.Select(r => "(" + string.Join(", ", cols.Select(c => Literal(c.Type, r.TryGetValue(c.Name, out var v) ? v : Default(c.Type)))) + ")");
-        var sql = $"COPY (SELECT * FROM (VALUES {string.Join(", ", values)}) t({string.Join(", ", cols.Select(c => "\"" + c.Name + "\""))})) " +
-                  $"TO '{full}' (FORMAT parquet, COMPRESSION uncompressed, KV_METADATA {{'forensics.table': '{table}', 'forensics.schema_version': '{schema.Version}'}})";
-        using var conn = new DuckDBConnection("DataSource=:memory:");
-        conn.Open();
-        using var cmd = conn.CreateCommand();
-        cmd.CommandText = sql;
-        cmd.ExecuteNonQuery();
-        list.Add((rel, rows.Length));
-        return this;
-    }
-
-    /// <summary>Writes a segment of a table that has no schema file yet (snapshot tables) from a SELECT.</summary>
-    public TestRecording RawSegment(string table, string select, int rows)
-    {
-        var list = _files.TryGetValue(table, out var l) ? l : _files[table] = [];
-        var rel = $"{table}/node={Node}/seg-{list.Count + 1:000000}.parquet";
-        var full = Path.Combine(Dir, rel);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        using var conn = new DuckDBConnection("DataSource=:memory:");
-        conn.Open();
-        using var cmd = conn.CreateCommand();
-        cmd.CommandText = $"COPY ({select}) TO '{full}' (FORMAT parquet, COMPRESSION uncompressed)";
-        cmd.ExecuteNonQuery();
-        list.Add((rel, rows));
+        var batch = TableBatch.ForSchema(schema, Math.Max(1, rows.Length));
+        foreach (var r in rows)
+        {
+            if (r.Keys.FirstOrDefault(k => schema.Columns.All(c => c.Name != k)) is { } unknown)
+                throw new ArgumentException($"{table} has no column {unknown}");
+            var i = batch.NextRow();
+            foreach (var c in schema.Columns)
+                batch.Set(i, c.Name, r.TryGetValue(c.Name, out var v) ? v : c.Nullable ? null : Default(c.Type));
+        }
+        var n = _segments[table] = _segments.GetValueOrDefault(table) + 1;
+        var writer = new SegmentWriter(Dir, Node, batch, RecordingId, f => _manifest.AddFile(table, schema.Version, f),
+            TimeSpan.FromHours(1), nextSegment: () => n, compress: false);
+        writer.WriteAsync(batch).GetAwaiter().GetResult();
+        writer.SealAsync().GetAwaiter().GetResult();
+        writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
         return this;
     }
 
     /// <summary>Writes manifest.json listing every segment with its size and hash.</summary>
     public TestRecording Seal()
     {
-        var tables = new JsonObject();
-        foreach (var (table, files) in _files.OrderBy(f => f.Key, StringComparer.Ordinal))
-        {
-            var arr = new JsonArray();
-            foreach (var (rel, rows) in files)
-            {
-                var full = Path.Combine(Dir, rel);
-                arr.Add(new JsonObject
-                {
-                    ["path"] = rel,
-                    ["rows"] = rows,
-                    ["bytes"] = new FileInfo(full).Length,
-                    ["sha256"] = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(full))),
-                });
-            }
-            tables[table] = new JsonObject { ["schema_version"] = 1, ["rows"] = files.Sum(f => f.Rows), ["files"] = arr };
-        }
-        var m = new JsonObject
-        {
-            ["format"] = "forensics-recording",
-            ["manifest_version"] = 1,
-            ["recording_id"] = RecordingId,
-            ["node"] = Node,
-            ["host"] = new JsonObject { ["hostname"] = Node, ["kernel"] = "6.18.0" },
-            ["tool_version"] = "test",
-            ["started_at"] = "2026-11-23T10:00:00Z",
-            ["ended_at"] = "2026-11-23T10:05:00Z",
-            ["stop_reason"] = "duration",
-            ["config"] = new JsonObject { ["kinds"] = new JsonArray(_files.Keys.Select(k => (JsonNode)k).ToArray()), ["exclude_cidrs"] = ExcludeCidrs.DeepClone() },
-            ["tables"] = tables,
-            ["loss"] = new JsonObject(),
-            ["events_lost"] = 0,
-        };
-        File.WriteAllText(Path.Combine(Dir, "manifest.json"), m.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        _manifest.Config = new ManifestConfig { Kinds = [.. _segments.Keys], ExcludeCidrs = [.. ExcludeCidrs] };
+        ManifestStore.Write(_manifest, Dir);
         return this;
     }
 
@@ -133,35 +95,6 @@ internal sealed class TestRecording : IDisposable
         "timestamp[ns,UTC]" => new DateTime(2026, 11, 23, 10, 0, 1, DateTimeKind.Utc),
         _ => 0,
     };
-
-    private static string Literal(string type, object? v)
-    {
-        var sqlType = type switch
-        {
-            "timestamp[ns,UTC]" => "TIMESTAMP_NS",
-            "uint8" => "UTINYINT",
-            "uint16" => "USMALLINT",
-            "uint32" => "UINTEGER",
-            "uint64" => "UBIGINT",
-            "int32" => "INTEGER",
-            "int64" => "BIGINT",
-            "bool" => "BOOLEAN",
-            "utf8" => "VARCHAR",
-            "binary" => "BLOB",
-            _ => throw new ArgumentException(type),
-        };
-        var lit = v switch
-        {
-            null => "NULL",
-            string s => "'" + s.Replace("'", "''", StringComparison.Ordinal) + "'",
-            bool b => b ? "true" : "false",
-            byte[] bytes => "'" + string.Concat(bytes.Select(x => "\\x" + x.ToString("X2", CultureInfo.InvariantCulture))) + "'",
-            DateTime t => "'" + t.ToString("yyyy-MM-dd HH:mm:ss.fffffff", CultureInfo.InvariantCulture) + "'",
-            IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-            _ => throw new ArgumentException(v.ToString()),
-        };
-        return $"CAST({lit} AS {sqlType})";
-    }
 
     public void Dispose()
     {

@@ -199,7 +199,7 @@ internal static partial class LabDocument
                 delivered = d.Bool();
             if (e.Get("dropReason") is { } r)
             {
-                if (!CiliumDropReasons.TryParse(r.String(), out int code))
+                if (!Format.DropReasons.TryParse(r.String(), out int code))
                     throw r.Error($"'{r.Scalar()}' is not a Cilium drop reason (a code like 133 or a name like 'Policy denied')");
                 if (delivered == true)
                     throw r.Error("a delivered step has no drop reason");

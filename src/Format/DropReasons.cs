@@ -1,9 +1,14 @@
-namespace Forensics.Query;
+using System.Globalization;
+
+namespace Forensics.Format;
 
 /// <summary>One Cilium drop reason: code, cilium monitor text, Hubble enum name, BPF define.</summary>
 public sealed record DropReason(int Code, string Name, string? HubbleName, string? BpfDefine);
 
-/// <summary>Cilium's drop reason table (reference/drop_reasons.csv, embedded), keyed by number.</summary>
+/// <summary>
+/// Cilium's drop reasons (schemas/drop_reasons.csv, Cilium v1.19.4, embedded), keyed by number: the one
+/// table the datapath's loader, the recorder and the query side use.
+/// </summary>
 public static class DropReasons
 {
     private static readonly Lazy<IReadOnlyList<DropReason>> Table = new(Load);
@@ -13,18 +18,44 @@ public static class DropReasons
 
     /// <summary>The monitor text for a code, e.g. 133 -> "Policy denied"; unknown codes say so with the number.</summary>
     public static string NameOf(int code) =>
-        ByCode.Value.TryGetValue(code, out var r) && r.Name.Length > 0 ? r.Name : $"Unknown reason {code}";
+        ByCode.Value.TryGetValue(code, out var r) && r.Name.Length > 0 ? r.Name : Unknown(code);
+
+    /// <summary>The text of a code the table does not know (the SQL macro fx_drop_reason says the same).</summary>
+    public static string Unknown(int code) => "Unknown reason " + code.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Whether the table knows the code.</summary>
+    public static bool IsKnown(int code) => ByCode.Value.ContainsKey(code);
+
+    /// <summary>A code from its number, its monitor text or its Hubble enum name (case-insensitive).</summary>
+    public static bool TryParse(string text, out int code)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var t = text.Trim();
+        if (int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out code))
+            return IsKnown(code);
+        foreach (var r in All)
+        {
+            if ((r.Name.Length > 0 && string.Equals(r.Name, t, StringComparison.OrdinalIgnoreCase))
+                || (r.HubbleName is { Length: > 0 } h && string.Equals(h, t, StringComparison.OrdinalIgnoreCase)))
+            {
+                code = r.Code;
+                return true;
+            }
+        }
+        code = 0;
+        return false;
+    }
 
     private static List<DropReason> Load()
     {
         var list = new List<DropReason>();
-        var lines = Resources.Text("Sql/drop_reasons.csv").Split('\n');
-        foreach (var line in lines.Skip(1))
+        var lines = SchemaCatalog.Resource("drop_reasons.csv").Split('\n');
+        foreach (var line in lines.Skip(1)) // header: code, monitor text, hubble enum, note, bpf define
         {
             if (string.IsNullOrWhiteSpace(line))
                 continue;
             var f = SplitCsv(line.TrimEnd('\r'));
-            list.Add(new DropReason(int.Parse(f[0], System.Globalization.CultureInfo.InvariantCulture), f[1],
+            list.Add(new DropReason(int.Parse(f[0], CultureInfo.InvariantCulture), f.Count > 1 ? f[1] : "",
                 f.Count > 2 && f[2].Length > 0 ? f[2] : null, f.Count > 4 && f[4].Length > 0 ? f[4] : null));
         }
         return list;
@@ -53,10 +84,11 @@ public static class DropReasons
     }
 }
 
-/// <summary>Cilium's reserved security identities, which keep their numbers.</summary>
-public static class Identities
+/// <summary>Cilium's reserved security identities, which keep their numbers and labels.</summary>
+public static class ReservedIdentities
 {
-    public static readonly IReadOnlyDictionary<uint, string> Reserved = new Dictionary<uint, string>
+    /// <summary>Identity number -> its label.</summary>
+    public static IReadOnlyDictionary<uint, string> Labels { get; } = new SortedDictionary<uint, string>
     {
         [0] = "reserved:unknown",
         [1] = "reserved:host",

@@ -1,0 +1,368 @@
+using System.Net;
+using Forensics.Datapath;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Bpf;
+using Forensics.Datapath.Control;
+using Forensics.Datapath.Lab;
+using Forensics.Datapath.Probes;
+using Forensics.Format;
+using Forensics.Recorder.Sources;
+using Forensics.Recorder.Tables;
+
+namespace Forensics.Recorder.Sessions;
+
+/// <summary>What <c>forensics record</c> was asked to do (the CLI maps its options onto this and nothing more).</summary>
+public sealed record RecordingSessionOptions
+{
+    public required string Output { get; init; }
+    public TimeSpan? Duration { get; init; }
+
+    /// <summary>Event kinds to record; empty: all.</summary>
+    public IReadOnlySet<EventKind> Kinds { get; init; } = new HashSet<EventKind>();
+
+    /// <summary>Connect destinations filtered in the kernel (CIDR text, as typed).</summary>
+    public IReadOnlyList<string> ExcludeCidrs { get; init; } = [];
+
+    /// <summary>A Tetragon TracingPolicy file: its network selectors filter connects in the kernel.</summary>
+    public string? TetragonPolicy { get; init; }
+
+    public uint Snaplen { get; init; } = 128;
+    public uint RingBytes { get; init; } = 16u << 20;
+    public MonitorAggregation MonitorAggregation { get; init; } = MonitorAggregation.None;
+
+    /// <summary>A lab YAML: build it, attach the datapath, run its steps, record it all, remove it.</summary>
+    public string? Lab { get; init; }
+
+    /// <summary>Progress on stderr (a terminal).</summary>
+    public bool Progress { get; init; }
+
+    /// <summary>Sources besides the kernel's (docs/sources.md): made once the kernel side is up.</summary>
+    public IReadOnlyList<Func<EventContext, IRecordSource>> Sources { get; init; } = [];
+
+    /// <summary>
+    /// Something that writes into the recording beside its sources (Hubble and Tetragon streams, which keep their
+    /// own segment writers): started once the recording exists, given the session's token; the action it returns
+    /// stops it once the recording has stopped. It may throw <see cref="RecordingSetupException"/>.
+    /// </summary>
+    public Func<Recording, CancellationToken, Action>? Companion { get; init; }
+
+    /// <summary>Where step results go (the CLI: stdout).</summary>
+    public Action<string>? Say { get; init; }
+
+    /// <summary>Where notes about the input files go (what a lab or TracingPolicy holds that is not modelled; the CLI: stderr, "note: ").</summary>
+    public Action<string>? Note { get; init; }
+
+    /// <summary>Recorder tuning (tests, benchmarks).</summary>
+    public RecordOptions? Tuning { get; init; }
+}
+
+/// <summary>A recording that cannot start: its output folder, its input files, the machine. The message is one line.</summary>
+public sealed class RecordingSetupException : Exception
+{
+    public RecordingSetupException(string message, SetupProblem problem, Exception? inner = null) : base(message, inner) => Problem = problem;
+    public RecordingSetupException() { }
+    public RecordingSetupException(string message) : base(message) { }
+    public RecordingSetupException(string message, Exception inner) : base(message, inner) { }
+
+    public SetupProblem Problem { get; }
+}
+
+/// <summary>Why a recording could not start (the CLI maps each to its exit code).</summary>
+public enum SetupProblem
+{
+    /// <summary>Bad input: a non-empty output folder, a bad CIDR, a policy or lab file that cannot be read.</summary>
+    BadInput,
+
+    /// <summary>The output folder's disk is full.</summary>
+    DiskFull,
+
+    /// <summary>Privileges, kernel features, BPF objects that will not load.</summary>
+    Prerequisite,
+
+    /// <summary>The lab could not be built.</summary>
+    Failure,
+}
+
+/// <summary>
+/// <c>forensics record</c>: builds the sources (the probes, a lab's datapath, any other source), runs a
+/// <see cref="Recording"/> of them until the token is cancelled, the duration passes or the lab's scenario
+/// is done, and takes everything down again. The bench runs the same code.
+/// </summary>
+public sealed class RecordingSession
+{
+    private readonly RecordingSessionOptions options;
+    private volatile Recording? recording;
+    private string reason = "duration";
+
+    public RecordingSession(RecordingSessionOptions options) => this.options = options ?? throw new ArgumentNullException(nameof(options));
+
+    /// <summary>The recording once it runs (for waiting on it).</summary>
+    public Recording? Recording => recording;
+
+    /// <summary>Set when the recording runs and every source is live.</summary>
+    public ManualResetEventSlim Started { get; } = new();
+
+    /// <summary>Why the token was cancelled ("interrupt", "terminate"); "duration" by default.</summary>
+    public string StopReason
+    {
+        get => reason;
+        set => reason = value;
+    }
+
+    /// <summary>Runs the recording; throws <see cref="RecordingSetupException"/> when it cannot start.</summary>
+    public RecordingSummary Run(CancellationToken token)
+    {
+        var o = options;
+        PrepareOutput(o.Output);
+        try
+        {
+            Prerequisites.EnsureKernelAccess();
+        }
+        catch (PrerequisiteException e)
+        {
+            throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+        }
+        var (excluded, tracingPolicy) = ExcludedCidrs(o);
+        var context = NewContext();
+        var events = new EventOptions
+        {
+            Kinds = o.Kinds,
+            Snaplen = o.Snaplen,
+            RingBytes = o.RingBytes,
+            SelfPid = (uint)Environment.ProcessId,
+            MonitorAggregation = o.MonitorAggregation,
+        };
+        var cluster = o.Lab is null ? null : LoadLab(o.Lab);
+        foreach (var n in (tracingPolicy?.Notices ?? []).Concat(cluster?.Notices ?? []))
+            o.Note?.Invoke(n);
+
+        var objects = new List<IEventSource>();
+        var preamble = new List<byte[]>();
+        Probes? probes = null;
+        Lab? lab = null;
+        var extra = new List<IRecordSource>();
+        try
+        {
+            var probeSet = ProbesFor(o.Kinds);
+            if (probeSet != ProbeSet.None)
+            {
+                try
+                {
+                    probes = Probes.Load(new ProbeOptions
+                    {
+                        Events = events, Enabled = probeSet, ExcludedCidrs = excluded, ConnectFilters = tracingPolicy?.Filters ?? [],
+                    });
+                    objects.Add(probes);
+                    probes.Attach();
+                    ulong now = KernelClock.MonotonicNs();
+                    var seeded = probes.SeedProcesses();
+                    if ((probeSet & ProbeSet.Exec) != 0)
+                        preamble.AddRange(seeded.Select(p => p.ToExecRecord(now)));
+                }
+                catch (BpfException e)
+                {
+                    throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+                }
+            }
+            if (cluster is not null)
+            {
+                try
+                {
+                    lab = Lab.Up(cluster, new LabOptions
+                    {
+                        Datapath = LabDatapath.Factory(events),
+                        CollectEvents = false,
+                        Progress = o.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
+                    });
+                    objects.Add(lab.Datapath!.Events);
+                    foreach (var pod in cluster.Pods)
+                        context.Attribution.Register("/run/netns/" + LabNames.PodNs(lab.Name, pod), pod.Namespace, pod.Name);
+                }
+                catch (Exception e) when (e is LabException or BpfException)
+                {
+                    throw new RecordingSetupException(e.Message, SetupProblem.Failure, e);
+                }
+            }
+            foreach (var make in o.Sources)
+                extra.Add(make(context));
+
+            var sources = new List<IRecordSource>();
+            KernelSource? kernel = null;
+            if (objects.Count > 0)
+            {
+                kernel = new KernelSource(objects, context, (o.Tuning ?? new RecordOptions { OutputDir = o.Output }).Pipeline.PollMs);
+                kernel.Preamble.AddRange(preamble);
+                sources.Add(kernel);
+            }
+            sources.AddRange(extra);
+            var tuning = (o.Tuning ?? new RecordOptions { OutputDir = o.Output }) with
+            {
+                OutputDir = o.Output,
+                Progress = o.Progress,
+                Duration = o.Duration,
+                Config = Config(o, cluster, excluded, tracingPolicy),
+            };
+            var rec = new Recording(sources, tuning, context.MonotonicToUtcOffsetNs);
+            var dp = lab?.Datapath as LabDatapath;
+            if (dp is not null)
+            {
+                rec.Snapshots.AddRange(SnapshotTables.From(dp.Datapath.Snapshot(), "start"));
+                rec.EndSnapshots = () => SnapshotTables.From(dp.Datapath.Snapshot(), "end");
+            }
+            if (probes is not null)
+                rec.UpdateManifest = m => m.FilteredConnects = probes.FilteredConnects + probes.UnselectedConnects;
+            recording = rec;
+
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
+            if (o.Duration is { } d)
+                stop.CancelAfter(d);
+            Thread? steps = null;
+            var watcher = new Thread(() =>
+            {
+                if (rec.WaitStarted(TimeSpan.FromSeconds(30)))
+                    Started.Set();
+            }) { IsBackground = true, Name = "fx-started" };
+            watcher.Start();
+            if (lab is not null)
+            {
+                steps = new Thread(() => RunSteps(lab, () => { reason = "scenario-done"; stop.Cancel(); }, stop.Token)) { IsBackground = true, Name = "lab steps" };
+                steps.Start();
+            }
+            var stopCompanion = o.Companion?.Invoke(rec, stop.Token);
+            try
+            {
+                return rec.Run(() => reason, stop.Token);
+            }
+            finally
+            {
+                stop.Cancel();
+                steps?.Join(TimeSpan.FromSeconds(30));
+                stopCompanion?.Invoke();
+            }
+        }
+        finally
+        {
+            lab?.Dispose();
+            probes?.Dispose();
+            foreach (var s in extra)
+                s.Dispose();
+        }
+    }
+
+    /// <summary>The clock offsets and name tables decoding needs, read from the running kernel.</summary>
+    public static EventContext NewContext()
+    {
+        var (mono, boot) = KernelClock.UtcOffsets();
+        return new EventContext(mono)
+        {
+            BoottimeToUtcOffsetNs = boot,
+            KernelDropReason = KernelDropReasons.FromRunningKernel().Name,
+            KernelSymbol = KernelSymbols.Load().Resolve,
+        };
+    }
+
+    /// <summary>The probes an event kind selection needs.</summary>
+    public static ProbeSet ProbesFor(IReadOnlySet<EventKind> kinds)
+    {
+        ArgumentNullException.ThrowIfNull(kinds);
+        bool All(EventKind k) => kinds.Count == 0 || kinds.Contains(k);
+        var set = ProbeSet.None;
+        if (All(EventKind.Exec)) set |= ProbeSet.Exec;
+        if (All(EventKind.Exit)) set |= ProbeSet.Exit;
+        if (All(EventKind.Connect)) set |= ProbeSet.Connect;
+        if (All(EventKind.Kdrop)) set |= ProbeSet.Kdrop;
+        return set;
+    }
+
+    /// <summary>Checks that the output folder is absent or empty and writable, and creates it; throws <see cref="RecordingSetupException"/>.</summary>
+    public static void PrepareOutput(string output)
+    {
+        if (Directory.Exists(output) && Directory.EnumerateFileSystemEntries(output).Any())
+            throw new RecordingSetupException($"output folder {output} exists and is not empty", SetupProblem.BadInput);
+        try
+        {
+            Directory.CreateDirectory(output);
+            var probe = Path.Combine(output, ".write-test");
+            File.WriteAllText(probe, "");
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RecordingSetupException($"cannot write the output folder {output}: {e.Message}",
+                FileSystem.IsDiskFull(e) ? SetupProblem.DiskFull : SetupProblem.BadInput, e);
+        }
+    }
+
+    private static (List<IPNetwork> Excluded, TracingPolicySet? Policy) ExcludedCidrs(RecordingSessionOptions o)
+    {
+        try
+        {
+            List<IPNetwork> excluded = [.. o.ExcludeCidrs.Select(Cidrs.Parse)];
+            var policy = o.TetragonPolicy is null ? null : TracingPolicyReader.ReadFile(o.TetragonPolicy);
+            return (excluded, policy);
+        }
+        catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
+        {
+            throw new RecordingSetupException(e.Message, SetupProblem.BadInput, e);
+        }
+    }
+
+    private static ClusterSpec LoadLab(string path)
+    {
+        try
+        {
+            var cluster = ClusterLoader.LoadFile(path);
+            if (cluster.Lab is null)
+                throw new ClusterSpecException($"{path}: no Lab document (kind: Lab): --lab needs one");
+            return cluster;
+        }
+        catch (Exception e) when (e is ClusterSpecException or IOException)
+        {
+            throw new RecordingSetupException(e.Message, SetupProblem.BadInput, e);
+        }
+    }
+
+    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded, TracingPolicySet? tracingPolicy) => new()
+    {
+        Kinds = [.. o.Kinds.Count == 0 ? Format.Tables.Events : o.Kinds.Order().Select(Rows.TableOf)],
+        Lab = o.Lab is null ? null : Path.GetFullPath(o.Lab),
+        PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
+        ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
+        PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+            System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
+        // what the TracingPolicy's NotDAddr leaves out is what its author counts as the cluster
+        ExcludeCidrs = [.. excluded.Concat(tracingPolicy?.ExcludedCidrs ?? []).Select(c => c.ToString()).Distinct()],
+        Snaplen = o.Snaplen,
+        RingBytes = o.RingBytes,
+        MonitorAggregation = o.MonitorAggregation.ToString().ToLowerInvariant(),
+        DurationSeconds = o.Duration?.TotalSeconds,
+    };
+
+    /// <summary>Runs the lab's scenario steps once every source is live; without a duration, ends the recording after them.</summary>
+    private void RunSteps(Lab lab, Action done, CancellationToken token)
+    {
+        if (!WaitHandle.WaitAny([Started.WaitHandle, token.WaitHandle]).Equals(0))
+            return;
+        foreach (var step in lab.Cluster.Lab!.Steps)
+        {
+            if (token.IsCancellationRequested)
+                return;
+            try
+            {
+                var r = lab.RunStep(step);
+                options.Say?.Invoke($"step {step.Name}: {step.Pod} {step.Action} {step.Target}: {r.Result}");
+            }
+            catch (LabException e)
+            {
+                options.Say?.Invoke($"step {step.Name}: failed to run: {e.Message}");
+            }
+        }
+        if (options.Duration is null)
+        {
+            // the last packets and exits reach the ring buffers, then everything counted is taken out of them
+            token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(1500));
+            recording?.WaitCaughtUp(TimeSpan.FromSeconds(5));
+            done();
+        }
+    }
+}

@@ -1,0 +1,78 @@
+using Forensics.Datapath;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Bpf;
+using Forensics.Recorder.Tables;
+
+namespace Forensics.Recorder.Sources;
+
+/// <summary>
+/// The kernel: the ring buffers of our BPF objects (probes, the datapath) read by one thread through
+/// libbpf, their records decoded by the ABI (bpf/include/fx_abi.h), their per-CPU emission counters
+/// (fx_emit_stats) counting what the programs could not hand over. The BPF objects belong to the caller.
+/// </summary>
+public sealed class KernelSource : IRecordSource
+{
+    private readonly IReadOnlyList<IEventSource> objects;
+    private readonly EventContext context;
+    private readonly int pollMs;
+
+    public KernelSource(IReadOnlyList<IEventSource> objects, EventContext context, int pollMs = 10)
+    {
+        ArgumentNullException.ThrowIfNull(objects);
+        ArgumentNullException.ThrowIfNull(context);
+        if (objects.Count == 0)
+            throw new ArgumentException("no BPF object", nameof(objects));
+        this.objects = objects;
+        this.context = context;
+        this.pollMs = pollMs;
+    }
+
+    public string Name => "kernel";
+    public string Kind => "bpf";
+    public string Detail => "ring buffers of " + string.Join(", ", objects.Select(o => o.Name));
+
+    /// <summary>Event records known at start (processes found in /proc), handed over before the ring buffers.</summary>
+    public List<byte[]> Preamble { get; } = [];
+
+    public void Run(RecordWriter writer, CancellationToken token)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        foreach (var rec in Preamble)
+            writer.Write(rec);
+        using var reader = new RingBufferReader(objects.Select(s => s.EventsMap).ToList(), writer.Write);
+        writer.Started();
+        while (!token.IsCancellationRequested)
+        {
+            reader.Poll(pollMs);
+            writer.FlushIfOlderThan(20);
+        }
+        reader.Consume();
+        writer.Flush();
+    }
+
+    public bool Decode(ReadOnlySpan<byte> record, RowSink rows) => DecodeAbi(record, rows, context);
+
+    /// <summary>Decodes one ABI record (fx_hdr first) into its table's batch; false when it is not one of ours.</summary>
+    public static bool DecodeAbi(ReadOnlySpan<byte> record, RowSink rows, EventContext context)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        if (record.Length < 16 || record[1] != Limits.AbiVersion || record[0] == 0 || record[0] >= (int)EventKind.Max)
+            return false;
+        rows.Rows((EventKind)record[0]).Append(record, context);
+        return true;
+    }
+
+    public string TableOf(ReadOnlySpan<byte> record) => AbiTableOf(record);
+
+    /// <summary>The table of an ABI record by its kind byte.</summary>
+    public static string AbiTableOf(ReadOnlySpan<byte> record) =>
+        record.Length > 0 && record[0] is > 0 and < (byte)EventKind.Max ? Rows.TableOf((EventKind)record[0]) : "unknown";
+
+    public IReadOnlyDictionary<string, SourceCounts> Counters() =>
+        EventChannel.ReadCounters(objects).ToDictionary(kv => Rows.TableOf(kv.Key), kv => new SourceCounts(kv.Value.Emitted, kv.Value.Failed), StringComparer.Ordinal);
+
+    /// <summary>The BPF objects are the caller's to dispose.</summary>
+    public void Dispose()
+    {
+    }
+}
