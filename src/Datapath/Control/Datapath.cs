@@ -37,6 +37,8 @@ public sealed class Datapath : IEventSource
     private HashSet<BackendKey> backendKeys = [];
     // every set of policy rules an entry was compiled from, by id; ids are never reused while loaded
     private readonly Dictionary<string, PolicyRuleSet> ruleSets = new(StringComparer.Ordinal);
+    // the same sets by id, for the decode thread (RulesOf) while the policies change
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<uint, PolicyRuleSet> ruleSetsById = new();
     private bool disposed;
     private bool auditMode;
 
@@ -471,9 +473,19 @@ public sealed class Datapath : IEventSource
             return 0;
         var key = string.Join('\n', rules.Select(r => $"{r.Kind}\t{r.Namespace}\t{r.Name}\t{r.Path}"));
         if (!ruleSets.TryGetValue(key, out var set))
+        {
             ruleSets[key] = set = new PolicyRuleSet((uint)ruleSets.Count + 1, rules);
+            ruleSetsById[set.Id] = set;
+        }
         return set.Id;
     }
+
+    /// <summary>
+    /// The rules behind the id a verdict or policy drop carries (fx_policy_value.rule_id); empty for 0 (no
+    /// rule decided: default deny) and for an id this datapath never gave. Thread-safe: ids are never reused.
+    /// </summary>
+    public IReadOnlyList<PolicyRuleRef> RulesOf(uint ruleId) =>
+        ruleSetsById.TryGetValue(ruleId, out var set) ? set.Rules : [];
 
     private static string KeyBytes<T>(in T key) where T : unmanaged =>
         Convert.ToHexString(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in key)));

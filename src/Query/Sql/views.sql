@@ -51,7 +51,8 @@ CREATE VIEW drops_resolved AS
            coalesce(d.dst_labels, tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port, sv.service AS dst_service,
            d.protocol, d.tcp_flags, d.reason,
            coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) AS reason_name,
-           d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state
+           d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state,
+           d.denied_by, d.rule_id, d.rules, fx_drop_by(d.reason, d.rules, d.denied_by) AS decided_by
     FROM "drop" d
     LEFT JOIN endpoint_addrs s ON s.recording = d.recording AND s.addr = d.src_ip
     LEFT JOIN endpoint_addrs t ON t.recording = d.recording AND t.addr = d.dst_ip
@@ -67,7 +68,8 @@ CREATE VIEW drops_resolved AS
 -- drops_between(since, until): drops_by_workload over a time window (NULL: open).
 -- source/destination: namespace/pod when the address is an endpoint's, else (destination) the
 -- service whose virtual IP:port it is, as "namespace/name (VIP:port)", else the identity's labels
--- (reserved:world, ...), else the address (identity 0: unknown).
+-- (reserved:world, ...), else the address (identity 0: unknown). decided_by: for a policy drop, the rules that
+-- denied it ('denied by CiliumNetworkPolicy ns/name spec.egressDeny[0]') or 'default deny' (fx_drop_by).
 CREATE MACRO drops_between(since, until) AS TABLE
     SELECT recording, node,
            coalesce(src_namespace || '/' || src_pod, CASE WHEN src_identity <> 0 THEN src_labels END, src_ip) AS source,
@@ -75,7 +77,7 @@ CREATE MACRO drops_between(since, until) AS TABLE
            coalesce(dst_namespace || '/' || dst_pod, dst_service || ' (' || fx_addr(dst_ip, dst_port) || ')',
                     CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
            dst_namespace, dst_pod, dst_service, dst_identity, dst_labels,
-           dst_port, protocol, reason, reason_name,
+           dst_port, protocol, reason, reason_name, decided_by,
            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
     FROM drops_resolved
     WHERE (since IS NULL OR time >= CAST(since AS TIMESTAMPTZ)) AND (until IS NULL OR time < CAST(until AS TIMESTAMPTZ))
@@ -216,15 +218,17 @@ CREATE VIEW flow_observations AS
                obs_point, direction, endpoint_id, ct_state AS state, NULL::VARCHAR AS action, NULL::VARCHAR AS match,
                NULL::UINTEGER AS reason, NULL::VARCHAR AS reason_name, NULL::VARCHAR AS nat_kind,
                NULL::VARCHAR AS xlated_src, NULL::VARCHAR AS xlated_dst, NULL::UBIGINT AS exec_id, NULL::UINTEGER AS netns_ino,
-               NULL::VARCHAR AS "binary", NULL::UINTEGER AS pid
+               NULL::VARCHAR AS "binary", NULL::UINTEGER AS pid, NULL::VARCHAR AS decided_by
         FROM trace
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, 'policy' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
-               obs_point, direction, endpoint_id, action, match FROM policy
+               obs_point, direction, endpoint_id, action, match,
+               fx_verdict_by(action, match, rules, allowed_by, denied_by, rule_id) AS decided_by FROM policy
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, 'drop' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
                obs_point, direction, endpoint_id, ct_state AS state, reason,
-               coalesce(nullif(reason_name, ''), fx_drop_reason(reason)) AS reason_name FROM "drop"
+               coalesce(nullif(reason_name, ''), fx_drop_reason(reason)) AS reason_name,
+               fx_drop_by(reason, rules, denied_by) AS decided_by FROM "drop"
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, nat_kind AS step, protocol, orig_src_ip AS src_ip, orig_src_port AS src_port,
                orig_dst_ip AS dst_ip, orig_dst_port AS dst_port, obs_point, direction, endpoint_id, nat_kind,
@@ -289,11 +293,12 @@ CREATE VIEW flow_story AS
         FROM ev GROUP BY flow, recording, node, flow_key),
     verdicts AS (
         SELECT flow,
-               string_agg(DISTINCT direction || ' ' || action || ' (match ' || match || ', endpoint ' || endpoint_id || ')', '; ') AS verdicts,
+               string_agg(DISTINCT direction || ' ' || action || ' (match ' || match || ', endpoint ' || endpoint_id
+                          || coalesce(', ' || decided_by, '') || ')', '; ') AS verdicts,
                bool_or(action = 'deny') AS denied
         FROM ev WHERE step = 'policy' GROUP BY flow),
     drops AS (
-        SELECT flow, arg_min(reason_name || ' (' || reason || ') at ' || obs_point || ' of endpoint ' || endpoint_id, ktime_ns) AS drop_reason,
+        SELECT flow, arg_min(reason_name || ' (' || reason || coalesce(', ' || decided_by, '') || ') at ' || obs_point || ' of endpoint ' || endpoint_id, ktime_ns) AS drop_reason,
                min(time) AS drop_time, count(*) AS drops
         FROM ev WHERE step = 'drop' GROUP BY flow),
     kdrops AS (

@@ -248,7 +248,7 @@ public sealed class TableBatch
     public Column<long> Timestamp(string name) => Add(new Column<long>(name, ColumnType.TimestampNsUtc, false, Capacity));
     public Column<byte> U8(string name) => Add(new Column<byte>(name, ColumnType.UInt8, false, Capacity));
     public Column<ushort> U16(string name) => Add(new Column<ushort>(name, ColumnType.UInt16, false, Capacity));
-    public Column<uint> U32(string name) => Add(new Column<uint>(name, ColumnType.UInt32, false, Capacity));
+    public Column<uint> U32(string name, bool nullable = false) => Add(new Column<uint>(name, ColumnType.UInt32, nullable, Capacity));
     public Column<ulong> U64(string name, bool nullable = false) => Add(new Column<ulong>(name, ColumnType.UInt64, nullable, Capacity));
     public Column<int> I32(string name, bool nullable = false) => Add(new Column<int>(name, ColumnType.Int32, nullable, Capacity));
     public Column<long> I64(string name) => Add(new Column<long>(name, ColumnType.Int64, false, Capacity));
@@ -282,7 +282,7 @@ public sealed class TableBatch
                 "timestamp[ns,UTC]" when !c.Nullable => b.Timestamp(c.Name),
                 "uint8" when !c.Nullable => b.U8(c.Name),
                 "uint16" when !c.Nullable => b.U16(c.Name),
-                "uint32" when !c.Nullable => b.U32(c.Name),
+                "uint32" => b.U32(c.Name, c.Nullable),
                 "uint64" => b.U64(c.Name, c.Nullable),
                 "int32" => b.I32(c.Name, c.Nullable),
                 "int64" when !c.Nullable => b.I64(c.Name),
@@ -319,6 +319,7 @@ public sealed class TableBatch
                 break;
             case Column<byte> c: c.Set(row, Convert.ToByte(value, inv)); break;
             case Column<ushort> c: c.Set(row, Convert.ToUInt16(value, inv)); break;
+            case Column<uint> c when value is null && c.Nullable: c.SetNull(row); break;
             case Column<uint> c: c.Set(row, Convert.ToUInt32(value, inv)); break;
             case Column<ulong> c when value is null && c.Nullable: c.SetNull(row); break;
             case Column<ulong> c: c.Set(row, Convert.ToUInt64(value, inv)); break;
@@ -362,6 +363,9 @@ public sealed class TableBatch
                     System.Array.Clear(v, 0, Count);
                     break;
                 case Column<ulong> { Valid: { } v }:
+                    System.Array.Clear(v, 0, Count);
+                    break;
+                case Column<uint> { Valid: { } v }:
                     System.Array.Clear(v, 0, Count);
                     break;
             }

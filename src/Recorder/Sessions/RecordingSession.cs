@@ -175,6 +175,8 @@ public sealed class RecordingSession
                         Progress = o.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
                     });
                     objects.Add(lab.Datapath!.Events);
+                    if (lab.Datapath is LabDatapath labDatapath)
+                        context.PolicyRules = labDatapath.Datapath.RulesOf; // verdicts and policy drops name their rules
                     foreach (var pod in cluster.Pods)
                         context.Attribution.Register("/run/netns/" + LabNames.PodNs(lab.Name, pod), pod.Namespace, pod.Name);
                 }

@@ -85,7 +85,7 @@ public sealed class SegmentWriter : IAsyncDisposable
         ColumnType.TimestampNsUtc => new DateTimeDataField(c.Name, DateTimeFormat.Timestamp, isAdjustedToUTC: true, unit: DateTimeTimeUnit.Nanos, isNullable: false),
         ColumnType.UInt8 => new DataField<byte>(c.Name),
         ColumnType.UInt16 => new DataField<ushort>(c.Name),
-        ColumnType.UInt32 => new DataField<uint>(c.Name),
+        ColumnType.UInt32 => c.Nullable ? new DataField<uint?>(c.Name) : new DataField<uint>(c.Name),
         ColumnType.UInt64 => c.Nullable ? new DataField<ulong?>(c.Name) : new DataField<ulong>(c.Name),
         ColumnType.Int32 => c.Nullable ? new DataField<int?>(c.Name) : new DataField<int>(c.Name),
         ColumnType.Int64 => new DataField<long>(c.Name),
@@ -138,8 +138,11 @@ public sealed class SegmentWriter : IAsyncDisposable
             case Column<ushort> u16:
                 await rg.WriteAsync<ushort>(f, u16.Values.AsMemory(0, n), cancellationToken: token);
                 break;
-            case Column<uint> u32:
+            case Column<uint> u32 when u32.Valid is null:
                 await rg.WriteAsync<uint>(f, u32.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<uint> u32n:
+                await rg.WriteAsync<uint>(f, Nullable(index, u32n, n), cancellationToken: token);
                 break;
             case Column<ulong> u64 when u64.Valid is null:
                 await rg.WriteAsync<ulong>(f, u64.Values.AsMemory(0, n), cancellationToken: token);

@@ -37,6 +37,12 @@ public sealed class EventContext
     /// <summary>Texts of exec events (binary, arguments, cwd, comm), cached by their bytes.</summary>
     public TextCache Texts { get; } = new();
 
+    /// <summary>
+    /// The policy rules behind a rule id of this tool's datapath (Datapath.RulesOf; empty for an unknown id);
+    /// null without a datapath. Thread-safe.
+    /// </summary>
+    public Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>>? PolicyRules { get; set; }
+
     /// <summary>Network namespace -> pod (the lab's pods).</summary>
     public Attribution Attribution { get; init; } = new();
 
