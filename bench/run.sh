@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|whatif]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +71,11 @@ if [[ $what == all || $what == capture ]]; then
 	# first with every kind and the probes on (forensics record --lab), then with capture events only
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 all
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 capture
+fi
+if [[ $what == all || $what == whatif ]]; then
+	# whatif (issue 20): 100k flows through the real datapath in-process (against the kernel's own time for the same runs),
+	# then `forensics whatif` on a recording of 10M trace events over 100k flows (a changed policy, --changed-only)
+	FXB_FORENSICS=${FXB_FORENSICS:-./forensics} timeout 1800 "$bench" whatif 10000000 100000
 fi
 if [[ $what == query10m ]]; then
 	timeout 1800 "$bench" query 10000000 50000

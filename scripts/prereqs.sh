@@ -21,6 +21,9 @@ if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
   want tshark tshark
   want tcpdump tcpdump
   want ssh-keygen openssh-client
+  # The Arrow tests read this tool's Arrow output with apache-arrow (npm) under Node (tests/arrow/).
+  want node nodejs
+  want npm npm
 fi
 if [[ "${FORENSICS_BENCH:-0}" == 1 ]]; then
   # bench/run.sh: the C baselines, jq and DuckDB-over-JSON comparisons, traffic between lab pods.

@@ -48,6 +48,10 @@ switch (what)
     case "query":
         QueryBench.Run(Path.Combine(root, "query"), (long)Arg(1, 1e6), (int)Arg(2, 100000));
         break;
+    case "whatif":
+        // flows through the real datapath under a changed policy: the engine in-process, then `forensics whatif` on EVENTS trace rows over FLOWS flows
+        WhatIfBench.Run(Path.Combine(root, "whatif"), (long)Arg(1, 1e6), (long)Arg(2, 10000), Environment.GetEnvironmentVariable("FXB_FORENSICS") ?? "./forensics");
+        break;
     case "import":
         // import N: Hubble and Tetragon exports shaped like real ones, imported; storage and queries (bench/RESULTS.md, section 6)
         ImportBench.Run(Path.Combine(root, "import"), (long)Arg(1, 1e6), Path.Combine(AppContext.BaseDirectory, "testdata"));
@@ -66,7 +70,7 @@ switch (what)
             args.Length > 4 ? args[4] : "all", (uint)Arg(5, 16) << 20);
         break;
     default:
-        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
+        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | whatif EVENTS FLOWS | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
         return 2;
 }
 return 0;

@@ -13,6 +13,9 @@ public enum ExitCode
     DiskFull = 5,
     VerifyFailed = 6,
     BadInput = 7,
+
+    /// <summary>whatif: a flow the recording saw delivered would be dropped under the changed policies.</summary>
+    PolicyWouldDrop = 8,
 }
 
 /// <summary>The one user-facing command, <c>forensics</c>, and its verbs.</summary>
@@ -41,6 +44,7 @@ public static class Cli
         root.Subcommands.Add(QueryCommands.Replay());
         root.Subcommands.Add(QueryCommands.Export());
         root.Subcommands.Add(QueryCommands.Info());
+        root.Subcommands.Add(WhatIfCommand.Build());
         root.Subcommands.Add(BundleCommand.Build());
         root.Subcommands.Add(VerifyCommand.Build());
         return root;

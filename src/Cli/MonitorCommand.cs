@@ -22,13 +22,14 @@ public static class MonitorCommand
     public static Command Build()
     {
         var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to show: {string.Join(", ", RecordCommand.KindNames)} (default: all but capture)", AllowMultipleArgumentsPerToken = true };
-        var output = new Option<string>("--output", "-o") { Description = "text (time first), compact (as the live tools print) or json", DefaultValueFactory = _ => "compact" };
+        var output = new Option<string>("--output", "-o") { Description = "text (time first), compact (as the live tools print), json, or arrow (one Arrow IPC stream, a table column naming each row's table: docs/arrow.md)", DefaultValueFactory = _ => "compact" };
+        var file = new Option<string?>("--output-file", "-O") { Description = "write to this file instead of standard output" };
         var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
         var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s); without it, until Ctrl-C" };
-        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, output, exclude, duration };
+        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, output, file, exclude, duration };
         cmd.SetAction(parse =>
         {
-            RenderFormat format;
+            RenderFormat? format;
             HashSet<Datapath.Abi.EventKind> kinds;
             TimeSpan? d;
             List<string> excluded;
@@ -39,7 +40,8 @@ public static class MonitorCommand
                     "text" => RenderFormat.Text,
                     "compact" => RenderFormat.Compact,
                     "json" => RenderFormat.Json,
-                    var o => throw new FormatException($"unknown output '{o}' (text, compact, json)"),
+                    "arrow" => null,
+                    var o => throw new FormatException($"unknown output '{o}' (text, compact, json, arrow)"),
                 };
                 kinds = RecordCommand.ParseKinds(parse.GetValue(types) ?? []);
                 if (kinds.Count == 0)
@@ -48,17 +50,19 @@ public static class MonitorCommand
                 excluded = [.. parse.GetValue(exclude) ?? []];
                 foreach (var c in excluded)
                     Cidrs.Parse(c); // a usage error before anything loads
+                if (format is null && parse.GetValue(file) is null && !Console.IsOutputRedirected)
+                    throw new FormatException("-o arrow writes binary: redirect standard output or give --output-file");
             }
             catch (FormatException e)
             {
                 return Cli.Fail(ExitCode.Usage, e.Message);
             }
-            return Run(kinds, format, excluded, d);
+            return Run(kinds, format, parse.GetValue(file), excluded, d);
         });
         return cmd;
     }
 
-    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat format, List<string> excluded, TimeSpan? duration)
+    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat? format, string? file, List<string> excluded, TimeSpan? duration)
     {
         var session = new MonitorSession(new MonitorSessionOptions { Kinds = kinds, ExcludeCidrs = excluded, Duration = duration });
         using var cts = new CancellationTokenSource();
@@ -71,14 +75,41 @@ public static class MonitorCommand
         }) { IsBackground = true };
         announce.Start();
         MonitorSummary summary;
+        Stream? output = null;
+        ArrowStreamSink? arrow = null;
         try
         {
-            summary = session.Run(new LinePrinter(format), cts.Token);
+            IMonitorSink sink;
+            if (format is { } f)
+                sink = new LinePrinter(f);
+            else
+            {
+                output = file is null ? Console.OpenStandardOutput() : new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.Read);
+                // a reader that closes the pipe ends the monitor, as it ends `cilium monitor | head`
+                sink = arrow = new ArrowStreamSink(output, session.Kinds.Order().Select(Rows.TableOf), _ => cts.Cancel());
+            }
+            summary = session.Run(sink, cts.Token);
         }
         catch (RecordingSetupException e)
         {
             return Cli.Fail(e.Problem == SetupProblem.BadInput ? ExitCode.Usage : ExitCode.Prerequisite, e.Message);
         }
+        catch (IOException e)
+        {
+            return Cli.Fail(ExitCode.Failure, e.Message);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            return Cli.Fail(ExitCode.Failure, e.Message);
+        }
+        finally
+        {
+            arrow?.Dispose();
+            output?.Dispose();
+        }
+        // a closed pipe on standard output is the reader leaving; a file that cannot be written is an error
+        if (file is not null && arrow?.Failure is { } broken)
+            return Cli.Fail(FileSystem.IsDiskFull(broken) ? ExitCode.DiskFull : ExitCode.Failure, $"{file}: {broken.Message}");
         if (summary.Failed + summary.UserspaceDropped > 0)
             Console.Error.WriteLine($"lost {summary.Failed + summary.UserspaceDropped} events (ring buffer full: {summary.Failed}, user space: {summary.UserspaceDropped})");
         return (int)ExitCode.Ok;

@@ -1,0 +1,250 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Forensics.Datapath.Lab;
+using Forensics.Tests;
+
+namespace Forensics.Kernel.Tests;
+
+/// <summary>
+/// One real recording of the star wars lab (`forensics record --lab`, made on first use), shared by
+/// the record-lab test and the what-if tests: one lab run in CI instead of one per class.
+/// </summary>
+public sealed class StarWarsRecording : IDisposable
+{
+    public const string Collection = "star wars recording";
+
+    private readonly Lazy<(string Dir, string Output)> rec = new(() => RecordLabTests.RecordExample("starwars.yaml", "fxr-sw"));
+
+    public string Dir => rec.Value.Dir;
+
+    public string Output => rec.Value.Output;
+
+    public void Dispose()
+    {
+        if (rec.IsValueCreated)
+            Directory.Delete(Path.GetDirectoryName(rec.Value.Dir)!, true);
+    }
+}
+
+[CollectionDefinition(StarWarsRecording.Collection)]
+public sealed class StarWarsRecordingGroup : ICollectionFixture<StarWarsRecording>;
+
+/// <summary>
+/// `forensics whatif` on a real recording of the star wars lab: the recorded flows replayed
+/// through the real datapath programs under changed policies (issue 20's "done when").
+/// </summary>
+[Collection(StarWarsRecording.Collection)]
+public partial class WhatIfTests(StarWarsRecording rec)
+{
+    internal const string XwingNoWorld = """
+        apiVersion: cilium.io/v2
+        kind: CiliumNetworkPolicy
+        metadata:
+          name: xwing-no-world
+        spec:
+          endpointSelector:
+            matchLabels:
+              class: xwing
+          egressDeny:
+            - toEntities:
+                - world
+        """;
+
+    internal const string BackendOpen9090 = """
+        apiVersion: cilium.io/v2
+        kind: CiliumNetworkPolicy
+        metadata:
+          name: backend-from-frontend-8080
+        spec:
+          endpointSelector:
+            matchLabels:
+              app: backend
+          ingress:
+            - fromEndpoints:
+                - matchLabels:
+                    app: frontend
+              toPorts:
+                - ports:
+                    - port: "8080"
+                      protocol: TCP
+                    - port: "9090"
+                      protocol: TCP
+        """;
+
+    internal sealed record Row(string Source, string Destination, int Port, string Protocol, long Flows,
+        string Recorded, string RecordedReason, string New, string NewReason, string DecidedAt, string Rule, bool Changed, string Packet)
+    {
+        public string Group => $"{Source} -> {Destination}:{Port}/{Protocol}";
+    }
+
+    internal static (int Code, List<Row> Rows, string Stderr) WhatIf(params string[] args)
+    {
+        var r = Commands.Run(LabFixture.Cli, ["whatif", .. args, "-f", "json"], TimeSpan.FromSeconds(120));
+        var rows = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => JsonDocument.Parse(l).RootElement)
+            .Select(e => new Row(
+                e.GetProperty("source").GetString()!, e.GetProperty("destination").GetString()!, e.GetProperty("port").GetInt32(),
+                e.GetProperty("protocol").GetString()!, e.GetProperty("flows").GetInt64(),
+                e.GetProperty("recorded").GetString()!, e.GetProperty("recorded_reason").GetString()!,
+                e.GetProperty("new").GetString()!, e.GetProperty("new_reason").GetString()!,
+                e.GetProperty("decided_at").GetString()!, e.GetProperty("rule").GetString()!,
+                e.GetProperty("changed").GetBoolean(), e.GetProperty("packet").GetString()!))
+            .ToList();
+        return (r.ExitCode, rows, r.Stderr);
+    }
+
+    internal static string PolicyFile(string yaml)
+    {
+        var path = Path.Combine(Directory.CreateTempSubdirectory("fx-whatif-").FullName, "policy.yaml");
+        File.WriteAllText(path, yaml + "\n");
+        return path;
+    }
+
+    [KernelFact]
+    public void WhatIf_PoliciesUnchanged_NoFlowChangesAndEveryStepReplayed()
+    {
+        var (code, rows, err) = WhatIf(rec.Dir);
+
+        Assert.True(code == 0, $"exit {code}: {err}");
+        Assert.DoesNotContain(rows, r => r.Changed);
+        Assert.All(rows, r => Assert.Equal("captured", r.Packet)); // the lab records captures: headers come from them
+        // every step of the scenario is a flow group, with the recorded outcome reproduced
+        var darkside = Assert.Single(rows, r => r.Destination == "203.0.113.66");
+        Assert.Equal(("dropped", "181 Policy denied by denylist"), (darkside.New, darkside.NewReason));
+        Assert.Equal("default/xwing-denylist (L3-Only)", darkside.Rule);
+        var admin = Assert.Single(rows, r => r.Destination == "default/backend-2" && r.Port == 9090);
+        Assert.Equal(("dropped", "133 Policy denied"), (admin.New, admin.NewReason));
+        Assert.Equal("ingress default/backend-2", admin.DecidedAt);
+        Assert.Contains(rows, r => r.Destination == "service default/backend-service" && r.Port == 8080 && r.New == "delivered");
+        Assert.Contains(rows, r => r.Destination == "service default/deathstar" && r.Port == 80 && r.New == "delivered");
+        Assert.Contains(rows, r => r.Destination == "198.51.100.10" && r.Protocol == "tcp" && r.New == "delivered");
+        Assert.Contains(rows, r => r.Destination == "198.51.100.53" && r.Protocol == "udp" && r.New == "delivered");
+        Assert.Contains("0 changed", err, StringComparison.Ordinal);
+    }
+
+    [KernelFact]
+    public void WhatIf_DenylistRemoved_DarksideFlowDeliveredAndNothingElseChanges()
+    {
+        var (code, rows, err) = WhatIf(rec.Dir, "--remove-policy", "xwing-denylist");
+
+        Assert.True(code == 0, $"exit {code}: {err}");
+        var changed = Assert.Single(rows, r => r.Changed);
+        Assert.Equal(("default/xwing", "203.0.113.66", 443, "tcp"), (changed.Source, changed.Destination, changed.Port, changed.Protocol));
+        Assert.Equal(("dropped", "181 Policy denied by denylist"), (changed.Recorded, changed.RecordedReason));
+        Assert.Equal(("delivered", ""), (changed.New, changed.NewReason));
+        var (_, only, _) = WhatIf(rec.Dir, "--remove-policy", "default/xwing-denylist", "--changed-only");
+        Assert.Equal([changed.Group], only.Select(r => r.Group));
+    }
+
+    [KernelFact]
+    public void WhatIf_XwingEgressToWorldDenied_ExactlyTheOutsideFlowsDroppedAndExitCodeSaysSo()
+    {
+        var (code, rows, err) = WhatIf(rec.Dir, "--policy", PolicyFile(XwingNoWorld), "--changed-only");
+
+        Assert.True(code == 8, $"exit {code}: {err}");
+        Assert.Equal(["default/xwing -> 198.51.100.10:443/tcp", "default/xwing -> 198.51.100.53:53/udp"], rows.Select(r => r.Group).Order(StringComparer.Ordinal));
+        Assert.All(rows, r =>
+        {
+            Assert.Equal(("delivered", "dropped", "181 Policy denied by denylist"), (r.Recorded, r.New, r.NewReason));
+            Assert.Equal("egress default/xwing", r.DecidedAt);
+            Assert.Equal("default/xwing-no-world (L3-Only)", r.Rule);
+        });
+        Assert.Contains("2 delivered -> dropped", err, StringComparison.Ordinal);
+    }
+
+    [KernelFact]
+    public void WhatIf_BackendIngressOpenedTo9090_The9090DropBecomesDelivered()
+    {
+        var (code, rows, err) = WhatIf(rec.Dir, "--policy", PolicyFile(BackendOpen9090));
+
+        Assert.True(code == 0, $"exit {code}: {err}");
+        var changed = Assert.Single(rows, r => r.Changed);
+        Assert.Equal(("default/frontend-1", "default/backend-2", 9090), (changed.Source, changed.Destination, changed.Port));
+        Assert.Equal(("dropped", "133 Policy denied", "delivered"), (changed.Recorded, changed.RecordedReason, changed.New));
+        Assert.Equal("default/backend-from-frontend-8080 (L3-L4)", changed.Rule);
+    }
+
+    [KernelFact]
+    public void WhatIf_PolicyDoesNotParse_OneLineErrorExit7()
+    {
+        var bad = PolicyFile("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: x\nspec:\n  endpointSelector: [\n");
+        var r = Commands.Run(LabFixture.Cli, ["whatif", rec.Dir, "--policy", bad], TimeSpan.FromSeconds(120));
+
+        Assert.Equal(7, r.ExitCode);
+        Assert.Equal("", r.Stdout);
+        var line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith($"error: {bad}:", line, StringComparison.Ordinal);
+        Assert.Contains("malformed YAML", line, StringComparison.Ordinal);
+        var unknown = Commands.Run(LabFixture.Cli, ["whatif", rec.Dir, "--remove-policy", "no-such-policy"], TimeSpan.FromSeconds(120));
+        Assert.Equal(7, unknown.ExitCode);
+        Assert.StartsWith("error: --remove-policy no-such-policy: the recording has no policy default/no-such-policy", unknown.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The star wars scenario with the changed policies, its expectations taken out (they are the
+    /// unchanged policy's) and every step bounded to 1 s, so that denied steps end quickly.
+    /// </summary>
+    internal static string ChangedScenario()
+    {
+        var yaml = File.ReadAllText(Repo.Path("examples", "starwars.yaml"));
+        var lines = yaml.Split('\n').ToList();
+        var kept = new List<string>();
+        for (int i = 0; i < lines.Count; i++)
+        {
+            var m = ExpectLine().Match(lines[i]);
+            if (m.Success)
+            {
+                var indent = m.Groups[1].Value.Length;
+                while (i + 1 < lines.Count && lines[i + 1].Length - lines[i + 1].TrimStart().Length > indent && lines[i + 1].Trim().Length > 0)
+                    i++;
+                continue;
+            }
+            if (TimeoutLine().IsMatch(lines[i]))
+                continue;
+            kept.Add(lines[i]);
+            if (StepPodLine().Match(lines[i]) is { Success: true } pod)
+                kept.Add(pod.Groups[1].Value + "timeout: 1s");
+        }
+        yaml = string.Join('\n', kept);
+        var policy = yaml.IndexOf("name: backend-from-frontend-8080", StringComparison.Ordinal);
+        var start = yaml.LastIndexOf("---", policy, StringComparison.Ordinal);
+        var end = yaml.IndexOf("---", policy, StringComparison.Ordinal);
+        return yaml[..start] + "---\n" + BackendOpen9090 + "\n" + yaml[end..] + "\n---\n" + XwingNoWorld + "\n";
+    }
+
+    [GeneratedRegex(@"^(\s*)expect:\s*$")]
+    private static partial Regex ExpectLine();
+
+    [GeneratedRegex(@"^\s+timeout:\s")]
+    private static partial Regex TimeoutLine();
+
+    [GeneratedRegex(@"^(\s+)pod:\s")]
+    private static partial Regex StepPodLine();
+
+    [KernelFact]
+    public void WhatIf_ChangedPolicies_SameVerdictsAsTheLabRunningThem()
+    {
+        // what whatif says the changed policies do to the recorded flows ...
+        var (code, predicted, err) = WhatIf(rec.Dir, "--policy", PolicyFile(BackendOpen9090), "--policy", PolicyFile(XwingNoWorld));
+        Assert.True(code == 8, $"exit {code}: {err}");
+        Assert.Contains(predicted, r => r.Changed);
+
+        // ... and what the lab's real traffic meets when the changed policies are in force
+        var (dir, output) = RecordLabTests.RecordYaml(ChangedScenario(), "starwars-changed.yaml", "fxw-swc");
+        try
+        {
+            var (code2, observed, err2) = WhatIf(dir);
+            Assert.True(code2 == 0, $"exit {code2}: {err2} {output}");
+            var want = predicted.ToDictionary(r => r.Group, r => (r.New, r.NewReason));
+            var got = observed.ToDictionary(r => r.Group, r => (r.Recorded, r.RecordedReason));
+            Assert.Equal(want.Keys.Order(StringComparer.Ordinal), got.Keys.Order(StringComparer.Ordinal));
+            foreach (var (group, verdict) in want)
+                Assert.True(verdict == got[group], $"{group}: whatif says {verdict}, the lab recorded {got[group]}");
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, true);
+        }
+    }
+}
