@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|whatif]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|conntrack|whatif|monitor]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ dotnet build bench/Forensics.Bench -c Release -v q -nologo >/dev/null
 bench=bench/Forensics.Bench/bin/Release/net10.0/Forensics.Bench
 cc -O2 -Wall -o "$out/drain" bench/c/drain.c -lbpf -lpthread
 cc -O2 -Wall -o "$out/udpflood" bench/c/udpflood.c
+cc -O2 -Wall -o "$out/ctflood" bench/c/ctflood.c
 clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
 	-c bench/bpf/baseline.bpf.c -o "$out/baseline.bpf.o"
 clang-14 -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(uname -m)-linux-gnu \
@@ -71,6 +72,16 @@ if [[ $what == all || $what == capture ]]; then
 	# first with every kind and the probes on (forensics record --lab), then with capture events only
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 all
 	timeout 180 "$bench" capture "$out/udpflood" 3 100000,200000,300000,1000000,0 capture
+fi
+if [[ $what == all || $what == monitor ]]; then
+	# the monitor socket: events/s to 1 and 3 clients of a running datapath against the ring drained directly,
+	# as fast as the producer goes, then at fixed rates (5 s each)
+	timeout 600 "$bench" monitor 5 0,500000,1000000
+fi
+if [[ $what == all || $what == conntrack ]]; then
+	# new conntrack entries (one UDP datagram per new 5-tuple, DNATed) in a namespace fxbct<pid>, 5 s per rate:
+	# ours (ctnetlink over the socket API) and `conntrack -E -o timestamp > file` listening at the same time
+	timeout 300 "$bench" conntrack "$out/ctflood" 5 25000,50000,100000,200000,0
 fi
 if [[ $what == all || $what == whatif ]]; then
 	# whatif (issue 20): 100k flows through the real datapath in-process (against the kernel's own time for the same runs),

@@ -21,6 +21,8 @@ if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
   want tshark tshark
   want tcpdump tcpdump
   want ssh-keygen openssh-client
+  want iptables iptables   # kernel NAT tests: real iptables / nftables rules in private namespaces
+  want nft nftables
   # The Arrow tests read this tool's Arrow output with apache-arrow (npm) under Node (tests/arrow/).
   want node nodejs
   want npm npm
@@ -34,6 +36,8 @@ if [[ "${FORENSICS_BENCH:-0}" == 1 ]]; then
   want jq jq
   want iperf3 iperf3
   want tcpdump tcpdump
+  want conntrack conntrack # the baseline of the conntrack ingest benchmark (conntrack -E)
+  want iptables iptables
 fi
 
 if ((${#need_pkgs[@]})); then

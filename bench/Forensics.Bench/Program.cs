@@ -69,8 +69,27 @@ switch (what)
             (args.Length > 3 ? args[3] : "100000,300000,1000000,0").Split(',').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList(),
             args.Length > 4 ? args[4] : "all", (uint)Arg(5, 16) << 20);
         break;
+    case "monitor":
+        {
+            // monitor [SECONDS] [RATE,RATE,...|0=max]: events/s to 1 and 3 monitor socket clients against the ring drained directly, per rate
+            var rates = (args.Length > 2 ? args[2] : "0").Split(',').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList();
+            MonitorBench.Run(1, 100_000, 1, root); // warm-up: JIT, socket paths
+            foreach (var rate in rates)
+            {
+                var direct = MonitorBench.Run(0, rate, Arg(1, 5), root);
+                Console.WriteLine(MonitorBench.Line(direct, direct.Delivered(0)));
+                foreach (var n in new[] { 1, 3 })
+                    Console.WriteLine(MonitorBench.Line(MonitorBench.Run(n, rate, Arg(1, 5), root), direct.Delivered(0)));
+            }
+            break;
+        }
+    case "conntrack":
+        // conntrack CTFLOOD [SECONDS] [RATE,RATE,...|0=max]: new connections against ours and conntrack -E -o timestamp > file
+        ConntrackBench.Run(root, args[1], Arg(2, 5),
+            (args.Length > 3 ? args[3] : "25000,50000,100000,0").Split(',').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList());
+        break;
     default:
-        Console.Error.WriteLine("usage: Forensics.Bench ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | whatif EVENTS FLOWS | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
+        Console.Error.WriteLine("usage: Forensics.Bench conntrack CTFLOOD [SECONDS] [RATE,...] | monitor [SECONDS] [RATE,...] | ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | whatif EVENTS FLOWS | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
         return 2;
 }
 return 0;

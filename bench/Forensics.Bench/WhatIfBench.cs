@@ -18,7 +18,7 @@ internal static class WhatIfBench
     private static string PodIp(int i) => $"10.244.{i % 4}.{10 + i}";
 
     private static (int Src, int Dst, ushort Sport, ushort Dport) Flow(long i) =>
-        ((int)(i % Pods), (int)((i * 7 + 3) % Pods), (ushort)(20000 + i / Pods % 40000), (ushort)(new[] { 8080, 9090, 5432, 443 }[i % 4]));
+        ((int)(i % Pods), (int)((i % Pods + 4 * (1 + i % 9) + i / 3 % 2) % Pods), (ushort)(20000 + i / Pods % 40000), (ushort)(new[] { 8080, 9090, 5432, 443 }[i % 4]));
 
     /// <summary>Each namespace's policy: its pods take 8080/TCP from pods of their namespace (the changed one adds 9090).</summary>
     private static string Policy(int ns, bool changed) => $"""
@@ -58,7 +58,7 @@ internal static class WhatIfBench
     {
         var yaml = new StringBuilder();
         for (int ns = 0; ns < 4; ns++)
-            yaml.Append(Policy(ns, changed: true)).Append('\n');
+            yaml.Append("---\n").Append(Policy(ns, changed: true)).Append('\n');
         for (int i = 0; i < Pods; i++)
             yaml.Append(PodYaml(i));
         var cluster = ClusterLoader.Load(yaml.ToString(), "bench.yaml");
@@ -72,14 +72,16 @@ internal static class WhatIfBench
             packets.Add(ReplayPackets.FromTuple(IPAddress.Parse(PodIp(s)), sport, IPAddress.Parse(PodIp(d)), dport, 6)!);
         }
         int delivered = 0;
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         foreach (var p in packets)
             delivered += replay.Run(p).Delivered ? 1 : 0;
         var secs = sw.Elapsed.TotalSeconds;
+        var cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
         double kernelPerRun = replay.KernelNs / (double)replay.Runs;
         double wallPerFlow = secs * 1e9 / flows;
         double runsPerFlow = replay.Runs / (double)flows;
-        Console.WriteLine($"whatif-engine flows={flows} delivered={delivered} load_s={load:0.000} replay_s={secs:0.000} flows_per_s={flows / secs:0} " +
+        Console.WriteLine($"whatif-engine flows={flows} delivered={delivered} load_s={load:0.000} replay_s={secs:0.000} cpu_s={cpu:0.000} flows_per_s={flows / secs:0} flows_per_cpu_s={flows / cpu:0} " +
             $"runs_per_flow={runsPerFlow:0.00} kernel_ns_per_run={kernelPerRun:0} wall_ns_per_flow={wallPerFlow:0} " +
             $"ratio_to_kernel_cost_of_the_flow={wallPerFlow / (kernelPerRun * runsPerFlow):0.0}");
     }
@@ -101,7 +103,7 @@ internal static class WhatIfBench
             cmd.CommandText = $"""
                 COPY (
                   WITH e AS (SELECT k, k % {flows} AS f FROM range({events}) t(k)),
-                  g AS (SELECT k, f, f % {Pods} AS s, (f * 7 + 3) % {Pods} AS d, 20000 + (f // {Pods}) % 40000 AS sport,
+                  g AS (SELECT k, f, f % {Pods} AS s, (f % {Pods} + 4 * (1 + f % 9) + f // 3 % 2) % {Pods} AS d, 20000 + (f // {Pods}) % 40000 AS sport,
                                [8080, 9090, 5432, 443][1 + f % 4] AS dport FROM e)
                   SELECT TIMESTAMPTZ '2026-11-23 10:00:00+00' + to_microseconds(1000000 + k) AS time,
                          CAST(1000000000 + k * 1000 AS UBIGINT) AS ktime_ns, CAST(0 AS UINTEGER) AS cpu, CAST(4 AS UTINYINT) AS ip_version,

@@ -9,7 +9,7 @@ public static class DoctorCommand
 {
     public static Command Build()
     {
-        var cmd = new Command("doctor", "Check that this machine can record: privileges, libbpf, kernel BTF, tracefs and bpffs (mounted if missing), and that every embedded BPF object loads");
+        var cmd = new Command("doctor", "Check that this machine can record: privileges, libbpf, kernel BTF, tracefs and bpffs (mounted if missing), that every embedded BPF object loads, and whether the kernel's conntrack events (NAT) can be recorded (net.netfilter.nf_conntrack_events, ctnetlink)");
         cmd.SetAction(_ => Run());
         return cmd;
     }
@@ -26,6 +26,8 @@ public static class DoctorCommand
                 obj.Load();
                 Console.WriteLine($"bpf/{name}.bpf.o: loaded {string.Join(", ", obj.ProgramNames())}");
             }
+            foreach (var f in Forensics.Datapath.Conntrack.ConntrackCheck.Run())
+                Console.WriteLine(f.Warning ? "warning: " + f.Text : f.Text);
             return (int)ExitCode.Ok;
         }
         catch (PrerequisiteException e)

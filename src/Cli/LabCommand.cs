@@ -108,10 +108,12 @@ public static class LabCommand
         return cluster;
     }
 
-    private static LabOptions Options(bool datapath, bool quiet) => new()
+    private static LabOptions Options(bool datapath, bool quiet, bool serve = false, bool collect = true) => new()
     {
         Datapath = datapath ? LabDatapath.Factory(new EventOptions { SelfPid = (uint)Environment.ProcessId }) : null,
         Progress = quiet ? null : line => Console.WriteLine("  " + line),
+        Serve = serve,
+        CollectEvents = collect,
     };
 
     private static Command Up()
@@ -129,7 +131,7 @@ public static class LabCommand
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
             Console.WriteLine($"lab {cluster.Lab!.Name}: building from {cluster.SourceFile}");
-            using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: false));
+            using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: false, serve: true, collect: parse.GetValue(events)));
             PrintSummary(lab);
             Console.WriteLine($"lab {lab.Name} is up (pid {Environment.ProcessId}); Ctrl-C or `forensics lab down {parse.GetValue(file)}` removes it");
             int printed = 0;
@@ -163,6 +165,8 @@ public static class LabCommand
         Console.WriteLine(s.DatapathAttached
             ? $"datapath attached: BPF programs {string.Join(",", s.ProgramIds)}"
             : "datapath not attached (--no-datapath)");
+        if (s.MonitorSocket is not null)
+            Console.WriteLine($"datapath events served on {s.MonitorSocket} (`forensics monitor`, `forensics record -d 10m` attach to it), state maps pinned in {s.PinDir}");
     }
 
     private static Command Status()

@@ -4,6 +4,7 @@ using Forensics.Format;
 using Forensics.Datapath;
 using Forensics.Datapath.Bpf;
 using Forensics.Datapath.Probes;
+using Forensics.Datapath.Monitoring;
 using Forensics.Query.Render;
 using Forensics.Recorder;
 using Forensics.Recorder.Batches;
@@ -26,7 +27,15 @@ public static class MonitorCommand
         var file = new Option<string?>("--output-file", "-O") { Description = "write to this file instead of standard output" };
         var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
         var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s); without it, until Ctrl-C" };
-        var cmd = new Command("monitor", "Print the probes' events live, as cilium monitor and tetra getevents -o compact would") { types, output, file, exclude, duration };
+        var labs = new Option<string[]>("--lab") { Description = "Show the datapath of this running lab only (repeatable; default: every running datapath, see `forensics lab up`)" };
+        var from = new Option<string[]>("--from") { Description = "Filter by source endpoint id (repeatable, as cilium monitor --from)", AllowMultipleArgumentsPerToken = true };
+        var to = new Option<string[]>("--to") { Description = "Filter by destination endpoint id (repeatable, as cilium monitor --to)", AllowMultipleArgumentsPerToken = true };
+        var related = new Option<string[]>("--related-to") { Description = "Filter by either source or destination endpoint id (repeatable, as cilium monitor --related-to)", AllowMultipleArgumentsPerToken = true };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "More detail: drops and traces as cilium monitor's verbose lines (CPU, mark, source endpoint, bytes, identities, destination endpoint)" };
+        var cmd = new Command("monitor", "Print events live: every running datapath's (drop, policy, nat, trace, capture, from its monitor socket) as cilium monitor prints them, and the probes' as tetra getevents -o compact would")
+        {
+            types, output, file, exclude, duration, labs, from, to, related, verbose,
+        };
         cmd.SetAction(parse =>
         {
             RenderFormat? format;
@@ -57,21 +66,57 @@ public static class MonitorCommand
             {
                 return Cli.Fail(ExitCode.Usage, e.Message);
             }
-            return Run(kinds, format, parse.GetValue(file), excluded, d);
+            EndpointFilter filter;
+            try
+            {
+                filter = new EndpointFilter(Ids(parse.GetValue(from), "--from"), Ids(parse.GetValue(to), "--to"), Ids(parse.GetValue(related), "--related-to"));
+            }
+            catch (FormatException e)
+            {
+                return Cli.Fail(ExitCode.Usage, e.Message);
+            }
+            return Run(kinds, format, parse.GetValue(file), excluded, d, parse.GetValue(labs) ?? [], filter, parse.GetValue(verbose));
         });
         return cmd;
     }
 
-    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat? format, string? file, List<string> excluded, TimeSpan? duration)
+    private static HashSet<ushort> Ids(string[]? values, string option)
     {
-        var session = new MonitorSession(new MonitorSessionOptions { Kinds = kinds, ExcludeCidrs = excluded, Duration = duration });
+        var ids = new HashSet<ushort>();
+        foreach (var v in (values ?? []).SelectMany(x => x.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))
+        {
+            if (!ushort.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id))
+                throw new FormatException($"{option} {v}: not an endpoint id (0-65535)");
+            ids.Add(id);
+        }
+        return ids;
+    }
+
+    private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat? format, string? file, List<string> excluded, TimeSpan? duration,
+        string[] labs, EndpointFilter filter, bool verbose)
+    {
+        var datapathKinds = RecordingSession.DatapathKinds(kinds);
+        if (labs.Length == 0 && datapathKinds.Count > 0 && RecordingSession.ProbesFor(kinds) == ProbeSet.None
+            && Forensics.Datapath.Lab.LabState.Serving().Count == 0)
+            return Cli.Fail(ExitCode.Prerequisite, $"no running datapath to show {string.Join(",", datapathKinds.Order().Select(Rows.TableOf))} events of: start one with `forensics lab up FILE`");
+        var session = new MonitorSession(new MonitorSessionOptions
+        {
+            Kinds = kinds,
+            ExcludeCidrs = excluded,
+            Duration = duration,
+            Attach = labs,
+            // cilium monitor's own line for a perf ring that lost samples (pkg/monitor/format/format.go FormatLostEvent)
+            Lost = (_, cpu, n) => Console.Out.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"CPU {cpu:D2}: Lost {n} events")),
+        });
         using var cts = new CancellationTokenSource();
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
         var announce = new Thread(() =>
         {
             if (WaitHandle.WaitAny([session.Started.WaitHandle, cts.Token.WaitHandle]) == 0)
-                Console.Error.WriteLine($"Listening for events on {Environment.ProcessorCount} CPUs ({string.Join(", ", session.Kinds.Order().Select(Rows.TableOf))}); Ctrl-C quits");
+                Console.Error.WriteLine($"Listening for events on {Environment.ProcessorCount} CPUs ({string.Join(", ", session.Kinds.Order().Select(Rows.TableOf))}); "
+                    + (session.Attached.Count > 0 ? $"datapath {string.Join(", ", session.Attached)}; " : datapathKinds.Count > 0 ? "no running datapath; " : "")
+                    + "Ctrl-C quits");
         }) { IsBackground = true };
         announce.Start();
         MonitorSummary summary;
@@ -81,7 +126,7 @@ public static class MonitorCommand
         {
             IMonitorSink sink;
             if (format is { } f)
-                sink = new LinePrinter(f);
+                sink = new LinePrinter(f, filter, verbose, kinds.Contains(Datapath.Abi.EventKind.Exec) || kinds.Contains(Datapath.Abi.EventKind.Exit));
             else
             {
                 output = file is null ? Console.OpenStandardOutput() : new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.Read);
@@ -126,13 +171,26 @@ public static class MonitorCommand
         private readonly List<(ulong Ktime, long Seq, long Received, string Table, Dictionary<string, object?> Row)> pending = [];
         private long seq;
 
-        public LinePrinter(RenderFormat format) => renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id), Node = Environment.MachineName };
+        private readonly EndpointFilter filter;
+
+        private readonly int holdMs;
+
+        /// <summary><paramref name="processes"/>: exec or exit shown, whose lines are held a moment to be put in order (an exec before its exit);
+        /// the datapath's alone come in order from its ring buffer and are printed at once.</summary>
+        public LinePrinter(RenderFormat format, EndpointFilter filter, bool verbose, bool processes)
+        {
+            holdMs = processes ? 300 : 0;
+            renderer = new LineRenderer(format) { ArgumentsOf = id => args.GetValueOrDefault(id), Node = Environment.MachineName, Verbose = verbose };
+            this.filter = filter;
+        }
 
         public void OnBatch(TableBatch batch)
         {
             long now = Environment.TickCount64;
             foreach (var row in BatchRows.Rows(batch))
-                pending.Add((row.TryGetValue("ktime_ns", out var k) && k is ulong kt ? kt : 0, seq++, now, batch.Table, row));
+                // a datapath's loss is printed per CPU as its client learns it ("CPU 01: Lost 3 events"); the probes' here
+                if (batch.Table == "loss" ? row.GetValueOrDefault("kind") is not ("drop" or "policy" or "nat" or "trace" or "capture") : filter.Matches(batch.Table, row))
+                    pending.Add((row.TryGetValue("ktime_ns", out var k) && k is ulong kt ? kt : 0, seq++, now, batch.Table, row));
         }
 
         public void OnTick() => Flush(all: false);
@@ -141,7 +199,7 @@ public static class MonitorCommand
 
         private void Flush(bool all)
         {
-            long now = Environment.TickCount64, cutoff = now - 300, exitCutoff = now - 2000;
+            long now = Environment.TickCount64, cutoff = now - holdMs, exitCutoff = now - 2000;
             // an exit waits (up to 2 s) for its exec, which may come in a later batch, so that the exec is printed
             // first and the exit carries its arguments
             var execs = pending.Where(p => p.Table == "exec" && p.Row["exec_id"] is ulong && (all || p.Received <= cutoff))
@@ -162,5 +220,31 @@ public static class MonitorCommand
                     Console.Out.WriteLine(line);
             }
         }
+    }
+}
+
+/// <summary>
+/// cilium monitor's --from, --to and --related-to: a datapath event's source endpoint is the endpoint whose program
+/// emitted it (cilium's notify "source", our endpoint_id); its destination endpoint is that endpoint when the packet
+/// goes into it (direction ingress, or observed at to-endpoint), else 0 (cilium's dst_id). Process events carry no
+/// endpoint: with a filter they are not shown.
+/// </summary>
+internal sealed class EndpointFilter(HashSet<ushort> from, HashSet<ushort> to, HashSet<ushort> related)
+{
+    public bool Any => from.Count + to.Count + related.Count > 0;
+
+    public bool Matches(string table, IReadOnlyDictionary<string, object?> row)
+    {
+        if (!Any)
+            return true;
+        if (!row.TryGetValue("endpoint_id", out var e) || e is null)
+            return false;
+        ulong src = Convert.ToUInt64(e, System.Globalization.CultureInfo.InvariantCulture);
+        bool ingress = row.TryGetValue("direction", out var d) && d is "ingress" || row.TryGetValue("obs_point", out var o) && o is "to-endpoint";
+        ulong dst = ingress ? src : 0;
+        _ = table;
+        return (from.Count == 0 || from.Contains((ushort)src))
+            && (to.Count == 0 || to.Contains((ushort)dst))
+            && (related.Count == 0 || related.Contains((ushort)src) || related.Contains((ushort)dst));
     }
 }

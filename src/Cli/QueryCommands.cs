@@ -209,16 +209,18 @@ public static class QueryCommands
         var common = new Common();
         var output = new OutputOptions();
         var filter = new FilterOptions();
-        var reason = new Option<string?>("--reason") { Description = "reason code (133) or part of its name (\"Policy denied\")" };
-        var cmd = new Command("drops", "Who was dropped where and why: source and destination workload and identity, port, protocol, reason, count, first and last seen (view drops_by_workload)");
+        var reason = new Option<string?>("--reason") { Description = "reason code (133) or part of its name (\"Policy denied\", NETFILTER_DROP)" };
+        var allReasons = new Option<bool>("--all-reasons") { Description = "also the kernel drops that are not a dropped network packet in the user's sense (socket close, queue purge, multicast noise: docs/drops.md)" };
+        var cmd = new Command("drops", "Who was dropped where and why, by our datapath and by the kernel: source and destination workload and identity, port, protocol, reason, which layer dropped it, count, first and last seen (view drops_by_workload)");
         cmd.Arguments.Add(recs);
         common.AddTo(cmd);
         output.AddTo(cmd);
         filter.AddTo(cmd);
         cmd.Options.Add(reason);
+        cmd.Options.Add(allReasons);
         cmd.SetAction(p => Guard(() =>
         {
-            var f = filter.Parse(p) with { Reason = p.GetValue(reason) };
+            var f = filter.Parse(p) with { Reason = p.GetValue(reason), AllReasons = p.GetValue(allReasons) };
             using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
             ResultWriter.Write(s.Execute(Reconstructions.Drops(f)), output.Parse(p), Console.Out, p.GetValue(output.Output));
             return (int)ExitCode.Ok;

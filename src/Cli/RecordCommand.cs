@@ -24,7 +24,8 @@ public sealed record RecordArgs(
     string? Lab = null,
     MonitorAggregation MonitorAggregation = MonitorAggregation.None,
     bool Probes = true,
-    IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null);
+    IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null,
+    IReadOnlyList<string>? Datapaths = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -40,6 +41,7 @@ public static class RecordCommand
         var tetragon = new Option<string?>("--tetragon-policy") { Description = "Filter connects in the kernel as a Tetragon TracingPolicy file selects them (tcp_connect, udp_sendmsg, security_socket_connect selectors; ${VARS} from the environment)" };
         var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
         var lab = new Option<string?>("--lab") { Description = "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards" };
+        var datapath = new Option<string[]>("--datapath") { Description = "Without --lab: record the running datapath of this lab only (repeatable; default: every running datapath, as `forensics lab up` serves them: its events from its monitor socket, its tables from its pinned maps at start and end)" };
         var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
         var aggregation = new Option<string>("--monitor-aggregation")
         {
@@ -58,9 +60,9 @@ public static class RecordCommand
         var tlsCert = new Option<string?>("--tls-client-cert-file") { Description = "PEM client certificate (mutual TLS)" };
         var tlsKey = new Option<string?>("--tls-client-key-file") { Description = "PEM key of the client certificate" };
         var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
-        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
+        var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and every running datapath (`lab up`), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, types, exclude, tetragon, snaplen, ring, aggregation, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -94,7 +96,9 @@ public static class RecordCommand
                     ServerName = parse.GetValue(tlsServer),
                 };
                 var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
-                args = args with { Probes = probes, Cilium = cilium };
+                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [] };
+                if (args.Lab is not null && args.Datapaths.Count > 0)
+                    throw new FormatException("--datapath attaches to a running datapath; --lab builds its own: give one of them");
             }
             catch (FormatException e)
             {
@@ -164,6 +168,7 @@ public static class RecordCommand
             RingBytes = args.RingBytes,
             MonitorAggregation = args.MonitorAggregation,
             Lab = args.Lab,
+            Attach = args.Lab is null ? args.Datapaths ?? [] : null,
             Progress = args.Progress,
             Say = Console.WriteLine,
             Note = m => Console.Error.WriteLine("note: " + m),
@@ -194,7 +199,9 @@ public static class RecordCommand
             var waiter = new Thread(() =>
             {
                 if (WaitHandle.WaitAny([session.Started.WaitHandle, cts.Token.WaitHandle]) == 0)
-                    Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
+                    Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}"
+                        + (session.Attached.Count > 0 ? $", the running datapath {string.Join(", ", session.Attached)}" : args.Lab is null ? ", no running datapath" : "")
+                        + "; Ctrl-C stops");
             }) { IsBackground = true };
             waiter.Start();
         }

@@ -95,6 +95,21 @@ public static class EventChannel
         return total;
     }
 
+    /// <summary>Emitted and failed counts per CPU and event kind (entries with both zero left out).</summary>
+    public static List<Monitoring.StatsEntry> ReadPerCpu(BpfMap stats)
+    {
+        ArgumentNullException.ThrowIfNull(stats);
+        var result = new List<Monitoring.StatsEntry>();
+        for (uint k = 1; k < (uint)EventKind.Max; k++)
+        {
+            var perCpu = stats.LookupPerCpu<uint, EmitStats>(k);
+            for (int cpu = 0; cpu < perCpu.Length; cpu++)
+                if (perCpu[cpu].Emitted + perCpu[cpu].Failed > 0)
+                    result.Add(new Monitoring.StatsEntry((ushort)cpu, (EventKind)k, perCpu[cpu].Emitted, perCpu[cpu].Failed, 0));
+        }
+        return result;
+    }
+
     /// <summary>Emitted and failed counts per event kind, summed over CPUs.</summary>
     public static IReadOnlyDictionary<EventKind, EmitStats> ReadCounters(BpfMap stats)
     {

@@ -160,6 +160,9 @@ public sealed class QuerySession : IDisposable
         sb.Append("CREATE TABLE drop_reasons(code INTEGER, name VARCHAR, hubble_name VARCHAR, bpf_define VARCHAR);\n");
         var reasons = DropReasons.All.Select(r => $"({r.Code}, {SqlTypes.Literal(r.Name)}, {SqlTypes.Literal(r.HubbleName)}, {SqlTypes.Literal(r.BpfDefine)})");
         sb.Append("INSERT INTO drop_reasons VALUES ").Append(string.Join(",\n", reasons)).Append(";\n");
+        sb.Append("CREATE TABLE kernel_drop_hidden(reason_name VARCHAR, why VARCHAR);\n");
+        sb.Append("INSERT INTO kernel_drop_hidden VALUES ")
+            .Append(string.Join(", ", KernelDrops.HiddenReasons.Select(r => $"({SqlTypes.Literal(r.Reason)}, {SqlTypes.Literal(r.Why)})"))).Append(";\n");
         sb.Append("CREATE TABLE reserved_identities(identity UINTEGER, labels VARCHAR);\n");
         sb.Append("INSERT INTO reserved_identities VALUES ")
             .Append(string.Join(", ", ReservedIdentities.Labels.Select(kv => $"({kv.Key}, {SqlTypes.Literal(kv.Value)})"))).Append(";\n");

@@ -14,6 +14,9 @@ public sealed record Filter
     public int? Port { get; init; }
     public string? Protocol { get; init; }
     public string? Process { get; init; }
+
+    /// <summary>drops: also the kernel drops that are hidden by default (docs/drops.md).</summary>
+    public bool AllReasons { get; init; }
 }
 
 /// <summary>The SQL the reconstruction commands run over the views of Sql/views.sql.</summary>
@@ -29,8 +32,8 @@ public static class Reconstructions
             c.Add($"(src_namespace = {L(f.Namespace)} OR dst_namespace = {L(f.Namespace)})");
         if (f.Reason is not null)
             c.Add(int.TryParse(f.Reason, out var code) ? $"reason = {code}" : $"(reason_name ILIKE {L("%" + f.Reason + "%")})");
-        return $"SELECT source, destination, src_identity, dst_identity, dst_port, protocol, reason, reason_name, decided_by, count, first_seen, last_seen{Multi()} " +
-               $"FROM drops_between({Ts(f.Since)}, {Ts(f.Until)}){Where(c)}";
+        return $"SELECT source, destination, src_identity, dst_identity, dst_port, protocol, reason, reason_name, decided_by, dropped_by, kernel_reason, count, first_seen, last_seen{Multi()} " +
+               $"FROM drops_between({Ts(f.Since)}, {Ts(f.Until)}, all_reasons := {(f.AllReasons ? "true" : "false")}){Where(c)}";
     }
 
     public static string Nat(Filter f)
@@ -43,7 +46,7 @@ public static class Reconstructions
             c.Add($"(client_pod LIKE {L(f.Namespace + "/%")} OR backend_pod LIKE {L(f.Namespace + "/%")})");
         if (f.Address is not null)
             c.Add($"({L(f.Address)} IN (client_ip, orig_ip, xlated_ip, dst_ip))");
-        return $"SELECT mapping, protocol, client, client_pod, original, translated, destination, service, backend_pod, packets, replies, first_seen, last_seen{Multi()} FROM nat_mappings{Where(c)} ORDER BY first_seen";
+        return $"SELECT source, mapping, protocol, client, client_pod, original, translated, destination, service, backend_pod, packets, replies, first_seen, last_seen{Multi()} FROM nat_mappings{Where(c)} ORDER BY first_seen";
     }
 
     public static string Connects(Filter f, bool externalOnly)

@@ -112,7 +112,7 @@ public sealed class Recording : IDisposable
             foreach (var s in sources)
             {
                 var w = pipeline.WriterOf(s);
-                ulong handed = s.Counters().Values.Aggregate(0UL, (a, c) => a + c.Emitted);
+                ulong handed = s.Counters().Values.Aggregate(0UL, (a, c) => a + c.Emitted - c.Dropped);
                 ulong taken = (ulong)w.Records + w.DroppedTables().Aggregate(0UL, (a, t) => a + w.Dropped(t));
                 caught &= taken >= handed;
             }
@@ -214,6 +214,8 @@ public sealed class Recording : IDisposable
         SampleLoss(final: true);
         WriteBatchSafely(loss.Batch);
         foreach (var snap in EndSnapshots?.Invoke() ?? [])
+            WriteBatchSafely(snap);
+        foreach (var snap in sources.OfType<ISnapshotSource>().SelectMany(s => s.Snapshots()))
             WriteBatchSafely(snap);
         SealAll();
 
@@ -419,11 +421,11 @@ public sealed class Recording : IDisposable
                 var before = lastCounters.GetValueOrDefault(key);
                 ulong drops = w.Dropped(table), dropsBefore = lastDrops.GetValueOrDefault(key);
                 var t = perTable.GetValueOrDefault(table);
-                perTable[table] = (t.E + now.Emitted - before.Emitted, t.F + now.Failed - before.Failed, t.D + drops - dropsBefore);
+                perTable[table] = (t.E + now.Emitted - before.Emitted, t.F + now.Failed - before.Failed, t.D + drops - dropsBefore + now.Dropped - before.Dropped);
                 lastCounters[key] = now;
                 lastDrops[key] = drops;
                 var p = progress.GetValueOrDefault(table);
-                progress[table] = new SourceCounts(p.Emitted + now.Emitted, p.Failed + now.Failed);
+                progress[table] = new SourceCounts(p.Emitted + now.Emitted, p.Failed + now.Failed, p.Dropped + now.Dropped);
             }
         }
         foreach (var (table, (e, f, d)) in perTable)
@@ -452,7 +454,7 @@ public sealed class Recording : IDisposable
             var entry = new ManifestSource { Kind = s.Kind, Detail = s.Detail, Records = (ulong)w.Records, NotRecorded = [.. w.Notes()] };
             foreach (var ((name, table), c) in lastCounters.Where(kv => kv.Key.Source == s.Name))
             {
-                ulong d = lastDrops.GetValueOrDefault((name, table));
+                ulong d = lastDrops.GetValueOrDefault((name, table)) + c.Dropped;
                 if (c.Emitted == 0 && c.Failed == 0 && d == 0)
                     continue;
                 entry.Loss[table] = new ManifestLoss { Emitted = c.Emitted, Failed = c.Failed, UserspaceDropped = d };
@@ -497,7 +499,7 @@ public sealed class Recording : IDisposable
         var counters = progressCounters;
         string Rate(KeyValuePair<string, SourceCounts> kv) => $"{kv.Key} {kv.Value.Emitted.ToString("N0", CultureInfo.InvariantCulture)}";
         var kinds = string.Join(", ", counters.Where(kv => kv.Value.Emitted > 0).Select(Rate));
-        ulong lost = counters.Values.Aggregate(0UL, (a, c) => a + c.Failed);
+        ulong lost = counters.Values.Aggregate(0UL, (a, c) => a + c.Failed + c.Dropped);
         var remaining = options.Duration is { } d ? $"/{d:hh\\:mm\\:ss}" : "";
         long bytes = Interlocked.Read(ref bytesSealed);
         Console.Error.Write($"\r[{elapsed:hh\\:mm\\:ss}{remaining}] events: {(kinds.Length > 0 ? kinds : "none yet")}; lost {lost}; {bytes / 1024.0 / 1024.0:F1} MiB sealed   ");

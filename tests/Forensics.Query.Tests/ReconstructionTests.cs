@@ -12,7 +12,8 @@ public sealed class ReconstructionTests : IDisposable
     public void Drops_PolicyDeniedScenario_NamesWorkloadsReasonAndCounts()
     {
         using var s = QuerySession.Open([_rec.Root]);
-        var d = Rows(s, Reconstructions.Drops(new Filter())).Single();
+        var rows = Rows(s, Reconstructions.Drops(new Filter()));
+        var d = rows.Single(r => (string?)r["dropped_by"] == "datapath");
         Assert.Equal("default/xwing", d["source"]);
         Assert.Equal("default/deathstar", d["destination"]);
         Assert.Equal(Lab.XwingId, d["src_identity"]);
@@ -229,8 +230,9 @@ public sealed class ReconstructionTests : IDisposable
         var drops = CliRunner.Run("drops", _rec.Root, "--format", "csv");
         Assert.Equal(0, drops.ExitCode);
         var lines = drops.Stdout.TrimEnd('\n').Split('\n');
-        Assert.StartsWith("source,destination,src_identity,dst_identity,dst_port,protocol,reason,reason_name,decided_by,count,", lines[0], StringComparison.Ordinal);
-        Assert.StartsWith("default/xwing,default/deathstar,1001,1002,8080,tcp,133,Policy denied,default deny,3,", lines[1], StringComparison.Ordinal);
+        Assert.StartsWith("source,destination,src_identity,dst_identity,dst_port,protocol,reason,reason_name,decided_by,dropped_by,kernel_reason,count,", lines[0], StringComparison.Ordinal);
+        Assert.StartsWith("default/xwing,default/deathstar,1001,1002,8080,tcp,133,Policy denied,default deny,datapath,,3,", lines[1], StringComparison.Ordinal);
+        Assert.StartsWith($"{Lab.Outside},{Lab.Node},,,59999,tcp,,NO_SOCKET,,kernel,NO_SOCKET,1,", lines[2], StringComparison.Ordinal); // the kernel's drop of scenario C
 
         var nat = CliRunner.Run("nat", _rec.Root);
         Assert.Equal(0, nat.ExitCode);

@@ -3,29 +3,82 @@ using Forensics.Datapath.Interop;
 
 namespace Forensics.Datapath.Bpf;
 
-/// <summary>Typed access to a loaded map; valid while its object is.</summary>
-public sealed unsafe class BpfMap
+/// <summary>
+/// Typed access to a map: one of a loaded object's (valid while the object is), or one another process
+/// pinned in bpffs (<see cref="OpenPinned"/>, valid until disposed).
+/// </summary>
+public sealed unsafe class BpfMap : IDisposable
 {
-    private readonly BpfObject owner;
-    private readonly nint map;
+    private readonly object owner; // the BpfObject, or the FdHandle of a pinned map: kept alive across each call
+    private readonly FdHandle? ownedFd;
 
     internal BpfMap(BpfObject owner, nint map, string name)
     {
         this.owner = owner;
-        this.map = map;
         Name = name;
+        Fd = LibBpf.bpf_map__fd(map);
+        KeySize = (int)LibBpf.bpf_map__key_size(map);
+        ValueSize = (int)LibBpf.bpf_map__value_size(map);
+        MaxEntries = LibBpf.bpf_map__max_entries(map);
+        Type = LibBpf.bpf_map__type(map);
+    }
+
+    private BpfMap(FdHandle fd, string name, in bpf_map_info_head info)
+    {
+        owner = fd;
+        ownedFd = fd;
+        Name = name;
+        Fd = fd.Fd;
+        KeySize = (int)info.key_size;
+        ValueSize = (int)info.value_size;
+        MaxEntries = info.max_entries;
+        Type = info.type;
+    }
+
+    /// <summary>Opens a map pinned at <paramref name="path"/> (bpffs) by another process; dispose to close it.</summary>
+    public static BpfMap OpenPinned(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        int fd = LibBpf.bpf_obj_get(path);
+        if (fd < 0)
+            throw new BpfException($"bpf_obj_get({path})", Marshal.GetLastPInvokeError() is var e and > 0 ? e : -fd);
+        var handle = new FdHandle(fd);
+        bpf_map_info_head info = default;
+        uint len = (uint)sizeof(bpf_map_info_head);
+        int rc = LibBpf.bpf_obj_get_info_by_fd(fd, &info, &len);
+        if (rc != 0)
+        {
+            handle.Dispose();
+            throw new BpfException($"bpf_obj_get_info_by_fd({path})", Marshal.GetLastPInvokeError() is var e2 and > 0 ? e2 : -rc);
+        }
+        return new BpfMap(handle, Path.GetFileName(path), info);
+    }
+
+    /// <summary>Pins the map at <paramref name="path"/> in bpffs, so that other processes can open it.</summary>
+    public void Pin(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        int rc = LibBpf.bpf_obj_pin(Fd, path);
+        KeepAlive();
+        if (rc != 0)
+            throw new BpfException($"bpf_obj_pin({Name}, {path})", Marshal.GetLastPInvokeError() is var e and > 0 ? e : -rc);
     }
 
     public string Name { get; }
-    public int Fd => LibBpf.bpf_map__fd(map);
-    public int KeySize => (int)LibBpf.bpf_map__key_size(map);
-    public int ValueSize => (int)LibBpf.bpf_map__value_size(map);
-    public uint MaxEntries => LibBpf.bpf_map__max_entries(map);
-    internal uint Type => LibBpf.bpf_map__type(map);
-
-    private bool PerCpu => Type is BpfConst.BPF_MAP_TYPE_PERCPU_ARRAY or BpfConst.BPF_MAP_TYPE_PERCPU_HASH or BpfConst.BPF_MAP_TYPE_LRU_PERCPU_HASH;
+    public int Fd { get; }
+    public int KeySize { get; }
+    public int ValueSize { get; }
+    public uint MaxEntries { get; }
+    internal uint Type { get; }
 
     public static int PossibleCpus => Math.Max(1, LibBpf.libbpf_num_possible_cpus());
+
+    private void KeepAlive() => GC.KeepAlive(owner);
+
+    /// <summary>Closes a pinned map's descriptor; nothing for a map of a loaded object (the object owns it).</summary>
+    public void Dispose() => ownedFd?.Dispose();
+
+    private bool PerCpu => Type is BpfConst.BPF_MAP_TYPE_PERCPU_ARRAY or BpfConst.BPF_MAP_TYPE_PERCPU_HASH or BpfConst.BPF_MAP_TYPE_LRU_PERCPU_HASH;
 
     public bool TryLookup<TKey, TValue>(in TKey key, out TValue value) where TKey : unmanaged where TValue : unmanaged
     {
@@ -36,7 +89,7 @@ public sealed unsafe class BpfMap
         int rc;
         fixed (TKey* k = &key)
             rc = LibBpf.bpf_map_lookup_elem(Fd, k, &v);
-        owner.KeepAlive();
+        KeepAlive();
         if (rc == -2) // ENOENT
         {
             value = default;
@@ -59,7 +112,7 @@ public sealed unsafe class BpfMap
         fixed (TKey* k = &key)
         fixed (byte* b = buf)
             rc = LibBpf.bpf_map_lookup_elem(Fd, k, b);
-        owner.KeepAlive();
+        KeepAlive();
         if (rc == -2)
             return new TValue[cpus];
         BpfException.Check(rc, $"bpf_map_lookup_elem({Name})");
@@ -75,7 +128,7 @@ public sealed unsafe class BpfMap
         fixed (TKey* k = &key)
         fixed (TValue* v = &value)
             BpfException.Check(LibBpf.bpf_map_update_elem(Fd, k, v, flags), $"bpf_map_update_elem({Name})");
-        owner.KeepAlive();
+        KeepAlive();
     }
 
     /// <summary>Deletes a key; false when it was not there.</summary>
@@ -84,7 +137,7 @@ public sealed unsafe class BpfMap
         int rc;
         fixed (TKey* k = &key)
             rc = LibBpf.bpf_map_delete_elem(Fd, k);
-        owner.KeepAlive();
+        KeepAlive();
         if (rc == -2)
             return false;
         BpfException.Check(rc, $"bpf_map_delete_elem({Name})");
@@ -111,7 +164,7 @@ public sealed unsafe class BpfMap
             if (keys.Count > 10_000_000)
                 throw new InvalidOperationException($"{Name}: iteration did not end");
         }
-        owner.KeepAlive();
+        KeepAlive();
         return keys;
     }
 

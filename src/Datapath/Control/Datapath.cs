@@ -32,7 +32,6 @@ public sealed class Datapath : IEventSource
     private Dictionary<string, IpcacheKey> ipcacheKeys = [];
     private HashSet<PolicyKey> policyKeys = [];
     // the map keys each compiled entry was written as (a port range is several)
-    private readonly Dictionary<PolicyEntry, List<PolicyKey>> entryKeys = new(ReferenceEqualityComparer.Instance);
     private Dictionary<string, ServiceKey> serviceKeys = [];
     private HashSet<BackendKey> backendKeys = [];
     // every set of policy rules an entry was compiled from, by id; ids are never reused while loaded
@@ -271,6 +270,7 @@ public sealed class Datapath : IEventSource
         SyncIpcache();
         SyncServices();
         SyncPolicies();
+        ControlPlaneChanged?.Invoke(ControlPlaneLocked());
     }
 
     private void SyncIpcache()
@@ -377,7 +377,6 @@ public sealed class Datapath : IEventSource
         var epMap = obj.Map("fx_endpoints");
         var polMap = obj.Map("fx_policy");
         compiled.Clear();
-        entryKeys.Clear();
         var context = PolicyContext.Of(cluster);
         var keys = new Dictionary<PolicyKey, (PolicyFlags Flags, SortedSet<PolicyRuleRef> Allows, SortedSet<PolicyRuleRef> Denies)>();
         foreach (var (name, (pod, ifindex, id)) in endpoints)
@@ -387,17 +386,14 @@ public sealed class Datapath : IEventSource
             compiled[name] = c;
             foreach (var e in c.Entries)
             {
-                var mine = new List<PolicyKey>();
                 foreach (var (port, bits) in PortBlocks(e.Protocol, e.Port, e.EndPort))
                 {
                     var key = PolicyKey.Of(id, e.Direction, e.Identity, e.Protocol, port, bits);
-                    mine.Add(key);
                     var cur = keys.TryGetValue(key, out var k) ? k
                         : (Flags: PolicyFlags.None, Allows: new SortedSet<PolicyRuleRef>(PolicyRuleRef.Order), Denies: new SortedSet<PolicyRuleRef>(PolicyRuleRef.Order));
                     (e.Deny ? cur.Denies : cur.Allows).UnionWith(e.Rules);
                     keys[key] = (cur.Flags | (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0), cur.Allows, cur.Denies);
                 }
-                entryKeys[e] = mine;
             }
         }
         // A longest-prefix match must never hide a deny: an allow inside a deny's range denies too (as Cilium's MapState folds them).
@@ -443,6 +439,10 @@ public sealed class Datapath : IEventSource
     /// port, prefix bits); a single port is one block of 16 bits, any port (0) none
     /// of 0 bits, and protocol 0 no port at all.
     /// </summary>
+    /// <summary>The policy map keys a compiled entry was written as.</summary>
+    private static IEnumerable<PolicyKey> KeysOf(PolicyEntry e) =>
+        PortBlocks(e.Protocol, e.Port, e.EndPort).Select(b => PolicyKey.Of(e.EndpointId, e.Direction, e.Identity, e.Protocol, b.Port, b.Bits));
+
     internal static IEnumerable<(ushort Port, int Bits)> PortBlocks(byte proto, ushort port, ushort end)
     {
         if (proto == 0 || port == 0 && end == 0)
@@ -492,58 +492,116 @@ public sealed class Datapath : IEventSource
 
     private static IPNetwork HostPrefix(IPAddress ip) => new(ip, PolicyCompiler.IsV4(ip) ? 32 : 128);
 
+    /// <summary>
+    /// The maps that hold the datapath's state, which <see cref="PinStateMaps"/> pins so that another process
+    /// (a recorder attaching to a running datapath) can read them. The ring buffer is not among them: it has
+    /// one consumer position, and a second reader would take records from the owner (docs/monitor.md).
+    /// </summary>
+    public static IReadOnlyList<string> StateMaps { get; } =
+        ["fx_ipcache", "fx_endpoints", "fx_policy", "fx_ct", "fx_services", "fx_backends", "fx_lb_flows", "fx_snat", "fx_nat_cfg", EventChannel.StatsMap];
+
+    /// <summary>Pins every state map in <paramref name="dir"/> (bpffs), one file per map named as the map.</summary>
+    public void PinStateMaps(string dir)
+    {
+        ArgumentNullException.ThrowIfNull(dir);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        Directory.CreateDirectory(dir);
+        lock (gate)
+        {
+            foreach (var name in StateMaps)
+            {
+                var path = Path.Combine(dir, name);
+                File.Delete(path); // a pin left by an owner that was killed
+                obj.Map(name).Pin(path);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Called (under the datapath's lock) with the control plane's state after every change to it: what a reader
+    /// of the pinned maps needs besides them (see <see cref="ControlPlane"/>).
+    /// </summary>
+    public Action<DatapathSnapshot>? ControlPlaneChanged { get; set; }
+
+    /// <summary>
+    /// What the control plane holds and the maps do not: endpoints with their pods, identities with their labels,
+    /// policies as given and as compiled (without hit counts), services with their names and backends' pods. The
+    /// kernel's tables (ipcache, conntrack, NAT) are empty; <see cref="ReadKernelTables"/> fills them.
+    /// </summary>
+    public DatapathSnapshot ControlPlane()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        lock (gate)
+            return ControlPlaneLocked();
+    }
+
+    private DatapathSnapshot ControlPlaneLocked()
+    {
+        var eps = endpoints.Values
+            .OrderBy(e => e.Id)
+            .Select(e => new EndpointInfo(e.Id, e.Pod.Name, e.Pod.Namespace, e.Pod.Ip!, ids.ForPod(e.Pod).Id, e.Ifindex,
+                compiled[e.Pod.FullName].IngressEnforced, compiled[e.Pod.FullName].EgressEnforced))
+            .ToList();
+        var identities = ids.All
+            .Select(i => new IdentityInfo(i.Id, i.Labels, i.IsReserved ? "reserved" : i.IsCidr ? "cidr" : "workload"))
+            .ToList();
+        var entries = compiled.Values.SelectMany(c => c.Entries)
+            .OrderBy(e => e.EndpointId).ThenBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
+            .ToList();
+        var policies = cluster.Policies.Select(p => new PolicyInfo(p.Name, p.Namespace, p.SourceText)).ToList();
+        return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, [], policies, entries, [.. services], [], [])
+        {
+            Rules = [.. ruleSets.Values.OrderBy(r => r.Id)],
+        };
+    }
+
     /// <summary>Everything the datapath holds now: endpoints, identities, policies, services, conntrack and NAT tables.</summary>
     public DatapathSnapshot Snapshot()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         lock (gate)
-        {
-            var eps = endpoints.Values
-                .OrderBy(e => e.Id)
-                .Select(e => new EndpointInfo(e.Id, e.Pod.Name, e.Pod.Namespace, e.Pod.Ip!, ids.ForPod(e.Pod).Id, e.Ifindex,
-                    compiled[e.Pod.FullName].IngressEnforced, compiled[e.Pod.FullName].EgressEnforced))
-                .ToList();
-            var identities = ids.All
-                .Select(i => new IdentityInfo(i.Id, i.Labels, i.IsReserved ? "reserved" : i.IsCidr ? "cidr" : "workload"))
-                .ToList();
-            var ipcache = obj.Map("fx_ipcache").Entries<IpcacheKey, IpcacheValue>()
-                .Select(kv => new IpcacheInfo($"{MapAddress.To(kv.Key.Addr, kv.Key.Family)}/{kv.Key.Prefixlen - 32}", kv.Value.Identity, kv.Value.EndpointId))
-                .OrderBy(i => i.Prefix, StringComparer.Ordinal)
-                .ToList();
-            var polMap = obj.Map("fx_policy");
-            var entries = compiled.Values.SelectMany(c => c.Entries)
-                .Select(e => e with
-                {
-                    Hits = entryKeys.TryGetValue(e, out var mine)
-                        ? mine.Aggregate(0UL, (sum, k) => sum + (polMap.TryLookup<PolicyKey, PolicyValue>(k, out var v) ? v.Hits : 0))
-                        : 0,
-                })
-                .OrderBy(e => e.EndpointId).ThenBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
-                .ToList();
-            var ct = obj.Map("fx_ct").Entries<CtKey, CtEntry>()
-                .Select(kv => new ConntrackInfo(
-                    MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
-                    kv.Key.Proto, kv.Key.Dir, kv.Value.EndpointId, kv.Value.RemoteIdentity, kv.Value.Match, kv.Value.Flags,
-                    kv.Value.Packets, kv.Value.Bytes, kv.Value.CreatedNs, kv.Value.LastNs, kv.Value.ServiceId,
-                    (kv.Value.Flags & CtFlags.RevDnat) != 0 ? MapAddress.To(kv.Value.NatAddr, kv.Key.Family) : null,
-                    (kv.Value.Flags & CtFlags.RevDnat) != 0 ? kv.Value.NatPort : 0))
-                .OrderBy(c => c.CreatedNs)
-                .ToList();
-            var nat = obj.Map("fx_snat").Entries<CtKey, NatEntry>()
-                .Select(kv => new NatInfo(kv.Key.Dir == Dir.Egress ? "snat" : "rev-snat",
-                    MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
-                    kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, 0, kv.Value.CreatedNs))
-                .Concat(obj.Map("fx_lb_flows").Entries<CtKey, LbFlow>()
-                    .Select(kv => new NatInfo("lb",
-                        MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
-                        kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, kv.Value.ServiceId, 0)))
-                .ToList();
-            var policies = cluster.Policies.Select(p => new PolicyInfo(p.Name, p.Namespace, p.SourceText)).ToList();
-            return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, ipcache, policies, entries, [.. services], ct, nat)
+            return ReadKernelTables(ControlPlaneLocked(), obj.Map);
+    }
+
+    /// <summary>
+    /// The control plane's state completed from the maps: the ipcache, each policy entry's hits, conntrack and the
+    /// NAT tables. The same code reads this process's maps and another process's pinned ones.
+    /// </summary>
+    public static DatapathSnapshot ReadKernelTables(DatapathSnapshot controlPlane, Func<string, BpfMap> map)
+    {
+        ArgumentNullException.ThrowIfNull(controlPlane);
+        ArgumentNullException.ThrowIfNull(map);
+        var ipcache = map("fx_ipcache").Entries<IpcacheKey, IpcacheValue>()
+            .Select(kv => new IpcacheInfo($"{MapAddress.To(kv.Key.Addr, kv.Key.Family)}/{kv.Key.Prefixlen - 32}", kv.Value.Identity, kv.Value.EndpointId))
+            .OrderBy(i => i.Prefix, StringComparer.Ordinal)
+            .ToList();
+        var polMap = map("fx_policy");
+        // an entry is one or more keys of the LPM trie (a port range is blocks of ports): its hits are theirs
+        var entries = controlPlane.PolicyEntries
+            .Select(e => e with
             {
-                Rules = [.. ruleSets.Values.OrderBy(r => r.Id)],
-            };
-        }
+                Hits = KeysOf(e).Aggregate(0UL, (sum, k) => sum + (polMap.TryLookup<PolicyKey, PolicyValue>(k, out var v) ? v.Hits : 0)),
+            })
+            .ToList();
+        var ct = map("fx_ct").Entries<CtKey, CtEntry>()
+            .Select(kv => new ConntrackInfo(
+                MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
+                kv.Key.Proto, kv.Key.Dir, kv.Value.EndpointId, kv.Value.RemoteIdentity, kv.Value.Match, kv.Value.Flags,
+                kv.Value.Packets, kv.Value.Bytes, kv.Value.CreatedNs, kv.Value.LastNs, kv.Value.ServiceId,
+                (kv.Value.Flags & CtFlags.RevDnat) != 0 ? MapAddress.To(kv.Value.NatAddr, kv.Key.Family) : null,
+                (kv.Value.Flags & CtFlags.RevDnat) != 0 ? kv.Value.NatPort : 0))
+            .OrderBy(c => c.CreatedNs)
+            .ToList();
+        var nat = map("fx_snat").Entries<CtKey, NatEntry>()
+            .Select(kv => new NatInfo(kv.Key.Dir == Dir.Egress ? "snat" : "rev-snat",
+                MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
+                kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, 0, kv.Value.CreatedNs))
+            .Concat(map("fx_lb_flows").Entries<CtKey, LbFlow>()
+                .Select(kv => new NatInfo("lb",
+                    MapAddress.To(kv.Key.Saddr, kv.Key.Family), kv.Key.Sport, MapAddress.To(kv.Key.Daddr, kv.Key.Family), kv.Key.Dport,
+                    kv.Key.Proto, MapAddress.To(kv.Value.Addr, kv.Key.Family), kv.Value.Port, kv.Value.ServiceId, 0)))
+            .ToList();
+        return controlPlane with { Taken = DateTimeOffset.UtcNow, Ipcache = ipcache, PolicyEntries = entries, Conntrack = ct, Nat = nat };
     }
 
     public void Dispose()

@@ -17,8 +17,27 @@ internal static unsafe partial class LibBpf
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int bpf_obj_get_info_by_fd(int bpf_fd, void* info, uint* info_len);
 
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int bpf_obj_pin(int fd, string pathname);
+
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int bpf_obj_get(string pathname);
+
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int bpf_prog_query(int target_fd, uint type, uint query_flags, uint* attach_flags, uint* prog_ids, uint* prog_cnt);
+}
+
+/// <summary>The head of struct bpf_map_info (linux/bpf.h); the kernel fills as much as the length given.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct bpf_map_info_head
+{
+    public uint type;
+    public uint id;
+    public uint key_size;
+    public uint value_size;
+    public uint max_entries;
+    public uint map_flags;
+    public fixed byte name[16];
 }
 
 internal static partial class LibC

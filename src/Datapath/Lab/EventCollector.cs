@@ -2,6 +2,7 @@ using System.Net;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
 using Forensics.Datapath.Control;
+using Forensics.Datapath.Monitoring;
 
 namespace Forensics.Datapath.Lab;
 
@@ -148,7 +149,11 @@ public sealed record ObservedEvent(
     { Raw = raw };
 }
 
-/// <summary>Reads the datapath's ring buffer on its own thread and keeps the decoded events (the last 100,000).</summary>
+/// <summary>
+/// The one reader of the datapath's ring buffer, on its own thread: hands every record to the monitor server
+/// (which copies it to each client's queue) and, when asked, keeps the decoded events (the last 100,000) for
+/// the lab's own checks.
+/// </summary>
 public sealed class EventCollector : IDisposable
 {
     private const int Max = 100_000;
@@ -157,11 +162,15 @@ public sealed class EventCollector : IDisposable
     private readonly CancellationTokenSource stop = new();
     private readonly List<ObservedEvent> events = [];
     private readonly Lock gate = new();
+    private readonly MonitorServer? server;
+    private readonly bool keep;
     private long passes;
 
-    public EventCollector(IEventSource source)
+    public EventCollector(IEventSource source, MonitorServer? server = null, bool keep = true)
     {
         ArgumentNullException.ThrowIfNull(source);
+        this.server = server;
+        this.keep = keep;
         reader = new RingBufferReader(source.EventsMap, OnRecord);
         thread = new Thread(Loop) { IsBackground = true, Name = "lab events" };
         thread.Start();
@@ -169,6 +178,9 @@ public sealed class EventCollector : IDisposable
 
     private void OnRecord(ReadOnlySpan<byte> record)
     {
+        server?.Publish(record);
+        if (!keep)
+            return;
         var e = ObservedEvent.Decode(record);
         if (e is null)
             return;
@@ -187,6 +199,7 @@ public sealed class EventCollector : IDisposable
             try
             {
                 reader.Poll(20);
+                server?.Flush();
             }
             catch (BpfException)
             {
@@ -195,6 +208,9 @@ public sealed class EventCollector : IDisposable
             Interlocked.Increment(ref passes);
         }
     }
+
+    /// <summary>Records read from the ring buffer so far.</summary>
+    public long Records => reader.Records;
 
     /// <summary>Waits until the reader has made two more passes over the ring buffer (at most a second).</summary>
     public void Drain()

@@ -5,6 +5,7 @@ using System.Text.Json;
 using Forensics.Datapath.Bpf;
 using Forensics.Datapath.Control;
 using Forensics.Datapath.Interop;
+using Forensics.Datapath.Monitoring;
 
 namespace Forensics.Datapath.Lab;
 
@@ -36,6 +37,16 @@ public sealed record LabOptions
     /// </summary>
     public bool CollectEvents { get; init; } = true;
 
+    /// <summary>
+    /// Whether this process serves the datapath's events on the lab's monitor socket and pins its state maps,
+    /// so that `monitor` and `record` in other processes can attach to it (docs/monitor.md). The lab then reads
+    /// the ring buffer itself; a recorder that drains the ring buffer leaves this false.
+    /// </summary>
+    public bool Serve { get; init; }
+
+    /// <summary>Bytes of each monitor client's queue.</summary>
+    public int MonitorQueueBytes { get; init; } = 4 << 20;
+
     /// <summary>Progress lines (what is being made).</summary>
     public Action<string>? Progress { get; init; }
 }
@@ -59,6 +70,7 @@ public sealed class Lab : IDisposable
     private readonly IReadOnlyList<string> self;
     private ILabDatapath? datapath;
     private EventCollector? collector;
+    private MonitorServer? server;
     private readonly bool owned;
     private bool disposed;
 
@@ -93,6 +105,9 @@ public sealed class Lab : IDisposable
     public bool HasDatapath => datapath is not null;
     public ILabDatapath? Datapath => datapath;
     public EventCollector? Events => collector;
+
+    /// <summary>The monitor socket's server, when the lab serves its datapath's events.</summary>
+    public MonitorServer? Server => server;
 
     /// <summary>Builds the lab. On any failure everything made so far is removed and a one-line <see cref="LabException"/> thrown.</summary>
     public static Lab Up(ClusterSpec cluster, LabOptions? options = null)
@@ -135,8 +150,9 @@ public sealed class Lab : IDisposable
         }
         catch (Exception e)
         {
-            lab.datapath?.Dispose();
             lab.collector?.Dispose();
+            lab.server?.Dispose();
+            lab.datapath?.Dispose();
             try
             {
                 Down(spec.Name, cluster);
@@ -332,8 +348,10 @@ public sealed class Lab : IDisposable
     {
         Say("datapath: loading and attaching to every pod's host veth and the world device");
         datapath = load(Cluster);
-        if (options.CollectEvents)
-            collector = new EventCollector(datapath.Events);
+        if (options.Serve && datapath is LabDatapath served)
+            Serve(served);
+        if (options.CollectEvents || server is not null)
+            collector = new EventCollector(datapath.Events, server, keep: options.CollectEvents);
         var dp = datapath;
         var ids = NetNamespace.Run(State.NodeNetns, () =>
         {
@@ -349,6 +367,52 @@ public sealed class Lab : IDisposable
         State.ProgramIds = ids;
         State.DatapathAttached = true;
         State.Save();
+    }
+
+    /// <summary>Pins the state maps, keeps the control plane's file current, and opens the monitor socket.</summary>
+    private void Serve(LabDatapath lab)
+    {
+        var pins = LabNames.PinDir(Name);
+        var control = LabNames.ControlFile(Name);
+        State.PinDir = pins;
+        State.ControlFile = control;
+        State.MonitorSocket = LabNames.MonitorSocket(Name);
+        State.Save(); // write-ahead: down removes the pins and the socket
+        Say($"datapath: state maps pinned in {pins}, events served on {State.MonitorSocket}");
+        Directory.CreateDirectory(LabNames.LogDir(Name));
+        lab.Datapath.PinStateMaps(pins);
+        lab.Datapath.ControlPlaneChanged = cp => PinnedDatapath.WriteControlPlane(control, cp);
+        PinnedDatapath.WriteControlPlane(control, lab.Datapath.ControlPlane());
+        var (utcOffset, _) = Probes.KernelClock.UtcOffsets();
+        var o = lab.Options;
+        var stats = lab.Datapath.EmitStatsMap;
+        server = new MonitorServer(new MonitorServerOptions
+        {
+            SocketPath = State.MonitorSocket,
+            QueueBytes = options.MonitorQueueBytes,
+            Cpus = BpfMap.PossibleCpus,
+            KernelCounters = () => EventChannel.ReadPerCpu(stats),
+            Log = options.Progress,
+            Hello = new MonitorHello
+            {
+                Lab = Name,
+                Node = Environment.MachineName,
+                Pid = Environment.ProcessId,
+                BootId = File.Exists("/proc/sys/kernel/random/boot_id") ? File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim() : "",
+                MonotonicToUtcOffsetNs = utcOffset,
+                Kinds = [.. (o.Kinds.Count == 0 ? Enumerable.Range(1, (int)Abi.EventKind.Max - 1).Select(k => (Abi.EventKind)k) : o.Kinds)
+                    .Where(k => k <= Abi.EventKind.Capture).Order().Select(k => k.ToString().ToLowerInvariant())],
+                RingBytes = o.RingBytes,
+                Snaplen = o.Snaplen,
+                MonitorAggregation = o.MonitorAggregation.ToString().ToLowerInvariant(),
+                PinDir = pins,
+                ControlFile = control,
+                Netns = State.NodeNetns,
+                StartedUtc = State.CreatedUtc,
+                PodCidrs = Cluster.Lab is { } spec ? [spec.PodCidr.ToString()] : [],
+                ServiceCidrs = Cluster.Lab is { } spec2 ? [spec2.ServiceCidr.ToString()] : [],
+            },
+        });
     }
 
     /// <summary>The pod's address in this lab.</summary>
@@ -575,6 +639,7 @@ public sealed class Lab : IDisposable
             return;
         disposed = true;
         collector?.Dispose();
+        server?.Dispose();
         datapath?.Dispose();
         if (owned)
             Down(Name, Cluster);

@@ -5,15 +5,22 @@ namespace Forensics.Datapath.Lab;
 /// <summary>The real datapath (<see cref="Control.Datapath"/>) as the lab drives it.</summary>
 public sealed class LabDatapath : ILabDatapath
 {
-    private LabDatapath(Control.Datapath datapath) => Datapath = datapath;
+    private LabDatapath(Control.Datapath datapath, EventOptions options)
+    {
+        Datapath = datapath;
+        Options = options;
+    }
 
     public Control.Datapath Datapath { get; }
+
+    /// <summary>What its event channel was configured with.</summary>
+    public EventOptions Options { get; }
 
     public IEventSource Events => Datapath;
 
     /// <summary>Loads the datapath for the cluster with these event options.</summary>
     public static Func<ClusterSpec, ILabDatapath> Factory(EventOptions options) =>
-        cluster => new LabDatapath(Control.Datapath.Load(cluster, options));
+        cluster => new LabDatapath(Control.Datapath.Load(cluster, options), options);
 
     public void AttachEndpoint(PodSpec pod, int hostIfindex) => Datapath.AttachEndpoint(pod, hostIfindex);
 

@@ -39,6 +39,12 @@ public static class LabNames
 
     public static string PinDir(string lab) => Path.Combine(BpffsDir, lab);
 
+    /// <summary>The running datapath's monitor socket (root only): its events for `monitor` and `record` (docs/monitor.md).</summary>
+    public static string MonitorSocket(string lab) => Path.Combine(LogDir(lab), "monitor.sock");
+
+    /// <summary>The running datapath's control plane state (endpoints, identities, policies, services) beside its pinned maps.</summary>
+    public static string ControlFile(string lab) => Path.Combine(LogDir(lab), "control.json");
+
     /// <summary>Every namespace a lab of this spec makes, node first.</summary>
     public static IReadOnlyList<string> Namespaces(ClusterSpec cluster)
     {

@@ -48,6 +48,13 @@ public sealed class LabState
     public List<uint> ProgramIds { get; set; } = [];
     public bool DatapathAttached { get; set; }
 
+    /// <summary>The datapath's monitor socket, when the up process serves its events (docs/monitor.md).</summary>
+    public string? MonitorSocket { get; set; }
+
+    /// <summary>Where the datapath's state maps are pinned, and the control plane's state beside them.</summary>
+    public string? PinDir { get; set; }
+    public string? ControlFile { get; set; }
+
     public static LabState? Read(string name)
     {
         var path = LabNames.StateFile(name);
@@ -59,6 +66,32 @@ public sealed class LabState
         {
             throw new LabException($"{path}: unreadable lab state ({e.Message}); remove it after checking `ip netns`");
         }
+    }
+
+    /// <summary>
+    /// The labs whose datapath is running and served (docs/monitor.md): a state file naming a monitor socket that
+    /// exists, written by an up process that is still alive. Ordered by name. Unreadable state files are skipped.
+    /// </summary>
+    public static IReadOnlyList<LabState> Serving()
+    {
+        if (!Directory.Exists(LabNames.StateDir))
+            return [];
+        var found = new List<LabState>();
+        foreach (var path in Directory.EnumerateFiles(LabNames.StateDir, "*.json"))
+        {
+            LabState? s;
+            try
+            {
+                s = JsonSerializer.Deserialize<LabState>(File.ReadAllText(path), Json);
+            }
+            catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+            if (s is { MonitorSocket: { } sock } && s.Phase != "down" && File.Exists(sock) && s.UpAlive())
+                found.Add(s);
+        }
+        return [.. found.OrderBy(s => s.Name, StringComparer.Ordinal)];
     }
 
     /// <summary>Writes the state atomically (write to a temporary file, fsync, rename).</summary>

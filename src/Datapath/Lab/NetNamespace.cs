@@ -34,16 +34,24 @@ public static class NetNamespace
     /// (setns affects only the calling thread), and returns its result. Sockets and
     /// interface indexes used inside belong to that namespace.
     /// </summary>
-    public static T Run<T>(string name, Func<T> action)
+    public static T Run<T>(string name, Func<T> action) => RunAt(Path.Combine(Dir, name), action, name);
+
+    /// <summary>
+    /// As <see cref="Run{T}(string, Func{T})"/> for a namespace given by a path: a /run/netns bind
+    /// mount, /proc/PID/ns/net, or any nsfs file. A socket opened inside stays in that namespace
+    /// after the thread is gone.
+    /// </summary>
+    public static T RunAt<T>(string path, Func<T> action, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(action);
+        name ??= path;
         T result = default!;
         Exception? error = null;
         var t = new Thread(() =>
         {
             try
             {
-                using var ns = File.OpenHandle(Path.Combine(Dir, name), FileMode.Open, FileAccess.Read);
+                using var ns = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
                 if (LibC.setns((int)ns.DangerousGetHandle(), LibC.CLONE_NEWNET) != 0)
                     throw new LabException($"cannot enter network namespace {name}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
                 result = action();

@@ -37,6 +37,12 @@ public sealed class LineRenderer
     /// <summary>The node the events were recorded on: tetra prints it for a process outside any pod.</summary>
     public string? Node { get; init; }
 
+    /// <summary>
+    /// cilium monitor's verbose form for drops and traces (pkg/monitor/datapath_drop.go and datapath_trace.go
+    /// DumpVerbose, without the packet dissection): a separator line, then "CPU %02d: MARK %#x FROM %d DROP: ...".
+    /// </summary>
+    public bool Verbose { get; init; }
+
     /// <summary>Renders the row; null when the row prints nothing (e.g. a loss row with no loss).</summary>
     public string? Render(string table, IReadOnlyDictionary<string, object?> row)
     {
@@ -48,6 +54,8 @@ public sealed class LineRenderer
             return HubbleLines.Compact(table, row); // hubble observe prints its own time
         var line = table switch
         {
+            "drop" when Verbose && _format == RenderFormat.Compact => VerboseDrop(row),
+            "trace" when Verbose && _format == RenderFormat.Compact => VerboseTrace(row),
             "drop" => Drop(row),
             "policy" => Policy(row),
             "trace" => Trace(row),
@@ -76,6 +84,33 @@ public sealed class LineRenderer
             reason = DropReasons.NameOf((int)U(r, "reason"));
         return $"xx drop ({reason}) flow {Hex(r, "flow_id")} to endpoint {U(r, "endpoint_id")}, ifindex {U(r, "ifindex")}, file {SourceFile(Str(r, "file"))}:{U(r, "line")}, , identity {Identity(U(r, "src_identity"))}->{Identity(U(r, "dst_identity"))}: {Summary(r)}";
     }
+
+    private const string Separator = "------------------------------------------------------------------------------";
+
+    // "%s MARK %#x FROM %d DROP: %d bytes, reason %s" + ", identity %d->%d" + ", to endpoint %d"; %s is the CPU prefix
+    private static string VerboseDrop(IReadOnlyDictionary<string, object?> r)
+    {
+        var reason = Str(r, "reason_name");
+        if (reason.Length == 0)
+            reason = DropReasons.NameOf((int)U(r, "reason"));
+        return $"{Separator}\nCPU {U(r, "cpu"):D2}: MARK {Hex(r, "flow_id")} FROM {U(r, "endpoint_id")} DROP: {U(r, "pkt_len")} bytes, reason {reason}, identity {U(r, "src_identity")}->{U(r, "dst_identity")}, to endpoint {ToEndpoint(r)}";
+    }
+
+    // "%s MARK %#x FROM %d %s: %d bytes (%d captured), state %s, interface %s, identity %d->%d, orig-ip %s, to endpoint %d"
+    private static string VerboseTrace(IReadOnlyDictionary<string, object?> r)
+    {
+        var orig = Str(r, "orig_ip");
+        if (orig.Length == 0)
+            orig = U(r, "ip_version") == 6 ? "::" : "0.0.0.0";
+        var iface = Str(r, "interface");
+        if (iface.Length == 0)
+            iface = U(r, "ifindex").ToString(CultureInfo.InvariantCulture);
+        return $"{Separator}\nCPU {U(r, "cpu"):D2}: MARK {Hex(r, "flow_id")} FROM {U(r, "endpoint_id")} {Str(r, "obs_point")}: {U(r, "pkt_len")} bytes (0 captured), state {CtState(r)}, interface {iface}, identity {U(r, "src_identity")}->{U(r, "dst_identity")}, orig-ip {orig}, to endpoint {ToEndpoint(r)}";
+    }
+
+    // cilium's dst_id: the endpoint the packet goes into, else 0
+    private static ulong ToEndpoint(IReadOnlyDictionary<string, object?> r) =>
+        Str(r, "direction") == "ingress" || Str(r, "obs_point") == "to-endpoint" ? U(r, "endpoint_id") : 0;
 
     // pkg/monitor/datapath_policy.go: "Policy verdict log: flow %#x local EP ID %d, remote ID %s, proto %d, %s, action %s, auth: %s, match %s, %s"
     // The datapath has no mutual authentication: the auth type is always "disabled".

@@ -39,6 +39,10 @@ CREATE MACRO fx_in_cidr(addr, cidr) AS
                      coalesce(TRY_CAST(nullif(split_part(cidr, '/', 2), '') AS INTEGER), 32) AS p))
     END;
 
+-- fx_is_multicast(addr): whether addr is a multicast or broadcast address (224.0.0.0/4, 255.255.255.255, ff00::/8).
+CREATE MACRO fx_is_multicast(addr) AS
+    coalesce(fx_in_cidr(addr, '224.0.0.0/4') OR addr = '255.255.255.255' OR fx_in_cidr(addr, 'ff00::/8'), false);
+
 -- fx_addr(addr, port): address and port as cilium monitor prints them (10.0.0.1:80, [fd00::1]:80); the bare address when port is NULL.
 CREATE MACRO fx_addr(addr, port) AS
     CASE WHEN port IS NULL THEN addr WHEN contains(addr, ':') THEN '[' || addr || ']:' || port ELSE addr || ':' || port END;

@@ -40,9 +40,59 @@ CREATE VIEW service_ports AS
            any_value(namespace || '/' || name) AS service
     FROM services WHERE frontend_ip IS NOT NULL GROUP BY ALL;
 
--- drops_resolved: every datapath drop with its source and destination workload
--- (namespace/pod by address from the endpoints snapshot, identity and its labels).
+-- kdrops_resolved: every kernel drop (skb:kfree_skb with a drop reason) with `hidden` set for
+-- those that are not a dropped network packet in the user's sense (docs/drops.md: the reasons of
+-- the table kernel_drop_hidden, packets that are not IP, multicast or broadcast destinations) and
+-- `twin` set when our datapath dropped the same packet just before (its tc program's verdict
+-- is freed by the kernel as TC_INGRESS / TC_EGRESS): that drop is the datapath row's, not a row of its own.
+CREATE VIEW kdrops_resolved AS
+    WITH twins AS (
+        -- the kernel's drop of the packet a datapath drop event was emitted for: the next kdrop of the same tuple within 50 ms
+        SELECT k.recording, k.node, k.ktime_ns, k.cpu, k.location, d.ktime_ns AS drop_ktime_ns
+        FROM "drop" d ASOF JOIN kdrop k ON k.recording = d.recording AND k.node = d.node AND k.protocol = d.protocol
+            AND k.src_ip = d.src_ip AND k.src_port = d.src_port AND k.dst_ip = d.dst_ip AND k.dst_port = d.dst_port
+            AND k.ktime_ns >= d.ktime_ns
+        WHERE k.ktime_ns - d.ktime_ns < 50000000)
+    SELECT k.*,
+           coalesce(h.why, CASE WHEN k.l3_proto NOT IN (2048, 34525) THEN 'not an IPv4 or IPv6 packet'
+                                WHEN fx_is_multicast(k.dst_ip) THEN 'to a multicast or broadcast address' END) AS hidden_why,
+           h.why IS NOT NULL OR k.l3_proto NOT IN (2048, 34525) OR fx_is_multicast(k.dst_ip) AS hidden,
+           t.drop_ktime_ns AS twin_of_ktime_ns, t.drop_ktime_ns IS NOT NULL AS twin
+    FROM kdrop k
+    LEFT JOIN kernel_drop_hidden h ON h.reason_name = k.reason_name
+    LEFT JOIN twins t ON t.recording = k.recording AND t.node = k.node AND t.ktime_ns = k.ktime_ns AND t.cpu = k.cpu AND t.location = k.location;
+
+-- drops_resolved: every drop with its source and destination workload (namespace/pod by
+-- address from the endpoints snapshot, identity and its labels), from both layers:
+-- dropped_by 'datapath' (our datapath: Cilium's reason code and name), 'kernel' (reason NULL,
+-- reason_name the kernel's skb_drop_reason from BTF, kernel_function where) or 'datapath+kernel'
+-- (the datapath's drop, which the kernel then freed: kernel_reason names the kernel's side).
+-- For a kernel drop whose addresses are no endpoint's, drop_netns_pod names the pod (or named
+-- network namespace) the packet was dropped in. `hidden` marks kernel drops left out by default.
 CREATE VIEW drops_resolved AS
+    WITH kt AS (SELECT * FROM kdrops_resolved WHERE twin),
+    dp AS (
+        SELECT d.*, k.reason_name AS kernel_reason, k."function" AS kernel_function
+        FROM "drop" d
+        LEFT JOIN kt k ON k.recording = d.recording AND k.node = d.node AND k.twin_of_ktime_ns = d.ktime_ns
+            AND k.src_ip = d.src_ip AND k.src_port = d.src_port AND k.dst_ip = d.dst_ip AND k.dst_port = d.dst_port AND k.protocol = d.protocol),
+    all_drops AS (
+        SELECT recording, node, time, ktime_ns, src_identity, src_ip, src_port, dst_identity, dst_ip, dst_port, protocol, tcp_flags,
+               reason, reason_name, obs_point, direction, endpoint_id, ifindex, flow_id, file, line, ct_state,
+               src_namespace, src_pod, src_labels, dst_namespace, dst_pod, dst_labels,
+               CASE WHEN kernel_reason IS NULL THEN 'datapath' ELSE 'datapath+kernel' END AS dropped_by, kernel_reason, kernel_function,
+               NULL::VARCHAR AS drop_netns_pod, false AS hidden, NULL::VARCHAR AS hidden_why,
+               denied_by, rule_id, rules
+        FROM dp
+        UNION ALL BY NAME
+        SELECT recording, node, time, ktime_ns, NULL::UINTEGER AS src_identity, src_ip, src_port, NULL::UINTEGER AS dst_identity, dst_ip, dst_port,
+               protocol, ''::VARCHAR AS tcp_flags, NULL::USMALLINT AS reason, reason_name, NULL::VARCHAR AS obs_point, NULL::VARCHAR AS direction,
+               NULL::USMALLINT AS endpoint_id, ifindex, NULL::UINTEGER AS flow_id, NULL::VARCHAR AS file, NULL::USMALLINT AS line,
+               NULL::VARCHAR AS ct_state, NULL::VARCHAR AS src_namespace, NULL::VARCHAR AS src_pod, NULL::VARCHAR AS src_labels,
+               NULL::VARCHAR AS dst_namespace, NULL::VARCHAR AS dst_pod, NULL::VARCHAR AS dst_labels, 'kernel' AS dropped_by, reason_name AS kernel_reason, "function" AS kernel_function,
+               coalesce(namespace || '/' || pod, pod) AS drop_netns_pod, hidden, hidden_why,
+               NULL::VARCHAR AS denied_by, NULL::UINTEGER AS rule_id, NULL::VARCHAR AS rules
+        FROM kdrops_resolved WHERE NOT twin)
     SELECT d.recording, d.node, d.time, d.ktime_ns,
            -- what the row names itself (Hubble's endpoints) wins over the endpoints snapshot
            coalesce(d.src_namespace, s.namespace) AS src_namespace, coalesce(d.src_pod, s.pod) AS src_pod, d.src_identity,
@@ -50,10 +100,12 @@ CREATE VIEW drops_resolved AS
            coalesce(d.dst_namespace, t.namespace) AS dst_namespace, coalesce(d.dst_pod, t.pod) AS dst_pod, d.dst_identity,
            coalesce(d.dst_labels, tl.labels, tr.labels) AS dst_labels, d.dst_ip, d.dst_port, sv.service AS dst_service,
            d.protocol, d.tcp_flags, d.reason,
-           coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) AS reason_name,
+           CASE WHEN d.dropped_by = 'kernel' THEN d.reason_name
+                ELSE coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) END AS reason_name,
+           d.dropped_by, d.kernel_reason, d.kernel_function, d.drop_netns_pod, d.hidden, d.hidden_why,
            d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state,
            d.denied_by, d.rule_id, d.rules, fx_drop_by(d.reason, d.rules, d.denied_by) AS decided_by
-    FROM "drop" d
+    FROM all_drops d
     LEFT JOIN endpoint_addrs s ON s.recording = d.recording AND s.addr = d.src_ip
     LEFT JOIN endpoint_addrs t ON t.recording = d.recording AND t.addr = d.dst_ip
     -- joins, not the per-row macros fx_identity_labels/fx_drop_reason: a few ms, not seconds, per million drops
@@ -63,24 +115,27 @@ CREATE VIEW drops_resolved AS
     LEFT JOIN reserved_identities tr ON tr.identity = d.dst_identity
     -- a service's virtual IP:port (a 158 drop, service without backends, is dropped before any translation)
     LEFT JOIN service_ports sv ON sv.recording = d.recording AND sv.frontend_ip = d.dst_ip AND sv.port = d.dst_port AND sv.protocol = lower(d.protocol)
-    LEFT JOIN drop_reasons dr ON dr.code = CAST(d.reason AS INTEGER);
+    LEFT JOIN drop_reasons dr ON dr.code = CAST(d.reason AS INTEGER) AND d.dropped_by <> 'kernel';
 
--- drops_between(since, until): drops_by_workload over a time window (NULL: open).
+-- drops_between(since, until [, all_reasons := false]): drops_by_workload over a time window
+-- (NULL: open); all_reasons keeps the kernel drops that are hidden by default.
 -- source/destination: namespace/pod when the address is an endpoint's, else (destination) the
 -- service whose virtual IP:port it is, as "namespace/name (VIP:port)", else the identity's labels
--- (reserved:world, ...), else the address (identity 0: unknown). decided_by: for a policy drop, the rules that
+-- (reserved:world, ...), else the address (identity 0: unknown); drop_netns_pod: the pod
+-- or network namespace a kernel drop happened in. decided_by: for a policy drop, the rules that
 -- denied it ('denied by CiliumNetworkPolicy ns/name spec.egressDeny[0]') or 'default deny' (fx_drop_by).
-CREATE MACRO drops_between(since, until) AS TABLE
+CREATE MACRO drops_between(since, until, all_reasons := false) AS TABLE
     SELECT recording, node,
            coalesce(src_namespace || '/' || src_pod, CASE WHEN src_identity <> 0 THEN src_labels END, src_ip) AS source,
            src_namespace, src_pod, src_identity, src_labels,
            coalesce(dst_namespace || '/' || dst_pod, dst_service || ' (' || fx_addr(dst_ip, dst_port) || ')',
                     CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
            dst_namespace, dst_pod, dst_service, dst_identity, dst_labels,
-           dst_port, protocol, reason, reason_name, decided_by,
+           dst_port, protocol, reason, reason_name, decided_by, dropped_by, kernel_reason, drop_netns_pod,
            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
     FROM drops_resolved
     WHERE (since IS NULL OR time >= CAST(since AS TIMESTAMPTZ)) AND (until IS NULL OR time < CAST(until AS TIMESTAMPTZ))
+      AND (all_reasons OR NOT hidden)
     GROUP BY ALL
     ORDER BY count DESC, first_seen;
 
@@ -91,10 +146,15 @@ CREATE VIEW drops_by_workload AS SELECT * FROM drops_between(NULL, NULL);
 -- nat_mappings: every translation seen, one row per flow that used it.
 --   mapping 'service': original = service VIP:port, translated = backend, client = who connected.
 --   mapping 'snat':    original = pod address:port,  translated = node address:port, destination = outside peer.
--- packets counts forward translations, replies the reverse translations of the same flow.
+-- source 'datapath' (our datapath's NAT events): packets counts forward translations, replies the
+-- reverse translations of the same flow. source 'conntrack' (the kernel's conntrack: kube-proxy,
+-- Docker, a CNI's masquerade): one flow per conntrack entry; packets and replies are the kernel's
+-- counters (NULL unless net.netfilter.nf_conntrack_acct=1), first/last seen its timestamps (else
+-- when its events were received); an entry translated both ways (dnat+snat) is a service and an snat row.
 CREATE VIEW nat_mappings AS
-    WITH fwd AS (
-        SELECT recording, node, protocol,
+    WITH dp AS (SELECT * REPLACE (coalesce(nullif(source, ''), 'datapath') AS source) FROM nat WHERE coalesce(source, '') <> 'conntrack'),
+    fwd AS (
+        SELECT recording, node, source, protocol,
                CASE nat_kind WHEN 'dnat' THEN 'service' ELSE 'snat' END AS mapping,
                orig_src_ip AS client_ip, orig_src_port AS client_port,
                CASE nat_kind WHEN 'dnat' THEN orig_dst_ip ELSE orig_src_ip END AS orig_ip,
@@ -105,7 +165,7 @@ CREATE VIEW nat_mappings AS
                CASE nat_kind WHEN 'dnat' THEN xlated_dst_port ELSE orig_dst_port END AS dst_port,
                service_id, time,
                service AS row_service, src_namespace || '/' || src_pod AS row_client_pod -- as the source named them (Hubble)
-        FROM nat WHERE nat_kind IN ('dnat', 'snat')),
+        FROM dp WHERE nat_kind IN ('dnat', 'snat')),
     rev AS (
         -- reverse translations, rewritten to the forward flow they belong to
         SELECT recording, protocol,
@@ -116,24 +176,55 @@ CREATE VIEW nat_mappings AS
                CASE nat_kind WHEN 'rev-dnat' THEN orig_src_ip ELSE orig_dst_ip END AS xlated_ip,
                CASE nat_kind WHEN 'rev-dnat' THEN orig_src_port ELSE orig_dst_port END AS xlated_port,
                orig_src_ip AS dst_ip, orig_src_port AS dst_port, count(*) AS replies, max(time) AS last_reply
-        FROM nat WHERE nat_kind IN ('rev-dnat', 'rev-snat') GROUP BY ALL),
+        FROM dp WHERE nat_kind IN ('rev-dnat', 'rev-snat') GROUP BY ALL),
     flows AS (
-        SELECT recording, node, mapping, protocol, client_ip, client_port, orig_ip, orig_port, xlated_ip, xlated_port, dst_ip, dst_port,
+        SELECT recording, node, source, mapping, protocol, client_ip, client_port, orig_ip, orig_port, xlated_ip, xlated_port, dst_ip, dst_port,
                max(service_id) AS service_id, count(*) AS packets, min(time) AS first_seen, max(time) AS last_seen,
                any_value(row_service) AS row_service, any_value(row_client_pod) AS row_client_pod
-        FROM fwd GROUP BY recording, node, mapping, protocol, client_ip, client_port, orig_ip, orig_port, xlated_ip, xlated_port, dst_ip, dst_port)
-    SELECT f.recording, f.node, f.mapping, f.protocol,
+        FROM fwd GROUP BY recording, node, source, mapping, protocol, client_ip, client_port, orig_ip, orig_port, xlated_ip, xlated_port, dst_ip, dst_port),
+    dp_flows AS (
+        SELECT f.recording, f.node, f.source, f.mapping, f.protocol, f.client_ip, f.client_port, f.orig_ip, f.orig_port,
+               f.xlated_ip, f.xlated_port, f.dst_ip, f.dst_port, f.service_id, f.row_service, f.row_client_pod,
+               f.packets, coalesce(r.replies, 0) AS replies, f.first_seen, greatest(f.last_seen, r.last_reply) AS last_seen,
+               NULL::UINTEGER AS ct_id, NULL::UINTEGER AS netns_ino
+        FROM flows f
+        LEFT JOIN rev r ON r.recording = f.recording AND r.mapping = f.mapping AND r.protocol = f.protocol
+            AND r.client_ip = f.client_ip AND r.client_port = f.client_port AND r.orig_ip = f.orig_ip AND r.orig_port = f.orig_port
+            AND r.xlated_ip = f.xlated_ip AND r.xlated_port = f.xlated_port AND r.dst_ip = f.dst_ip AND r.dst_port = f.dst_port),
+    ct AS (
+        -- the kernel's conntrack: every event and dump row of one entry is one flow
+        SELECT recording, node, netns_ino, ct_id, protocol, nat_kind,
+               orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port,
+               max(packets_orig)::BIGINT AS packets, max(packets_reply)::BIGINT AS replies,
+               coalesce(min(first_seen), min(time)) AS first_seen, greatest(max(last_seen), max(time)) AS last_seen,
+               any_value(service) AS row_service
+        FROM nat WHERE source = 'conntrack'
+        GROUP BY recording, node, netns_ino, ct_id, protocol, nat_kind,
+                 orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port),
+    ct_flows AS (
+        SELECT recording, node, 'conntrack' AS source, 'service' AS mapping, protocol, orig_src_ip AS client_ip, orig_src_port AS client_port,
+               orig_dst_ip AS orig_ip, orig_dst_port AS orig_port, xlated_dst_ip AS xlated_ip, xlated_dst_port AS xlated_port,
+               xlated_dst_ip AS dst_ip, xlated_dst_port AS dst_port, NULL::UINTEGER AS service_id, row_service, NULL::VARCHAR AS row_client_pod,
+               packets, replies, first_seen, last_seen, ct_id, netns_ino
+        FROM ct WHERE nat_kind IN ('dnat', 'dnat+snat')
+        UNION ALL
+        SELECT recording, node, 'conntrack', 'snat', protocol, orig_src_ip, orig_src_port,
+               orig_src_ip, orig_src_port, xlated_src_ip, xlated_src_port,
+               xlated_dst_ip, xlated_dst_port, NULL::UINTEGER, NULL::VARCHAR, NULL::VARCHAR,
+               packets, replies, first_seen, last_seen, ct_id, netns_ino
+        FROM ct WHERE nat_kind IN ('snat', 'dnat+snat')),
+    all_flows AS (SELECT * FROM dp_flows UNION ALL BY NAME SELECT * FROM ct_flows)
+    SELECT f.recording, f.node, f.source, f.mapping, f.protocol,
            fx_addr(f.client_ip, f.client_port) AS client, coalesce(c.namespace || '/' || c.pod, f.row_client_pod) AS client_pod,
            fx_addr(f.orig_ip, f.orig_port) AS original, fx_addr(f.xlated_ip, f.xlated_port) AS translated,
            fx_addr(f.dst_ip, f.dst_port) AS destination,
-           CASE f.mapping WHEN 'service' THEN coalesce(sp.service, f.row_service, (SELECT any_value(s.namespace || '/' || s.name) FROM services s WHERE s.recording = f.recording AND s.service_id = f.service_id AND f.service_id <> 0)) END AS service,
+           -- what the row names wins for conntrack (kube-proxy's port name), the services snapshot for the others
+           CASE f.mapping WHEN 'service' THEN CASE WHEN f.source = 'conntrack' THEN coalesce(f.row_service, sp.service)
+                ELSE coalesce(sp.service, f.row_service, (SELECT any_value(s.namespace || '/' || s.name) FROM services s WHERE s.recording = f.recording AND s.service_id = f.service_id AND f.service_id <> 0)) END END AS service,
            CASE f.mapping WHEN 'service' THEN b.namespace || '/' || b.pod END AS backend_pod,
-           f.packets, coalesce(r.replies, 0) AS replies, f.first_seen, greatest(f.last_seen, r.last_reply) AS last_seen,
-           f.client_ip, f.client_port, f.orig_ip, f.orig_port, f.xlated_ip, f.xlated_port, f.dst_ip, f.dst_port, f.service_id
-    FROM flows f
-    LEFT JOIN rev r ON r.recording = f.recording AND r.mapping = f.mapping AND r.protocol = f.protocol
-        AND r.client_ip = f.client_ip AND r.client_port = f.client_port AND r.orig_ip = f.orig_ip AND r.orig_port = f.orig_port
-        AND r.xlated_ip = f.xlated_ip AND r.xlated_port = f.xlated_port AND r.dst_ip = f.dst_ip AND r.dst_port = f.dst_port
+           f.packets, f.replies, f.first_seen, f.last_seen,
+           f.client_ip, f.client_port, f.orig_ip, f.orig_port, f.xlated_ip, f.xlated_port, f.dst_ip, f.dst_port, f.service_id, f.ct_id, f.netns_ino
+    FROM all_flows f
     LEFT JOIN endpoint_addrs c ON c.recording = f.recording AND c.addr = f.client_ip
     LEFT JOIN endpoint_addrs b ON b.recording = f.recording AND b.addr = f.xlated_ip AND f.mapping = 'service'
     LEFT JOIN service_ports sp ON sp.recording = f.recording AND f.mapping = 'service' AND sp.frontend_ip = f.orig_ip AND sp.port = f.orig_port AND sp.protocol = lower(f.protocol)
@@ -148,13 +239,13 @@ CREATE MACRO fx_tuple_key(proto, ip1, port1, ip2, port2) AS
     lower(proto) || ' ' || least(fx_addr(ip1, port1), fx_addr(ip2, port2)) || ' ' || greatest(fx_addr(ip1, port1), fx_addr(ip2, port2));
 
 -- flow_aliases: the tuples NAT made of a flow, mapped to the flow's tuple as the client sent it
--- (before DNAT and SNAT): dnat/snat translate orig -> xlated, rev-dnat/rev-snat xlated <- orig.
+-- (before DNAT and SNAT): dnat/snat/dnat+snat (a conntrack entry) translate orig -> xlated, rev-dnat/rev-snat xlated <- orig.
 CREATE VIEW flow_aliases AS
     SELECT recording, node, alias_key, any_value(flow_key) AS flow_key FROM (
         SELECT recording, node,
-               CASE WHEN nat_kind IN ('dnat', 'snat') THEN fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port)
+               CASE WHEN nat_kind IN ('dnat', 'snat', 'dnat+snat') THEN fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port)
                     ELSE fx_tuple_key(protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port) END AS alias_key,
-               CASE WHEN nat_kind IN ('dnat', 'snat') THEN fx_tuple_key(protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port)
+               CASE WHEN nat_kind IN ('dnat', 'snat', 'dnat+snat') THEN fx_tuple_key(protocol, orig_src_ip, orig_src_port, orig_dst_ip, orig_dst_port)
                     ELSE fx_tuple_key(protocol, xlated_src_ip, xlated_src_port, xlated_dst_ip, xlated_dst_port) END AS flow_key
         FROM nat)
     WHERE alias_key <> flow_key GROUP BY ALL;
@@ -231,7 +322,7 @@ CREATE VIEW flow_observations AS
                fx_drop_by(reason, rules, denied_by) AS decided_by FROM "drop"
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, nat_kind AS step, protocol, orig_src_ip AS src_ip, orig_src_port AS src_port,
-               orig_dst_ip AS dst_ip, orig_dst_port AS dst_port, obs_point, direction, endpoint_id, nat_kind,
+               orig_dst_ip AS dst_ip, orig_dst_port AS dst_port, obs_point, direction, endpoint_id, nat_kind, ct_status AS state,
                fx_addr(xlated_src_ip, xlated_src_port) AS xlated_src, fx_addr(xlated_dst_ip, xlated_dst_port) AS xlated_dst FROM nat
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, 'kdrop' AS step, protocol, src_ip, src_port, dst_ip, dst_port,
@@ -278,12 +369,12 @@ CREATE VIEW flow_story AS
         SELECT flow, arg_min(src_ip, ktime_ns) AS n_src_ip, arg_min(src_port, ktime_ns) AS n_src_port,
                arg_min(dst_ip, ktime_ns) AS n_dst_ip, arg_min(dst_port, ktime_ns) AS n_dst_port,
                arg_min(xlated_dst, ktime_ns) AS backend, min(time) AS dnat_time
-        FROM ev WHERE step = 'dnat' GROUP BY flow),
+        FROM ev WHERE step IN ('dnat', 'dnat+snat') GROUP BY flow),
     first_snat AS (
         SELECT flow, arg_min(src_ip, ktime_ns) AS s_src_ip, arg_min(src_port, ktime_ns) AS s_src_port,
                arg_min(dst_ip, ktime_ns) AS s_dst_ip, arg_min(dst_port, ktime_ns) AS s_dst_port,
                arg_min(xlated_src, ktime_ns) AS snat_src, min(time) AS snat_time
-        FROM ev WHERE step = 'snat' GROUP BY flow),
+        FROM ev WHERE step IN ('snat', 'dnat+snat') GROUP BY flow),
     first_any AS (
         SELECT flow, recording, node, flow_key, any_value(protocol) AS protocol,
                arg_min(src_ip, ktime_ns) AS f_src_ip, arg_min(src_port, ktime_ns) AS f_src_port,
@@ -318,8 +409,10 @@ CREATE VIEW flow_story AS
                bool_or(e.step IN ('trace', 'policy') AND e.obs_point = 'to-endpoint'
                        AND NOT (e.src_ip = b.server_ip AND e.src_port = b.server_port)
                        AND coalesce(e.action, 'allow') <> 'deny') AS entered,
-               bool_or(e.step IN ('trace', 'rev-dnat', 'rev-snat') AND NOT (e.src_ip = b.client_ip AND e.src_port = b.client_port)
-                       AND (e.dst_ip = b.client_ip OR e.step <> 'trace')) AS answered,
+               bool_or((e.step IN ('trace', 'rev-dnat', 'rev-snat') AND NOT (e.src_ip = b.client_ip AND e.src_port = b.client_port)
+                       AND (e.dst_ip = b.client_ip OR e.step <> 'trace'))
+                       -- the kernel's conntrack saw the server's reply
+                       OR (e.step IN ('dnat', 'snat', 'dnat+snat') AND contains(coalesce(e.state, ''), 'SEEN_REPLY'))) AS answered,
                bool_or(e.step = 'trace' AND e.obs_point = 'from-endpoint' AND e.src_ip = b.client_ip AND e.src_port = b.client_port) AS left_pod
         FROM base b JOIN ev e ON e.flow = b.flow GROUP BY b.flow)
     SELECT b.recording, b.node, b.flow, b.protocol,

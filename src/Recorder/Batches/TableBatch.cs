@@ -245,9 +245,9 @@ public sealed class TableBatch
     /// <summary>Kernel time of the first row, for closing batches on time.</summary>
     public long FirstRowTicks { get; private set; }
 
-    public Column<long> Timestamp(string name) => Add(new Column<long>(name, ColumnType.TimestampNsUtc, false, Capacity));
-    public Column<byte> U8(string name) => Add(new Column<byte>(name, ColumnType.UInt8, false, Capacity));
-    public Column<ushort> U16(string name) => Add(new Column<ushort>(name, ColumnType.UInt16, false, Capacity));
+    public Column<long> Timestamp(string name, bool nullable = false) => Add(new Column<long>(name, ColumnType.TimestampNsUtc, nullable, Capacity));
+    public Column<byte> U8(string name, bool nullable = false) => Add(new Column<byte>(name, ColumnType.UInt8, nullable, Capacity));
+    public Column<ushort> U16(string name, bool nullable = false) => Add(new Column<ushort>(name, ColumnType.UInt16, nullable, Capacity));
     public Column<uint> U32(string name, bool nullable = false) => Add(new Column<uint>(name, ColumnType.UInt32, nullable, Capacity));
     public Column<ulong> U64(string name, bool nullable = false) => Add(new Column<ulong>(name, ColumnType.UInt64, nullable, Capacity));
     public Column<int> I32(string name, bool nullable = false) => Add(new Column<int>(name, ColumnType.Int32, nullable, Capacity));
@@ -279,9 +279,9 @@ public sealed class TableBatch
         {
             _ = c.Type switch
             {
-                "timestamp[ns,UTC]" when !c.Nullable => b.Timestamp(c.Name),
-                "uint8" when !c.Nullable => b.U8(c.Name),
-                "uint16" when !c.Nullable => b.U16(c.Name),
+                "timestamp[ns,UTC]" => b.Timestamp(c.Name, c.Nullable),
+                "uint8" => b.U8(c.Name, c.Nullable),
+                "uint16" => b.U16(c.Name, c.Nullable),
                 "uint32" => b.U32(c.Name, c.Nullable),
                 "uint64" => b.U64(c.Name, c.Nullable),
                 "int32" => b.I32(c.Name, c.Nullable),
@@ -309,6 +309,10 @@ public sealed class TableBatch
         var inv = System.Globalization.CultureInfo.InvariantCulture;
         switch (Column(column))
         {
+            case Column<long> c when value is null && c.Nullable: c.SetNull(row); break;
+            case Column<byte> c when value is null && c.Nullable: c.SetNull(row); break;
+            case Column<ushort> c when value is null && c.Nullable: c.SetNull(row); break;
+            case Column<uint> c when value is null && c.Nullable: c.SetNull(row); break;
             case Column<long> t when t.Type == ColumnType.TimestampNsUtc:
                 t.Set(row, value switch
                 {
@@ -366,6 +370,15 @@ public sealed class TableBatch
                     System.Array.Clear(v, 0, Count);
                     break;
                 case Column<uint> { Valid: { } v }:
+                    System.Array.Clear(v, 0, Count);
+                    break;
+                case Column<ushort> { Valid: { } v }:
+                    System.Array.Clear(v, 0, Count);
+                    break;
+                case Column<byte> { Valid: { } v }:
+                    System.Array.Clear(v, 0, Count);
+                    break;
+                case Column<long> { Valid: { } v }:
                     System.Array.Clear(v, 0, Count);
                     break;
             }

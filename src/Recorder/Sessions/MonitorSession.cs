@@ -1,6 +1,7 @@
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
+using Forensics.Datapath.Monitoring;
 using Forensics.Datapath.Probes;
 using Forensics.Recorder.Batches;
 using Forensics.Recorder.Sources;
@@ -23,6 +24,15 @@ public sealed record MonitorSessionOptions
     public TimeSpan BatchAge { get; init; } = TimeSpan.FromMilliseconds(100);
 
     public int BatchRows { get; init; } = 4096;
+
+    /// <summary>
+    /// Running datapaths to show through their monitor sockets (docs/monitor.md): null none, empty every one running,
+    /// else those named. Only the datapath's kinds among <see cref="Kinds"/> are asked for.
+    /// </summary>
+    public IReadOnlyList<string>? Attach { get; init; }
+
+    /// <summary>A datapath's client fell behind: the lab, the CPU, and how many events it lost there (cilium monitor's "CPU %02d: Lost %d events").</summary>
+    public Action<string, int, ulong>? Lost { get; init; }
 
     /// <summary>Sources besides the probes (docs/sources.md).</summary>
     public IReadOnlyList<Func<EventContext, IRecordSource>> Sources { get; init; } = [];
@@ -63,6 +73,9 @@ public sealed class MonitorSession
     public IReadOnlySet<EventKind> Kinds => options.Kinds.Count > 0 ? options.Kinds
         : Enumerable.Range(1, (int)EventKind.Max - 1).Select(k => (EventKind)k).Where(k => k != EventKind.Capture).ToHashSet();
 
+    /// <summary>The running datapaths this session shows (their lab names), once it runs.</summary>
+    public IReadOnlyList<string> Attached { get; private set; } = [];
+
     /// <summary>Runs until the token is cancelled or the duration passes; throws <see cref="RecordingSetupException"/> when it cannot start.</summary>
     public MonitorSummary Run(IMonitorSink sink, CancellationToken token)
     {
@@ -86,30 +99,59 @@ public sealed class MonitorSession
         }
         var kinds = Kinds;
         var context = RecordingSession.NewContext();
-        Probes probes;
+        var extra = new List<IRecordSource>();
         try
         {
-            probes = Probes.Load(new ProbeOptions
+            var dpKinds = RecordingSession.DatapathKinds(options.Kinds);
+            if (options.Attach is not null && dpKinds.Count > 0)
             {
-                Events = new EventOptions { Kinds = kinds, Snaplen = 0, SelfPid = (uint)Environment.ProcessId },
-                Enabled = RecordingSession.ProbesFor(kinds),
-                ExcludedCidrs = excluded,
-            });
-            probes.Attach();
-            probes.SeedProcesses();
+                foreach (var state in DatapathSocketSource.Running(options.Attach))
+                {
+                    var lab = state.Name;
+                    extra.Add(new DatapathSocketSource(lab, state.MonitorSocket!, dpKinds, context, "monitor")
+                    {
+                        Lost = options.Lost is { } lost ? (cpu, n) => lost(lab, cpu, n) : null,
+                    });
+                }
+            }
+        }
+        catch (MonitorConnectException e)
+        {
+            foreach (var x in extra)
+                x.Dispose();
+            throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+        }
+        Attached = [.. extra.OfType<DatapathSocketSource>().Select(d => d.Lab)];
+        Probes? probes = null;
+        var probeSet = RecordingSession.ProbesFor(kinds);
+        try
+        {
+            if (probeSet != ProbeSet.None || (extra.Count == 0 && options.Sources.Count == 0))
+            {
+                probes = Probes.Load(new ProbeOptions
+                {
+                    Events = new EventOptions { Kinds = kinds, Snaplen = 0, SelfPid = (uint)Environment.ProcessId },
+                    Enabled = probeSet,
+                    ExcludedCidrs = excluded,
+                });
+                probes.Attach();
+                probes.SeedProcesses();
+            }
         }
         catch (BpfException e)
         {
+            probes?.Dispose();
+            foreach (var x in extra)
+                x.Dispose();
             throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
         }
-        var extra = new List<IRecordSource>();
         using (probes)
         {
             try
             {
                 foreach (var make in options.Sources)
                     extra.Add(make(context));
-                IReadOnlyList<IRecordSource> sources = [new KernelSource([probes], context), .. extra];
+                IReadOnlyList<IRecordSource> sources = [.. probes is null ? [] : new IRecordSource[] { new KernelSource([probes], context) }, .. extra];
                 using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
                 if (options.Duration is { } d)
                     stop.CancelAfter(d);
@@ -139,7 +181,7 @@ public sealed class MonitorSession
                             var drops = w.Dropped(table);
                             var (before, dropsBefore) = last.GetValueOrDefault((s.Name, table));
                             last[(s.Name, table)] = (now, drops);
-                            ulong f = now.Failed - before.Failed, u = drops - dropsBefore;
+                            ulong f = now.Failed - before.Failed, u = drops - dropsBefore + now.Dropped - before.Dropped;
                             failed += f;
                             dropped += u;
                             if (f + u > 0 && !loss.Batch.IsFull)

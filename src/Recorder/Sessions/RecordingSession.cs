@@ -4,6 +4,7 @@ using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
 using Forensics.Datapath.Control;
 using Forensics.Datapath.Lab;
+using Forensics.Datapath.Monitoring;
 using Forensics.Datapath.Probes;
 using Forensics.Format;
 using Forensics.Recorder.Sources;
@@ -33,8 +34,24 @@ public sealed record RecordingSessionOptions
     /// <summary>A lab YAML: build it, attach the datapath, run its steps, record it all, remove it.</summary>
     public string? Lab { get; init; }
 
+    /// <summary>
+    /// Running datapaths to attach to through their monitor sockets (docs/monitor.md), without rebuilding anything:
+    /// null attaches to none; empty to every one running; else those named. Their events are recorded with the
+    /// probes, their snapshot tables taken from their pinned maps at start and end. Not with <see cref="Lab"/>.
+    /// </summary>
+    public IReadOnlyList<string>? Attach { get; init; }
+
     /// <summary>Progress on stderr (a terminal).</summary>
     public bool Progress { get; init; }
+
+    /// <summary>
+    /// Record the kernel's conntrack (NAT by kube-proxy, Docker, a CNI) in the recorder's network namespace and in
+    /// <see cref="ConntrackNetns"/>, when nat is among the kinds.
+    /// </summary>
+    public bool Conntrack { get; init; } = true;
+
+    /// <summary>More network namespaces (paths) whose conntrack tables are recorded: a node's (the containerd lab's).</summary>
+    public IReadOnlyList<string> ConntrackNetns { get; init; } = [];
 
     /// <summary>Sources besides the kernel's (docs/sources.md): made once the kernel side is up.</summary>
     public IReadOnlyList<Func<EventContext, IRecordSource>> Sources { get; init; } = [];
@@ -185,8 +202,77 @@ public sealed class RecordingSession
                     throw new RecordingSetupException(e.Message, SetupProblem.Failure, e);
                 }
             }
+            var attached = new List<DatapathSocketSource>();
+            if (cluster is null && o.Attach is not null)
+            {
+                var dpKinds = DatapathKinds(o.Kinds);
+                try
+                {
+                    foreach (var state in dpKinds.Count == 0 ? [] : DatapathSocketSource.Running(o.Attach))
+                    {
+                        var src = new DatapathSocketSource(state.Name, state.MonitorSocket!, dpKinds, context, "record");
+                        extra.Add(src);
+                        attached.Add(src);
+                        foreach (var ep in state.Endpoints)
+                        {
+                            var (ns, pod) = ep.Pod.Split('/') is [var a, var b] ? (a, b) : ("default", ep.Pod);
+                            try
+                            {
+                                context.Attribution.Register("/run/netns/" + ep.Netns, ns, pod);
+                            }
+                            catch (IOException)
+                            {
+                                // the pod's namespace went away: its events are not attributed
+                            }
+                        }
+                    }
+                }
+                catch (MonitorConnectException e)
+                {
+                    throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
+                }
+            }
+            Attached = [.. attached.Select(a => a.Lab)];
             foreach (var make in o.Sources)
                 extra.Add(make(context));
+            IReadOnlyList<Datapath.Cluster.ServiceFrontend> kubeProxy = [];
+            var ranges = new NodeRangesSeen();
+            bool conntrack = o.Conntrack && (o.Kinds.Count == 0 || o.Kinds.Contains(EventKind.Nat));
+            if (cluster is null)
+            {
+                // what is inside the cluster, as this node sees it (a lab describes its own): kube-proxy's rules (service
+                // ports, --cluster-cidr), CNI configuration, the node's addresses (the recorder's namespace and the node's)
+                foreach (var p in new string?[] { null }.Concat(o.ConntrackNetns))
+                {
+                    if (conntrack)
+                    {
+                        // run only when NAT is recorded: it starts iptables-save and nft
+                        var (svcs, podCidrs, _) = Datapath.Cluster.KubeProxyRules.Read(p);
+                        kubeProxy = [.. kubeProxy, .. svcs];
+                        ranges.PodCidrs.AddRange(podCidrs.Select(c => c.ToString()));
+                    }
+                    try
+                    {
+                        ranges.NodeAddresses.AddRange(Datapath.Cluster.NodeRanges.Addresses(p).Select(a => a.ToString()));
+                    }
+                    catch (Exception e) when (e is LabException or IOException or UnauthorizedAccessException)
+                    {
+                        // a namespace that cannot be entered names no address (its conntrack source says why it is not recorded)
+                    }
+                }
+                ranges.PodCidrs.AddRange(Datapath.Cluster.NodeRanges.CniPodCidrs().Select(r => r.Cidr.ToString()));
+            }
+            if (conntrack)
+            {
+                extra.Add(new Conntrack.ConntrackSource(new Conntrack.ConntrackSourceOptions
+                {
+                    Capture = new Conntrack.ConntrackCaptureOptions
+                    {
+                        Targets = [new Conntrack.ConntrackTarget(null, "host"), .. o.ConntrackNetns.Select(p => new Conntrack.ConntrackTarget(p, Path.GetFileName(p)))],
+                    },
+                    Services = kubeProxy,
+                }));
+            }
 
             var sources = new List<IRecordSource>();
             KernelSource? kernel = null;
@@ -202,8 +288,13 @@ public sealed class RecordingSession
                 OutputDir = o.Output,
                 Progress = o.Progress,
                 Duration = o.Duration,
-                Config = Config(o, cluster, excluded, tracingPolicy),
+                Config = Config(o, cluster, excluded, ranges, tracingPolicy),
             };
+            if (attached.Count > 0 && tuning.Config is { } config)
+            {
+                config.PodCidrs = [.. attached.SelectMany(a => a.Hello.PodCidrs).Distinct(StringComparer.Ordinal)];
+                config.ServiceCidrs = [.. attached.SelectMany(a => a.Hello.ServiceCidrs).Distinct(StringComparer.Ordinal)];
+            }
             var rec = new Recording(sources, tuning, context.MonotonicToUtcOffsetNs);
             var dp = lab?.Datapath as LabDatapath;
             if (dp is not null)
@@ -211,6 +302,36 @@ public sealed class RecordingSession
                 rec.Snapshots.AddRange(SnapshotTables.From(dp.Datapath.Snapshot(), "start"));
                 rec.EndSnapshots = () => SnapshotTables.From(dp.Datapath.Snapshot(), "end");
             }
+            if (attached.Count > 0)
+            {
+                try
+                {
+                    foreach (var a in attached)
+                        rec.Snapshots.AddRange(SnapshotTables.From(a.Snapshot(), "start"));
+                }
+                catch (Exception e) when (e is IOException or InvalidDataException or Datapath.Bpf.BpfException or UnauthorizedAccessException)
+                {
+                    throw new RecordingSetupException($"reading the running datapath's state: {e.Message}", SetupProblem.Prerequisite, e);
+                }
+                rec.EndSnapshots = () =>
+                {
+                    var end = new List<Batches.TableBatch>();
+                    foreach (var a in attached)
+                    {
+                        try
+                        {
+                            end.AddRange(SnapshotTables.From(a.Snapshot(), "end"));
+                        }
+                        catch (Exception e) when (e is IOException or InvalidDataException or Datapath.Bpf.BpfException or UnauthorizedAccessException)
+                        {
+                            // the datapath went down before the end: its start snapshot stands, its source says why
+                        }
+                    }
+                    return end;
+                };
+            }
+            if (kubeProxy.Count > 0)
+                rec.Snapshots.Add(SnapshotTables.Services("start", DateTimeOffset.UtcNow, ServiceRow.From(kubeProxy)));
             if (probes is not null)
                 rec.UpdateManifest = m => m.FilteredConnects = probes.FilteredConnects + probes.UnselectedConnects;
             recording = rec;
@@ -249,6 +370,17 @@ public sealed class RecordingSession
             foreach (var s in extra)
                 s.Dispose();
         }
+    }
+
+    /// <summary>The running datapaths this session attached to (their lab names), once it runs.</summary>
+    public IReadOnlyList<string> Attached { get; private set; } = [];
+
+    /// <summary>The datapath's event kinds among those asked for (empty: all kinds asked for).</summary>
+    public static IReadOnlySet<EventKind> DatapathKinds(IReadOnlySet<EventKind> kinds)
+    {
+        ArgumentNullException.ThrowIfNull(kinds);
+        return Enumerable.Range((int)EventKind.Drop, (int)EventKind.Capture - (int)EventKind.Drop + 1).Select(k => (EventKind)k)
+            .Where(k => kinds.Count == 0 || kinds.Contains(k)).ToHashSet();
     }
 
     /// <summary>The clock offsets and name tables decoding needs, read from the running kernel.</summary>
@@ -324,12 +456,20 @@ public sealed class RecordingSession
         }
     }
 
-    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded, TracingPolicySet? tracingPolicy) => new()
+    /// <summary>Ranges a node without a lab shows: pod CIDRs (kube-proxy, CNI), its own addresses.</summary>
+    private sealed class NodeRangesSeen
+    {
+        public List<string> PodCidrs { get; } = [];
+        public List<string> NodeAddresses { get; } = [];
+    }
+
+    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded, NodeRangesSeen seen, TracingPolicySet? tracingPolicy) => new()
     {
         Kinds = [.. o.Kinds.Count == 0 ? Format.Tables.Events : o.Kinds.Order().Select(Rows.TableOf)],
         Lab = o.Lab is null ? null : Path.GetFullPath(o.Lab),
-        PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [],
+        PodCidrs = cluster?.Lab is { } l ? [l.PodCidr.ToString()] : [.. seen.PodCidrs.Distinct()],
         ServiceCidrs = cluster?.Lab is { } l2 ? [l2.ServiceCidr.ToString()] : [],
+        NodeAddresses = [.. seen.NodeAddresses.Distinct()],
         PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
         // what the TracingPolicy's NotDAddr leaves out is what its author counts as the cluster

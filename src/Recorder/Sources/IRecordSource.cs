@@ -43,8 +43,10 @@ public interface IRecordSource : IDisposable
 }
 
 /// <summary>A producer's cumulative counts for one table: events it handed over (as the kernel's fx_emit_stats
-/// counts a successful ring buffer reservation), and events it could not hand over.</summary>
-public readonly record struct SourceCounts(ulong Emitted, ulong Failed);
+/// counts a successful ring buffer reservation), events it could not hand over, and events it had but dropped in
+/// user space on their way to this recorder (<paramref name="Dropped"/>: a datapath's monitor socket dropping for a
+/// client whose queue was full). <paramref name="Emitted"/> counts those too; they go to <c>userspace_dropped</c>.</summary>
+public readonly record struct SourceCounts(ulong Emitted, ulong Failed, ulong Dropped = 0);
 
 /// <summary>Thread-safe cumulative counters a source that is not the kernel keeps (see <see cref="IRecordSource.Counters"/>).</summary>
 public sealed class SourceCounters
@@ -76,4 +78,14 @@ public sealed class SourceCounters
         lock (counts)
             return counts.ToDictionary(kv => kv.Key, kv => new SourceCounts(kv.Value.Emitted, kv.Value.Failed), StringComparer.Ordinal);
     }
+}
+
+/// <summary>
+/// A source that also takes snapshot tables (the kernel's conntrack table at start and end): the recording
+/// writes them when it stops, after the source's last records are decoded.
+/// </summary>
+public interface ISnapshotSource
+{
+    /// <summary>Called once, on the recording's thread, after the pipeline stopped.</summary>
+    IEnumerable<Batches.TableBatch> Snapshots();
 }

@@ -82,9 +82,9 @@ public sealed class SegmentWriter : IAsyncDisposable
 
     private static DataField ToField(Column c) => c.Type switch
     {
-        ColumnType.TimestampNsUtc => new DateTimeDataField(c.Name, DateTimeFormat.Timestamp, isAdjustedToUTC: true, unit: DateTimeTimeUnit.Nanos, isNullable: false),
-        ColumnType.UInt8 => new DataField<byte>(c.Name),
-        ColumnType.UInt16 => new DataField<ushort>(c.Name),
+        ColumnType.TimestampNsUtc => new DateTimeDataField(c.Name, DateTimeFormat.Timestamp, isAdjustedToUTC: true, unit: DateTimeTimeUnit.Nanos, isNullable: c.Nullable),
+        ColumnType.UInt8 => c.Nullable ? new DataField<byte?>(c.Name) : new DataField<byte>(c.Name),
+        ColumnType.UInt16 => c.Nullable ? new DataField<ushort?>(c.Name) : new DataField<ushort>(c.Name),
         ColumnType.UInt32 => c.Nullable ? new DataField<uint?>(c.Name) : new DataField<uint>(c.Name),
         ColumnType.UInt64 => c.Nullable ? new DataField<ulong?>(c.Name) : new DataField<ulong>(c.Name),
         ColumnType.Int32 => c.Nullable ? new DataField<int?>(c.Name) : new DataField<int>(c.Name),
@@ -126,17 +126,29 @@ public sealed class SegmentWriter : IAsyncDisposable
         var f = fields[index];
         switch (column)
         {
-            case Column<long> ts when column.Type == ColumnType.TimestampNsUtc:
+            case Column<long> ts when column.Type == ColumnType.TimestampNsUtc && ts.Valid is null:
                 var dates = Scratch<DateTime>(index, n);
                 for (int i = 0; i < n; i++)
                     dates[i] = DateTime.UnixEpoch.AddTicks(ts.Values[i] / 100);
                 await rg.WriteAsync<DateTime>(f, dates.AsMemory(0, n), cancellationToken: token);
                 break;
-            case Column<byte> b:
+            case Column<long> tsn when column.Type == ColumnType.TimestampNsUtc:
+                var ndates = Scratch<DateTime?>(index, n);
+                for (int i = 0; i < n; i++)
+                    ndates[i] = tsn.Valid![i] ? DateTime.UnixEpoch.AddTicks(tsn.Values[i] / 100) : null;
+                await rg.WriteAsync<DateTime>(f, ndates.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<byte> b when b.Valid is null:
                 await rg.WriteAsync<byte>(f, b.Values.AsMemory(0, n), cancellationToken: token);
                 break;
-            case Column<ushort> u16:
+            case Column<byte> bn:
+                await rg.WriteAsync<byte>(f, Nullable(index, bn, n), cancellationToken: token);
+                break;
+            case Column<ushort> u16 when u16.Valid is null:
                 await rg.WriteAsync<ushort>(f, u16.Values.AsMemory(0, n), cancellationToken: token);
+                break;
+            case Column<ushort> u16n:
+                await rg.WriteAsync<ushort>(f, Nullable(index, u16n, n), cancellationToken: token);
                 break;
             case Column<uint> u32 when u32.Valid is null:
                 await rg.WriteAsync<uint>(f, u32.Values.AsMemory(0, n), cancellationToken: token);

@@ -79,6 +79,14 @@ internal readonly struct HeaderCols
         ktime.Values[i] = h.Ktime;
         cpu.Values[i] = h.Cpu;
     }
+
+    /// <summary>A row of a source without a CPU (cpu 0).</summary>
+    public void SetOther(int i, long utcNs, ulong monotonicNs)
+    {
+        time.Values[i] = utcNs;
+        ktime.Values[i] = monotonicNs;
+        cpu.Values[i] = 0;
+    }
 }
 
 /// <summary>ip_version, src_ip, src_port, dst_ip, dst_port, protocol[, tcp_flags].</summary>
@@ -143,6 +151,19 @@ internal readonly struct MetaCols
         obs.Values[i] = Names.ObsPoint((byte)m.ObsPoint);
         dir.Values[i] = Names.Direction((byte)m.Direction);
     }
+
+    /// <summary>A row of a source without datapath metadata: 0 and empty.</summary>
+    public void SetNone(int i)
+    {
+        srcId.Values[i] = 0;
+        dstId.Values[i] = 0;
+        ep.Values[i] = 0;
+        ifindex.Values[i] = 0;
+        flow.Values[i] = 0;
+        len.Values[i] = 0;
+        obs.Values[i] = "";
+        dir.Values[i] = "";
+    }
 }
 
 /// <summary>netns_ino, cgroup_id, namespace, pod, pod_uid, container_id, container.</summary>
@@ -206,6 +227,9 @@ internal readonly struct FlowSourceCols
 
     /// <summary>A datapath row: the rest stay null (the batch's reset nulls them).</summary>
     public void SetDatapath(int i) => source.Values[i] = "datapath";
+
+    /// <summary>A row of another source that fills none of the rest.</summary>
+    public void Set(int i, string name) => source.Values[i] = name;
 }
 
 /// <summary>The provenance columns every process table continues with (schema v2).</summary>
@@ -338,6 +362,10 @@ internal sealed class NatRows : Rows
     private readonly Column<uint> service;
     private readonly MetaCols meta;
     private readonly FlowSourceCols src;
+    private readonly StringColumn serviceName;
+
+    /// <summary>The columns schema v3 appends for conntrack rows (null in other rows), in order.</summary>
+    internal NatConntrackCols Conntrack { get; }
 
     public NatRows(int capacity) : base("nat", capacity)
     {
@@ -356,8 +384,9 @@ internal sealed class NatRows : Rows
         service = Batch.U32("service_id");
         meta = new MetaCols(Batch);
         src = new FlowSourceCols(Batch);
-        Batch.Str("service", nullable: true);
+        serviceName = Batch.Str("service", nullable: true);
         Batch.Str("extra", nullable: true);
+        Conntrack = new NatConntrackCols(Batch);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -379,6 +408,132 @@ internal sealed class NatRows : Rows
         service.Values[i] = ev.ServiceId;
         meta.Set(i, ev.Meta);
         src.SetDatapath(i);
+        Conntrack.SetNull(i);
+    }
+
+    /// <summary>
+    /// Appends a conntrack row (source conntrack): the entry's original tuple, its reply tuple reversed as the
+    /// translation, and the conntrack columns; the datapath's numbers are 0 and its texts empty (schema v3).
+    /// </summary>
+    internal void AppendConntrack(in Datapath.Conntrack.ConntrackEntry e, string ctEvent, long utcNs, ulong monotonicNs, uint netnsIno, string? svc)
+    {
+        int i = Batch.NextRow();
+        hdr.SetOther(i, utcNs, monotonicNs);
+        kind.Values[i] = Recorder.Conntrack.CtText.Nat(e);
+        version.Values[i] = e.Family == 10 ? (byte)6 : (byte)4;
+        proto.Values[i] = Names.Protocol(e.Orig.Proto);
+        var (o, x) = (e.Orig, e.Translated);
+        osrc.Values[i] = Conntrack.Ip(o.Src, e.Family);
+        osport.Values[i] = o.Ports.Src;
+        odst.Values[i] = Conntrack.Ip(o.Dst, e.Family);
+        odport.Values[i] = o.Ports.Dst;
+        xsrc.Values[i] = Conntrack.Ip(x.Src, e.Family);
+        xsport.Values[i] = x.SrcPort;
+        xdst.Values[i] = Conntrack.Ip(x.Dst, e.Family);
+        xdport.Values[i] = x.DstPort;
+        service.Values[i] = 0;
+        meta.SetNone(i);
+        src.Set(i, "conntrack");
+        serviceName.Values[i] = svc;
+        Conntrack.Set(i, e, ctEvent, netnsIno);
+    }
+}
+
+/// <summary>The conntrack columns nat schema v3 appends (ct_event ... netns_ino).</summary>
+internal sealed class NatConntrackCols
+{
+    private readonly StringColumn ev, status, tcp, rsrc, rdst;
+    private readonly Column<uint> id, mark, netns;
+    private readonly Column<ushort> zone, rsport, rdport;
+    private readonly Column<ulong> po, bo, pr, br;
+    private readonly Column<long> first, last;
+    private readonly Dictionary<uint, string> v4 = [];
+    private readonly Dictionary<(ulong, ulong), string> v6 = [];
+    private readonly Dictionary<Datapath.Conntrack.CtStatus, string> statusText = [];
+
+    public NatConntrackCols(TableBatch b)
+    {
+        ev = b.Str("ct_event", nullable: true);
+        id = b.U32("ct_id", nullable: true);
+        zone = b.U16("ct_zone", nullable: true);
+        mark = b.U32("ct_mark", nullable: true);
+        status = b.Str("ct_status", nullable: true);
+        tcp = b.Str("tcp_state", nullable: true);
+        rsrc = b.Str("reply_src_ip", nullable: true);
+        rsport = b.U16("reply_src_port", nullable: true);
+        rdst = b.Str("reply_dst_ip", nullable: true);
+        rdport = b.U16("reply_dst_port", nullable: true);
+        po = b.U64("packets_orig", nullable: true);
+        bo = b.U64("bytes_orig", nullable: true);
+        pr = b.U64("packets_reply", nullable: true);
+        br = b.U64("bytes_reply", nullable: true);
+        first = b.Timestamp("first_seen", nullable: true);
+        last = b.Timestamp("last_seen", nullable: true);
+        netns = b.U32("netns_ino", nullable: true);
+    }
+
+    public void SetNull(int i)
+    {
+        ev.Values[i] = null; status.Values[i] = null; tcp.Values[i] = null; rsrc.Values[i] = null; rdst.Values[i] = null;
+        id.SetNull(i); zone.SetNull(i); mark.SetNull(i); rsport.SetNull(i); rdport.SetNull(i);
+        po.SetNull(i); bo.SetNull(i); pr.SetNull(i); br.SetNull(i); first.SetNull(i); last.SetNull(i); netns.SetNull(i);
+    }
+
+    public void Set(int i, in Datapath.Conntrack.ConntrackEntry e, string ctEvent, uint netnsIno)
+    {
+        ev.Values[i] = ctEvent;
+        id.Set(i, e.Id);
+        if (e.Has(Datapath.Conntrack.CtFields.Zone)) zone.Set(i, e.Zone); else zone.SetNull(i);
+        if (e.Has(Datapath.Conntrack.CtFields.Mark)) mark.Set(i, e.Mark); else mark.SetNull(i);
+        status.Values[i] = Status(e.Status);
+        tcp.Values[i] = e.Has(Datapath.Conntrack.CtFields.TcpState) ? Datapath.Conntrack.CtNetlink.TcpStateName(e.TcpState) : null;
+        rsrc.Values[i] = Ip(e.Reply.Src, e.Family);
+        rsport.Set(i, e.Reply.Ports.Src);
+        rdst.Values[i] = Ip(e.Reply.Dst, e.Family);
+        rdport.Set(i, e.Reply.Ports.Dst);
+        if (e.Has(Datapath.Conntrack.CtFields.Counters))
+        {
+            po.Set(i, e.PacketsOrig); bo.Set(i, e.BytesOrig); pr.Set(i, e.PacketsReply); br.Set(i, e.BytesReply);
+        }
+        else
+        {
+            po.SetNull(i); bo.SetNull(i); pr.SetNull(i); br.SetNull(i);
+        }
+        if (e.StartNs != 0) first.Set(i, (long)e.StartNs); else first.SetNull(i);
+        if (e.StopNs != 0) last.Set(i, (long)e.StopNs); else last.SetNull(i);
+        netns.Set(i, netnsIno);
+    }
+
+    private string Status(Datapath.Conntrack.CtStatus s)
+    {
+        if (!statusText.TryGetValue(s, out var t))
+            statusText[s] = t = Datapath.Conntrack.CtNetlink.StatusText(s);
+        return t;
+    }
+
+    /// <summary>The address as text, cached (few addresses, many events).</summary>
+    public string Ip(in Bytes16 a, byte family)
+    {
+        ReadOnlySpan<byte> b = a;
+        if (family == 10)
+        {
+            var key = (BitConverter.ToUInt64(b), BitConverter.ToUInt64(b[8..]));
+            if (!v6.TryGetValue(key, out var s6))
+            {
+                if (v6.Count > 1 << 16)
+                    v6.Clear();
+                v6[key] = s6 = new System.Net.IPAddress(b[..16]).ToString();
+            }
+            return s6;
+        }
+        uint k = BitConverter.ToUInt32(b);
+        if (!v4.TryGetValue(k, out var s))
+        {
+            if (v4.Count > 1 << 16)
+                v4.Clear();
+            v4[k] = s = new System.Net.IPAddress(b[..4]).ToString();
+        }
+        return s;
     }
 }
 

@@ -6,6 +6,17 @@ using Forensics.Recorder.Batches;
 
 namespace Forensics.Recorder.Tables;
 
+/// <summary>One service frontend and its backends (address, port, namespace/pod) for the services snapshot.</summary>
+public sealed record ServiceRow(uint Id, string Namespace, string Name, IPAddress Frontend, int Port, string Protocol,
+    IReadOnlyList<(IPAddress Ip, int Port, string? Pod)> Backends, string? PortName, string Kind, string Source, string? Netns)
+{
+    /// <summary>The rows of a node's view of the services (a services file, kube-proxy's rules).</summary>
+    public static IEnumerable<ServiceRow> From(IEnumerable<Datapath.Cluster.ServiceFrontend> services, string? netns = null) =>
+        services.Select(s => new ServiceRow(0, s.Namespace, s.Name, s.Ip, s.Port, s.Protocol,
+            [.. s.Endpoints.Select(e => (e.Ip, e.Port, e.Pod is null ? null : (string?)$"{e.PodNamespace}/{e.Pod}"))],
+            s.PortName, s.Kind, s.Source, netns));
+}
+
 /// <summary>
 /// The datapath's tables at one moment (endpoints, identities, ipcache,
 /// policies as given and as compiled, services and backends, conntrack and
@@ -86,24 +97,8 @@ public static class SnapshotTables
                 allow.Values[i] = e.Allow; deny.Values[i] = e.Deny; policies.Values[i] = string.Join(',', e.Policies); hits.Values[i] = e.Hits;
             }
         }
-        {
-            int rows = s.Services.Sum(x => Math.Max(1, x.Backends.Count));
-            var b = New("services", rows, out var t, out var p);
-            var (id, name, ns, fip, port, proto) = (b.U32("service_id"), b.Str("name"), b.Str("namespace"), b.Str("frontend_ip"), b.U16("port"), b.Str("protocol"));
-            var (bip, bport, bpod) = (b.Str("backend_ip", nullable: true), b.I32("backend_port", nullable: true), b.Str("backend_pod", nullable: true));
-            foreach (var svc in s.Services)
-            {
-                var backends = svc.Backends.Count > 0 ? svc.Backends.Cast<BackendInfo?>() : [null];
-                foreach (var be in backends)
-                {
-                    int i = Row(b, t, p);
-                    id.Values[i] = svc.Id; name.Values[i] = svc.Name; ns.Values[i] = svc.Namespace; fip.Values[i] = svc.Frontend.ToString();
-                    port.Values[i] = (ushort)svc.Port; proto.Values[i] = svc.Protocol.ToLowerInvariant();
-                    bip.Values[i] = be?.Ip.ToString(); bpod.Values[i] = be?.Pod;
-                    if (be is null) bport.SetNull(i); else bport.Set(i, be.Port);
-                }
-            }
-        }
+        result.Add(Services(phase, s.Taken, s.Services.Select(svc => new ServiceRow(svc.Id, svc.Namespace, svc.Name, svc.Frontend, svc.Port,
+            svc.Protocol.ToLowerInvariant(), [.. svc.Backends.Select(be => (be.Ip, be.Port, be.Pod))], null, "cluster IP", "lab", null))));
         {
             var b = New("conntrack", s.Conntrack.Count, out var t, out var p);
             var (src, sport, dst, dport, proto, dir, ep, remote, match, flags) = (b.Str("src_ip"), b.U16("src_port"), b.Str("dst_ip"), b.U16("dst_port"),
@@ -134,6 +129,38 @@ public static class SnapshotTables
             }
         }
         return result;
+    }
+
+    /// <summary>
+    /// The services snapshot (schemas/services.v2.json): one row per frontend and backend (backend columns
+    /// null for a frontend without backends), from our datapath, a services file or kube-proxy's rules.
+    /// </summary>
+    public static TableBatch Services(string phase, DateTimeOffset taken, IEnumerable<ServiceRow> services)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        var list = services.ToList();
+        var b = new TableBatch("services", Math.Max(1, list.Sum(x => Math.Max(1, x.Backends.Count))));
+        var (ph, tk) = (b.Str("phase"), b.Timestamp("taken"));
+        var (id, name, ns, fip, port, proto) = (b.U32("service_id"), b.Str("name"), b.Str("namespace"), b.Str("frontend_ip"), b.U16("port"), b.Str("protocol"));
+        var (bip, bport, bpod) = (b.Str("backend_ip", nullable: true), b.I32("backend_port", nullable: true), b.Str("backend_pod", nullable: true));
+        var (pname, kind, source, netns) = (b.Str("port_name", nullable: true), b.Str("kind"), b.Str("source"), b.Str("netns", nullable: true));
+        long takenNs = (taken.UtcTicks - DateTime.UnixEpoch.Ticks) * 100;
+        foreach (var svc in list)
+        {
+            var backends = svc.Backends.Count > 0 ? svc.Backends.Select(x => ((IPAddress Ip, int Port, string? Pod)?)x) : [null];
+            foreach (var be in backends)
+            {
+                int i = b.NextRow();
+                ph.Values[i] = phase; tk.Values[i] = takenNs;
+                id.Values[i] = svc.Id; name.Values[i] = svc.Name; ns.Values[i] = svc.Namespace; fip.Values[i] = svc.Frontend.ToString();
+                port.Values[i] = (ushort)svc.Port; proto.Values[i] = svc.Protocol;
+                bip.Values[i] = be?.Ip.ToString(); bpod.Values[i] = be?.Pod;
+                if (be is null) bport.SetNull(i); else bport.Set(i, be.Value.Port);
+                pname.Values[i] = string.IsNullOrEmpty(svc.PortName) ? null : svc.PortName;
+                kind.Values[i] = svc.Kind; source.Values[i] = svc.Source; netns.Values[i] = svc.Netns;
+            }
+        }
+        return b;
     }
 
     private static string FlagText(CtFlags f)

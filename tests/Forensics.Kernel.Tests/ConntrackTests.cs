@@ -1,0 +1,508 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Forensics.Datapath.Abi;
+using Forensics.Datapath.Conntrack;
+using Forensics.Datapath.Lab;
+using Forensics.Tests;
+
+namespace Forensics.Kernel.Tests;
+
+/// <summary>
+/// The ctnetlink client against the real kernel: a node of plain network namespaces whose
+/// NAT and drops are real iptables / nftables rules, listened to from the test's own namespace.
+/// </summary>
+public sealed class ConntrackTests
+{
+    /// <summary>Polls a listener on a thread, keeping every entry.</summary>
+    private sealed class Pump : IDisposable
+    {
+        private readonly CancellationTokenSource stop = new();
+        private readonly Thread thread;
+
+        public Pump(ConntrackListener listener)
+        {
+            thread = new Thread(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                    listener.Poll(50, (in ConntrackEntry e) => Entries.Enqueue(e));
+            }) { IsBackground = true, Name = "ct pump" };
+            thread.Start();
+        }
+
+        public ConcurrentQueue<ConntrackEntry> Entries { get; } = new();
+
+        public void Dispose()
+        {
+            stop.Cancel();
+            thread.Join();
+            stop.Dispose();
+        }
+    }
+
+    private static string Ip(in Bytes16 a) => new IPAddress(((ReadOnlySpan<byte>)a)[..4]).ToString();
+
+    private static (string, int) Port(string clientOutput, string what) =>
+        (what, int.Parse(clientOutput.Split('\n').Single(l => l.StartsWith(what + " ", StringComparison.Ordinal)).Split(' ')[1], CultureInfo.InvariantCulture));
+
+    [KernelFact]
+    public void Listener_IptablesDnatAndMasquerade_NewEventsAndDumpCarryTheTranslations() => DnatAndMasquerade(NatNode.Rules.Iptables);
+
+    [KernelFact]
+    public void Listener_NftablesDnatAndMasquerade_NewEventsAndDumpCarryTheTranslations() => DnatAndMasquerade(NatNode.Rules.Nftables);
+
+    private static void DnatAndMasquerade(NatNode.Rules rules)
+    {
+        using var node = NatNode.Create(rules);
+        using var listener = ConntrackListener.Open(new ConntrackOptions { NetnsPath = node.NodePath });
+        Assert.Equal(NetNamespace.Inode(node.Node), listener.NetnsInode);
+        using var pump = new Pump(listener);
+        using var backend = node.StartServers(1);
+        using var echo = node.StartWorldEcho();
+        var output = node.RunClient(NatNode.ServiceAndWorldClient);
+        int tcpPort = Port(output, "tcp").Item2, udpPort = Port(output, "udp").Item2, droppedPort = Port(output, "dropped").Item2;
+
+        bool IsService(in ConntrackEntry e) => e.Orig.Proto == 6 && e.Orig.SrcPort == tcpPort && Ip(e.Orig.Dst) == NatNode.ServiceIp;
+        bool IsWorld(in ConntrackEntry e) => e.Orig.Proto == 17 && e.Orig.SrcPort == udpPort && Ip(e.Orig.Dst) == NatNode.WorldIp;
+        Assert.True(Until.True(() => pump.Entries.Any(e => e.Type == CtEventType.New && IsService(e))
+            && pump.Entries.Any(e => e.Type == CtEventType.New && IsWorld(e))), "no new events for both flows");
+
+        var dnat = pump.Entries.First(e => e.Type == CtEventType.New && IsService(e));
+        Assert.Equal(NatNode.ClientIp, Ip(dnat.Orig.Src));
+        Assert.Equal(NatNode.ServicePort, dnat.Orig.DstPort);
+        Assert.True(dnat.IsDnat);
+        Assert.False(dnat.IsSnat);
+        var x = dnat.Translated;
+        Assert.Equal((NatNode.ClientIp, tcpPort, NatNode.ServerIp, NatNode.ServerPort), (Ip(x.Src), (int)x.SrcPort, Ip(x.Dst), (int)x.DstPort));
+        Assert.True(dnat.Status.HasFlag(CtStatus.DstNat));
+        Assert.NotEqual(0u, dnat.Id);
+
+        var snat = pump.Entries.First(e => e.Type == CtEventType.New && IsWorld(e));
+        Assert.True(snat.IsSnat);
+        Assert.False(snat.IsDnat);
+        Assert.Equal(NatNode.NodeOuterIp, Ip(snat.Translated.Src));
+        Assert.Equal(NatNode.WorldIp, Ip(snat.Translated.Dst));
+
+        // the update that saw the reply of the service connection
+        Assert.True(Until.True(() => pump.Entries.Any(e => e.Type == CtEventType.Update && e.Id == dnat.Id && e.Status.HasFlag(CtStatus.SeenReply))),
+            "no update with SEEN_REPLY for the service connection");
+
+        // the dropped connection: the SYN was tracked before the filter dropped it (new entry, never confirmed: no event),
+        // so it must not show up as a translated flow
+        Assert.DoesNotContain(pump.Entries, e => e.Orig.SrcPort == droppedPort && e.IsTranslated);
+
+        var dumped = new List<ConntrackEntry>();
+        listener.Dump((in ConntrackEntry e) => dumped.Add(e));
+        Assert.Contains(dumped, e => e.Id == dnat.Id && e.IsDnat && e.Type == CtEventType.Dump);
+        Assert.Contains(dumped, e => e.Id == snat.Id && e.IsSnat);
+        Assert.Equal(0UL, listener.Counts(CtEventType.New).Dropped);
+        Assert.True(listener.Counts(CtEventType.New).Received >= 2);
+        Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+        Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+    }
+
+    [KernelFact]
+    public void Listener_EventsDisabledBySysctl_ReportsZeroAndReceivesNothing()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        NatNode.Exec(node.Node, "sysctl", "-qw", "net.netfilter.nf_conntrack_events=0");
+        using var listener = ConntrackListener.Open(new ConntrackOptions { NetnsPath = node.NodePath });
+        Assert.Equal(0, listener.Sysctls.Events);
+        using (var pump = new Pump(listener))
+        {
+            using var backend = node.StartServers(1);
+            using var echo = node.StartWorldEcho();
+            node.RunClient(NatNode.ServiceAndWorldClient);
+            // the dump still sees the table; events never come
+            var dumped = new List<ConntrackEntry>();
+            listener.Dump((in ConntrackEntry e) => dumped.Add(e));
+            Assert.Contains(dumped, e => e.IsDnat);
+            Assert.Empty(pump.Entries);
+        }
+    }
+
+    [KernelFact]
+    public void Doctor_EventsSysctlZero_SaysNatIsNotRecordedAndWhatToSet()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        var on = ConntrackCheck.Run(node.NodePath);
+        Assert.Contains(on, f => !f.Warning && f.Text.StartsWith("conntrack: events on", StringComparison.Ordinal));
+        NatNode.Exec(node.Node, "sysctl", "-qw", "net.netfilter.nf_conntrack_events=0", "net.netfilter.nf_conntrack_acct=0");
+        var off = ConntrackCheck.Run(node.NodePath);
+        Assert.Contains(off, f => f.Warning && f.Text.Contains("nf_conntrack_events = 0", StringComparison.Ordinal)
+            && f.Text.Contains("sysctl -w net.netfilter.nf_conntrack_events=1", StringComparison.Ordinal));
+        Assert.Contains(off, f => f.Warning && f.Text.Contains("sysctl -w net.netfilter.nf_conntrack_acct=1", StringComparison.Ordinal));
+        Assert.All(off, f => Assert.DoesNotContain('\n', f.Text));
+    }
+
+    [KernelFact]
+    public void Listener_MissingNamespace_IsOneLineError()
+    {
+        var e = Assert.Throws<ConntrackException>(() => ConntrackListener.Open(new ConntrackOptions { NetnsPath = "/run/netns/fxct-does-not-exist" }));
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Contains("does not exist", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Connections the flood makes: the issue asks for 200k; CI makes 20k (FX_CT_FLOOD overrides; bench/ runs 200k).</summary>
+    internal static int FloodConnections =>
+        int.TryParse(Environment.GetEnvironmentVariable("FX_CT_FLOOD"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 20_000;
+
+    [KernelFact]
+    public void Listener_FloodOverASmallBuffer_ReceivedPlusDroppedEqualsConnectionsMade()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        // every flood datagram is a new conntrack entry (a distinct 5-tuple), DNATed to a local receiver
+        NatNode.Exec(node.Client, "ip", "addr", "add", "10.97.0.1/32", "dev", "lo");
+        NatNode.Exec(node.Client, "ip", "route", "add", "local", "10.96.0.0/16", "dev", "lo");
+        NatNode.Exec(node.Client, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", NatNode.ServiceIp, "-p", "udp",
+            "-j", "DNAT", "--to-destination", "10.97.0.1:9999");
+        NatNode.Exec(node.Client, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1");
+        using var listener = ConntrackListener.Open(new ConntrackOptions { NetnsPath = "/run/netns/" + node.Client, ReceiveBufferBytes = 4096, Updates = false });
+        ulong received = 0;
+        using var stop = new CancellationTokenSource();
+        var reader = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+                listener.Poll(20, (in ConntrackEntry e) =>
+                {
+                    if (e.Type == CtEventType.New && e.IsDnat)
+                        Interlocked.Increment(ref received);
+                });
+        }) { IsBackground = true };
+        reader.Start();
+
+        int target = FloodConnections, made = 0;
+        NetNamespace.RunAt("/run/netns/" + node.Client, () =>
+        {
+            using var sink = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            sink.Bind(new IPEndPoint(IPAddress.Parse("10.97.0.1"), 9999));
+            var senders = Enumerable.Range(0, (target + 59_999) / 60_000).Select(_ => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp)).ToList();
+            var payload = new byte[1];
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            try
+            {
+                for (int i = 0; i < target && DateTime.UtcNow < deadline; i++)
+                {
+                    var to = new IPEndPoint(IPAddress.Parse(NatNode.ServiceIp), 1 + i % 60_000);
+                    try
+                    {
+                        senders[i / 60_000].SendTo(payload, to);
+                        made++; // the entry was confirmed: a refused one fails the send (EPERM)
+                    }
+                    catch (SocketException)
+                    {
+                    }
+                }
+            }
+            finally
+            {
+                senders.ForEach(s => s.Dispose());
+            }
+            return 0;
+        });
+        Assert.True(made >= target * 9 / 10, $"only {made} of {target} datagrams were sent");
+        // events are queued (or dropped and counted) while the datagram is sent: once drained, the sum is exact
+        Assert.True(Until.True(() => Interlocked.Read(ref received) + listener.Counts(CtEventType.New).Dropped == (ulong)made, 30),
+            $"received {received} + dropped {listener.Counts(CtEventType.New).Dropped} != made {made}");
+        stop.Cancel();
+        reader.Join();
+        var counts = listener.Counts(CtEventType.New);
+        Assert.True(counts.Dropped > 0, "the small buffer never overran");
+        Assert.True(counts.Overruns > 0, "ENOBUFS was never reported");
+        Assert.Equal((ulong)made, received + counts.Dropped);
+    }
+
+    private static (long, ulong) Clock() => (DateTime.UtcNow.Ticks * 100, (ulong)Environment.TickCount64 * 1_000_000);
+
+    [KernelFact]
+    public void Capture_NodeNamespace_StartDumpEventsAndEndDumpAsRecords()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        using var capture = Recorder.Conntrack.ConntrackCapture.Open(new Recorder.Conntrack.ConntrackCaptureOptions
+        {
+            Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node)],
+        });
+        Assert.Empty(capture.NotRecorded);
+        Assert.Equal(NetNamespace.Inode(node.Node), (ulong)Assert.Single(capture.Namespaces).Inode);
+        var records = new List<byte[]>();
+        capture.Dump(Recorder.Conntrack.ConntrackRecord.PhaseStart, r => records.Add(r.ToArray()), Clock);
+        Assert.Empty(records); // nothing tracked yet
+        using var backend = node.StartServers(1);
+        using var echo = node.StartWorldEcho();
+        node.RunClient(NatNode.ServiceAndWorldClient);
+        Assert.True(Until.True(() =>
+        {
+            capture.Poll(50, r => records.Add(r.ToArray()), Clock);
+            return records.Count(r => r[0] == Recorder.Conntrack.ConntrackRecord.KindEvent) >= 2;
+        }));
+        capture.Dump(Recorder.Conntrack.ConntrackRecord.PhaseEnd, r => records.Add(r.ToArray()), Clock);
+        var decoded = records.Select(r => (Ok: Recorder.Conntrack.ConntrackRecord.TryRead(r, out var kind, out var ns, out var phase, out _, out _, out var e), kind, ns, phase, e)).ToList();
+        Assert.All(decoded, d => Assert.True(d.Ok));
+        Assert.All(decoded, d => Assert.Equal(0, d.ns));
+        Assert.Contains(decoded, d => d.kind == Recorder.Conntrack.ConntrackRecord.KindEvent && d.e.Type == CtEventType.New && d.e.IsDnat);
+        Assert.Contains(decoded, d => d.kind == Recorder.Conntrack.ConntrackRecord.KindEvent && d.e.Type == CtEventType.New && d.e.IsSnat);
+        Assert.Contains(decoded, d => d.kind == Recorder.Conntrack.ConntrackRecord.KindDump && d.phase == Recorder.Conntrack.ConntrackRecord.PhaseEnd && d.e.IsDnat);
+        Assert.All(capture.Counts(), c => Assert.Equal(0UL, c.Counts.Dropped));
+    }
+
+    [KernelFact]
+    public void Capture_KernelWithoutCtnetlink_NatNotRecordedLine()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        // a kernel without ctnetlink takes the subscription and answers the dump with EINVAL, as it answers any subsystem it lacks
+        using var capture = Recorder.Conntrack.ConntrackCapture.Open(new Recorder.Conntrack.ConntrackCaptureOptions
+        {
+            Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node)],
+            OpenListener = o => ConntrackListener.Open(o with { Subsystem = 15 }),
+        });
+        capture.Dump(Recorder.Conntrack.ConntrackRecord.PhaseStart, _ => { }, Clock);
+        var line = Assert.Single(capture.NotRecorded);
+        Assert.StartsWith($"NAT in network namespace {node.Node} not recorded: ", line, StringComparison.Ordinal);
+        Assert.Contains("the kernel has no ctnetlink", line, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', line);
+        Assert.Empty(capture.Counts());
+    }
+
+    [KernelFact]
+    public void Capture_EventsSysctlZero_SaysOnlyTheTablesAreRecorded()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        NatNode.Exec(node.Node, "sysctl", "-qw", "net.netfilter.nf_conntrack_events=0");
+        using var capture = Recorder.Conntrack.ConntrackCapture.Open(new Recorder.Conntrack.ConntrackCaptureOptions
+        {
+            Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node), new Recorder.Conntrack.ConntrackTarget("/run/netns/fxct-missing", "fxct-missing")],
+        });
+        Assert.Equal(2, capture.NotRecorded.Count);
+        Assert.Contains(capture.NotRecorded, l => l.StartsWith($"NAT events in network namespace {node.Node} not recorded: net.netfilter.nf_conntrack_events is 0", StringComparison.Ordinal));
+        Assert.Contains(capture.NotRecorded, l => l.StartsWith("NAT in network namespace fxct-missing not recorded: ", StringComparison.Ordinal) && l.Contains("does not exist", StringComparison.Ordinal));
+    }
+
+    /// <summary>Records a conntrack source alone while <paramref name="during"/> runs; waits until <paramref name="seen"/> holds.</summary>
+    private static void RecordConntrack(Recorder.Conntrack.ConntrackSource source, string dir, Action during, Func<bool> seen)
+    {
+        using var cts = new CancellationTokenSource();
+        using var rec = new Recorder.Recording([source], new Recorder.RecordOptions { OutputDir = dir }, monotonicToUtcOffsetNs: null);
+        var t = new Thread(() => rec.Run(() => "duration", cts.Token));
+        t.Start();
+        try
+        {
+            Assert.True(rec.WaitStarted(TimeSpan.FromSeconds(30)), "the recording did not start");
+            during();
+            Assert.True(Until.True(seen, 30), "the events did not arrive");
+            Assert.True(rec.WaitCaughtUp(TimeSpan.FromSeconds(30)), "the recorder did not take every event");
+        }
+        finally
+        {
+            cts.Cancel();
+            t.Join(TimeSpan.FromSeconds(60));
+        }
+    }
+
+    [KernelFact]
+    public void Record_IptablesNode_EveryTranslatedFlowIsANatRowWithServiceNameAndTheTable() => RecordNode(NatNode.Rules.Iptables);
+
+    [KernelFact]
+    public void Record_NftablesNode_EveryTranslatedFlowIsANatRowWithServiceNameAndTheTable() => RecordNode(NatNode.Rules.Nftables);
+
+    private static void RecordNode(NatNode.Rules rules)
+    {
+        using var node = NatNode.Create(rules);
+        var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-ctrec-").FullName, "rec");
+        var (services, _, problems) = Datapath.Cluster.KubeProxyRules.Read(node.NodePath);
+        Assert.Empty(problems);
+        Assert.Equal("default/web:http", Assert.Single(services).ServicePortName);
+        using var source = new Recorder.Conntrack.ConntrackSource(new Recorder.Conntrack.ConntrackSourceOptions
+        {
+            Capture = new Recorder.Conntrack.ConntrackCaptureOptions { Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node)] },
+            Services = services,
+        });
+        string output = "";
+        try
+        {
+            RecordConntrack(source, dir, () =>
+            {
+                using var backend = node.StartServers(1);
+                using var echo = node.StartWorldEcho();
+                output = node.RunClient(NatNode.ServiceAndWorldClient);
+                Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+                Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+            }, () => source.Counters()["nat"].Emitted >= 3); // new of both flows, the service flow's reply update
+            int tcpPort = Port(output, "tcp").Item2, udpPort = Port(output, "udp").Item2, droppedPort = Port(output, "dropped").Item2;
+
+            using var q = Query.QuerySession.Open([dir]);
+            var nat = q.Rows(Query.Reconstructions.Nat(new Query.Filter())).ToList();
+            Assert.All(nat, r => Assert.Equal("conntrack", r["source"]));
+            var svc = Assert.Single(nat, r => (string?)r["mapping"] == "service");
+            Assert.Equal(($"{NatNode.ClientIp}:{tcpPort}", $"{NatNode.ServiceIp}:{NatNode.ServicePort}", $"{NatNode.ServerIp}:{NatNode.ServerPort}", "default/web:http"),
+                ((string?)svc["client"], (string?)svc["original"], (string?)svc["translated"], (string?)svc["service"]));
+            var snat = Assert.Single(nat, r => (string?)r["mapping"] == "snat");
+            Assert.Equal(($"{NatNode.ClientIp}:{udpPort}", NatNode.NodeOuterIp, $"{NatNode.WorldIp}:{NatNode.WorldPort}"),
+                ((string?)snat["client"], ((string?)snat["translated"])?.Split(':')[0], (string?)snat["destination"]));
+            // the dropped connection was never confirmed: no translation of it
+            Assert.DoesNotContain(nat, r => ((string?)r["client"])?.EndsWith(":" + droppedPort.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal) == true);
+
+            // the rows themselves: events with the kernel's id, status and reply tuple
+            var rows = q.Rows($"SELECT ct_event, ct_id, ct_status, reply_src_ip, netns_ino FROM nat WHERE orig_src_port = {tcpPort} ORDER BY ktime_ns").ToList();
+            Assert.Equal("new", rows[0]["ct_event"]);
+            Assert.Contains(rows, r => (string?)r["ct_event"] == "update" && ((string)r["ct_status"]!).Contains("SEEN_REPLY", StringComparison.Ordinal));
+            Assert.Single(rows.Select(r => r["ct_id"]).Distinct());
+            Assert.All(rows, r => Assert.Equal(NatNode.ServerIp, r["reply_src_ip"]));
+            Assert.All(rows, r => Assert.Equal((uint)NetNamespace.Inode(node.Node)!, Convert.ToUInt32(r["netns_ino"], CultureInfo.InvariantCulture)));
+
+            // the table at the end holds both flows; the manifest accounts the source
+            var end = q.Rows("SELECT nat, orig_src_port FROM kernel_conntrack WHERE phase = 'end'").ToList();
+            Assert.Contains(end, r => (string?)r["nat"] == "dnat" && Convert.ToInt32(r["orig_src_port"], CultureInfo.InvariantCulture) == tcpPort);
+            Assert.Contains(end, r => (string?)r["nat"] == "snat" && Convert.ToInt32(r["orig_src_port"], CultureInfo.InvariantCulture) == udpPort);
+            var m = Format.Manifest.Read(dir);
+            var src = m.Sources["conntrack"];
+            Assert.Equal("netlink", src.Kind);
+            Assert.Empty(src.NotRecorded);
+            Assert.Equal(0UL, src.Loss["nat"].Failed);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    /// <summary>Runs `record`'s session with nat only (the conntrack source alone) and the node's namespace while <paramref name="during"/> runs.</summary>
+    private static string RecordSession(NatNode node, Action during, params EventKind[] kinds)
+    {
+        var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-ctses-").FullName, "rec");
+        var session = new Recorder.Sessions.RecordingSession(new Recorder.Sessions.RecordingSessionOptions
+        {
+            Output = dir,
+            Kinds = new HashSet<EventKind>(kinds.Length == 0 ? [EventKind.Nat] : kinds),
+            ConntrackNetns = [node.NodePath],
+        });
+        using var cts = new CancellationTokenSource();
+        Exception? failed = null;
+        var t = new Thread(() =>
+        {
+            try
+            {
+                session.Run(cts.Token);
+            }
+            catch (Exception e)
+            {
+                failed = e;
+            }
+        });
+        t.Start();
+        try
+        {
+            Assert.True(WaitHandle.WaitAny([session.Started.WaitHandle], TimeSpan.FromSeconds(60)) == 0, "the session did not start: " + failed?.Message);
+            during();
+            Assert.True(session.Recording!.WaitCaughtUp(TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            cts.Cancel();
+            t.Join(TimeSpan.FromSeconds(60));
+        }
+        Assert.Null(failed);
+        return dir;
+    }
+
+    [KernelFact]
+    public void RecordSession_NodeWithoutLab_NatFromConntrackServicesAndNodeAddresses()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        string output = "";
+        var dir = RecordSession(node, () =>
+        {
+            using var backend = node.StartServers(1);
+            using var echo = node.StartWorldEcho();
+            output = node.RunClient(NatNode.ServiceAndWorldClient);
+            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+            Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+        });
+        try
+        {
+            int tcpPort = Port(output, "tcp").Item2, udpPort = Port(output, "udp").Item2;
+            using var q = Query.QuerySession.Open([dir]);
+            var nat = q.Rows(Query.Reconstructions.Nat(new Query.Filter())).ToList();
+            var svc = Assert.Single(nat, r => (string?)r["mapping"] == "service" && (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}");
+            Assert.Equal(($"{NatNode.ServiceIp}:{NatNode.ServicePort}", $"{NatNode.ServerIp}:{NatNode.ServerPort}", "default/web:http", "conntrack"),
+                ((string?)svc["original"], (string?)svc["translated"], (string?)svc["service"], (string?)svc["source"]));
+            var snat = Assert.Single(nat, r => (string?)r["mapping"] == "snat" && (string?)r["client"] == $"{NatNode.ClientIp}:{udpPort}");
+            Assert.StartsWith(NatNode.NodeOuterIp + ":", (string)snat["translated"]!, StringComparison.Ordinal);
+
+            // what is inside the cluster: the service port from kube-proxy's rule, the node's own addresses
+            var m = Format.Manifest.Read(dir);
+            Assert.Contains(NatNode.NodeOuterIp, m.Config.NodeAddresses);
+            Assert.Contains("10.244.1.1", m.Config.NodeAddresses);
+            var services = q.Rows("SELECT namespace, name, frontend_ip, port, source FROM services").ToList();
+            Assert.Contains(services, r => (string?)r["frontend_ip"] == NatNode.ServiceIp && (string?)r["name"] == "web" && (string?)r["source"] == "iptables");
+            var inside = q.Rows($"SELECT fx_in_cluster('{NatNode.ServiceIp}') AS vip, fx_in_cluster('{NatNode.NodeOuterIp}') AS node, fx_in_cluster('{NatNode.WorldIp}') AS world").Single();
+            Assert.Equal((true, true, false), ((bool)inside["vip"]!, (bool)inside["node"]!, (bool)inside["world"]!));
+            Assert.Contains("conntrack", m.Sources.Keys);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    [KernelFact]
+    public void RecordSession_EventsSysctlZero_InfoSaysNatEventsNotRecordedAndTheTableIsKept()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        NatNode.Exec(node.Node, "sysctl", "-qw", "net.netfilter.nf_conntrack_events=0");
+        string output = "";
+        var dir = RecordSession(node, () =>
+        {
+            using var backend = node.StartServers(1);
+            using var echo = node.StartWorldEcho();
+            output = node.RunClient(NatNode.ServiceAndWorldClient);
+            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+        });
+        try
+        {
+            var (code, info) = LabFixture.RunCli("info", dir);
+            Assert.Equal(0, code);
+            var line = Assert.Single(info.Split('\n'), l => l.Contains("NAT events in network namespace " + node.Node + " not recorded", StringComparison.Ordinal));
+            Assert.Contains("nf_conntrack_events is 0", line, StringComparison.Ordinal);
+            // the table at the end still has the translation
+            using var q = Query.QuerySession.Open([dir]);
+            int tcpPort = Port(output, "tcp").Item2;
+            Assert.Contains(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}" && (string?)r["mapping"] == "service");
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    [KernelFact]
+    public void RecordSession_IptablesDrop_KernelDropRowWithNetfilterDropBesideTheNat()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        string output = "";
+        var dir = RecordSession(node, () =>
+        {
+            using var backend = node.StartServers(1);
+            using var echo = node.StartWorldEcho();
+            output = node.RunClient(NatNode.ServiceAndWorldClient);
+            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+        }, EventKind.Nat, EventKind.Kdrop);
+        try
+        {
+            int droppedPort = Port(output, "dropped").Item2, tcpPort = Port(output, "tcp").Item2;
+            using var q = Query.QuerySession.Open([dir]);
+            // the FORWARD DROP of the client's SYN (and its retries): one drops row of the kernel, after the masquerade the node did not apply
+            var drop = Assert.Single(q.Rows("SELECT * FROM drops_resolved WHERE dst_ip = '" + NatNode.DroppedIp + "' AND src_port = " + droppedPort.ToString(CultureInfo.InvariantCulture)).ToList()
+                .GroupBy(r => (r["reason_name"], r["dropped_by"], r["src_ip"])).Select(g => g.Key));
+            Assert.Equal(("NETFILTER_DROP", "kernel", NatNode.ClientIp), ((string?)drop.Item1, (string?)drop.Item2, (string?)drop.Item3));
+            var byWorkload = q.Rows("SELECT * FROM drops_by_workload WHERE reason_name = 'NETFILTER_DROP'").ToList();
+            Assert.Contains(byWorkload, r => (string?)r["destination"] == NatNode.DroppedIp && (string?)r["source"] == NatNode.ClientIp);
+            // the same recording has the node's service translation
+            Assert.Contains(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}" && (string?)r["service"] == "default/web:http");
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+}
