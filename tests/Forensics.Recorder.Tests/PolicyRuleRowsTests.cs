@@ -128,4 +128,33 @@ public class PolicyRuleRowsTests
         Assert.Null(row["allowed_by"]);
         Assert.Null(row["rules"]);
     }
+
+    [Fact]
+    public void PolicyRows_TwoDatapathsWithTheSameRuleId_EachRowNamesItsOwnDatapathsRule()
+    {
+        // two running datapaths attached at once number their rules each on its own: id 1 of one is not id 1 of the other
+        var shared = new EventContext(0);
+        var a = shared.WithPolicyRules(id => id == 1 ? [Allow] : []);
+        var b = shared.WithPolicyRules(id => id == 1 ? [Deny] : []);
+        var rows = Rows.For(EventKind.Policy, 3)!;
+        rows.Append(Verdict(VerdictAction.Allow, PolicyMatch.L3L4, 1), a);
+        rows.Append(Verdict(VerdictAction.Deny, PolicyMatch.L3Only, 1, Dir.Egress), b);
+        rows.Append(Verdict(VerdictAction.Allow, PolicyMatch.L3L4, 1), a);
+        var r = BatchRows.Rows(rows.Batch).ToList();
+        Assert.Equal("default/backend-from-frontend-8080", r[0]["allowed_by"]);
+        Assert.Equal("default/xwing-denylist", r[1]["denied_by"]);
+        Assert.Equal("default/backend-from-frontend-8080", r[2]["allowed_by"]);
+        Assert.Null(shared.PolicyRules); // the views do not change the context they came from
+    }
+
+    [Fact]
+    public void WithPolicyRules_ProcessImagesAndPods_SharedWithTheContextItCameFrom()
+    {
+        var shared = new EventContext(0);
+        var view = shared.WithPolicyRules(_ => []);
+        shared.RegisterBinary(42, "/usr/bin/curl", 7);
+        Assert.Equal("/usr/bin/curl", view.Binary(42));
+        Assert.Same(shared.Attribution, view.Attribution);
+        Assert.Same(shared.Texts, view.Texts);
+    }
 }

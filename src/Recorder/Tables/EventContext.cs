@@ -13,12 +13,35 @@ public sealed class EventContext
 {
     private readonly Dictionary<uint, string> v4 = [];
     private readonly Dictionary<(ulong, ulong), string> v6 = [];
-    private readonly object binariesLock = new();
-    private int registered;
-    private Dictionary<ulong, (string Binary, uint Netns)> binaries = [];
-    private Dictionary<ulong, (string Binary, uint Netns)> olderBinaries = [];
+    private readonly Images images;
 
-    public EventContext(long monotonicToUtcOffsetNs) => MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
+    public EventContext(long monotonicToUtcOffsetNs)
+    {
+        MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
+        images = new Images();
+    }
+
+    private EventContext(EventContext of, Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>> policyRules)
+    {
+        MonotonicToUtcOffsetNs = of.MonotonicToUtcOffsetNs;
+        BoottimeToUtcOffsetNs = of.BoottimeToUtcOffsetNs;
+        KernelDropReason = of.KernelDropReason;
+        KernelSymbol = of.KernelSymbol;
+        Texts = of.Texts;
+        Attribution = of.Attribution;
+        images = of.images;
+        PolicyRules = policyRules;
+    }
+
+    /// <summary>
+    /// This context for the records of one datapath among several (each numbers its rule ids itself): the same
+    /// clocks, names, pods and process images, with that datapath's rules behind the rule ids.
+    /// </summary>
+    public EventContext WithPolicyRules(Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>> policyRules)
+    {
+        ArgumentNullException.ThrowIfNull(policyRules);
+        return new EventContext(this, policyRules);
+    }
 
     /// <summary>UTC ns = kernel CLOCK_MONOTONIC ns + this, measured once at recording start.</summary>
     public long MonotonicToUtcOffsetNs { get; }
@@ -54,20 +77,24 @@ public sealed class EventContext
     /// its exit: a forked child (a daemon whose parent exited) keeps running it under the same exec id.
     /// An image is forgotten only after two generations of newer execs.
     /// </summary>
-    public int BinaryGeneration { get; init; } = 1 << 16;
+    public int BinaryGeneration
+    {
+        get => images.Generation;
+        init => images.Generation = value;
+    }
 
     /// <summary>Remembers a process image's binary and the network namespace it was executed in.</summary>
     public void RegisterBinary(ulong execId, string binary, uint netnsIno = 0)
     {
-        lock (binariesLock)
+        lock (images)
         {
-            if (++registered > BinaryGeneration)
+            if (++images.Registered > images.Generation)
             {
-                olderBinaries = binaries;
-                binaries = new Dictionary<ulong, (string Binary, uint Netns)>();
-                registered = 1;
+                images.Older = images.Current;
+                images.Current = [];
+                images.Registered = 1;
             }
-            binaries[execId] = (binary, netnsIno);
+            images.Current[execId] = (binary, netnsIno);
         }
     }
 
@@ -75,8 +102,8 @@ public sealed class EventContext
     {
         if (execId == 0)
             return null;
-        lock (binariesLock)
-            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b.Binary : null;
+        lock (images)
+            return images.Find(execId)?.Binary;
     }
 
     /// <summary>
@@ -88,8 +115,8 @@ public sealed class EventContext
     {
         if (execId == 0)
             return null;
-        lock (binariesLock)
-            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b.Netns : null;
+        lock (images)
+            return images.Find(execId)?.Netns;
     }
 
     /// <summary>Process images whose binary is known (both generations).</summary>
@@ -97,8 +124,8 @@ public sealed class EventContext
     {
         get
         {
-            lock (binariesLock)
-                return binaries.Count + olderBinaries.Count;
+            lock (images)
+                return images.Current.Count + images.Older.Count;
         }
     }
 
@@ -127,5 +154,17 @@ public sealed class EventContext
             v6.Clear();
         }
         return s;
+    }
+
+    /// <summary>Process images by exec id in two generations; shared by the views of one context (locked on itself).</summary>
+    private sealed class Images
+    {
+        public int Generation = 1 << 16;
+        public int Registered;
+        public Dictionary<ulong, (string Binary, uint Netns)> Current = [];
+        public Dictionary<ulong, (string Binary, uint Netns)> Older = [];
+
+        public (string Binary, uint Netns)? Find(ulong execId) =>
+            Current.TryGetValue(execId, out var b) || Older.TryGetValue(execId, out b) ? b : null;
     }
 }
