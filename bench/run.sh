@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
-#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|conntrack|whatif|monitor]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
+#   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|conntrack|whatif|monitor|arrow]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +87,15 @@ if [[ $what == all || $what == whatif ]]; then
 	# whatif (issue 20): 100k flows through the real datapath in-process (against the kernel's own time for the same runs),
 	# then `forensics whatif` on a recording of 10M trace events over 100k flows (a changed policy, --changed-only)
 	FXB_FORENSICS=${FXB_FORENSICS:-./forensics} timeout 1800 "$bench" whatif 10000000 100000
+fi
+if [[ $what == all || $what == arrow ]]; then
+	# issue 22: query -f arrow / arrow-file / csv / json over 10M trace rows (wall, bytes, peak RSS), then the
+	# monitor's Arrow stream at 1M events/s against the recorder's own ingest at the same rate, in this run
+	dotnet build src/Cli -c Release -v q -nologo >/dev/null
+	timeout 1800 "$bench" arrow-query 10000000 "$PWD/src/Cli/bin/Release/net10.0/forensics.dll"
+	timeout 120 "$bench" ingest-fixed 1000000 5 warm
+	timeout 120 "$bench" arrow-monitor 1000000 5
+	timeout 120 "$bench" arrow-monitor 2000000 5
 fi
 if [[ $what == query10m ]]; then
 	timeout 1800 "$bench" query 10000000 50000

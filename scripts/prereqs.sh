@@ -27,6 +27,15 @@ if [[ "${FORENSICS_DEV:-0}" == 1 ]]; then
   want node nodejs
   want npm npm
 fi
+if [[ "${FORENSICS_DEV:-0}" == 1 || "${FORENSICS_CONTAINERD:-0}" == 1 ]]; then
+  # The containerd lab node (spec.node: containerd), its kernel tests and `demo.sh containerd`.
+  want /usr/bin/containerd containerd
+  want /usr/sbin/runc runc
+  want /usr/lib/cni/bridge containernetworking-plugins
+  want /bin/busybox busybox-static
+  want /usr/sbin/iptables-restore iptables
+  want /usr/bin/nsenter util-linux
+fi
 if [[ "${FORENSICS_BENCH:-0}" == 1 ]]; then
   # bench/run.sh: the C baselines, jq and DuckDB-over-JSON comparisons, traffic between lab pods.
   want clang-14 clang-14

@@ -36,6 +36,14 @@ switch (what)
             Console.WriteLine($"ingest-best zero_loss_rate={best:0}");
             break;
         }
+    case "arrow-monitor":
+        // arrow-monitor RATE SECONDS: the monitor's Arrow stream fed at a fixed rate (issue 22)
+        ArrowBench.Monitor(Arg(1, 1e6), Arg(2, 5), Path.Combine(root, "arrow"));
+        break;
+    case "arrow-query":
+        // arrow-query N CLI_DLL [FORMAT,...]: `forensics query -f arrow|arrow-file|csv|json` over N trace rows (issue 22)
+        ArrowBench.Query((long)Arg(1, 1e7), Path.Combine(root, "arrow"), args[2], args.Length > 3 ? args[3].Split(',') : null);
+        break;
     case "columns":
         ColumnBench.Run();
         break;

@@ -76,7 +76,7 @@ internal static class CiliumRecord
         if (lost > 0)
             return Cli.Fail(ExitCode.EventsLost, $"{lost} events were lost: {RecordCommand.LossText(summary!.Loss)}");
         if (malformed > 0)
-            return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources[].malformed)");
+            return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources.<name>.malformed)");
         return (int)ExitCode.Ok;
     }
 }

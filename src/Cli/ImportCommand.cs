@@ -66,7 +66,7 @@ public static class ImportCommand
         {
             var where = string.Join(", ", src.MalformedExamples.Take(5).Select(m => $"{Path.GetFileName(m.File)}:{m.Line.ToString(inv)}"));
             var first = src.MalformedExamples.FirstOrDefault();
-            return Cli.Fail(ExitCode.EventsLost, $"{src.Malformed.ToString(inv)} malformed line(s) not imported ({where}{(src.Malformed > 5 ? ", ..." : "")}){(first is null ? "" : $"; first: {first.Error}")}; every other line is in the recording (manifest: sources[].malformed_examples)");
+            return Cli.Fail(ExitCode.EventsLost, $"{src.Malformed.ToString(inv)} malformed line(s) not imported ({where}{(src.Malformed > 5 ? ", ..." : "")}){(first is null ? "" : $"; first: {first.Error}")}; every other line is in the recording (manifest: sources.{(args.Kind == ExportKind.Tetragon ? "tetragon" : "hubble")}.malformed_examples)");
         }
         return (int)ExitCode.Ok;
     }

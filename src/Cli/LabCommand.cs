@@ -162,9 +162,14 @@ public static class LabCommand
             Console.WriteLine($"world {h.Name}: {h.Ip} in {s.WorldNetns}, tcp [{string.Join(",", h.TcpPorts)}] udp [{string.Join(",", h.UdpPorts)}]");
         foreach (var svc in lab.Cluster.Services)
             Console.WriteLine($"service {svc.Namespace}/{svc.Name}: {svc.ClusterIp?.ToString() ?? svc.ExternalName ?? "None"} ports {string.Join(",", svc.Ports.Select(p => $"{p.Port}->{p.TargetName ?? p.TargetPort.ToString(System.Globalization.CultureInfo.InvariantCulture)}/{p.Protocol}"))}");
-        Console.WriteLine(s.DatapathAttached
-            ? $"datapath attached: BPF programs {string.Join(",", s.ProgramIds)}"
-            : "datapath not attached (--no-datapath)");
+        foreach (var e in s.Endpoints.Where(e => e.SandboxId is not null))
+            Console.WriteLine($"  sandbox {e.SandboxId![..12]} uid {e.PodUid}; containers {string.Join(", ", e.Containers.Select(c => $"{c.Name} {c.Id[..12]} ({c.Image})"))}");
+        if (lab.Notice is { } notice)
+            Console.WriteLine($"{notice}; CRI endpoint {s.RuntimeEndpoint}");
+        else
+            Console.WriteLine(s.DatapathAttached
+                ? $"datapath attached: BPF programs {string.Join(",", s.ProgramIds)}"
+                : "datapath not attached (--no-datapath)");
         if (s.MonitorSocket is not null)
             Console.WriteLine($"datapath events served on {s.MonitorSocket} (`forensics monitor`, `forensics record -d 10m` attach to it), state maps pinned in {s.PinDir}");
     }
@@ -189,7 +194,13 @@ public static class LabCommand
             Console.WriteLine($"lab {labName}: {(state is null ? "leftovers without state" : state.Phase)}, up process {state?.UpPid} {(alive ? "running" : "gone")}");
             foreach (var ns in LabNames.Namespaces(cluster))
                 Console.WriteLine($"  namespace {ns}: {(NetNamespace.Exists(ns) ? "present" : "absent")}");
-            if (state is not null && NetNamespace.Exists(state.NodeNetns))
+            if (state is not null && state.Node == LabNodeKinds.Containerd)
+            {
+                Console.WriteLine($"  containerd node: CRI endpoint {state.RuntimeEndpoint}");
+                foreach (var e in state.Endpoints)
+                    Console.WriteLine($"  pod {e.Pod}: {e.Ip}, sandbox {e.SandboxId}, containers {string.Join(", ", e.Containers.Select(c => $"{c.Name} {c.Id}"))}");
+            }
+            else if (state is not null && NetNamespace.Exists(state.NodeNetns))
             {
                 foreach (var e in state.Endpoints)
                 {
@@ -227,10 +238,14 @@ public static class LabCommand
             {
                 Console.WriteLine($"lab {cluster.Lab.Name} is up (pid {existing.UpPid}): running in it; drop reasons and translations are seen by that process, only delivery is checked here");
                 using var attached = Lab.Attach(cluster);
+                if (attached.Notice is { } n1)
+                    Console.WriteLine(n1);
                 return Report(selected.Select(attached.RunStep));
             }
             Console.WriteLine($"lab {cluster.Lab.Name}: building from {cluster.SourceFile}");
             using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: true));
+            if (lab.Notice is { } n2)
+                Console.WriteLine(n2);
             return Report(selected.Select(lab.RunStep));
         }));
         return cmd;
@@ -238,11 +253,15 @@ public static class LabCommand
 
     private static int Report(IEnumerable<StepReport> reports)
     {
-        int failed = 0, total = 0;
+        int failed = 0, total = 0, notApplicable = 0;
         foreach (var r in reports)
         {
             total++;
-            Console.WriteLine($"{(r.Passed ? "ok  " : "FAIL")} {r.Step.Name}: {r.Step.Pod} {r.Step.Action} {r.Step.TargetText ?? string.Join(' ', r.Step.Command)}: {r.Detail}");
+            if (r.NotApplicable is not null)
+                notApplicable++;
+            Console.WriteLine($"{(r.NotApplicable is not null ? "n/a " : r.Passed ? "ok  " : "FAIL")} {r.Step.Name}: {r.Step.Pod} {r.Step.Action} {r.Step.TargetText ?? string.Join(' ', r.Step.Command)}: {r.Detail}");
+            if (r.NotApplicable is { } na)
+                Console.WriteLine($"       not applicable: {na}");
             foreach (var e in r.Events.Where(e => e.Kind is "drop" or "nat" or "policy"))
                 Console.WriteLine($"       {e.Text}");
             foreach (var f in r.Failures)
@@ -250,7 +269,7 @@ public static class LabCommand
             if (!r.Passed)
                 failed++;
         }
-        Console.WriteLine($"{total - failed} of {total} steps met their expectation");
+        Console.WriteLine($"{total - failed} of {total} steps met their expectation" + (notApplicable > 0 ? $" ({notApplicable} not applicable on this node)" : ""));
         return failed == 0 ? (int)ExitCode.Ok : (int)ExitCode.Failure;
     }
 

@@ -27,6 +27,8 @@ public static class MonitorCommand
         var file = new Option<string?>("--output-file", "-O") { Description = "write to this file instead of standard output" };
         var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
         var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s); without it, until Ctrl-C" };
+        var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: a well-known containerd or CRI-O socket that exists)" };
+        var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
         var labs = new Option<string[]>("--lab") { Description = "Show the datapath of this running lab only (repeatable; default: every running datapath, see `forensics lab up`)" };
         var from = new Option<string[]>("--from") { Description = "Filter by source endpoint id (repeatable, as cilium monitor --from)", AllowMultipleArgumentsPerToken = true };
         var to = new Option<string[]>("--to") { Description = "Filter by destination endpoint id (repeatable, as cilium monitor --to)", AllowMultipleArgumentsPerToken = true };
@@ -34,7 +36,7 @@ public static class MonitorCommand
         var verbose = new Option<bool>("--verbose", "-v") { Description = "More detail: drops and traces as cilium monitor's verbose lines (CPU, mark, source endpoint, bytes, identities, destination endpoint)" };
         var cmd = new Command("monitor", "Print events live: every running datapath's (drop, policy, nat, trace, capture, from its monitor socket) as cilium monitor prints them, and the probes' as tetra getevents -o compact would")
         {
-            types, output, file, exclude, duration, labs, from, to, related, verbose,
+            types, output, file, exclude, duration, labs, from, to, related, verbose, runtime, pods,
         };
         cmd.SetAction(parse =>
         {
@@ -61,6 +63,8 @@ public static class MonitorCommand
                     Cidrs.Parse(c); // a usage error before anything loads
                 if (format is null && parse.GetValue(file) is null && !Console.IsOutputRedirected)
                     throw new FormatException("-o arrow writes binary: redirect standard output or give --output-file");
+                if (parse.GetValue(runtime) is not null && parse.GetValue(pods) is not null)
+                    throw new FormatException("--runtime-endpoint and --pods both say where pods come from: give one");
             }
             catch (FormatException e)
             {
@@ -75,7 +79,7 @@ public static class MonitorCommand
             {
                 return Cli.Fail(ExitCode.Usage, e.Message);
             }
-            return Run(kinds, format, parse.GetValue(file), excluded, d, parse.GetValue(labs) ?? [], filter, parse.GetValue(verbose));
+            return Run(kinds, format, parse.GetValue(file), excluded, d, parse.GetValue(labs) ?? [], filter, parse.GetValue(verbose), parse.GetValue(runtime), parse.GetValue(pods));
         });
         return cmd;
     }
@@ -93,7 +97,7 @@ public static class MonitorCommand
     }
 
     private static int Run(HashSet<Datapath.Abi.EventKind> kinds, RenderFormat? format, string? file, List<string> excluded, TimeSpan? duration,
-        string[] labs, EndpointFilter filter, bool verbose)
+        string[] labs, EndpointFilter filter, bool verbose, string? runtimeEndpoint, string? podsFile)
     {
         var datapathKinds = RecordingSession.DatapathKinds(kinds);
         if (labs.Length == 0 && datapathKinds.Count > 0 && RecordingSession.ProbesFor(kinds) == ProbeSet.None
@@ -105,6 +109,8 @@ public static class MonitorCommand
             ExcludeCidrs = excluded,
             Duration = duration,
             Attach = labs,
+            RuntimeEndpoint = runtimeEndpoint,
+            PodsFile = podsFile,
             // cilium monitor's own line for a perf ring that lost samples (pkg/monitor/format/format.go FormatLostEvent)
             Lost = (_, cpu, n) => Console.Out.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"CPU {cpu:D2}: Lost {n} events")),
         });

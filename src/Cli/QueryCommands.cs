@@ -41,7 +41,7 @@ public static class QueryCommands
         public Option<string?> Output { get; } = new("--output", "-O") { Description = "write to this file instead of standard output" };
 
         public OutputOptions(string defaultFormat = "table") =>
-            Format = new Option<string>("--format", "-f") { Description = "table, csv, json (one object per line) or parquet (needs --output)", DefaultValueFactory = _ => defaultFormat };
+            Format = new Option<string>("--format", "-f") { Description = "table, csv, json (one object per line), parquet (needs --output), arrow (an Arrow IPC stream) or arrow-file (an Arrow IPC file): docs/arrow.md", DefaultValueFactory = _ => defaultFormat };
 
         public void AddTo(Command c)
         {
@@ -55,7 +55,9 @@ public static class QueryCommands
             "csv" => OutputFormat.Csv,
             "json" => OutputFormat.Json,
             "parquet" => OutputFormat.Parquet,
-            var f => throw new UsageException($"unknown format \"{f}\" (table, csv, json, parquet)"),
+            "arrow" => OutputFormat.Arrow,
+            "arrow-file" => OutputFormat.ArrowFile,
+            var f => throw new UsageException($"unknown format \"{f}\" (table, csv, json, parquet, arrow, arrow-file)"),
         };
     }
 
@@ -127,6 +129,27 @@ public static class QueryCommands
         }
     }
 
+    /// <summary>
+    /// Writes a query's result in the chosen format: Arrow streams from DuckDB batch by batch (never the
+    /// whole result in memory), the others print the materialized result.
+    /// </summary>
+    private static void Emit(QuerySession session, string sql, OutputFormat format, string? outFile)
+    {
+        if (format is not (OutputFormat.Arrow or OutputFormat.ArrowFile))
+        {
+            ResultWriter.Write(session.Execute(sql), format, Console.Out, outFile);
+            return;
+        }
+        if (outFile is null && !Console.IsOutputRedirected)
+            throw new UsageException($"--format {(format == OutputFormat.Arrow ? "arrow" : "arrow-file")} writes binary: redirect standard output or give --output FILE");
+        var meta = new Dictionary<string, string>
+        {
+            ["forensics.recordings"] = string.Join(",", session.Recordings.Select(r => r.Manifest.RecordingId)),
+        };
+        using var o = outFile is null ? Console.OpenStandardOutput() : new FileStream(outFile, FileMode.Create, FileAccess.Write);
+        ArrowResultWriter.Write(session, sql, format == OutputFormat.ArrowFile, o, meta);
+    }
+
     // ---- query ----------------------------------------------------------------------------
 
     public static Command Query()
@@ -156,12 +179,12 @@ public static class QueryCommands
             using var session = QuerySession.Open(paths, common.Options(p));
             if (rest.Count == 1)
             {
-                ResultWriter.Write(session.Execute(rest[0]), format, Console.Out, outFile);
+                Emit(session, rest[0], format, outFile);
                 return (int)ExitCode.Ok;
             }
             if (Console.IsInputRedirected)
             {
-                ResultWriter.Write(session.Execute(Console.In.ReadToEnd()), format, Console.Out, outFile);
+                Emit(session, Console.In.ReadToEnd(), format, outFile);
                 return (int)ExitCode.Ok;
             }
             return Interactive(session, format);
@@ -191,7 +214,7 @@ public static class QueryCommands
             buffer.Clear();
             try
             {
-                ResultWriter.Write(session.Execute(sql), format == OutputFormat.Parquet ? OutputFormat.Table : format, Console.Out, null);
+                ResultWriter.Write(session.Execute(sql), format is OutputFormat.Parquet or OutputFormat.Arrow or OutputFormat.ArrowFile ? OutputFormat.Table : format, Console.Out, null);
             }
             catch (QueryException e)
             {
@@ -222,7 +245,7 @@ public static class QueryCommands
         {
             var f = filter.Parse(p) with { Reason = p.GetValue(reason), AllReasons = p.GetValue(allReasons) };
             using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
-            ResultWriter.Write(s.Execute(Reconstructions.Drops(f)), output.Parse(p), Console.Out, p.GetValue(output.Output));
+            Emit(s, Reconstructions.Drops(f), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
         }));
         return cmd;
@@ -245,7 +268,7 @@ public static class QueryCommands
         {
             var f = filter.Parse(p) with { Address = p.GetValue(addr) };
             using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
-            ResultWriter.Write(s.Execute(Reconstructions.Nat(f)), output.Parse(p), Console.Out, p.GetValue(output.Output));
+            Emit(s, Reconstructions.Nat(f), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
         }));
         return cmd;
@@ -270,7 +293,7 @@ public static class QueryCommands
         {
             var f = filter.Parse(p) with { Process = p.GetValue(process) };
             using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
-            ResultWriter.Write(s.Execute(Reconstructions.Connects(f, p.GetValue(external))), output.Parse(p), Console.Out, p.GetValue(output.Output));
+            Emit(s, Reconstructions.Connects(f, p.GetValue(external)), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
         }));
         return cmd;
@@ -299,14 +322,14 @@ public static class QueryCommands
         {
             var f = filter.Parse(p) with { Address = p.GetValue(addr), Port = p.GetValue(port), Protocol = p.GetValue(proto), Process = p.GetValue(process) };
             using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
-            var result = s.Execute(Reconstructions.Flows(f));
             if ((p.GetValue(output.Format) ?? "story") == "story")
             {
+                var result = s.Execute(Reconstructions.Flows(f));
                 using var file = p.GetValue(output.Output) is { } o ? new StreamWriter(o) : null;
                 FlowStory.Write(s, result, (TextWriter?)file ?? Console.Out);
             }
             else
-                ResultWriter.Write(result, output.Parse(p), Console.Out, p.GetValue(output.Output));
+                Emit(s, Reconstructions.Flows(f), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
         }));
         return cmd;

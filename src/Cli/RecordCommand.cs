@@ -25,6 +25,8 @@ public sealed record RecordArgs(
     MonitorAggregation MonitorAggregation = MonitorAggregation.None,
     bool Probes = true,
     IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null,
+    string? RuntimeEndpoint = null,
+    string? PodsFile = null,
     IReadOnlyList<string>? Datapaths = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
@@ -54,6 +56,8 @@ public static class RecordCommand
             Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
             AllowMultipleArgumentsPerToken = true,
         };
+        var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: the first of " + string.Join(", ", Forensics.Runtime.CriClient.WellKnownEndpoints) + " that exists)" };
+        var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
         var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
         var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
         var tlsCa = new Option<string[]>("--tls-ca-cert-files") { Description = "PEM files of the CAs that sign the server's certificate", AllowMultipleArgumentsPerToken = true };
@@ -62,7 +66,7 @@ public static class RecordCommand
         var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and every running datapath (`lab up`), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, runtime, pods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -96,9 +100,11 @@ public static class RecordCommand
                     ServerName = parse.GetValue(tlsServer),
                 };
                 var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
-                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [] };
+                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [], RuntimeEndpoint = parse.GetValue(runtime), PodsFile = parse.GetValue(pods) };
                 if (args.Lab is not null && args.Datapaths.Count > 0)
                     throw new FormatException("--datapath attaches to a running datapath; --lab builds its own: give one of them");
+                if (args.RuntimeEndpoint is not null && args.PodsFile is not null)
+                    throw new FormatException("--runtime-endpoint and --pods both say where pods come from: give one");
             }
             catch (FormatException e)
             {
@@ -168,6 +174,8 @@ public static class RecordCommand
             RingBytes = args.RingBytes,
             MonitorAggregation = args.MonitorAggregation,
             Lab = args.Lab,
+            RuntimeEndpoint = args.RuntimeEndpoint,
+            PodsFile = args.PodsFile,
             Attach = args.Lab is null ? args.Datapaths ?? [] : null,
             Progress = args.Progress,
             Say = Console.WriteLine,

@@ -23,6 +23,9 @@ public static class FileSystem
         }
     }
 
+    /// <summary>stat(2)'s inode number of a path (a cgroup folder's is its cgroup id); null when it cannot be stat'ed.</summary>
+    public static ulong? Inode(string path) => FileStat.Inode(path);
+
     /// <summary>True for ENOSPC / EDQUOT: the disk is full.</summary>
     public static bool IsDiskFull(Exception e) =>
         e is IOException io && ((io.HResult & 0xffff) is 28 or 122 || io.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase));

@@ -53,6 +53,9 @@ public sealed class Manifest
     /// <summary>Set by bundling: what was redacted and how.</summary>
     [JsonPropertyName("redaction")] public JsonObject? Redaction { get; set; }
 
+    /// <summary>Where the pod and container columns came from (the container runtime, a pods file, a lab, none); null when not recorded by the probes.</summary>
+    [JsonPropertyName("attribution")] public ManifestAttribution? Attribution { get; set; }
+
     private static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true,
@@ -101,6 +104,18 @@ public sealed class Manifest
         t.Files.Add(file);
         t.Rows += file.Rows;
     }
+}
+
+/// <summary>Where the pod and container columns came from, and what went wrong with the source.</summary>
+public sealed class ManifestAttribution
+{
+    /// <summary>"cri ENDPOINT (runtime version)", "pods file PATH", "lab NAME (network namespaces)" or "none".</summary>
+    [JsonPropertyName("source")] public string Source { get; set; } = "none";
+    [JsonPropertyName("warnings")] public List<string> Warnings { get; set; } = [];
+    [JsonPropertyName("pods")] public int Pods { get; set; }
+    [JsonPropertyName("containers")] public int Containers { get; set; }
+    [JsonPropertyName("refreshes")] public long Refreshes { get; set; }
+    [JsonPropertyName("failures")] public long Failures { get; set; }
 }
 
 public sealed class ManifestHost

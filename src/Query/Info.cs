@@ -40,6 +40,12 @@ public static class Info
             w.WriteLine($"cluster     pods {List(c.PodCidrs)}; services {List(c.ServiceCidrs)}; node {List(c.NodeAddresses)}");
         if (c.MonitorAggregation is "medium")
             w.WriteLine("traces      aggregated per connection (--monitor-aggregation medium): not every packet has a trace row");
+        if (m.Attribution is { } a)
+        {
+            w.WriteLine($"attribution source: {a.Source}{(a.Source == "none" ? "" : $" ({a.Pods} pods, {a.Containers} containers)")}");
+            foreach (var warning in a.Warnings)
+                w.WriteLine($"  warning: {warning}");
+        }
         if (m.FilteredConnects > 0)
             w.WriteLine($"filtered    {m.FilteredConnects} connect{(m.FilteredConnects == 1 ? "" : "s")} to in-cluster destinations excluded in the kernel (counted, not recorded)");
         foreach (var (name, src) in m.Sources)

@@ -283,6 +283,31 @@ public sealed class QuerySession : IDisposable
         return last ?? new QueryResult([], [], []);
     }
 
+    /// <summary>
+    /// Runs one query and hands its result over as Arrow record batches as DuckDB produces them (DuckDB's own
+    /// Arrow conversion of each data chunk, from a streaming result: memory stays bounded whatever the row
+    /// count). The schema comes first. Batches are valid only during the call. Under the same time limit as
+    /// <see cref="Execute"/>.
+    /// </summary>
+    public void StreamArrow(string sql, Action<Apache.Arrow.Schema> onSchema, Action<Apache.Arrow.RecordBatch> onBatch)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        ArgumentNullException.ThrowIfNull(onSchema);
+        ArgumentNullException.ThrowIfNull(onBatch);
+        if (SqlGuard.Check(_conn, sql) != 1)
+            throw new QueryException("Arrow output is one result: give one statement");
+        Timed(sql, streaming: true, cmd =>
+        {
+            using var stream = cmd.ExecuteArrowStream();
+            onSchema(stream.Schema);
+            while (stream.ReadNextRecordBatchAsync().AsTask().GetAwaiter().GetResult() is { } batch)
+            {
+                using (batch)
+                    onBatch(batch);
+            }
+        });
+    }
+
     /// <summary>Runs one query and yields each row as column name -> value (blobs as byte[]).</summary>
     public IEnumerable<Dictionary<string, object?>> Rows(string sql)
     {
@@ -297,36 +322,48 @@ public sealed class QuerySession : IDisposable
         }
     }
 
-    private void Read(string sql, Action<IDataReader> onResult)
+    private void Read(string sql, Action<IDataReader> onResult) => Timed(sql, streaming: false, cmd =>
+    {
+        using var reader = cmd.ExecuteReader();
+        do
+        {
+            if (reader.FieldCount > 0)
+                onResult(reader);
+        } while (reader.NextResult());
+    });
+
+    /// <summary>Runs a command under the session's time limit: cancelled when it runs out, DuckDB's errors as one line.</summary>
+    private void Timed(string sql, bool streaming, Action<DuckDBCommand> run)
     {
         using var cmd = _conn.CreateCommand();
         cmd.CommandText = sql;
+        cmd.UseStreamingMode = streaming;
         var timedOut = false;
         using var timer = new Timer(_ =>
         {
             timedOut = true;
             try { cmd.Cancel(); } catch (ObjectDisposedException) { }
         }, null, _limits.Timeout, Timeout.InfiniteTimeSpan);
+        var interrupted = $"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s";
         try
         {
-            using var reader = cmd.ExecuteReader();
-            do
-            {
-                if (reader.FieldCount > 0)
-                    onResult(reader);
-            } while (reader.NextResult());
+            run(cmd);
         }
         catch (OperationCanceledException) when (timedOut)
         {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
+            throw new QueryException(interrupted);
         }
         catch (DuckDBException e) when (timedOut && e.Message.Contains("nterrupt", StringComparison.Ordinal))
         {
-            throw new QueryException($"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s");
+            throw new QueryException(interrupted);
         }
         catch (DuckDBException e)
         {
             throw new QueryException(OneLine(e.Message), e);
+        }
+        catch (InvalidOperationException e) when (timedOut)
+        {
+            throw new QueryException(interrupted, e);
         }
     }
 

@@ -18,7 +18,8 @@ internal static class SqlGuard
     // duckdb.h: DUCKDB_STATEMENT_TYPE_SELECT
     private const int StatementTypeSelect = 1;
 
-    public static void Check(DuckDBConnection conn, string sql)
+    /// <summary>Refuses anything but queries; returns the number of statements.</summary>
+    public static int Check(DuckDBConnection conn, string sql)
     {
         var count = NativeMethods.ExtractStatements.DuckDBExtractStatements(conn.NativeConnection, sql, out var extracted);
         using (extracted)
@@ -37,6 +38,7 @@ internal static class SqlGuard
                         throw new QueryException($"statement {i + 1} is not a query: a recording is opened read-only, only SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW and SUMMARIZE run");
                 }
             }
+            return (int)count;
         }
     }
 

@@ -132,6 +132,9 @@ public sealed class Recording : IDisposable
     /// <summary>Snapshot tables taken when recording stops (written before the final seal).</summary>
     public Func<IEnumerable<Batches.TableBatch>>? EndSnapshots { get; set; }
 
+    /// <summary>Rows to write now and then (every second, at start and before the end snapshots): e.g. the pods and containers that changed.</summary>
+    public Func<IEnumerable<Batches.TableBatch>>? PeriodicBatches { get; set; }
+
     /// <summary>Called under the manifest lock before each manifest write (e.g. to add counters).</summary>
     public Action<Manifest>? UpdateManifest { get; set; }
 
@@ -184,6 +187,8 @@ public sealed class Recording : IDisposable
 
         foreach (var snap in Snapshots)
             WriteBatchSafely(snap);
+        foreach (var b in PeriodicBatches?.Invoke() ?? [])
+            WriteBatchSafely(b);
 
         var writerThreads = new List<Thread>();
         for (int i = 0; i < lanes.Count; i++)
@@ -217,6 +222,8 @@ public sealed class Recording : IDisposable
             WriteBatchSafely(snap);
         foreach (var snap in sources.OfType<ISnapshotSource>().SelectMany(s => s.Snapshots()))
             WriteBatchSafely(snap);
+        foreach (var b in PeriodicBatches?.Invoke() ?? [])
+            WriteBatchSafely(b);
         SealAll();
 
         var reason = diskFull ? "disk-full" : error is not null ? "error" : stopReason();
@@ -254,6 +261,8 @@ public sealed class Recording : IDisposable
             {
                 lastLoss = now;
                 SampleLoss(final: false);
+                foreach (var b in PeriodicBatches?.Invoke() ?? [])
+                    WriteBatchSafely(b);
             }
             if (now - lastSeal >= 250)
             {

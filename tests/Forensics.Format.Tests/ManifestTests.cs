@@ -49,6 +49,11 @@ public class ManifestTests
             UnsealedSegments = 1,
             UnsealedBytes = 4096,
             Redaction = new JsonObject { ["ips"] = "crypto-pan" },
+            Attribution = new ManifestAttribution
+            {
+                Source = "cri unix:///run/containerd/containerd.sock (containerd 1.6.20, CRI v1)", Warnings = ["refresh: deadline exceeded"],
+                Pods = 2, Containers = 3, Refreshes = 40, Failures = 1,
+            },
         };
         m.Sources["kernel"] = new ManifestSource
         {

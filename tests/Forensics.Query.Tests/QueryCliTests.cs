@@ -106,6 +106,7 @@ public sealed class HelpTests
     [InlineData("replay")]
     [InlineData("export")]
     [InlineData("info")]
+    [InlineData("monitor")]
     [InlineData("whatif")]
     public void Help_Verb_MatchesGolden(string verb)
     {

@@ -394,6 +394,16 @@ public static partial class ClusterLoader
                 }
             }
 
+            // the containerd node's kube-proxy rules are rendered for cluster IPs only (KubeProxyRules)
+            if (lab?.NodeKind == LabNodeKinds.Containerd)
+            {
+                var unrendered = finalServices
+                    .Where(s => s.Type is "NodePort" or "LoadBalancer" || s.ExternalIps.Count > 0 || s.AffinityTimeoutSeconds > 0)
+                    .Select(s => $"{s.Namespace}/{s.Name}").ToList();
+                if (unrendered.Count > 0)
+                    notices.Add($"node: containerd: kube-proxy's rules are made for cluster IPs only; the node ports, load balancer and external addresses and session affinity of {string.Join(", ", unrendered)} are not (a netns node's datapath has them)");
+            }
+
             LabSpec? labSpec = null;
             if (lab is not null)
                 labSpec = LabDocument.Build(lab, finalPods, finalServices);

@@ -31,7 +31,13 @@ public sealed record PodSpec(
     public string? Owner { get; init; }
 
     public string FullName => $"{Namespace}/{Name}";
+
+    /// <summary>spec.containers[] (name, image), in order; empty when the document gives none.</summary>
+    public IReadOnlyList<ContainerSpec> Containers { get; init; } = [];
 }
+
+/// <summary>A container of a pod: its name and image as written (the containerd lab node runs it).</summary>
+public sealed record ContainerSpec(string Name, string? Image);
 
 /// <summary>
 /// A service port. A named targetPort (TargetName) is resolved per backend from
@@ -274,7 +280,24 @@ public sealed record LabSpec(
     IPNetwork ServiceCidr,
     IPAddress NodeIp,
     IReadOnlyList<OutsideHost> Outside,
-    IReadOnlyList<ScenarioStep> Steps);
+    IReadOnlyList<ScenarioStep> Steps)
+{
+    /// <summary>What the lab's node is made of: <see cref="LabNodeKinds.Netns"/> (default) or <see cref="LabNodeKinds.Containerd"/>.</summary>
+    public string Node { get; init; } = LabNodeKinds.Netns;
+
+    /// <summary>spec.nodeFirewall: iptables-restore text applied in the node (containerd node only).</summary>
+    public string? NodeFirewall { get; init; }
+}
+
+/// <summary>The values of a Lab's spec.node.</summary>
+public static class LabNodeKinds
+{
+    /// <summary>Pods are network namespaces; our datapath is attached to their veths.</summary>
+    public const string Netns = "netns";
+
+    /// <summary>Pods are CRI pod sandboxes and containers of a containerd started for the lab; services are kube-proxy iptables rules.</summary>
+    public const string Containerd = "containerd";
+}
 
 public sealed record ClusterSpec(
     string SourceFile,

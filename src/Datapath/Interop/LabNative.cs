@@ -48,3 +48,11 @@ internal static partial class LibC
     public const int SIGKILL = 9;
     public const int SIGTERM = 15;
 }
+
+internal static partial class LibC
+{
+    [LibraryImport("libc", EntryPoint = "umount2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int umount2(string target, int flags);
+
+    public const int MNT_DETACH = 2;
+}

@@ -103,6 +103,14 @@ public sealed class Lab : IDisposable
     public LabState State { get; }
     public string Name => State.Name;
     public bool HasDatapath => datapath is not null;
+
+    /// <summary>The node is real containerd pods behind kube-proxy's rules (spec.node: containerd).</summary>
+    public bool IsContainerdNode => Cluster.Lab?.Node == LabNodeKinds.Containerd;
+
+    /// <summary>What a user must know once about this lab's node (null for the netns node).</summary>
+    public string? Notice => IsContainerdNode
+        ? "node: containerd pods behind kube-proxy's iptables rules; our datapath is not attached and CiliumNetworkPolicies are not enforced (steps expecting a policy drop are not applicable)"
+        : null;
     public ILabDatapath? Datapath => datapath;
     public EventCollector? Events => collector;
 
@@ -142,7 +150,7 @@ public sealed class Lab : IDisposable
         try
         {
             lab.Build();
-            if (options.Datapath is not null)
+            if (options.Datapath is not null && !lab.IsContainerdNode)
                 lab.AttachDatapath(options.Datapath);
             state.Phase = "ready";
             state.Save();
@@ -225,6 +233,11 @@ public sealed class Lab : IDisposable
         State.WorldIfindex = Ifindex(node, wl);
         State.Save();
 
+        if (IsContainerdNode)
+        {
+            BuildContainerdPods();
+            return;
+        }
         foreach (var pod in Cluster.Pods)
         {
             var ns = LabNames.PodNs(Name, pod);
@@ -250,7 +263,37 @@ public sealed class Lab : IDisposable
             State.Save();
         }
 
-        // Listeners: the outside hosts' ports, and every pod's containerPorts.
+        // Listeners: the outside hosts' ports, and every pod's containerPorts and the target ports of its services.
+        var started = StartWorldListeners();
+        foreach (var pod in Cluster.Pods)
+        {
+            var ports = ListenPorts(pod);
+            if (ports.Count == 0)
+                continue;
+            var args = new List<string> { "--name", pod.Name };
+            foreach (var p in ports)
+                args.AddRange([p.Protocol == "UDP" ? "--udp" : "--tcp", $"{pod.Ip}:{p.Port}"]);
+            started.Add(StartServer(LabNames.PodNs(Name, pod), pod.FullName, args));
+        }
+        WaitReady(started);
+    }
+
+    /// <summary>The containerd node: containerd in the node namespace, CRI pods, kube-proxy rules, then the world's listeners.</summary>
+    private void BuildContainerdPods()
+    {
+        using var cri = ContainerdNode.Start(State, Cluster.Lab!, Say);
+        ContainerdNode.ImportImages(State, Cluster, Say);
+        ContainerdNode.RunPods(State, Cluster, cri, self, Say);
+        ContainerdNode.ApplyRules(State, Cluster, Say);
+        var started = StartWorldListeners();
+        ContainerdNode.WaitReady(State, cri, options.ReadyTimeout);
+        WaitReady(started);
+    }
+
+    private List<LabProcess> StartWorldListeners()
+    {
+        var spec = Cluster.Lab!;
+        var world = State.WorldNetns;
         Directory.CreateDirectory(LabNames.LogDir(Name));
         var started = new List<LabProcess>();
         if (spec.Outside.Any(h => h.TcpPorts.Count + h.UdpPorts.Count > 0))
@@ -264,17 +307,7 @@ public sealed class Lab : IDisposable
             }
             started.Add(StartServer(world, "world", args));
         }
-        foreach (var pod in Cluster.Pods)
-        {
-            var ports = ListenPorts(pod);
-            if (ports.Count == 0)
-                continue;
-            var args = new List<string> { "--name", pod.Name };
-            foreach (var p in ports)
-                args.AddRange([p.Protocol == "UDP" ? "--udp" : "--tcp", $"{pod.Ip}:{p.Port}"]);
-            started.Add(StartServer(LabNames.PodNs(Name, pod), pod.FullName, args));
-        }
-        WaitReady(started);
+        return started;
     }
 
     /// <summary>
@@ -440,7 +473,10 @@ public sealed class Lab : IDisposable
             argv.AddRange(["lab", "connect", step.Action, step.Target!, "--timeout", timeout.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture)]);
         }
         var limit = step.Action == "exec" ? (step.Timeout ?? TimeSpan.FromSeconds(10)) : timeout * 2 + TimeSpan.FromSeconds(30);
-        var r = Commands.Run("ip", argv, limit);
+        // containerd node: in the pod's first container, as kubectl exec would (argv after "ip netns exec NS").
+        var r = State.Node == LabNodeKinds.Containerd
+            ? ContainerdNode.Exec(Name, ep, argv.Skip(3).ToList(), limit)
+            : Commands.Run("ip", argv, limit);
         ConnectResult? cr = null;
         string result;
         string detail;
@@ -475,6 +511,8 @@ public sealed class Lab : IDisposable
         bool delivered = cr?.Delivered ?? (result == "exited" && r.ExitCode == 0);
         var report = new StepReport(step, ep.Ip, result, delivered, cr?.Sent ?? 0, cr?.Received ?? 0,
             step.Action == "exec" ? r.ExitCode : (delivered ? 0 : 1), r.Elapsed, detail, cr, HasDatapath, observed);
+        if (State.Node == LabNodeKinds.Containerd && step.Expect?.DropReason is { } why)
+            return report with { NotApplicable = $"expects a datapath drop ({why} {Format.DropReasons.NameOf(why)}): CiliumNetworkPolicies are not enforced on a containerd node" };
         return report with { Failures = Check(report) };
     }
 
@@ -558,11 +596,11 @@ public sealed class Lab : IDisposable
                 removed.Add($"process {p.Pid} ({p.What})");
             }
         }
-        // Anything else still living in the lab's namespaces.
-        var inodes = namespaces.Select(NetNamespace.Inode).OfType<ulong>().ToHashSet();
-        if (inodes.Count > 0)
+        // Anything else still living in the lab's namespaces (a containerd node's pods included).
+        var inodes = namespaces.Select(NetNamespace.Inode).OfType<ulong>().Concat(ContainerdNode.PodNetnsInodes(name)).ToHashSet();
+        if (inodes.Count > 0 || Directory.Exists(ContainerdNode.Dir(name)))
         {
-            foreach (var pid in ProcessesIn(inodes))
+            foreach (var pid in ProcessesIn(inodes).Concat(ContainerdNode.CgroupProcesses(name)).Distinct())
             {
                 var t = LabState.ProcessStartTime(pid) ?? 0;
                 Signal(pid, LibC.SIGKILL);
@@ -570,6 +608,8 @@ public sealed class Lab : IDisposable
                 removed.Add($"process {pid}");
             }
         }
+        if (Directory.Exists(ContainerdNode.Dir(name)))
+            ContainerdNode.RemoveLeftovers(name, removed);
         foreach (var ns in namespaces.AsEnumerable().Reverse())
         {
             if (!NetNamespace.Exists(ns))
@@ -663,6 +703,9 @@ public sealed record StepReport(
 {
     /// <summary>Why the step does not meet its expectation; empty when it does (or has none).</summary>
     public IReadOnlyList<string> Failures { get; init; } = [];
+
+    /// <summary>Why the step's expectation does not apply to this lab's node (not checked); null when it does.</summary>
+    public string? NotApplicable { get; init; }
 
     public bool Passed => Failures.Count == 0;
 }

@@ -10,6 +10,22 @@ public sealed class LabEndpoint
     public string HostLink { get; set; } = "";
     public int Ifindex { get; set; }
     public string Ip { get; set; } = "";
+
+    /// <summary>containerd node: the pod's uid, CRI sandbox id and containers (the first runs the steps).</summary>
+    public string? PodUid { get; set; }
+    public string? SandboxId { get; set; }
+    public List<LabContainer> Containers { get; set; } = [];
+}
+
+/// <summary>A CRI container of a containerd lab node's pod.</summary>
+public sealed class LabContainer
+{
+    public string Name { get; set; } = "";
+    public string Id { get; set; } = "";
+    public string Image { get; set; } = "";
+
+    /// <summary>Runs the pod's listeners (lab serve).</summary>
+    public bool Serves { get; set; }
 }
 
 /// <summary>A process the lab started (a listener), so that down can end it.</summary>
@@ -47,6 +63,15 @@ public sealed class LabState
     /// <summary>IDs of the BPF programs attached to the lab's interfaces (from BPF_PROG_QUERY), once the datapath is attached.</summary>
     public List<uint> ProgramIds { get; set; } = [];
     public bool DatapathAttached { get; set; }
+
+    /// <summary>What the node is made of: netns (our datapath) or containerd (CRI pods, kube-proxy rules).</summary>
+    public string Node { get; set; } = Control.LabNodeKinds.Netns;
+
+    /// <summary>containerd node: its root, state, socket and CNI config live here.</summary>
+    public string? ContainerdDir { get; set; }
+
+    /// <summary>containerd node: the CRI endpoint (unix:///...).</summary>
+    public string? RuntimeEndpoint => ContainerdDir is null ? null : "unix://" + Path.Combine(ContainerdDir, "containerd.sock");
 
     /// <summary>The datapath's monitor socket, when the up process serves its events (docs/monitor.md).</summary>
     public string? MonitorSocket { get; set; }

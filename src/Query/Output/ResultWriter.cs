@@ -7,7 +7,7 @@ using Forensics.Query.Render;
 
 namespace Forensics.Query.Output;
 
-public enum OutputFormat { Table, Csv, Json, Parquet }
+public enum OutputFormat { Table, Csv, Json, Parquet, Arrow, ArrowFile }
 
 /// <summary>Writes a query result as an aligned table, CSV, JSON lines or Parquet.</summary>
 public static class ResultWriter
@@ -15,6 +15,8 @@ public static class ResultWriter
     public static void Write(QueryResult result, OutputFormat format, TextWriter? console, string? outputFile)
     {
         ArgumentNullException.ThrowIfNull(result);
+        if (format is OutputFormat.Arrow or OutputFormat.ArrowFile)
+            throw new QueryException("Arrow output streams from the query: use ArrowResultWriter");
         if (format == OutputFormat.Parquet)
         {
             if (outputFile is null)

@@ -25,6 +25,12 @@ public sealed record MonitorSessionOptions
 
     public int BatchRows { get; init; } = 4096;
 
+    /// <summary>The container runtime's CRI socket for pod and container attribution (null: a well-known socket that exists).</summary>
+    public string? RuntimeEndpoint { get; init; }
+
+    /// <summary>Pods and containers from this file (kubectl get pods -A -o json) instead of the runtime.</summary>
+    public string? PodsFile { get; init; }
+
     /// <summary>
     /// Running datapaths to show through their monitor sockets (docs/monitor.md): null none, empty every one running,
     /// else those named. Only the datapath's kinds among <see cref="Kinds"/> are asked for.
@@ -146,7 +152,10 @@ public sealed class MonitorSession
             throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
         }
         using (probes)
+        using (var workloads = Workloads.Open(options.RuntimeEndpoint, options.PodsFile))
         {
+            context.Workloads = workloads.Watcher;
+            workloads.Watcher.Start();
             try
             {
                 foreach (var make in options.Sources)

@@ -44,6 +44,12 @@ public sealed record RecordingSessionOptions
     /// <summary>Progress on stderr (a terminal).</summary>
     public bool Progress { get; init; }
 
+    /// <summary>The container runtime's CRI socket for pod and container attribution (null: a well-known socket that exists).</summary>
+    public string? RuntimeEndpoint { get; init; }
+
+    /// <summary>Pods and containers from this file (kubectl get pods -A -o json) instead of the runtime.</summary>
+    public string? PodsFile { get; init; }
+
     /// <summary>
     /// Record the kernel's conntrack (NAT by kube-proxy, Docker, a CNI) in the recorder's network namespace and in
     /// <see cref="ConntrackNetns"/>, when nat is among the kinds.
@@ -157,6 +163,7 @@ public sealed class RecordingSession
         var preamble = new List<byte[]>();
         Probes? probes = null;
         Lab? lab = null;
+        Workloads? workloads = null;
         var extra = new List<IRecordSource>();
         try
         {
@@ -201,6 +208,13 @@ public sealed class RecordingSession
                 {
                     throw new RecordingSetupException(e.Message, SetupProblem.Failure, e);
                 }
+            }
+            if (probes is not null)
+            {
+                // pods and containers from the runtime (or a pods file); a source that cannot be read is a warning, not a stop
+                workloads = Workloads.Open(o.RuntimeEndpoint, o.PodsFile, lab?.Name);
+                context.Workloads = workloads.Watcher;
+                workloads.Watcher.Start();
             }
             var attached = new List<DatapathSocketSource>();
             if (cluster is null && o.Attach is not null)
@@ -298,10 +312,7 @@ public sealed class RecordingSession
             var rec = new Recording(sources, tuning, context.MonotonicToUtcOffsetNs);
             var dp = lab?.Datapath as LabDatapath;
             if (dp is not null)
-            {
                 rec.Snapshots.AddRange(SnapshotTables.From(dp.Datapath.Snapshot(), "start"));
-                rec.EndSnapshots = () => SnapshotTables.From(dp.Datapath.Snapshot(), "end");
-            }
             if (attached.Count > 0)
             {
                 try
@@ -313,27 +324,38 @@ public sealed class RecordingSession
                 {
                     throw new RecordingSetupException($"reading the running datapath's state: {e.Message}", SetupProblem.Prerequisite, e);
                 }
-                rec.EndSnapshots = () =>
-                {
-                    var end = new List<Batches.TableBatch>();
-                    foreach (var a in attached)
-                    {
-                        try
-                        {
-                            end.AddRange(SnapshotTables.From(a.Snapshot(), "end"));
-                        }
-                        catch (Exception e) when (e is IOException or InvalidDataException or Datapath.Bpf.BpfException or UnauthorizedAccessException)
-                        {
-                            // the datapath went down before the end: its start snapshot stands, its source says why
-                        }
-                    }
-                    return end;
-                };
             }
+            rec.EndSnapshots = () =>
+            {
+                workloads?.Watcher.Stop(); // the "end" rows of pods and containers follow with the last periodic batch
+                var end = new List<Batches.TableBatch>();
+                if (dp is not null)
+                    end.AddRange(SnapshotTables.From(dp.Datapath.Snapshot(), "end"));
+                foreach (var a in attached)
+                {
+                    try
+                    {
+                        end.AddRange(SnapshotTables.From(a.Snapshot(), "end"));
+                    }
+                    catch (Exception e) when (e is IOException or InvalidDataException or Datapath.Bpf.BpfException or UnauthorizedAccessException)
+                    {
+                        // the datapath went down before the end: its start snapshot stands, its source says why
+                    }
+                }
+                return end;
+            };
+            if (workloads is not null)
+                rec.PeriodicBatches = workloads.TakeBatches;
             if (kubeProxy.Count > 0)
                 rec.Snapshots.Add(SnapshotTables.Services("start", DateTimeOffset.UtcNow, ServiceRow.From(kubeProxy)));
             if (probes is not null)
-                rec.UpdateManifest = m => m.FilteredConnects = probes.FilteredConnects + probes.UnselectedConnects;
+            {
+                rec.UpdateManifest = m =>
+                {
+                    m.FilteredConnects = probes.FilteredConnects + probes.UnselectedConnects;
+                    m.Attribution = workloads?.ManifestEntry();
+                };
+            }
             recording = rec;
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
@@ -365,6 +387,7 @@ public sealed class RecordingSession
         }
         finally
         {
+            workloads?.Dispose();
             lab?.Dispose();
             probes?.Dispose();
             foreach (var s in extra)

@@ -71,6 +71,60 @@ public sealed class EventContext
 
     public Workload? Owner(uint inode) => inode == 0 ? null : Attribution.Lookup(inode);
 
+    /// <summary>Pods and containers from the container runtime or a pods file (null: none asked for).</summary>
+    public Runtime.WorkloadWatcher? Workloads { get; set; }
+
+    private readonly Dictionary<(string, ushort, string, ushort, byte), (uint Netns, ulong Cgroup)> recentConnects = [];
+    private readonly Queue<(string, ushort, string, ushort, byte)> connectOrder = new();
+
+    /// <summary>
+    /// Who a process event belongs to: the container of its cgroup and that container's pod (from
+    /// the runtime), else the pod of its network namespace (runtime, then the lab and named
+    /// namespaces). An unknown cgroup makes the runtime be asked again (rate-limited), so a pod
+    /// created a moment ago is attributed from its first events.
+    /// </summary>
+    public EventOwner Owner(uint netnsIno, ulong cgroupId)
+    {
+        if (Workloads is { } w && w.Lookup(netnsIno, cgroupId) is { } o)
+            return new EventOwner(o.Namespace, o.Pod, o.PodUid, o.ContainerId, o.Container, o.Labels);
+        var lab = Owner(netnsIno);
+        return lab is null ? EventOwner.None : new EventOwner(lab.Namespace, lab.Name, null, null, null, null);
+    }
+
+    /// <summary>Remembers which process made a connection (its addresses and ports), for the kernel drops of its packets.</summary>
+    public void RememberConnect(in Datapath.Abi.Tuple t, uint netnsIno, ulong cgroupId)
+    {
+        var key = (Ip(t.Saddr, t.Family), t.Sport, Ip(t.Daddr, t.Family), t.Dport, t.Proto);
+        if (!recentConnects.ContainsKey(key))
+        {
+            connectOrder.Enqueue(key);
+            if (connectOrder.Count > 65536)
+                recentConnects.Remove(connectOrder.Dequeue());
+        }
+        recentConnects[key] = (netnsIno, cgroupId);
+    }
+
+    /// <summary>
+    /// Who a kernel drop belongs to: the pod of the network namespace it happened in; in the
+    /// node's namespace (a forwarded packet), the process whose connect used the same addresses
+    /// and ports, else the pod that owns the source address.
+    /// </summary>
+    public EventOwner DropOwner(uint netnsIno, in Datapath.Abi.Tuple t)
+    {
+        var byNetns = Owner(netnsIno, 0);
+        var key = (Ip(t.Saddr, t.Family), t.Sport, Ip(t.Daddr, t.Family), t.Dport, t.Proto);
+        if (recentConnects.TryGetValue(key, out var c))
+        {
+            var byConnect = Owner(c.Netns, c.Cgroup);
+            if (byNetns.Pod is null || byNetns.PodUid == byConnect.PodUid)
+                return byConnect.Pod is null ? byNetns : byConnect;
+        }
+        if (byNetns.Pod is not null)
+            return byNetns;
+        // the drop of a packet sent before its connect was decoded (a SYN dropped inside connect()), or not by a connect
+        return Workloads?.Catalog.LookupIp(key.Item1) is { } o ? new EventOwner(o.Namespace, o.Pod, o.PodUid, o.ContainerId, o.Container, o.Labels) : EventOwner.None;
+    }
+
     /// <summary>
     /// Binaries by exec id are kept in two generations of at most this many each (a few MiB), so that a
     /// long recording of many short processes does not grow without bound. An image is not forgotten at
@@ -167,4 +221,10 @@ public sealed class EventContext
         public (string Binary, uint Netns)? Find(ulong execId) =>
             Current.TryGetValue(execId, out var b) || Older.TryGetValue(execId, out b) ? b : null;
     }
+}
+
+/// <summary>The pod columns of an event (labels: key=value, comma-separated, sorted); all null on the host.</summary>
+public readonly record struct EventOwner(string? Namespace, string? Pod, string? PodUid, string? ContainerId, string? Container, string? Labels)
+{
+    public static readonly EventOwner None;
 }

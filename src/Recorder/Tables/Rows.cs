@@ -171,7 +171,7 @@ internal readonly struct ProcAttrCols
 {
     private readonly Column<uint> netns;
     private readonly Column<ulong> cgroup;
-    private readonly StringColumn ns, pod;
+    private readonly StringColumn ns, pod, uid, cid, cname;
 
     public ProcAttrCols(TableBatch b)
     {
@@ -179,19 +179,24 @@ internal readonly struct ProcAttrCols
         cgroup = b.U64("cgroup_id");
         ns = b.Str("namespace", nullable: true);
         pod = b.Str("pod", nullable: true);
-        b.Str("pod_uid", nullable: true);
-        b.Str("container_id", nullable: true);
-        b.Str("container", nullable: true);
+        uid = b.Str("pod_uid", nullable: true);
+        cid = b.Str("container_id", nullable: true);
+        cname = b.Str("container", nullable: true);
     }
 
     /// <param name="podNetnsIno">the namespace that decides the pod, when not the event's own (an exit: where its image was executed)</param>
-    public void Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
+    /// <returns>the owner, whose labels go in the pod_labels column of <see cref="ProcSourceCols"/></returns>
+    public EventOwner Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
     {
         netns.Values[i] = netnsIno;
         cgroup.Values[i] = cgroupId;
-        var owner = ctx.Owner(podNetnsIno ?? netnsIno);
-        ns.Values[i] = owner?.Namespace;
-        pod.Values[i] = owner?.Name;
+        var owner = ctx.Owner(podNetnsIno ?? netnsIno, cgroupId);
+        ns.Values[i] = owner.Namespace;
+        pod.Values[i] = owner.Pod;
+        uid.Values[i] = owner.PodUid;
+        cid.Values[i] = owner.ContainerId;
+        cname.Values[i] = owner.Container;
+        return owner;
     }
 }
 
@@ -235,16 +240,21 @@ internal readonly struct FlowSourceCols
 /// <summary>The provenance columns every process table continues with (schema v2).</summary>
 internal readonly struct ProcSourceCols
 {
-    private readonly StringColumn source;
+    private readonly StringColumn source, labels;
 
     public ProcSourceCols(TableBatch b)
     {
         source = b.Str("source");
-        b.Str("pod_labels", nullable: true);
+        labels = b.Str("pod_labels", nullable: true);
         b.Str("exec_key", nullable: true);
     }
 
-    public void SetProbes(int i) => source.Values[i] = "probes";
+    /// <summary>A probes row: the pod's labels as the container runtime gave them.</summary>
+    public void SetProbes(int i, in EventOwner owner)
+    {
+        source.Values[i] = "probes";
+        labels.Values[i] = owner.Labels;
+    }
 }
 
 internal sealed class DropRows : Rows
@@ -664,8 +674,8 @@ internal sealed class ExecRows : Rows
         cwd.Values[i] = ctx.Texts.Get(EventReader.Head(ev.Cwd, ev.CwdLen), 3, Text);
         comm.Values[i] = ctx.Texts.Get(ev.Comm, 4, Text);
         procfs.Values[i] = (ev.Flags & ExecFlags.Procfs) != 0;
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
-        src.SetProbes(i);
+        var owner = attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        src.SetProbes(i, owner);
     }
 
     private static string Text(ReadOnlySpan<byte> bytes) => EventReader.CString(bytes);
@@ -726,8 +736,8 @@ internal sealed class ExitRows : Rows
         }
         status.Values[i] = ev.ExitCode;
         comm.Values[i] = EventReader.CString(ev.Comm);
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
-        src.SetProbes(i);
+        var owner = attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx, ctx.ExecNetns(ev.ExecId));
+        src.SetProbes(i, owner);
     }
 }
 
@@ -776,8 +786,9 @@ internal sealed class ConnectRows : Rows
         comm.Values[i] = EventReader.CString(ev.Comm);
         kind.Values[i] = Names.Connect((byte)ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
-        attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
-        src.SetProbes(i);
+        var owner = attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        ctx.RememberConnect(ev.Tuple, ev.NetnsIno, ev.CgroupId);
+        src.SetProbes(i, owner);
     }
 }
 
@@ -785,7 +796,7 @@ internal sealed class KdropRows : Rows
 {
     private readonly HeaderCols hdr;
     private readonly Column<uint> reason, netns, ifindex, len;
-    private readonly StringColumn reasonName, function, ns, pod;
+    private readonly StringColumn reasonName, function, ns, pod, uid, cid, cname;
     private readonly Column<ulong> location;
     private readonly Column<ushort> l3;
     private readonly TupleCols tuple;
@@ -804,6 +815,9 @@ internal sealed class KdropRows : Rows
         len = Batch.U32("pkt_len");
         ns = Batch.Str("namespace", nullable: true);
         pod = Batch.Str("pod", nullable: true);
+        uid = Batch.Str("pod_uid", nullable: true);
+        cid = Batch.Str("container_id", nullable: true);
+        cname = Batch.Str("container", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
@@ -820,9 +834,12 @@ internal sealed class KdropRows : Rows
         netns.Values[i] = ev.NetnsIno;
         ifindex.Values[i] = ev.Ifindex;
         len.Values[i] = ev.PktLen;
-        var owner = ctx.Owner(ev.NetnsIno);
-        ns.Values[i] = owner?.Namespace;
-        pod.Values[i] = owner?.Name;
+        var owner = ctx.DropOwner(ev.NetnsIno, ev.Tuple);
+        ns.Values[i] = owner.Namespace;
+        pod.Values[i] = owner.Pod;
+        uid.Values[i] = owner.PodUid;
+        cid.Values[i] = owner.ContainerId;
+        cname.Values[i] = owner.Container;
     }
 }
 

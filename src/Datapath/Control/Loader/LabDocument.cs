@@ -13,7 +13,8 @@ internal sealed record RawStep(Node At, string Name, string PodText, Node PodNod
 
 /// <summary>The Lab document (forensics.dev/v1): CIDRs, node address, world hosts, scenario steps.</summary>
 internal sealed record RawLab(DocRef Doc, Node At, string Name, IPNetwork PodCidr, Node PodCidrNode, IPNetwork ServiceCidr,
-    Node ServiceCidrNode, IPAddress NodeIp, Node NodeIpNode, List<(Node At, OutsideHost Host)> World, List<RawStep> Steps)
+    Node ServiceCidrNode, IPAddress NodeIp, Node NodeIpNode, List<(Node At, OutsideHost Host)> World, List<RawStep> Steps,
+    string NodeKind = LabNodeKinds.Netns, string? NodeFirewall = null)
 {
     /// <summary>The node's labels: the lab's defaults (hostname, os, control-plane: one node is the whole cluster) and spec.nodeLabels.</summary>
     public Dictionary<string, string> NodeLabels { get; init; } = new(StringComparer.Ordinal);
@@ -49,7 +50,7 @@ internal static partial class LabDocument
         if (!LabName().IsMatch(name))
             throw root.Require("metadata").Require("name").Error(
                 $"'{name}' is not a valid lab name (lowercase letters, digits and '-', at most 24)");
-        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "nodeLabels", "loadBalancerPool", "include", "world", "steps");
+        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "node", "nodeFirewall", "nodeLabels", "loadBalancerPool", "include", "world", "steps");
         var include = new List<(Node, string)>();
         if (spec.Get("include") is { } inc)
         {
@@ -60,6 +61,20 @@ internal static partial class LabDocument
                     throw i.Error($"'{path}' is not a path inside the lab's folder");
                 include.Add((i, path));
             }
+        }
+        var nodeKind = LabNodeKinds.Netns;
+        if (spec.Get("node") is { } nk)
+        {
+            nodeKind = nk.String();
+            if (nodeKind is not (LabNodeKinds.Netns or LabNodeKinds.Containerd))
+                throw nk.Error($"node '{nodeKind}' is not supported ({LabNodeKinds.Netns}: namespaces and our datapath; {LabNodeKinds.Containerd}: real containerd pods behind kube-proxy's iptables rules)");
+        }
+        string? nodeFirewall = null;
+        if (spec.Get("nodeFirewall") is { } fw)
+        {
+            nodeFirewall = fw.String();
+            if (nodeKind != LabNodeKinds.Containerd)
+                throw fw.Error($"nodeFirewall needs node: {LabNodeKinds.Containerd} (the netns node's rules are the datapath's)");
         }
         var podCidrNode = spec.Require("podCIDR");
         var svcCidrNode = spec.Require("serviceCIDR");
@@ -126,7 +141,7 @@ internal static partial class LabDocument
             if (lbPool.Value.Contains(nodeIp) || world.Any(w => lbPool.Value.Contains(w.Item2.Ip)))
                 throw poolNode.Error($"{lbPool} holds the node's or a world host's address");
         }
-        return new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps)
+        return new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps, nodeKind, nodeFirewall)
         {
             NodeLabels = nodeLabels,
             LoadBalancerPool = lbPool,
@@ -254,7 +269,11 @@ internal static partial class LabDocument
             var expect = s.ExpectNode is null ? null : new StepExpectation(s.Delivered, s.DropReason, translation);
             steps.Add(new ScenarioStep(s.Name, pod.FullName, s.Action, target, s.Command, expect, s.Target, s.Timeout));
         }
-        return new LabSpec(lab.Name, lab.PodCidr, lab.ServiceCidr, lab.NodeIp, lab.World.Select(w => w.Host).ToList(), steps);
+        return new LabSpec(lab.Name, lab.PodCidr, lab.ServiceCidr, lab.NodeIp, lab.World.Select(w => w.Host).ToList(), steps)
+        {
+            Node = lab.NodeKind,
+            NodeFirewall = lab.NodeFirewall,
+        };
     }
 
     private static PodSpec? FindPod(string text, List<PodSpec> pods)

@@ -32,7 +32,7 @@ internal static class PodDocument
     public static RawPod Read(Node root)
     {
         var (name, ns, labels) = Meta(root);
-        var (ports, named, serviceAccount) = root.Get("spec") is { } spec ? ReadSpec(spec) : ([], new(StringComparer.Ordinal), "default");
+        var (ports, named, serviceAccount, containerSpecs) = root.Get("spec") is { } spec ? ReadSpec(spec, name) : ([], new(StringComparer.Ordinal), "default", []);
         IPAddress? ip = null;
         Node? ipNode = null;
         if (root.Get("status") is { } status)
@@ -45,21 +45,29 @@ internal static class PodDocument
                 ipNode = pip;
             }
         }
-        var pod = new PodSpec(name, ns, labels, ip, ports) { NamedPorts = named, ServiceAccount = serviceAccount };
+        var pod = new PodSpec(name, ns, labels, ip, ports) { NamedPorts = named, ServiceAccount = serviceAccount, Containers = containerSpecs };
         return new RawPod(root.Doc, root, pod, ipNode, named, root.Get("spec")?.Get("serviceAccountName") ?? root.Get("spec")?.Get("serviceAccount"));
     }
 
-    /// <summary>A PodSpec (of a Pod, or of a workload's template): container ports, their names, the service account.</summary>
-    public static (List<PortProtocol> Ports, Dictionary<string, PortProtocol> Named, string ServiceAccount) ReadSpec(Node spec)
+    /// <summary>
+    /// A PodSpec (of a Pod, or of a workload's template): container ports, their names, the service account, the
+    /// containers (a container without a name is named NAME-INDEX after the pod or workload).
+    /// </summary>
+    public static (List<PortProtocol> Ports, Dictionary<string, PortProtocol> Named, string ServiceAccount, List<ContainerSpec> Containers) ReadSpec(Node spec, string name)
     {
         spec.Strict(PodSpecFields);
         var ports = new List<PortProtocol>();
         var named = new Dictionary<string, PortProtocol>(StringComparer.Ordinal);
+        var containerSpecs = new List<ContainerSpec>();
         if (spec.Get("containers") is { } containers)
         {
             foreach (var c in containers.Items())
             {
                 c.Strict(ContainerFields);
+                var cname = c.Get("name") is { } cn ? cn.String() : $"{name}-{containerSpecs.Count}";
+                if (containerSpecs.Any(x => x.Name == cname))
+                    throw c.Error($"two containers are named '{cname}'");
+                containerSpecs.Add(new ContainerSpec(cname, c.Get("image") is { } ci ? ci.String() : null));
                 if (c.Get("ports") is not { } cports)
                     continue;
                 foreach (var p in cports.Items())
@@ -80,6 +88,6 @@ internal static class PodDocument
         var sa = (spec.Get("serviceAccountName") ?? spec.Get("serviceAccount"))?.String() ?? "default";
         if (!DnsName().IsMatch(sa))
             throw (spec.Get("serviceAccountName") ?? spec.Get("serviceAccount"))!.Value.Error($"'{sa}' is not a valid service account name");
-        return (ports, named, sa);
+        return (ports, named, sa, containerSpecs);
     }
 }

@@ -66,7 +66,7 @@ internal static class WorkloadDocument
                 foreach (var (k, v) in l.StringMap())
                     labels[k] = v;
         }
-        var (ports, named, serviceAccount) = PodDocument.ReadSpec(template.Require("spec"));
+        var (ports, named, serviceAccount, containers) = PodDocument.ReadSpec(template.Require("spec"), name);
         var saNode = template.Require("spec").Get("serviceAccountName") ?? template.Require("spec").Get("serviceAccount");
         var hash = SafeEncode(Fnv(TemplateText(template)));
         var owner = $"{kind} {ns}/{name}";
@@ -133,7 +133,7 @@ internal static class WorkloadDocument
                 throw root.Require("metadata").Require("name").Error($"the pod name '{podName}' would be longer than 253 characters");
             var pod = new PodSpec(podName, ns, podLabels, null, ports)
             {
-                NamedPorts = named, ServiceAccount = serviceAccount, Owner = owner,
+                NamedPorts = named, ServiceAccount = serviceAccount, Owner = owner, Containers = containers,
             };
             result.Add(new RawPod(root.Doc, root, pod, null, named, saNode));
         }
