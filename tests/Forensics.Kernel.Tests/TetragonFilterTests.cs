@@ -162,8 +162,10 @@ public class TetragonFilterTests
             var c = log.Connects(pid).Select(e => $"{EventReader.Source(e.Tuple)}:{e.Tuple.Sport} -> {EventReader.Destination(e.Tuple)}:{e.Tuple.Dport} proto {e.Tuple.Proto}").ToList();
             Assert.True(c.Count == 0, $"filtered client {i} reported: {string.Join("; ", c)}");
         }
-        // sendto sends twice: each unselected send is counted
-        Assert.True(probes.UnselectedConnects - unselected >= 5, $"{probes.UnselectedConnects - unselected} counted");
+        // the three TCP connects, and the UDP client's two sends to one destination once (a socket's sends are taken once per
+        // destination, lib/connect.h fx_udp_seen, before the selectors are asked); the counter is host-wide, so other
+        // processes' unselected connects may add to it
+        Assert.True(probes.UnselectedConnects - unselected >= 4, $"{probes.UnselectedConnects - unselected} counted");
     }
 
     private static (int Pid, int Port) HostClient(string host, int port) => ProbeNetns.RunClientProcess(Process.Start(new ProcessStartInfo(ProbeNetns.Python,
