@@ -39,7 +39,7 @@ if [[ "$mode" == containerd ]]; then
   show query "$rec" "SELECT namespace, pod, container, binary, dst_ip, dst_port FROM connect WHERE pod IS NOT NULL ORDER BY time"
   show query "$rec" "SELECT pod, container, reason_name, function, dst_ip, dst_port, count(*) AS drops FROM kdrop WHERE pod IS NOT NULL GROUP BY ALL"
   show query "$rec" "SELECT phase, namespace, pod, uid, ips FROM pods ORDER BY taken, pod"
-  show replay "$rec" -o compact --pods xwing -t process -t connect -t exit
+  show replay "$rec" -f compact --pod xwing -t process -t connect -t exit
   echo
   echo "The recording is in $rec: plain Parquet files and a manifest (see schemas/README.md)."
   exit 0
@@ -55,7 +55,7 @@ show drops "$rec"
 show nat "$rec"
 show connects --external "$rec"
 show replay "$rec" -t drop -t policy-verdict
-show replay "$rec" -o compact --pods xwing -t process -t connect -t exit
+show replay "$rec" -f compact --pod xwing -t process -t connect -t exit
 show flow "$rec" --pod xwing --port 443
 show query "$rec" "SELECT reason_name, count(*) AS drops FROM \"drop\" GROUP BY ALL ORDER BY drops DESC"
 echo

@@ -118,7 +118,7 @@ internal static class ArrowBench
             foreach (var format in formats ?? ["arrow", "arrow-file", "csv", "json"])
             {
                 var output = Path.Combine(root, "out." + format);
-                var psi = new ProcessStartInfo("/usr/bin/time", ["-f", "%e %M", "dotnet", cli, "query", .. recs, sql, "-f", format, "-O", output, "--timeout", "3600", "--memory-limit", "4GB"])
+                var psi = new ProcessStartInfo("/usr/bin/time", ["-f", "%e %M", "dotnet", cli, "query", .. recs, sql, "-f", format, "-o", output, "--timeout", "3600", "--memory-limit", "4GB"])
                 {
                     RedirectStandardError = true,
                     RedirectStandardOutput = true,

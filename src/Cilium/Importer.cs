@@ -59,7 +59,7 @@ public static class Importer
                 var input = new ManifestInput { Path = Path.GetFullPath(path) };
                 lock (stats)
                     stats.Inputs.Add(input);
-                using var raw = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+                using var raw = Forensics.Datapath.Files.OpenRegular(path); // a FIFO or a device would block or never end
                 using var hashing = new HashingStream(raw);
                 input.Gzip = IsGzip(raw);
                 using var gzip = input.Gzip ? new GZipStream(hashing, CompressionMode.Decompress) : null;

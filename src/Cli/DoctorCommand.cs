@@ -16,27 +16,23 @@ public static class DoctorCommand
 
     private static int Run()
     {
-        try
+        Prerequisites.EnsureKernelAccess();
+        Console.WriteLine($"kernel {Environment.OSVersion.Version}, BTF present, tracefs and bpffs mounted, privileges ok");
+        foreach (var name in EmbeddedObjects.Names().Order(StringComparer.Ordinal))
         {
-            Prerequisites.EnsureKernelAccess();
-            Console.WriteLine($"kernel {Environment.OSVersion.Version}, BTF present, tracefs and bpffs mounted, privileges ok");
-            foreach (var name in EmbeddedObjects.Names().Order(StringComparer.Ordinal))
+            using var obj = BpfObject.OpenEmbedded(name);
+            try
             {
-                using var obj = BpfObject.OpenEmbedded(name);
                 obj.Load();
-                Console.WriteLine($"bpf/{name}.bpf.o: loaded {string.Join(", ", obj.ProgramNames())}");
             }
-            foreach (var f in Forensics.Datapath.Conntrack.ConntrackCheck.Run())
-                Console.WriteLine(f.Warning ? "warning: " + f.Text : f.Text);
-            return (int)ExitCode.Ok;
+            catch (BpfException e)
+            {
+                throw new PrerequisiteException($"bpf/{name}.bpf.o does not load: {e.Message}", e);
+            }
+            Console.WriteLine($"bpf/{name}.bpf.o: loaded {string.Join(", ", obj.ProgramNames())}");
         }
-        catch (PrerequisiteException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-        catch (BpfException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
+        foreach (var f in Forensics.Datapath.Conntrack.ConntrackCheck.Run())
+            Console.WriteLine(f.Warning ? "warning: " + f.Text : f.Text);
+        return (int)ExitCode.Ok;
     }
 }

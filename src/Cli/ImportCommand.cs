@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using Forensics.Cilium;
 using Forensics.Datapath;
+using Forensics.Recorder.Sessions;
+using Forensics.Recorder.Storage;
 
 namespace Forensics.Cli;
 
@@ -22,7 +24,7 @@ public static class ImportCommand
     private static Command Sub(ExportKind kind, string name, string description)
     {
         var files = new Argument<string[]>("files") { Description = "export files, in order (a rotated file's older parts first); .gz or plain", Arity = ArgumentArity.OneOrMore };
-        var output = new Option<string?>("--output", "-o") { Description = "recording folder to create (default: ./import-YYYYMMDD-HHMMSS)" };
+        var output = Vocabulary.Output("Recording folder, created mode 0700 (default: ./import-YYYYMMDD-HHMMSS)");
         var cmd = new Command(name, description) { files, output };
         cmd.SetAction(parse => Run(new ImportArgs(kind, parse.GetValue(files) ?? [],
             parse.GetValue(output) ?? $"import-{DateTime.Now:yyyyMMdd-HHmmss}")));
@@ -39,8 +41,21 @@ public static class ImportCommand
             if (!File.Exists(f))
                 return Cli.Fail(ExitCode.BadInput, $"{f}: no such file");
         }
-        if (Directory.Exists(args.Output) && Directory.EnumerateFileSystemEntries(args.Output).Any())
-            return Cli.Fail(ExitCode.BadInput, $"output folder {args.Output} exists and is not empty");
+        // One writer per folder (flock), created 0700, removed again if nothing was written (as record's).
+        OutputFolder folder;
+        try
+        {
+            folder = RecordingSession.PrepareOutput(args.Output);
+        }
+        catch (RecordingSetupException e)
+        {
+            return Cli.Fail(e.Problem switch
+            {
+                SetupProblem.DiskFull => ExitCode.DiskFull,
+                SetupProblem.Failure => ExitCode.Failure,
+                _ => ExitCode.BadInput,
+            }, e.Message);
+        }
         ImportSummary s;
         try
         {
@@ -49,6 +64,10 @@ public static class ImportCommand
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return Cli.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, e.Message);
+        }
+        finally
+        {
+            folder.Abandon(); // unlocks; removes the folder only if it made it and nothing was written
         }
         var inv = CultureInfo.InvariantCulture;
         var src = s.Source;

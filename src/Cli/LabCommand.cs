@@ -44,61 +44,53 @@ public static class LabCommand
         return cmd;
     }
 
-    private static Argument<FileInfo> FileArgument() => new("FILE") { Description = "The cluster YAML (with a Lab document)" };
+    private static Argument<FileInfo> FileArgument()
+    {
+        var a = new Argument<FileInfo>("FILE") { Description = "The cluster YAML (with a Lab document)" };
+        a.Validators.Add(r =>
+        {
+            var f = r.GetValueOrDefault<FileInfo>();
+            if (f is not null && !f.Exists)
+                r.AddError($"{f}: no such file");
+        });
+        return a;
+    }
 
     private static Option<bool> NoDatapathOption() => new("--no-datapath") { Description = "Build the lab without the BPF datapath (plain routing, no policy, no NAT)" };
 
-    private static Option<string?> NameOption() => new("--name") { Description = "Use this lab name instead of the Lab document's (e.g. to run two copies)" };
-
-    /// <summary>--l7 allow|deny: what a port with L7 rules gets at L4 (the lab is no L7 proxy).</summary>
-    internal static Option<string> L7Option()
+    private static Option<string?> NameOption()
     {
-        var o = new Option<string>("--l7")
+        var o = new Option<string?>("--name") { Description = "Use this lab name instead of the Lab document's (e.g. to run two copies): lowercase letters, digits and '-', at most 24" };
+        o.Validators.Add(r =>
         {
-            Description = "Ports whose policy has L7 rules (http, kafka, dns): allow them at L4 (the L7 rules are not enforced), or deny them",
-            DefaultValueFactory = _ => "allow",
-        };
-        o.AcceptOnlyFromAmong("allow", "deny");
+            var v = r.Tokens[0].Value;
+            if (!System.Text.RegularExpressions.Regex.IsMatch(v, "^[a-z0-9]([-a-z0-9]{0,22}[a-z0-9])?$"))
+                r.AddError($"--name: '{v}' is not a valid lab name (lowercase letters, digits and '-', at most 24)");
+        });
         return o;
     }
 
+    /// <summary>--l7 allow|deny: what a port with L7 rules gets at L4 (the lab is no L7 proxy).</summary>
+    internal static Option<string> L7Option() =>
+        Vocabulary.Choice("--l7", "Ports whose policy has L7 rules (http, kafka, dns): allow them at L4 (the L7 rules are not enforced), or deny them", "allow", "allow", "deny");
+
+    /// <summary>Runs a lab verb: the lab makes network namespaces and links, which needs root; errors go to the top-level handler.</summary>
     private static int Guard(Func<int> action)
     {
-        try
-        {
-            return action();
-        }
-        catch (Exception e) when (Environment.GetEnvironmentVariable("FORENSICS_DEBUG") == "1" && DebugPrint(e))
-        {
-            throw;
-        }
-        catch (ClusterSpecException e)
-        {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
-        }
-        catch (PrerequisiteException e)
-        {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
-        }
-        catch (LabException e)
-        {
-            return Cli.Fail(ExitCode.Failure, e.Message);
-        }
-        catch (Forensics.Datapath.Bpf.BpfException e)
-        {
-            return Cli.Fail(ExitCode.Failure, e.Message);
-        }
+        var caps = Prerequisites.EffectiveCapabilities();
+        const int CapNetAdmin = 12, CapSysAdmin = 21;
+        if ((caps & (1UL << CapSysAdmin)) == 0 || (caps & (1UL << CapNetAdmin)) == 0)
+            throw new PrerequisiteException("the lab makes network namespaces, links and routes: it needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); run it with sudo");
+        return action();
     }
 
-    private static bool DebugPrint(Exception e)
-    {
-        Console.Error.WriteLine(e.ToString());
-        return false;
-    }
+    /// <summary>--max-pods: a lab makes a network namespace and a veth pair per pod.</summary>
+    internal static Option<long> MaxPodsOption() =>
+        Vocabulary.Number("--max-pods", "refuse a cluster YAML with more pods than this", ClusterLimits.Default.MaxPods, 1, 65536);
 
-    private static ClusterSpec LoadLab(FileInfo file, string? name)
+    private static ClusterSpec LoadLab(FileInfo file, string? name, ParseResult parse, Option<long> maxPods)
     {
-        var cluster = ClusterLoader.LoadFile(file.FullName);
+        var cluster = ClusterLoader.LoadFile(file.FullName, ClusterLimits.Default with { MaxPods = (int)parse.GetValue(maxPods) });
         if (cluster.Lab is null)
             throw new ClusterSpecException($"{file.FullName}: no Lab document: `forensics lab` needs one (kind: Lab, apiVersion: {ClusterLoader.LabApiVersion})");
         if (name is not null)
@@ -121,12 +113,13 @@ public static class LabCommand
         var file = FileArgument();
         var noDatapath = NoDatapathOption();
         var name = NameOption();
+        var maxPods = MaxPodsOption();
         var events = new Option<bool>("--events") { Description = "Print the datapath's drop, policy verdict and NAT events while up" };
         var l7 = L7Option();
-        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events, l7 };
+        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events, maxPods, l7 };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name)) with { L7Deny = parse.GetValue(l7) == "deny" };
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods) with { L7Deny = parse.GetValue(l7) == "deny" };
             using var stop = new ManualResetEventSlim();
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
@@ -178,10 +171,11 @@ public static class LabCommand
     {
         var file = FileArgument();
         var name = NameOption();
-        var cmd = new Command("status", "Show whether the lab is up: its process, namespaces, pods and the BPF programs attached") { file, name };
+        var maxPods = MaxPodsOption();
+        var cmd = new Command("status", "Show whether the lab is up: its process, namespaces, pods and the BPF programs attached") { file, name, maxPods };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name));
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods);
             var labName = cluster.Lab!.Name;
             var state = LabState.Read(labName);
             var existing = LabNames.Namespaces(cluster).Where(NetNamespace.Exists).ToList();
@@ -222,16 +216,23 @@ public static class LabCommand
         var file = FileArgument();
         var noDatapath = NoDatapathOption();
         var name = NameOption();
+        var maxPods = MaxPodsOption();
         var steps = new Option<string[]>("--step") { Description = "Run only these steps (by name; repeatable)" };
         var l7 = L7Option();
-        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps, l7 };
+        steps.Validators.Add(r =>
+        {
+            foreach (var t in r.Tokens)
+                if (string.IsNullOrWhiteSpace(t.Value))
+                    r.AddError("--step: an empty step name");
+        });
+        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps, maxPods, l7 };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name)) with { L7Deny = parse.GetValue(l7) == "deny" };
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods) with { L7Deny = parse.GetValue(l7) == "deny" };
             var only = parse.GetValue(steps) ?? [];
             var unknown = only.Where(s => cluster.Lab!.Steps.All(x => x.Name != s)).ToList();
             if (unknown.Count > 0)
-                return Cli.Fail(ExitCode.Usage, $"no step named {string.Join(", ", unknown)} in {cluster.SourceFile}");
+                throw new UsageException($"no step named {string.Join(", ", unknown)} in {cluster.SourceFile}");
             var selected = cluster.Lab!.Steps.Where(s => only.Length == 0 || only.Contains(s.Name)).ToList();
             var existing = LabState.Read(cluster.Lab.Name);
             if (existing is not null && existing.UpAlive())
@@ -277,7 +278,8 @@ public static class LabCommand
     {
         var file = new Argument<FileInfo?>("FILE") { Description = "The cluster YAML (or give --name)", Arity = ArgumentArity.ZeroOrOne };
         var name = NameOption();
-        var cmd = new Command("down", "Remove everything the lab made (its up process, listeners, namespaces, links, routes, BPF attachments and pins); idempotent") { file, name };
+        var maxPods = MaxPodsOption();
+        var cmd = new Command("down", "Remove everything the lab made (its up process, listeners, namespaces, links, routes, BPF attachments and pins); idempotent") { file, name, maxPods };
         cmd.SetAction(parse => Guard(() =>
         {
             var f = parse.GetValue(file);
@@ -285,13 +287,11 @@ public static class LabCommand
             ClusterSpec? cluster = null;
             if (f is not null)
             {
-                cluster = LoadLab(f, n);
+                cluster = LoadLab(f, n, parse, maxPods);
                 n = cluster.Lab!.Name;
             }
             if (n is null)
-                return Cli.Fail(ExitCode.Usage, "lab down needs FILE or --name");
-            if (LibCheck.NotRoot())
-                return Cli.Fail(ExitCode.Prerequisite, "the lab's namespaces belong to root: run as root (sudo)");
+                throw new UsageException("lab down needs FILE or --name");
             var removed = Lab.Down(n, cluster);
             Console.WriteLine(removed.Count == 0 ? $"lab {n}: nothing to remove" : $"lab {n}: removed {string.Join(", ", removed)}");
             return (int)ExitCode.Ok;
@@ -362,11 +362,4 @@ public static class LabCommand
         });
         return cmd;
     }
-}
-
-internal static class LibCheck
-{
-    public static bool NotRoot() => Environment.UserName != "root" && !string.Equals(
-        File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("Uid:", StringComparison.Ordinal))?.Split('\t', StringSplitOptions.RemoveEmptyEntries).ElementAtOrDefault(2),
-        "0", StringComparison.Ordinal);
 }

@@ -22,17 +22,35 @@ public static class MonitorCommand
 {
     public static Command Build()
     {
-        var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to show: {string.Join(", ", RecordCommand.KindNames)} (default: all but capture)", AllowMultipleArgumentsPerToken = true };
-        var output = new Option<string>("--output", "-o") { Description = "text (time first), compact (as the live tools print), json, or arrow (one Arrow IPC stream, a table column naming each row's table: docs/arrow.md)", DefaultValueFactory = _ => "compact" };
-        var file = new Option<string?>("--output-file", "-O") { Description = "write to this file instead of standard output" };
-        var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel" };
-        var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s); without it, until Ctrl-C" };
+        var types = Vocabulary.Types($"Event kinds to show, comma-separated or repeated: {string.Join(", ", RecordCommand.KindNames)} (default: all but capture)", RecordCommand.KindNames);
+        var output = Vocabulary.Format("text (time first), compact (as the live tools print), json, or arrow (one Arrow IPC stream, a table column naming each row's table: docs/arrow.md)", "compact", "text", "compact", "json", "arrow");
+        var file = Vocabulary.Output("write to this file (created 0600) instead of standard output");
+        var exclude = Vocabulary.Cidrs("--exclude-cidr", "Never report connects to this CIDR (repeatable); filtered in the kernel");
+        var duration = Vocabulary.Duration("--duration", "-d", "Stop after this long (e.g. 30s); without it, until Ctrl-C");
         var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: a well-known containerd or CRI-O socket that exists)" };
-        var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
+        var pods = Vocabulary.InputFile("--pods-file", "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime");
+        runtime.Validators.Add(r =>
+        {
+            if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value))
+                r.AddError("--runtime-endpoint: an empty address");
+        });
         var labs = new Option<string[]>("--lab") { Description = "Show the datapath of this running lab only (repeatable; default: every running datapath, see `forensics lab up`)" };
+        labs.Validators.Add(r =>
+        {
+            foreach (var v in r.Tokens.Select(t => t.Value))
+                if (v.Length == 0 || v.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+                    r.AddError($"--lab: '{v}' is not a lab name");
+        });
         var from = new Option<string[]>("--from") { Description = "Filter by source endpoint id (repeatable, as cilium monitor --from)", AllowMultipleArgumentsPerToken = true };
         var to = new Option<string[]>("--to") { Description = "Filter by destination endpoint id (repeatable, as cilium monitor --to)", AllowMultipleArgumentsPerToken = true };
         var related = new Option<string[]>("--related-to") { Description = "Filter by either source or destination endpoint id (repeatable, as cilium monitor --related-to)", AllowMultipleArgumentsPerToken = true };
+        foreach (var ids in new[] { from, to, related })
+            ids.Validators.Add(r =>
+            {
+                foreach (var v in r.Tokens.Select(t => t.Value))
+                    if (!ushort.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _))
+                        r.AddError($"{r.Option.Name}: '{v}' is not an endpoint id (0-65535)");
+            });
         var verbose = new Option<bool>("--verbose", "-v") { Description = "More detail: drops and traces as cilium monitor's verbose lines (CPU, mark, source endpoint, bytes, identities, destination endpoint)" };
         var cmd = new Command("monitor", "Print events live: every running datapath's (drop, policy, nat, trace, capture, from its monitor socket) as cilium monitor prints them, and the probes' as tetra getevents -o compact would")
         {
@@ -57,14 +75,14 @@ public static class MonitorCommand
                 kinds = RecordCommand.ParseKinds(parse.GetValue(types) ?? []);
                 if (kinds.Count == 0)
                     kinds = [.. Enumerable.Range(1, (int)Datapath.Abi.EventKind.Max - 1).Select(k => (Datapath.Abi.EventKind)k).Where(k => k != Datapath.Abi.EventKind.Capture)];
-                d = parse.GetValue(duration) is { } ds ? Args.ParseDuration(ds) : null;
+                d = parse.GetValue(duration);
                 excluded = [.. parse.GetValue(exclude) ?? []];
                 foreach (var c in excluded)
                     Cidrs.Parse(c); // a usage error before anything loads
                 if (format is null && parse.GetValue(file) is null && !Console.IsOutputRedirected)
-                    throw new FormatException("-o arrow writes binary: redirect standard output or give --output-file");
+                    throw new FormatException("-f arrow writes binary: redirect standard output or give --output");
                 if (parse.GetValue(runtime) is not null && parse.GetValue(pods) is not null)
-                    throw new FormatException("--runtime-endpoint and --pods both say where pods come from: give one");
+                    throw new FormatException("--runtime-endpoint and --pods-file both say where pods come from: give one");
             }
             catch (FormatException e)
             {
@@ -135,7 +153,7 @@ public static class MonitorCommand
                 sink = new LinePrinter(f, filter, verbose, kinds.Contains(Datapath.Abi.EventKind.Exec) || kinds.Contains(Datapath.Abi.EventKind.Exit));
             else
             {
-                output = file is null ? Console.OpenStandardOutput() : new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.Read);
+                output = file is null ? Console.OpenStandardOutput() : Forensics.Query.Output.OutputTarget.CreateBinary(file, []) /* 0600, never through a link */;
                 // a reader that closes the pipe ends the monitor, as it ends `cilium monitor | head`
                 sink = arrow = new ArrowStreamSink(output, session.Kinds.Order().Select(Rows.TableOf), _ => cts.Cancel());
             }

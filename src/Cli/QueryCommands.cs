@@ -1,10 +1,10 @@
 using System.CommandLine;
-using System.Globalization;
 using System.Text;
+using Forensics.Format;
 using Forensics.Query;
-using Forensics.Query.Export;
 using Forensics.Query.Output;
 using Forensics.Query.Recording;
+using Forensics.Query.Export;
 using Forensics.Query.Render;
 
 namespace Forensics.Cli;
@@ -12,36 +12,87 @@ namespace Forensics.Cli;
 /// <summary>The verbs that read recordings: query, drops, nat, connects, flow, replay, export, info.</summary>
 public static class QueryCommands
 {
-    private static Argument<string[]> Recordings(string description = "recording directories (several: queried together, told apart by the recording and node columns)") =>
-        new("recordings") { Description = description, Arity = ArgumentArity.OneOrMore };
+    /// <summary>The limits on what is read from a recording or a bundle (also on bundle and verify).</summary>
+    internal sealed class LimitOptions
+    {
+        public Option<Vocabulary.ByteSize> MaxManifest { get; } = Vocabulary.Size("--max-manifest-size", "refuse a manifest.json larger than this", (ulong)ReadLimits.Default.MaxManifestBytes, 1024, 1UL << 40);
+        public Option<long> MaxFiles { get; } = Vocabulary.Number("--max-files", "refuse a recording that lists more files than this", ReadLimits.Default.MaxFiles, 1, int.MaxValue);
+        public Option<Vocabulary.ByteSize> MaxExtract { get; } = Vocabulary.Size("--max-extract-size", "refuse a bundle holding more bytes than this (it must also fit the free space of TMPDIR)", (ulong)ReadLimits.Default.MaxExtractBytes, 1, 1UL << 50);
 
+        public void AddTo(Command c)
+        {
+            c.Options.Add(MaxManifest);
+            c.Options.Add(MaxFiles);
+            c.Options.Add(MaxExtract);
+        }
+
+        public ReadLimits Limits(ParseResult p) => new()
+        {
+            MaxManifestBytes = (long)p.GetValue(MaxManifest).Bytes,
+            MaxFiles = (int)p.GetValue(MaxFiles),
+            MaxExtractBytes = (long)Math.Min(p.GetValue(MaxExtract).Bytes, long.MaxValue),
+        };
+    }
+
+    /// <summary>What every verb that runs SQL over recordings takes.</summary>
     private sealed class Common
     {
-        public Option<double> Timeout { get; } = new("--timeout") { Description = "time limit per statement in seconds", DefaultValueFactory = _ => 300 };
-        public Option<string> Memory { get; } = new("--memory-limit") { Description = "DuckDB memory limit", DefaultValueFactory = _ => "2GB" };
-        public Option<string[]> ClusterCidr { get; } = new("--cluster-cidr") { Description = "CIDR to count as inside the cluster, besides the manifest's and the snapshot's addresses (repeatable)", AllowMultipleArgumentsPerToken = false };
+        public Option<Vocabulary.Span> Timeout { get; } = Vocabulary.Duration("--timeout", "time limit of each statement, writing its rows included (e.g. 30s, 5m)", TimeSpan.FromMinutes(5));
+        public Option<string> Memory { get; } = MemoryOption();
+        public Option<long> MaxRows { get; } = Vocabulary.Number("--max-rows", "refuse a result of more rows than this when it is held in memory (table and parquet output, reconstructions, replay); csv, json and arrow stream", new QueryLimits().MaxRows, 1, long.MaxValue);
+        public Option<string[]> ClusterCidr { get; } = Vocabulary.Cidrs("--cluster-cidr", "CIDR to count as inside the cluster, besides the manifest's and the snapshot's addresses (repeatable)");
+        public Option<bool> NoVerify { get; } = new("--no-verify") { Description = "do not check each file's SHA-256 against the manifest before reading (a bundle is always checked)" };
+        public LimitOptions Limits { get; } = new();
 
         public void AddTo(Command c)
         {
             c.Options.Add(Timeout);
             c.Options.Add(Memory);
+            c.Options.Add(MaxRows);
             c.Options.Add(ClusterCidr);
+            c.Options.Add(NoVerify);
+            Limits.AddTo(c);
         }
 
-        public QueryOptions Options(ParseResult p) => new()
+        public QueryOptions Options(ParseResult p)
         {
-            Limits = new QueryLimits { Timeout = TimeSpan.FromSeconds(Math.Max(0.001, p.GetValue(Timeout))), MemoryLimit = p.GetValue(Memory) ?? "2GB" },
-            ClusterCidrs = p.GetValue(ClusterCidr) ?? [],
-        };
+            var verify = !p.GetValue(NoVerify);
+            if (!verify)
+                Console.Error.WriteLine("note: --no-verify: the recording's files were not checked against the manifest's SHA-256");
+            return new QueryOptions
+            {
+                Limits = new QueryLimits { Timeout = p.GetValue(Timeout).Value, MemoryLimit = p.GetValue(Memory)!, MaxRows = p.GetValue(MaxRows) },
+                ClusterCidrs = p.GetValue(ClusterCidr) ?? [],
+                Read = Limits.Limits(p),
+                VerifyFiles = verify,
+            };
+        }
+
+        private static Option<string> MemoryOption()
+        {
+            var o = new Option<string>("--memory-limit") { Description = "DuckDB's memory limit (e.g. 512MB, 2GB)", DefaultValueFactory = _ => "2GB" };
+            o.Validators.Add(r =>
+            {
+                var v = r.Tokens.Count > 0 ? r.Tokens[0].Value : "2GB";
+                if (!System.Text.RegularExpressions.Regex.IsMatch(v, @"^[0-9]{1,12}(\.[0-9]{1,6})?\s?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", System.Text.RegularExpressions.RegexOptions.IgnoreCase))
+                    r.AddError($"--memory-limit: '{v}' is not a size DuckDB takes (e.g. 512MB, 2GB)");
+            });
+            return o;
+        }
     }
 
     private sealed class OutputOptions
     {
         public Option<string> Format { get; }
-        public Option<string?> Output { get; } = new("--output", "-O") { Description = "write to this file instead of standard output" };
+        public Option<string?> Output { get; } = Vocabulary.Output("write to this file (created 0600) instead of standard output");
 
-        public OutputOptions(string defaultFormat = "table") =>
-            Format = new Option<string>("--format", "-f") { Description = "table, csv, json (one object per line), parquet (needs --output), arrow (an Arrow IPC stream) or arrow-file (an Arrow IPC file): docs/arrow.md", DefaultValueFactory = _ => defaultFormat };
+        public OutputOptions(string defaultFormat = "table", string? extra = null)
+        {
+            string[] names = ["table", "csv", "json", "parquet", "arrow", "arrow-file"];
+            if (extra is not null)
+                names = [extra, .. names];
+            Format = Vocabulary.Format($"{(extra is null ? "" : extra + ", ")}table, csv, json (one object per line), parquet (needs --output), arrow (an Arrow IPC stream) or arrow-file (an Arrow IPC file): docs/arrow.md", defaultFormat, names);
+        }
 
         public void AddTo(Command c)
         {
@@ -49,24 +100,23 @@ public static class QueryCommands
             c.Options.Add(Output);
         }
 
-        public OutputFormat Parse(ParseResult p) => (p.GetValue(Format) ?? "table").ToLowerInvariant() switch
+        public OutputFormat Parse(ParseResult p) => p.GetValue(Format) switch
         {
-            "table" => OutputFormat.Table,
             "csv" => OutputFormat.Csv,
             "json" => OutputFormat.Json,
             "parquet" => OutputFormat.Parquet,
             "arrow" => OutputFormat.Arrow,
             "arrow-file" => OutputFormat.ArrowFile,
-            var f => throw new UsageException($"unknown format \"{f}\" (table, csv, json, parquet, arrow, arrow-file)"),
+            _ => OutputFormat.Table,
         };
     }
 
     private sealed class FilterOptions
     {
-        public Option<string?> Pod { get; } = new("--pod") { Description = "pod name or namespace/pod" };
-        public Option<string?> Namespace { get; } = new("--namespace", "-n") { Description = "namespace" };
-        public Option<string?> Since { get; } = new("--since") { Description = "from this time (RFC 3339, UTC unless a zone is given)" };
-        public Option<string?> Until { get; } = new("--until") { Description = "before this time" };
+        public Option<string?> Pod { get; } = Vocabulary.Pod("pod name or namespace/pod");
+        public Option<string?> Namespace { get; } = Vocabulary.Namespace();
+        public Option<DateTimeOffset?> Since { get; } = Vocabulary.Time("--since", "from this time (RFC 3339, UTC unless a zone is given)");
+        public Option<DateTimeOffset?> Until { get; } = Vocabulary.Time("--until", "before this time");
 
         public void AddTo(Command c)
         {
@@ -80,64 +130,24 @@ public static class QueryCommands
         {
             Pod = p.GetValue(Pod),
             Namespace = p.GetValue(Namespace),
-            Since = Time(p.GetValue(Since), "--since"),
-            Until = Time(p.GetValue(Until), "--until"),
+            Since = p.GetValue(Since),
+            Until = p.GetValue(Until),
         };
     }
 
-    private sealed class UsageException(string message) : Exception(message);
-
-    internal static DateTimeOffset? Time(string? s, string option)
-    {
-        if (s is null)
-            return null;
-        if (DateTimeOffset.TryParse(s, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var t))
-            return t;
-        throw new UsageException($"{option}: \"{s}\" is not a time (use RFC 3339, e.g. 2026-11-23T10:00:00Z)");
-    }
-
-    /// <summary>Runs a verb's body with the one-line error mapping every verb shares.</summary>
-    private static int Guard(Func<int> body)
-    {
-        try
-        {
-            return body();
-        }
-        catch (UsageException e)
-        {
-            return Cli.Fail(ExitCode.Usage, e.Message);
-        }
-        catch (RecordingException e)
-        {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
-        }
-        catch (QueryException e)
-        {
-            return Cli.Fail(ExitCode.Failure, e.Message);
-        }
-        catch (IOException e)
-        {
-            return Cli.Fail(ExitCode.Failure, e.Message);
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            return Cli.Fail(ExitCode.Failure, e.Message);
-        }
-        catch (DuckDB.NET.Data.DuckDBException e)
-        {
-            return Cli.Fail(ExitCode.Failure, QuerySession.OneLine(e.Message));
-        }
-    }
+    private static QuerySession Open(ParseResult p, Argument<string[]> recs, Common common) =>
+        QuerySession.Open(p.GetValue(recs)!, common.Options(p));
 
     /// <summary>
-    /// Writes a query's result in the chosen format: Arrow streams from DuckDB batch by batch (never the
-    /// whole result in memory), the others print the materialized result.
+    /// Writes a query's result in the chosen format: Arrow streams from DuckDB batch by batch, CSV and JSON
+    /// lines row by row (never the whole result in memory); a table and Parquet hold it, up to --max-rows.
+    /// An output file is created 0600 and never inside a recording being read.
     /// </summary>
     private static void Emit(QuerySession session, string sql, OutputFormat format, string? outFile)
     {
         if (format is not (OutputFormat.Arrow or OutputFormat.ArrowFile))
         {
-            ResultWriter.Write(session.Execute(sql), format, Console.Out, outFile);
+            ResultWriter.Write(session, sql, format, Console.Out, outFile);
             return;
         }
         if (outFile is null && !Console.IsOutputRedirected)
@@ -146,7 +156,7 @@ public static class QueryCommands
         {
             ["forensics.recordings"] = string.Join(",", session.Recordings.Select(r => r.Manifest.RecordingId)),
         };
-        using var o = outFile is null ? Console.OpenStandardOutput() : new FileStream(outFile, FileMode.Create, FileAccess.Write);
+        using var o = outFile is null ? Console.OpenStandardOutput() : OutputTarget.CreateBinary(outFile, session.ProtectedPaths);
         ArrowResultWriter.Write(session, sql, format == OutputFormat.ArrowFile, o, meta);
     }
 
@@ -156,7 +166,7 @@ public static class QueryCommands
     {
         var args = new Argument<string[]>("recordings-and-sql")
         {
-            Description = "recording directories, then optionally the SQL (without it: an interactive prompt on a terminal, else SQL read from standard input)",
+            Description = "recording folders or bundle files, then optionally the SQL (without it: an interactive prompt on a terminal, else SQL read from standard input)",
             Arity = ArgumentArity.OneOrMore,
         };
         var common = new Common();
@@ -165,15 +175,17 @@ public static class QueryCommands
         cmd.Arguments.Add(args);
         common.AddTo(cmd);
         output.AddTo(cmd);
-        cmd.SetAction(p => Guard(() =>
+        cmd.SetAction(p =>
         {
             var all = p.GetValue(args) ?? [];
             var paths = all.TakeWhile(a => Directory.Exists(a) || File.Exists(a)).ToList();
             var rest = all.Skip(paths.Count).ToList();
+            if (rest.Take(rest.Count - 1).FirstOrDefault(Vocabulary.LooksLikeOption) is { } unknown)
+                throw new UsageException($"unknown option '{unknown}' (--help lists the options)");
             if (paths.Count == 0)
                 throw new RecordingException($"{all.FirstOrDefault()}: no such recording");
             if (rest.Count > 1)
-                throw new UsageException($"{rest[0]}: no such recording (give the SQL as one argument, last)");
+                throw new RecordingException($"{rest[0]}: no such recording (give the SQL as one argument, last)");
             var format = output.Parse(p);
             var outFile = p.GetValue(output.Output);
             using var session = QuerySession.Open(paths, common.Options(p));
@@ -184,12 +196,23 @@ public static class QueryCommands
             }
             if (Console.IsInputRedirected)
             {
-                Emit(session, Console.In.ReadToEnd(), format, outFile);
+                Emit(session, ReadSql(Console.In), format, outFile);
                 return (int)ExitCode.Ok;
             }
             return Interactive(session, format);
-        }));
+        });
         return cmd;
+    }
+
+    /// <summary>SQL from standard input, at most 16 MiB of it.</summary>
+    private static string ReadSql(TextReader input)
+    {
+        const int Max = 16 << 20;
+        var buf = new char[Max + 1];
+        var n = input.ReadBlock(buf, 0, buf.Length);
+        if (n > Max)
+            throw new UsageException($"the SQL on standard input is longer than {Max} characters");
+        return new string(buf, 0, n);
     }
 
     private static int Interactive(QuerySession session, OutputFormat format)
@@ -203,10 +226,18 @@ public static class QueryCommands
             if (line is null)
                 break;
             var trimmed = line.Trim();
-            if (buffer.Length == 0 && trimmed is ".quit" or ".exit")
-                break;
-            if (buffer.Length == 0 && trimmed == ".tables")
+            if (buffer.Length == 0 && trimmed.StartsWith('.'))
+            {
+                // A dot command is one line of its own: an unknown one is an error, never the start of a statement.
+                if (trimmed is ".quit" or ".exit")
+                    break;
+                if (trimmed != ".tables")
+                {
+                    Console.Error.WriteLine($"error: unknown command {trimmed.Split(' ')[0]} (.tables, .quit)");
+                    continue;
+                }
                 trimmed = "SELECT table_name AS name, table_type AS type FROM information_schema.tables ORDER BY 1;";
+            }
             buffer.AppendLine(trimmed);
             if (!trimmed.EndsWith(';'))
                 continue;
@@ -214,7 +245,7 @@ public static class QueryCommands
             buffer.Clear();
             try
             {
-                ResultWriter.Write(session.Execute(sql), format is OutputFormat.Parquet or OutputFormat.Arrow or OutputFormat.ArrowFile ? OutputFormat.Table : format, Console.Out, null);
+                ResultWriter.Write(session.Execute(sql), format is OutputFormat.Parquet or OutputFormat.Arrow or OutputFormat.ArrowFile ? OutputFormat.Table : format, Console.Out);
             }
             catch (QueryException e)
             {
@@ -228,11 +259,17 @@ public static class QueryCommands
 
     public static Command Drops()
     {
-        var recs = Recordings();
+        var recs = Vocabulary.Recordings();
         var common = new Common();
         var output = new OutputOptions();
         var filter = new FilterOptions();
         var reason = new Option<string?>("--reason") { Description = "reason code (133) or part of its name (\"Policy denied\", NETFILTER_DROP)" };
+        reason.Validators.Add(r =>
+        {
+            var v = r.Tokens[0].Value;
+            if (int.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var code) ? code > 65535 : v.Trim().Length == 0)
+                r.AddError($"--reason: '{v}' is no drop reason's code or part of its name (the view drop_reasons lists them)");
+        });
         var allReasons = new Option<bool>("--all-reasons") { Description = "also the kernel drops that are not a dropped network packet in the user's sense (socket close, queue purge, multicast noise: docs/drops.md)" };
         var cmd = new Command("drops", "Who was dropped where and why, by our datapath and by the kernel: source and destination workload and identity, port, protocol, reason, which layer dropped it, count, first and last seen (view drops_by_workload)");
         cmd.Arguments.Add(recs);
@@ -241,47 +278,47 @@ public static class QueryCommands
         filter.AddTo(cmd);
         cmd.Options.Add(reason);
         cmd.Options.Add(allReasons);
-        cmd.SetAction(p => Guard(() =>
+        cmd.SetAction(p =>
         {
             var f = filter.Parse(p) with { Reason = p.GetValue(reason), AllReasons = p.GetValue(allReasons) };
-            using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
+            using var s = Open(p, recs, common);
             Emit(s, Reconstructions.Drops(f), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
-        }));
+        });
         return cmd;
     }
 
     public static Command Nat()
     {
-        var recs = Recordings();
+        var recs = Vocabulary.Recordings();
         var common = new Common();
         var output = new OutputOptions();
         var filter = new FilterOptions();
-        var addr = new Option<string?>("--address") { Description = "an address the translation involves (client, original, translated or destination)" };
+        var addr = Vocabulary.Address("an address the translation involves (client, original, translated or destination)");
         var cmd = new Command("nat", "Every translation seen: service VIP:port -> backend per flow, pod -> node SNAT to outside destinations, with packets and times (view nat_mappings)");
         cmd.Arguments.Add(recs);
         common.AddTo(cmd);
         output.AddTo(cmd);
         filter.AddTo(cmd);
         cmd.Options.Add(addr);
-        cmd.SetAction(p => Guard(() =>
+        cmd.SetAction(p =>
         {
             var f = filter.Parse(p) with { Address = p.GetValue(addr) };
-            using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
+            using var s = Open(p, recs, common);
             Emit(s, Reconstructions.Nat(f), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
-        }));
+        });
         return cmd;
     }
 
     public static Command Connects()
     {
-        var recs = Recordings();
+        var recs = Vocabulary.Recordings();
         var common = new Common();
         var output = new OutputOptions();
         var filter = new FilterOptions();
         var external = new Option<bool>("--external") { Description = "only connects leaving the cluster (see the view cluster_cidrs)" };
-        var process = new Option<string?>("--process") { Description = "binary (path or base name) or comm" };
+        var process = ProcessOption("binary (path or base name) or comm");
         var cmd = new Command("connects", "Connects by process: pod, binary, arguments, destination, when, and the process's exit code (views connects_resolved, external_connects)");
         cmd.Arguments.Add(recs);
         common.AddTo(cmd);
@@ -289,26 +326,39 @@ public static class QueryCommands
         filter.AddTo(cmd);
         cmd.Options.Add(external);
         cmd.Options.Add(process);
-        cmd.SetAction(p => Guard(() =>
+        cmd.SetAction(p =>
         {
             var f = filter.Parse(p) with { Process = p.GetValue(process) };
-            using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
+            using var s = Open(p, recs, common);
             Emit(s, Reconstructions.Connects(f, p.GetValue(external)), output.Parse(p), p.GetValue(output.Output));
             return (int)ExitCode.Ok;
-        }));
+        });
         return cmd;
     }
 
+    private static Option<string?> ProcessOption(string description) => new("--process")
+    {
+        Description = description,
+        Validators = { r => { if (string.IsNullOrWhiteSpace(r.Tokens[0].Value)) r.AddError("--process: an empty value"); } },
+    };
+
     public static Command Flow()
     {
-        var recs = Recordings();
+        var recs = Vocabulary.Recordings();
         var common = new Common();
-        var output = new OutputOptions("story");
+        var output = new OutputOptions("story", "story");
         var filter = new FilterOptions();
-        var addr = new Option<string?>("--address") { Description = "client, server, backend or SNAT address" };
-        var port = new Option<int?>("--port") { Description = "client, server or backend port" };
-        var proto = new Option<string?>("--protocol") { Description = "tcp, udp, ..." };
-        var process = new Option<string?>("--process") { Description = "binary (path or base name)" };
+        var addr = Vocabulary.Address("client, server, backend or SNAT address");
+        var port = Vocabulary.OptionalNumber("--port", "client, server or backend port", 1, 65535);
+        var proto = new Option<string?>("--protocol") { Description = "tcp, udp, icmp, icmpv6, sctp or an IP protocol number" };
+        proto.Validators.Add(r =>
+        {
+            var v = r.Tokens[0].Value;
+            if (v.ToLowerInvariant() is not ("tcp" or "udp" or "icmp" or "icmpv6" or "sctp")
+                && !(byte.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _)))
+                r.AddError($"--protocol: '{v}' is not tcp, udp, icmp, icmpv6, sctp or a number from 0 to 255");
+        });
+        var process = ProcessOption("binary (path or base name)");
         var cmd = new Command("flow", "The joined story of each flow matching the filter: exec -> connect -> DNAT/SNAT -> policy verdict -> delivered or dropped -> exit, saying which links are missing (views flow_story, flow_events). --format story (default) prints each flow's events");
         cmd.Arguments.Add(recs);
         common.AddTo(cmd);
@@ -318,20 +368,27 @@ public static class QueryCommands
         cmd.Options.Add(port);
         cmd.Options.Add(proto);
         cmd.Options.Add(process);
-        cmd.SetAction(p => Guard(() =>
+        cmd.SetAction(p =>
         {
-            var f = filter.Parse(p) with { Address = p.GetValue(addr), Port = p.GetValue(port), Protocol = p.GetValue(proto), Process = p.GetValue(process) };
-            using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
-            if ((p.GetValue(output.Format) ?? "story") == "story")
+            var f = filter.Parse(p) with
+            {
+                Address = p.GetValue(addr),
+                Port = p.GetValue(port) is { } pt ? (int)pt : null,
+                Protocol = p.GetValue(proto),
+                Process = p.GetValue(process),
+            };
+            using var s = Open(p, recs, common);
+            var outFile = p.GetValue(output.Output);
+            if (p.GetValue(output.Format) == "story")
             {
                 var result = s.Execute(Reconstructions.Flows(f));
-                using var file = p.GetValue(output.Output) is { } o ? new StreamWriter(o) : null;
+                using var file = outFile is null ? null : OutputTarget.CreateText(outFile, s.ProtectedPaths);
                 FlowStory.Write(s, result, (TextWriter?)file ?? Console.Out);
             }
             else
-                Emit(s, Reconstructions.Flows(f), output.Parse(p), p.GetValue(output.Output));
+                Emit(s, Reconstructions.Flows(f), output.Parse(p), outFile);
             return (int)ExitCode.Ok;
-        }));
+        });
         return cmd;
     }
 
@@ -339,43 +396,52 @@ public static class QueryCommands
 
     public static Command Replay()
     {
-        var recs = Recordings();
+        var recs = Vocabulary.Recordings();
         var common = new Common();
-        var kinds = new Option<string[]>("--type", "-t") { Description = "event kinds: drop, policy-verdict, trace, nat, capture, exec, exit, connect, kdrop, loss (repeatable; default all but capture)", AllowMultipleArgumentsPerToken = true };
-        var pods = new Option<string[]>("--pods") { Description = "pods (name or namespace/pod)", AllowMultipleArgumentsPerToken = true };
-        var ns = new Option<string?>("--namespace") { Description = "namespace" };
-        var procs = new Option<string[]>("--processes") { Description = "process events only of these binaries (path or base name)", AllowMultipleArgumentsPerToken = true };
-        var since = new Option<string?>("--since") { Description = "from this time (RFC 3339)" };
-        var until = new Option<string?>("--until") { Description = "before this time" };
-        var format = new Option<string>("--output", "-o") { Description = "text (time, then the line), compact (the live tools' lines exactly) or json (one object per event)", DefaultValueFactory = _ => "text" };
+        var kinds = Vocabulary.Types("event kinds: drop, policy, trace, nat, capture, exec, exit, connect, kdrop, loss (comma-separated or repeated; default all but capture)",
+            Forensics.Query.Replay.KindAliases.Keys);
+        var pods = Vocabulary.Pods("pods (name or namespace/pod; repeatable): their process events, and datapath events from or to them");
+        var ns = Vocabulary.Namespace();
+        var procs = new Option<string[]>("--process") { Description = "process events only of these binaries (path or base name; repeatable)", AllowMultipleArgumentsPerToken = true };
+        procs.Validators.Add(r =>
+        {
+            if (r.Tokens.Any(t => string.IsNullOrWhiteSpace(t.Value)))
+                r.AddError("--process: an empty value");
+        });
+        var since = Vocabulary.Time("--since", "from this time (RFC 3339)");
+        var until = Vocabulary.Time("--until", "before this time");
+        var format = Vocabulary.Format("text (time, then the line), compact (the live tools' lines exactly) or json (one object per event)", "text", "text", "compact", "json");
+        var output = Vocabulary.Output("write to this file (created 0600) instead of standard output");
         var cmd = new Command("replay", "Print a recording in time order as the live tools would have: datapath events like cilium monitor, process events like tetra getevents -o compact");
         cmd.Arguments.Add(recs);
         common.AddTo(cmd);
-        foreach (var o in new Option[] { kinds, pods, ns, procs, since, until, format })
+        foreach (var o in new Option[] { kinds, pods, ns, procs, since, until, format, output })
             cmd.Options.Add(o);
-        cmd.SetAction(p => Guard(() =>
+        cmd.SetAction(p =>
         {
-            var fmt = (p.GetValue(format) ?? "text") switch
+            var fmt = p.GetValue(format) switch
             {
-                "text" => RenderFormat.Text,
                 "compact" => RenderFormat.Compact,
                 "json" => RenderFormat.Json,
-                var f => throw new UsageException($"unknown output \"{f}\" (text, compact, json)"),
+                _ => RenderFormat.Text,
             };
             var filter = new ReplayFilter
             {
-                Kinds = SplitList(p.GetValue(kinds)),
-                Pods = SplitList(p.GetValue(pods)),
+                Kinds = p.GetValue(kinds) ?? [],
+                Pods = p.GetValue(pods) ?? [],
                 Namespace = p.GetValue(ns),
                 Processes = SplitList(p.GetValue(procs)),
-                Since = Time(p.GetValue(since), "--since"),
-                Until = Time(p.GetValue(until), "--until"),
+                Since = p.GetValue(since),
+                Until = p.GetValue(until),
             };
-            using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
+            using var s = Open(p, recs, common);
+            using var file = p.GetValue(output) is { } o ? OutputTarget.CreateText(o, s.ProtectedPaths) : null;
+            var w = (TextWriter?)file ?? Console.Out;
             foreach (var line in Forensics.Query.Replay.Lines(s, filter, fmt))
-                Console.Out.WriteLine(line);
+                w.WriteLine(line);
+            w.Flush();
             return (int)ExitCode.Ok;
-        }));
+        });
         return cmd;
     }
 
@@ -384,31 +450,36 @@ public static class QueryCommands
 
     public static Command Export()
     {
-        var recs = Recordings();
+        var recs = Vocabulary.Recordings();
         var common = new Common();
-        var pcap = new Option<string>("--pcap") { Description = "write the captured packets to this pcapng file", Required = true };
+        var output = Vocabulary.Output("the pcapng file to write (created 0600)", required: true);
+        var format = Vocabulary.Format("pcapng (the only format)", "pcapng", "pcapng");
         var dropsOnly = new Option<bool>("--drops-only") { Description = "only packets that were dropped" };
         var cmd = new Command("export", "Export captured packets as pcapng, each annotated with kind, observation point, drop reason and identities (Wireshark/tshark: frame comments)");
         cmd.Arguments.Add(recs);
         common.AddTo(cmd);
-        cmd.Options.Add(pcap);
+        cmd.Options.Add(output);
+        cmd.Options.Add(format);
         cmd.Options.Add(dropsOnly);
-        cmd.SetAction(p => Guard(() =>
+        cmd.SetAction(p =>
         {
-            using var s = QuerySession.Open(p.GetValue(recs)!, common.Options(p));
-            var n = PcapExport.Write(s, p.GetValue(pcap)!, p.GetValue(dropsOnly));
-            Console.Error.WriteLine($"{n} packet{(n == 1 ? "" : "s")} written to {p.GetValue(pcap)}");
+            using var s = Open(p, recs, common);
+            var file = p.GetValue(output)!;
+            var n = PcapExport.Write(s, file, p.GetValue(dropsOnly));
+            Console.Error.WriteLine($"{n} packet{(n == 1 ? "" : "s")} written to {file}");
             return (int)ExitCode.Ok;
-        }));
+        });
         return cmd;
     }
 
     public static Command Info()
     {
-        var recs = Recordings();
-        var cmd = new Command("info", "What a recording is: host, kernel, time range, stop reason, rows per table, loss, and every file verified against its SHA-256 (exit code 6 when one is not)");
+        var recs = Vocabulary.Recordings();
+        var limits = new LimitOptions();
+        var cmd = new Command("info", "What a recording is: host, kernel, time range, stop reason, rows per table, loss, and every file verified against its SHA-256 first (exit code 6 when one is not)");
         cmd.Arguments.Add(recs);
-        cmd.SetAction(p => Guard(() =>
+        limits.AddTo(cmd);
+        cmd.SetAction(p =>
         {
             var ok = true;
             var first = true;
@@ -417,11 +488,11 @@ public static class QueryCommands
                 if (!first)
                     Console.Out.WriteLine();
                 first = false;
-                using var rec = RecordingLocator.Open(path);
+                using var rec = RecordingLocator.Open(path, limits.Limits(p));
                 ok &= Forensics.Query.Info.Report(rec, Console.Out);
             }
             return ok ? (int)ExitCode.Ok : Cli.Fail(ExitCode.VerifyFailed, "files differ from the manifest (tampered or corrupted)");
-        }));
+        });
         return cmd;
     }
 }

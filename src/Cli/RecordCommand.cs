@@ -25,6 +25,7 @@ public sealed record RecordArgs(
     MonitorAggregation MonitorAggregation = MonitorAggregation.None,
     bool Probes = true,
     IReadOnlyList<Forensics.Cilium.LiveEndpoint>? Cilium = null,
+    int MaxPods = 1000,
     string? RuntimeEndpoint = null,
     string? PodsFile = null,
     IReadOnlyList<string>? Datapaths = null);
@@ -36,79 +37,104 @@ public static class RecordCommand
 
     public static Command Build()
     {
-        var duration = new Option<string?>("--duration", "-d") { Description = "Stop after this long (e.g. 30s, 10m, 1h); without it, record until Ctrl-C or SIGTERM" };
-        var output = new Option<string?>("--output", "-o") { Description = "Recording folder (default: ./recording-YYYYMMDD-HHMMSS)" };
-        var types = new Option<string[]>("--types", "-t") { Description = $"Event kinds to record, comma-separated or repeated: {string.Join(", ", KindNames)} (default: all)", AllowMultipleArgumentsPerToken = true };
-        var exclude = new Option<string[]>("--exclude-cidr") { Description = "Never report connects to this CIDR (repeatable); filtered in the kernel, counted" };
-        var tetragon = new Option<string?>("--tetragon-policy") { Description = "Filter connects in the kernel as a Tetragon TracingPolicy file selects them (tcp_connect, udp_sendmsg, security_socket_connect selectors; ${VARS} from the environment)" };
-        var snaplen = new Option<uint>("--snaplen") { Description = $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", DefaultValueFactory = _ => 128 };
-        var lab = new Option<string?>("--lab") { Description = "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards" };
+        var duration = Vocabulary.Duration("--duration", "-d", "Stop after this long (e.g. 30s, 10m, 1h); without it, record until Ctrl-C or SIGTERM");
+        var output = Vocabulary.Output("Recording folder, created mode 0700 (default: ./recording-YYYYMMDD-HHMMSS)");
+        var types = Vocabulary.Types($"Event kinds to record, comma-separated or repeated: {string.Join(", ", KindNames)} (default: all)", KindNames);
+        var exclude = Vocabulary.Cidrs("--exclude-cidr", "Never report connects to this CIDR (repeatable); filtered in the kernel, counted");
+        var tetragon = Vocabulary.InputFile("--tetragon-policy", "Filter connects in the kernel as a Tetragon TracingPolicy file selects them (tcp_connect, udp_sendmsg, security_socket_connect selectors; ${VARS} from the environment)");
+        var snaplen = Vocabulary.Number("--snaplen", $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", 128, 0, Limits.CaptureMax);
+        var lab = Vocabulary.InputFile("--lab", "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards");
+        var ring = Vocabulary.Size("--ring-size", "Ring buffer size per BPF object (a power of two from 4K to 1G)", 16UL << 20, 4096, 1UL << 30, powerOfTwo: true);
+        var aggregation = Vocabulary.Choice("--monitor-aggregation",
+            "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
+            "none", "none", "medium");
+        var maxPods = LabCommand.MaxPodsOption();
         var datapath = new Option<string[]>("--datapath") { Description = "Without --lab: record the running datapath of this lab only (repeatable; default: every running datapath, as `forensics lab up` serves them: its events from its monitor socket, its tables from its pinned maps at start and end)" };
-        var ring = new Option<string>("--ring-size") { Description = "Ring buffer size per BPF object (power of two, e.g. 16M)", DefaultValueFactory = _ => "16M" };
-        var aggregation = new Option<string>("--monitor-aggregation")
+        datapath.Validators.Add(r =>
         {
-            Description = "Trace events of tracked connections, as Cilium's monitor aggregation: none (every packet) or medium (a connection's first packets, new TCP flags per direction, one every ~5 s); drops, verdicts, NAT and capture are never aggregated",
-            DefaultValueFactory = _ => "none",
-        };
-        aggregation.AcceptOnlyFromAmong("none", "medium");
+            foreach (var n in r.Tokens.Select(t => t.Value))
+                if (string.IsNullOrWhiteSpace(n))
+                    r.AddError("--datapath: an empty lab name");
+        });
         var from = new Option<string[]>("--from")
         {
             Description = "What to record, repeatable or comma-separated: probes (this tool's tracing probes, the default), hubble[=ADDR] (Cilium's Hubble: observer.Observer/GetFlows, default " + Forensics.Cilium.LiveEndpoint.HubbleSocket + "; Hubble Relay: host:4245), tetragon[=ADDR] (tetragon.FineGuidanceSensors/GetEvents, default " + Forensics.Cilium.LiveEndpoint.TetragonSocket + "); Hubble and Tetragon alone need no root",
             AllowMultipleArgumentsPerToken = true,
         };
+        from.Validators.Add(r =>
+        {
+            try
+            {
+                ParseFrom(r.Tokens.Select(t => t.Value), new Forensics.Cilium.TlsOptions());
+            }
+            catch (FormatException e)
+            {
+                r.AddError(e.Message);
+            }
+        });
         var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: the first of " + string.Join(", ", Forensics.Runtime.CriClient.WellKnownEndpoints) + " that exists)" };
-        var pods = new Option<string?>("--pods") { Description = "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime" };
+        var pods = Vocabulary.InputFile("--pods-file", "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime");
+        runtime.Validators.Add(r =>
+        {
+            if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value))
+                r.AddError("--runtime-endpoint: an empty address");
+        });
         var tls = new Option<bool>("--tls") { Description = "Hubble Relay over TLS (as hubble observe --tls)" };
         var tlsInsecure = new Option<bool>("--tls-allow-insecure") { Description = "TLS without checking the server's certificate" };
         var tlsCa = new Option<string[]>("--tls-ca-cert-files") { Description = "PEM files of the CAs that sign the server's certificate", AllowMultipleArgumentsPerToken = true };
-        var tlsCert = new Option<string?>("--tls-client-cert-file") { Description = "PEM client certificate (mutual TLS)" };
-        var tlsKey = new Option<string?>("--tls-client-key-file") { Description = "PEM key of the client certificate" };
+        tlsCa.Validators.Add(r =>
+        {
+            foreach (var f in r.Tokens.Select(t => t.Value))
+                if (!File.Exists(f))
+                    r.AddError($"--tls-ca-cert-files: {f}: no such file");
+        });
+        var tlsCert = Vocabulary.InputFile("--tls-client-cert-file", "PEM client certificate (mutual TLS)");
+        var tlsKey = Vocabulary.InputFile("--tls-client-key-file", "PEM key of the client certificate");
         var tlsServer = new Option<string?>("--tls-server-name") { Description = "the server name to verify the certificate against" };
+        tlsServer.Validators.Add(r =>
+        {
+            if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value))
+                r.AddError("--tls-server-name: an empty name");
+        });
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and every running datapath (`lab up`), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, runtime, pods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, runtime, pods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
-            RecordArgs args;
+            var args = new RecordArgs(
+                parse.GetValue(output) ?? $"recording-{DateTime.Now:yyyyMMdd-HHmmss}",
+                parse.GetValue(duration),
+                ParseKinds(parse.GetValue(types) ?? []),
+                parse.GetValue(exclude) ?? [],
+                parse.GetValue(tetragon),
+                (uint)parse.GetValue(snaplen),
+                (uint)parse.GetValue(ring).Bytes,
+                !Console.IsErrorRedirected,
+                parse.GetValue(lab),
+                parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None,
+                MaxPods: (int)parse.GetValue(maxPods));
+            var tlsOptions = new Forensics.Cilium.TlsOptions
+            {
+                Enabled = parse.GetValue(tls) || parse.GetValue(tlsCa) is { Length: > 0 } || parse.GetValue(tlsCert) is not null || parse.GetValue(tlsInsecure),
+                AllowInsecure = parse.GetValue(tlsInsecure),
+                CaCertFiles = parse.GetValue(tlsCa) ?? [],
+                ClientCertFile = parse.GetValue(tlsCert),
+                ClientKeyFile = parse.GetValue(tlsKey),
+                ServerName = parse.GetValue(tlsServer),
+            };
             try
             {
-                var kinds = ParseKinds(parse.GetValue(types) ?? []);
-                var ringBytes = Args.ParseSize(parse.GetValue(ring)!);
-                if (ringBytes < 4096 || (ringBytes & (ringBytes - 1)) != 0 || ringBytes > 1UL << 30)
-                    throw new FormatException($"--ring-size {parse.GetValue(ring)} is not a power of two between 4K and 1G");
-                if (parse.GetValue(snaplen) > Limits.CaptureMax)
-                    throw new FormatException($"--snaplen {parse.GetValue(snaplen)} is over {Limits.CaptureMax}");
-                args = new RecordArgs(
-                    parse.GetValue(output) ?? $"recording-{DateTime.Now:yyyyMMdd-HHmmss}",
-                    parse.GetValue(duration) is { } d ? Args.ParseDuration(d) : null,
-                    kinds,
-                    parse.GetValue(exclude) ?? [],
-                    parse.GetValue(tetragon),
-                    parse.GetValue(snaplen),
-                    (uint)ringBytes,
-                    !Console.IsErrorRedirected,
-                    parse.GetValue(lab),
-                    parse.GetValue(aggregation) == "medium" ? MonitorAggregation.Medium : MonitorAggregation.None);
-                var tlsOptions = new Forensics.Cilium.TlsOptions
-                {
-                    Enabled = parse.GetValue(tls) || parse.GetValue(tlsCa) is { Length: > 0 } || parse.GetValue(tlsCert) is not null || parse.GetValue(tlsInsecure),
-                    AllowInsecure = parse.GetValue(tlsInsecure),
-                    CaCertFiles = parse.GetValue(tlsCa) ?? [],
-                    ClientCertFile = parse.GetValue(tlsCert),
-                    ClientKeyFile = parse.GetValue(tlsKey),
-                    ServerName = parse.GetValue(tlsServer),
-                };
                 var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
                 args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [], RuntimeEndpoint = parse.GetValue(runtime), PodsFile = parse.GetValue(pods) };
                 if (args.Lab is not null && args.Datapaths.Count > 0)
                     throw new FormatException("--datapath attaches to a running datapath; --lab builds its own: give one of them");
                 if (args.RuntimeEndpoint is not null && args.PodsFile is not null)
-                    throw new FormatException("--runtime-endpoint and --pods both say where pods come from: give one");
+                    throw new FormatException("--runtime-endpoint and --pods-file both say where pods come from: give one");
             }
             catch (FormatException e)
             {
-                return Cli.Fail(ExitCode.Usage, e.Message);
+                throw new UsageException(e.Message, e);
             }
             return Run(args);
         });
@@ -152,15 +178,26 @@ public static class RecordCommand
         var ciliumSources = args.Cilium ?? [];
         if (!args.Probes && args.Lab is null)
         {
+            if (ciliumSources.Count == 0)
+                return Cli.Fail(ExitCode.Usage, "--from names no source");
+            // The folder is held (flock) while Hubble and Tetragon write into it, as a kernel recording's is.
+            Forensics.Recorder.Storage.OutputFolder folder;
             try
             {
-                RecordingSession.PrepareOutput(args.Output);
+                folder = RecordingSession.PrepareOutput(args.Output);
             }
             catch (RecordingSetupException e)
             {
                 return Cli.Fail(Exit(e.Problem), e.Message);
             }
-            return CiliumRecord.Run(args, ciliumSources);
+            try
+            {
+                return CiliumRecord.Run(args, ciliumSources);
+            }
+            finally
+            {
+                folder.Abandon(); // unlocks; removes the folder only if it made it and nothing was written
+            }
         }
         Forensics.Cilium.CiliumSources? cilium = null;
         var session = new RecordingSession(new RecordingSessionOptions
@@ -174,6 +211,7 @@ public static class RecordCommand
             RingBytes = args.RingBytes,
             MonitorAggregation = args.MonitorAggregation,
             Lab = args.Lab,
+            MaxPods = args.MaxPods,
             RuntimeEndpoint = args.RuntimeEndpoint,
             PodsFile = args.PodsFile,
             Attach = args.Lab is null ? args.Datapaths ?? [] : null,

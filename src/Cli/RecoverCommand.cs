@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Forensics.Format;
+using Forensics.Query.Recording;
 using Forensics.Recorder.Storage;
 
 namespace Forensics.Cli;
@@ -14,20 +15,25 @@ public static class RecoverCommand
         cmd.SetAction(async (parse, token) =>
         {
             var path = parse.GetValue(dir)!;
-            if (!File.Exists(Path.Combine(path, Manifest.FileName)))
-                return Cli.Fail(ExitCode.BadInput, $"{path} is not a recording (no {Manifest.FileName})");
+            if (!Directory.Exists(path) || !File.Exists(Path.Combine(path, Manifest.FileName)))
+                throw new RecordingException($"{path} is not a recording (no {Manifest.FileName})");
+            // A recorder holds its folder (flock) while it writes: a live recording is not "recovered" under it.
+            OutputFolder held;
             try
             {
-                var r = await Recovery.RecoverAsync(path);
-                Console.WriteLine(r.WasComplete
-                    ? $"{path}: complete, nothing to recover"
-                    : $"{path}: recovered; {r.FilesAdded} sealed segments added ({r.RowsAdded} rows); {r.UnsealedFiles} unsealed segments ({r.UnsealedBytes} bytes) could not be read");
-                return (int)ExitCode.Ok;
+                held = OutputFolder.Lock(path);
             }
-            catch (Exception e) when (e is InvalidDataException or ManifestException)
+            catch (OutputFolderException e)
             {
-                return Cli.Fail(ExitCode.BadInput, e.Message);
+                return Cli.Fail(ExitCode.Failure, e.Message);
             }
+            using var _ = held;
+            var r = await Recovery.RecoverAsync(path);
+            Console.WriteLine(r.WasComplete
+                ? $"{path}: complete, nothing to recover"
+                : $"{path}: recovered; {r.FilesAdded} sealed segments added ({r.RowsAdded} rows); {r.UnsealedFiles} unsealed segments ({r.UnsealedBytes} bytes) could not be read"
+                  + (r.EstimatedLost > 0 ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"; about {r.EstimatedLost} events of the last {r.GapSeconds:0.0} s were lost (estimated, counted in events_lost)") : ""));
+            return (int)ExitCode.Ok;
         });
         return cmd;
     }

@@ -36,8 +36,20 @@ public static class WhatIfCommand
             AllowMultipleArgumentsPerToken = true,
         };
         var changedOnly = new Option<bool>("--changed-only") { Description = "only the flow groups whose verdict or drop reason changes" };
-        var format = new Option<string>("--format", "-f") { Description = "table, csv, json (one object per line) or parquet (needs --output)", DefaultValueFactory = _ => "table" };
-        var output = new Option<string?>("--output", "-O") { Description = "write to this file instead of standard output" };
+        policy.Validators.Add(r =>
+        {
+            foreach (var f in r.Tokens.Select(t => t.Value))
+                if (!File.Exists(f))
+                    r.AddError($"--policy: {f}: no such file");
+        });
+        remove.Validators.Add(r =>
+        {
+            foreach (var n in r.Tokens.Select(t => t.Value))
+                if (string.IsNullOrWhiteSpace(n))
+                    r.AddError("--remove-policy: an empty policy name");
+        });
+        var format = Vocabulary.Format("table, csv, json (one object per line) or parquet (needs --output)", "table", "table", "csv", "json", "parquet");
+        var output = Vocabulary.Output("write to this file instead of standard output");
         var cmd = new Command("whatif",
             "Replay a recording's flows against changed policies through the real datapath (BPF_PROG_TEST_RUN on a private instance programmed from the recording's snapshot): " +
             "one row per flow group with the recorded and the new verdict, drop reason, the rule that decides now and whether it changed. " +
@@ -77,7 +89,7 @@ public static class WhatIfCommand
             var policies = Policies(snapshot, pods, a.Policies, a.Remove);
             var replayed = Replay(snapshot, pods, policies, flows);
             var result = WhatIfReport.Build(snapshot, replayed, a.ChangedOnly);
-            ResultWriter.Write(result, fmt, Console.Out, a.Output);
+            ResultWriter.Write(result, fmt, Console.Out, a.Output, session.ProtectedPaths);
             Console.Error.WriteLine(WhatIfReport.Summary(replayed, snapshot.Phase));
             return replayed.Any(WhatIfReport.BecomesDropped) ? (int)ExitCode.PolicyWouldDrop : (int)ExitCode.Ok;
         }

@@ -31,6 +31,29 @@ public static class Prerequisites
             throw new PrerequisiteException("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing): a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed");
         EnsureMounted("/sys/kernel/tracing", "tracefs", "tracefs", "/sys/kernel/tracing/events");
         EnsureMounted("/sys/fs/bpf", "bpf", "bpf", null);
+        EnsureTracefsReadable();
+    }
+
+    /// <summary>
+    /// libbpf attaches a tracepoint program by the id it reads from tracefs, which the kernel mounts
+    /// root-only (mode 0700): a user that is not root needs CAP_DAC_READ_SEARCH besides CAP_BPF,
+    /// CAP_PERFMON and CAP_NET_ADMIN, or every attach fails.
+    /// </summary>
+    public static void EnsureTracefsReadable()
+    {
+        const string probe = "/sys/kernel/tracing/events/sched/sched_process_exec/id";
+        try
+        {
+            _ = File.ReadAllText(probe);
+        }
+        catch (UnauthorizedAccessException)
+        {
+            throw new PrerequisiteException($"tracefs is not readable ({probe}: permission denied; the kernel mounts it mode 0700 for root): run as root, or grant CAP_DAC_READ_SEARCH besides CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN");
+        }
+        catch (IOException)
+        {
+            // no such tracepoint (a kernel built without it): the attach names what is missing
+        }
     }
 
     public static void EnsureLibBpf()
@@ -63,7 +86,7 @@ public static class Prerequisites
         if (missing.Count > 0)
         {
             var who = LibC.geteuid() == 0 ? "root without" : "not root and without";
-            throw new PrerequisiteException($"insufficient privileges: running as {who} {string.Join(", ", missing)}; run with sudo, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN");
+            throw new PrerequisiteException($"insufficient privileges: running as {who} {string.Join(", ", missing)}; run with sudo, or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN{(LibC.geteuid() == 0 ? "" : " and CAP_DAC_READ_SEARCH (tracefs is root-only)")}");
         }
     }
 

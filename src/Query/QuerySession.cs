@@ -18,6 +18,13 @@ public sealed record QueryLimits
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
 
     public int Threads { get; init; } = 2;
+
+    /// <summary>
+    /// Rows a result held in memory may have (table and Parquet output, the reconstructions,
+    /// replay); a larger result is refused rather than exhausting memory outside DuckDB's limit.
+    /// Streamed output (<see cref="QuerySession.Stream"/>: CSV, JSON lines; <see cref="QuerySession.StreamArrow"/>: Arrow) has no row limit.
+    /// </summary>
+    public long MaxRows { get; init; } = 1_000_000;
 }
 
 /// <summary>Options of a session beyond the recordings themselves.</summary>
@@ -27,6 +34,15 @@ public sealed record QueryOptions
 
     /// <summary>Extra CIDRs counted as inside the cluster (besides the manifest's and the snapshot's addresses).</summary>
     public IReadOnlyList<string> ClusterCidrs { get; init; } = [];
+
+    /// <summary>Limits on what is read from the recordings (manifest size, file count, bundle extraction).</summary>
+    public ReadLimits Read { get; init; } = ReadLimits.Default;
+
+    /// <summary>
+    /// Check every file's size and SHA-256 against the manifest before DuckDB reads it (a bundle's
+    /// files were checked while it was extracted); a mismatch throws <see cref="RecordingTamperedException"/>.
+    /// </summary>
+    public bool VerifyFiles { get; init; }
 }
 
 /// <summary>A materialized result: column names, DuckDB type names, rows.</summary>
@@ -73,10 +89,17 @@ public sealed class QuerySession : IDisposable
         var opened = new List<OpenedRecording>();
         try
         {
+            options ??= new QueryOptions();
             foreach (var p in paths)
-                opened.Add(RecordingLocator.Open(p));
+            {
+                var rec = RecordingLocator.Open(p, options.Read);
+                opened.Add(rec);
+                if (options.VerifyFiles)
+                    RecordingLocator.EnsureIntact(rec, p);
+            }
             var session = Open(opened, options);
             session._owned = opened;
+            session._inputs = [.. paths.Select(Path.GetFullPath)];
             return session;
         }
         catch
@@ -88,6 +111,10 @@ public sealed class QuerySession : IDisposable
     }
 
     private List<OpenedRecording> _owned = [];
+    private List<string> _inputs = [];
+
+    /// <summary>What an output file may not overwrite or land in: the recordings read (their folders, a bundle file).</summary>
+    public IReadOnlyList<string> ProtectedPaths => [.. Recordings.Select(r => r.Root), .. _inputs];
 
     public static QuerySession Open(IReadOnlyList<OpenedRecording> recordings, QueryOptions? options = null)
     {
@@ -99,9 +126,7 @@ public sealed class QuerySession : IDisposable
         if (dup is not null)
             throw new RecordingException($"recording {dup.Key} given twice");
         foreach (var r in recordings)
-            foreach (var (table, t) in r.Manifest.Tables)
-                if (SchemaCatalog.Has(table) && !SchemaCatalog.Versions(table).Contains(t.SchemaVersion))
-                    throw new RecordingException($"{r.Root}: table {table} has schema version {t.SchemaVersion}, which this tool does not read (it reads {string.Join(", ", SchemaCatalog.Versions(table))})");
+            RecordingLocator.CheckManifest(r.Manifest, r.Root, options.Read);
 
         var conn = new DuckDBConnection("DataSource=:memory:");
         try
@@ -145,7 +170,10 @@ public sealed class QuerySession : IDisposable
         Run("SET enable_external_access=false");
         Run("SET allow_community_extensions=false");
         Run("SET lock_configuration=true");
+        _allowedTableFunctions = SqlGuard.AllowedTableFunctions(_conn);
     }
+
+    private IReadOnlySet<string> _allowedTableFunctions = new HashSet<string>();
 
     private IEnumerable<string> AllTables()
     {
@@ -265,22 +293,49 @@ public sealed class QuerySession : IDisposable
         catch (DuckDBException) { /* optional setting */ }
     }
 
-    /// <summary>Runs SQL (one or more queries) and returns the last one's result. Anything but a query is refused.</summary>
+    /// <summary>
+    /// Runs SQL (one or more queries) and returns the last one's result, of at most
+    /// <see cref="QueryLimits.MaxRows"/> rows. Anything but a query is refused.
+    /// </summary>
     public QueryResult Execute(string sql)
     {
         ArgumentNullException.ThrowIfNull(sql);
-        SqlGuard.Check(_conn, sql);
+        SqlGuard.Check(_conn, sql, _allowedTableFunctions);
         QueryResult? last = null;
-        Read(sql, reader =>
+        Read(sql, streaming: false, reader =>
         {
             var cols = Enumerable.Range(0, reader.FieldCount).Select(reader.GetName).ToList();
             var types = Enumerable.Range(0, reader.FieldCount).Select(reader.GetDataTypeName).ToList();
             var rows = new List<object?[]>();
             while (reader.Read())
+            {
+                if (rows.Count >= _limits.MaxRows)
+                    throw new QueryException($"the result has more than {_limits.MaxRows} rows, the limit for results held in memory: add a LIMIT, write --format csv or json (streamed), or raise --max-rows");
                 rows.Add(Values(reader));
+            }
             last = new QueryResult(cols, types, rows);
         });
         return last ?? new QueryResult([], [], []);
+    }
+
+    /// <summary>
+    /// Runs SQL and hands the last statement's columns, then each row, to the callbacks as DuckDB
+    /// produces them: nothing is held, so no row limit applies; the time limit covers the whole
+    /// statement, writing the rows included.
+    /// </summary>
+    public void Stream(string sql, Action<IReadOnlyList<string>, IReadOnlyList<string>> onColumns, Action<object?[]> onRow)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        ArgumentNullException.ThrowIfNull(onColumns);
+        ArgumentNullException.ThrowIfNull(onRow);
+        SqlGuard.Check(_conn, sql, _allowedTableFunctions);
+        Read(sql, streaming: true, reader =>
+        {
+            onColumns(Enumerable.Range(0, reader.FieldCount).Select(reader.GetName).ToList(),
+                Enumerable.Range(0, reader.FieldCount).Select(reader.GetDataTypeName).ToList());
+            while (reader.Read())
+                onRow(Values(reader));
+        });
     }
 
     /// <summary>
@@ -294,7 +349,7 @@ public sealed class QuerySession : IDisposable
         ArgumentNullException.ThrowIfNull(sql);
         ArgumentNullException.ThrowIfNull(onSchema);
         ArgumentNullException.ThrowIfNull(onBatch);
-        if (SqlGuard.Check(_conn, sql) != 1)
+        if (SqlGuard.Check(_conn, sql, _allowedTableFunctions) != 1)
             throw new QueryException("Arrow output is one result: give one statement");
         Timed(sql, streaming: true, cmd =>
         {
@@ -308,7 +363,7 @@ public sealed class QuerySession : IDisposable
         });
     }
 
-    /// <summary>Runs one query and yields each row as column name -> value (blobs as byte[]).</summary>
+    /// <summary>Runs one query and yields each row as column name -> value (blobs as byte[]); at most <see cref="QueryLimits.MaxRows"/> rows.</summary>
     public IEnumerable<Dictionary<string, object?>> Rows(string sql)
     {
         // Materialized per call so that the timer covers the whole read.
@@ -322,7 +377,7 @@ public sealed class QuerySession : IDisposable
         }
     }
 
-    private void Read(string sql, Action<IDataReader> onResult) => Timed(sql, streaming: false, cmd =>
+    private void Read(string sql, bool streaming, Action<IDataReader> onResult) => Timed(sql, streaming, cmd =>
     {
         using var reader = cmd.ExecuteReader();
         do
@@ -344,7 +399,7 @@ public sealed class QuerySession : IDisposable
             timedOut = true;
             try { cmd.Cancel(); } catch (ObjectDisposedException) { }
         }, null, _limits.Timeout, Timeout.InfiniteTimeSpan);
-        var interrupted = $"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s";
+        var interrupted = $"query interrupted after the time limit of {_limits.Timeout.TotalSeconds:0.#} s (--timeout)";
         try
         {
             run(cmd);

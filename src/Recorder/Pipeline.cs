@@ -213,6 +213,7 @@ public sealed class RecordWriter
     private readonly Pipeline pipeline;
     private readonly int source;
     private readonly Dictionary<string, ulong> dropped = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ulong> taken = new(StringComparer.Ordinal);
     private readonly List<string> notes = [];
     private Pipeline.Chunk? current;
     private long records;
@@ -265,7 +266,16 @@ public sealed class RecordWriter
         c.Used += need;
         c.Records++;
         records++;
+        // what the producer's counters count: records from the moment the source is live (not a preamble)
+        if (started != 0)
+            System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(taken, pipeline.TableOf(source, record), out _)++;
     }
+
+    /// <summary>
+    /// Records of a table taken since the source was live (what its producer's emission counter counts; a
+    /// preamble written before <see cref="Started"/> is not). Read on the source's thread or once its Run returned.
+    /// </summary>
+    public ulong Taken(string table) => taken.GetValueOrDefault(table);
 
     /// <summary>Hands the current chunk to the decode thread when it holds records older than <paramref name="ms"/>.</summary>
     public void FlushIfOlderThan(int ms)

@@ -181,6 +181,7 @@ public sealed class Recording : IDisposable
         Directory.CreateDirectory(options.OutputDir);
         lock (manifestLock)
             ManifestStore.Write(manifest, options.OutputDir);
+        Reserve();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
         using var queue = new BatchQueue(options.Pipeline.BatchRows, options.Pipeline.BatchesPerTable + lanes.Count - 1);
         using var pipe = pipeline;
@@ -227,6 +228,7 @@ public sealed class Recording : IDisposable
         SealAll();
 
         var reason = diskFull ? "disk-full" : error is not null ? "error" : stopReason();
+        Unreserve(); // the room the final manifest needs on a full disk
         lock (manifestLock)
         {
             manifest.EndedAt = DateTimeOffset.UtcNow;
@@ -238,6 +240,57 @@ public sealed class Recording : IDisposable
         return new RecordingSummary(options.OutputDir, reason, sw.Elapsed,
             manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
             manifest.Loss, manifest.EventsLost, Interlocked.Read(ref bytesSealed), error);
+    }
+
+    /// <summary>Space held back while recording (see <see cref="Reserve"/>); never part of a recording.</summary>
+    public const string ReserveFile = ".reserve";
+
+    private string ReservePath => Path.Combine(options.OutputDir, ReserveFile);
+
+    /// <summary>
+    /// Holds back room for the final manifest: a disk that fills while recording still takes the manifest that
+    /// counts what the full disk cost (the last one written before would say nothing of it).
+    /// </summary>
+    private void Reserve()
+    {
+        try
+        {
+            var o = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+            if (!OperatingSystem.IsWindows())
+                o.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            using var fs = new FileStream(ReservePath, o);
+            fs.Write(new byte[ReserveBytes(manifest)]); // (tmpfs and ext4 take the blocks now; no fsync needed for that)
+        }
+        catch (IOException)
+        {
+            Unreserve(); // a disk already this full fails on the first segment, and says so
+        }
+    }
+
+    /// <summary>Room for a manifest listing a few thousand segments (about 200 bytes each).</summary>
+    private static int ReserveBytes(Manifest m) => Math.Max(1 << 20, m.ToJson().Length * 2);
+
+    /// <summary>The reserve's time is the recorder's last sign of life: <c>recover</c> measures a crash's gap to it.</summary>
+    private void Heartbeat()
+    {
+        try
+        {
+            File.SetLastWriteTimeUtc(ReservePath, DateTime.UtcNow);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private void Unreserve()
+    {
+        try
+        {
+            File.Delete(ReservePath);
+        }
+        catch (IOException)
+        {
+        }
     }
 
     /// <summary>
@@ -267,6 +320,8 @@ public sealed class Recording : IDisposable
             if (now - lastSeal >= 250)
             {
                 lastSeal = now;
+                if (lane == 0)
+                    Heartbeat();
                 if (lane == 0 && now - loss.Batch.FirstRowTicks >= (long)options.SealInterval.TotalMilliseconds && loss.Batch.Count > 0)
                 {
                     WriteBatchSafely(loss.Batch);
@@ -429,6 +484,13 @@ public sealed class Recording : IDisposable
                 var now = counts.GetValueOrDefault(table);
                 var before = lastCounters.GetValueOrDefault(key);
                 ulong drops = w.Dropped(table), dropsBefore = lastDrops.GetValueOrDefault(key);
+                if (final && now.Emitted > w.Taken(table) + drops)
+                {
+                    // handed over by the producer and never taken before the stop (a busy ring buffer): lost, and said so
+                    ulong unread = now.Emitted - w.Taken(table) - drops;
+                    drops += unread;
+                    w.NotRecorded($"{unread} {table} event{(unread == 1 ? "" : "s")} emitted but not read when the recording stopped (counted as lost in user space)");
+                }
                 var t = perTable.GetValueOrDefault(table);
                 perTable[table] = (t.E + now.Emitted - before.Emitted, t.F + now.Failed - before.Failed, t.D + drops - dropsBefore + now.Dropped - before.Dropped);
                 lastCounters[key] = now;
@@ -449,7 +511,6 @@ public sealed class Recording : IDisposable
             loss.Add(utc - utc % 1_000_000_000, table, e, f, d);
         }
         progressCounters = progress;
-        _ = final;
     }
 
     /// <summary>The manifest's loss per table (summed over sources) and each source's own entry.</summary>

@@ -73,7 +73,7 @@ public sealed class CriWorkloadSource : IWorkloadSource
     public static CriWorkloadSource Connect(string? endpoint)
     {
         endpoint ??= CriClient.Detect() ?? throw new RuntimeException(
-            $"no container runtime socket found ({string.Join(", ", CriClient.WellKnownEndpoints)}); give --runtime-endpoint or --pods");
+            $"no container runtime socket found ({string.Join(", ", CriClient.WellKnownEndpoints)}); give --runtime-endpoint or --pods-file");
         var client = CriClient.Create(endpoint, TimeSpan.FromSeconds(3));
         try
         {

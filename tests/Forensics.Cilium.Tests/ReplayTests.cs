@@ -19,7 +19,7 @@ public sealed class ReplayTests : IDisposable
         File.WriteAllLines(file, [File.ReadAllLines(Fixtures.Data("hubble_real_flows.jsonl"))[0]]);
         Assert.Equal(0, Cli.Run("import", "hubble", file, "-o", rec).ExitCode);
 
-        var r = Cli.Run("replay", rec, "-o", "compact");
+        var r = Cli.Run("replay", rec, "-f", "compact");
 
         Assert.Equal(0, r.ExitCode);
         Assert.Equal("Jan  1 00:20:34.567: 1.1.1.1:31793 (health) -> 2.2.2.2:8080 (ID:12345) Policy denied DROPPED (TCP Flags: SYN)\n", r.Stdout);
@@ -50,7 +50,7 @@ public sealed class ReplayTests : IDisposable
         var rec = Path.Combine(dir, "rec");
         Assert.Equal(0, Cli.Run("import", "tetragon", file, "-o", rec).ExitCode);
 
-        var r = Cli.Run("replay", rec, "-o", "compact");
+        var r = Cli.Run("replay", rec, "-f", "compact");
 
         Assert.Equal(0, r.ExitCode);
         Assert.Equal(

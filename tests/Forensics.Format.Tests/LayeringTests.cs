@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using System.Xml.Linq;
 using Forensics.Tests;
 
@@ -31,5 +32,70 @@ public class LayeringTests
         Assert.Equal(["Format"], g["Query"]);             // no Datapath, no Recorder, no Runtime: reading needs no kernel and no runtime
         Assert.Equal(["Recorder"], g["Cilium"]);          // Hubble and Tetragon write through the recorder, read nothing of Query
         Assert.DoesNotContain("Cli", g.Where(kv => kv.Key != "Cli").SelectMany(kv => kv.Value));
+    }
+
+    /// <summary>
+    /// Native code in any project but Datapath, each hit as "path:line: text" or "path: AllowUnsafeBlocks": a P/Invoke
+    /// (DllImport, LibraryImport, an extern method) in the source, or a project that allows unsafe code (without which
+    /// neither unsafe blocks nor function pointers compile).
+    /// </summary>
+    internal static List<string> NativeCodeOutsideDatapath(string srcRoot)
+    {
+        var native = new Regex(@"\[\s*(System\.Runtime\.InteropServices\.)?(DllImport|LibraryImport)(Attribute)?\b|\bstatic\s+(partial\s+)?extern\b|\bextern\s+static\b", RegexOptions.Compiled);
+        var hits = new List<string>();
+        foreach (var file in Directory.EnumerateFiles(srcRoot, "*.cs", SearchOption.AllDirectories))
+        {
+            var rel = Path.GetRelativePath(srcRoot, file).Replace('\\', '/');
+            if (rel.StartsWith("Datapath/", StringComparison.Ordinal) || rel.Contains("/obj/", StringComparison.Ordinal) || rel.Contains("/bin/", StringComparison.Ordinal))
+                continue;
+            var lines = File.ReadAllLines(file);
+            for (var i = 0; i < lines.Length; i++)
+            {
+                var code = lines[i].TrimStart();
+                if (code.StartsWith("//", StringComparison.Ordinal) || code.StartsWith('*'))
+                    continue;
+                if (native.IsMatch(code))
+                    hits.Add($"src/{rel}:{i + 1}: {code}");
+            }
+        }
+        foreach (var csproj in Directory.EnumerateFiles(srcRoot, "*.csproj", SearchOption.AllDirectories))
+        {
+            var rel = Path.GetRelativePath(srcRoot, csproj).Replace('\\', '/');
+            if (!rel.StartsWith("Datapath/", StringComparison.Ordinal)
+                && XDocument.Load(csproj).Descendants("AllowUnsafeBlocks").Any(e => string.Equals(e.Value.Trim(), "true", StringComparison.OrdinalIgnoreCase)))
+                hits.Add($"src/{rel}: AllowUnsafeBlocks");
+        }
+        return hits;
+    }
+
+    [Fact]
+    public void NativeCode_OnlyInDatapath()
+    {
+        // Query reads recordings with managed calls alone (RegularFile, SqlGuard); Cli, Recorder, Format, Runtime, Cilium likewise.
+        Assert.Empty(NativeCodeOutsideDatapath(Repo.Path("src")));
+    }
+
+    [Fact]
+    public void NativeCodeScan_FindsPInvokeAndUnsafe()
+    {
+        // The scan itself can fail: planted P/Invokes and an unsafe project outside Datapath are each found; Datapath's and words in comments or strings are not.
+        var root = Directory.CreateTempSubdirectory("fx-layering-").FullName;
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(root, "Query"));
+            Directory.CreateDirectory(Path.Combine(root, "Datapath"));
+            File.WriteAllText(Path.Combine(root, "Query", "A.cs"), "class A {\n    [DllImport(\"libc\")]\n    static extern int open(string p, int f);\n}\n");
+            File.WriteAllText(Path.Combine(root, "Query", "B.cs"), "partial class B {\n    [LibraryImport(\"libc\")]\n    private static partial int close(int fd);\n    void F() { unsafe { } }\n}\n");
+            File.WriteAllText(Path.Combine(root, "Query", "C.cs"), "// unsafe to extract: a comment is not code\nclass C { string s = \"an unsafe path\"; }\n");
+            File.WriteAllText(Path.Combine(root, "Query", "Forensics.Query.csproj"), "<Project><PropertyGroup><AllowUnsafeBlocks>true</AllowUnsafeBlocks></PropertyGroup></Project>");
+            File.WriteAllText(Path.Combine(root, "Datapath", "D.cs"), "class D {\n    [DllImport(\"libbpf\")]\n    static extern int bpf();\n}\n");
+            var hits = NativeCodeOutsideDatapath(root);
+            Assert.Equal(["src/Query/A.cs:2", "src/Query/A.cs:3", "src/Query/B.cs:2", "src/Query/Forensics.Query.csproj"],
+                hits.Select(h => h.Split(": ")[0]).Order(StringComparer.Ordinal));
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
     }
 }

@@ -385,7 +385,7 @@ public class RecordAttributionInputTests
             foreach (var (args, why) in new[]
             {
                 (new[] { "--runtime-endpoint", "unix:///run/forensics-test-absent/containerd.sock" }, "no such socket"),
-                (new[] { "--pods", notJson }, "not JSON"),
+                (new[] { "--pods-file", notJson }, "not JSON"),
             })
             {
                 var (code, stderr, dir) = Record(args);

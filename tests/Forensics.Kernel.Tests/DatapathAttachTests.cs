@@ -93,7 +93,7 @@ public class DatapathAttachTests
             {
                 var server = lab.Server!;
                 using var lines = new Child("monitor", "-t", "drop", "--lab", name);
-                using var json = new Child("monitor", "-t", "drop,nat", "-o", "json", "--lab", name);
+                using var json = new Child("monitor", "-t", "drop,nat", "-f", "json", "--lab", name);
                 using var doomed = new Child("monitor", "-t", "drop", "--lab", name);
                 using var rec = new Child("record", "-d", "10m", "--datapath", name, "-o", dir);
                 Assert.True(WaitFor(() => server.ClientCount == 4 || lines.P.HasExited || json.P.HasExited || rec.P.HasExited, TimeSpan.FromSeconds(90)),

@@ -6,7 +6,7 @@ using Forensics.Tests;
 namespace Forensics.Kernel.Tests;
 
 /// <summary>
-/// `forensics monitor -o arrow` read live by an independent Arrow reader (apache-arrow under Node) while a
+/// `forensics monitor -f arrow` read live by an independent Arrow reader (apache-arrow under Node) while a
 /// lab with our datapath runs the star wars scenario's denylisted step: the datapath's drop reaches the
 /// reader as a kdrop row (the kernel frees the packet the tc program shot) within a second.
 /// </summary>
@@ -18,7 +18,7 @@ public class MonitorArrowTests
     {
         Assert.Null(ArrowReader.MissingReason());
         var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
-        var psi = new ProcessStartInfo("/bin/sh", ["-c", $"exec dotnet '{cli}' monitor -o arrow -t kdrop -d 90s | exec node '{ArrowReader.Script}'"])
+        var psi = new ProcessStartInfo("/bin/sh", ["-c", $"exec dotnet '{cli}' monitor -f arrow -t kdrop -d 90s | exec node '{ArrowReader.Script}'"])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

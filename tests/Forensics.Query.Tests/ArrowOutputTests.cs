@@ -86,7 +86,7 @@ public sealed class ArrowOutputTests : IDisposable
     public void QueryArrow_ArrowFile_StartsWithTheFileMagic()
     {
         var file = Path.Combine(_dir, "q.arrow");
-        var r = CliRunner.Run("query", _rec.Root, "SELECT 1 AS n", "-f", "arrow-file", "-O", file);
+        var r = CliRunner.Run("query", _rec.Root, "SELECT 1 AS n", "-f", "arrow-file", "-o", file);
         Assert.Equal(0, r.ExitCode);
         var bytes = File.ReadAllBytes(file);
         Assert.Equal("ARROW1"u8.ToArray(), bytes[..6]);
@@ -124,11 +124,11 @@ public sealed class ArrowOutputTests : IDisposable
     public void QueryArrow_TwoStatementsOrTerminal_OneLineErrors()
     {
         var file = Path.Combine(_dir, "x.arrow");
-        var two = CliRunner.Run("query", _rec.Root, "SELECT 1; SELECT 2", "-f", "arrow", "-O", file);
+        var two = CliRunner.Run("query", _rec.Root, "SELECT 1; SELECT 2", "-f", "arrow", "-o", file);
         Assert.Equal(1, two.ExitCode);
         Assert.Equal("error: Arrow output is one result: give one statement\n", two.Stderr);
         var bad = CliRunner.Run("query", _rec.Root, "SELECT 1", "-f", "arrows");
         Assert.Equal(2, bad.ExitCode);
-        Assert.Equal("error: unknown format \"arrows\" (table, csv, json, parquet, arrow, arrow-file)\n", bad.Stderr);
+        Assert.Equal("error: --format: 'arrows' is not one of table, csv, json, parquet, arrow, arrow-file\n", bad.Stderr);
     }
 }

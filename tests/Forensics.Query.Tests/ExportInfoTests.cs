@@ -30,7 +30,7 @@ public sealed class ExportInfoTests : IDisposable
     [Fact]
     public void ExportPcap_Captures_TsharkReadsAnnotatedPackets()
     {
-        var r = CliRunner.Run("export", _rec.Root, "--pcap", _pcap);
+        var r = CliRunner.Run("export", _rec.Root, "-o", _pcap);
         Assert.Equal(0, r.ExitCode);
         Assert.Contains("2 packets written", r.Stderr, StringComparison.Ordinal);
         var v = Tshark("-r", _pcap, "-V");

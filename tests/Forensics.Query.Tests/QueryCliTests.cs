@@ -95,6 +95,20 @@ public sealed class InteractiveTests
     }
 }
 
+public sealed class PromptTests
+{
+    [Fact]
+    public void Prompt_UnknownDotCommand_OneErrorAndQuitStillQuits()
+    {
+        using var rec = Lab.Build();
+        var r = CliRunner.RunProgram("script", ".foo\n.quit\n", "-qec", $"{CliRunner.Forensics} query {rec.Root}", "/dev/null");
+        Assert.Equal(0, r.ExitCode);
+        var output = r.Stdout.Replace("\r", "", StringComparison.Ordinal);
+        Assert.Contains("error: unknown command .foo (.tables, .quit)", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("...> ", output, StringComparison.Ordinal);
+    }
+}
+
 public sealed class HelpTests
 {
     [Theory]
@@ -106,12 +120,29 @@ public sealed class HelpTests
     [InlineData("replay")]
     [InlineData("export")]
     [InlineData("info")]
+    [InlineData("record")]
     [InlineData("monitor")]
+    [InlineData("recover")]
+    [InlineData("doctor")]
+    [InlineData("bundle")]
+    [InlineData("verify")]
+    [InlineData("lab up")]
+    [InlineData("lab status")]
+    [InlineData("lab run")]
+    [InlineData("lab down")]
     [InlineData("whatif")]
     public void Help_Verb_MatchesGolden(string verb)
     {
-        var r = CliRunner.Run(verb, "--help");
+        var r = CliRunner.Run([.. verb.Split(' '), "--help"]);
         Assert.Equal(0, r.ExitCode);
-        Golden.Assert($"help_{verb}.txt", r.Stdout);
+        Golden.Assert($"help_{verb.Replace(' ', '_')}.txt", r.Stdout);
+    }
+
+    [Fact]
+    public void Help_Root_MatchesGolden()
+    {
+        var r = CliRunner.Run("--help");
+        Assert.Equal(0, r.ExitCode);
+        Golden.Assert("help.txt", r.Stdout);
     }
 }

@@ -206,7 +206,9 @@ public sealed class BundleHookTests
         File.WriteAllText(bundle, "stand-in for a bundle");
         var extracted = Path.Combine(Path.GetTempPath(), "fxq-x-" + Guid.NewGuid().ToString("N")[..8]);
         var cleaned = false;
-        RecordingLocator.BundleOpener = path =>
+        var isBundle = RecordingLocator.IsBundle;
+        RecordingLocator.IsBundle = path => path == bundle;
+        RecordingLocator.BundleOpener = (path, _) =>
         {
             Assert.Equal(bundle, path);
             CopyTree(rec.Root, extracted);
@@ -222,6 +224,7 @@ public sealed class BundleHookTests
         finally
         {
             RecordingLocator.BundleOpener = null;
+            RecordingLocator.IsBundle = isBundle;
             File.Delete(bundle);
         }
     }

@@ -155,12 +155,12 @@ public sealed class ReplayTests : IDisposable
     [Fact]
     public void Cli_Replay_CompactPrintsLikeTheLiveTools()
     {
-        var r = CliRunner.Run("replay", _rec.Root, "-o", "compact", "-t", "drop,exec");
+        var r = CliRunner.Run("replay", _rec.Root, "-f", "compact", "-t", "drop,exec");
         Assert.Equal(0, r.ExitCode);
         Assert.Equal(Replay(new ReplayFilter { Kinds = ["drop", "exec"] }, RenderFormat.Compact), r.Stdout);
         var bad = CliRunner.Run("replay", _rec.Root, "-t", "nosuch");
-        Assert.Equal(1, bad.ExitCode);
-        Assert.StartsWith("error: unknown event kind", bad.Stderr, StringComparison.Ordinal);
+        Assert.Equal(2, bad.ExitCode);
+        Assert.StartsWith("error: --types: 'nosuch' is not one of drop, policy, ", bad.Stderr, StringComparison.Ordinal);
     }
 }
 
@@ -186,6 +186,6 @@ public sealed class ReplayManyTests
         using var a = Lab.Build();
         var r = CliRunner.Run("replay", a.Root, "--since", "yesterday-ish");
         Assert.Equal(2, r.ExitCode);
-        Assert.Equal("error: --since: \"yesterday-ish\" is not a time (use RFC 3339, e.g. 2026-11-23T10:00:00Z)\n", r.Stderr);
+        Assert.Equal("error: --since: 'yesterday-ish' is not a time (use RFC 3339, e.g. 2026-11-23T10:00:00Z)\n", r.Stderr);
     }
 }

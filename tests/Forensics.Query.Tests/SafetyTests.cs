@@ -189,8 +189,13 @@ public sealed class CorruptionTests
         Assert.Matches(@"^error: [^\n]+\n$", r.Stderr);
         var snap = Path.Combine(rec.Root, "endpoints/node=node-a/seg-000001.parquet");
         File.WriteAllBytes(snap, new byte[64]);
+        // The files are checked against the manifest before DuckDB reads them: exit 6, tampered.
         var open = CliRunner.Run("drops", rec.Root);
-        Assert.Equal(7, open.ExitCode);
-        Assert.Matches(@"^error: cannot open the recording: [^\n]+\n$", open.Stderr);
+        Assert.Equal(6, open.ExitCode);
+        Assert.Matches(@"^error: [^\n]+ 2 files differ from the manifest \(tampered or corrupted\)[^\n]+\n$", open.Stderr);
+        // Without that check, DuckDB meets the damage: still one line, exit 7, and a note that nothing was checked.
+        var unchecked_ = CliRunner.Run("drops", rec.Root, "--no-verify");
+        Assert.Equal(7, unchecked_.ExitCode);
+        Assert.Matches(@"^note: --no-verify: [^\n]+\nerror: cannot open the recording: [^\n]+\n$", unchecked_.Stderr);
     }
 }

@@ -5,7 +5,7 @@ using Forensics.Tests;
 
 namespace Forensics.Recorder.Tests;
 
-/// <summary>monitor -o arrow's stream, read back by apache-arrow (Node): no kernel needed.</summary>
+/// <summary>monitor -f arrow's stream, read back by apache-arrow (Node): no kernel needed.</summary>
 public class ArrowStreamSinkTests
 {
     private const long T0 = 1_764_000_000_123_456_789; // ns: the last digits show nothing was rounded

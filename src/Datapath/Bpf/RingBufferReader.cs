@@ -20,6 +20,7 @@ public sealed unsafe class RingBufferReader : IDisposable
     private GCHandle self;
     private Exception? callbackError;
     private long records;
+    private long budget = long.MaxValue;
 
     public RingBufferReader(IReadOnlyList<BpfMap> maps, RingRecordHandler handler)
     {
@@ -52,13 +53,29 @@ public sealed unsafe class RingBufferReader : IDisposable
     /// </summary>
     public int Poll(int timeoutMs)
     {
-        int n = LibBpf.ring_buffer__poll(handle.DangerousGetHandle(), timeoutMs);
-        Rethrow();
-        if (n == -4) // EINTR: a signal, the caller decides whether to stop
-            n = 0;
-        BpfException.Check(n, "ring_buffer__poll");
-        return n + Consume();
+        // at most PollBudget records per call, so that a producer that never pauses cannot keep the caller
+        // from checking whether to stop (a callback's -EINTR ends libbpf's loop, as a signal would)
+        long before = Records;
+        budget = PollBudget;
+        try
+        {
+            int n = LibBpf.ring_buffer__poll(handle.DangerousGetHandle(), timeoutMs);
+            Rethrow();
+            if (n == -4) // EINTR: a signal or the budget, the caller decides whether to stop
+                n = 0;
+            BpfException.Check(n, "ring_buffer__poll");
+            if (budget > 0)
+                Consume();
+        }
+        finally
+        {
+            budget = long.MaxValue;
+        }
+        return (int)(Records - before);
     }
+
+    /// <summary>Records one <see cref="Poll"/> handles at most.</summary>
+    public const long PollBudget = 1 << 16;
 
     /// <summary>Handles every record available now without waiting.</summary>
     public int Consume()
@@ -68,6 +85,25 @@ public sealed unsafe class RingBufferReader : IDisposable
         if (n == -4)
             return 0;
         return BpfException.Check(n, "ring_buffer__consume");
+    }
+
+    /// <summary>
+    /// Handles the records available now, at most about <paramref name="maxRecords"/> (a producer that never
+    /// pauses would keep <see cref="Consume()"/> going); returns how many were handled.
+    /// </summary>
+    public long Consume(long maxRecords)
+    {
+        long before = Records;
+        budget = Math.Max(1, maxRecords);
+        try
+        {
+            Consume();
+        }
+        finally
+        {
+            budget = long.MaxValue;
+        }
+        return Records - before;
     }
 
     private void Rethrow()
@@ -88,7 +124,8 @@ public sealed unsafe class RingBufferReader : IDisposable
         {
             reader.handler(new ReadOnlySpan<byte>(data, (int)size));
             reader.records++;
-            return 0;
+            // (handled, then stop: libbpf has already consumed the record a callback returns an error for)
+            return --reader.budget > 0 ? 0 : -4;
         }
 #pragma warning disable CA1031 // rethrown on the managed side
         catch (Exception e)

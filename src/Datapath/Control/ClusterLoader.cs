@@ -26,19 +26,20 @@ public static partial class ClusterLoader
     /// <summary>The entities a policy may name (those the datapath implements).</summary>
     public static IReadOnlyList<string> Entities => PolicyDocument.Entities;
 
-    public static ClusterSpec LoadFile(string path)
+    public static ClusterSpec LoadFile(string path, ClusterLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(path);
+        limits ??= ClusterLimits.Default;
         string text;
         try
         {
-            text = File.ReadAllText(path);
+            text = Files.ReadRegularText(path, limits.MaxFileBytes);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ClusterSpecException($"{path}: cannot read: {e.Message}");
         }
-        return Load(text, path);
+        return Load(text, path, limits);
     }
 
     /// <summary>
@@ -46,11 +47,12 @@ public static partial class ClusterLoader
     /// (relative to this one: unmodified manifests beside a lab, as kubectl apply -f
     /// takes several), loaded after it.
     /// </summary>
-    public static ClusterSpec Load(string text, string sourceFile)
+    public static ClusterSpec Load(string text, string sourceFile, ClusterLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(sourceFile);
-        var b = new Builder(sourceFile);
+        limits ??= ClusterLimits.Default;
+        var b = new Builder(sourceFile, limits);
         b.AddText(text, sourceFile);
         foreach (var (at, include) in b.Includes)
         {
@@ -58,7 +60,7 @@ public static partial class ClusterLoader
             string included;
             try
             {
-                included = File.ReadAllText(path);
+                included = Files.ReadRegularText(path, limits.MaxFileBytes);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -99,7 +101,7 @@ public static partial class ClusterLoader
         return source is "k8s" or "any" ? key[(colon + 1)..] : null;
     }
 
-    private sealed class Builder(string file)
+    private sealed class Builder(string file, ClusterLimits limits)
     {
         /// <summary>Every document of one file (a kind List's items each on their own).</summary>
         public void AddText(string text, string sourceFile)
@@ -107,6 +109,8 @@ public static partial class ClusterLoader
             var stream = new YamlStream();
             try
             {
+                // Before the tree is built (recursively, by YamlDotNet): nesting and alias expansion bounded.
+                YamlLimits.Check(text, sourceFile, limits);
                 stream.Load(new StringReader(text));
             }
             catch (YamlException e)
@@ -246,6 +250,9 @@ public static partial class ClusterLoader
 
         public ClusterSpec Build()
         {
+            if (pods.Count > limits.MaxPods)
+                throw pods[limits.MaxPods].At.Error($"more than {limits.MaxPods} pods (--max-pods raises the limit)");
+
             // Namespaces and service accounts: what pods carry into their identity.
             foreach (var g in namespaces.GroupBy(n => n.Name).Where(g => g.Count() > 1))
                 throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Namespace {g.Key}");

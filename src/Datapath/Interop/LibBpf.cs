@@ -167,6 +167,32 @@ internal static unsafe partial class LibC
 
     public const int O_RDONLY = 0;
     public const int O_DIRECTORY = 0x10000;
+    public const int O_NONBLOCK = 0x800;
+    public const int O_CLOEXEC = 0x80000;
+
+    /// <summary>statx(2): struct statx has one layout on every architecture (stx_mode at 0x1C).</summary>
+    [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int statx(int dirfd, string path, int flags, uint mask, byte* buf);
+
+    public const int AT_EMPTY_PATH = 0x1000;
+    public const uint STATX_TYPE = 0x1;
+    public const uint STATX_INO = 0x100;
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int open(string path, int flags, uint mode);
+
+    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
+    public static partial int flock(int fd, int operation);
+
+    [LibraryImport("libc", EntryPoint = "mkdir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int mkdir(string path, uint mode);
+
+    public const int O_RDWR = 2;
+    public const int O_CREAT = 0x40;
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+    public const int EEXIST = 17;
+    public const int EWOULDBLOCK = 11;
 
     [LibraryImport("libc", EntryPoint = "geteuid")]
     public static partial uint geteuid();

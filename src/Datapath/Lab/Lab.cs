@@ -73,6 +73,7 @@ public sealed class Lab : IDisposable
     private MonitorServer? server;
     private readonly bool owned;
     private bool disposed;
+    private LabLock? labLock;
 
     private Lab(ClusterSpec cluster, LabState state, LabOptions options, IReadOnlyList<string> self, bool owned = true)
     {
@@ -128,6 +129,23 @@ public sealed class Lab : IDisposable
         CheckNames(cluster);
         var self = options.SelfCommand ?? SelfCommand.Detect();
 
+        // One process builds a lab; a second `up` of the same lab is refused before it touches anything.
+        var held = LabLock.Acquire(spec.Name);
+        try
+        {
+            var lab = UpLocked(cluster, spec, options, self);
+            lab.labLock = held;
+            return lab;
+        }
+        catch
+        {
+            held.Dispose();
+            throw;
+        }
+    }
+
+    private static Lab UpLocked(ClusterSpec cluster, LabSpec spec, LabOptions options, IReadOnlyList<string> self)
+    {
         var existing = LabState.Read(spec.Name);
         if (existing is not null && existing.UpAlive() && existing.UpPid != Environment.ProcessId)
             throw new LabException($"lab {spec.Name} is already up (pid {existing.UpPid}): run `forensics lab down` first");
@@ -586,6 +604,9 @@ public sealed class Lab : IDisposable
             }
             removed.Add($"process {state.UpPid} (lab up)");
         }
+        // The up process is gone (or this is it): no other process may build this lab while it is removed.
+        using var downLock = LabLock.TryAcquire(name, TimeSpan.FromSeconds(15))
+            ?? throw new LabException($"lab {name} is held by another process (pid {Files.LockHolder(LabLock.PathOf(name))}): it did not end; try again");
         // Listeners the state knows of (even if their namespace is already gone).
         foreach (var p in state?.Processes ?? [])
         {
@@ -681,8 +702,15 @@ public sealed class Lab : IDisposable
         collector?.Dispose();
         server?.Dispose();
         datapath?.Dispose();
-        if (owned)
-            Down(Name, Cluster);
+        try
+        {
+            if (owned)
+                Down(Name, Cluster);
+        }
+        finally
+        {
+            labLock?.Dispose();
+        }
     }
 }
 

@@ -124,7 +124,7 @@ public sealed class LabState
     {
         Directory.CreateDirectory(LabNames.StateDir);
         var path = LabNames.StateFile(Name);
-        var tmp = path + ".tmp";
+        var tmp = $"{path}.{Environment.ProcessId}.tmp";
         using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write))
         {
             JsonSerializer.Serialize(f, this, Json);

@@ -115,7 +115,7 @@ public static partial class TracingPolicyReader
         {
             if (Directory.Exists(path))
                 throw new TracingPolicyException($"{path}: is a directory, not a TracingPolicy file");
-            text = File.ReadAllText(path);
+            text = Files.ReadRegularText(path, 16 << 20);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -132,6 +132,7 @@ public static partial class TracingPolicyReader
         var stream = new YamlStream();
         try
         {
+            Control.YamlLimits.Check(text, "the TracingPolicy", Control.ClusterLimits.Default, m => new TracingPolicyException(m));
             stream.Load(new StringReader(text));
         }
         catch (YamlDotNet.Core.YamlException e)

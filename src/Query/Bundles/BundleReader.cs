@@ -1,11 +1,16 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using Forensics.Query.Recording;
 
 namespace Forensics.Query.Bundles;
 
 /// <summary>What the verifier trusts and expects.</summary>
-public sealed record VerifyOptions(string? AllowedSignersFile = null, string? PublicKeyFile = null, string? ExpectedRoot = null);
+public sealed record VerifyOptions(string? AllowedSignersFile = null, string? PublicKeyFile = null, string? ExpectedRoot = null)
+{
+    /// <summary>The readers' limits: a bundle that a reading verb would refuse does not verify either.</summary>
+    public ReadLimits Limits { get; init; } = ReadLimits.Default;
+}
 
 /// <summary>The signature of a verified bundle.</summary>
 public sealed record SignatureInfo(string KeyType, string Fingerprint, string? TrustedAs);
@@ -32,7 +37,84 @@ public sealed class OpenedBundle : IDisposable
 
     public VerifyReport Report { get; }
 
-    public void Dispose() => BundleReader.DeleteTree(Directory);
+    public void Dispose()
+    {
+        BundleReader.DeleteTree(Directory);
+        ExtractionFolders.Forget(Directory);
+    }
+}
+
+/// <summary>
+/// The extraction folders this process holds, so that SIGINT, SIGTERM or SIGHUP (the CLI's
+/// handler calls <see cref="DeleteAll"/>) leave none behind; one left by a process that was
+/// killed outright is deleted by the next reader (<see cref="SweepDead"/>).
+/// </summary>
+public static class ExtractionFolders
+{
+    public const string Prefix = "forensics-bundle-";
+    private static readonly HashSet<string> Held = new(StringComparer.Ordinal);
+
+    internal static void Hold(string dir)
+    {
+        lock (Held)
+            Held.Add(dir);
+    }
+
+    internal static void Forget(string dir)
+    {
+        lock (Held)
+            Held.Remove(dir);
+    }
+
+    /// <summary>Set by a signal: the process is ending, nothing more is extracted.</summary>
+    public static bool Closing { get; private set; }
+
+    /// <summary>
+    /// Held while an extraction creates a folder or a file, and by a signal while it sets <see cref="Closing"/>:
+    /// nothing is created after the signal's deletion began (a folder created meanwhile would outlive it).
+    /// </summary>
+    internal static readonly object Gate = new();
+
+    /// <summary>From a signal handler: stop extracting and delete every folder now (the process ends right after).</summary>
+    public static void OnSignal()
+    {
+        lock (Gate)
+            Closing = true;
+        DeleteAll();
+    }
+
+    public static void DeleteAll()
+    {
+        string[] dirs;
+        lock (Held)
+            dirs = [.. Held];
+        foreach (var d in dirs)
+            BundleReader.DeleteTree(d);
+    }
+
+    /// <summary>The name of a new folder: the owner's pid is in it.</summary>
+    internal static string NewName() => $"{Prefix}{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..12]}";
+
+    /// <summary>Deletes folders under <paramref name="parent"/> named by <see cref="NewName"/> whose process is gone.</summary>
+    internal static void SweepDead(string parent)
+    {
+        try
+        {
+            foreach (var d in System.IO.Directory.EnumerateDirectories(parent, Prefix + "*"))
+            {
+                var rest = Path.GetFileName(d)[Prefix.Length..];
+                var dash = rest.IndexOf('-', StringComparison.Ordinal);
+                if (dash <= 0 || !int.TryParse(rest[..dash], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid))
+                    continue;
+                if (pid != Environment.ProcessId && !System.IO.Directory.Exists($"/proc/{pid}") && new DirectoryInfo(d).LinkTarget is null)
+                    BundleReader.DeleteTree(d);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Someone else's folder, or a race with its owner: leave it.
+        }
+    }
 }
 
 /// <summary>
@@ -43,7 +125,7 @@ public sealed class OpenedBundle : IDisposable
 /// </summary>
 public static class BundleReader
 {
-    /// <summary>True when <paramref name="path"/> is a file whose first tar entry is a bundle index.</summary>
+    /// <summary>True when <paramref name="path"/> is a regular file whose first tar entry is a bundle index.</summary>
     public static bool IsBundle(string path)
     {
         if (!File.Exists(path))
@@ -52,7 +134,7 @@ public static class BundleReader
         }
         try
         {
-            using var fs = File.OpenRead(path);
+            using var fs = RegularFile.OpenRead(path, path);
             var h = new byte[Tar.Block];
             if (fs.ReadAtLeast(h, Tar.Block, throwOnEndOfStream: false) < Tar.Block)
             {
@@ -60,7 +142,7 @@ public static class BundleReader
             }
             return Tar.Parse(h, 0)?.Name == BundleIndex.IndexName;
         }
-        catch (Exception e) when (e is BundleException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is BundleException or RecordingException or IOException or UnauthorizedAccessException)
         {
             return false;
         }
@@ -75,14 +157,17 @@ public static class BundleReader
     /// </summary>
     public static OpenedBundle Open(string path, VerifyOptions? options = null, string? parent = null)
     {
-        var dir = parent is null
-            ? System.IO.Directory.CreateTempSubdirectory("forensics-bundle-").FullName
-            : System.IO.Directory.CreateDirectory(Path.Combine(parent, "forensics-bundle-" + Guid.NewGuid().ToString("N")[..12])).FullName;
+        parent ??= Path.GetTempPath();
+        ExtractionFolders.SweepDead(parent);
+        var dir = Path.Combine(Path.GetFullPath(parent), ExtractionFolders.NewName());
+        ExtractionFolders.Hold(dir);
         try
         {
-            if (!OperatingSystem.IsWindows())
+            lock (ExtractionFolders.Gate)
             {
-                File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+                if (ExtractionFolders.Closing)
+                    throw new OperationCanceledException("interrupted");
+                Output.OutputTarget.CreatePrivateDirectory(dir);
             }
             var report = Scan(path, options ?? new(), dir);
             return new OpenedBundle(dir, report);
@@ -90,6 +175,7 @@ public static class BundleReader
         catch
         {
             DeleteTree(dir);
+            ExtractionFolders.Forget(dir);
             throw;
         }
     }
@@ -98,9 +184,9 @@ public static class BundleReader
     /// For reading verbs: verify <paramref name="bundlePath"/>, extract it into a private temporary
     /// folder and return that folder; dispose the result to delete it. Throws <see cref="BundleException"/>.
     /// </summary>
-    public static IDisposable OpenVerified(string bundlePath, out string extractedDir)
+    public static IDisposable OpenVerified(string bundlePath, out string extractedDir, ReadLimits? limits = null)
     {
-        var opened = Open(bundlePath);
+        var opened = Open(bundlePath, new VerifyOptions { Limits = limits ?? ReadLimits.Default });
         extractedDir = opened.Directory;
         return opened;
     }
@@ -110,7 +196,7 @@ public static class BundleReader
     /// it is (disposing does nothing); a bundle file is verified and extracted as by
     /// <see cref="OpenVerified"/>. Anything else throws <see cref="BundleException"/>.
     /// </summary>
-    public static IDisposable OpenRecording(string path, out string recordingDir)
+    public static IDisposable OpenRecording(string path, out string recordingDir, ReadLimits? limits = null)
     {
         if (System.IO.Directory.Exists(path))
         {
@@ -121,7 +207,7 @@ public static class BundleReader
         {
             throw new BundleException(BundleError.Malformed, $"{path}: no such recording directory or bundle file");
         }
-        return OpenVerified(path, out recordingDir);
+        return OpenVerified(path, out recordingDir, limits);
     }
 
     private sealed class NoCleanup : IDisposable
@@ -131,22 +217,33 @@ public static class BundleReader
         }
     }
 
+    /// <summary>
+    /// Deletes an extraction folder. One deletion at a time: a signal's and the interrupted extraction's own
+    /// used to run together, each giving up on an entry the other had just removed, and left the folder behind.
+    /// </summary>
     internal static void DeleteTree(string dir)
     {
-        try
+        lock (DeleteGate)
         {
-            if (System.IO.Directory.Exists(dir))
+            for (var attempt = 0; attempt < 3 && System.IO.Directory.Exists(dir); attempt++)
             {
-                System.IO.Directory.Delete(dir, recursive: true);
+                try
+                {
+                    System.IO.Directory.Delete(dir, recursive: true);
+                }
+                catch (IOException)
+                {
+                    // an entry went away or appeared meanwhile: look again
+                }
+                catch (UnauthorizedAccessException)
+                {
+                    return;
+                }
             }
         }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
     }
+
+    private static readonly object DeleteGate = new();
 
     private sealed record Seen(string Name, long Size, string Sha256, bool Listed);
 
@@ -155,7 +252,11 @@ public static class BundleReader
         FileStream fs;
         try
         {
-            fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
+            fs = RegularFile.OpenRead(path, path);
+        }
+        catch (RecordingException e)
+        {
+            throw new BundleException(BundleError.Malformed, e.Message);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -173,8 +274,9 @@ public static class BundleReader
                 // Hostile input that slipped past a specific check: still one line, still refused.
                 throw new BundleException(BundleError.Malformed, "bundle is malformed: " + e.Message, e);
             }
-            catch (IOException e)
+            catch (IOException e) when ((e.HResult & 0xffff) != 28)
             {
+                // ENOSPC (28) is the extraction folder's problem, not the bundle's: it stays an IOException (exit 5).
                 throw new BundleException(BundleError.Malformed, $"cannot read {path}: {e.Message}", e);
             }
         }
@@ -208,6 +310,7 @@ public static class BundleReader
             {
                 throw new BundleException(BundleError.Malformed, "index.json's tar header time differs from its created_at");
             }
+            CheckSize(index);
             var root = BundleIndex.Hex(SHA256.HashData(indexBytes));
 
             // 2. index.sha256: the root, so that any change to index.json is caught without a signature.
@@ -296,6 +399,40 @@ public static class BundleReader
             return new VerifyReport(root, index, manifest!, custody!, sig, indexBytes, manifestBytes!, custodyBytes!);
         }
 
+        /// <summary>
+        /// Before reading any data: what the index says would be extracted must stay within the
+        /// readers' limits and, when extracting, fit the free space of the folder (with 64 MiB to spare).
+        /// </summary>
+        private void CheckSize(BundleIndex index)
+        {
+            var limits = options.Limits;
+            if (index.Entries.Count - 2 > limits.MaxFiles)
+            {
+                throw new BundleException(BundleError.SizeExceeded, $"the bundle lists {index.Entries.Count - 2} files, more than the limit of {limits.MaxFiles} (--max-files raises it)");
+            }
+            var total = index.Entries.Sum(e => e.Bytes);
+            if (total > limits.MaxExtractBytes)
+            {
+                throw new BundleException(BundleError.SizeExceeded, $"the bundle holds {total} bytes, more than the limit of {limits.MaxExtractBytes} (--max-extract-size raises it)");
+            }
+            if (extractTo is not null)
+            {
+                long free;
+                try
+                {
+                    free = new DriveInfo(extractTo).AvailableFreeSpace;
+                }
+                catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
+                {
+                    return; // unknown: the writes themselves will say "disk full"
+                }
+                if (total + (64L << 20) > free)
+                {
+                    throw new IOException($"no space left to extract the bundle: it holds {total} bytes, {Path.GetDirectoryName(extractTo)} has {free} free (set TMPDIR to a larger folder)", 28);
+                }
+            }
+        }
+
         private TrustedKeys LoadTrust()
         {
             try
@@ -332,9 +469,18 @@ public static class BundleReader
             return new SignatureInfo(sig.Key.Type, sig.Key.Fingerprint, who);
         }
 
-        private static JsonObject CheckManifest(byte[] bytes, BundleIndex index)
+        private JsonObject CheckManifest(byte[] bytes, BundleIndex index)
         {
             var m = RecordingManifest.Parse(bytes, "manifest.json");
+            try
+            {
+                // What every reading verb requires of a manifest: a bundle that a reader refuses does not verify.
+                RecordingLocator.CheckManifest(Forensics.Format.Manifest.Parse(bytes, "manifest.json"), "manifest.json", options.Limits);
+            }
+            catch (Exception e) when (e is RecordingException or Forensics.Format.ManifestException)
+            {
+                throw new BundleException(BundleError.ManifestInvalid, e.Message);
+            }
             if ((string?)m["recording_id"] != index.RecordingId)
             {
                 throw new BundleException(BundleError.ManifestInvalid, "manifest.json's recording_id differs from the index's");
@@ -525,6 +671,18 @@ public static class BundleReader
         /// <summary>Creates a new file under the private folder; the path was checked and must stay inside it.</summary>
         private FileStream CreateOutput(string name)
         {
+            lock (ExtractionFolders.Gate)
+            {
+                return CreateOutputLocked(name);
+            }
+        }
+
+        private FileStream CreateOutputLocked(string name)
+        {
+            if (ExtractionFolders.Closing)
+            {
+                throw new OperationCanceledException("interrupted");
+            }
             var root = Path.GetFullPath(extractTo!) + Path.DirectorySeparatorChar;
             var full = Path.GetFullPath(Path.Combine(root, name));
             if (!full.StartsWith(root, StringComparison.Ordinal) || Tar.UnsafePath(name) is not null)

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using Forensics.Query.Recording;
 
 namespace Forensics.Query.Bundles;
 
@@ -15,6 +16,9 @@ public sealed record BundleOptions
 
     /// <summary>Prefix-preserving anonymization of every IP column with a random key that is not kept.</summary>
     public bool AnonymizeIps { get; init; }
+
+    /// <summary>The readers' limits, which the recording must meet to be bundled.</summary>
+    public ReadLimits Limits { get; init; } = ReadLimits.Default;
 
     /// <summary>Tables (event kinds or snapshot tables) left out.</summary>
     public IReadOnlyList<string> Exclude { get; init; } = [];
@@ -38,12 +42,16 @@ public static class BundleWriter
     public static BundleResult Create(string recordingDir, string output, BundleOptions options)
     {
         var recDir = Path.GetFullPath(recordingDir);
-        var manifestPath = Path.Combine(recDir, "manifest.json");
-        if (!File.Exists(manifestPath))
+        // A bundle vouches only for what every reader accepts, and only for intact data: the recording is
+        // opened as the readers open it (manifest limits, each file listed once and a regular file inside
+        // it, schema versions this tool reads) and every file is checked against its SHA-256.
+        using (var rec = RecordingLocator.Open(recDir, options.Limits))
         {
-            throw new ArgumentException($"{recordingDir} is not a recording: no manifest.json");
+            RecordingLocator.EnsureIntact(rec, recordingDir);
         }
-        var manifest = RecordingManifest.Parse(File.ReadAllBytes(manifestPath), Path.Combine(recordingDir, "manifest.json"));
+        Output.OutputTarget.EnsureWritable(output, [recDir]);
+        var manifestPath = Path.Combine(recDir, "manifest.json");
+        var manifest = RecordingManifest.Parse(RegularFile.ReadAllBytes(manifestPath, Path.Combine(recordingDir, "manifest.json"), BundleIndex.MaxManifestBytes, "a bundle's limit"), Path.Combine(recordingDir, "manifest.json"));
         var recordingId = (string)manifest["recording_id"]!;
         var tables = (JsonObject)manifest["tables"]!;
         foreach (var kind in options.Exclude)
@@ -51,21 +59,6 @@ public static class BundleWriter
             if (!tables.ContainsKey(kind))
             {
                 throw new ArgumentException($"--exclude {kind}: the recording has no table {kind} (it has {string.Join(", ", tables.Select(t => t.Key))})");
-            }
-        }
-
-        // The recording's own files must match its manifest: a bundle vouches only for intact data.
-        foreach (var (_, _, path, bytes, sha) in RecordingManifest.Files(manifest))
-        {
-            var full = Path.Combine(recDir, path);
-            var info = new FileInfo(full);
-            if (!info.Exists || info.LinkTarget is not null)
-            {
-                throw new InvalidDataException($"recording file {path} is missing or a link");
-            }
-            if (info.Length != bytes || HashFile(full) != sha)
-            {
-                throw new InvalidDataException($"recording file {path} does not match its manifest (size or SHA-256): refusing to bundle it");
             }
         }
 
@@ -78,6 +71,10 @@ public static class BundleWriter
             }
             var sources = Redactor.Apply(manifest, recDir, work, options);
             var manifestBytes = RecordingManifest.Serialize(manifest);
+            if (manifestBytes.Length > BundleIndex.MaxManifestBytes)
+            {
+                throw new RecordingException($"{recordingDir}: the manifest would be {manifestBytes.Length} bytes in the bundle, more than a bundle's limit of {BundleIndex.MaxManifestBytes}");
+            }
             var now = DateTimeOffset.UtcNow;
             var first = new CustodyEntry(1, "bundle", now, CustodyEntry.CurrentUser(), Environment.MachineName,
                 recordingId, recDir, BundleIndex.Hex(SHA256.HashData(manifestBytes)), null, null, CustodyEntry.Genesis);
@@ -145,7 +142,7 @@ public static class BundleWriter
         var mtime = created.ToUnixTimeSeconds();
         try
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+            using (var fs = new FileStream(tmp, Output.OutputTarget.PrivateFile(FileMode.CreateNew)))
             {
                 Entry(fs, BundleIndex.IndexName, indexBytes, mtime);
                 Entry(fs, BundleIndex.RootName, Encoding.ASCII.GetBytes(root + "\n"), mtime);

@@ -235,6 +235,11 @@ public sealed class SshSig
         {
             throw new FileNotFoundException($"signing key {keyFile} not found", keyFile);
         }
+        var full = Path.GetFullPath(keyFile);
+        if (Recording.RegularFile.Kind(new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full) != Recording.RegularFile.Regular)
+        {
+            throw new ArgumentException($"signing key {keyFile} is not a regular file");
+        }
         var psi = new ProcessStartInfo("ssh-keygen")
         {
             RedirectStandardInput = true,
@@ -260,8 +265,15 @@ public sealed class SshSig
             var stdout = new MemoryStream();
             var outTask = p.StandardOutput.BaseStream.CopyToAsync(stdout);
             var errTask = p.StandardError.ReadToEndAsync();
-            p.StandardInput.BaseStream.Write(message);
-            p.StandardInput.Close();
+            try
+            {
+                p.StandardInput.BaseStream.Write(message);
+                p.StandardInput.Close();
+            }
+            catch (IOException)
+            {
+                // ssh-keygen stopped reading (a file that is not a key, a wrong passphrase): its exit code and message say why.
+            }
             if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
             {
                 p.Kill();

@@ -117,7 +117,7 @@ public static class PcapExport
         var where = dropsOnly ? " WHERE drop_reason <> 0" : "";
         // time_ns: the recorded nanoseconds (the view derives them from ktime_ns; see QuerySession)
         var rows = session.Rows($"SELECT * FROM capture{where} ORDER BY time_ns, node, ktime_ns").ToList();
-        using var fs = new FileStream(file, FileMode.Create, FileAccess.Write);
+        using var fs = Output.OutputTarget.CreateBinary(file, session.ProtectedPaths);
         using var w = new PcapNgWriter(fs, "forensics export");
         var multi = session.Recordings.Count > 1;
         foreach (var r in rows)

@@ -12,7 +12,55 @@ public enum OutputFormat { Table, Csv, Json, Parquet, Arrow, ArrowFile }
 /// <summary>Writes a query result as an aligned table, CSV, JSON lines or Parquet.</summary>
 public static class ResultWriter
 {
-    public static void Write(QueryResult result, OutputFormat format, TextWriter? console, string? outputFile)
+    /// <summary>
+    /// Runs <paramref name="sql"/> and writes its result: CSV and JSON lines are streamed row by
+    /// row as DuckDB produces them; a table (aligned on the widest cell) and Parquet are held in
+    /// memory, up to <see cref="QueryLimits.MaxRows"/> rows. <paramref name="outputFile"/> is
+    /// created by <see cref="OutputTarget.CreateText"/> (mode 0600, never a link, never inside a recording).
+    /// </summary>
+    public static void Write(QuerySession session, string sql, OutputFormat format, TextWriter? console, string? outputFile)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        if (format == OutputFormat.Parquet)
+        {
+            if (outputFile is null)
+                throw new QueryException("--format parquet needs --output FILE");
+            var result = session.Execute(sql);
+            OutputTarget.EnsureWritable(outputFile, session.ProtectedPaths);
+            WriteParquet(result, outputFile);
+            return;
+        }
+        if (outputFile is not null)
+            OutputTarget.EnsureWritable(outputFile, session.ProtectedPaths);
+        if (format == OutputFormat.Table)
+        {
+            var result = session.Execute(sql);
+            using var tableFile = outputFile is null ? null : OutputTarget.CreateText(outputFile, session.ProtectedPaths);
+            var tw = (TextWriter?)tableFile ?? console ?? throw new ArgumentNullException(nameof(console));
+            WriteTable(result, tw);
+            tw.Flush();
+            return;
+        }
+        using var file = outputFile is null ? null : OutputTarget.CreateText(outputFile, session.ProtectedPaths);
+        var w = (TextWriter?)file ?? console ?? throw new ArgumentNullException(nameof(console));
+        IReadOnlyList<string> columns = [];
+        session.Stream(sql, (cols, _) =>
+        {
+            columns = cols;
+            if (format == OutputFormat.Csv)
+                w.WriteLine(string.Join(",", cols.Select(CsvQuote)));
+        }, row =>
+        {
+            if (format == OutputFormat.Csv)
+                w.WriteLine(string.Join(",", row.Select(v => CsvQuote(Cell(v)))));
+            else
+                w.WriteLine(JsonLine(columns, row));
+        });
+        w.Flush();
+    }
+
+    /// <summary>Writes an already materialized result to <paramref name="outputFile"/> (created 0600, never a link) or the console.</summary>
+    public static void Write(QueryResult result, OutputFormat format, TextWriter? console, string? outputFile, IEnumerable<string> protectedPaths)
     {
         ArgumentNullException.ThrowIfNull(result);
         if (format is OutputFormat.Arrow or OutputFormat.ArrowFile)
@@ -21,16 +69,24 @@ public static class ResultWriter
         {
             if (outputFile is null)
                 throw new QueryException("--format parquet needs --output FILE");
+            OutputTarget.EnsureWritable(outputFile, protectedPaths);
             WriteParquet(result, outputFile);
             return;
         }
-        using var file = outputFile is null ? null : new StreamWriter(outputFile, false, new UTF8Encoding(false));
-        var w = (TextWriter?)file ?? console ?? throw new ArgumentNullException(nameof(console));
+        using var file = outputFile is null ? null : OutputTarget.CreateText(outputFile, protectedPaths);
+        Write(result, format, (TextWriter?)file ?? console ?? throw new ArgumentNullException(nameof(console)));
+    }
+
+    /// <summary>Writes an already materialized result (the interactive prompt, tests).</summary>
+    public static void Write(QueryResult result, OutputFormat format, TextWriter w)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        ArgumentNullException.ThrowIfNull(w);
         switch (format)
         {
-            case OutputFormat.Table: WriteTable(result, w); break;
             case OutputFormat.Csv: WriteCsv(result, w); break;
             case OutputFormat.Json: WriteJson(result, w); break;
+            default: WriteTable(result, w); break;
         }
         w.Flush();
     }
@@ -64,11 +120,12 @@ public static class ResultWriter
     {
         ArgumentNullException.ThrowIfNull(r);
         ArgumentNullException.ThrowIfNull(w);
-        static string Q(string s) => s.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + s.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"" : s;
-        w.WriteLine(string.Join(",", r.Columns.Select(Q)));
+        w.WriteLine(string.Join(",", r.Columns.Select(CsvQuote)));
         foreach (var row in r.Rows)
-            w.WriteLine(string.Join(",", row.Select(v => Q(Cell(v)))));
+            w.WriteLine(string.Join(",", row.Select(v => CsvQuote(Cell(v)))));
     }
+
+    private static string CsvQuote(string s) => s.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + s.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"" : s;
 
     /// <summary>JSON lines: one object per row.</summary>
     public static void WriteJson(QueryResult r, TextWriter w)
@@ -76,20 +133,23 @@ public static class ResultWriter
         ArgumentNullException.ThrowIfNull(r);
         ArgumentNullException.ThrowIfNull(w);
         foreach (var row in r.Rows)
+            w.WriteLine(JsonLine(r.Columns, row));
+    }
+
+    private static string JsonLine(IReadOnlyList<string> columns, object?[] row)
+    {
+        using var ms = new MemoryStream();
+        using (var jw = new Utf8JsonWriter(ms, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
-            using var ms = new MemoryStream();
-            using (var jw = new Utf8JsonWriter(ms, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+            jw.WriteStartObject();
+            for (var i = 0; i < columns.Count; i++)
             {
-                jw.WriteStartObject();
-                for (var i = 0; i < r.Columns.Count; i++)
-                {
-                    jw.WritePropertyName(r.Columns[i]);
-                    LineRenderer.JsonValue(jw, row[i]);
-                }
-                jw.WriteEndObject();
+                jw.WritePropertyName(columns[i]);
+                LineRenderer.JsonValue(jw, row[i]);
             }
-            w.WriteLine(Encoding.UTF8.GetString(ms.ToArray()));
+            jw.WriteEndObject();
         }
+        return Encoding.UTF8.GetString(ms.ToArray());
     }
 
     /// <summary>
@@ -118,9 +178,23 @@ public static class ResultWriter
                 insert.ExecuteNonQuery();
             }
         }
-        using var copy = conn.CreateCommand();
-        copy.CommandText = $"COPY result TO {Schema.SqlTypes.Literal(Path.GetFullPath(file))} (FORMAT parquet)";
-        copy.ExecuteNonQuery();
+        // DuckDB writes a new file next to the target (mode 0600 by OutputTarget), then it replaces the target.
+        var full = Path.GetFullPath(file);
+        var tmp = OutputTarget.TemporaryNextTo(full);
+        try
+        {
+            using (var copy = conn.CreateCommand())
+            {
+                copy.CommandText = $"COPY result TO {Schema.SqlTypes.Literal(tmp)} (FORMAT parquet, USE_TMP_FILE false)";
+                copy.ExecuteNonQuery();
+            }
+            OutputTarget.Restrict(tmp);
+            File.Move(tmp, full, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(tmp);
+        }
     }
 
     private static object? ParamValue(object? v, string type) => v switch

@@ -7,7 +7,7 @@ using Forensics.Recorder.Batches;
 namespace Forensics.Recorder.Sessions;
 
 /// <summary>
-/// <c>forensics monitor -o arrow</c>: the monitor's batches as one Arrow IPC stream (docs/arrow.md).
+/// <c>forensics monitor -f arrow</c>: the monitor's batches as one Arrow IPC stream (docs/arrow.md).
 /// One stream carries every kind: its first column, <c>table</c>, names the event table a row belongs to
 /// (<c>exec</c>, <c>connect</c>, ..., and <c>loss</c> for what could not be delivered in a second), followed
 /// by the union of the tables' columns in schema order (schemas/TABLE.vN.json), nullable, so a column a

@@ -8,6 +8,7 @@ using Forensics.Datapath.Monitoring;
 using Forensics.Datapath.Probes;
 using Forensics.Format;
 using Forensics.Recorder.Sources;
+using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
 
 namespace Forensics.Recorder.Sessions;
@@ -33,6 +34,9 @@ public sealed record RecordingSessionOptions
 
     /// <summary>A lab YAML: build it, attach the datapath, run its steps, record it all, remove it.</summary>
     public string? Lab { get; init; }
+
+    /// <summary>A lab YAML with more pods than this is refused (ClusterLimits).</summary>
+    public int MaxPods { get; init; } = ClusterLimits.Default.MaxPods;
 
     /// <summary>
     /// Running datapaths to attach to through their monitor sockets (docs/monitor.md), without rebuilding anything:
@@ -136,7 +140,24 @@ public sealed class RecordingSession
     public RecordingSummary Run(CancellationToken token)
     {
         var o = options;
-        PrepareOutput(o.Output);
+        // One recorder per folder, held until the end; a recording that never started leaves no folder behind.
+        var folder = PrepareOutput(o.Output);
+        bool started = false;
+        try
+        {
+            return Run(o, () => started = true, token);
+        }
+        finally
+        {
+            if (started)
+                folder.Dispose();
+            else
+                folder.Abandon();
+        }
+    }
+
+    private RecordingSummary Run(RecordingSessionOptions o, Action running, CancellationToken token)
+    {
         try
         {
             Prerequisites.EnsureKernelAccess();
@@ -155,7 +176,7 @@ public sealed class RecordingSession
             SelfPid = (uint)Environment.ProcessId,
             MonitorAggregation = o.MonitorAggregation,
         };
-        var cluster = o.Lab is null ? null : LoadLab(o.Lab);
+        var cluster = o.Lab is null ? null : LoadLab(o.Lab, o.MaxPods);
         foreach (var n in (tracingPolicy?.Notices ?? []).Concat(cluster?.Notices ?? []))
             o.Note?.Invoke(n);
 
@@ -376,6 +397,7 @@ public sealed class RecordingSession
             var stopCompanion = o.Companion?.Invoke(rec, stop.Token);
             try
             {
+                running();
                 return rec.Run(() => reason, stop.Token);
             }
             finally
@@ -431,22 +453,26 @@ public sealed class RecordingSession
         return set;
     }
 
-    /// <summary>Checks that the output folder is absent or empty and writable, and creates it; throws <see cref="RecordingSetupException"/>.</summary>
-    public static void PrepareOutput(string output)
+    /// <summary>
+    /// Claims the output folder for one recorder (<see cref="OutputFolder"/>: absent or empty, created 0700, held by
+    /// a flock until disposed; <see cref="OutputFolder.Abandon"/> removes it again when nothing was recorded);
+    /// throws <see cref="RecordingSetupException"/>: another process holds it (Failure), not empty or not
+    /// writable (BadInput), disk full (DiskFull).
+    /// </summary>
+    public static OutputFolder PrepareOutput(string output)
     {
-        if (Directory.Exists(output) && Directory.EnumerateFileSystemEntries(output).Any())
-            throw new RecordingSetupException($"output folder {output} exists and is not empty", SetupProblem.BadInput);
         try
         {
-            Directory.CreateDirectory(output);
-            var probe = Path.Combine(output, ".write-test");
-            File.WriteAllText(probe, "");
-            File.Delete(probe);
+            return OutputFolder.Claim(output);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (OutputFolderException e)
         {
-            throw new RecordingSetupException($"cannot write the output folder {output}: {e.Message}",
-                FileSystem.IsDiskFull(e) ? SetupProblem.DiskFull : SetupProblem.BadInput, e);
+            throw new RecordingSetupException(e.Message, e.Problem switch
+            {
+                OutputFolderProblem.DiskFull => SetupProblem.DiskFull,
+                OutputFolderProblem.Busy => SetupProblem.Failure,
+                _ => SetupProblem.BadInput,
+            }, e);
         }
     }
 
@@ -464,11 +490,11 @@ public sealed class RecordingSession
         }
     }
 
-    private static ClusterSpec LoadLab(string path)
+    private static ClusterSpec LoadLab(string path, int maxPods)
     {
         try
         {
-            var cluster = ClusterLoader.LoadFile(path);
+            var cluster = ClusterLoader.LoadFile(path, ClusterLimits.Default with { MaxPods = maxPods });
             if (cluster.Lab is null)
                 throw new ClusterSpecException($"{path}: no Lab document (kind: Lab): --lab needs one");
             return cluster;

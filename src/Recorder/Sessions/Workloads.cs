@@ -8,7 +8,7 @@ namespace Forensics.Recorder.Sessions;
 
 /// <summary>
 /// Attribution for record and monitor: the container runtime over CRI (--runtime-endpoint,
-/// else a well-known socket that exists), or a pods file (--pods). A source that cannot be
+/// else a well-known socket that exists), or a pods file (--pods-file). A source that cannot be
 /// read is one warning line on stderr and in the manifest ("attribution source: none"); the
 /// recording goes on.
 /// </summary>
@@ -45,7 +45,7 @@ internal sealed class Workloads : IDisposable
             }
             else
             {
-                problem = $"no container runtime socket ({string.Join(", ", CriClient.WellKnownEndpoints)}): pods are attributed only by the lab and named network namespaces; give --runtime-endpoint or --pods";
+                problem = $"no container runtime socket ({string.Join(", ", CriClient.WellKnownEndpoints)}): pods are attributed only by the lab and named network namespaces; give --runtime-endpoint or --pods-file";
             }
         }
         catch (RuntimeException e)

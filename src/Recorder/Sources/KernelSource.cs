@@ -15,6 +15,7 @@ public sealed class KernelSource : IRecordSource
     private readonly IReadOnlyList<IEventSource> objects;
     private readonly EventContext context;
     private readonly int pollMs;
+    private volatile IReadOnlyDictionary<string, SourceCounts>? final;
 
     public KernelSource(IReadOnlyList<IEventSource> objects, EventContext context, int pollMs = 10)
     {
@@ -37,6 +38,7 @@ public sealed class KernelSource : IRecordSource
     public void Run(RecordWriter writer, CancellationToken token)
     {
         ArgumentNullException.ThrowIfNull(writer);
+        final = null;
         foreach (var rec in Preamble)
             writer.Write(rec);
         using var reader = new RingBufferReader(objects.Select(s => s.EventsMap).ToList(), writer.Write);
@@ -46,7 +48,19 @@ public sealed class KernelSource : IRecordSource
             reader.Poll(pollMs);
             writer.FlushIfOlderThan(20);
         }
-        reader.Consume();
+        // The programs go on emitting until their owner detaches them: take what they emitted, then freeze the
+        // counters that go with what was taken, so that a recording's loss is counted to its stop and nothing
+        // emitted meanwhile is reported neither as a row nor as lost (a busy producer may leave some unread:
+        // the recording counts those as lost).
+        IReadOnlyDictionary<string, SourceCounts> counts;
+        var drain = System.Diagnostics.Stopwatch.StartNew();
+        do
+        {
+            reader.Consume(maxRecords: 1 << 16); // bounded: a flood that never pauses does not hold the stop up
+            counts = ReadCounters();
+        }
+        while (drain.ElapsedMilliseconds < 1000 && counts.Any(kv => kv.Value.Emitted > writer.Taken(kv.Key) + writer.Dropped(kv.Key)));
+        final = counts;
         writer.Flush();
     }
 
@@ -68,7 +82,10 @@ public sealed class KernelSource : IRecordSource
     public static string AbiTableOf(ReadOnlySpan<byte> record) =>
         record.Length > 0 && record[0] is > 0 and < (byte)EventKind.Max ? Rows.TableOf((EventKind)record[0]) : "unknown";
 
-    public IReadOnlyDictionary<string, SourceCounts> Counters() =>
+    /// <summary>The emission counters; once <see cref="Run"/> has returned, as they were when it took its last records.</summary>
+    public IReadOnlyDictionary<string, SourceCounts> Counters() => final ?? ReadCounters();
+
+    private Dictionary<string, SourceCounts> ReadCounters() =>
         EventChannel.ReadCounters(objects).ToDictionary(kv => Rows.TableOf(kv.Key), kv => new SourceCounts(kv.Value.Emitted, kv.Value.Failed), StringComparer.Ordinal);
 
     /// <summary>The BPF objects are the caller's to dispose.</summary>

@@ -31,7 +31,10 @@ public static class ManifestStore
             for (int i = 0; i < taken; i++)
                 Monitor.Exit(sources[i]);
         }
-        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None };
+        if (!OperatingSystem.IsWindows())
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite; // a recording's files are its owner's only
+        using (var fs = new FileStream(tmp, options))
         {
             fs.Write(json);
             fs.Flush(flushToDisk: true);

@@ -5,7 +5,14 @@ using Parquet;
 
 namespace Forensics.Recorder.Storage;
 
-public sealed record RecoveryResult(int FilesAdded, long RowsAdded, int UnsealedFiles, long UnsealedBytes, bool WasComplete);
+public sealed record RecoveryResult(int FilesAdded, long RowsAdded, int UnsealedFiles, long UnsealedBytes, bool WasComplete)
+{
+    /// <summary>Events estimated lost between the last manifest the recorder wrote and its end (a crash's gap).</summary>
+    public ulong EstimatedLost { get; init; }
+
+    /// <summary>Seconds between the last manifest and the recorder's last sign of life.</summary>
+    public double GapSeconds { get; init; }
+}
 
 /// <summary>
 /// Turns what a killed recorder left into a readable recording: sealed
@@ -19,10 +26,15 @@ public static class Recovery
     {
         var manifest = Manifest.Read(dir);
         bool complete = manifest.EndedAt is not null && manifest.StopReason != "recording";
+        // When the recorder last counted (its manifest) and when it was last alive (its reserve's heartbeat, or the
+        // newest file it wrote): what it emitted in between is lost with it.
+        var manifestWritten = File.GetLastWriteTimeUtc(Path.Combine(dir, Manifest.FileName));
+        var reserve = Path.Combine(dir, Recording.ReserveFile);
+        DateTime alive = File.Exists(reserve) ? File.GetLastWriteTimeUtc(reserve) : manifestWritten;
+        var unsealedByTable = new Dictionary<string, int>(StringComparer.Ordinal);
         var listed = manifest.Tables.Values.SelectMany(t => t.Files).Select(f => f.Path).ToHashSet(StringComparer.Ordinal);
         int added = 0, unsealed = 0;
         long rowsAdded = 0, unsealedBytes = 0;
-        DateTime? lastWrite = null;
         foreach (var tableDir in Directory.EnumerateDirectories(dir).Order(StringComparer.Ordinal))
         {
             var table = Path.GetFileName(tableDir);
@@ -32,10 +44,13 @@ public static class Recovery
                 if (info.LinkTarget is not null)
                     continue; // never follow links
                 var rel = Path.GetRelativePath(dir, file).Replace('\\', '/');
+                if (info.LastWriteTimeUtc > alive)
+                    alive = info.LastWriteTimeUtc;
                 if (file.EndsWith(".parquet.tmp", StringComparison.Ordinal))
                 {
                     unsealed++;
                     unsealedBytes += info.Length;
+                    unsealedByTable[table] = unsealedByTable.GetValueOrDefault(table) + 1;
                     continue;
                 }
                 if (!file.EndsWith(".parquet", StringComparison.Ordinal) || listed.Contains(rel))
@@ -69,19 +84,63 @@ public static class Recovery
                 });
                 added++;
                 rowsAdded += rows;
-                if (lastWrite is null || info.LastWriteTimeUtc > lastWrite)
-                    lastWrite = info.LastWriteTimeUtc;
             }
         }
+        ulong estimated = 0;
+        double gap = 0;
         if (!complete || added > 0)
         {
+            if (!complete)
+                (estimated, gap) = EstimateGap(manifest, manifestWritten, alive, unsealedByTable);
             manifest.Recovered = true;
             manifest.StopReason = "recovered";
-            manifest.EndedAt ??= new DateTimeOffset(lastWrite ?? File.GetLastWriteTimeUtc(Path.Combine(dir, Manifest.FileName)), TimeSpan.Zero);
+            manifest.EndedAt ??= new DateTimeOffset(alive, TimeSpan.Zero);
             manifest.UnsealedSegments = unsealed;
             manifest.UnsealedBytes = unsealedBytes;
             ManifestStore.Write(manifest, dir);
         }
-        return new RecoveryResult(added, rowsAdded, unsealed, unsealedBytes, complete && added == 0);
+        File.Delete(reserve);
+        return new RecoveryResult(added, rowsAdded, unsealed, unsealedBytes, complete && added == 0) { EstimatedLost = estimated, GapSeconds = gap };
+    }
+
+    /// <summary>The manifest's source entry that holds a crash's estimated loss.</summary>
+    public const string GapSource = "recover";
+
+    /// <summary>
+    /// A killed recorder's last seconds: each table's events in the gap between its last manifest and its last
+    /// sign of life, at the rate the manifest counted until then (at least one per unsealed segment, which held
+    /// rows). Added to the manifest as a source of kind "estimate" and to the loss, so that events_lost is never
+    /// 0 when events are missing; the source's note says it is an estimate.
+    /// </summary>
+    private static (ulong Lost, double GapSeconds) EstimateGap(Manifest m, DateTime manifestWritten, DateTime alive, Dictionary<string, int> unsealed)
+    {
+        double gap = Math.Max(0, (alive - manifestWritten).TotalSeconds);
+        double counted = Math.Max(0.001, (manifestWritten - m.StartedAt.UtcDateTime).TotalSeconds);
+        var entry = new ManifestSource { Kind = "estimate", Detail = "events of a killed recorder's last seconds, estimated by recover" };
+        ulong total = 0;
+        foreach (var table in m.Loss.Keys.Concat(unsealed.Keys).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
+        {
+            var l = m.Loss.GetValueOrDefault(table);
+            ulong emitted = l?.Emitted ?? 0;
+            // counted as emitted by the last manifest but in no sealed segment (in flight), plus the gap at the counted rate
+            long rows = m.Tables.TryGetValue(table, out var t) ? t.Rows : 0;
+            ulong inFlight = (ulong)Math.Max(0L, (long)emitted - rows - (long)(l?.UserspaceDropped ?? 0));
+            ulong n = inFlight + (ulong)Math.Round(emitted / counted * gap);
+            n = Math.Max(n, (ulong)unsealed.GetValueOrDefault(table));
+            if (n == 0)
+                continue;
+            entry.Loss[table] = new ManifestLoss { Emitted = n, UserspaceDropped = n };
+            var sum = m.Loss.TryGetValue(table, out var s) ? s : m.Loss[table] = new ManifestLoss();
+            sum.Emitted += n;
+            sum.UserspaceDropped += n;
+            total += n;
+        }
+        if (total == 0)
+            return (0, gap);
+        entry.NotRecorded.Add(string.Create(CultureInfo.InvariantCulture,
+            $"the recorder was killed: about {total} events were not sealed: those the last manifest (at {manifestWritten:yyyy-MM-ddTHH:mm:ss.fffZ}) counted as emitted beyond its sealed rows, and {gap:0.0} s after it at each table's counted rate (at least one per unsealed segment); an estimate"));
+        m.Sources[GapSource] = entry;
+        m.EventsLost += total;
+        return (total, gap);
     }
 }

@@ -41,7 +41,7 @@ public sealed class SegmentWriter : IAsyncDisposable
         this.recordingDir = recordingDir;
         Table = template.Table;
         relativeDir = $"{Table}/node={node}";
-        Directory.CreateDirectory(Path.Combine(recordingDir, relativeDir));
+        CreatePrivateDirectories(recordingDir, relativeDir);
         this.onSealed = onSealed;
         this.sealInterval = sealInterval;
         this.sealBytes = sealBytes;
@@ -228,7 +228,7 @@ public sealed class SegmentWriter : IAsyncDisposable
         segment = nextSegment();
         var name = $"seg-{segment:D6}.parquet";
         tmpPath = Path.Combine(recordingDir, relativeDir, name + ".tmp");
-        stream = new FileStream(tmpPath, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, 1 << 20);
+        stream = new FileStream(tmpPath, PrivateFile);
         writer = await ParquetWriter.CreateAsync(schema, stream, options, cancellationToken: token);
         writer.CustomMetadata = metadata;
         rows = 0;
@@ -315,6 +315,26 @@ public sealed class SegmentWriter : IAsyncDisposable
             Sha256 = hash,
         });
         tmpPath = null;
+    }
+
+    private static readonly FileStreamOptions PrivateFile = OperatingSystem.IsWindows()
+        ? new() { Mode = FileMode.Create, Access = FileAccess.ReadWrite, Share = FileShare.Read, BufferSize = 1 << 20 }
+        : new() { Mode = FileMode.Create, Access = FileAccess.ReadWrite, Share = FileShare.Read, BufferSize = 1 << 20, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite };
+
+    /// <summary>A recording holds every user's process arguments: its folders are 0700 and its files 0600, whatever the umask.</summary>
+    private static void CreatePrivateDirectories(string root, string relative)
+    {
+        var path = root;
+        foreach (var part in relative.Split('/'))
+        {
+            path = Path.Combine(path, part);
+            if (Directory.Exists(path))
+                continue;
+            if (OperatingSystem.IsWindows())
+                Directory.CreateDirectory(path);
+            else
+                Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
     }
 
     /// <summary>Abandons an open segment: call <see cref="SealAsync"/> first to keep it.</summary>

@@ -109,7 +109,7 @@ public sealed class BundleTests
         var bytes = File.ReadAllBytes(seg);
         bytes[bytes.Length / 2] ^= 0x20;
         File.WriteAllBytes(seg, bytes);
-        var e = Assert.Throws<InvalidDataException>(() => BundleWriter.Create(rec.Dir, s.PathOf("b.fxb"), new BundleOptions()));
+        var e = Assert.Throws<Forensics.Query.Recording.RecordingTamperedException>(() => BundleWriter.Create(rec.Dir, s.PathOf("b.fxb"), new BundleOptions()));
         Assert.Contains("drop/node=node-a/seg-000001.parquet", e.Message, StringComparison.Ordinal);
         Assert.False(File.Exists(s.PathOf("b.fxb")));
     }

@@ -36,7 +36,14 @@ internal static partial class ObjectFields
         var labels = new Dictionary<string, string>(StringComparer.Ordinal);
         if (meta.Get("labels") is { } l)
             foreach (var (k, v) in l.StringMap())
+            {
+                // Kubernetes' own limits (ClusterLimits): a 50 MB label value is refused, not compiled into identities.
+                if (k.Length > ClusterLimits.Default.MaxLabelKey)
+                    throw l.Error($"label key '{k[..40]}...' is {k.Length} characters, more than Kubernetes allows ({ClusterLimits.Default.MaxLabelKey})");
+                if (v.Length > ClusterLimits.Default.MaxLabelValue)
+                    throw l.Error($"label {k}: the value is {v.Length} characters, more than Kubernetes allows ({ClusterLimits.Default.MaxLabelValue})");
                 labels[k] = v;
+            }
         return (name, ns, labels);
     }
 

@@ -1,0 +1,126 @@
+using System.Diagnostics;
+using Forensics.Tests;
+
+namespace Forensics.Kernel.Tests;
+
+/// <summary>
+/// What `record` really needs when it does not run as root (README, "Prerequisites"): the
+/// capabilities are dropped with setpriv (util-linux) and the command runs as nobody.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class PrivilegeTests : IDisposable
+{
+    private readonly string _dir;
+    private readonly string _app;
+
+    public PrivilegeTests()
+    {
+        // nobody must reach the program and write the recording: a world-readable copy of the
+        // command, and an output parent nobody can write to.
+        _dir = Directory.CreateTempSubdirectory("fx-caps-").FullName;
+        File.SetUnixFileMode(_dir, (UnixFileMode)0x1FF);
+        _app = Path.Combine(_dir, "app");
+        CopyTree(AppContext.BaseDirectory, _app);
+    }
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static void CopyTree(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        File.SetUnixFileMode(to, (UnixFileMode)0x1ED);
+        foreach (var f in Directory.EnumerateFiles(from))
+        {
+            var name = Path.GetFileName(f);
+            if (name.StartsWith("forensics", StringComparison.Ordinal) || name.EndsWith(".dll", StringComparison.Ordinal) && !name.Contains("Test", StringComparison.Ordinal) && !name.StartsWith("xunit", StringComparison.Ordinal))
+                File.Copy(f, Path.Combine(to, name));
+        }
+        var native = Path.Combine(from, "runtimes", "linux-x64");
+        if (Directory.Exists(native))
+            foreach (var f in Directory.EnumerateFiles(native, "*", SearchOption.AllDirectories))
+            {
+                var dest = Path.Combine(to, "runtimes", "linux-x64", Path.GetRelativePath(native, f));
+                Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
+                File.Copy(f, dest);
+            }
+        foreach (var d in Directory.EnumerateDirectories(to, "*", SearchOption.AllDirectories))
+            File.SetUnixFileMode(d, (UnixFileMode)0x1ED);
+        foreach (var f in Directory.EnumerateFiles(to, "*", SearchOption.AllDirectories))
+            File.SetUnixFileMode(f, (UnixFileMode)0x1A4);
+    }
+
+    private (int Code, string Stdout, string Stderr) RecordAsNobody(string caps, string output) =>
+        AsNobody(caps, "record", "-d", "2s", "-t", "exec", "-o", output);
+
+    private (int Code, string Stdout, string Stderr) AsNobody(string caps, params string[] command)
+    {
+        var psi = new ProcessStartInfo("setpriv")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = _dir,
+        };
+        foreach (var a in new[]
+        {
+            "--reuid=65534", "--regid=65534", "--clear-groups",
+            $"--inh-caps=-all,{caps}", $"--ambient-caps=-all,{caps}", $"--bounding-set=-all,{caps}",
+            "--", "dotnet", Path.Combine(_app, "forensics.dll"),
+        }.Concat(command))
+            psi.ArgumentList.Add(a);
+        psi.Environment["HOME"] = _dir;
+        psi.Environment["DOTNET_CLI_HOME"] = _dir;
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        // execs to record, bounded
+        for (var i = 0; i < 20 && !p.HasExited; i++)
+        {
+            using var t = Process.Start("/bin/true")!;
+            t.WaitForExit();
+        }
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "record did not end");
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [KernelFact]
+    public void Lab_AsNobody_PrerequisiteExitCodeNotAFailure()
+    {
+        var yaml = Path.Combine(_dir, "lab.yaml");
+        File.Copy(LabFixture.Example("starwars.yaml"), yaml);
+        File.SetUnixFileMode(yaml, (UnixFileMode)0x1A4);
+        foreach (var verb in new[] { "up", "run" })
+        {
+            var (code, _, stderr) = AsNobody("+bpf,+perfmon,+net_admin", "lab", verb, yaml);
+            Assert.Equal(3, code);
+            Assert.Equal("error: the lab makes network namespaces, links and routes: it needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); run it with sudo\n", stderr);
+        }
+    }
+
+    [KernelFact]
+    public void Record_AsNobodyWithBpfPerfmonNetAdmin_RefusedNamingWhatIsMissing()
+    {
+        var output = Path.Combine(_dir, "rec-without");
+        var (code, _, stderr) = RecordAsNobody("+bpf,+perfmon,+net_admin", output);
+        Assert.Equal(3, code);
+        Assert.Matches(@"^error: tracefs is not readable \([^\n]*\): run as root, or grant CAP_DAC_READ_SEARCH besides CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN\n$", stderr);
+        Assert.False(Directory.Exists(output), "a record that could not start left its output folder behind");
+    }
+
+    [KernelFact]
+    public void Record_AsNobodyWithDacReadSearchToo_Records()
+    {
+        var output = Path.Combine(_dir, "rec-with");
+        var (code, stdout, stderr) = RecordAsNobody("+bpf,+perfmon,+net_admin,+dac_read_search", output);
+        Assert.True(code is 0 or 4, $"exit {code}: {stderr}");
+        Assert.Contains("recorded", stdout, StringComparison.Ordinal);
+        Assert.True(File.Exists(Path.Combine(output, "manifest.json")));
+        Assert.NotEmpty(Directory.EnumerateFiles(Path.Combine(output, "exec"), "*.parquet", SearchOption.AllDirectories));
+        // Everything in it is the owner's only, whatever the umask: folders 0700, files 0600.
+        Assert.Equal((UnixFileMode)0x1C0, File.GetUnixFileMode(output));
+        foreach (var d in Directory.EnumerateDirectories(output, "*", SearchOption.AllDirectories))
+            Assert.True(File.GetUnixFileMode(d) == (UnixFileMode)0x1C0, $"{d}: {File.GetUnixFileMode(d)}");
+        foreach (var f in Directory.EnumerateFiles(output, "*", SearchOption.AllDirectories))
+            Assert.True(File.GetUnixFileMode(f) == (UnixFileMode)0x180, $"{f}: {File.GetUnixFileMode(f)}");
+    }
+}
