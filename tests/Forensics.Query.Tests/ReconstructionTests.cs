@@ -199,10 +199,10 @@ public sealed class ReconstructionTests : IDisposable
         Assert.Contains("policy    ingress deny (match L3-Only, denied by net-lab/deny-tg-to-echo) at endpoint 0: 10.0.2.9:42000 -> 10.0.2.10:80 tcp SYN\n", hubble.Stdout, StringComparison.Ordinal);
 
         // replay: cilium monitor's verdict line as it is (it names no policy); JSON carries Hubble's fields
-        var compact = CliRunner.Run("replay", rec.Root, "-o", "compact", "-t", "policy");
+        var compact = CliRunner.Run("replay", rec.Root, "-f", "compact", "-t", "policy");
         Assert.Equal(0, compact.ExitCode);
         Assert.Equal("Policy verdict log: flow 0x0 local EP ID 11, remote ID world, proto 6, egress, action deny, auth: disabled, match L3-Only, 10.0.1.5:41000 -> 203.0.113.66:443 tcp SYN", compact.Stdout.Split('\n')[0]);
-        var json = CliRunner.Run("replay", rec.Root, "-o", "json", "-t", "policy,drop");
+        var json = CliRunner.Run("replay", rec.Root, "-f", "json", "-t", "policy,drop");
         Assert.Equal(0, json.ExitCode);
         var events = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
         var verdict = events.Single(e => e.GetProperty("type").GetString() == "policy" && e.GetProperty("source").GetString() == "datapath");
