@@ -28,7 +28,9 @@ public sealed record RecordArgs(
     int MaxPods = 1000,
     string? RuntimeEndpoint = null,
     string? PodsFile = null,
-    IReadOnlyList<string>? Datapaths = null);
+    IReadOnlyList<string>? Datapaths = null,
+    IReadOnlyList<string>? Netns = null,
+    string? ServicesFile = null);
 
 /// <summary><c>forensics record</c>: the main job.</summary>
 public static class RecordCommand
@@ -74,6 +76,22 @@ public static class RecordCommand
         });
         var runtime = new Option<string?>("--runtime-endpoint") { Description = "Container runtime CRI socket for pod and container attribution (default: the first of " + string.Join(", ", Forensics.Runtime.CriClient.WellKnownEndpoints) + " that exists)" };
         var pods = Vocabulary.InputFile("--pods-file", "Attribute pods and containers from this file (kubectl get pods -A -o json) instead of asking the runtime");
+        var services = Vocabulary.InputFile("--services-file", "Name the services of the kernel's NAT from this file (kubectl get svc,endpointslices -A -o json) before kube-proxy's rules; its addresses are inside the cluster");
+        var netns = new Option<string[]>("--netns") { Description = "Also record the kernel's conntrack (NAT), kube-proxy's rules and the node addresses of this network namespace: a name of `ip netns` or a path such as /proc/PID/ns/net (repeatable; a containerd lab's node is <lab>-node)" };
+        netns.Validators.Add(r =>
+        {
+            foreach (var v in r.Tokens.Select(t => t.Value))
+            {
+                try
+                {
+                    NetnsPath(v);
+                }
+                catch (FormatException e)
+                {
+                    r.AddError(e.Message);
+                }
+            }
+        });
         runtime.Validators.Add(r =>
         {
             if (r.Tokens.Count > 0 && string.IsNullOrWhiteSpace(r.Tokens[0].Value))
@@ -98,7 +116,7 @@ public static class RecordCommand
         });
         var cmd = new Command("record", "Record the probes (exec, exit, connect, kernel drops) and every running datapath (`lab up`), with --lab the datapath of a lab scenario, and with --from Cilium's Hubble and Tetragon, to Parquet with a manifest; stops on --duration, Ctrl-C, SIGTERM, or when the lab scenario is done")
         {
-            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, runtime, pods, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
+            duration, output, lab, datapath, types, exclude, tetragon, snaplen, ring, aggregation, maxPods, runtime, pods, netns, services, from, tls, tlsInsecure, tlsCa, tlsCert, tlsKey, tlsServer,
         };
         cmd.SetAction(parse =>
         {
@@ -126,7 +144,8 @@ public static class RecordCommand
             try
             {
                 var (probes, cilium) = ParseFrom(parse.GetValue(from) ?? [], tlsOptions);
-                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [], RuntimeEndpoint = parse.GetValue(runtime), PodsFile = parse.GetValue(pods) };
+                args = args with { Probes = probes, Cilium = cilium, Datapaths = parse.GetValue(datapath) ?? [], RuntimeEndpoint = parse.GetValue(runtime), PodsFile = parse.GetValue(pods),
+                    Netns = [.. (parse.GetValue(netns) ?? []).Select(NetnsPath)], ServicesFile = parse.GetValue(services) };
                 if (args.Lab is not null && args.Datapaths.Count > 0)
                     throw new FormatException("--datapath attaches to a running datapath; --lab builds its own: give one of them");
                 if (args.RuntimeEndpoint is not null && args.PodsFile is not null)
@@ -157,6 +176,15 @@ public static class RecordCommand
                 cilium.Add(Forensics.Cilium.LiveEndpoint.Parse(v, tls) ?? throw new FormatException($"--from {v}: not a source (probes, hubble[=ADDR], tetragon[=ADDR])"));
         }
         return (probes, cilium);
+    }
+
+    /// <summary>A --netns value as a path: a name of `ip netns` (/run/netns/NAME) or a path; it must exist.</summary>
+    internal static string NetnsPath(string value)
+    {
+        var path = value.Contains('/', StringComparison.Ordinal) ? value : Path.Combine("/run/netns", value);
+        if (string.IsNullOrWhiteSpace(value) || value is "." or ".." || !File.Exists(path))
+            throw new FormatException($"--netns {value}: no such network namespace ({path})");
+        return path;
     }
 
     internal static HashSet<EventKind> ParseKinds(IEnumerable<string> values)
@@ -214,6 +242,8 @@ public static class RecordCommand
             MaxPods = args.MaxPods,
             RuntimeEndpoint = args.RuntimeEndpoint,
             PodsFile = args.PodsFile,
+            ConntrackNetns = args.Netns ?? [],
+            ServicesFile = args.ServicesFile,
             Attach = args.Lab is null ? args.Datapaths ?? [] : null,
             Progress = args.Progress,
             Say = Console.WriteLine,

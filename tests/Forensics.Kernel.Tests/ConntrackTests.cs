@@ -367,7 +367,9 @@ public sealed class ConntrackTests
     }
 
     /// <summary>Runs `record`'s session with nat only (the conntrack source alone) and the node's namespace while <paramref name="during"/> runs.</summary>
-    private static string RecordSession(NatNode node, Action during, params EventKind[] kinds)
+    private static string RecordSession(NatNode node, Action during, params EventKind[] kinds) => RecordSession(node, during, null, kinds);
+
+    private static string RecordSession(NatNode node, Action during, string? servicesFile, params EventKind[] kinds)
     {
         var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-ctses-").FullName, "rec");
         var session = new Recorder.Sessions.RecordingSession(new Recorder.Sessions.RecordingSessionOptions
@@ -375,6 +377,7 @@ public sealed class ConntrackTests
             Output = dir,
             Kinds = new HashSet<EventKind>(kinds.Length == 0 ? [EventKind.Nat] : kinds),
             ConntrackNetns = [node.NodePath],
+            ServicesFile = servicesFile,
         });
         using var cts = new CancellationTokenSource();
         Exception? failed = null;
@@ -442,6 +445,77 @@ public sealed class ConntrackTests
         finally
         {
             Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    /// <summary>The table at the start is a preamble: its rows are recorded, and none of them reads as lost at the stop.</summary>
+    [KernelFact]
+    public void RecordSession_EntriesBeforeTheStart_StartDumpRecordedAndNothingCountedLost()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        using (var backend = node.StartServers(1))
+        using (var echo = node.StartWorldEcho())
+        {
+            node.RunClient(NatNode.ServiceAndWorldClient); // translated entries that outlive it (UDP 30 s, TCP TIME_WAIT)
+            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+            Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+        }
+        var dir = RecordSession(node, () => { });
+        try
+        {
+            using var q = Query.QuerySession.Open([dir]);
+            var start = Convert.ToInt64(q.Rows("SELECT count(*) AS n FROM kernel_conntrack WHERE phase = 'start' AND nat <> ''").Single()["n"], CultureInfo.InvariantCulture);
+            Assert.True(start >= 2, $"{start} translated entries in the start dump");
+            var src = Format.Manifest.Read(dir).Sources["conntrack"];
+            Assert.Empty(src.NotRecorded);
+            Assert.Equal(0UL, src.Loss.TryGetValue("nat", out var l) ? l.UserspaceDropped + l.Failed : 0UL);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
+        }
+    }
+
+    /// <summary>--services: the cluster's own Service (kubectl get svc,endpointslices -A -o json) names the DNAT before kube-proxy's comment does.</summary>
+    [KernelFact]
+    public void RecordSession_ServicesFile_NamesTheServiceBeforeKubeProxysRules()
+    {
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        var file = Path.GetTempFileName();
+        File.WriteAllText(file, $$$"""
+            {"apiVersion": "v1", "kind": "List", "items": [
+              {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "storefront", "namespace": "shop"},
+               "spec": {"type": "ClusterIP", "clusterIP": "{{{NatNode.ServiceIp}}}", "clusterIPs": ["{{{NatNode.ServiceIp}}}"],
+                        "ports": [{"name": "web", "port": {{{NatNode.ServicePort}}}, "protocol": "TCP", "targetPort": {{{NatNode.ServerPort}}}}]}},
+              {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+               "metadata": {"name": "storefront-abcde", "namespace": "shop", "labels": {"kubernetes.io/service-name": "storefront"}},
+               "endpoints": [{"addresses": ["{{{NatNode.ServerIp}}}"], "conditions": {"ready": true}}],
+               "ports": [{"name": "web", "port": {{{NatNode.ServerPort}}}, "protocol": "TCP"}]}]}
+            """);
+        string output = "";
+        string? dir = null;
+        try
+        {
+            dir = RecordSession(node, () =>
+            {
+                using var backend = node.StartServers(1);
+                using var echo = node.StartWorldEcho();
+                output = node.RunClient(NatNode.ServiceAndWorldClient);
+                Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+                Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+            }, file, EventKind.Nat);
+            int tcpPort = Port(output, "tcp").Item2;
+            using var q = Query.QuerySession.Open([dir]);
+            var svc = Assert.Single(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["mapping"] == "service" && (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}");
+            Assert.Equal("shop/storefront:web", svc["service"]);
+            var services = q.Rows("SELECT namespace, name, frontend_ip, source FROM services").ToList();
+            Assert.Contains(services, r => (string?)r["name"] == "storefront" && (string?)r["source"] == "services-file");
+        }
+        finally
+        {
+            File.Delete(file);
+            if (dir is not null)
+                Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true);
         }
     }
 

@@ -326,7 +326,61 @@ public partial class ContainerdLabTests
             });
         }
     }
+    /// <summary>
+    /// Issue 16 item 4: the node's own conntrack (--netns, the lab node's namespace) answers nat, drops and
+    /// connects --external as our datapath's lab does: the service VIP:port -> backend, the masquerade to the
+    /// node address for the outside world, the firewall's kernel drop with its pod, and exactly the outside
+    /// world's connects as external (no VIP, pod, node or reply).
+    /// </summary>
+    [KernelFact]
+    public void RecordCri_NodeNamespace_NatDropsAndExternalAsOnTheDatapathLab()
+    {
+        var lab = fx.Lab;
+        var (recorder, dir) = ContainerdLabFixture.StartRecording("--runtime-endpoint", lab.State.RuntimeEndpoint!, "--netns", lab.State.NodeNetns);
+        var run = LabFixture.RunCli("lab", "run", LabFixture.Example("starwars-containerd.yaml"), "--name", fx.Name);
+        Assert.True(run.Code == 0, run.Out);
+        ContainerdLabFixture.Finish(recorder);
+        string Ip(string pod) => lab.State.Endpoints.Single(e => e.Pod == pod).Ip;
+        var podIps = lab.State.Endpoints.Select(e => e.Ip).ToHashSet();
+
+        using var q = Forensics.Query.QuerySession.Open([dir]);
+        var nat = q.Rows(Forensics.Query.Reconstructions.Nat(new Forensics.Query.Filter())).Where(r => podIps.Contains(Str(r, "client").Split(':')[0])).ToList();
+        Assert.All(nat, r => Assert.Equal("conntrack", Str(r, "source")));
+        foreach (var (client, vip, service, port) in new[]
+        {
+            ("default/frontend-1", "10.0.1.100:8080", "default/backend-service", 8080),
+            ("default/xwing", "10.0.1.80:80", "default/deathstar", 80),
+        })
+        {
+            var rows = nat.Where(r => Str(r, "mapping") == "service" && Str(r, "original") == vip && Str(r, "client").StartsWith(Ip(client) + ":", StringComparison.Ordinal)).ToList();
+            Assert.True(rows.Count > 0, $"no service mapping of {client} to {vip}: " + string.Join("; ", nat.Select(r => string.Join(",", r.Values))));
+            Assert.All(rows, r =>
+            {
+                Assert.StartsWith(service, Str(r, "service"), StringComparison.Ordinal);
+                var backend = Str(r, "translated");
+                Assert.EndsWith(":" + port.ToString(System.Globalization.CultureInfo.InvariantCulture), backend, StringComparison.Ordinal);
+                Assert.Equal(lab.State.Endpoints.Single(e => e.Ip == backend.Split(':')[0]).Pod, Str(r, "backend_pod"));
+            });
+        }
+        foreach (var world in new[] { "198.51.100.10:443", "198.51.100.53:53" })
+        {
+            var snat = Assert.Single(nat, r => Str(r, "mapping") == "snat" && Str(r, "destination") == world);
+            Assert.StartsWith(Ip("default/xwing") + ":", Str(snat, "client"), StringComparison.Ordinal);
+            Assert.Equal(lab.Cluster.Lab!.NodeIp.ToString(), Str(snat, "translated").Split(':')[0]);
+        }
+
+        var drops = q.Rows(Forensics.Query.Reconstructions.Drops(new Forensics.Query.Filter())).ToList();
+        var fw = Assert.Single(drops, r => Str(r, "destination").Contains("203.0.113.66", StringComparison.Ordinal));
+        Assert.Contains("NETFILTER_DROP", Str(fw, "kernel_reason"), StringComparison.Ordinal);
+        Assert.Contains("xwing", Str(fw, "source"), StringComparison.Ordinal);
+
+        var external = q.Rows(Forensics.Query.Reconstructions.Connects(new Forensics.Query.Filter(), externalOnly: true))
+            .Where(r => lab.State.Endpoints.Any(e => e.Pod == Str(r, "pod")))
+            .Select(r => Str(r, "destination")).ToHashSet();
+        Assert.Equal(new HashSet<string> { "198.51.100.10:443", "198.51.100.53:53", "203.0.113.66:443" }, external);
+    }
 }
+
 
 [Collection("lab")]
 public class ContainerdLabDownTests
@@ -373,6 +427,34 @@ public class RecordAttributionInputTests
         var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
         var r = Commands.Run("dotnet", [cli, "record", "--duration", "1s", "-t", "exec,exit", "-o", dir, .. extra], TimeSpan.FromSeconds(90));
         return (r.ExitCode, r.Stderr, dir);
+    }
+
+    [Fact]
+    public void Record_NetnsThatDoesNotExist_UsageErrorNamingIt()
+    {
+        var (code, stderr, dir) = Record("--netns", "fx-no-such-netns");
+        Assert.Equal(2, code);
+        Assert.Equal("error: --netns fx-no-such-netns: no such network namespace (/run/netns/fx-no-such-netns)", stderr.Trim());
+        Assert.False(Directory.Exists(dir));
+    }
+
+    [KernelFact]
+    public void Record_ServicesFileNotKubectlJson_BadInputNamingTheFileAndNothingRecorded()
+    {
+        var file = Path.GetTempFileName();
+        File.WriteAllText(file, "NAME TYPE CLUSTER-IP\n");
+        try
+        {
+            var (code, stderr, dir) = Record("--services-file", file);
+            Assert.Equal(7, code);
+            var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.StartsWith($"error: {file}: not the JSON of 'kubectl get svc,endpointslices -A -o json'", line, StringComparison.Ordinal);
+            Assert.False(Directory.Exists(dir));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
     }
 
     [KernelFact]

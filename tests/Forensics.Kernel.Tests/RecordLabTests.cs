@@ -88,6 +88,20 @@ public class RecordLabTests(StarWarsRecording rec)
             Assert.Empty(Duck.Table(dir, table, "pod LIKE 'fxr-sw-%' OR (pod IS NOT NULL AND namespace IS NULL)"));
         Assert.Empty(Duck.Table(dir, "exit", "pod IS NOT NULL AND \"binary\" LIKE '%/ip'"));
 
+        // interfaces are named as cilium monitor names them ("ifindex fxr-sw-xwing"): a row at a pod's endpoint carries its
+        // host-side veth's name in the node namespace, and replay prints it (issue 12 item 10)
+        var eps = Duck.Table(dir, "endpoints", "phase = 'start'");
+        foreach (var ep in eps)
+        {
+            var link = Forensics.Datapath.Lab.LabNames.PodLink("fxr-sw", new Forensics.Datapath.Control.PodSpec((string)ep["pod"]!, (string)ep["namespace"]!, new Dictionary<string, string>(), null));
+            var rows = Duck.Table(dir, "trace", $"ifindex = {ep["ifindex"]}");
+            Assert.NotEmpty(rows);
+            Assert.All(rows, r => Assert.Equal(link, r["interface"]));
+        }
+        var xwingLink = Forensics.Datapath.Lab.LabNames.PodLink("fxr-sw", new Forensics.Datapath.Control.PodSpec("xwing", "default", new Dictionary<string, string>(), null));
+        var replay = LabFixture.RunCli("replay", dir, "-t", "trace");
+        Assert.Contains($" ifindex {xwingLink} orig-ip ", replay.Out, StringComparison.Ordinal);
+
         // snapshot tables: services with their backends, policies as given
         Assert.Contains(Duck.Table(dir, "services", "phase = 'start'"), s => (string)s["frontend_ip"]! == "10.0.1.100" && (string?)s["backend_pod"] == "default/backend-2");
         Assert.NotEmpty(Duck.Table(dir, "policies", "phase = 'start'"));

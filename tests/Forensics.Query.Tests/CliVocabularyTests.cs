@@ -72,6 +72,8 @@ public sealed class CliVocabularyTests : IDisposable
         ["--verbose"] = ["=maybe"],
         ["--runtime-endpoint"] = [" "],
         ["--pods-file"] = ["/nonexistent/pods.json"],
+        ["--services-file"] = ["/nonexistent/svc.json"],
+        ["--netns"] = ["fx-no-such-netns", " "],
         ["--all-reasons"] = ["=maybe"],
     };
 

@@ -40,11 +40,12 @@ public class PolicyRuleRowsTests
         return b;
     }
 
-    private static byte[] Verdict(VerdictAction action, PolicyMatch match, uint ruleId, Dir dir = Dir.Ingress) => Record<PolicyEvent>(EventKind.Policy, (b, at) =>
+    private static byte[] Verdict(VerdictAction action, PolicyMatch match, uint ruleId, Dir dir = Dir.Ingress, uint ifindex = 0) => Record<PolicyEvent>(EventKind.Policy, (b, at) =>
     {
         b[at(nameof(PolicyEvent.Action))] = (byte)action;
         b[at(nameof(PolicyEvent.Match))] = (byte)match;
         b[at("Meta") + (int)Marshal.OffsetOf<DpMeta>(nameof(DpMeta.Direction))] = (byte)dir;
+        BitConverter.TryWriteBytes(b.AsSpan(at("Meta") + (int)Marshal.OffsetOf<DpMeta>(nameof(DpMeta.Ifindex))), ifindex);
         BitConverter.TryWriteBytes(b.AsSpan(at(nameof(PolicyEvent.RuleId))), ruleId);
     });
 
@@ -130,28 +131,30 @@ public class PolicyRuleRowsTests
     }
 
     [Fact]
-    public void PolicyRows_TwoDatapathsWithTheSameRuleId_EachRowNamesItsOwnDatapathsRule()
+    public void PolicyRows_TwoDatapathsWithTheSameRuleIdAndIfindex_EachRowNamesItsOwnDatapathsRuleAndInterface()
     {
         // two running datapaths attached at once number their rules each on its own: id 1 of one is not id 1 of the other
         var shared = new EventContext(0);
-        var a = shared.WithPolicyRules(id => id == 1 ? [Allow] : []);
-        var b = shared.WithPolicyRules(id => id == 1 ? [Deny] : []);
+        var a = shared.ForDatapath(id => id == 1 ? [Allow] : [], ifindex => ifindex == 5 ? "lxc-a" : null);
+        var b = shared.ForDatapath(id => id == 1 ? [Deny] : [], ifindex => ifindex == 5 ? "lxc-b" : null);
         var rows = Rows.For(EventKind.Policy, 3)!;
-        rows.Append(Verdict(VerdictAction.Allow, PolicyMatch.L3L4, 1), a);
-        rows.Append(Verdict(VerdictAction.Deny, PolicyMatch.L3Only, 1, Dir.Egress), b);
-        rows.Append(Verdict(VerdictAction.Allow, PolicyMatch.L3L4, 1), a);
+        rows.Append(Verdict(VerdictAction.Allow, PolicyMatch.L3L4, 1, ifindex: 5), a);
+        rows.Append(Verdict(VerdictAction.Deny, PolicyMatch.L3Only, 1, Dir.Egress, ifindex: 5), b);
+        rows.Append(Verdict(VerdictAction.Allow, PolicyMatch.L3L4, 1, ifindex: 5), a);
         var r = BatchRows.Rows(rows.Batch).ToList();
         Assert.Equal("default/backend-from-frontend-8080", r[0]["allowed_by"]);
         Assert.Equal("default/xwing-denylist", r[1]["denied_by"]);
         Assert.Equal("default/backend-from-frontend-8080", r[2]["allowed_by"]);
+        // and each its own namespace's interface by the same ifindex
+        Assert.Equal(["lxc-a", "lxc-b", "lxc-a"], r.Select(x => (string?)x["interface"]));
         Assert.Null(shared.PolicyRules); // the views do not change the context they came from
     }
 
     [Fact]
-    public void WithPolicyRules_ProcessImagesAndPods_SharedWithTheContextItCameFrom()
+    public void ForDatapath_ProcessImagesAndPods_SharedWithTheContextItCameFrom()
     {
         var shared = new EventContext(0);
-        var view = shared.WithPolicyRules(_ => []);
+        var view = shared.ForDatapath(_ => []);
         shared.RegisterBinary(42, "/usr/bin/curl", 7);
         Assert.Equal("/usr/bin/curl", view.Binary(42));
         Assert.Same(shared.Attribution, view.Attribution);

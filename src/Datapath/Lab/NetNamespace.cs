@@ -68,6 +68,23 @@ public static class NetNamespace
         return result;
     }
 
+    /// <summary>The interfaces of the namespace at <paramref name="path"/> (null: the caller's) by ifindex.</summary>
+    public static Dictionary<uint, string> Interfaces(string? path)
+    {
+        static Dictionary<uint, string> List()
+        {
+            var names = new Dictionary<uint, string>();
+            foreach (var nic in System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces())
+            {
+                uint index = LibC.if_nametoindex(nic.Name); // in the thread's namespace, as the listing
+                if (index != 0)
+                    names[index] = nic.Name;
+            }
+            return names;
+        }
+        return path is null ? List() : RunAt(path, List);
+    }
+
     public static void Run(string name, Action action) => Run(name, () => { action(); return 0; });
 
     /// <summary>The net namespace inode of a process, from /proc/PID/ns/net; null if it is gone.</summary>

@@ -102,9 +102,7 @@ public sealed class LineRenderer
         var orig = Str(r, "orig_ip");
         if (orig.Length == 0)
             orig = U(r, "ip_version") == 6 ? "::" : "0.0.0.0";
-        var iface = Str(r, "interface");
-        if (iface.Length == 0)
-            iface = U(r, "ifindex").ToString(CultureInfo.InvariantCulture);
+        var iface = Interface(r);
         return $"{Separator}\nCPU {U(r, "cpu"):D2}: MARK {Hex(r, "flow_id")} FROM {U(r, "endpoint_id")} {Str(r, "obs_point")}: {U(r, "pkt_len")} bytes (0 captured), state {CtState(r)}, interface {iface}, identity {U(r, "src_identity")}->{U(r, "dst_identity")}, orig-ip {orig}, to endpoint {ToEndpoint(r)}";
     }
 
@@ -124,7 +122,14 @@ public sealed class LineRenderer
         var orig = Str(r, "orig_ip");
         if (orig.Length == 0)
             orig = U(r, "ip_version") == 6 ? "::" : "0.0.0.0";
-        return $"{ObsPoint(r)} flow {Hex(r, "flow_id")} , identity {Identity(U(r, "src_identity"))}->{Identity(U(r, "dst_identity"))} state {CtState(r)} ifindex {U(r, "ifindex")} orig-ip {orig}: {Summary(r)}";
+        return $"{ObsPoint(r)} flow {Hex(r, "flow_id")} , identity {Identity(U(r, "src_identity"))}->{Identity(U(r, "dst_identity"))} state {CtState(r)} ifindex {Interface(r)} orig-ip {orig}: {Summary(r)}";
+    }
+
+    // the interface's name where the recording knows it (cilium monitor resolves it from its link cache), else the number
+    private static string Interface(IReadOnlyDictionary<string, object?> r)
+    {
+        var name = Str(r, "interface");
+        return name.Length > 0 ? name : U(r, "ifindex").ToString(CultureInfo.InvariantCulture);
     }
 
     private static string Nat(IReadOnlyDictionary<string, object?> r)

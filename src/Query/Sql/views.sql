@@ -10,6 +10,8 @@ CREATE VIEW cluster_cidrs AS
     SELECT recording, cidr, source FROM manifest_cidrs
     UNION ALL SELECT DISTINCT recording, ip, 'endpoints' FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
     UNION ALL SELECT DISTINCT recording, frontend_ip, 'services' FROM services WHERE frontend_ip IS NOT NULL AND frontend_ip <> ''
+    -- pods the container runtime (or a pods file) listed
+    UNION ALL SELECT DISTINCT recording, addr, 'pods' FROM (SELECT recording, unnest(string_split(ips, ',')) AS addr FROM pods) WHERE addr <> ''
     -- pods that Hubble named in its flows (a recording of a Cilium node has no endpoints snapshot)
     UNION ALL SELECT DISTINCT recording, src_ip, 'hubble' FROM (
         SELECT recording, src_ip FROM "drop" WHERE src_pod IS NOT NULL UNION ALL SELECT recording, dst_ip FROM "drop" WHERE dst_pod IS NOT NULL
@@ -23,11 +25,20 @@ CREATE MACRO fx_in_cluster(p_addr, rec := NULL) AS
     EXISTS (SELECT 1 FROM cluster_cidrs c WHERE (rec IS NULL OR c.recording IS NULL OR c.recording = rec) AND fx_in_cidr(p_addr, c.cidr));
 
 -- endpoint_addrs: one row per (recording, address) -> the endpoint (pod) that owns it.
+-- The datapath's endpoints snapshot first; on a node without our datapath, the pods the container
+-- runtime (or a pods file) listed with their addresses.
 CREATE VIEW endpoint_addrs AS
-    SELECT recording, ip AS addr, any_value(endpoint_id) AS endpoint_id, any_value(namespace) AS namespace, any_value(pod) AS pod,
-           any_value(identity) AS identity
-    FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
-    GROUP BY recording, ip;
+    WITH ep AS (
+        SELECT recording, ip AS addr, any_value(endpoint_id) AS endpoint_id, any_value(namespace) AS namespace, any_value(pod) AS pod,
+               any_value(identity) AS identity
+        FROM endpoints WHERE ip IS NOT NULL AND ip <> ''
+        GROUP BY recording, ip),
+    runtime AS (
+        SELECT recording, addr, NULL::USMALLINT AS endpoint_id, any_value(namespace) AS namespace, any_value(pod) AS pod, NULL::UINTEGER AS identity
+        FROM (SELECT recording, namespace, pod, unnest(string_split(ips, ',')) AS addr FROM pods WHERE ips <> '')
+        WHERE addr <> '' GROUP BY recording, addr)
+    SELECT * FROM ep
+    UNION ALL SELECT r.* FROM runtime r WHERE NOT EXISTS (SELECT 1 FROM ep WHERE ep.recording = r.recording AND ep.addr = r.addr);
 
 -- identity_labels: one row per (recording, identity) -> its labels (fx_identity_labels as a table;
 -- reserved identities are in reserved_identities).

@@ -67,7 +67,9 @@ public sealed class ConntrackSource : IRecordSource, ISnapshotSource
         namespaces = c.Namespaces;
         try
         {
-            Interlocked.Add(ref dumped, c.Dump(ConntrackRecord.PhaseStart, writer.Write, Clock));
+            // the table at the start is a preamble (written before the source is live): not among the events its
+            // counters count, as the writer does not count it taken (else each start row would read as lost at the stop)
+            c.Dump(ConntrackRecord.PhaseStart, writer.Write, Clock);
             writer.Flush();
             foreach (var line in c.NotRecorded)
                 writer.NotRecorded(line);

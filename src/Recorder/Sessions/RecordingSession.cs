@@ -63,6 +63,12 @@ public sealed record RecordingSessionOptions
     /// <summary>More network namespaces (paths) whose conntrack tables are recorded: a node's (the containerd lab's).</summary>
     public IReadOnlyList<string> ConntrackNetns { get; init; } = [];
 
+    /// <summary>
+    /// Services and their backends from <c>kubectl get svc,endpointslices -A -o json</c>: they name the service of a
+    /// conntrack DNAT before kube-proxy's rules do, and their addresses are inside the cluster.
+    /// </summary>
+    public string? ServicesFile { get; init; }
+
     /// <summary>Sources besides the kernel's (docs/sources.md): made once the kernel side is up.</summary>
     public IReadOnlyList<Func<EventContext, IRecordSource>> Sources { get; init; } = [];
 
@@ -179,6 +185,7 @@ public sealed class RecordingSession
         var cluster = o.Lab is null ? null : LoadLab(o.Lab, o.MaxPods);
         foreach (var n in (tracingPolicy?.Notices ?? []).Concat(cluster?.Notices ?? []))
             o.Note?.Invoke(n);
+        var servicesFile = o.ServicesFile is null ? null : LoadServices(o.ServicesFile);
 
         var objects = new List<IEventSource>();
         var preamble = new List<byte[]>();
@@ -222,6 +229,7 @@ public sealed class RecordingSession
                     objects.Add(lab.Datapath!.Events);
                     if (lab.Datapath is LabDatapath labDatapath)
                         context.PolicyRules = labDatapath.Datapath.RulesOf; // verdicts and policy drops name their rules
+                    context.InterfaceName = new InterfaceNames(Path.Combine(NetNamespace.Dir, lab.State.NodeNetns)).Name;
                     foreach (var pod in cluster.Pods)
                         context.Attribution.Register("/run/netns/" + LabNames.PodNs(lab.Name, pod), pod.Namespace, pod.Name);
                 }
@@ -270,7 +278,8 @@ public sealed class RecordingSession
             Attached = [.. attached.Select(a => a.Lab)];
             foreach (var make in o.Sources)
                 extra.Add(make(context));
-            IReadOnlyList<Datapath.Cluster.ServiceFrontend> kubeProxy = [];
+            // a services file names services first (the cluster's own words), kube-proxy's rules after it
+            IReadOnlyList<Datapath.Cluster.ServiceFrontend> nodeServices = servicesFile?.Services ?? [];
             var ranges = new NodeRangesSeen();
             bool conntrack = o.Conntrack && (o.Kinds.Count == 0 || o.Kinds.Contains(EventKind.Nat));
             if (cluster is null)
@@ -283,7 +292,7 @@ public sealed class RecordingSession
                     {
                         // run only when NAT is recorded: it starts iptables-save and nft
                         var (svcs, podCidrs, _) = Datapath.Cluster.KubeProxyRules.Read(p);
-                        kubeProxy = [.. kubeProxy, .. svcs];
+                        nodeServices = [.. nodeServices, .. svcs];
                         ranges.PodCidrs.AddRange(podCidrs.Select(c => c.ToString()));
                     }
                     try
@@ -296,6 +305,7 @@ public sealed class RecordingSession
                     }
                 }
                 ranges.PodCidrs.AddRange(Datapath.Cluster.NodeRanges.CniPodCidrs().Select(r => r.Cidr.ToString()));
+                ranges.PodCidrs.AddRange((servicesFile?.PodCidrs ?? []).Select(c => c.ToString()));
             }
             if (conntrack)
             {
@@ -305,7 +315,7 @@ public sealed class RecordingSession
                     {
                         Targets = [new Conntrack.ConntrackTarget(null, "host"), .. o.ConntrackNetns.Select(p => new Conntrack.ConntrackTarget(p, Path.GetFileName(p)))],
                     },
-                    Services = kubeProxy,
+                    Services = nodeServices,
                 }));
             }
 
@@ -367,8 +377,8 @@ public sealed class RecordingSession
             };
             if (workloads is not null)
                 rec.PeriodicBatches = workloads.TakeBatches;
-            if (kubeProxy.Count > 0)
-                rec.Snapshots.Add(SnapshotTables.Services("start", DateTimeOffset.UtcNow, ServiceRow.From(kubeProxy)));
+            if (nodeServices.Count > 0)
+                rec.Snapshots.Add(SnapshotTables.Services("start", DateTimeOffset.UtcNow, ServiceRow.From(nodeServices)));
             if (probes is not null)
             {
                 rec.UpdateManifest = m =>
@@ -429,6 +439,12 @@ public sealed class RecordingSession
     }
 
     /// <summary>The clock offsets and name tables decoding needs, read from the running kernel.</summary>
+    /// <summary>
+    /// The interface names of a running lab's node namespace (the datapath's ifindex values name them); each
+    /// attached datapath's records are decoded with its own (DatapathSocketSource).
+    /// </summary>
+    internal static Func<uint, string?> InterfaceNamesOf(string lab) => new InterfaceNames(Path.Combine(NetNamespace.Dir, LabNames.NodeNs(lab))).Name;
+
     public static EventContext NewContext()
     {
         var (mono, boot) = KernelClock.UtcOffsets();
@@ -485,6 +501,18 @@ public sealed class RecordingSession
             return (excluded, policy);
         }
         catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
+        {
+            throw new RecordingSetupException(e.Message, SetupProblem.BadInput, e);
+        }
+    }
+
+    private static Datapath.Cluster.ClusterServices LoadServices(string path)
+    {
+        try
+        {
+            return Datapath.Cluster.ServicesFile.Read(path);
+        }
+        catch (Datapath.Cluster.ClusterInputException e)
         {
             throw new RecordingSetupException(e.Message, SetupProblem.BadInput, e);
         }

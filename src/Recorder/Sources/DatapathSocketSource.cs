@@ -36,8 +36,10 @@ public sealed class DatapathSocketSource : IRecordSource, IMonitorHandler
             client.Dispose();
             throw new MonitorConnectException($"{socketPath}: the datapath runs on another boot ({client.Hello.BootId}); its kernel times cannot be read here");
         }
-        // its verdicts and policy drops carry its own rule ids: named from its control plane's rule sets
-        this.context = client.Hello.ControlFile.Length == 0 ? context : context.WithPolicyRules(PinnedDatapath.RuleResolver(client.Hello.ControlFile));
+        // its verdicts and policy drops carry its own rule ids, named from its control plane's rule sets; its ifindexes
+        // are its node namespace's interfaces
+        Func<uint, IReadOnlyList<PolicyRuleRef>> rules = client.Hello.ControlFile.Length == 0 ? _ => [] : PinnedDatapath.RuleResolver(client.Hello.ControlFile);
+        this.context = context.ForDatapath(rules, Sessions.RecordingSession.InterfaceNamesOf(lab));
     }
 
     /// <summary>Every datapath served on this machine now (<see cref="LabState.Serving"/>), or those named.</summary>

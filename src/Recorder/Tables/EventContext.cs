@@ -21,7 +21,7 @@ public sealed class EventContext
         images = new Images();
     }
 
-    private EventContext(EventContext of, Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>> policyRules)
+    private EventContext(EventContext of, Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>> policyRules, Func<uint, string?> interfaceName)
     {
         MonotonicToUtcOffsetNs = of.MonotonicToUtcOffsetNs;
         BoottimeToUtcOffsetNs = of.BoottimeToUtcOffsetNs;
@@ -31,16 +31,18 @@ public sealed class EventContext
         Attribution = of.Attribution;
         images = of.images;
         PolicyRules = policyRules;
+        InterfaceName = interfaceName;
     }
 
     /// <summary>
-    /// This context for the records of one datapath among several (each numbers its rule ids itself): the same
-    /// clocks, names, pods and process images, with that datapath's rules behind the rule ids.
+    /// This context for the records of one datapath among several (each numbers its rule ids and has its interfaces
+    /// itself): the same clocks, names, pods and process images, with that datapath's rules behind the rule ids and
+    /// its namespace's interfaces behind the ifindexes (this context's when not given).
     /// </summary>
-    public EventContext WithPolicyRules(Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>> policyRules)
+    public EventContext ForDatapath(Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>> policyRules, Func<uint, string?>? interfaceName = null)
     {
         ArgumentNullException.ThrowIfNull(policyRules);
-        return new EventContext(this, policyRules);
+        return new EventContext(this, policyRules, interfaceName ?? InterfaceName);
     }
 
     /// <summary>UTC ns = kernel CLOCK_MONOTONIC ns + this, measured once at recording start.</summary>
@@ -48,6 +50,9 @@ public sealed class EventContext
 
     /// <summary>Names of the running kernel's enum skb_drop_reason values.</summary>
     public Func<uint, string> KernelDropReason { get; set; } = r => r.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The name of an interface of the datapath's network namespace by its ifindex; null when unknown.</summary>
+    public Func<uint, string?> InterfaceName { get; set; } = _ => null;
 
     /// <summary>Resolves a kernel address to symbol+offset.</summary>
     public Func<ulong, string> KernelSymbol { get; set; } = a => "0x" + a.ToString("x", System.Globalization.CultureInfo.InvariantCulture);

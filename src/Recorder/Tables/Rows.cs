@@ -215,23 +215,35 @@ internal readonly struct FlowSourceCols
     ];
 
     private readonly StringColumn source;
+    private readonly StringColumn iface;
 
     public FlowSourceCols(TableBatch b)
     {
         source = b.Str("source");
+        StringColumn? ifc = null;
         foreach (var n in Names.AsSpan(1))
         {
             if (n == "is_reply")
                 b.Bool(n, nullable: true);
             else if (n is "event_type" or "event_sub_type")
                 b.I32(n, nullable: true);
+            else if (n == "interface")
+                ifc = b.Str(n, nullable: true);
             else
                 b.Str(n, nullable: true);
         }
+        iface = ifc!;
     }
 
-    /// <summary>A datapath row: the rest stay null (the batch's reset nulls them).</summary>
-    public void SetDatapath(int i) => source.Values[i] = "datapath";
+    /// <summary>
+    /// A datapath row: the interface its ifindex names in the datapath's namespace (as Hubble's interface and
+    /// cilium monitor's "ifindex lxc..." name it), when the recording knows it; the rest stay null.
+    /// </summary>
+    public void SetDatapath(int i, in DpMeta m, EventContext ctx)
+    {
+        source.Values[i] = "datapath";
+        iface.Values[i] = m.Ifindex == 0 ? null : ctx.InterfaceName(m.Ifindex);
+    }
 
     /// <summary>A row of another source that fills none of the rest.</summary>
     public void Set(int i, string name) => source.Values[i] = name;
@@ -297,7 +309,7 @@ internal sealed class DropRows : Rows
         file.Values[i] = Names.SourceFile((byte)ev.File);
         line.Values[i] = ev.Line;
         ct.Values[i] = Names.CtState((byte)ev.CtState);
-        src.SetDatapath(i);
+        src.SetDatapath(i, ev.Meta, ctx);
         if (ev.Reason is DropReasons.PolicyDenied or DropReasons.PolicyDeniedByDenylist)
         {
             ruleId.Set(i, ev.RuleId);
@@ -351,7 +363,7 @@ internal sealed class PolicyRows : Rows
         remote.Values[i] = ev.RemoteIdentity;
         action.Values[i] = Names.Action((byte)ev.Action);
         match.Values[i] = Names.Match((byte)ev.Match);
-        src.SetDatapath(i);
+        src.SetDatapath(i, ev.Meta, ctx);
         ruleId.Set(i, ev.RuleId);
         var (policies, text) = names.Of(ev.RuleId, ctx);
         // an allow names what allowed it; a deny (or an audit: a deny not enforced) what denied it
@@ -417,7 +429,7 @@ internal sealed class NatRows : Rows
         xdport.Values[i] = ev.Xlated.Dport;
         service.Values[i] = ev.ServiceId;
         meta.Set(i, ev.Meta);
-        src.SetDatapath(i);
+        src.SetDatapath(i, ev.Meta, ctx);
         Conntrack.SetNull(i);
     }
 
@@ -576,7 +588,7 @@ internal sealed class TraceRows : Rows
         ct.Values[i] = Names.CtState((byte)ev.CtState);
         ReadOnlySpan<byte> orig = ev.OrigAddr;
         origIp.Values[i] = orig.IndexOfAnyExcept((byte)0) < 0 ? null : ctx.Ip(ev.OrigAddr, ev.Tuple.Family);
-        src.SetDatapath(i);
+        src.SetDatapath(i, ev.Meta, ctx);
     }
 }
 
