@@ -133,16 +133,16 @@ static __always_inline int fx_in_net4(const __u8 *addr, const __u8 *net, __u8 pr
 
 /*
  * Trace and capture sampling at the node's device (see fx_sample in
- * datapath.bpf.c) by the translation's entry: its first packets are captured
+ * datapath.bpf.c) by the translation's entry (its packet count in *seen): its first packets are captured
  * (fx_cfg.capture_first) and, with monitor aggregation, only a direction's
  * first packet and its SYN, FIN and RST packets are traced.
  */
-static __always_inline void fx_nat_sample(struct fx_ctx *ctx, struct fx_nat_entry *m)
+static __always_inline void fx_nat_sample(struct fx_ctx *ctx, __u8 *seen)
 {
-	__u8 n = m->seen;
+	__u8 n = *seen;
 
 	if (n < 255)
-		m->seen = n + 1;
+		*seen = n + 1;
 	if (fx_cfg.capture_first != FX_CAPTURE_ALL && n >= fx_cfg.capture_first)
 		ctx->capture_skip = 1;
 	if (fx_cfg.trace_aggregate && n > 0 &&
@@ -180,7 +180,7 @@ static __always_inline int fx_masquerade(struct __sk_buff *skb, struct fx_ctx *c
 	m = bpf_map_lookup_elem(&fx_snat, k);
 	if (m) {
 		port = m->port;
-		fx_nat_sample(ctx, m);
+		fx_nat_sample(ctx, &m->seen);
 	} else {
 		/* the pod's own port if free on the node address, else a few hashed ones */
 		__builtin_memset(rk, 0, sizeof(*rk));
@@ -250,7 +250,7 @@ static __always_inline int fx_rev_snat(struct __sk_buff *skb, struct fx_ctx *ctx
 	m = bpf_map_lookup_elem(&fx_snat, k);
 	if (!m)
 		return TC_ACT_OK;
-	fx_nat_sample(ctx, m);
+	fx_nat_sample(ctx, &m->seen);
 	ctx->meta.src_identity = fx_identity_of(orig->saddr, AF_INET, NULL);
 	ctx->meta.dst_identity = m->identity;
 	__builtin_memcpy(ctx->orig_addr, orig->daddr, 16);
