@@ -216,7 +216,7 @@ public sealed class PolicyReplay : IDisposable
                 match = v.Match;
                 remote = v.RemoteIdentity;
                 proto = v.Tuple.Proto;
-                dport = v.Tuple.Dport;
+                dport = v.Tuple.DestinationPort;
             }
         }
         pending.Clear();
