@@ -281,8 +281,10 @@ internal sealed class DropRows : Rows
     private readonly TupleCols tuple;
     private readonly MetaCols meta;
     private readonly Column<ushort> reason, line;
-    private readonly StringColumn reasonName, file, ct;
+    private readonly StringColumn reasonName, file, ct, deniedBy, rules;
+    private readonly Column<uint> ruleId;
     private readonly FlowSourceCols src;
+    private readonly PolicyRuleNames names = new();
 
     public DropRows(int capacity) : base("drop", capacity)
     {
@@ -295,6 +297,9 @@ internal sealed class DropRows : Rows
         line = Batch.U16("line");
         ct = Batch.Str("ct_state");
         src = new FlowSourceCols(Batch);
+        deniedBy = Batch.Str("denied_by", nullable: true);
+        ruleId = Batch.U32("rule_id", nullable: true);
+        rules = Batch.Str("rules", nullable: true);
         Batch.Str("extra", nullable: true);
     }
 
@@ -311,6 +316,11 @@ internal sealed class DropRows : Rows
         line.Values[i] = ev.Line;
         ct.Values[i] = Names.CtState((byte)ev.CtState);
         src.SetDatapath(i, ev.Meta, ev.Tuple, ctx);
+        if (ev.Reason is DropReasons.PolicyDenied or DropReasons.PolicyDeniedByDenylist)
+        {
+            ruleId.Set(i, ev.RuleId);
+            (deniedBy.Values[i], rules.Values[i]) = names.Of(ev.RuleId, ctx);
+        }
     }
 }
 
@@ -340,8 +350,10 @@ internal sealed class PolicyRows : Rows
     private readonly TupleCols tuple;
     private readonly MetaCols meta;
     private readonly Column<uint> remote;
-    private readonly StringColumn action, match;
+    private readonly StringColumn action, match, allowedBy, deniedBy, rules;
+    private readonly Column<uint> ruleId;
     private readonly FlowSourceCols src;
+    private readonly PolicyRuleNames names = new();
 
     public PolicyRows(int capacity) : base("policy", capacity)
     {
@@ -352,8 +364,10 @@ internal sealed class PolicyRows : Rows
         action = Batch.Str("action");
         match = Batch.Str("match");
         src = new FlowSourceCols(Batch);
-        Batch.Str("allowed_by", nullable: true);
-        Batch.Str("denied_by", nullable: true);
+        allowedBy = Batch.Str("allowed_by", nullable: true);
+        deniedBy = Batch.Str("denied_by", nullable: true);
+        ruleId = Batch.U32("rule_id", nullable: true);
+        rules = Batch.Str("rules", nullable: true);
         Batch.Str("extra", nullable: true);
     }
 
@@ -368,6 +382,14 @@ internal sealed class PolicyRows : Rows
         action.Values[i] = Names.Action((byte)ev.Action);
         match.Values[i] = Names.Match((byte)ev.Match);
         src.SetDatapath(i, ev.Meta, ev.Tuple, ctx);
+        ruleId.Set(i, ev.RuleId);
+        var (policies, text) = names.Of(ev.RuleId, ctx);
+        // an allow names what allowed it; a deny (or an audit: a deny not enforced) what denied it
+        if (action.Values[i] == "allow")
+            allowedBy.Values[i] = policies;
+        else
+            deniedBy.Values[i] = policies;
+        rules.Values[i] = text;
     }
 }
 
