@@ -31,6 +31,7 @@ struct fx_maps_anchor {
 	enum fx_reserved_identity id;
 	enum fx_endpoint_flags ep;
 	enum fx_policy_flags pol;
+	enum fx_policy_prefix polp;
 	enum fx_ct_flags ct;
 	enum fx_nat_flags nat;
 	enum fx_map_limits limits;
@@ -46,6 +47,9 @@ struct fx_maps_anchor {
 	struct fx_backend_key bk;
 	struct fx_backend b;
 	struct fx_lb_flow lf;
+	struct fx_affinity_key ak;
+	struct fx_affinity af;
+	struct fx_nodeport_entry npe;
 	struct fx_nat_entry ne;
 	struct fx_nat_config nc;
 };
@@ -219,7 +223,11 @@ int fx_to_endpoint(struct __sk_buff *skb)
 	return fx_to_endpoint_handle(skb);
 }
 
-/* The node's device, egress: masquerade pod connections leaving the cluster. */
+/*
+ * The node's device, egress: replies of connections that came in through a
+ * NodePort, a load balancer address or an external IP get their frontend
+ * back; pod connections leaving the cluster are masqueraded.
+ */
 SEC("tc")
 int fx_to_network(struct __sk_buff *skb)
 {
@@ -228,13 +236,20 @@ int fx_to_network(struct __sk_buff *skb)
 
 	if (!ctx)
 		return TC_ACT_OK;
+	rc = fx_nodeport_rev_translate(skb, ctx, &translated);
+	if (rc != TC_ACT_OK || translated)
+		return fx_finish(skb, ctx, rc);
 	rc = fx_masquerade(skb, ctx, &translated);
 	if (rc != TC_ACT_OK || translated)
 		return fx_finish(skb, ctx, rc);
 	return TC_ACT_OK;
 }
 
-/* The node's device, ingress: return traffic of masqueraded connections. */
+/*
+ * The node's device, ingress: return traffic of masqueraded connections, and
+ * connections from outside to a NodePort, a load balancer address or an
+ * external IP (translated to a backend, as Cilium's nodeport path does).
+ */
 SEC("tc")
 int fx_from_network(struct __sk_buff *skb)
 {
@@ -244,6 +259,9 @@ int fx_from_network(struct __sk_buff *skb)
 	if (!ctx)
 		return TC_ACT_OK;
 	rc = fx_rev_snat(skb, ctx, &translated);
+	if (rc != TC_ACT_OK || translated)
+		return fx_finish(skb, ctx, rc);
+	rc = fx_nodeport_translate(skb, ctx, &translated);
 	if (rc != TC_ACT_OK || translated)
 		return fx_finish(skb, ctx, rc);
 	return TC_ACT_OK;

@@ -11,7 +11,7 @@
 #ifndef FX_ABI_H
 #define FX_ABI_H
 
-#define FX_ABI_VERSION 1
+#define FX_ABI_VERSION 2
 
 enum fx_kind {
 	FX_KIND_NONE = 0,
@@ -149,8 +149,11 @@ struct fx_drop_event {
 	__u8 file;		/* enum fx_src_file */
 	__u8 ct_state;		/* enum fx_ct_state */
 	__u16 pad;
+	__u32 rule_id;		/* policy drops: the deny rules that matched (the policy_rules
+				 * table); 0 when no rule did (default deny) or not a policy drop */
+	__u32 pad2;
 };
-_Static_assert(sizeof(struct fx_drop_event) == 88, "fx_drop_event");
+_Static_assert(sizeof(struct fx_drop_event) == 96, "fx_drop_event");
 
 struct fx_policy_event {
 	struct fx_hdr hdr;
@@ -160,8 +163,11 @@ struct fx_policy_event {
 	__u8 action;		/* enum fx_verdict_action */
 	__u8 match;		/* enum fx_match_type */
 	__u16 pad;
+	__u32 rule_id;		/* the rules of the policy entry that decided (the policy_rules
+				 * table); 0 when no entry matched: default deny */
+	__u32 pad2;
 };
-_Static_assert(sizeof(struct fx_policy_event) == 88, "fx_policy_event");
+_Static_assert(sizeof(struct fx_policy_event) == 96, "fx_policy_event");
 
 struct fx_nat_event {
 	struct fx_hdr hdr;

@@ -105,22 +105,38 @@ struct fx_endpoint {
 _Static_assert(sizeof(struct fx_endpoint) == 24, "fx_endpoint");
 
 /*
- * fx_policy: (endpoint, direction, remote identity, protocol, port). Identity 0
- * is any identity, protocol 0 any protocol, port 0 any port.
+ * fx_policy (LPM trie, as Cilium's policy map): (endpoint, direction, remote
+ * identity) exactly, then the protocol and a prefix of the destination port,
+ * so that one entry covers a port range (endPort). Identity 0 is any
+ * identity; a prefix that stops before the protocol is any protocol (and any
+ * port), one that stops before the port is any port of that protocol. ICMP
+ * and ICMPv6 put the ICMP type in dport.
  */
-struct fx_policy_key {
-	__u32 identity;
-	__u16 endpoint_id;
-	__u16 dport;
-	__u8 proto;
-	__u8 dir;		/* enum fx_dir */
-	__u16 pad;
+enum fx_policy_prefix {
+	FX_POLICY_PREFIX_ANY_PROTO = 64,	/* endpoint, dir, pad1, identity */
+	FX_POLICY_PREFIX_ANY_PORT = 72,		/* ... and proto */
+	FX_POLICY_PREFIX_PORT = 80,		/* ... and pad2: add the port's prefix bits (16: one port) */
+	FX_POLICY_PREFIX_FULL = 96,
 };
-_Static_assert(sizeof(struct fx_policy_key) == 12, "fx_policy_key");
+
+struct fx_policy_key {
+	__u32 prefixlen;	/* enum fx_policy_prefix */
+	__u16 endpoint_id;
+	__u8 dir;		/* enum fx_dir */
+	__u8 pad1;
+	__u32 identity;
+	__u8 proto;
+	__u8 pad2;
+	__be16 dport;		/* network order: a prefix of its bits is a range */
+};
+_Static_assert(sizeof(struct fx_policy_key) == 16, "fx_policy_key");
 
 struct fx_policy_value {
-	__u32 flags;		/* enum fx_policy_flags */
-	__u32 pad;
+	__u16 flags;		/* enum fx_policy_flags */
+	__u8 proto_given;	/* the entry names a protocol: an L4 match (L3-L4, L4-only) */
+	__u8 pad;
+	__u32 rule_id;		/* the policy rules this entry was compiled from (user space's
+				 * policy_rules table); carried into verdict and drop events */
 	__u64 hits;		/* connections this entry decided */
 };
 _Static_assert(sizeof(struct fx_policy_value) == 16, "fx_policy_value");
@@ -168,8 +184,39 @@ struct fx_service {
 	__u32 id;
 	__u16 count;		/* backends in slots 0..count-1; 0 drops with FX_DROP_NO_SERVICE */
 	__u16 pad;
+	__u32 affinity_timeout;	/* sessionAffinity ClientIP: seconds a client keeps its backend; 0 none */
 };
-_Static_assert(sizeof(struct fx_service) == 8, "fx_service");
+_Static_assert(sizeof(struct fx_service) == 12, "fx_service");
+
+/* fx_lb_affinity: (service, client address) -> the backend it was given, and when last. */
+struct fx_affinity_key {
+	__u32 service_id;
+	__u32 pad;
+	__u8 client[16];
+};
+_Static_assert(sizeof(struct fx_affinity_key) == 24, "fx_affinity_key");
+
+struct fx_affinity {
+	__u64 last_ns;
+	__u32 slot;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct fx_affinity) == 16, "fx_affinity");
+
+/*
+ * fx_nodeport_rev: a connection from outside the node to a NodePort, a load
+ * balancer address or an external IP, translated on the node's device: the
+ * backend's reply tuple (backend -> client) -> the frontend address and port
+ * its source is rewritten back to on the way out.
+ */
+struct fx_nodeport_entry {
+	__u8 addr[16];
+	__u16 port;
+	__u8 flags;		/* enum fx_nat_flags */
+	__u8 pad;
+	__u32 service_id;
+};
+_Static_assert(sizeof(struct fx_nodeport_entry) == 24, "fx_nodeport_entry");
 
 struct fx_backend_key {
 	__u32 service_id;

@@ -35,6 +35,7 @@ struct fx_conn_proc {
 	__u64 exec_id;
 	__u64 cgroup_id;
 	__u8 comm[FX_COMM_LEN];
+	__u64 binary_hash;
 };
 
 struct {
@@ -113,6 +114,7 @@ static __always_inline void fx_current_proc(struct fx_conn_proc *p)
 	p->uid = (__u32)bpf_get_current_uid_gid();
 	p->netns_ino = fx_task_netns(task);
 	p->exec_id = fx_exec_id_of(p->pid);
+	p->binary_hash = fx_binary_hash_of(p->pid);
 	p->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(p->comm, sizeof(p->comm));
 }
@@ -171,6 +173,8 @@ static __always_inline void fx_emit_connect(const struct fx_tuple *t, const stru
 	struct fx_connect_event *ev;
 
 	if (p->pid == fx_cfg.self_pid)
+		return;
+	if (!fx_conn_selected(t, p->binary_hash, kind == FX_CONNECT_TCP ? FX_CONN_CLASS_TCP : FX_CONN_CLASS_UDP))
 		return;
 	ev = fx_reserve(FX_KIND_CONNECT, sizeof(*ev));
 	if (!ev)

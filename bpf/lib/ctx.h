@@ -23,6 +23,7 @@ struct fx_ctx {
 	__u16 ct_dport;
 	__u16 drop_reason;
 	__u16 drop_line;
+	__u32 drop_rule;	/* policy drops: the rule id of the verdict */
 	__u8 drop_file;
 	__u8 ct_state;
 	__u8 icmp_type;

@@ -61,6 +61,8 @@ static __always_inline void fx_emit_drop(struct fx_ctx *ctx)
 	ev->file = ctx->drop_file;
 	ev->ct_state = ctx->ct_state;
 	ev->pad = 0;
+	ev->rule_id = ctx->drop_rule;
+	ev->pad2 = 0;
 	fx_submit(ev, FX_KIND_DROP);
 }
 

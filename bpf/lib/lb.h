@@ -34,6 +34,47 @@ struct {
 	__type(value, struct fx_lb_flow);
 } fx_lb_flows SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FX_LB_FLOWS_MAX);
+	__type(key, struct fx_affinity_key);
+	__type(value, struct fx_affinity);
+} fx_lb_affinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FX_LB_FLOWS_MAX);
+	__type(key, struct fx_ct_key);
+	__type(value, struct fx_nodeport_entry);
+} fx_nodeport_rev SEC(".maps");
+
+/*
+ * sessionAffinity ClientIP (Cilium's lb4_affinity): the slot a client was
+ * given for the service if it used it within the timeout, else UINT32_MAX.
+ */
+static __always_inline __u32 fx_lb_affinity_slot(const struct fx_service *svc, const __u8 *client)
+{
+	struct fx_affinity_key k = { .service_id = svc->id };
+	struct fx_affinity *a;
+
+	__builtin_memcpy(k.client, client, 16);
+	a = bpf_map_lookup_elem(&fx_lb_affinity, &k);
+	if (!a || a->slot >= svc->count || bpf_ktime_get_ns() - a->last_ns > (__u64)svc->affinity_timeout * 1000000000ull)
+		return 0xffffffff;
+	a->last_ns = bpf_ktime_get_ns();
+	return a->slot;
+}
+
+static __always_inline void fx_lb_affinity_keep(const struct fx_service *svc, const __u8 *client, __u32 slot)
+{
+	struct fx_affinity_key k = { .service_id = svc->id };
+	struct fx_affinity a = { .slot = slot };
+
+	__builtin_memcpy(k.client, client, 16);
+	a.last_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&fx_lb_affinity, &k, &a, BPF_ANY);
+}
+
 struct fx_lb_result {
 	__u8 vip[16];		/* the service address and port before translation */
 	__u16 vport;
@@ -86,7 +127,11 @@ static __always_inline int fx_lb_translate(struct __sk_buff *skb, struct fx_ctx 
 			be = NULL;
 	}
 	if (!be) {
-		slot = fx_flow_hash(orig, orig->sport, orig->dport) % svc->count;
+		slot = svc->affinity_timeout ? fx_lb_affinity_slot(svc, orig->saddr) : 0xffffffff;
+		if (slot == 0xffffffff)
+			slot = fx_flow_hash(orig, orig->sport, orig->dport) % svc->count;
+		if (svc->affinity_timeout)
+			fx_lb_affinity_keep(svc, orig->saddr, slot);
 		bk.service_id = svc->id;
 		bk.slot = slot;
 		be = bpf_map_lookup_elem(&fx_backends, &bk);
@@ -123,6 +168,72 @@ static __always_inline int fx_lb_rev_translate(struct __sk_buff *skb, struct fx_
 		return FX_DROP(ctx, rc);
 	if (!(e->flags & FX_CTF_REPLY_SEEN))
 		fx_emit_nat(ctx, &ctx->orig, FX_NAT_REV_DNAT, e->service_id);
+	return TC_ACT_OK;
+}
+
+/*
+ * The node's device, ingress: a connection from outside to a service's node
+ * port, load balancer address or external IP goes to a backend; the reply
+ * tuple is remembered so that the backend's answers leave with the frontend
+ * as their source (fx_nodeport_rev_translate).
+ */
+static __always_inline int fx_nodeport_translate(struct __sk_buff *skb, struct fx_ctx *ctx, int *translated)
+{
+	struct fx_lb_result lb;
+	struct fx_ct_key rk = {};
+	struct fx_nodeport_entry ne = {};
+	int rc;
+
+	*translated = 0;
+	if (ctx->frag_missing)
+		return TC_ACT_OK;
+	ctx->meta.src_identity = fx_identity_of(ctx->pkt.tuple.saddr, ctx->pkt.tuple.family, NULL);
+	rc = fx_lb_translate(skb, ctx, &lb);
+	if (rc != TC_ACT_OK) {
+		ctx->meta.dst_identity = fx_identity_of(ctx->pkt.tuple.daddr, ctx->pkt.tuple.family, NULL);
+		return rc;
+	}
+	if (!lb.service_id)
+		return TC_ACT_OK;
+	ctx->meta.dst_identity = fx_identity_of(ctx->pkt.tuple.daddr, ctx->pkt.tuple.family, &ctx->meta.endpoint_id);
+	ctx->meta.flow_id = fx_flow_hash(&ctx->pkt.tuple, ctx->ct_sport, ctx->ct_dport);
+	fx_ct_key_rev(&rk, ctx, FX_DIR_EGRESS);
+	__builtin_memcpy(ne.addr, lb.vip, 16);
+	ne.port = lb.vport;
+	ne.service_id = lb.service_id;
+	if (!bpf_map_lookup_elem(&fx_nodeport_rev, &rk))
+		bpf_map_update_elem(&fx_nodeport_rev, &rk, &ne, BPF_ANY);
+	*translated = 1;
+	return TC_ACT_OK;
+}
+
+/* The node's device, egress: a backend's answer to a connection fx_nodeport_translate took in. */
+static __always_inline int fx_nodeport_rev_translate(struct __sk_buff *skb, struct fx_ctx *ctx, int *translated)
+{
+	struct fx_ct_key k = {};
+	struct fx_nodeport_entry *e;
+	int rc;
+
+	*translated = 0;
+	if (ctx->pkt.tuple.family != AF_INET || ctx->frag_missing)
+		return TC_ACT_OK;
+	fx_ct_key_fwd(&k, ctx, FX_DIR_EGRESS);
+	e = bpf_map_lookup_elem(&fx_nodeport_rev, &k);
+	if (!e)
+		return TC_ACT_OK;
+	ctx->orig = ctx->pkt.tuple;
+	ctx->meta.src_identity = fx_identity_of(ctx->pkt.tuple.saddr, AF_INET, &ctx->meta.endpoint_id);
+	ctx->meta.dst_identity = fx_identity_of(ctx->pkt.tuple.daddr, AF_INET, NULL);
+	rc = fx_rewrite_addr4(skb, ctx, 0, e->addr);
+	if (!rc)
+		rc = fx_rewrite_port(skb, ctx, 0, e->port);
+	if (rc)
+		return FX_DROP(ctx, rc);
+	*translated = 1;
+	if (!(e->flags & FX_NATF_REPLY_SEEN)) {
+		e->flags |= FX_NATF_REPLY_SEEN;
+		fx_emit_nat(ctx, &ctx->orig, FX_NAT_REV_DNAT, e->service_id);
+	}
 	return TC_ACT_OK;
 }
 

@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Per-endpoint L3/L4 policy (Cilium's policy map): entries keyed by
- * (endpoint, direction, remote identity, protocol, port), where identity 0,
- * protocol 0 and port 0 are wildcards. Deny entries win over allow entries;
- * among allows the most specific match names the match type. An endpoint no
+ * Per-endpoint L3/L4 policy (Cilium's policy map): an LPM trie keyed by
+ * (endpoint, direction, remote identity) and a prefix of (protocol, port),
+ * where identity 0 is any identity. Two lookups decide: one for the remote
+ * identity and one for any identity, each returning the most specific entry
+ * that covers the packet's protocol and port. A deny from either wins; else an
+ * allow for the identity (L3-only, L3-L4) before one for any identity
+ * (L4-only, all). User space folds every deny into the more specific allows it
+ * covers, so that a longest-prefix match never hides a deny. An endpoint no
  * policy selects in a direction allows everything in that direction; once
- * selected, what no entry allows is denied.
+ * selected, what no entry allows is denied. Each entry carries the id of the
+ * policy rules it was compiled from, and the verdict (and a policy drop)
+ * reports it, so that a verdict names the rule that decided it.
  */
 #ifndef FX_POLICY_H
 #define FX_POLICY_H
@@ -14,8 +20,9 @@
 #include "drop.h"
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, FX_POLICY_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct fx_policy_key);
 	__type(value, struct fx_policy_value);
 } fx_policy SEC(".maps");
@@ -24,46 +31,22 @@ struct fx_verdict {
 	__u8 action;		/* enum fx_verdict_action */
 	__u8 match;		/* enum fx_match_type */
 	__u16 reason;		/* drop reason when denied */
+	__u32 rule_id;		/* the rules of the entry that decided; 0: none (default deny) */
 };
 
 static __always_inline struct fx_policy_value *
 fx_policy_entry(__u16 ep, __u8 dir, __u32 identity, __u8 proto, __u16 dport)
 {
 	struct fx_policy_key k = {
-		.identity = identity,
+		.prefixlen = FX_POLICY_PREFIX_FULL,
 		.endpoint_id = ep,
-		.dport = dport,
-		.proto = proto,
 		.dir = dir,
+		.identity = identity,
+		.proto = proto,
+		.dport = bpf_htons(dport),
 	};
 
 	return bpf_map_lookup_elem(&fx_policy, &k);
-}
-
-/* The six lookups from most to least specific; i selects one. */
-static __always_inline struct fx_policy_value *
-fx_policy_probe(int i, __u16 ep, __u8 dir, __u32 id, __u8 proto, __u16 dport, __u8 *match)
-{
-	switch (i) {
-	case 0:
-		*match = FX_MATCH_L3_L4;
-		return dport ? fx_policy_entry(ep, dir, id, proto, dport) : NULL;
-	case 1:
-		*match = FX_MATCH_L3_L4;
-		return fx_policy_entry(ep, dir, id, proto, 0);
-	case 2:
-		*match = FX_MATCH_L3_ONLY;
-		return fx_policy_entry(ep, dir, id, 0, 0);
-	case 3:
-		*match = FX_MATCH_L4_ONLY;
-		return dport ? fx_policy_entry(ep, dir, 0, proto, dport) : NULL;
-	case 4:
-		*match = FX_MATCH_L4_ONLY;
-		return fx_policy_entry(ep, dir, 0, proto, 0);
-	default:
-		*match = FX_MATCH_ALL;
-		return fx_policy_entry(ep, dir, 0, 0, 0);
-	}
 }
 
 /*
@@ -76,34 +59,33 @@ static __always_inline int fx_policy_decide(struct fx_verdict *v, __u16 ep, __u8
 {
 	__u8 enforced = dir == FX_DIR_INGRESS ? ep_flags & FX_EP_INGRESS_ENFORCED :
 						ep_flags & FX_EP_EGRESS_ENFORCED;
-	struct fx_policy_value *pv;
-	__u8 match = FX_MATCH_NONE;
-	int i;
+	struct fx_policy_value *l3, *any, *pv;
 
 	v->action = FX_ACTION_ALLOW;
 	v->match = FX_MATCH_ALL;
 	v->reason = 0;
+	v->rule_id = 0;
 	if (!enforced)
 		return 0;
-#pragma unroll
-	for (i = 0; i < 6; i++) {
-		pv = fx_policy_probe(i, ep, dir, remote, proto, dport, &match);
-		if (pv && (pv->flags & FX_POLICY_DENY)) {
-			__sync_fetch_and_add(&pv->hits, 1);
-			v->action = FX_ACTION_DENY;
-			v->match = match;
-			v->reason = FX_DROP_POLICY_DENY;
-			goto audit;
-		}
+	l3 = remote ? fx_policy_entry(ep, dir, remote, proto, dport) : NULL;
+	any = fx_policy_entry(ep, dir, 0, proto, dport);
+	pv = l3 && (l3->flags & FX_POLICY_DENY) ? l3 : any && (any->flags & FX_POLICY_DENY) ? any : NULL;
+	if (pv) {
+		__sync_fetch_and_add(&pv->hits, 1);
+		v->action = FX_ACTION_DENY;
+		v->match = pv == l3 ? (pv->proto_given ? FX_MATCH_L3_L4 : FX_MATCH_L3_ONLY) :
+				      (pv->proto_given ? FX_MATCH_L4_ONLY : FX_MATCH_ALL);
+		v->reason = FX_DROP_POLICY_DENY;
+		v->rule_id = pv->rule_id;
+		goto audit;
 	}
-#pragma unroll
-	for (i = 0; i < 6; i++) {
-		pv = fx_policy_probe(i, ep, dir, remote, proto, dport, &match);
-		if (pv && (pv->flags & FX_POLICY_ALLOW)) {
-			__sync_fetch_and_add(&pv->hits, 1);
-			v->match = match;
-			return 1;
-		}
+	pv = l3 && (l3->flags & FX_POLICY_ALLOW) ? l3 : any && (any->flags & FX_POLICY_ALLOW) ? any : NULL;
+	if (pv) {
+		__sync_fetch_and_add(&pv->hits, 1);
+		v->match = pv == l3 ? (pv->proto_given ? FX_MATCH_L3_L4 : FX_MATCH_L3_ONLY) :
+				      (pv->proto_given ? FX_MATCH_L4_ONLY : FX_MATCH_ALL);
+		v->rule_id = pv->rule_id;
+		return 1;
 	}
 	v->action = FX_ACTION_DENY;
 	v->match = FX_MATCH_NONE;
@@ -129,6 +111,8 @@ static __always_inline void fx_emit_verdict(struct fx_ctx *ctx, __u32 remote, co
 	ev->action = v->action;
 	ev->match = v->match;
 	ev->pad = 0;
+	ev->rule_id = v->rule_id;
+	ev->pad2 = 0;
 	fx_submit(ev, FX_KIND_POLICY);
 }
 
@@ -140,10 +124,15 @@ static __always_inline void fx_emit_verdict(struct fx_ctx *ctx, __u32 remote, co
 static __always_inline int fx_policy_enforce(struct fx_ctx *ctx, const struct fx_endpoint *ep, __u8 dir,
 					     __u32 remote, struct fx_verdict *v)
 {
-	if (fx_policy_decide(v, ep->id, ep->flags, dir, remote, ctx->pkt.tuple.proto, ctx->pkt.tuple.dport))
+	/* as Cilium's policy keys ICMP: the ICMP type stands in the port */
+	__u16 dport = ctx->pkt.tuple.proto == IPPROTO_ICMP || ctx->pkt.tuple.proto == IPPROTO_ICMPV6 ?
+		      ctx->icmp_type : ctx->pkt.tuple.dport;
+
+	if (fx_policy_decide(v, ep->id, ep->flags, dir, remote, ctx->pkt.tuple.proto, dport))
 		fx_emit_verdict(ctx, remote, v);
 	if (v->action != FX_ACTION_DENY)
 		return TC_ACT_OK;
+	ctx->drop_rule = v->rule_id;
 	if (v->reason == FX_DROP_POLICY_DENY)
 		return FX_DROP(ctx, FX_DROP_POLICY_DENY);
 	return FX_DROP(ctx, FX_DROP_POLICY);

@@ -13,6 +13,7 @@
 struct fx_proc {
 	__u64 exec_id;
 	__u64 start_time;
+	__u64 binary_hash;	/* FNV-1a 64 of the path the image was executed by (matchBinaries) */
 };
 
 struct {
@@ -211,6 +212,33 @@ static __always_inline __u64 fx_exec_id_of(__u32 tgid)
 	return p ? p->exec_id : 0;
 }
 
+static __always_inline __u64 fx_binary_hash_of(__u32 tgid)
+{
+	struct fx_proc *p = bpf_map_lookup_elem(&fx_procs, &tgid);
+
+	return p ? p->binary_hash : 0;
+}
+
+/* FNV-1a 64 of the exec's path (bprm->filename), as user space hashes matchBinaries paths. */
+static __always_inline __u64 fx_filename_hash(struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	struct fx_path_scratch *s = bpf_map_lookup_elem(&fx_path_scratch, &zero);
+	__u64 h = 0xcbf29ce484222325ull;
+	int i;
+
+	if (!s || bpf_probe_read_kernel_str(s->buf, FX_FILENAME_MAX, BPF_CORE_READ(bprm, filename)) <= 0)
+		return 0;
+	for (i = 0; i < FX_FILENAME_MAX; i++) {
+		__u8 c = s->buf[i];
+
+		if (!c)
+			break;
+		h = (h ^ c) * 0x100000001b3ull;
+	}
+	return h;
+}
+
 static __always_inline int fx_emit_exec(struct task_struct *task, struct linux_binprm *bprm)
 {
 	struct fx_exec_event *ev;
@@ -223,6 +251,7 @@ static __always_inline int fx_emit_exec(struct task_struct *task, struct linux_b
 	ppid = BPF_CORE_READ(task, real_parent, tgid);
 	proc.exec_id = bpf_ktime_get_boot_ns();
 	proc.start_time = BPF_CORE_READ(task, start_boottime);
+	proc.binary_hash = fx_filename_hash(bprm);
 	bpf_map_update_elem(&fx_procs, &tgid, &proc, BPF_ANY);
 
 	if (!fx_kind_enabled(FX_KIND_EXEC) || tgid == fx_cfg.self_pid)

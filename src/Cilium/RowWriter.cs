@@ -37,7 +37,7 @@ public sealed class RowWriter
                 case Column<long> l: l.Values[row] = 0; break;
                 case Column<byte> u8: u8.Values[row] = 0; break;
                 case Column<ushort> u16: u16.Values[row] = 0; break;
-                case Column<uint> u32: u32.Values[row] = 0; break;
+                case Column<uint> u32: if (u32.Valid is null) u32.Values[row] = 0; else u32.SetNull(row); break;
                 case Column<ulong> u64: if (u64.Valid is null) u64.Values[row] = 0; else u64.SetNull(row); break;
                 case Column<int> i32: if (i32.Valid is null) i32.Values[row] = 0; else i32.SetNull(row); break;
                 case BinaryColumn bin: bin.Set(row, []); break;

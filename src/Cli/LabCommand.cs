@@ -70,6 +70,10 @@ public static class LabCommand
         return o;
     }
 
+    /// <summary>--l7 allow|deny: what a port with L7 rules gets at L4 (the lab is no L7 proxy).</summary>
+    internal static Option<string> L7Option() =>
+        Vocabulary.Choice("--l7", "Ports whose policy has L7 rules (http, kafka, dns): allow them at L4 (the L7 rules are not enforced), or deny them", "allow", "allow", "deny");
+
     /// <summary>Runs a lab verb: the lab makes network namespaces and links, which needs root; errors go to the top-level handler.</summary>
     private static int Guard(Func<int> action)
     {
@@ -91,6 +95,8 @@ public static class LabCommand
             throw new ClusterSpecException($"{file.FullName}: no Lab document: `forensics lab` needs one (kind: Lab, apiVersion: {ClusterLoader.LabApiVersion})");
         if (name is not null)
             cluster = cluster with { Lab = cluster.Lab with { Name = name } };
+        foreach (var n in cluster.Notices)
+            Console.Error.WriteLine("note: " + n);
         return cluster;
     }
 
@@ -109,10 +115,11 @@ public static class LabCommand
         var name = NameOption();
         var maxPods = MaxPodsOption();
         var events = new Option<bool>("--events") { Description = "Print the datapath's drop, policy verdict and NAT events while up" };
-        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events, maxPods };
+        var l7 = L7Option();
+        var cmd = new Command("up", "Build the lab and keep it (and the datapath) up in the foreground until Ctrl-C, SIGTERM or `lab down`") { file, noDatapath, name, events, maxPods, l7 };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods);
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods) with { L7Deny = parse.GetValue(l7) == "deny" };
             using var stop = new ManualResetEventSlim();
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
@@ -147,7 +154,7 @@ public static class LabCommand
         foreach (var h in spec.Outside)
             Console.WriteLine($"world {h.Name}: {h.Ip} in {s.WorldNetns}, tcp [{string.Join(",", h.TcpPorts)}] udp [{string.Join(",", h.UdpPorts)}]");
         foreach (var svc in lab.Cluster.Services)
-            Console.WriteLine($"service {svc.Namespace}/{svc.Name}: {svc.ClusterIp} ports {string.Join(",", svc.Ports.Select(p => $"{p.Port}->{p.TargetName ?? p.TargetPort.ToString(System.Globalization.CultureInfo.InvariantCulture)}/{p.Protocol}"))}");
+            Console.WriteLine($"service {svc.Namespace}/{svc.Name}: {svc.ClusterIp?.ToString() ?? svc.ExternalName ?? "None"} ports {string.Join(",", svc.Ports.Select(p => $"{p.Port}->{p.TargetName ?? p.TargetPort.ToString(System.Globalization.CultureInfo.InvariantCulture)}/{p.Protocol}"))}");
         foreach (var e in s.Endpoints.Where(e => e.SandboxId is not null))
             Console.WriteLine($"  sandbox {e.SandboxId![..12]} uid {e.PodUid}; containers {string.Join(", ", e.Containers.Select(c => $"{c.Name} {c.Id[..12]} ({c.Image})"))}");
         if (lab.Notice is { } notice)
@@ -211,16 +218,17 @@ public static class LabCommand
         var name = NameOption();
         var maxPods = MaxPodsOption();
         var steps = new Option<string[]>("--step") { Description = "Run only these steps (by name; repeatable)" };
+        var l7 = L7Option();
         steps.Validators.Add(r =>
         {
             foreach (var t in r.Tokens)
                 if (string.IsNullOrWhiteSpace(t.Value))
                     r.AddError("--step: an empty step name");
         });
-        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps, maxPods };
+        var cmd = new Command("run", "Run the scenario's steps in the lab and print what each met; exit 1 if a step misses its expectation") { file, noDatapath, name, steps, maxPods, l7 };
         cmd.SetAction(parse => Guard(() =>
         {
-            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods);
+            var cluster = LoadLab(parse.GetValue(file)!, parse.GetValue(name), parse, maxPods) with { L7Deny = parse.GetValue(l7) == "deny" };
             var only = parse.GetValue(steps) ?? [];
             var unknown = only.Where(s => cluster.Lab!.Steps.All(x => x.Name != s)).ToList();
             if (unknown.Count > 0)

@@ -282,7 +282,10 @@ public static class WhatIfCommand
     private static string DecidedAt(ReplayStage? s) =>
         s is null ? "" : $"{(s.Direction == Dir.Egress ? "egress" : "ingress")} {s.Endpoint}";
 
-    /// <summary>The rule that decides now: the policies behind the entry the verdict hit, default deny, or none when no policy selects the flow's ends.</summary>
+    /// <summary>
+    /// The rule that decides now: the rules behind the entry the verdict hit (by the rule id the datapath's verdict carried:
+    /// POLICY PATH, '; '-separated), default deny, or none when no policy selects the flow's ends.
+    /// </summary>
     private static string Rule(ReplayResult r)
     {
         if (r.Decided is not { } s)
@@ -292,6 +295,7 @@ public static class WhatIfCommand
         if (s.Match == PolicyMatch.None)
             return "default deny (no rule allows)";
         var match = Forensics.Format.Names.Match((byte)s.Match!.Value);
-        return s.Rules.Count == 0 ? match : $"{string.Join(", ", s.Rules)} ({match})";
+        return s.Rules.Count == 0 ? match
+            : $"{string.Join("; ", s.Rules.Select(x => x.IsDefaultAllow ? x.ToString() : $"{x.Policy} {x.Path}"))} ({match})";
     }
 }

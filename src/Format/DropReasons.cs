@@ -16,6 +16,12 @@ public static class DropReasons
 
     public static IReadOnlyList<DropReason> All => Table.Value;
 
+    /// <summary>133: no rule allowed the packet (default deny).</summary>
+    public const int PolicyDenied = 133;
+
+    /// <summary>181: a deny rule denied the packet.</summary>
+    public const int PolicyDeniedByDenylist = 181;
+
     /// <summary>The monitor text for a code, e.g. 133 -> "Policy denied"; unknown codes say so with the number.</summary>
     public static string NameOf(int code) =>
         ByCode.Value.TryGetValue(code, out var r) && r.Name.Length > 0 ? r.Name : Unknown(code);

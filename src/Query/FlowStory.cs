@@ -49,6 +49,8 @@ public static class FlowStory
         _ => ResultWriter.Cell(t),
     };
 
+    private static string By(string decided) => decided.Length == 0 ? "" : ", " + decided;
+
     private static string Step(Dictionary<string, object?> e)
     {
         string S(string k) => e.TryGetValue(k, out var v) ? ResultWriter.Cell(v) : "";
@@ -60,8 +62,9 @@ public static class FlowStory
         {
             "connect" => S("state") == proto ? $"connect   {tuple}" : $"connect   {tuple} ({S("state")})",
             "dnat" or "snat" or "rev-dnat" or "rev-snat" => $"{step,-9} {tuple} => {S("xlated_src")} -> {S("xlated_dst")}",
-            "policy" => $"policy    {S("direction")} {S("action")} (match {S("match")}) at endpoint {S("endpoint_id")}: {tuple}",
-            "drop" => $"drop      {S("reason_name")} ({S("reason")}) at {S("obs_point")} of endpoint {S("endpoint_id")}: {tuple}",
+            // what decided: the rules that allowed or denied, or default deny (Hubble's ingress_allowed_by, egress_denied_by)
+            "policy" => $"policy    {S("direction")} {S("action")} (match {S("match")}{By(S("decided_by"))}) at endpoint {S("endpoint_id")}: {tuple}",
+            "drop" => $"drop      {S("reason_name")} ({S("reason")}{By(S("decided_by"))}) at {S("obs_point")} of endpoint {S("endpoint_id")}: {tuple}",
             "kdrop" => $"kdrop     {S("reason_name")}: {tuple}",
             "trace" => $"trace     {S("obs_point")} endpoint {S("endpoint_id")} state {S("state")}: {tuple}",
             _ => $"{step,-9} {tuple}",

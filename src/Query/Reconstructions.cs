@@ -32,7 +32,7 @@ public static class Reconstructions
             c.Add($"(src_namespace = {L(f.Namespace)} OR dst_namespace = {L(f.Namespace)})");
         if (f.Reason is not null)
             c.Add(int.TryParse(f.Reason, out var code) ? $"reason = {code}" : $"(reason_name ILIKE {L("%" + f.Reason + "%")})");
-        return $"SELECT source, destination, src_identity, dst_identity, dst_port, protocol, reason, reason_name, dropped_by, kernel_reason, count, first_seen, last_seen{Multi()} " +
+        return $"SELECT source, destination, src_identity, dst_identity, dst_port, protocol, reason, reason_name, decided_by, dropped_by, kernel_reason, count, first_seen, last_seen{Multi()} " +
                $"FROM drops_between({Ts(f.Since)}, {Ts(f.Until)}, all_reasons := {(f.AllReasons ? "true" : "false")}){Where(c)}";
     }
 
@@ -87,7 +87,7 @@ public static class Reconstructions
 
     /// <summary>The events of one flow (by its flow id), in time order.</summary>
     public static string FlowEvents(string flow) =>
-        $"SELECT time, step, src_ip, src_port, dst_ip, dst_port, protocol, tcp_flags, obs_point, direction, endpoint_id, state, action, match, reason, reason_name, xlated_src, xlated_dst FROM flow_events WHERE flow = {L(flow)} ORDER BY ktime_ns, time";
+        $"SELECT time, step, src_ip, src_port, dst_ip, dst_port, protocol, tcp_flags, obs_point, direction, endpoint_id, state, action, match, reason, reason_name, decided_by, xlated_src, xlated_dst FROM flow_events WHERE flow = {L(flow)} ORDER BY ktime_ns, time";
 
     private static List<string> TimeWindow(Filter f, string startCol, string endCol)
     {

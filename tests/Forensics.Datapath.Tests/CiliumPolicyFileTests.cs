@@ -108,3 +108,41 @@ public class CiliumPolicyFileTests
         Assert.Empty(compiled.Entries);
     }
 }
+
+/// <summary>L7 rules: kept, their ports allowed at L4 and said once; --l7 deny denies those ports instead.</summary>
+public class CiliumL7Tests
+{
+    private static ClusterSpec Load() => CiliumFiles.LoadWith("examples/minikube/sw_l3_l4_l7_policy.yaml",
+        CiliumFiles.Pod("deathstar", ("org", "empire"), ("class", "deathstar")), CiliumFiles.Pod("tiefighter", ("org", "empire"), ("class", "tiefighter")));
+
+    [Fact]
+    public void Compile_HttpRulesOnPort80_L4AllowedAndNotedOnce()
+    {
+        var c = Load();
+        var ids = new IdentityAllocator();
+        ids.Preallocate(c);
+
+        var compiled = PolicyCompiler.Compile(c.PodNamed("deathstar"), 1, c.Policies, ids, PolicyContext.Of(c));
+
+        // org=empire: the tiefighter and the deathstars themselves
+        Assert.Equal(
+            new[] { ids.ForPod(c.PodNamed("deathstar")).Id, ids.ForPod(c.PodNamed("tiefighter")).Id }.Order(),
+            compiled.Entries.Select(e => e.Identity).Order());
+        Assert.All(compiled.Entries, e => Assert.Equal((PolicyCompiler.Tcp, (ushort)80, true, false), (e.Protocol, e.Port, e.Allow, e.Deny)));
+        Assert.Contains(c.Notices, n => n.Contains("L7 rules (http) are kept in the policy snapshot but not enforced", StringComparison.Ordinal));
+        Assert.Contains("path: \"/v1/request-landing\"", c.Policies.Single().SourceText, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Compile_L7Deny_PortWithL7RulesDeniedByDefault()
+    {
+        var c = Load() with { L7Deny = true };
+        var ids = new IdentityAllocator();
+        ids.Preallocate(c);
+
+        var compiled = PolicyCompiler.Compile(c.PodNamed("deathstar"), 1, c.Policies, ids, PolicyContext.Of(c));
+
+        Assert.True(compiled.IngressEnforced);
+        Assert.Empty(compiled.Entries);
+    }
+}

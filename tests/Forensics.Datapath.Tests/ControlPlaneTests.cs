@@ -148,7 +148,11 @@ public class ControlPlaneTests
         ids.Preallocate(Cluster([Frontend, Backend]));
 
         Assert.Equal([1u], PolicyCompiler.Peers(Rule(entities: ["host"]), "default", ids));
-        Assert.Equal([2u], PolicyCompiler.Peers(Rule(entities: ["world"]), "default", ids));
+        // world: reserved:world, world-ipv4 and world-ipv6 (Cilium's EntitySelectorMapping)
+        Assert.Equal([2u, 9u, 10u], PolicyCompiler.Peers(Rule(entities: ["world"]), "default", ids));
+        Assert.Equal([9u], PolicyCompiler.Peers(Rule(entities: ["world-ipv4"]), "default", ids));
+        Assert.Equal([7u], PolicyCompiler.Peers(Rule(entities: ["kube-apiserver"]), "default", ids));
+        Assert.Empty(PolicyCompiler.Peers(Rule(entities: ["none"]), "default", ids));
         Assert.Equal([0u], PolicyCompiler.Peers(Rule(entities: ["all"]), "default", ids));
         var cluster = PolicyCompiler.Peers(Rule(entities: ["cluster"]), "default", ids);
         Assert.Contains(1u, cluster);
@@ -195,6 +199,27 @@ public class ControlPlaneTests
     }
 
     [Fact]
+    public void Compile_EntryOfAllowAndDenyRules_NamesTheRulesThatDecide()
+    {
+        var ids = new IdentityAllocator();
+        var cluster = Cluster([Frontend, Backend],
+            Policy("a", "default", Sel(("app", "backend")), ingress: [Rule(entities: ["all"]), Rule(ports: [new PortProtocol(80, "TCP")])]),
+            Policy("b", "default", Sel(("app", "backend")), ingress: [Rule(ports: [new PortProtocol(80, "TCP")])],
+                ingressDeny: [Rule(ports: [new PortProtocol(80, "TCP")])]));
+
+        var c = PolicyCompiler.Compile(Backend, 1, cluster.Policies, ids);
+
+        var all = c.Entries.Single(e => e.Port == 0);
+        Assert.Equal(["default/a spec.ingress[0]"], all.Rules.Select(r => r.ToString()));
+        var port80 = c.Entries.Single(e => e.Port == 80);
+        Assert.True(port80.Allow && port80.Deny);
+        Assert.Equal(["default/b spec.ingressDeny[0]"], port80.Rules.Select(r => r.ToString()));
+        Assert.Equal(
+            ["k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy", "k8s:io.cilium.k8s.policy.name=b", "k8s:io.cilium.k8s.policy.namespace=default"],
+            port80.Rules[0].Labels);
+    }
+
+    [Fact]
     public void Compile_DefaultDenyDisabledInEveryPolicy_AllowAllEntryBesideDenies()
     {
         var ids = new IdentityAllocator();
@@ -208,6 +233,7 @@ public class ControlPlaneTests
         Assert.Equal(
             [(0u, true, false), (ids.ForPod(Frontend).Id, false, true)],
             c.Entries.Select(e => (e.Identity, e.Allow, e.Deny)));
+        Assert.True(Assert.Single(c.Entries[0].Rules).IsDefaultAllow);
     }
 
     [Fact]

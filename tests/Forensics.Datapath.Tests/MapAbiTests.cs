@@ -26,6 +26,9 @@ public class MapAbiTests
         ["fx_backend_key"] = typeof(BackendKey),
         ["fx_backend"] = typeof(Backend),
         ["fx_lb_flow"] = typeof(LbFlow),
+        ["fx_affinity_key"] = typeof(AffinityKey),
+        ["fx_affinity"] = typeof(Affinity),
+        ["fx_nodeport_entry"] = typeof(NodeportEntry),
         ["fx_nat_entry"] = typeof(NatEntry),
         ["fx_nat_config"] = typeof(NatConfig),
     };
@@ -90,6 +93,15 @@ public class MapAbiTests
         {
             var f = typeof(MapLimits).GetField(AbiTests.Pascal(c["FX_".Length..]));
             Assert.True(f is not null, $"MapLimits lacks {AbiTests.Pascal(c["FX_".Length..])} for {c}");
+            Assert.Equal(v, Convert.ToInt64(f!.GetValue(null), System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        var prefixes = btf.Enum("fx_policy_prefix")!;
+        Assert.Equal(4, prefixes.Count);
+        foreach (var (c, v) in prefixes)
+        {
+            var f = typeof(PolicyPrefix).GetField(AbiTests.Pascal(c["FX_POLICY_PREFIX_".Length..]));
+            Assert.True(f is not null, $"PolicyPrefix lacks {AbiTests.Pascal(c["FX_POLICY_PREFIX_".Length..])} for {c}");
             Assert.Equal(v, Convert.ToInt64(f!.GetValue(null), System.Globalization.CultureInfo.InvariantCulture));
         }
     }

@@ -55,6 +55,38 @@ public class PinnedDatapathTests
         }
     }
 
+    [Fact]
+    public void RuleResolver_RuleSetsOfTheControlFile_NamedAndANewSetReadAfterTheOwnerRewritesIt()
+    {
+        var allow = new PolicyRuleRef("CiliumNetworkPolicy", "default", "backend-from-frontend-8080", "spec.ingress[0]");
+        var deny = new PolicyRuleRef("CiliumClusterwideNetworkPolicy", "", "no-world", "spec.egressDeny[0]");
+        DatapathSnapshot Cp(params PolicyRuleSet[] sets) => new(DateTimeOffset.UnixEpoch, [], [], [], [], [], [], [], []) { Rules = sets };
+        var dir = Directory.CreateTempSubdirectory("fxcp-").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "control.json");
+            PinnedDatapath.WriteControlPlane(path, Cp(new PolicyRuleSet(1, [allow])));
+            var rulesOf = PinnedDatapath.RuleResolver(path);
+            Assert.Equal([allow], rulesOf(1));
+            Assert.Empty(rulesOf(0)); // default deny: no rule
+            Assert.Empty(rulesOf(2)); // not given (yet)
+
+            // a policy added while the datapath runs: the owner rewrites the file with the new set
+            PinnedDatapath.WriteControlPlane(path, Cp(new PolicyRuleSet(1, [allow]), new PolicyRuleSet(2, [deny])));
+            File.SetLastWriteTimeUtc(path, DateTime.UtcNow.AddSeconds(5)); // a new time even within the file system's clock tick
+            Assert.Equal([deny], rulesOf(2));
+
+            // the owner gone: ids known stay named, the rest unnamed, nothing thrown
+            File.Delete(path);
+            Assert.Equal([allow], rulesOf(1));
+            Assert.Empty(rulesOf(3));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     private static readonly JsonSerializerOptions Options = new() { Converters = { new AddressAsText() } };
 
     private sealed class AddressAsText : System.Text.Json.Serialization.JsonConverter<IPAddress>

@@ -14,6 +14,9 @@ public class ProbeMapAbiTests
         ["fx_proc"] = typeof(ProcEntry),
         ["fx_lpm_v4"] = typeof(LpmV4Key),
         ["fx_lpm_v6"] = typeof(LpmV6Key),
+        ["fx_conn_sel"] = typeof(ConnSel),
+        ["fx_conn_filter"] = typeof(ConnFilter),
+        ["fx_conn_addr_key"] = typeof(ConnAddrKey),
     };
 
     /// <summary>Structs only the BPF programs use (scratch space, tracepoint contexts, in-flight state).</summary>

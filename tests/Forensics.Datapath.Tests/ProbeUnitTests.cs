@@ -16,9 +16,13 @@ public class TracingPolicyTests
     {
         var filter = TracingPolicyReader.ReadFile(Reference, Env(("PODCIDR", "10.44.0.0/14"), ("SERVICECIDR", "10.48.0.0/20")));
 
-        Assert.Equal("monitor-network-activity-outside-cluster-cidr-range", filter.Name);
-        Assert.Equal("tcp_connect", filter.Call);
+        Assert.Equal(["monitor-network-activity-outside-cluster-cidr-range"], filter.Names);
+        var tcp = Assert.Single(filter.Filters);
+        Assert.Equal(ConnectClass.Tcp, tcp.Class);
+        Assert.Equal(["127.0.0.1/32", "10.44.0.0/14", "10.48.0.0/20"], Assert.Single(tcp.Selectors).DAddrNotIn!.Select(c => c.ToString()));
         Assert.Equal(["127.0.0.1/32", "10.44.0.0/14", "10.48.0.0/20"], filter.ExcludedCidrs.Select(c => c.ToString()));
+        // the policy hooks tcp_connect only: UDP sends are recorded as the probe records them, and that is said
+        Assert.Contains("no policy hooks UDP sends (udp_sendmsg): they are recorded unfiltered", filter.Notices);
     }
 
     [Fact]
@@ -41,8 +45,8 @@ public class TracingPolicyTests
     }
 
     [Theory]
-    [InlineData("DAddr", "operator 'DAddr' is not supported")]
-    [InlineData("Equal", "operator 'Equal' is not supported")]
+    [InlineData("Mask", "not supported: operator Mask")]
+    [InlineData("Equal", "not supported: operator Equal")]
     public void Policy_OtherOperator_Rejected(string op, string message)
     {
         var text = File.ReadAllText(Reference).Replace("NotDAddr", op, StringComparison.Ordinal);
@@ -51,11 +55,13 @@ public class TracingPolicyTests
     }
 
     [Fact]
-    public void Policy_NoTcpConnectKprobe_Rejected()
+    public void Policy_NoConnectKprobe_ReadAndSaysWhatIsNotRecorded()
     {
         var text = File.ReadAllText(Reference).Replace("\"tcp_connect\"", "\"tcp_close\"", StringComparison.Ordinal);
-        var e = Assert.Throws<TracingPolicyException>(() => TracingPolicyReader.Parse(text, Env(("PODCIDR", "10.0.0.0/8"), ("SERVICECIDR", "10.1.0.0/16"))));
-        Assert.Contains("no kprobe on tcp_connect", e.Message, StringComparison.Ordinal);
+        var set = TracingPolicyReader.Parse(text, Env(("PODCIDR", "10.0.0.0/8"), ("SERVICECIDR", "10.1.0.0/16")));
+        Assert.Empty(set.Filters);
+        Assert.Contains(set.Notices, n => n.Contains("kprobe tcp_close: not recorded", StringComparison.Ordinal));
+        Assert.Contains(set.Notices, n => n.Contains("connects are recorded unfiltered", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -75,11 +81,15 @@ public class TracingPolicyTests
     }
 
     [Theory]
-    [InlineData("- NotDAddr", "the selector of tcp_connect is not a mapping")]
-    [InlineData("- matchArgs: [0]", "a matchArgs entry is not a mapping")]
-    [InlineData("- matchArgs: NotDAddr", "the selector of tcp_connect has no matchArgs list")]
-    [InlineData("- matchArgs: [{index: 0, operator: NotDAddr, values: [[127.0.0.1]]}]", "a NotDAddr value is not a single address")]
-    [InlineData("- matchArgs: [{index: 0, operator: NotDAddr, values: 127.0.0.1}]", "a NotDAddr matchArgs has no values list")]
+    [InlineData("- NotDAddr", "t: spec.kprobes[0].selectors[0]: a selector is not a mapping")]
+    [InlineData("- matchArgs: [0]", "spec.kprobes[0].selectors[0].matchArgs: an entry is not a mapping")]
+    [InlineData("- matchArgs: NotDAddr", "spec.kprobes[0].selectors[0].matchArgs is not a list")]
+    [InlineData("- matchArgs: [{index: 0, operator: NotDAddr, values: [[127.0.0.1]]}]", "matchArgs NotDAddr: a value is not a single value")]
+    [InlineData("- matchArgs: [{index: 0, operator: NotDAddr, values: 127.0.0.1}]", "matchArgs NotDAddr: no values list")]
+    [InlineData("- matchActions: [{action: Sigkill}]", "matchActions Sigkill: enforcement actions are not supported: this is a recorder")]
+    [InlineData("- matchActions: [{action: Override, argError: -1}]", "enforcement actions are not supported: this is a recorder")]
+    [InlineData("- matchPIDs: [{operator: In, values: [1]}]", "not supported: matchPIDs")]
+    [InlineData("- matchBinaries: [{operator: Prefix, values: [/usr]}]", "not supported: operator Prefix (In and NotIn)")]
     public void Policy_ScalarWhereAMappingBelongs_OneLineError(string selector, string expected)
     {
         var text = $"""
@@ -120,15 +130,50 @@ public class TracingPolicyTests
     }
 
     [Fact]
-    public void Policy_SecondDocument_NotIgnored()
+    public void Policy_SecondDocument_ReadAsAnotherPolicy()
     {
         var text = File.ReadAllText(Reference);
 
-        var m = ErrorOf(text + "\n---\n" + text.Replace("monitor-network", "second", StringComparison.Ordinal));
+        var set = TracingPolicyReader.Parse(text + "\n---\n" + text.Replace("monitor-network", "second", StringComparison.Ordinal)
+            .Replace("127.0.0.1", "192.0.2.0/24", StringComparison.Ordinal), Cluster);
 
-        Assert.Contains("a second YAML document", m, StringComparison.Ordinal);
+        Assert.Equal(2, set.Names.Count);
+        // each policy reports what its own selectors select: two selectors, ORed
+        Assert.Equal(2, Assert.Single(set.Filters).Selectors.Count);
         // a trailing separator is no second document
-        Assert.Equal(3, TracingPolicyReader.Parse(text + "\n---\n", Cluster).ExcludedCidrs.Count);
+        Assert.Single(TracingPolicyReader.Parse(text + "\n---\n", Cluster).Names);
+    }
+
+    [Fact]
+    public void Policy_SelectorsArgsAndBinaries_KeptForTheKernelFilter()
+    {
+        var set = TracingPolicyReader.Parse("""
+            apiVersion: cilium.io/v1alpha1
+            kind: TracingPolicy
+            metadata: {name: t}
+            spec:
+              kprobes:
+              - call: security_socket_connect
+                args: [{index: 0, type: socket}, {index: 1, type: sockaddr}]
+                selectors:
+                - matchArgs:
+                  - {index: 1, operator: DAddr, values: [198.51.100.0/24]}
+                  - {index: 1, operator: NotDPort, values: ["53", "8000:8080"]}
+                  - {index: 0, operator: Protocol, values: [IPPROTO_TCP]}
+                  matchBinaries: [{operator: In, values: [/usr/bin/curl]}]
+                - matchArgs: [{index: 1, operator: Family, values: [AF_INET6]}]
+            """, Cluster);
+
+        var tcp = set.Filters.Single(f => f.Class == ConnectClass.Tcp);
+        Assert.Equal(2, tcp.Selectors.Count);
+        var first = tcp.Selectors[0];
+        Assert.Equal(["198.51.100.0/24"], first.DAddrIn!.Select(c => c.ToString()));
+        Assert.True(first.DPort!.Negate);
+        Assert.Equal([(53, 53), (8000, 8080)], first.DPort.Ranges);
+        Assert.Equal(["/usr/bin/curl"], first.Binaries!.Paths);
+        Assert.Equal(2, tcp.Selectors[1].Families);
+        // the Protocol condition keeps the first selector off UDP; the second applies to both
+        Assert.Single(set.Filters.Single(f => f.Class == ConnectClass.Udp).Selectors);
     }
 
     [Fact]

@@ -59,6 +59,9 @@ public class CiliumFileDatapathTests
             Assert.Equal(dropped, d.Meta.Direction);
             var v = Assert.Single(ev.Verdicts, x => x.Action == VerdictAction.Deny);
             Assert.Equal(PolicyMatch.None, v.Match);
+            // no rule decided: default deny
+            Assert.Equal(0u, v.RuleId);
+            Assert.Equal(0u, d.RuleId);
         }
     }
 
@@ -73,11 +76,18 @@ public class CiliumFileDatapathTests
         var (toApp3, app3Events) = Connect(h, c, "app2", "app3", 80);
 
         Assert.Equal(TcActShot, toApp1);
-        Assert.Equal((ushort)DropReason.PolicyDeny, Assert.Single(app1Events.Drops).Reason);
+        var drop = Assert.Single(app1Events.Drops);
+        Assert.Equal((ushort)DropReason.PolicyDeny, drop.Reason);
         Assert.Equal(TcActOk, toApp3);
         Assert.Empty(app3Events.Drops);
         var allow = Assert.Single(app3Events.Verdicts);
         Assert.Equal((VerdictAction.Allow, PolicyMatch.All, Dir.Egress), (allow.Action, allow.Match, allow.Meta.Direction));
+        // the verdicts name the rule that decided: the denylist rule, and Cilium's synthesized allow-all
+        var rules = h.Dp.Snapshot().Rules.ToDictionary(r => r.Id, r => string.Join(", ", r.Rules));
+        var deny = Assert.Single(app1Events.Verdicts);
+        Assert.Equal("default/deny-to-app1-default-allow spec.egressDeny[0]", rules[deny.RuleId]);
+        Assert.Equal(deny.RuleId, drop.RuleId);
+        Assert.Equal("default allow (egress: no policy enables default deny)", rules[allow.RuleId]);
     }
 
     [KernelFact]
@@ -97,7 +107,7 @@ public class CiliumFileDatapathTests
         var xwing = c.PodNamed("xwing");
         using var h = new DatapathHarness(c with { Policies = [] });
 
-        var r = h.From(xwing, Packets.Tcp(xwing.Ip!.ToString(), 41000, svc.ClusterIp.ToString(), 80));
+        var r = h.From(xwing, Packets.Tcp(xwing.Ip!.ToString(), 41000, svc.ClusterIp!.ToString(), 80));
 
         Assert.Equal(TcActShot, r.ReturnValue);
         Assert.Equal((ushort)DropReason.NoService, Assert.Single(h.Take().Drops).Reason);

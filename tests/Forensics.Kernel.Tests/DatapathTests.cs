@@ -133,6 +133,36 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void Verdicts_AllowedDeniedAndUnmatched_CarryTheRuleThatDecided()
+    {
+        using var h = new DatapathHarness(Cluster(
+            Policy("backend-ingress", Sel(("app", "backend")),
+                ingress: [Rule(entities: ["world"]), Rule(endpoints: [Sel(("app", "frontend"))], ports: [new PortProtocol(8080, "TCP")])],
+                ingressDeny: [Rule(endpoints: [Sel(("app", "other"))])]),
+            Policy("also-8080", Sel(("app", "backend")), ingress: [Rule(endpoints: [Sel(("app", "frontend"))], ports: [new PortProtocol(8080, "TCP")])])));
+        var rules = () => h.Dp.Snapshot().Rules.ToDictionary(r => r.Id, r => string.Join(", ", r.Rules));
+
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 40000, "10.244.0.20", 8080));
+        var allowed = Assert.Single(h.Take().Verdicts);
+        h.To(Backend2, Packets.Tcp("10.244.0.30", 40001, "10.244.0.20", 8080));
+        var deniedEv = h.Take();
+        h.To(Backend2, Packets.Tcp("10.244.0.10", 40002, "10.244.0.20", 9090));
+        var unmatchedEv = h.Take();
+
+        // one entry made by two policies: both are named (Hubble lists every policy of the entry)
+        Assert.Equal("default/also-8080 spec.ingress[0], default/backend-ingress spec.ingress[1]", rules()[allowed.RuleId]);
+        var denied = Assert.Single(deniedEv.Verdicts);
+        Assert.Equal(VerdictAction.Deny, denied.Action);
+        Assert.Equal("default/backend-ingress spec.ingressDeny[0]", rules()[denied.RuleId]);
+        Assert.Equal(denied.RuleId, Assert.Single(deniedEv.Drops).RuleId);
+        Assert.Equal(0u, Assert.Single(unmatchedEv.Verdicts).RuleId);
+        Assert.Equal(0u, Assert.Single(unmatchedEv.Drops).RuleId);
+        // the snapshot's entries carry the same ids
+        var entry = h.Dp.Snapshot().PolicyEntries.Single(e => e.Endpoint == Backend2.FullName && e.Identity == h.IdentityOf(Frontend) && e.Port == 8080);
+        Assert.Equal(allowed.RuleId, entry.RuleId);
+    }
+
+    [KernelFact]
     public void DenyRule_OverlapsAllowAll_DenyWinsWithDenylistReason()
     {
         using var h = new DatapathHarness(Cluster(Policy("deny-frontend-8080", Sel(("app", "backend")),
@@ -691,7 +721,10 @@ public class DatapathTests
         Assert.Contains(s.Identities, i => i.Id == 1 && i.Labels.SequenceEqual(["reserved:host"]));
         Assert.Contains(s.Identities, i => i.Id == 2 && i.Labels.SequenceEqual(["reserved:world"]));
         var fe = s.Identities.Single(i => i.Id == h.IdentityOf(Frontend));
-        Assert.Equal(["k8s:app=frontend", "k8s:io.cilium.k8s.policy.cluster=default", "k8s:io.kubernetes.pod.namespace=default"], fe.Labels);
+        Assert.Equal(
+            ["k8s:app=frontend", "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default", "k8s:io.cilium.k8s.policy.cluster=default",
+             "k8s:io.cilium.k8s.policy.serviceaccount=default", "k8s:io.kubernetes.pod.namespace=default"],
+            fe.Labels);
         Assert.NotEqual(h.IdentityOf(Frontend), h.IdentityOf(Tool)); // same app label, other namespace
         Assert.Equal(h.IdentityOf(Backend2), h.IdentityOf(Backend3)); // same labels, one identity
         Assert.Contains(s.Ipcache, i => i.Prefix == "10.244.0.20/32" && i.Identity == h.IdentityOf(Backend2) && i.EndpointId != 0);

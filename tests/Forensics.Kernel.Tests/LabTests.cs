@@ -271,6 +271,34 @@ public class LabScenarioTests
     }
 
     [KernelFact]
+    public void StarwarsDemo_CiliumFilesUnmodified_TiefighterLandsXwingDeniedByRule1()
+    {
+        // examples/starwars-demo: Cilium's http-sw-app.yaml (a Deployment of 2 deathstars) and
+        // sw_l3_l4_policy.yaml, as they are, in a lab
+        var name = LabFixture.UniqueName();
+        var cluster = LabFixture.Load("starwars-demo/lab.yaml", name);
+        Assert.Equal(2, cluster.Pods.Count(p => p.Owner == "Deployment default/deathstar"));
+        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        var dp = ((LabDatapath)lab.Datapath!).Datapath;
+        var r = RunAll(lab);
+
+        Assert.All(r.Values, s => Assert.True(s.Passed, $"{s.Step.Name}: {s.Detail}: {string.Join("; ", s.Failures)}"));
+        var landed = r["tiefighter-lands"];
+        Assert.Equal(200, landed.Connect!.HttpStatus);
+        var dnat = Assert.Single(landed.Events, e => e.NatKind == "DNAT");
+        Assert.StartsWith("deathstar-", cluster.Pods.Single(p => p.Ip!.ToString() == dnat.XlatedDestination).Name, StringComparison.Ordinal);
+        var denied = r["xwing-denied"];
+        var verdict = denied.Events.First(e => e.Kind == "policy");
+        Assert.Equal(("denied", "ingress"), (verdict.Verdict, verdict.Direction));
+        var drop = denied.Events.First(e => e.Kind == "drop");
+        Assert.Equal(133, drop.Reason);
+        // the verdict that let the tiefighter in names the policy and rule
+        var allowed = landed.Events.First(e => e.Kind == "policy");
+        var rule = dp.Snapshot().Rules.Single(x => x.Id == allowed.RuleId);
+        Assert.Equal("default/rule1 spec.ingress[0]", Assert.Single(rule.Rules).ToString());
+    }
+
+    [KernelFact]
     public void StarwarsScenario_StepsMeetTheRightVerdictsDropsAndTranslations()
     {
         var name = LabFixture.UniqueName();

@@ -580,7 +580,7 @@ public partial class ProbeTests
         var policy = TracingPolicyReader.ReadFile(Path.Combine(AppContext.BaseDirectory, "testdata", "tetragon_network_egress_cluster.yaml"),
             name => name switch { "PODCIDR" => ns.ExcludedV4Cidr, "SERVICECIDR" => "10.96.0.0/12", _ => null });
         Prerequisites.EnsureKernelAccess();
-        using var probes = Probes.Load(new ProbeOptions { Enabled = ProbeSet.Exec | ProbeSet.Connect, ExcludedCidrs = policy.ExcludedCidrs });
+        using var probes = Probes.Load(new ProbeOptions { Enabled = ProbeSet.Exec | ProbeSet.Connect, ConnectFilters = policy.Filters });
         probes.Attach();
         using var log = new EventLog(probes);
         using var any = new TcpListener(IPAddress.Any, 0);
@@ -590,11 +590,11 @@ public partial class ProbeTests
         (int Pid, int Port) HostClient(string host) => ProbeNetns.RunClientProcess(Process.Start(new ProcessStartInfo(ProbeNetns.Python,
             ["-c", ProbeNetns.Client, "tcp", host, port.ToString(CultureInfo.InvariantCulture)]) { RedirectStandardOutput = true })!);
         // the counter is machine-wide and other processes use 127.0.0.1 too: each of ours adds at least one
-        ulong f0 = probes.FilteredConnects;
+        ulong f0 = probes.UnselectedConnects;
         var loopback = HostClient("127.0.0.1");              // NotDAddr 127.0.0.1
-        ulong f1 = probes.FilteredConnects;
+        ulong f1 = probes.UnselectedConnects;
         var pod = ns.RunClient("tcp", ns.ExcludedHostV4, port); // NotDAddr ${PODCIDR}
-        ulong f2 = probes.FilteredConnects;
+        ulong f2 = probes.UnselectedConnects;
         var otherLoopback = HostClient("127.0.0.2");         // 127.0.0.1 is a /32: reported
         var outside = ns.RunClient("tcp", ns.HostV4, port);      // reported
         Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, outside.Pid)));

@@ -129,10 +129,24 @@ public class RecordLabTests(StarWarsRecording rec)
         // the allowed port got an allow verdict matched L3-L4
         Assert.Contains(Duck.Table(dir, "policy", $"dst_port = 8080 AND dst_ip = '{Ip("backend-2")}'"), v => (string)v["action"]! == "allow" && (string)v["match"]! == "L3-L4");
 
+        // verdicts and policy drops name what decided (issue 12 item 4): the rule that allowed 8080, no rule for 9090 (default deny)
+        var allowed = Duck.Table(dir, "policy", $"dst_port = 8080 AND dst_ip = '{Ip("backend-2")}' AND action = 'allow' AND direction = 'ingress'").First();
+        Assert.Equal("default/backend-from-frontend-8080", allowed["allowed_by"]);
+        Assert.Equal("CiliumNetworkPolicy default/backend-from-frontend-8080 spec.ingress[0]", allowed["rules"]);
+        Assert.NotEqual(0u, allowed["rule_id"]);
+        var defaultDeny = Duck.Table(dir, "policy", "dst_port = 9090 AND action = 'deny'").First();
+        Assert.Equal(0u, defaultDeny["rule_id"]);
+        Assert.Null(defaultDeny["denied_by"]);
+        Assert.Equal(0u, drop["rule_id"]);
+        Assert.Null(drop["denied_by"]);
+
         // egressDeny: xwing -> darkside dropped with 181
         var deny = Duck.Table(dir, "drop", "dst_ip = '203.0.113.66'").First();
         Assert.Equal("Policy denied by denylist", deny["reason_name"]);
         Assert.Equal(Ip("xwing"), deny["src_ip"]);
+        Assert.Equal("default/xwing-denylist", deny["denied_by"]);
+        Assert.Equal("CiliumNetworkPolicy default/xwing-denylist spec.egressDeny[0]", deny["rules"]);
+        Assert.Contains(Duck.Table(dir, "policy", "dst_ip = '203.0.113.66'"), v => (string)v["action"]! == "deny" && (string?)v["denied_by"] == "default/xwing-denylist");
 
         // backend-service 10.0.1.100:8080 -> backend-2:8080 and back
         var dnat = Duck.Table(dir, "nat", "nat_kind = 'dnat' AND orig_dst_ip = '10.0.1.100'").Single();
@@ -163,7 +177,8 @@ public class RecordLabTests(StarWarsRecording rec)
         {
             var drops = q.Rows("SELECT * FROM drops_by_workload").ToList();
             Assert.Contains(drops, d => (string?)d["source"] == "default/frontend-1" && (string?)d["destination"] == "default/backend-2"
-                && Convert.ToInt32(d["reason"], System.Globalization.CultureInfo.InvariantCulture) == 133);
+                && Convert.ToInt32(d["reason"], System.Globalization.CultureInfo.InvariantCulture) == 133 && (string?)d["decided_by"] == "default deny");
+            Assert.Contains(drops, d => (string?)d["source"] == "default/xwing" && (string?)d["decided_by"] == "denied by CiliumNetworkPolicy default/xwing-denylist spec.egressDeny[0]");
             var nat = q.Rows("SELECT * FROM nat_mappings").ToList();
             Assert.Contains(nat, n => (string?)n["original"] == "10.0.1.100:8080" && (string?)n["translated"] == $"{Ip("backend-2")}:8080" && (string?)n["backend_pod"] == "default/backend-2");
             Assert.Contains(nat, n => (string?)n["mapping"] == "snat" && (string?)n["destination"] == "198.51.100.10:443" && (string?)n["client_pod"] == "default/xwing");
@@ -171,12 +186,13 @@ public class RecordLabTests(StarWarsRecording rec)
             Assert.Equal("xwing", ext["pod"]);
             Assert.Equal(0, Convert.ToInt32(ext["exit_code"], System.Globalization.CultureInfo.InvariantCulture));
             // the probes are host-wide: other labs on this machine (tests run in parallel) reach the same addresses
-            var flow = q.Rows("SELECT * FROM flow_story WHERE server = '198.51.100.10:443' AND client_pod = 'default/xwing'").Single();
+            // ... and another lab's xwing has this one's address: only this datapath's verdicts make a flow this lab's
+            var flow = q.Rows("SELECT * FROM flow_story WHERE server = '198.51.100.10:443' AND client_pod = 'default/xwing' AND policy IS NOT NULL").Single();
             Assert.Equal("delivered", flow["outcome"]);
             Assert.NotNull(flow["snat"]);
             Assert.NotNull(flow["exec_time"]);
             Assert.NotNull(flow["exit_time"]);
-            var denied = q.Rows("SELECT * FROM flow_story WHERE server = '203.0.113.66:443' AND client_pod = 'default/xwing'").Single();
+            var denied = q.Rows("SELECT * FROM flow_story WHERE server = '203.0.113.66:443' AND client_pod = 'default/xwing' AND policy IS NOT NULL").Single();
             Assert.Equal("dropped", denied["outcome"]);
             Assert.Contains("Policy denied by denylist", (string)denied["drop_reason"]!, StringComparison.Ordinal);
         }

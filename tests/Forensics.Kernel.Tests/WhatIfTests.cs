@@ -112,7 +112,7 @@ public partial class WhatIfTests(StarWarsRecording rec)
         // every step of the scenario is a flow group, with the recorded outcome reproduced
         var darkside = Assert.Single(rows, r => r.Destination == "203.0.113.66");
         Assert.Equal(("dropped", "181 Policy denied by denylist"), (darkside.New, darkside.NewReason));
-        Assert.Equal("default/xwing-denylist (L3-Only)", darkside.Rule);
+        Assert.Equal("default/xwing-denylist spec.egressDeny[0] (L3-Only)", darkside.Rule); // the rule, by the rule id of the verdict
         var admin = Assert.Single(rows, r => r.Destination == "default/backend-2" && r.Port == 9090);
         Assert.Equal(("dropped", "133 Policy denied"), (admin.New, admin.NewReason));
         Assert.Equal("ingress default/backend-2", admin.DecidedAt);
@@ -148,7 +148,7 @@ public partial class WhatIfTests(StarWarsRecording rec)
         {
             Assert.Equal(("delivered", "dropped", "181 Policy denied by denylist"), (r.Recorded, r.New, r.NewReason));
             Assert.Equal("egress default/xwing", r.DecidedAt);
-            Assert.Equal("default/xwing-no-world (L3-Only)", r.Rule);
+            Assert.Equal("default/xwing-no-world spec.egressDeny[0] (L3-Only)", r.Rule);
         });
         Assert.Contains("2 delivered -> dropped", err, StringComparison.Ordinal);
     }
@@ -162,7 +162,28 @@ public partial class WhatIfTests(StarWarsRecording rec)
         var changed = Assert.Single(rows, r => r.Changed);
         Assert.Equal(("default/frontend-1", "default/backend-2", 9090), (changed.Source, changed.Destination, changed.Port));
         Assert.Equal(("dropped", "133 Policy denied", "delivered"), (changed.Recorded, changed.RecordedReason, changed.New));
-        Assert.Equal("default/backend-from-frontend-8080 (L3-L4)", changed.Rule);
+        Assert.Equal("default/backend-from-frontend-8080 spec.ingress[0] (L3-L4)", changed.Rule);
+    }
+
+    [KernelFact]
+    public void WhatIf_PortRangeOpenedWithEndPort_TheRuleThatAllowsIsNamedByItsRuleId()
+    {
+        // a port range is blocks of keys in the policy map's LPM trie: the verdict's rule id names the rule, not the port
+        var range = BackendOpen9090.Replace("""
+                    - port: "9090"
+                      protocol: TCP
+        """, """
+                    - port: "9000"
+                      endPort: 9999
+                      protocol: TCP
+        """, StringComparison.Ordinal);
+        Assert.Contains("endPort: 9999", range, StringComparison.Ordinal);
+        var (code, rows, err) = WhatIf(rec.Dir, "--policy", PolicyFile(range));
+
+        Assert.True(code == 0, $"exit {code}: {err}");
+        var changed = Assert.Single(rows, r => r.Changed);
+        Assert.Equal(("default/backend-2", 9090, "delivered"), (changed.Destination, changed.Port, changed.New));
+        Assert.Equal("default/backend-from-frontend-8080 spec.ingress[0] (L3-L4)", changed.Rule);
     }
 
     [KernelFact]

@@ -55,6 +55,7 @@ public sealed class CliVocabularyTests : IDisposable
         ["--events"] = ["=maybe"],
         ["--step"] = [""],
         ["--max-pods"] = ["0", "lots"],
+        ["--l7"] = ["proxy", ""],
         ["--from"] = ["kafka", "hubble="],
         ["--tls"] = ["=maybe"],
         ["--tls-allow-insecure"] = ["=maybe"],
@@ -165,6 +166,7 @@ public sealed class CliVocabularyTests : IDisposable
     [Theory]
     [InlineData("error: --snaplen: 'abc' is not a whole number from 0 to 256", "record", "--snaplen", "abc")]
     [InlineData("error: --monitor-aggregation: 'high' is not one of none, medium", "record", "--monitor-aggregation", "high")]
+    [InlineData("error: --l7: 'proxy' is not one of allow, deny", "lab", "run", "x.yaml", "--l7", "proxy")]
     [InlineData("error: --ring-size: 3K is not a power of two between 4K and 1G", "record", "--ring-size", "3K")]
     [InlineData("error: --exclude-cidr: '10.0.0.0/99' is not an IPv4 or IPv6 address or CIDR", "record", "--exclude-cidr", "10.0.0.0/99")]
     [InlineData("error: --cluster-cidr: 'bad' is not an IPv4 or IPv6 address or CIDR", "drops", "/tmp", "--cluster-cidr", "bad")]

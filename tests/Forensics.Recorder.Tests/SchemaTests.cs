@@ -178,6 +178,10 @@ public class SchemaTests
                     v.Set(i, edge ? int.MinValue : rnd.Next(-5, 300));
                     text[c] = v.Values[i].ToString(System.Globalization.CultureInfo.InvariantCulture);
                     break;
+                case Column<uint> v when v.Valid is not null && rnd.Next(5) == 0:
+                    v.SetNull(i);
+                    text[c] = null!;
+                    break;
                 case Column<uint> v:
                     v.Set(i, edge ? uint.MaxValue : (uint)rnd.Next(0, 70000));
                     text[c] = v.Values[i].ToString(System.Globalization.CultureInfo.InvariantCulture);

@@ -131,6 +131,7 @@ public sealed class FlowDecoder
                     w.U16("reason", reason);
                     w.Str("reason_name", DropReasons.NameOf((int)reason));
                     w.Str("ct_state", CtState(f));
+                    w.Opt("denied_by", Policies(f.IngressDeniedBy, f.EgressDeniedBy));
                     break;
                 case "policy":
                     w.U32("remote_identity", f.TrafficDirection == TrafficDirection.Egress ? f.Destination?.Identity ?? 0 : f.Source?.Identity ?? 0);

@@ -118,7 +118,7 @@ public static class Limits
     public const int CwdMax = 256;
     public const int CommLen = 16;
     public const int CaptureMax = 256;
-    public const byte AbiVersion = 1;
+    public const byte AbiVersion = 2;
 }
 
 [InlineArray(16)] public struct Bytes16 { private byte e0; }
@@ -176,6 +176,9 @@ public readonly struct DropEvent
     public readonly SrcFile File;
     public readonly CtState CtState;
     public readonly ushort Pad;
+    /// <summary>Policy drops: the deny rules that matched (DatapathSnapshot.Rules); 0 when none did or not a policy drop.</summary>
+    public readonly uint RuleId;
+    public readonly uint Pad2;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -188,6 +191,9 @@ public readonly struct PolicyEvent
     public readonly VerdictAction Action;
     public readonly PolicyMatch Match;
     public readonly ushort Pad;
+    /// <summary>The rules of the entry that decided (DatapathSnapshot.Rules); 0 when no entry matched (default deny).</summary>
+    public readonly uint RuleId;
+    public readonly uint Pad2;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.RegularExpressions;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
+using static Forensics.Datapath.Control.ObjectFields;
 
 namespace Forensics.Datapath.Control;
 
@@ -41,50 +42,31 @@ public static partial class ClusterLoader
         return Load(text, path, limits);
     }
 
+    /// <summary>
+    /// Loads the documents of a file; a Lab document's spec.include names more files
+    /// (relative to this one: unmodified manifests beside a lab, as kubectl apply -f
+    /// takes several), loaded after it.
+    /// </summary>
     public static ClusterSpec Load(string text, string sourceFile, ClusterLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(sourceFile);
         limits ??= ClusterLimits.Default;
-        var stream = new YamlStream();
-        try
-        {
-            // Before the tree is built (recursively, by YamlDotNet): nesting and alias expansion bounded.
-            YamlLimits.Check(text, sourceFile, limits);
-            stream.Load(new StringReader(text));
-        }
-        catch (YamlException e)
-        {
-            var msg = LocationPrefix().Replace(e.InnerException is YamlException inner ? inner.Message : e.Message, "");
-            if (e.InnerException is ArgumentException)
-                msg = "duplicate key";
-            throw new ClusterSpecException(
-                $"{sourceFile}:{e.Start.Line}: document {stream.Documents.Count + 1}: malformed YAML at column {e.Start.Column}: {msg.ReplaceLineEndings(" ")}");
-        }
-
         var b = new Builder(sourceFile, limits);
-        for (int i = 0; i < stream.Documents.Count; i++)
+        b.AddText(text, sourceFile);
+        foreach (var (at, include) in b.Includes)
         {
-            var root = stream.Documents[i].RootNode;
-            var doc = new DocRef(sourceFile, i + 1);
-            var node = new Node(doc, root, "");
-            if (node.IsNull)
-                continue; // an empty document (e.g. a trailing ---)
-            long end = i + 1 < stream.Documents.Count ? stream.Documents[i + 1].RootNode.Start.Index : text.Length;
-            var src = end > root.Start.Index && end <= text.Length ? DocText(text[(int)root.Start.Index..(int)end]) : "";
-            if (root is YamlMappingNode && node.Get("kind") is { } k && k.Yaml is YamlScalarNode { Value: "List" })
+            var path = Path.Combine(Path.GetDirectoryName(sourceFile) ?? "", include);
+            string included;
+            try
             {
-                // kubectl get -o yaml: kind List with items, each an object of its own.
-                doc.Kind = "List";
-                node.Strict("apiVersion", "kind", "metadata", "items");
-                if (node.Require("apiVersion").String() != "v1")
-                    throw node.Require("apiVersion").Error("a List's apiVersion is v1");
-                var items = node.Get("items")?.Items() ?? [];
-                for (int j = 0; j < items.Count; j++)
-                    b.Document(new Node(new DocRef(sourceFile, i + 1, j), items[j].Yaml, ""), src);
-                continue;
+                included = Files.ReadRegularText(path, limits.MaxFileBytes);
             }
-            b.Document(node, src);
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw at.Error($"cannot read {path}: {e.Message}");
+            }
+            b.AddText(included, path);
         }
         return b.Build();
     }
@@ -101,28 +83,12 @@ public static partial class ClusterLoader
     [GeneratedRegex(@"^\(Line: \d+, Col: \d+, Idx: \d+\) - \(Line: \d+, Col: \d+, Idx: \d+\): ")]
     private static partial Regex LocationPrefix();
 
-
-    /// <summary>Whether a matchLabels selector selects a pod (keys may carry k8s: or any:).</summary>
+    /// <summary>Whether a selector selects a pod: matched against the pod's identity labels, as Cilium matches it.</summary>
     public static bool Matches(EndpointSelector selector, PodSpec pod)
     {
         ArgumentNullException.ThrowIfNull(selector);
         ArgumentNullException.ThrowIfNull(pod);
-        foreach (var (rawKey, value) in selector.MatchLabels)
-        {
-            var key = StripSource(rawKey);
-            if (key is null)
-                return false;
-            if (key == "io.kubernetes.pod.namespace")
-            {
-                if (pod.Namespace != value)
-                    return false;
-            }
-            else if (!pod.Labels.TryGetValue(key, out var v) || v != value)
-            {
-                return false;
-            }
-        }
-        return true;
+        return PolicyCompiler.Selects(selector, IdentityAllocator.PodLabels(pod), null);
     }
 
     /// <summary>The label key without its k8s:/any: source; null for sources pods never carry (reserved:, cidr:...).</summary>
@@ -137,9 +103,61 @@ public static partial class ClusterLoader
 
     private sealed class Builder(string file, ClusterLimits limits)
     {
+        /// <summary>Every document of one file (a kind List's items each on their own).</summary>
+        public void AddText(string text, string sourceFile)
+        {
+            var stream = new YamlStream();
+            try
+            {
+                // Before the tree is built (recursively, by YamlDotNet): nesting and alias expansion bounded.
+                YamlLimits.Check(text, sourceFile, limits);
+                stream.Load(new StringReader(text));
+            }
+            catch (YamlException e)
+            {
+                var msg = LocationPrefix().Replace(e.InnerException is YamlException inner ? inner.Message : e.Message, "");
+                if (e.InnerException is ArgumentException)
+                    msg = "duplicate key";
+                throw new ClusterSpecException(
+                    $"{sourceFile}:{e.Start.Line}: document {stream.Documents.Count + 1}: malformed YAML at column {e.Start.Column}: {msg.ReplaceLineEndings(" ")}");
+            }
+            for (int i = 0; i < stream.Documents.Count; i++)
+            {
+                var root = stream.Documents[i].RootNode;
+                var doc = new DocRef(sourceFile, i + 1);
+                var node = new Node(doc, root, "");
+                if (node.IsNull)
+                    continue; // an empty document (e.g. a trailing ---)
+                long end = i + 1 < stream.Documents.Count ? stream.Documents[i + 1].RootNode.Start.Index : text.Length;
+                var src = end > root.Start.Index && end <= text.Length ? DocText(text[(int)root.Start.Index..(int)end]) : "";
+                if (root is YamlMappingNode && node.Get("kind") is { } k && k.Yaml is YamlScalarNode { Value: "List" })
+                {
+                    // kubectl get -o yaml: kind List with items, each an object of its own.
+                    doc.Kind = "List";
+                    node.Strict("apiVersion", "kind", "metadata", "items");
+                    if (node.Require("apiVersion").String() != "v1")
+                        throw node.Require("apiVersion").Error("a List's apiVersion is v1");
+                    var items = node.Get("items")?.Items() ?? [];
+                    for (int j = 0; j < items.Count; j++)
+                        Document(new Node(new DocRef(sourceFile, i + 1, j), items[j].Yaml, ""), src);
+                    continue;
+                }
+                Document(node, src);
+            }
+        }
+
+        /// <summary>The files the Lab document includes (spec.include), relative to its own.</summary>
+        public IReadOnlyList<(Node At, string Path)> Includes => lab?.Include ?? [];
+
         private readonly List<RawPod> pods = [];
         private readonly List<RawService> services = [];
+        private readonly List<RawEndpoints> endpoints = [];
         private readonly List<RawPolicy> policies = [];
+        private readonly List<(Node At, string Name, Dictionary<string, string> Labels)> namespaces = [];
+        private readonly List<(Node At, string Name, string Namespace)> serviceAccounts = [];
+        private readonly List<string> notices = [];
+        private readonly HashSet<string> noticed = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, (string Text, int Index)> seen = new(StringComparer.Ordinal);
         private RawLab? lab;
 
         public void Document(Node root, string sourceText)
@@ -147,17 +165,37 @@ public static partial class ClusterLoader
             root.Mapping();
             var kind = root.Require("kind").String();
             root.Doc.Kind = kind;
+            bool clusterScoped = kind is "Lab" or "Namespace" or "CiliumClusterwideNetworkPolicy";
             if (root.Get("metadata") is { } meta && meta.Yaml is YamlMappingNode && meta.Get("name") is { } n)
-                root.Doc.Name = (kind is "Lab" ? "" : (meta.Get("namespace") is { } ns ? ns.Scalar() : "default") + "/") + n.Scalar();
-            var api = root.Require("apiVersion").String();
-            string expectedApi = kind switch
+                root.Doc.Name = (clusterScoped ? "" : (meta.Get("namespace") is { } ns ? ns.Scalar() : "default") + "/") + n.Scalar();
+            // the same object twice, word for word (kubectl apply applies it twice: the second changes nothing)
+            if (root.Doc.Name.Length > 0 && sourceText.Length > 0)
             {
-                "Pod" or "Service" => "v1",
-                "CiliumNetworkPolicy" => "cilium.io/v2",
+                var key = $"{kind} {root.Doc.Name}";
+                if (seen.TryGetValue(key, out var first) && first.Text == sourceText)
+                {
+                    notices.Add($"{root.Doc.File}: {root.Doc}: the same as document {first.Index}: read once");
+                    return;
+                }
+                seen.TryAdd(key, (sourceText, root.Doc.Index));
+            }
+            var api = root.Require("apiVersion").String();
+            string? expectedApi = kind switch
+            {
+                "Pod" or "Service" or "Namespace" or "ServiceAccount" or "Endpoints" => "v1",
+                "EndpointSlice" => "discovery.k8s.io/v1",
+                "CiliumNetworkPolicy" or "CiliumClusterwideNetworkPolicy" => "cilium.io/v2",
                 "Lab" => LabApiVersion,
-                _ => throw root.Get("kind")!.Value.Error(
-                    $"kind '{kind}' is not supported (Pod, Service, CiliumNetworkPolicy, Lab)"),
+                _ => WorkloadDocument.ApiVersions.GetValueOrDefault(kind),
             };
+            if (expectedApi is null)
+            {
+                if (api == LabApiVersion)
+                    throw root.Get("kind")!.Value.Error($"kind '{kind}' is not a kind of {LabApiVersion} (Lab)");
+                // a kind the lab does not model (ConfigMap, Secret, Ingress, ...): said once, not an error
+                notices.Add($"{root.Doc.File}: {root.Doc}: skipped: the lab does not model {kind} ({api})");
+                return;
+            }
             if (api != expectedApi)
                 throw root.Get("apiVersion")!.Value.Error($"'{api}' is not the apiVersion of {kind} ({expectedApi})");
             switch (kind)
@@ -170,13 +208,42 @@ public static partial class ClusterLoader
                     root.Strict("apiVersion", "kind", "metadata", "spec", "status");
                     services.Add(ServiceDocument.Read(root));
                     break;
-                case "CiliumNetworkPolicy":
-                    root.Strict("apiVersion", "kind", "metadata", "spec", "specs", "status");
-                    policies.AddRange(PolicyDocument.Read(root, sourceText));
+                case "Endpoints" or "EndpointSlice":
+                    endpoints.Add(ServiceDocument.ReadEndpoints(root, kind));
                     break;
-                default:
+                case "Namespace":
+                {
+                    root.Strict("apiVersion", "kind", "metadata", "spec", "status");
+                    var (name, _, labels) = Meta(root, namespaced: false);
+                    if (name.Contains('.', StringComparison.Ordinal) || name.Length > 63)
+                        throw root.Require("metadata").Require("name").Error($"'{name}' is not a valid namespace name (a DNS label)");
+                    namespaces.Add((root, name, labels));
+                    break;
+                }
+                case "ServiceAccount":
+                {
+                    root.Strict("apiVersion", "kind", "metadata", "secrets", "imagePullSecrets", "automountServiceAccountToken");
+                    var (name, ns, _) = Meta(root);
+                    serviceAccounts.Add((root, name, ns));
+                    break;
+                }
+                case "CiliumNetworkPolicy" or "CiliumClusterwideNetworkPolicy":
+                    root.Strict("apiVersion", "kind", "metadata", "spec", "specs", "status");
+                    foreach (var p in PolicyDocument.Read(root, sourceText, kind))
+                    {
+                        policies.Add(p);
+                        foreach (var (key, text) in p.Notices)
+                            if (noticed.Add(key))
+                                notices.Add(text);
+                    }
+                    break;
+                case "Lab":
                     root.Strict("apiVersion", "kind", "metadata", "spec");
                     lab = LabDocument.Read(root, lab);
+                    break;
+                default:
+                    root.Strict("apiVersion", "kind", "metadata", "spec", "status");
+                    pods.AddRange(WorkloadDocument.Read(root, kind));
                     break;
             }
         }
@@ -186,13 +253,28 @@ public static partial class ClusterLoader
             if (pods.Count > limits.MaxPods)
                 throw pods[limits.MaxPods].At.Error($"more than {limits.MaxPods} pods (--max-pods raises the limit)");
 
+            // Namespaces and service accounts: what pods carry into their identity.
+            foreach (var g in namespaces.GroupBy(n => n.Name).Where(g => g.Count() > 1))
+                throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Namespace {g.Key}");
+            foreach (var g in serviceAccounts.GroupBy(a => $"{a.Namespace}/{a.Name}").Where(g => g.Count() > 1))
+                throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate ServiceAccount {g.Key}");
+            var nsLabels = namespaces.ToDictionary(n => n.Name, n => (IReadOnlyDictionary<string, string>)n.Labels, StringComparer.Ordinal);
+            for (int i = 0; i < pods.Count; i++)
+            {
+                var p = pods[i];
+                if (p.Pod.ServiceAccount != "default" && !serviceAccounts.Any(a => a.Name == p.Pod.ServiceAccount && a.Namespace == p.Pod.Namespace))
+                    throw (p.ServiceAccountNode ?? p.At).Error($"no ServiceAccount '{p.Pod.ServiceAccount}' in namespace {p.Pod.Namespace} (Kubernetes would not admit the pod)");
+                if (nsLabels.TryGetValue(p.Pod.Namespace, out var labels))
+                    pods[i] = p with { Pod = p.Pod with { NamespaceLabels = labels } };
+            }
+
             // Duplicates.
             foreach (var g in pods.GroupBy(p => p.Pod.FullName).Where(g => g.Count() > 1))
                 throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Pod {g.Key} (first in document {g.First().Doc.Index})");
             foreach (var g in services.GroupBy(s => $"{s.Namespace}/{s.Name}").Where(g => g.Count() > 1))
                 throw g.Skip(1).First().At.Require("metadata").Require("name").Error($"duplicate Service {g.Key} (first in document {g.First().Doc.Index})");
-            foreach (var g in policies.GroupBy(p => $"{p.Policy.Namespace}/{p.Policy.Name}").Where(g => g.Count() > 1))
-                throw g.Skip(1).First().At.Error($"duplicate CiliumNetworkPolicy {g.Key} (first in document {g.First().Doc.Index})");
+            foreach (var g in policies.GroupBy(p => $"{p.Policy.Kind} {p.Policy.FullName}").Where(g => g.Count() > 1))
+                throw g.Skip(1).First().At.Error($"duplicate {g.Key} (first in document {g.First().Doc.Index})");
 
             // Pod addresses: given ones checked, missing ones assigned from the pod CIDR in document order.
             var used = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -222,7 +304,9 @@ public static partial class ClusterLoader
                 finalPods.Add(pod);
             }
 
-            // Services.
+            // Services: cluster IPs given are checked, missing ones assigned from the service CIDR in
+            // document order (none for a headless or an ExternalName service); node ports likewise
+            // from Kubernetes' range; a LoadBalancer without an address takes one from the Lab's pool.
             foreach (var s in services.Where(s => s.ClusterIp is not null))
             {
                 var ip = s.ClusterIp!;
@@ -232,11 +316,29 @@ public static partial class ClusterLoader
                     throw s.IpNode!.Value.Error($"{ip} is already the address of {other}");
                 used[ip.ToString()] = $"Service {s.Namespace}/{s.Name}";
             }
+            var nodePorts = new Dictionary<(int, string), string>();
+            foreach (var s in services)
+                foreach (var sp in s.Ports.Where(p => p.NodePort != 0))
+                    if (!nodePorts.TryAdd((sp.NodePort, sp.Protocol), $"{s.Namespace}/{s.Name}"))
+                        throw sp.NodePortNode!.Value.Error($"provided port is already allocated (to Service {nodePorts[(sp.NodePort, sp.Protocol)]})");
+            var external = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var s in services)
+                foreach (var (at, ip) in s.ExternalIps.Concat(s.LoadBalancerIps))
+                {
+                    if (lab is not null && (lab.PodCidr.Contains(ip) || lab.ServiceCidr.Contains(ip) || ip.Equals(lab.NodeIp)))
+                        throw at.Error($"{ip} is inside the pod or service CIDR, or the node's address");
+                    if (used.TryGetValue(ip.ToString(), out var other))
+                        throw at.Error($"{ip} is already the address of {other}");
+                    external.TryAdd(ip.ToString(), $"Service {s.Namespace}/{s.Name}");
+                }
+            foreach (var e in endpoints)
+                if (!services.Any(s => s.Name == e.Service && s.Namespace == e.Namespace))
+                    notices.Add(e.At.Error($"no Service {e.Namespace}/{e.Service} for these endpoints: skipped").Message);
             var finalServices = new List<ServiceSpec>();
             foreach (var s in services)
             {
                 var ip = s.ClusterIp;
-                if (ip is null)
+                if (ip is null && !s.Headless)
                 {
                     if (lab is null)
                         throw s.At.Error("spec.clusterIP: missing, and there is no Lab document with a serviceCIDR to assign it from");
@@ -247,30 +349,81 @@ public static partial class ClusterLoader
                 // loads without backends and its traffic is dropped as Cilium drops it (158).
                 var ports = new List<ServicePort>();
                 foreach (var sp in s.Ports)
-                    ports.Add(new ServicePort(sp.Port, sp.TargetName is null ? sp.TargetPort : 0, sp.Protocol, sp.Name, sp.TargetName));
-                finalServices.Add(new ServiceSpec(s.Name, s.Namespace, ip, s.Selector, ports));
+                {
+                    int nodePort = sp.NodePort;
+                    if (nodePort == 0 && s.Type is "NodePort" or "LoadBalancer")
+                    {
+                        nodePort = Enumerable.Range(ServiceDocument.NodePortMin, ServiceDocument.NodePortMax - ServiceDocument.NodePortMin + 1)
+                            .First(n => !nodePorts.ContainsKey((n, sp.Protocol)));
+                        nodePorts[(nodePort, sp.Protocol)] = $"{s.Namespace}/{s.Name}";
+                    }
+                    ports.Add(new ServicePort(sp.Port, sp.TargetName is null ? sp.TargetPort : 0, sp.Protocol, sp.Name, sp.TargetName) { NodePort = nodePort });
+                }
+                var lbIps = s.LoadBalancerIps.Select(l => l.Ip).ToList();
+                if (s.Type == "LoadBalancer" && lbIps.Count == 0)
+                {
+                    if (lab?.LoadBalancerPool is { } pool && NextFree(pool, used, external) is { } lbIp)
+                    {
+                        lbIps.Add(lbIp);
+                        external[lbIp.ToString()] = $"Service {s.Namespace}/{s.Name}";
+                    }
+                    else
+                        notices.Add(s.At.Error(lab?.LoadBalancerPool is null
+                            ? "status.loadBalancer: no address, and the Lab has no loadBalancerPool: pending, as in a cluster without a load balancer controller (the node ports work)"
+                            : $"status.loadBalancer: the Lab's loadBalancerPool {lab.LoadBalancerPool} is full: pending").Message);
+                }
+                var eps = endpoints.Where(e => e.Service == s.Name && e.Namespace == s.Namespace).ToList();
+                if (eps.Count > 0 && s.Selector.Count > 0)
+                    notices.Add(eps[0].At.Error($"Service {s.Namespace}/{s.Name} has a selector: its endpoints come from its pods, these are ignored (as Kubernetes' endpoints controller overwrites them)").Message);
+                finalServices.Add(new ServiceSpec(s.Name, s.Namespace, ip, s.Selector, ports)
+                {
+                    Type = s.Type,
+                    ExternalName = s.ExternalName,
+                    Labels = s.Labels,
+                    ExternalIps = [.. s.ExternalIps.Select(e => e.Ip)],
+                    LoadBalancerIps = lbIps,
+                    AffinityTimeoutSeconds = s.AffinityTimeoutSeconds,
+                    Endpoints = s.Selector.Count > 0 ? [] : [.. eps.SelectMany(e => e.Addresses).Distinct()],
+                    EndpointPorts = eps.SelectMany(e => e.Ports).GroupBy(kv => kv.Key).ToDictionary(g => g.Key, g => g.First().Value, StringComparer.Ordinal),
+                });
             }
 
-            // Policies: every selector selects something.
+            // Policies: a selector that selects no pod is valid (Cilium enforces nothing for it), but
+            // in a lab it is most often a typo: said once per selector.
             foreach (var p in policies)
             {
                 foreach (var (at, sel, subject) in p.Selectors)
                 {
-                    if (sel.MatchLabels.Keys.Any(k => StripSource(k) is null))
-                        continue; // reserved:/cidr: labels select no pod, nothing to check
+                    if (sel.MatchLabels.Keys.Concat(sel.MatchExpressions.Select(r => r.Key)).Any(k => PolicyCompiler.SplitKey(k).Source == "reserved"))
+                        continue; // reserved labels select no pod, nothing to say
                     if (!finalPods.Any(pod => Matches(sel, pod)))
-                        throw at.Error($"{(subject ? "endpointSelector" : "selector")} matches no Pod ({Show(sel.MatchLabels)})");
+                        notices.Add(at.Doc.Error(at.Yaml, at.Path, $"{(subject ? "endpointSelector" : "selector")} selects no Pod ({Show(sel)})").Message);
                 }
+            }
+
+            // the containerd node's kube-proxy rules are rendered for cluster IPs only (KubeProxyRules)
+            if (lab?.NodeKind == LabNodeKinds.Containerd)
+            {
+                var unrendered = finalServices
+                    .Where(s => s.Type is "NodePort" or "LoadBalancer" || s.ExternalIps.Count > 0 || s.AffinityTimeoutSeconds > 0)
+                    .Select(s => $"{s.Namespace}/{s.Name}").ToList();
+                if (unrendered.Count > 0)
+                    notices.Add($"node: containerd: kube-proxy's rules are made for cluster IPs only; the node ports, load balancer and external addresses and session affinity of {string.Join(", ", unrendered)} are not (a netns node's datapath has them)");
             }
 
             LabSpec? labSpec = null;
             if (lab is not null)
                 labSpec = LabDocument.Build(lab, finalPods, finalServices);
-            return new ClusterSpec(file, labSpec, finalPods, finalServices, policies.Select(p => p.Policy).ToList());
+            return new ClusterSpec(file, labSpec, finalPods, finalServices, policies.Select(p => p.Policy).ToList())
+            {
+                Notices = [.. notices],
+                NodeLabels = lab?.NodeLabels ?? new Dictionary<string, string>(StringComparer.Ordinal),
+            };
         }
 
-        private static string Show(IReadOnlyDictionary<string, string> labels) =>
-            string.Join(", ", labels.Select(kv => $"{kv.Key}={kv.Value}"));
+        private static string Show(EndpointSelector sel) =>
+            string.Join(", ", sel.MatchLabels.Select(kv => $"{kv.Key}={kv.Value}")
+                .Concat(sel.MatchExpressions.Select(r => $"{r.Key} {r.Operator}{(r.Values.Count > 0 ? " (" + string.Join(", ", r.Values) + ")" : "")}")));
 
         private static IPAddress Last(IPNetwork net)
         {
@@ -280,7 +433,7 @@ public static partial class ClusterLoader
             return new IPAddress([(byte)(v >> 24), (byte)(v >> 16), (byte)(v >> 8), (byte)v]);
         }
 
-        private static IPAddress? NextFree(IPNetwork net, Dictionary<string, string> used)
+        private static IPAddress? NextFree(IPNetwork net, Dictionary<string, string> used, Dictionary<string, string>? alsoUsed = null)
         {
             var b = net.BaseAddress.GetAddressBytes();
             uint start = (uint)(b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]);
@@ -289,7 +442,7 @@ public static partial class ClusterLoader
             {
                 uint v = start + (uint)i;
                 var ip = new IPAddress([(byte)(v >> 24), (byte)(v >> 16), (byte)(v >> 8), (byte)v]);
-                if (!used.ContainsKey(ip.ToString()))
+                if (!used.ContainsKey(ip.ToString()) && alsoUsed?.ContainsKey(ip.ToString()) != true)
                     return ip;
             }
             return null;

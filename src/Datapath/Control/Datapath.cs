@@ -31,8 +31,13 @@ public sealed class Datapath : IEventSource
     // keys written last time, by their bytes (the address arrays have no value equality)
     private Dictionary<string, IpcacheKey> ipcacheKeys = [];
     private HashSet<PolicyKey> policyKeys = [];
+    // the map keys each compiled entry was written as (a port range is several)
     private Dictionary<string, ServiceKey> serviceKeys = [];
     private HashSet<BackendKey> backendKeys = [];
+    // every set of policy rules an entry was compiled from, by id; ids are never reused while loaded
+    private readonly Dictionary<string, PolicyRuleSet> ruleSets = new(StringComparer.Ordinal);
+    // the same sets by id, for the decode thread (RulesOf) while the policies change
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<uint, PolicyRuleSet> ruleSetsById = new();
     private bool disposed;
     private bool auditMode;
 
@@ -308,24 +313,43 @@ public sealed class Datapath : IEventSource
                 .ToList();
             foreach (var port in s.Ports)
             {
-                var id = nextId++;
                 var proto = PolicyCompiler.ProtocolNumber(port.Protocol);
-                // a named targetPort resolves per pod; a pod without that port name is no backend (as Kubernetes' endpoints)
-                var backends = members
-                    .Select(p => (Pod: p, Target: port.TargetName is { } tn
-                        ? p.NamedPorts.TryGetValue(tn, out var pp) ? pp.Port : 0
-                        : port.TargetPort == 0 ? port.Port : port.TargetPort))
-                    .Where(b => b.Target != 0)
-                    .Select((b, i) => new BackendInfo(i, b.Pod.Ip!, b.Target, b.Pod.FullName))
-                    .ToList();
-                services.Add(new ServiceInfo(id, s.Name, s.Namespace, s.ClusterIp, port.Port, port.Protocol.ToUpperInvariant(), backends));
-                var key = new ServiceKey { Addr = MapAddress.From(s.ClusterIp), Port = (ushort)port.Port, Proto = proto, Family = MapAddress.Family(s.ClusterIp) };
-                wantSvc[KeyBytes(key)] = (key, new Service { Id = id, Count = (ushort)backends.Count });
-                foreach (var b in backends)
-                    wantBe[new BackendKey { ServiceId = id, Slot = (uint)b.Slot }] = new Backend
-                    {
-                        Addr = MapAddress.From(b.Ip), Port = (ushort)b.Port, Family = MapAddress.Family(b.Ip),
-                    };
+                // a named targetPort resolves per pod; a pod without that port name is no backend (as Kubernetes' endpoints);
+                // a service without a selector has the addresses and ports of its Endpoints
+                var backends = s.Selector.Count > 0
+                    ? members
+                        .Select(p => (Ip: p.Ip!, Target: port.TargetName is { } tn
+                            ? p.NamedPorts.TryGetValue(tn, out var pp) ? pp.Port : 0
+                            : port.TargetPort == 0 ? port.Port : port.TargetPort, Pod: (string?)p.FullName))
+                        .Where(b => b.Target != 0)
+                        .Select((b, i) => new BackendInfo(i, b.Ip, b.Target, b.Pod))
+                        .ToList()
+                    : s.Endpoints.Take(MapLimits.MaxBackendsPerService)
+                        .Select(ip => (Ip: ip, Target: EndpointPort(s, port), Pod: pods.Values.FirstOrDefault(p => ip.Equals(p.Ip))?.FullName))
+                        .Where(b => b.Target != 0)
+                        .Select((b, i) => new BackendInfo(i, b.Ip, b.Target, b.Pod))
+                        .ToList();
+                // every address the service answers on at this port: its cluster IP, the node's address at
+                // the node port, its load balancer addresses and external IPs; each is a frontend of its own
+                var frontends = new List<(IPAddress Ip, int Port, string Kind)>();
+                if (s.ClusterIp is { } cip)
+                    frontends.Add((cip, port.Port, "ClusterIP"));
+                if (port.NodePort != 0 && cluster.Lab is { } lab)
+                    frontends.Add((lab.NodeIp, port.NodePort, "NodePort"));
+                frontends.AddRange(s.LoadBalancerIps.Select(ip => (ip, port.Port, "LoadBalancer")));
+                frontends.AddRange(s.ExternalIps.Select(ip => (ip, port.Port, "ExternalIP")));
+                foreach (var (ip, fport, kind) in frontends)
+                {
+                    var id = nextId++;
+                    services.Add(new ServiceInfo(id, s.Name, s.Namespace, ip, fport, port.Protocol.ToUpperInvariant(), backends) { FrontendType = kind });
+                    var key = new ServiceKey { Addr = MapAddress.From(ip), Port = (ushort)fport, Proto = proto, Family = MapAddress.Family(ip) };
+                    wantSvc[KeyBytes(key)] = (key, new Service { Id = id, Count = (ushort)backends.Count, AffinityTimeout = (uint)s.AffinityTimeoutSeconds });
+                    foreach (var b in backends)
+                        wantBe[new BackendKey { ServiceId = id, Slot = (uint)b.Slot }] = new Backend
+                        {
+                            Addr = MapAddress.From(b.Ip), Port = (ushort)b.Port, Family = MapAddress.Family(b.Ip),
+                        };
+                }
             }
         }
         // backends first, so that a service never counts a slot not yet written
@@ -342,26 +366,55 @@ public sealed class Datapath : IEventSource
         backendKeys = [.. wantBe.Keys];
     }
 
+    /// <summary>The backend port of a service without a selector: its Endpoints port of the same name (or its only one), else the target port.</summary>
+    private static int EndpointPort(ServiceSpec s, ServicePort port) =>
+        s.EndpointPorts.TryGetValue(port.Name ?? "", out var p) ? p
+        : s.EndpointPorts.Count == 1 && s.Ports.Count == 1 ? s.EndpointPorts.Values.First()
+        : port.TargetName is null ? port.TargetPort == 0 ? port.Port : port.TargetPort : 0;
+
     private void SyncPolicies()
     {
         var epMap = obj.Map("fx_endpoints");
         var polMap = obj.Map("fx_policy");
-        var want = new Dictionary<PolicyKey, PolicyValue>();
         compiled.Clear();
+        var context = PolicyContext.Of(cluster);
+        var keys = new Dictionary<PolicyKey, (PolicyFlags Flags, SortedSet<PolicyRuleRef> Allows, SortedSet<PolicyRuleRef> Denies)>();
         foreach (var (name, (pod, ifindex, id)) in endpoints)
         {
-            var c = PolicyCompiler.Compile(pod, id, cluster.Policies, ids);
+            var c = PolicyCompiler.Compile(pod, id, cluster.Policies, ids, context);
+            c = c with { Entries = [.. c.Entries.Select(e => e with { RuleId = RuleSetOf(e.Rules) })] };
             compiled[name] = c;
             foreach (var e in c.Entries)
             {
-                var key = new PolicyKey { Identity = e.Identity, EndpointId = id, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction };
-                want[key] = new PolicyValue { Flags = (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0) };
+                foreach (var (port, bits) in PortBlocks(e.Protocol, e.Port, e.EndPort))
+                {
+                    var key = PolicyKey.Of(id, e.Direction, e.Identity, e.Protocol, port, bits);
+                    var cur = keys.TryGetValue(key, out var k) ? k
+                        : (Flags: PolicyFlags.None, Allows: new SortedSet<PolicyRuleRef>(PolicyRuleRef.Order), Denies: new SortedSet<PolicyRuleRef>(PolicyRuleRef.Order));
+                    (e.Deny ? cur.Denies : cur.Allows).UnionWith(e.Rules);
+                    keys[key] = (cur.Flags | (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0), cur.Allows, cur.Denies);
+                }
             }
         }
+        // A longest-prefix match must never hide a deny: an allow inside a deny's range denies too (as Cilium's MapState folds them).
+        foreach (var (key, v) in keys.ToList())
+        {
+            if ((v.Flags & PolicyFlags.Deny) != 0)
+                continue;
+            var covering = keys.Where(d => (d.Value.Flags & PolicyFlags.Deny) != 0 && d.Key.Covers(key)).OrderByDescending(d => d.Key.Prefixlen).FirstOrDefault();
+            if (covering.Value.Denies is { } denies)
+                keys[key] = (v.Flags | PolicyFlags.Deny, v.Allows, denies);
+        }
+        var want = keys.ToDictionary(kv => kv.Key, kv => new PolicyValue
+        {
+            Flags = kv.Value.Flags,
+            ProtoGiven = kv.Key.Prefixlen > PolicyPrefix.AnyProto ? (byte)1 : (byte)0,
+            RuleId = RuleSetOf([.. (kv.Value.Flags & PolicyFlags.Deny) != 0 ? kv.Value.Denies : kv.Value.Allows]),
+        });
         foreach (var (k, v) in want)
         {
             // keep the hit counter of an entry that stays
-            if (policyKeys.Contains(k) && polMap.TryLookup<PolicyKey, PolicyValue>(k, out var old) && old.Flags == v.Flags)
+            if (policyKeys.Contains(k) && polMap.TryLookup<PolicyKey, PolicyValue>(k, out var old) && old.Flags == v.Flags && old.RuleId == v.RuleId)
                 continue;
             polMap.Update(k, v);
         }
@@ -380,6 +433,59 @@ public sealed class Datapath : IEventSource
             });
         }
     }
+
+    /// <summary>
+    /// A port range as the aligned power-of-two blocks an LPM trie can hold: (first
+    /// port, prefix bits); a single port is one block of 16 bits, any port (0) none
+    /// of 0 bits, and protocol 0 no port at all.
+    /// </summary>
+    /// <summary>The policy map keys a compiled entry was written as.</summary>
+    private static IEnumerable<PolicyKey> KeysOf(PolicyEntry e) =>
+        PortBlocks(e.Protocol, e.Port, e.EndPort).Select(b => PolicyKey.Of(e.EndpointId, e.Direction, e.Identity, e.Protocol, b.Port, b.Bits));
+
+    internal static IEnumerable<(ushort Port, int Bits)> PortBlocks(byte proto, ushort port, ushort end)
+    {
+        if (proto == 0 || port == 0 && end == 0)
+        {
+            yield return (0, 0);
+            yield break;
+        }
+        if (end <= port)
+        {
+            yield return (port, 16);
+            yield break;
+        }
+        int lo = port;
+        while (lo <= end)
+        {
+            int size = 1;
+            while (lo % (size * 2) == 0 && lo + size * 2 - 1 <= end && size < 65536)
+                size *= 2;
+            yield return ((ushort)lo, 16 - System.Numerics.BitOperations.Log2((uint)size));
+            lo += size;
+        }
+    }
+
+    /// <summary>The id of a set of rules (allocated on first sight, from 1; 0 means no rule).</summary>
+    private uint RuleSetOf(IReadOnlyList<PolicyRuleRef> rules)
+    {
+        if (rules.Count == 0)
+            return 0;
+        var key = string.Join('\n', rules.Select(r => $"{r.Kind}\t{r.Namespace}\t{r.Name}\t{r.Path}"));
+        if (!ruleSets.TryGetValue(key, out var set))
+        {
+            ruleSets[key] = set = new PolicyRuleSet((uint)ruleSets.Count + 1, rules);
+            ruleSetsById[set.Id] = set;
+        }
+        return set.Id;
+    }
+
+    /// <summary>
+    /// The rules behind the id a verdict or policy drop carries (fx_policy_value.rule_id); empty for 0 (no
+    /// rule decided: default deny) and for an id this datapath never gave. Thread-safe: ids are never reused.
+    /// </summary>
+    public IReadOnlyList<PolicyRuleRef> RulesOf(uint ruleId) =>
+        ruleSetsById.TryGetValue(ruleId, out var set) ? set.Rules : [];
 
     private static string KeyBytes<T>(in T key) where T : unmanaged =>
         Convert.ToHexString(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in key)));
@@ -443,7 +549,10 @@ public sealed class Datapath : IEventSource
             .OrderBy(e => e.EndpointId).ThenBy(e => e.Direction).ThenBy(e => e.Identity).ThenBy(e => e.Protocol).ThenBy(e => e.Port)
             .ToList();
         var policies = cluster.Policies.Select(p => new PolicyInfo(p.Name, p.Namespace, p.SourceText)).ToList();
-        return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, [], policies, entries, [.. services], [], []);
+        return new DatapathSnapshot(DateTimeOffset.UtcNow, eps, identities, [], policies, entries, [.. services], [], [])
+        {
+            Rules = [.. ruleSets.Values.OrderBy(r => r.Id)],
+        };
     }
 
     /// <summary>Everything the datapath holds now: endpoints, identities, policies, services, conntrack and NAT tables.</summary>
@@ -467,10 +576,12 @@ public sealed class Datapath : IEventSource
             .OrderBy(i => i.Prefix, StringComparer.Ordinal)
             .ToList();
         var polMap = map("fx_policy");
+        // an entry is one or more keys of the LPM trie (a port range is blocks of ports): its hits are theirs
         var entries = controlPlane.PolicyEntries
-            .Select(e => polMap.TryLookup<PolicyKey, PolicyValue>(
-                    new PolicyKey { Identity = e.Identity, EndpointId = e.EndpointId, Dport = e.Port, Proto = e.Protocol, Dir = e.Direction }, out var v)
-                ? e with { Hits = v.Hits } : e)
+            .Select(e => e with
+            {
+                Hits = KeysOf(e).Aggregate(0UL, (sum, k) => sum + (polMap.TryLookup<PolicyKey, PolicyValue>(k, out var v) ? v.Hits : 0)),
+            })
             .ToList();
         var ct = map("fx_ct").Entries<CtKey, CtEntry>()
             .Select(kv => new ConntrackInfo(

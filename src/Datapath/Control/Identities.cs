@@ -35,10 +35,10 @@ public sealed class IdentityAllocator
 
     public IdentityAllocator()
     {
-        // Cilium's reserved identities 1-8 with their labels (Format's table); unknown (0) and the
-        // dual-stack world identities (9, 10) are never allocated here.
+        // Cilium's reserved identities 1-10 with their labels (Format's table); unknown (0) is never
+        // allocated. world-ipv4 and world-ipv6 exist so the entities of those names select something.
         foreach (var (id, label) in Format.ReservedIdentities.Labels)
-            if (id is >= (uint)ReservedIdentity.Host and <= (uint)ReservedIdentity.Ingress)
+            if (id is >= (uint)ReservedIdentity.Host and <= (uint)ReservedIdentity.WorldIpv6)
                 AddReserved((ReservedIdentity)id, label);
     }
 
@@ -55,15 +55,28 @@ public sealed class IdentityAllocator
 
     public bool TryGet(uint id, out SecurityIdentity identity) => byId.TryGetValue(id, out identity!);
 
-    /// <summary>The identity labels of a pod, as Cilium derives them (k8s: source, namespace and cluster labels).</summary>
+    public const string ServiceAccountLabel = "io.cilium.k8s.policy.serviceaccount";
+    public const string NamespaceLabelsPrefix = "io.cilium.k8s.namespace.labels.";
+
+    /// <summary>
+    /// The identity labels of a pod, as Cilium derives them (pkg/k8s, pkg/labelsfilter):
+    /// the pod's labels that the default label filter keeps, the namespace, the
+    /// service account, the cluster, and the namespace's labels
+    /// (io.cilium.k8s.namespace.labels.*), all with the k8s: source.
+    /// </summary>
     public static IReadOnlyList<string> PodLabels(PodSpec pod)
     {
         ArgumentNullException.ThrowIfNull(pod);
         var labels = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var (k, v) in pod.Labels)
-            labels.Add($"k8s:{StripSource(k)}={v}");
+            if (IdentityLabelFilter.Keep(StripSource(k)))
+                labels.Add($"k8s:{StripSource(k)}={v}");
         labels.Add($"k8s:{NamespaceLabel}={pod.Namespace}");
         labels.Add($"k8s:{ClusterLabel}={ClusterName}");
+        labels.Add($"k8s:{ServiceAccountLabel}={pod.ServiceAccount}");
+        labels.Add($"k8s:{NamespaceLabelsPrefix}kubernetes.io/metadata.name={pod.Namespace}");
+        foreach (var (k, v) in pod.NamespaceLabels)
+            labels.Add($"k8s:{NamespaceLabelsPrefix}{k}={v}");
         return [.. labels];
     }
 
@@ -111,11 +124,14 @@ public sealed class IdentityAllocator
         ArgumentNullException.ThrowIfNull(cluster);
         foreach (var labels in cluster.Pods.Select(PodLabels).DistinctBy(l => string.Join('\n', l)).OrderBy(l => string.Join('\n', l), StringComparer.Ordinal))
             ForLabels(labels);
-        var cidrs = cluster.Policies
-            .SelectMany(p => p.Ingress.Concat(p.Egress).Concat(p.IngressDeny).Concat(p.EgressDeny))
+        var rules = cluster.Policies.SelectMany(p => p.Ingress.Concat(p.Egress).Concat(p.IngressDeny).Concat(p.EgressDeny)).ToList();
+        var context = PolicyContext.Of(cluster);
+        var cidrs = rules
             .SelectMany(r => r.Cidrs)
             .SelectMany(c => c.Except.Prepend(c.Cidr))
             .Select(ParseCidr)
+            .Concat(rules.SelectMany(r => r.Services).SelectMany(s => PolicyCompiler.ServiceAddresses(s, context))
+                .Select(ip => new IPNetwork(ip, PolicyCompiler.IsV4(ip) ? 32 : 128)))
             .Where(n => n.PrefixLength > 0)
             .Distinct()
             .OrderBy(n => n.BaseAddress.AddressFamily)
@@ -148,5 +164,46 @@ public sealed class IdentityAllocator
                 return (x is null ? 0 : 1) - (y is null ? 0 : 1);
             return ((ReadOnlySpan<byte>)x).SequenceCompareTo(y);
         }
+    }
+}
+
+/// <summary>
+/// Cilium's default identity label filter (pkg/labelsfilter defaultLabelPrefixCfg):
+/// which of a pod's labels make its identity. Each pattern matches at the start of
+/// the key; a label is kept when no ignore pattern matches, or an include pattern
+/// matches a longer part of the key than the shortest ignore pattern does.
+/// </summary>
+public static class IdentityLabelFilter
+{
+    private static readonly (System.Text.RegularExpressions.Regex Pattern, bool Ignore)[] Patterns =
+    [
+        .. new[]
+        {
+            @"io\.kubernetes\.pod\.namespace", @"io\.cilium\.k8s\.namespace\.labels", @"app\.kubernetes\.io", @"io\.cilium\.k8s\.policy\.cluster",
+        }.Select(p => (new System.Text.RegularExpressions.Regex(p, System.Text.RegularExpressions.RegexOptions.CultureInvariant), false)),
+        .. new[]
+        {
+            @"io\.kubernetes", @"kubernetes\.io", @"statefulset\.kubernetes\.io/pod-name", @"apps\.kubernetes\.io/pod-index",
+            @"batch\.kubernetes\.io/job-completion-index", @"batch\.kubernetes\.io/controller-uid", @".*beta\.kubernetes\.io", @"k8s\.io",
+            "pod-template-generation", "pod-template-hash", "controller-revision-hash", "controller-uid", "annotation.*", "etcd_node",
+        }.Select(p => (new System.Text.RegularExpressions.Regex(p, System.Text.RegularExpressions.RegexOptions.CultureInvariant), true)),
+    ];
+
+    /// <summary>Whether a label key (without source) is part of the identity.</summary>
+    public static bool Keep(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        int included = 0, ignored = 0;
+        foreach (var (pattern, ignore) in Patterns)
+        {
+            var m = pattern.Match(key);
+            if (!m.Success || m.Index != 0)
+                continue;
+            if (ignore)
+                ignored = ignored == 0 ? m.Length : Math.Min(ignored, m.Length);
+            else
+                included = Math.Max(included, m.Length);
+        }
+        return ignored == 0 || included > ignored;
     }
 }

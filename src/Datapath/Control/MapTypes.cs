@@ -54,7 +54,7 @@ public enum EndpointFlags : byte
 }
 
 [Flags]
-public enum PolicyFlags : uint
+public enum PolicyFlags : ushort
 {
     None = 0,
     Allow = 1,
@@ -150,22 +150,82 @@ public struct Endpoint
     public EndpointFlags Flags;
 }
 
-[StructLayout(LayoutKind.Sequential)]
-public struct PolicyKey
+/// <summary>The prefix lengths of the policy LPM trie's keys (fx_policy_prefix).</summary>
+public static class PolicyPrefix
 {
-    public uint Identity;
+    public const uint AnyProto = 64;
+    public const uint AnyPort = 72;
+    public const uint Port = 80;
+    public const uint Full = 96;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct PolicyKey : IEquatable<PolicyKey>
+{
+    public uint Prefixlen;
     public ushort EndpointId;
-    public ushort Dport;
-    public byte Proto;
     public Dir Dir;
-    public ushort Pad;
+    public byte Pad1;
+    public uint Identity;
+    public byte Proto;
+    public byte Pad2;
+    /// <summary>Network byte order (a prefix of its bits is a port range).</summary>
+    public ushort Dport;
+
+    /// <summary>A key for (endpoint, direction, identity) and protocol 0 (any), or a protocol and a port block port/bits (bits 0: any port).</summary>
+    public static PolicyKey Of(ushort endpoint, Dir dir, uint identity, byte proto, ushort port, int portBits) => new()
+    {
+        Prefixlen = proto == 0 ? PolicyPrefix.AnyProto : portBits == 0 ? PolicyPrefix.AnyPort : PolicyPrefix.Port + (uint)portBits,
+        EndpointId = endpoint,
+        Dir = dir,
+        Identity = identity,
+        Proto = proto,
+        Dport = proto == 0 || portBits == 0 ? (ushort)0 : System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(port),
+    };
+
+    /// <summary>The first port the key covers (host order).</summary>
+    public readonly ushort FirstPort => System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(Dport);
+
+    /// <summary>The number of port bits the key fixes (0: any port, 16: one port).</summary>
+    public readonly int PortBits => Prefixlen <= PolicyPrefix.AnyPort ? 0 : (int)(Prefixlen - PolicyPrefix.Port);
+
+    /// <summary>Whether this key covers every packet <paramref name="other"/> covers (same endpoint, direction and identity).</summary>
+    public readonly bool Covers(in PolicyKey other)
+    {
+        if (EndpointId != other.EndpointId || Dir != other.Dir || Identity != other.Identity || Prefixlen > other.Prefixlen)
+            return false;
+        if (Prefixlen == PolicyPrefix.AnyProto)
+            return true;
+        if (Proto != other.Proto)
+            return false;
+        int bits = PortBits;
+        if (bits == 0)
+            return true;
+        uint mask = 0xffffu << (16 - bits) & 0xffff;
+        return (FirstPort & mask) == (other.FirstPort & mask);
+    }
+
+    public readonly bool Equals(PolicyKey other) =>
+        Prefixlen == other.Prefixlen && EndpointId == other.EndpointId && Dir == other.Dir && Identity == other.Identity
+        && Proto == other.Proto && Dport == other.Dport;
+
+    public override readonly bool Equals(object? obj) => obj is PolicyKey k && Equals(k);
+
+    public override readonly int GetHashCode() => HashCode.Combine(Prefixlen, EndpointId, Dir, Identity, Proto, Dport);
+
+    public static bool operator ==(PolicyKey a, PolicyKey b) => a.Equals(b);
+
+    public static bool operator !=(PolicyKey a, PolicyKey b) => !a.Equals(b);
 }
 
 [StructLayout(LayoutKind.Sequential)]
 public struct PolicyValue
 {
     public PolicyFlags Flags;
-    public uint Pad;
+    /// <summary>1 when the entry names a protocol (an L4 match: L3-L4 or L4-only).</summary>
+    public byte ProtoGiven;
+    public byte Pad;
+    public uint RuleId;
     public ulong Hits;
 }
 
@@ -215,6 +275,34 @@ public struct Service
     public uint Id;
     public ushort Count;
     public ushort Pad;
+    /// <summary>sessionAffinity ClientIP: seconds a client keeps its backend; 0 for none.</summary>
+    public uint AffinityTimeout;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct AffinityKey
+{
+    public uint ServiceId;
+    public uint Pad;
+    public Bytes16 Client;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct Affinity
+{
+    public ulong LastNs;
+    public uint Slot;
+    public uint Pad;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct NodeportEntry
+{
+    public Bytes16 Addr;
+    public ushort Port;
+    public NatFlags Flags;
+    public byte Pad;
+    public uint ServiceId;
 }
 
 [StructLayout(LayoutKind.Sequential)]

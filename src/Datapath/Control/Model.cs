@@ -1,4 +1,5 @@
 using System.Net;
+using Forensics.Datapath.Abi;
 
 namespace Forensics.Datapath.Control;
 
@@ -20,6 +21,15 @@ public sealed record PodSpec(
     /// <summary>The named container ports (spec.containers[].ports[].name), for named targetPorts and policy ports.</summary>
     public IReadOnlyDictionary<string, PortProtocol> NamedPorts { get; init; } = new Dictionary<string, PortProtocol>(StringComparer.Ordinal);
 
+    /// <summary>spec.serviceAccountName ("default" when not given, as Kubernetes' admission sets it).</summary>
+    public string ServiceAccount { get; init; } = "default";
+
+    /// <summary>The labels of the pod's Namespace (kubernetes.io/metadata.name included, as Kubernetes sets it).</summary>
+    public IReadOnlyDictionary<string, string> NamespaceLabels { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>The workload that made the pod ("Deployment default/deathstar"), or null for a Pod document.</summary>
+    public string? Owner { get; init; }
+
     public string FullName => $"{Namespace}/{Name}";
 
     /// <summary>spec.containers[] (name, image), in order; empty when the document gives none.</summary>
@@ -33,20 +43,92 @@ public sealed record ContainerSpec(string Name, string? Image);
 /// A service port. A named targetPort (TargetName) is resolved per backend from
 /// its container ports, as Kubernetes resolves it; TargetPort is then 0.
 /// </summary>
-public sealed record ServicePort(int Port, int TargetPort, string Protocol, string? Name = null, string? TargetName = null);
+public sealed record ServicePort(int Port, int TargetPort, string Protocol, string? Name = null, string? TargetName = null)
+{
+    /// <summary>The port on the node's address (NodePort and LoadBalancer services), 0 for none.</summary>
+    public int NodePort { get; init; }
+}
 
+/// <summary>
+/// A Service: ClusterIP (the virtual address, null for a headless or an
+/// ExternalName service), NodePort and LoadBalancer (also reachable on the node's
+/// address at each port's NodePort, and on the load balancer's addresses),
+/// externalIPs, ClientIP session affinity.
+/// </summary>
 public sealed record ServiceSpec(
     string Name,
     string Namespace,
-    IPAddress ClusterIp,
+    IPAddress? ClusterIp,
     IReadOnlyDictionary<string, string> Selector,
-    IReadOnlyList<ServicePort> Ports);
+    IReadOnlyList<ServicePort> Ports)
+{
+    /// <summary>spec.type: ClusterIP, NodePort, LoadBalancer or ExternalName.</summary>
+    public string Type { get; init; } = "ClusterIP";
 
-/// <summary>matchLabels; keys may carry Cilium's source prefix (k8s:) and include the namespace label.</summary>
-public sealed record EndpointSelector(IReadOnlyDictionary<string, string> MatchLabels);
+    /// <summary>spec.externalName of an ExternalName service (a DNS name; nothing in the datapath).</summary>
+    public string? ExternalName { get; init; }
 
-/// <summary>A port (0 = any) and protocol: TCP, UDP or ANY.</summary>
-public sealed record PortProtocol(int Port, string Protocol);
+    /// <summary>spec.externalIPs: more addresses the service answers on, at its ports.</summary>
+    public IReadOnlyList<IPAddress> ExternalIps { get; init; } = [];
+
+    /// <summary>A LoadBalancer's addresses (status.loadBalancer.ingress, or taken from the Lab's loadBalancerPool).</summary>
+    public IReadOnlyList<IPAddress> LoadBalancerIps { get; init; } = [];
+
+    /// <summary>sessionAffinity ClientIP: how long a client keeps its backend, in seconds; 0 for no affinity.</summary>
+    public int AffinityTimeoutSeconds { get; init; }
+
+    /// <summary>The ports of a service without a selector's Endpoints, by port name ("" for an unnamed one).</summary>
+    public IReadOnlyDictionary<string, int> EndpointPorts { get; init; } = new Dictionary<string, int>(StringComparer.Ordinal);
+
+    /// <summary>metadata.labels (what toServices' k8sServiceSelector selects services by).</summary>
+    public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>The backend addresses of a service without a selector, from its Endpoints document.</summary>
+    public IReadOnlyList<IPAddress> Endpoints { get; init; } = [];
+}
+
+/// <summary>
+/// matchLabels and matchExpressions (ANDed); keys may carry Cilium's source
+/// prefix (k8s:, any:, reserved:) and include the namespace label.
+/// </summary>
+public sealed record EndpointSelector(IReadOnlyDictionary<string, string> MatchLabels)
+{
+    /// <summary>matchExpressions: In, NotIn, Exists, DoesNotExist.</summary>
+    public IReadOnlyList<LabelRequirement> MatchExpressions { get; init; } = [];
+}
+
+/// <summary>A label selector requirement (Kubernetes' matchExpressions entry).</summary>
+public sealed record LabelRequirement(string Key, string Operator, IReadOnlyList<string> Values)
+{
+    /// <summary>Whether a label's value (null: the label is absent) satisfies the requirement.</summary>
+    public bool Matches(string? value) => Operator switch
+    {
+        "In" => value is not null && Values.Contains(value, StringComparer.Ordinal),
+        "NotIn" => value is null || !Values.Contains(value, StringComparer.Ordinal),
+        "Exists" => value is not null,
+        "DoesNotExist" => value is null,
+        _ => false,
+    };
+}
+
+/// <summary>
+/// A port (0 = any) and protocol: TCP, UDP, ANY, or ICMP/ICMPv6 with the ICMP
+/// type as the port (as Cilium's policy map keys ICMP).
+/// </summary>
+public sealed record PortProtocol(int Port, string Protocol)
+{
+    /// <summary>endPort: the last port of the range Port..EndPort (0: the single port).</summary>
+    public int EndPort { get; init; }
+
+    /// <summary>A named port (toPorts port: "http"), resolved against container ports; Port is then 0.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>The L7 protocol of the toPorts entry's rules (http, kafka, dns, or an l7proto), null when it has none.</summary>
+    public string? L7 { get; init; }
+}
+
+/// <summary>toServices: a Kubernetes service by name, or services by label selector, in a namespace.</summary>
+public sealed record ServiceRef(string? Name, string Namespace, IReadOnlyDictionary<string, string>? Selector);
 
 public sealed record CidrRule(string Cidr, IReadOnlyList<string> Except);
 
@@ -70,8 +152,20 @@ public sealed record PolicyRule(
     /// <summary>toPorts was given with entries: the rule is L4 (with no port in them it matches nothing).</summary>
     public bool PortsGiven { get; init; } = Ports.Count > 0;
 
-    /// <summary>Whether the rule names any peer (endpoints, CIDRs or entities).</summary>
-    public bool PeersGiven => Endpoints.Count + Cidrs.Count + Entities.Count > 0;
+    /// <summary>fromRequires/toRequires: conditions every peer endpoint of every rule selecting the endpoint must meet too.</summary>
+    public IReadOnlyList<EndpointSelector> Requires { get; init; } = [];
+
+    /// <summary>fromNodes/toNodes: nodes by their labels (the lab's one node is the host identity).</summary>
+    public IReadOnlyList<EndpointSelector> Nodes { get; init; } = [];
+
+    /// <summary>toServices: the backends of services without a selector.</summary>
+    public IReadOnlyList<ServiceRef> Services { get; init; } = [];
+
+    /// <summary>authentication.mode as given (accepted; mutual authentication is not modelled).</summary>
+    public string? Authentication { get; init; }
+
+    /// <summary>Whether the rule names any peer (endpoints, CIDRs, entities, nodes or services).</summary>
+    public bool PeersGiven => Endpoints.Count + Cidrs.Count + Entities.Count + Nodes.Count + Services.Count > 0;
 }
 
 public sealed record NetworkPolicySpec(
@@ -92,6 +186,67 @@ public sealed record NetworkPolicySpec(
 
     /// <summary>spec.enableDefaultDeny.egress as given (null: not given).</summary>
     public bool? DefaultDenyEgress { get; init; }
+
+    /// <summary>The kind of the document the rule came from; a CiliumClusterwideNetworkPolicy has no namespace ("").</summary>
+    public string Kind { get; init; } = "CiliumNetworkPolicy";
+
+    public bool Clusterwide => Kind == "CiliumClusterwideNetworkPolicy";
+
+    /// <summary>namespace/name as Cilium and Hubble name the policy (the name alone when clusterwide).</summary>
+    public string FullName => Clusterwide ? Name : $"{Namespace}/{Name}";
+
+    /// <summary>spec.description.</summary>
+    public string? Description { get; init; }
+
+    /// <summary>metadata.name of the document (Name adds "#i" for a rule of a specs list).</summary>
+    public string ResourceName { get; init; } = Name;
+
+    /// <summary>Where the rule sits in its document: "spec", or "specs[i]" for a rule of a specs list.</summary>
+    public string SpecPath { get; init; } = "spec";
+
+    /// <summary>A reference to one of the rule's sections and entries, e.g. ("ingress", 0) for spec.ingress[0].</summary>
+    public PolicyRuleRef RuleRef(string section, int index) =>
+        new(Kind, Clusterwide ? "" : Namespace, ResourceName, $"{SpecPath}.{section}[{index}]");
+}
+
+/// <summary>
+/// One rule of a policy as its author wrote it: the policy (kind, namespace,
+/// name; namespace empty for a clusterwide policy) and the rule's place in the
+/// document (spec.ingress[0], specs[1].egressDeny[2]). What a verdict names as
+/// the rule that allowed or denied it, as Hubble's ingress_allowed_by and
+/// egress_denied_by name policies.
+/// </summary>
+public sealed record PolicyRuleRef(string Kind, string Namespace, string Name, string Path)
+{
+    /// <summary>
+    /// Cilium's synthesized allow-all rule: every policy that selects the
+    /// endpoint in this direction says enableDefaultDeny: false, so what no
+    /// deny rule denies is allowed.
+    /// </summary>
+    public static PolicyRuleRef DefaultAllow(Dir direction) =>
+        new("", "", "", direction == Dir.Ingress ? "default-allow.ingress" : "default-allow.egress");
+
+    public bool IsDefaultAllow => Kind.Length == 0;
+
+    /// <summary>namespace/name as Hubble prints a policy (the name alone for a clusterwide policy).</summary>
+    public string Policy => Namespace.Length == 0 ? Name : $"{Namespace}/{Name}";
+
+    /// <summary>
+    /// The labels Cilium gives the rules of a policy from Kubernetes (pkg/k8s/apis/cilium.io
+    /// PolicyLabel*), which Hubble reports with a verdict; none for the synthesized rule.
+    /// </summary>
+    public IReadOnlyList<string> Labels => IsDefaultAllow ? [] :
+        Namespace.Length == 0
+            ? [$"k8s:io.cilium.k8s.policy.derived-from={Kind}", $"k8s:io.cilium.k8s.policy.name={Name}"]
+            : [$"k8s:io.cilium.k8s.policy.derived-from={Kind}", $"k8s:io.cilium.k8s.policy.name={Name}", $"k8s:io.cilium.k8s.policy.namespace={Namespace}"];
+
+    public override string ToString() => IsDefaultAllow
+        ? $"default allow ({Path[(Path.IndexOf('.', StringComparison.Ordinal) + 1)..]}: no policy enables default deny)"
+        : $"{Policy} {Path}";
+
+    /// <summary>A stable order (kind, namespace, name, path) for sets of rules.</summary>
+    public static IComparer<PolicyRuleRef> Order { get; } = Comparer<PolicyRuleRef>.Create((a, b) =>
+        string.CompareOrdinal($"{a.Kind}\n{a.Namespace}\n{a.Name}\n{a.Path}", $"{b.Kind}\n{b.Namespace}\n{b.Name}\n{b.Path}"));
 }
 
 /// <summary>A host of the "outside world" on a TEST-NET address, with listening ports.</summary>
@@ -149,4 +304,21 @@ public sealed record ClusterSpec(
     LabSpec? Lab,
     IReadOnlyList<PodSpec> Pods,
     IReadOnlyList<ServiceSpec> Services,
-    IReadOnlyList<NetworkPolicySpec> Policies);
+    IReadOnlyList<NetworkPolicySpec> Policies)
+{
+    /// <summary>
+    /// --l7 deny: a port whose toPorts entry has L7 rules is denied instead of allowed at
+    /// L4, so that no one takes the lab for an L7 proxy.
+    /// </summary>
+    public bool L7Deny { get; init; }
+
+    /// <summary>The labels of the lab's one node (for fromNodes/toNodes).</summary>
+    public IReadOnlyDictionary<string, string> NodeLabels { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// What the loader wants the user to know, one line each, said once: documents
+    /// skipped (a kind the lab does not model), parts of a policy accepted but not
+    /// enforced (L7 rules, authentication).
+    /// </summary>
+    public IReadOnlyList<string> Notices { get; init; } = [];
+}

@@ -67,6 +67,46 @@ public static class PinnedDatapath
         }
     }
 
+    /// <summary>
+    /// The rules behind the rule ids of a running datapath's verdicts and policy drops (<see cref="Datapath.RulesOf"/>
+    /// in its owner), from the control plane's file: read again when an id is not in it and the owner has rewritten
+    /// the file since (a policy changed), or a second has passed since it was read (two writes within the file
+    /// system's clock tick have one time). Empty for an id the owner never gave or when the file cannot be read.
+    /// </summary>
+    public static Func<uint, IReadOnlyList<PolicyRuleRef>> RuleResolver(string controlFile)
+    {
+        ArgumentNullException.ThrowIfNull(controlFile);
+        var gate = new object();
+        var byId = new Dictionary<uint, IReadOnlyList<PolicyRuleRef>>();
+        DateTime? written = null;
+        long readAt = 0;
+        return id =>
+        {
+            if (id == 0)
+                return [];
+            lock (gate)
+            {
+                if (byId.TryGetValue(id, out var rules))
+                    return rules;
+                try
+                {
+                    var now = File.GetLastWriteTimeUtc(controlFile);
+                    if (now == written && Environment.TickCount64 - readAt < 1000)
+                        return [];
+                    written = now;
+                    readAt = Environment.TickCount64;
+                    foreach (var set in ReadControlPlane(controlFile).Rules)
+                        byId[set.Id] = set.Rules;
+                }
+                catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+                {
+                    return []; // the owner went away: its ids stay unnamed
+                }
+                return byId.TryGetValue(id, out rules) ? rules : [];
+            }
+        };
+    }
+
     private sealed class IpAddressConverter : JsonConverter<IPAddress>
     {
         public override IPAddress? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>

@@ -16,7 +16,11 @@ public sealed record ReplayStage(
     VerdictAction? Action,
     PolicyMatch? Match,
     uint RemoteIdentity,
-    IReadOnlyList<string> Rules);
+    IReadOnlyList<PolicyRuleRef> Rules)
+{
+    /// <summary>The rule id the verdict carried (fx_policy_value.rule_id): 0 when no rule decided.</summary>
+    public uint RuleId { get; init; }
+}
 
 /// <summary>
 /// A flow's first packet through the datapath: delivered or dropped (with the reason), the stage
@@ -52,7 +56,6 @@ public sealed class PolicyReplay : IDisposable
     private readonly RingBufferReader reader;
     private readonly List<byte[]> pending = [];
     private readonly Dictionary<IPAddress, (string Name, Endpoint Entry)> local = [];
-    private readonly Dictionary<(ushort Ep, Dir Dir), List<PolicyEntry>> entries = [];
     private readonly BpfMap endpointsMap;
     private ushort aliased;
     private int sinceClear;
@@ -112,13 +115,6 @@ public sealed class PolicyReplay : IDisposable
                 throw new InvalidOperationException($"endpoint {pod.FullName} was not programmed");
             local[pod.Ip!] = (pod.FullName, e);
         }
-        foreach (var e in dp.Snapshot().PolicyEntries)
-        {
-            if (!entries.TryGetValue((e.EndpointId, e.Direction), out var list))
-                entries[(e.EndpointId, e.Direction)] = list = [];
-            list.Add(e);
-        }
-
         var ipcache = dp.Object.Map("fx_ipcache");
         foreach (var (prefix, identity) in reservedPrefixes)
             ipcache.Update(IpcacheKey.Of(prefix), new IpcacheValue { Identity = identity });
@@ -202,8 +198,7 @@ public sealed class PolicyReplay : IDisposable
         VerdictAction? action = null;
         PolicyMatch? match = null;
         uint remote = 0;
-        byte proto = 0;
-        ushort dport = 0;
+        uint ruleId = 0;
         foreach (var rec in pending)
         {
             var kind = EventReader.Header(rec).Kind;
@@ -215,38 +210,16 @@ public sealed class PolicyReplay : IDisposable
                 action = v.Action;
                 match = v.Match;
                 remote = v.RemoteIdentity;
-                proto = v.Tuple.Proto;
-                dport = v.Tuple.Dport;
+                ruleId = v.RuleId;
             }
         }
         pending.Clear();
-        var rules = action is { } a && match is { } m ? RulesOf(ep.Entry.Id, dir, remote, proto, dport, a, m) : [];
-        var stage = new ReplayStage(ep.Name, dir, r.ReturnValue == TcActShot, reason, action, match, remote, rules);
+        // the rules behind the entry the verdict hit, by the rule id the datapath gave it (as a recording names them)
+        var stage = new ReplayStage(ep.Name, dir, r.ReturnValue == TcActShot, reason, action, match, remote, action is null ? [] : dp.RulesOf(ruleId))
+        {
+            RuleId = action is null ? 0 : ruleId,
+        };
         return (stage, r.ReturnValue, r.DataOut);
-    }
-
-    /// <summary>
-    /// The policies behind the entry a verdict hit: the entry of the verdict's match type (and
-    /// kind, deny or allow) for the endpoint, direction, remote identity, protocol and port, as
-    /// the datapath looks it up (a port's own entry before the any-port one).
-    /// </summary>
-    private List<string> RulesOf(ushort ep, Dir dir, uint remote, byte proto, ushort dport, VerdictAction action, PolicyMatch match)
-    {
-        if (match == PolicyMatch.None || !entries.TryGetValue((ep, dir), out var list))
-            return [];
-        bool deny = action != VerdictAction.Allow;
-        var hit = list
-            .Where(e => (deny ? e.Deny : e.Allow) && e.Match == match)
-            .Where(e => match switch
-            {
-                PolicyMatch.L3L4 => e.Identity == remote && e.Protocol == proto && (e.Port == dport || e.Port == 0),
-                PolicyMatch.L3Only => e.Identity == remote,
-                PolicyMatch.L4Only => e.Protocol == proto && (e.Port == dport || e.Port == 0),
-                _ => true,
-            })
-            .OrderBy(e => e.Port == 0 ? 1 : 0)
-            .FirstOrDefault();
-        return hit is null ? [] : [.. hit.Policies];
     }
 
     /// <summary>Forgets every tracked connection and service flow (each replayed flow is a new connection).</summary>

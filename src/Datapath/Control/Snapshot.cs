@@ -22,7 +22,11 @@ public sealed record BackendInfo(int Slot, IPAddress Ip, int Port, string? Pod);
 
 /// <summary>One service frontend (ClusterIP:port/protocol) and its backends; Id is the service id in NAT events.</summary>
 public sealed record ServiceInfo(
-    uint Id, string Name, string Namespace, IPAddress Frontend, int Port, string Protocol, IReadOnlyList<BackendInfo> Backends);
+    uint Id, string Name, string Namespace, IPAddress Frontend, int Port, string Protocol, IReadOnlyList<BackendInfo> Backends)
+{
+    /// <summary>What kind of frontend: ClusterIP, NodePort (the node's address), LoadBalancer or ExternalIP.</summary>
+    public string FrontendType { get; init; } = "ClusterIP";
+}
 
 public sealed record ConntrackInfo(
     IPAddress Source, int SourcePort, IPAddress Destination, int DestinationPort, byte Protocol, Dir Direction,
@@ -40,6 +44,12 @@ public sealed record NatInfo(
     string Kind, IPAddress Source, int SourcePort, IPAddress Destination, int DestinationPort, byte Protocol,
     IPAddress ToAddress, int ToPort, uint ServiceId, ulong CreatedNs);
 
+/// <summary>
+/// The rules a policy map entry was compiled from, under the id the entry
+/// carries into verdict and drop events (id 0, no rule: default deny).
+/// </summary>
+public sealed record PolicyRuleSet(uint Id, IReadOnlyList<PolicyRuleRef> Rules);
+
 public sealed record DatapathSnapshot(
     DateTimeOffset Taken,
     IReadOnlyList<EndpointInfo> Endpoints,
@@ -49,4 +59,8 @@ public sealed record DatapathSnapshot(
     IReadOnlyList<PolicyEntry> PolicyEntries,
     IReadOnlyList<ServiceInfo> Services,
     IReadOnlyList<ConntrackInfo> Conntrack,
-    IReadOnlyList<NatInfo> Nat);
+    IReadOnlyList<NatInfo> Nat)
+{
+    /// <summary>Every rule set an entry has carried since the datapath was loaded, by id.</summary>
+    public IReadOnlyList<PolicyRuleSet> Rules { get; init; } = [];
+}

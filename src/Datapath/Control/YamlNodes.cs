@@ -75,6 +75,24 @@ internal readonly struct Node
         return this;
     }
 
+    /// <summary>
+    /// As <see cref="Strict(string[])"/>, for a schema this tool models in part: a key in
+    /// <paramref name="unsupported"/> is a real field of the format that is not modelled
+    /// ("not supported: FIELD (why)"); only a key in neither list is an unknown field.
+    /// </summary>
+    public Node Strict(IReadOnlyDictionary<string, string> unsupported, params string[] allowed)
+    {
+        ArgumentNullException.ThrowIfNull(unsupported);
+        var map = Mapping();
+        foreach (var key in map.Children.Keys)
+        {
+            var k = key is YamlScalarNode s ? s.Value ?? "" : "";
+            if (unsupported.TryGetValue(k, out var why) && Array.IndexOf(allowed, k) < 0)
+                throw Doc.Error(key, Child(k), $"not supported: {k} ({why})");
+        }
+        return Strict([.. allowed, .. unsupported.Keys]);
+    }
+
     public Node? Get(string key)
     {
         var map = Mapping();

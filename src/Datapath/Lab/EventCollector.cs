@@ -35,6 +35,8 @@ public sealed record ObservedEvent(
     /// <summary>policy: none, L3-Only, L3-L4, L4-Only, all.</summary>
     public string? Match { get; init; }
     public uint RemoteIdentity { get; init; }
+    /// <summary>policy, drop: the id of the rules that decided (the datapath snapshot's Rules); 0 for none (default deny).</summary>
+    public uint RuleId { get; init; }
     /// <summary>trace: conntrack state.</summary>
     public string? CtState { get; init; }
     public byte[] Raw { get; init; } = [];
@@ -89,6 +91,7 @@ public sealed record ObservedEvent(
                 return b with
                 {
                     Reason = e.Reason,
+                    RuleId = e.RuleId,
                     Text = $"drop ({Format.DropReasons.NameOf(e.Reason)}) {Flow(b.Source, b.SourcePort, b.Destination, b.DestinationPort, b.Protocol)}, identity {e.Meta.SrcIdentity}->{e.Meta.DstIdentity}, ifindex {e.Meta.Ifindex}, file {SrcFiles.MonitorName(e.File)}:{e.Line}",
                 };
             }
@@ -103,6 +106,7 @@ public sealed record ObservedEvent(
                     Verdict = verdict,
                     Match = match,
                     RemoteIdentity = e.RemoteIdentity,
+                    RuleId = e.RuleId,
                     Text = $"policy-verdict:{match} {b.Direction.ToUpperInvariant()} {verdict.ToUpperInvariant()} {Flow(b.Source, b.SourcePort, b.Destination, b.DestinationPort, b.Protocol)}, remote identity {e.RemoteIdentity}",
                 };
             }

@@ -36,7 +36,8 @@ public static class KubeProxyRules
         ArgumentNullException.ThrowIfNull(cluster);
         ArgumentNullException.ThrowIfNull(podIp);
         var list = new List<ServicePortRules>();
-        foreach (var svc in cluster.Services)
+        // kube-proxy makes no rules for a headless or an ExternalName service (no cluster IP)
+        foreach (var svc in cluster.Services.Where(s => s.ClusterIp is not null))
         {
             var backends = svc.Selector.Count == 0 ? [] : cluster.Pods
                 .Where(p => p.Namespace == svc.Namespace && svc.Selector.All(kv => p.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value))
@@ -49,8 +50,11 @@ public static class KubeProxyRules
                     .Select(p => (Ip: podIp(p)!, Port: port.TargetName is { } tn ? (p.NamedPorts.TryGetValue(tn, out var pp) ? pp.Port : 0) : port.TargetPort))
                     .Where(e => e.Port > 0)
                     .Select(e => $"{e.Ip}:{e.Port.ToString(CultureInfo.InvariantCulture)}")
+                    // a service without a selector: the addresses and port of its Endpoints document
+                    .Concat(svc.Selector.Count > 0 || !svc.EndpointPorts.TryGetValue(port.Name ?? "", out var epPort) ? []
+                        : svc.Endpoints.Select(ip => $"{ip}:{epPort.ToString(CultureInfo.InvariantCulture)}"))
                     .Order(StringComparer.Ordinal).ToList();
-                list.Add(new ServicePortRules(name, port.Protocol.ToLowerInvariant(), svc.ClusterIp, port.Port, eps));
+                list.Add(new ServicePortRules(name, port.Protocol.ToLowerInvariant(), svc.ClusterIp!, port.Port, eps));
             }
         }
         return list;

@@ -245,6 +245,9 @@ public sealed class Lab : IDisposable
         // The world knows the node address only: traffic that was not SNATed gets no reply.
         Commands.Ip("-n", world, "route", "add", $"{spec.NodeIp}/32", "dev", "eth0", "scope", "link");
         Commands.Ip("-n", world, "neigh", "replace", spec.NodeIp.ToString(), "lladdr", nodeMac, "dev", "eth0", "nud", "permanent");
+        // ...and, through it, the services' load balancer addresses and external IPs (as a router announcing them would)
+        foreach (var ip in Cluster.Services.SelectMany(sv => sv.LoadBalancerIps.Concat(sv.ExternalIps)).Distinct())
+            Commands.Ip("-n", world, "route", "add", $"{ip}/32", "via", spec.NodeIp.ToString(), "dev", "eth0");
         State.WorldIfindex = Ifindex(node, wl);
         State.Save();
 
@@ -278,12 +281,15 @@ public sealed class Lab : IDisposable
             State.Save();
         }
 
-        // Listeners: the outside hosts' ports, and every pod's containerPorts.
+        // Listeners: the outside hosts' ports, and every pod's containerPorts and the target ports of its services.
         var started = StartWorldListeners();
-        foreach (var pod in Cluster.Pods.Where(p => p.ContainerPorts.Count > 0))
+        foreach (var pod in Cluster.Pods)
         {
+            var ports = ListenPorts(pod);
+            if (ports.Count == 0)
+                continue;
             var args = new List<string> { "--name", pod.Name };
-            foreach (var p in pod.ContainerPorts)
+            foreach (var p in ports)
                 args.AddRange([p.Protocol == "UDP" ? "--udp" : "--tcp", $"{pod.Ip}:{p.Port}"]);
             started.Add(StartServer(LabNames.PodNs(Name, pod), pod.FullName, args));
         }
@@ -320,6 +326,25 @@ public sealed class Lab : IDisposable
             started.Add(StartServer(world, "world", args));
         }
         return started;
+    }
+
+    /// <summary>
+    /// What a pod listens on: its containerPorts, and the target ports of the services that
+    /// select it (a manifest often leaves containerPorts out; the service says where it answers).
+    /// </summary>
+    internal IReadOnlyList<PortProtocol> ListenPorts(PodSpec pod)
+    {
+        var ports = new List<PortProtocol>(pod.ContainerPorts);
+        foreach (var svc in Cluster.Services.Where(sv => sv.Namespace == pod.Namespace && sv.Selector.Count > 0
+            && sv.Selector.All(kv => pod.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value)))
+            foreach (var sp in svc.Ports)
+            {
+                int port = sp.TargetName is { } name ? pod.NamedPorts.TryGetValue(name, out var np) ? np.Port : 0 : sp.TargetPort == 0 ? sp.Port : sp.TargetPort;
+                var pp = new PortProtocol(port, sp.Protocol);
+                if (port != 0 && !ports.Contains(pp))
+                    ports.Add(pp);
+            }
+        return ports;
     }
 
     private static int Ifindex(string netns, string link)

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Bpf;
@@ -30,6 +31,9 @@ public sealed record ProbeOptions
 
     /// <summary>Connect destinations never reported (Tetragon's NotDAddr), only counted.</summary>
     public IReadOnlyList<IPNetwork> ExcludedCidrs { get; init; } = [];
+
+    /// <summary>TracingPolicy selectors: a class of connects they name reports only what one of them selects (the rest counted).</summary>
+    public IReadOnlyList<ConnectFilter> ConnectFilters { get; init; } = [];
 }
 
 /// <summary>fx_procs value (bpf/lib/process.h).</summary>
@@ -38,6 +42,47 @@ internal struct ProcEntry
 {
     public ulong ExecId;
     public ulong StartTime;
+    /// <summary>FNV-1a 64 of the path the image was executed by (<see cref="BinarySet.Hash"/>).</summary>
+    public ulong BinaryHash;
+}
+
+[InlineArray(8)] internal struct Ushort8 { private ushort e0; }
+[InlineArray(8)] internal struct Ulong8 { private ulong e0; }
+
+/// <summary>fx_conn_sel (bpf/lib/filter.h): one selector of the connect filter.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ConnSel
+{
+    public byte Flags;
+    public byte Families;
+    public byte DportN;
+    public byte SportN;
+    public byte BinaryN;
+    public Bytes3 Pad;
+    public Ushort8 DportLo;
+    public Ushort8 DportHi;
+    public Ushort8 SportLo;
+    public Ushort8 SportHi;
+    public Ulong8 Binary;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct ConnFilter
+{
+    public byte Enabled;
+    public byte Count;
+    public ushort Pad;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct ConnAddrKey
+{
+    public uint Prefixlen;
+    public byte Slot;
+    public byte Set;
+    public byte Family;
+    public byte Pad;
+    public Bytes16 Addr;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -144,6 +189,7 @@ public sealed class Probes : IEventSource
             obj.Load();
             var p = new Probes(obj, options, programs);
             p.SetExcluded(options.ExcludedCidrs);
+            p.SetConnectFilters(options.ConnectFilters);
             return p;
         }
         catch
@@ -194,6 +240,70 @@ public sealed class Probes : IEventSource
         }
     }
 
+    /// <summary>Programs the TracingPolicy selectors (fx_conn_filters, fx_conn_sels, fx_conn_addrs).</summary>
+    private void SetConnectFilters(IReadOnlyList<ConnectFilter> filters)
+    {
+        var filterMap = obj.Map("fx_conn_filters");
+        var selMap = obj.Map("fx_conn_sels");
+        var addrMap = obj.Map("fx_conn_addrs");
+        foreach (var f in filters)
+        {
+            if (f.Selectors.Count > TracingPolicyReader.MaxSelectors)
+                throw new ArgumentException($"{f.Selectors.Count} selectors on {f.Class} connects: at most {TracingPolicyReader.MaxSelectors}", nameof(filters));
+            for (int i = 0; i < f.Selectors.Count; i++)
+            {
+                var s = f.Selectors[i];
+                byte slot = (byte)((int)f.Class * TracingPolicyReader.MaxSelectors + i);
+                var sel = new ConnSel { Families = s.Families };
+                void Addrs(IReadOnlyList<IPNetwork>? cidrs, byte set, byte flag)
+                {
+                    if (cidrs is null)
+                        return;
+                    sel.Flags |= flag;
+                    foreach (var c in cidrs.Select(Normalize))
+                    {
+                        var k = new ConnAddrKey { Prefixlen = 32 + (uint)c.PrefixLength, Slot = slot, Set = set, Family = MapAddressFamily(c) };
+                        c.BaseAddress.GetAddressBytes().CopyTo((Span<byte>)k.Addr);
+                        addrMap.Update(k, (byte)1);
+                    }
+                }
+                Addrs(s.DAddrIn, 0, 1);
+                Addrs(s.DAddrNotIn, 1, 2);
+                Addrs(s.SAddrIn, 2, 4);
+                Addrs(s.SAddrNotIn, 3, 8);
+                if (s.DPort is { } dp)
+                {
+                    sel.DportN = (byte)dp.Ranges.Count;
+                    for (int r = 0; r < dp.Ranges.Count; r++)
+                        (sel.DportLo[r], sel.DportHi[r]) = ((ushort)dp.Ranges[r].First, (ushort)dp.Ranges[r].Last);
+                    if (dp.Negate)
+                        sel.Flags |= 16;
+                }
+                if (s.SPort is { } sp)
+                {
+                    sel.SportN = (byte)sp.Ranges.Count;
+                    for (int r = 0; r < sp.Ranges.Count; r++)
+                        (sel.SportLo[r], sel.SportHi[r]) = ((ushort)sp.Ranges[r].First, (ushort)sp.Ranges[r].Last);
+                    if (sp.Negate)
+                        sel.Flags |= 32;
+                }
+                if (s.Binaries is { } b)
+                {
+                    sel.BinaryN = (byte)b.Paths.Count;
+                    for (int r = 0; r < b.Paths.Count; r++)
+                        sel.Binary[r] = BinarySet.Hash(b.Paths[r]);
+                    if (b.Negate)
+                        sel.Flags |= 64;
+                }
+                selMap.Update((uint)slot, sel);
+            }
+            // the class last: the kernel never sees a count without its selectors
+            filterMap.Update((uint)f.Class, new ConnFilter { Enabled = 1, Count = (byte)f.Selectors.Count });
+        }
+    }
+
+    private static byte MapAddressFamily(IPNetwork c) => c.BaseAddress.AddressFamily == AddressFamily.InterNetwork ? (byte)2 : (byte)10;
+
     /// <summary>
     /// An IPv4-mapped IPv6 CIDR (::ffff:10.0.0.0/104) as the IPv4 CIDR it means: the
     /// kernel looks IPv4-mapped destinations up in the IPv4 trie.
@@ -240,6 +350,18 @@ public sealed class Probes : IEventSource
         }
     }
 
+    /// <summary>Connects not reported because no TracingPolicy selector selected them, summed over CPUs.</summary>
+    public ulong UnselectedConnects
+    {
+        get
+        {
+            ulong sum = 0;
+            foreach (var v in filterStats.LookupPerCpu<uint, ulong>(1u))
+                sum += v;
+            return sum;
+        }
+    }
+
     /// <summary>Emitted and failed events per kind (see <see cref="EventChannel.ReadCounters"/>).</summary>
     public IReadOnlyDictionary<EventKind, EmitStats> Counters() => EventChannel.ReadCounters(EmitStatsMap);
 
@@ -257,7 +379,7 @@ public sealed class Probes : IEventSource
         var result = new List<ProcfsProcess>(found.Count);
         foreach (var p in found)
         {
-            var entry = new ProcEntry { ExecId = p.ExecId, StartTime = p.StartTimeNs };
+            var entry = new ProcEntry { ExecId = p.ExecId, StartTime = p.StartTimeNs, BinaryHash = BinarySet.Hash(p.Binary) };
             try
             {
                 Procs.Update(p.Pid, entry, BpfConst.BPF_NOEXIST);

@@ -329,9 +329,62 @@ public sealed class LineRenderer
                 else
                     JsonValue(w, v);
             }
+            if (table is "policy" or "drop")
+                HubblePolicies(w, row);
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(ms.ToArray());
+    }
+
+    /// <summary>
+    /// The policies that decided, as Hubble's flow names them (flow.proto: ingress_allowed_by, egress_allowed_by,
+    /// ingress_denied_by, egress_denied_by, each a list of Policy {name, namespace, labels, kind}), from the row's
+    /// allowed_by/denied_by and, for this tool's datapath, the kind its rules column gives (and the labels Cilium
+    /// gives a policy's rules: io.cilium.k8s.policy.derived-from, .name, .namespace). Nothing when no policy decided
+    /// (default deny): Hubble's lists are empty then.
+    /// </summary>
+    private static void HubblePolicies(Utf8JsonWriter w, IReadOnlyDictionary<string, object?> r)
+    {
+        var dir = Str(r, "direction");
+        if (dir is not ("ingress" or "egress"))
+            return;
+        var kinds = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var rule in Str(r, "rules").Split("; ", StringSplitOptions.RemoveEmptyEntries))
+        {
+            var parts = rule.Split(' ');
+            if (parts.Length == 3 && parts[0].EndsWith("NetworkPolicy", StringComparison.Ordinal))
+                kinds.TryAdd(parts[1], parts[0]);
+        }
+        foreach (var col in new[] { "allowed_by", "denied_by" })
+        {
+            var policies = Str(r, col).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (policies.Length == 0)
+                continue;
+            w.WritePropertyName($"{dir}_{col}");
+            w.WriteStartArray();
+            foreach (var p in policies)
+            {
+                var slash = p.IndexOf('/', StringComparison.Ordinal);
+                var (ns, name) = slash < 0 ? ("", p) : (p[..slash], p[(slash + 1)..]);
+                w.WriteStartObject();
+                w.WriteString("name", name);
+                if (ns.Length > 0)
+                    w.WriteString("namespace", ns);
+                if (kinds.TryGetValue(p, out var kind))
+                {
+                    w.WritePropertyName("labels");
+                    w.WriteStartArray();
+                    w.WriteStringValue($"k8s:io.cilium.k8s.policy.derived-from={kind}");
+                    w.WriteStringValue($"k8s:io.cilium.k8s.policy.name={name}");
+                    if (ns.Length > 0)
+                        w.WriteStringValue($"k8s:io.cilium.k8s.policy.namespace={ns}");
+                    w.WriteEndArray();
+                    w.WriteString("kind", kind);
+                }
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+        }
     }
 
     /// <summary>Writes a value as JSON: numbers as numbers, times as RFC 3339, bytes as base64.</summary>

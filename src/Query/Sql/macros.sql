@@ -60,6 +60,21 @@ CREATE MACRO fx_proto_num(name) AS
 CREATE MACRO fx_drop_reason(p_code) AS
     coalesce((SELECT r.name FROM drop_reasons r WHERE r.code = CAST(p_code AS INTEGER)), 'Unknown reason ' || CAST(p_code AS VARCHAR));
 
+-- fx_verdict_by(action, match, rules, allowed_by, denied_by, rule_id): what decided a policy verdict, as a phrase:
+-- 'allowed by RULES' / 'denied by RULES' (the rules, else the policies as Hubble names them, namespace/name), or
+-- 'default deny' when a deny had no rule (this datapath's rule_id 0; a Hubble deny that matched nothing, match none).
+-- NULL when the source does not say.
+CREATE MACRO fx_verdict_by(p_action, p_match, p_rules, p_allowed_by, p_denied_by, p_rule_id) AS
+    CASE WHEN p_action = 'allow' THEN 'allowed by ' || coalesce(p_rules, p_allowed_by)
+         WHEN coalesce(p_rules, p_denied_by) IS NOT NULL THEN 'denied by ' || coalesce(p_rules, p_denied_by)
+         WHEN p_rule_id = 0 OR (p_rule_id IS NULL AND p_match = 'none') THEN 'default deny' END;
+
+-- fx_drop_by(reason, rules, denied_by): what denied a policy drop, as a phrase: 'denied by RULES' (a 181, or what the
+-- source named), 'default deny' for a 133 no rule named (Policy denied: nothing allowed the packet); NULL for other drops.
+CREATE MACRO fx_drop_by(p_reason, p_rules, p_denied_by) AS
+    CASE WHEN coalesce(p_rules, p_denied_by) IS NOT NULL THEN 'denied by ' || coalesce(p_rules, p_denied_by)
+         WHEN p_reason = 133 THEN 'default deny' END;
+
 -- fx_identity_labels(id [, rec := recording]): the labels of a security identity (reserved ones included).
 CREATE MACRO fx_identity_labels(p_identity, rec := NULL) AS
     coalesce((SELECT first(i.labels ORDER BY i.recording) FROM identities i WHERE i.identity = CAST(p_identity AS UINTEGER) AND (rec IS NULL OR i.recording = rec)),

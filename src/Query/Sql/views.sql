@@ -92,7 +92,8 @@ CREATE VIEW drops_resolved AS
                reason, reason_name, obs_point, direction, endpoint_id, ifindex, flow_id, file, line, ct_state,
                src_namespace, src_pod, src_labels, dst_namespace, dst_pod, dst_labels,
                CASE WHEN kernel_reason IS NULL THEN 'datapath' ELSE 'datapath+kernel' END AS dropped_by, kernel_reason, kernel_function,
-               NULL::VARCHAR AS drop_netns_pod, false AS hidden, NULL::VARCHAR AS hidden_why
+               NULL::VARCHAR AS drop_netns_pod, false AS hidden, NULL::VARCHAR AS hidden_why,
+               denied_by, rule_id, rules
         FROM dp
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, NULL::UINTEGER AS src_identity, src_ip, src_port, NULL::UINTEGER AS dst_identity, dst_ip, dst_port,
@@ -100,7 +101,8 @@ CREATE VIEW drops_resolved AS
                NULL::USMALLINT AS endpoint_id, ifindex, NULL::UINTEGER AS flow_id, NULL::VARCHAR AS file, NULL::USMALLINT AS line,
                NULL::VARCHAR AS ct_state, NULL::VARCHAR AS src_namespace, NULL::VARCHAR AS src_pod, NULL::VARCHAR AS src_labels,
                NULL::VARCHAR AS dst_namespace, NULL::VARCHAR AS dst_pod, NULL::VARCHAR AS dst_labels, 'kernel' AS dropped_by, reason_name AS kernel_reason, "function" AS kernel_function,
-               coalesce(namespace || '/' || pod, pod) AS drop_netns_pod, hidden, hidden_why
+               coalesce(namespace || '/' || pod, pod) AS drop_netns_pod, hidden, hidden_why,
+               NULL::VARCHAR AS denied_by, NULL::UINTEGER AS rule_id, NULL::VARCHAR AS rules
         FROM kdrops_resolved WHERE NOT twin)
     SELECT d.recording, d.node, d.time, d.ktime_ns,
            -- what the row names itself (Hubble's endpoints) wins over the endpoints snapshot
@@ -112,7 +114,8 @@ CREATE VIEW drops_resolved AS
            CASE WHEN d.dropped_by = 'kernel' THEN d.reason_name
                 ELSE coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) END AS reason_name,
            d.dropped_by, d.kernel_reason, d.kernel_function, d.drop_netns_pod, d.hidden, d.hidden_why,
-           d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state
+           d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state,
+           d.denied_by, d.rule_id, d.rules, fx_drop_by(d.reason, d.rules, d.denied_by) AS decided_by
     FROM all_drops d
     LEFT JOIN endpoint_addrs s ON s.recording = d.recording AND s.addr = d.src_ip
     LEFT JOIN endpoint_addrs t ON t.recording = d.recording AND t.addr = d.dst_ip
@@ -130,7 +133,8 @@ CREATE VIEW drops_resolved AS
 -- source/destination: namespace/pod when the address is an endpoint's, else (destination) the
 -- service whose virtual IP:port it is, as "namespace/name (VIP:port)", else the identity's labels
 -- (reserved:world, ...), else the address (identity 0: unknown); drop_netns_pod: the pod
--- or network namespace a kernel drop happened in.
+-- or network namespace a kernel drop happened in. decided_by: for a policy drop, the rules that
+-- denied it ('denied by CiliumNetworkPolicy ns/name spec.egressDeny[0]') or 'default deny' (fx_drop_by).
 CREATE MACRO drops_between(since, until, all_reasons := false) AS TABLE
     SELECT recording, node,
            coalesce(src_namespace || '/' || src_pod, CASE WHEN src_identity <> 0 THEN src_labels END, src_ip) AS source,
@@ -138,7 +142,7 @@ CREATE MACRO drops_between(since, until, all_reasons := false) AS TABLE
            coalesce(dst_namespace || '/' || dst_pod, dst_service || ' (' || fx_addr(dst_ip, dst_port) || ')',
                     CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
            dst_namespace, dst_pod, dst_service, dst_identity, dst_labels,
-           dst_port, protocol, reason, reason_name, dropped_by, kernel_reason, drop_netns_pod,
+           dst_port, protocol, reason, reason_name, decided_by, dropped_by, kernel_reason, drop_netns_pod,
            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
     FROM drops_resolved
     WHERE (since IS NULL OR time >= CAST(since AS TIMESTAMPTZ)) AND (until IS NULL OR time < CAST(until AS TIMESTAMPTZ))
@@ -316,15 +320,17 @@ CREATE VIEW flow_observations AS
                obs_point, direction, endpoint_id, ct_state AS state, NULL::VARCHAR AS action, NULL::VARCHAR AS match,
                NULL::UINTEGER AS reason, NULL::VARCHAR AS reason_name, NULL::VARCHAR AS nat_kind,
                NULL::VARCHAR AS xlated_src, NULL::VARCHAR AS xlated_dst, NULL::UBIGINT AS exec_id, NULL::UINTEGER AS netns_ino,
-               NULL::VARCHAR AS "binary", NULL::UINTEGER AS pid
+               NULL::VARCHAR AS "binary", NULL::UINTEGER AS pid, NULL::VARCHAR AS decided_by
         FROM trace
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, 'policy' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
-               obs_point, direction, endpoint_id, action, match FROM policy
+               obs_point, direction, endpoint_id, action, match,
+               fx_verdict_by(action, match, rules, allowed_by, denied_by, rule_id) AS decided_by FROM policy
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, 'drop' AS step, protocol, src_ip, src_port, dst_ip, dst_port, tcp_flags,
                obs_point, direction, endpoint_id, ct_state AS state, reason,
-               coalesce(nullif(reason_name, ''), fx_drop_reason(reason)) AS reason_name FROM "drop"
+               coalesce(nullif(reason_name, ''), fx_drop_reason(reason)) AS reason_name,
+               fx_drop_by(reason, rules, denied_by) AS decided_by FROM "drop"
         UNION ALL BY NAME
         SELECT recording, node, time, ktime_ns, nat_kind AS step, protocol, orig_src_ip AS src_ip, orig_src_port AS src_port,
                orig_dst_ip AS dst_ip, orig_dst_port AS dst_port, obs_point, direction, endpoint_id, nat_kind, ct_status AS state,
@@ -389,11 +395,12 @@ CREATE VIEW flow_story AS
         FROM ev GROUP BY flow, recording, node, flow_key),
     verdicts AS (
         SELECT flow,
-               string_agg(DISTINCT direction || ' ' || action || ' (match ' || match || ', endpoint ' || endpoint_id || ')', '; ') AS verdicts,
+               string_agg(DISTINCT direction || ' ' || action || ' (match ' || match || ', endpoint ' || endpoint_id
+                          || coalesce(', ' || decided_by, '') || ')', '; ') AS verdicts,
                bool_or(action = 'deny') AS denied
         FROM ev WHERE step = 'policy' GROUP BY flow),
     drops AS (
-        SELECT flow, arg_min(reason_name || ' (' || reason || ') at ' || obs_point || ' of endpoint ' || endpoint_id, ktime_ns) AS drop_reason,
+        SELECT flow, arg_min(reason_name || ' (' || reason || coalesce(', ' || decided_by, '') || ') at ' || obs_point || ' of endpoint ' || endpoint_id, ktime_ns) AS drop_reason,
                min(time) AS drop_time, count(*) AS drops
         FROM ev WHERE step = 'drop' GROUP BY flow),
     kdrops AS (

@@ -25,7 +25,7 @@ public static class BatchRows
         Column<long> t when c.Type == ColumnType.TimestampNsUtc => DateTime.UnixEpoch.AddTicks(t.Values[i] / 100),
         Column<byte> b => b.Values[i],
         Column<ushort> u16 => u16.Values[i],
-        Column<uint> u32 => u32.Values[i],
+        Column<uint> u32 => u32.Valid is null || u32.Valid[i] ? u32.Values[i] : null,
         Column<ulong> u64 => u64.Valid is null || u64.Valid[i] ? u64.Values[i] : null,
         Column<int> i32 => i32.Valid is null || i32.Valid[i] ? i32.Values[i] : null,
         Column<long> i64 => i64.Values[i],

@@ -323,6 +323,7 @@ public sealed class TableBatch
                 break;
             case Column<byte> c: c.Set(row, Convert.ToByte(value, inv)); break;
             case Column<ushort> c: c.Set(row, Convert.ToUInt16(value, inv)); break;
+            case Column<uint> c when value is null && c.Nullable: c.SetNull(row); break;
             case Column<uint> c: c.Set(row, Convert.ToUInt32(value, inv)); break;
             case Column<ulong> c when value is null && c.Nullable: c.SetNull(row); break;
             case Column<ulong> c: c.Set(row, Convert.ToUInt64(value, inv)); break;

@@ -128,8 +128,6 @@ public sealed class MonitorSession
             throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
         }
         Attached = [.. extra.OfType<DatapathSocketSource>().Select(d => d.Lab)];
-        if (Attached.Count == 1)
-            context.InterfaceName = RecordingSession.InterfaceNamesOf(Attached[0]);
         Probes? probes = null;
         var probeSet = RecordingSession.ProbesFor(kinds);
         try

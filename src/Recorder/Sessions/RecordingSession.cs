@@ -25,7 +25,7 @@ public sealed record RecordingSessionOptions
     /// <summary>Connect destinations filtered in the kernel (CIDR text, as typed).</summary>
     public IReadOnlyList<string> ExcludeCidrs { get; init; } = [];
 
-    /// <summary>A Tetragon TracingPolicy whose excluded CIDRs are added.</summary>
+    /// <summary>A Tetragon TracingPolicy file: its network selectors filter connects in the kernel.</summary>
     public string? TetragonPolicy { get; init; }
 
     public uint Snaplen { get; init; } = 128;
@@ -79,8 +79,11 @@ public sealed record RecordingSessionOptions
     /// </summary>
     public Func<Recording, CancellationToken, Action>? Companion { get; init; }
 
-    /// <summary>Where step results and notices go (the CLI: stdout).</summary>
+    /// <summary>Where step results go (the CLI: stdout).</summary>
     public Action<string>? Say { get; init; }
+
+    /// <summary>Where notes about the input files go (what a lab or TracingPolicy holds that is not modelled; the CLI: stderr, "note: ").</summary>
+    public Action<string>? Note { get; init; }
 
     /// <summary>Recorder tuning (tests, benchmarks).</summary>
     public RecordOptions? Tuning { get; init; }
@@ -169,7 +172,7 @@ public sealed class RecordingSession
         {
             throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
         }
-        var excluded = ExcludedCidrs(o);
+        var (excluded, tracingPolicy) = ExcludedCidrs(o);
         var context = NewContext();
         var events = new EventOptions
         {
@@ -180,6 +183,8 @@ public sealed class RecordingSession
             MonitorAggregation = o.MonitorAggregation,
         };
         var cluster = o.Lab is null ? null : LoadLab(o.Lab, o.MaxPods);
+        foreach (var n in (tracingPolicy?.Notices ?? []).Concat(cluster?.Notices ?? []))
+            o.Note?.Invoke(n);
         var servicesFile = o.ServicesFile is null ? null : LoadServices(o.ServicesFile);
 
         var objects = new List<IEventSource>();
@@ -195,7 +200,10 @@ public sealed class RecordingSession
             {
                 try
                 {
-                    probes = Probes.Load(new ProbeOptions { Events = events, Enabled = probeSet, ExcludedCidrs = excluded });
+                    probes = Probes.Load(new ProbeOptions
+                    {
+                        Events = events, Enabled = probeSet, ExcludedCidrs = excluded, ConnectFilters = tracingPolicy?.Filters ?? [],
+                    });
                     objects.Add(probes);
                     probes.Attach();
                     ulong now = KernelClock.MonotonicNs();
@@ -219,6 +227,8 @@ public sealed class RecordingSession
                         Progress = o.Progress ? m => Console.Error.WriteLine("lab: " + m) : null,
                     });
                     objects.Add(lab.Datapath!.Events);
+                    if (lab.Datapath is LabDatapath labDatapath)
+                        context.PolicyRules = labDatapath.Datapath.RulesOf; // verdicts and policy drops name their rules
                     context.InterfaceName = new InterfaceNames(Path.Combine(NetNamespace.Dir, lab.State.NodeNetns)).Name;
                     foreach (var pod in cluster.Pods)
                         context.Attribution.Register("/run/netns/" + LabNames.PodNs(lab.Name, pod), pod.Namespace, pod.Name);
@@ -266,8 +276,6 @@ public sealed class RecordingSession
                 }
             }
             Attached = [.. attached.Select(a => a.Lab)];
-            if (attached.Count == 1)
-                context.InterfaceName = InterfaceNamesOf(attached[0].Lab);
             foreach (var make in o.Sources)
                 extra.Add(make(context));
             // a services file names services first (the cluster's own words), kube-proxy's rules after it
@@ -325,7 +333,7 @@ public sealed class RecordingSession
                 OutputDir = o.Output,
                 Progress = o.Progress,
                 Duration = o.Duration,
-                Config = Config(o, cluster, excluded, ranges),
+                Config = Config(o, cluster, excluded, ranges, tracingPolicy),
             };
             if (attached.Count > 0 && tuning.Config is { } config)
             {
@@ -375,7 +383,7 @@ public sealed class RecordingSession
             {
                 rec.UpdateManifest = m =>
                 {
-                    m.FilteredConnects = probes.FilteredConnects;
+                    m.FilteredConnects = probes.FilteredConnects + probes.UnselectedConnects;
                     m.Attribution = workloads?.ManifestEntry();
                 };
             }
@@ -432,8 +440,8 @@ public sealed class RecordingSession
 
     /// <summary>The clock offsets and name tables decoding needs, read from the running kernel.</summary>
     /// <summary>
-    /// The interface names of a running lab's node namespace (the datapath's ifindex values name them); with
-    /// several datapaths attached an ifindex is ambiguous and none is named.
+    /// The interface names of a running lab's node namespace (the datapath's ifindex values name them); each
+    /// attached datapath's records are decoded with its own (DatapathSocketSource).
     /// </summary>
     internal static Func<uint, string?> InterfaceNamesOf(string lab) => new InterfaceNames(Path.Combine(NetNamespace.Dir, LabNames.NodeNs(lab))).Name;
 
@@ -484,14 +492,13 @@ public sealed class RecordingSession
         }
     }
 
-    private static List<IPNetwork> ExcludedCidrs(RecordingSessionOptions o)
+    private static (List<IPNetwork> Excluded, TracingPolicySet? Policy) ExcludedCidrs(RecordingSessionOptions o)
     {
         try
         {
             List<IPNetwork> excluded = [.. o.ExcludeCidrs.Select(Cidrs.Parse)];
-            if (o.TetragonPolicy is not null)
-                excluded.AddRange(TracingPolicyReader.ReadFile(o.TetragonPolicy).ExcludedCidrs);
-            return excluded;
+            var policy = o.TetragonPolicy is null ? null : TracingPolicyReader.ReadFile(o.TetragonPolicy);
+            return (excluded, policy);
         }
         catch (Exception e) when (e is FormatException or TracingPolicyException or IOException)
         {
@@ -533,7 +540,7 @@ public sealed class RecordingSession
         public List<string> NodeAddresses { get; } = [];
     }
 
-    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded, NodeRangesSeen seen) => new()
+    private static ManifestConfig Config(RecordingSessionOptions o, ClusterSpec? cluster, List<IPNetwork> excluded, NodeRangesSeen seen, TracingPolicySet? tracingPolicy) => new()
     {
         Kinds = [.. o.Kinds.Count == 0 ? Format.Tables.Events : o.Kinds.Order().Select(Rows.TableOf)],
         Lab = o.Lab is null ? null : Path.GetFullPath(o.Lab),
@@ -542,7 +549,8 @@ public sealed class RecordingSession
         NodeAddresses = [.. seen.NodeAddresses.Distinct()],
         PoliciesSha256 = cluster is null ? null : Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes(string.Join("\n---\n", cluster.Policies.Select(p => p.SourceText))))),
-        ExcludeCidrs = [.. excluded.Select(c => c.ToString())],
+        // what the TracingPolicy's NotDAddr leaves out is what its author counts as the cluster
+        ExcludeCidrs = [.. excluded.Concat(tracingPolicy?.ExcludedCidrs ?? []).Select(c => c.ToString()).Distinct()],
         Snaplen = o.Snaplen,
         RingBytes = o.RingBytes,
         MonitorAggregation = o.MonitorAggregation.ToString().ToLowerInvariant(),

@@ -28,7 +28,7 @@ public sealed class DatapathSocketSource : IRecordSource, IMonitorHandler
     {
         ArgumentNullException.ThrowIfNull(kinds);
         Lab = lab;
-        this.context = context ?? throw new ArgumentNullException(nameof(context));
+        ArgumentNullException.ThrowIfNull(context);
         client = MonitorClient.Connect(socketPath, [.. kinds.Where(k => k is > EventKind.None and <= EventKind.Capture).Order().Select(Rows.TableOf)], who, TimeSpan.FromSeconds(10));
         var boot = File.Exists("/proc/sys/kernel/random/boot_id") ? File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim() : "";
         if (client.Hello.BootId.Length > 0 && boot.Length > 0 && client.Hello.BootId != boot)
@@ -36,6 +36,10 @@ public sealed class DatapathSocketSource : IRecordSource, IMonitorHandler
             client.Dispose();
             throw new MonitorConnectException($"{socketPath}: the datapath runs on another boot ({client.Hello.BootId}); its kernel times cannot be read here");
         }
+        // its verdicts and policy drops carry its own rule ids, named from its control plane's rule sets; its ifindexes
+        // are its node namespace's interfaces
+        Func<uint, IReadOnlyList<PolicyRuleRef>> rules = client.Hello.ControlFile.Length == 0 ? _ => [] : PinnedDatapath.RuleResolver(client.Hello.ControlFile);
+        this.context = context.ForDatapath(rules, Sessions.RecordingSession.InterfaceNamesOf(lab));
     }
 
     /// <summary>Every datapath served on this machine now (<see cref="LabState.Serving"/>), or those named.</summary>

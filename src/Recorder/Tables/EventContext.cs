@@ -13,12 +13,37 @@ public sealed class EventContext
 {
     private readonly Dictionary<uint, string> v4 = [];
     private readonly Dictionary<(ulong, ulong), string> v6 = [];
-    private readonly object binariesLock = new();
-    private int registered;
-    private Dictionary<ulong, (string Binary, uint Netns)> binaries = [];
-    private Dictionary<ulong, (string Binary, uint Netns)> olderBinaries = [];
+    private readonly Images images;
 
-    public EventContext(long monotonicToUtcOffsetNs) => MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
+    public EventContext(long monotonicToUtcOffsetNs)
+    {
+        MonotonicToUtcOffsetNs = monotonicToUtcOffsetNs;
+        images = new Images();
+    }
+
+    private EventContext(EventContext of, Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>> policyRules, Func<uint, string?> interfaceName)
+    {
+        MonotonicToUtcOffsetNs = of.MonotonicToUtcOffsetNs;
+        BoottimeToUtcOffsetNs = of.BoottimeToUtcOffsetNs;
+        KernelDropReason = of.KernelDropReason;
+        KernelSymbol = of.KernelSymbol;
+        Texts = of.Texts;
+        Attribution = of.Attribution;
+        images = of.images;
+        PolicyRules = policyRules;
+        InterfaceName = interfaceName;
+    }
+
+    /// <summary>
+    /// This context for the records of one datapath among several (each numbers its rule ids and has its interfaces
+    /// itself): the same clocks, names, pods and process images, with that datapath's rules behind the rule ids and
+    /// its namespace's interfaces behind the ifindexes (this context's when not given).
+    /// </summary>
+    public EventContext ForDatapath(Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>> policyRules, Func<uint, string?>? interfaceName = null)
+    {
+        ArgumentNullException.ThrowIfNull(policyRules);
+        return new EventContext(this, policyRules, interfaceName ?? InterfaceName);
+    }
 
     /// <summary>UTC ns = kernel CLOCK_MONOTONIC ns + this, measured once at recording start.</summary>
     public long MonotonicToUtcOffsetNs { get; }
@@ -39,6 +64,12 @@ public sealed class EventContext
 
     /// <summary>Texts of exec events (binary, arguments, cwd, comm), cached by their bytes.</summary>
     public TextCache Texts { get; } = new();
+
+    /// <summary>
+    /// The policy rules behind a rule id of this tool's datapath (Datapath.RulesOf; empty for an unknown id);
+    /// null without a datapath. Thread-safe.
+    /// </summary>
+    public Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>>? PolicyRules { get; set; }
 
     /// <summary>Network namespace -> pod (the lab's pods).</summary>
     public Attribution Attribution { get; init; } = new();
@@ -105,20 +136,24 @@ public sealed class EventContext
     /// its exit: a forked child (a daemon whose parent exited) keeps running it under the same exec id.
     /// An image is forgotten only after two generations of newer execs.
     /// </summary>
-    public int BinaryGeneration { get; init; } = 1 << 16;
+    public int BinaryGeneration
+    {
+        get => images.Generation;
+        init => images.Generation = value;
+    }
 
     /// <summary>Remembers a process image's binary and the network namespace it was executed in.</summary>
     public void RegisterBinary(ulong execId, string binary, uint netnsIno = 0)
     {
-        lock (binariesLock)
+        lock (images)
         {
-            if (++registered > BinaryGeneration)
+            if (++images.Registered > images.Generation)
             {
-                olderBinaries = binaries;
-                binaries = new Dictionary<ulong, (string Binary, uint Netns)>();
-                registered = 1;
+                images.Older = images.Current;
+                images.Current = [];
+                images.Registered = 1;
             }
-            binaries[execId] = (binary, netnsIno);
+            images.Current[execId] = (binary, netnsIno);
         }
     }
 
@@ -126,8 +161,8 @@ public sealed class EventContext
     {
         if (execId == 0)
             return null;
-        lock (binariesLock)
-            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b.Binary : null;
+        lock (images)
+            return images.Find(execId)?.Binary;
     }
 
     /// <summary>
@@ -139,8 +174,8 @@ public sealed class EventContext
     {
         if (execId == 0)
             return null;
-        lock (binariesLock)
-            return binaries.TryGetValue(execId, out var b) || olderBinaries.TryGetValue(execId, out b) ? b.Netns : null;
+        lock (images)
+            return images.Find(execId)?.Netns;
     }
 
     /// <summary>Process images whose binary is known (both generations).</summary>
@@ -148,8 +183,8 @@ public sealed class EventContext
     {
         get
         {
-            lock (binariesLock)
-                return binaries.Count + olderBinaries.Count;
+            lock (images)
+                return images.Current.Count + images.Older.Count;
         }
     }
 
@@ -178,6 +213,18 @@ public sealed class EventContext
             v6.Clear();
         }
         return s;
+    }
+
+    /// <summary>Process images by exec id in two generations; shared by the views of one context (locked on itself).</summary>
+    private sealed class Images
+    {
+        public int Generation = 1 << 16;
+        public int Registered;
+        public Dictionary<ulong, (string Binary, uint Netns)> Current = [];
+        public Dictionary<ulong, (string Binary, uint Netns)> Older = [];
+
+        public (string Binary, uint Netns)? Find(ulong execId) =>
+            Current.TryGetValue(execId, out var b) || Older.TryGetValue(execId, out b) ? b : null;
     }
 }
 

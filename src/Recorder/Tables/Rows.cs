@@ -275,8 +275,10 @@ internal sealed class DropRows : Rows
     private readonly TupleCols tuple;
     private readonly MetaCols meta;
     private readonly Column<ushort> reason, line;
-    private readonly StringColumn reasonName, file, ct;
+    private readonly StringColumn reasonName, file, ct, deniedBy, rules;
+    private readonly Column<uint> ruleId;
     private readonly FlowSourceCols src;
+    private readonly PolicyRuleNames names = new();
 
     public DropRows(int capacity) : base("drop", capacity)
     {
@@ -289,6 +291,9 @@ internal sealed class DropRows : Rows
         line = Batch.U16("line");
         ct = Batch.Str("ct_state");
         src = new FlowSourceCols(Batch);
+        deniedBy = Batch.Str("denied_by", nullable: true);
+        ruleId = Batch.U32("rule_id", nullable: true);
+        rules = Batch.Str("rules", nullable: true);
         Batch.Str("extra", nullable: true);
     }
 
@@ -305,6 +310,11 @@ internal sealed class DropRows : Rows
         line.Values[i] = ev.Line;
         ct.Values[i] = Names.CtState((byte)ev.CtState);
         src.SetDatapath(i, ev.Meta, ctx);
+        if (ev.Reason is DropReasons.PolicyDenied or DropReasons.PolicyDeniedByDenylist)
+        {
+            ruleId.Set(i, ev.RuleId);
+            (deniedBy.Values[i], rules.Values[i]) = names.Of(ev.RuleId, ctx);
+        }
     }
 }
 
@@ -322,8 +332,10 @@ internal sealed class PolicyRows : Rows
     private readonly TupleCols tuple;
     private readonly MetaCols meta;
     private readonly Column<uint> remote;
-    private readonly StringColumn action, match;
+    private readonly StringColumn action, match, allowedBy, deniedBy, rules;
+    private readonly Column<uint> ruleId;
     private readonly FlowSourceCols src;
+    private readonly PolicyRuleNames names = new();
 
     public PolicyRows(int capacity) : base("policy", capacity)
     {
@@ -334,8 +346,10 @@ internal sealed class PolicyRows : Rows
         action = Batch.Str("action");
         match = Batch.Str("match");
         src = new FlowSourceCols(Batch);
-        Batch.Str("allowed_by", nullable: true);
-        Batch.Str("denied_by", nullable: true);
+        allowedBy = Batch.Str("allowed_by", nullable: true);
+        deniedBy = Batch.Str("denied_by", nullable: true);
+        ruleId = Batch.U32("rule_id", nullable: true);
+        rules = Batch.Str("rules", nullable: true);
         Batch.Str("extra", nullable: true);
     }
 
@@ -350,6 +364,14 @@ internal sealed class PolicyRows : Rows
         action.Values[i] = Names.Action((byte)ev.Action);
         match.Values[i] = Names.Match((byte)ev.Match);
         src.SetDatapath(i, ev.Meta, ctx);
+        ruleId.Set(i, ev.RuleId);
+        var (policies, text) = names.Of(ev.RuleId, ctx);
+        // an allow names what allowed it; a deny (or an audit: a deny not enforced) what denied it
+        if (action.Values[i] == "allow")
+            allowedBy.Values[i] = policies;
+        else
+            deniedBy.Values[i] = policies;
+        rules.Values[i] = text;
     }
 }
 

@@ -14,7 +14,17 @@ internal sealed record RawStep(Node At, string Name, string PodText, Node PodNod
 /// <summary>The Lab document (forensics.dev/v1): CIDRs, node address, world hosts, scenario steps.</summary>
 internal sealed record RawLab(DocRef Doc, Node At, string Name, IPNetwork PodCidr, Node PodCidrNode, IPNetwork ServiceCidr,
     Node ServiceCidrNode, IPAddress NodeIp, Node NodeIpNode, List<(Node At, OutsideHost Host)> World, List<RawStep> Steps,
-    string NodeKind = LabNodeKinds.Netns, string? NodeFirewall = null);
+    string NodeKind = LabNodeKinds.Netns, string? NodeFirewall = null)
+{
+    /// <summary>The node's labels: the lab's defaults (hostname, os, control-plane: one node is the whole cluster) and spec.nodeLabels.</summary>
+    public Dictionary<string, string> NodeLabels { get; init; } = new(StringComparer.Ordinal);
+
+    /// <summary>spec.loadBalancerPool: where LoadBalancer services without an address get one (a TEST-NET range).</summary>
+    public IPNetwork? LoadBalancerPool { get; init; }
+
+    /// <summary>spec.include: more files of manifests, relative to the lab's.</summary>
+    public List<(Node At, string Path)> Include { get; init; } = [];
+}
 
 internal static partial class LabDocument
 {
@@ -40,7 +50,18 @@ internal static partial class LabDocument
         if (!LabName().IsMatch(name))
             throw root.Require("metadata").Require("name").Error(
                 $"'{name}' is not a valid lab name (lowercase letters, digits and '-', at most 24)");
-        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "node", "nodeFirewall", "world", "steps");
+        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "node", "nodeFirewall", "nodeLabels", "loadBalancerPool", "include", "world", "steps");
+        var include = new List<(Node, string)>();
+        if (spec.Get("include") is { } inc)
+        {
+            foreach (var i in inc.Items())
+            {
+                var path = i.String();
+                if (Path.IsPathRooted(path) || path.Split('/', '\\').Contains(".."))
+                    throw i.Error($"'{path}' is not a path inside the lab's folder");
+                include.Add((i, path));
+            }
+        }
         var nodeKind = LabNodeKinds.Netns;
         if (spec.Get("node") is { } nk)
         {
@@ -102,7 +123,30 @@ internal static partial class LabDocument
                 steps.Add(step);
             }
         }
-        return new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps, nodeKind, nodeFirewall);
+        var nodeLabels = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["kubernetes.io/hostname"] = $"{name}-node",
+            ["kubernetes.io/os"] = "linux",
+            ["node-role.kubernetes.io/control-plane"] = "",
+        };
+        if (spec.Get("nodeLabels") is { } nl)
+            foreach (var (k, v) in nl.StringMap())
+                nodeLabels[k] = v;
+        IPNetwork? lbPool = null;
+        if (spec.Get("loadBalancerPool") is { } poolNode)
+        {
+            lbPool = Cidr(poolNode);
+            if (!TestNets.Any(t => t.Contains(lbPool.Value.BaseAddress) && lbPool.Value.PrefixLength >= t.PrefixLength))
+                throw poolNode.Error($"{lbPool} is not inside a TEST-NET range (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)");
+            if (lbPool.Value.Contains(nodeIp) || world.Any(w => lbPool.Value.Contains(w.Item2.Ip)))
+                throw poolNode.Error($"{lbPool} holds the node's or a world host's address");
+        }
+        return new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps, nodeKind, nodeFirewall)
+        {
+            NodeLabels = nodeLabels,
+            LoadBalancerPool = lbPool,
+            Include = include,
+        };
     }
 
     private static List<int> PortList(Node? n)
@@ -192,7 +236,7 @@ internal static partial class LabDocument
     {
         foreach (var (at, h) in lab.World)
         {
-            if (pods.Any(p => p.Ip!.Equals(h.Ip)) || services.Any(s => s.ClusterIp.Equals(h.Ip)))
+            if (pods.Any(p => p.Ip!.Equals(h.Ip)) || services.Any(s => h.Ip.Equals(s.ClusterIp) || s.ExternalIps.Concat(s.LoadBalancerIps).Contains(h.Ip)))
                 throw at.Require("ip").Error($"{h.Ip} is already a pod or service address");
         }
         var steps = new List<ScenarioStep>();
@@ -249,12 +293,19 @@ internal static partial class LabDocument
             found.Add(("the node", lab.NodeIp));
         if (FindPod(host, pods) is { } pod)
             found.Add(($"Pod {pod.FullName}", pod.Ip!));
+        // a service by namespace/name, or by its DNS name: name, name.ns, name.ns.svc, name.ns.svc.cluster.local
         var svc = host.Contains('/', StringComparison.Ordinal)
             ? services.Where(s => $"{s.Namespace}/{s.Name}" == host).ToList()
-            : services.Where(s => s.Name == host || $"{s.Name}.{s.Namespace}" == host).ToList();
+            : services.Where(s => s.Name == host || $"{s.Name}.{s.Namespace}" == host || $"{s.Name}.{s.Namespace}.svc" == host
+                || $"{s.Name}.{s.Namespace}.svc.cluster.local" == host).ToList();
         if (svc.Count > 1)
             svc = svc.Where(s => s.Namespace == "default").ToList();
-        found.AddRange(svc.Select(s => ($"Service {s.Namespace}/{s.Name}", s.ClusterIp)));
+        foreach (var s in svc)
+        {
+            if (s.ClusterIp is null)
+                throw at.Error($"'{host}' is a {(s.Type == "ExternalName" ? "ExternalName" : "headless")} service: it has no address (name one of its pods)");
+            found.Add(($"Service {s.Namespace}/{s.Name}", s.ClusterIp));
+        }
         found.AddRange(lab.World.Where(w => w.Host.Name == host).Select(w => ($"world host {w.Host.Name}", w.Host.Ip)));
         return found.Count switch
         {
