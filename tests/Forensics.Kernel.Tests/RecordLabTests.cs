@@ -186,7 +186,8 @@ public class RecordLabTests(StarWarsRecording rec)
             Assert.Equal("xwing", ext["pod"]);
             Assert.Equal(0, Convert.ToInt32(ext["exit_code"], System.Globalization.CultureInfo.InvariantCulture));
             // the probes are host-wide: other labs on this machine (tests run in parallel) reach the same addresses
-            // ... and another lab's xwing has this one's address: only this datapath's verdicts make a flow this lab's
+            // ... and another lab's xwing has this one's address, and other tests' BPF_PROG_TEST_RUN packets from it die in the
+            // kernel (kdrop, no verdict): only this datapath's verdicts make a flow this lab's
             var flow = q.Rows("SELECT * FROM flow_story WHERE server = '198.51.100.10:443' AND client_pod = 'default/xwing' AND policy IS NOT NULL").Single();
             Assert.Equal("delivered", flow["outcome"]);
             Assert.NotNull(flow["snat"]);
