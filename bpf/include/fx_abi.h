@@ -117,7 +117,12 @@ struct fx_hdr {
 };
 _Static_assert(sizeof(struct fx_hdr) == 16, "fx_hdr");
 
-/* Addresses: IPv4 in the first 4 bytes of the 16. Ports in host order. */
+/*
+ * Addresses: IPv4 in the first 4 bytes of the 16. Ports in host order. An
+ * ICMP/ICMPv6 packet has no ports: when flags has FX_TUPLE_ICMP, sport is the
+ * ICMP type and dport the ICMP code (as Cilium's policy keys carry the ICMP
+ * type in the port slot); without it they are 0 (type and code not read).
+ */
 struct fx_tuple {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -126,9 +131,13 @@ struct fx_tuple {
 	__u8 proto;		/* IPPROTO_* */
 	__u8 family;		/* AF_INET (2) or AF_INET6 (10) */
 	__u8 tcp_flags;		/* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 */
-	__u8 pad;
+	__u8 flags;		/* FX_TUPLE_* (was padding, always 0) */
 };
 _Static_assert(sizeof(struct fx_tuple) == 40, "fx_tuple");
+
+enum {
+	FX_TUPLE_ICMP = 0x01,	/* sport/dport are the ICMP type/code */
+};
 
 /* What every datapath event says about where it happened. */
 struct fx_dp_meta {

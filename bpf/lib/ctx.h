@@ -27,6 +27,8 @@ struct fx_ctx {
 	__u8 drop_file;
 	__u8 ct_state;
 	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 icmp_known;	/* icmp_type/icmp_code were read from the packet */
 	__u8 frag_missing;	/* a later fragment whose first fragment was not seen */
 	__u8 trace_skip;	/* aggregated: this packet makes no trace event */
 	__u8 capture_skip;	/* sampled out: this packet makes no capture event (unless dropped) */
@@ -147,6 +149,8 @@ static __always_inline struct fx_ctx *fx_ctx_init(struct __sk_buff *skb, __u8 ob
 			__u16 id = ((__u16)icmp[4] << 8) | icmp[5];
 
 			ctx->icmp_type = icmp[0];
+			ctx->icmp_code = icmp[1];
+			ctx->icmp_known = 1;
 			/* echo request: the id is the "source port"; echo reply: the destination */
 			if (icmp[0] == 8 || icmp[0] == 128)
 				ctx->ct_sport = id;
@@ -156,6 +160,20 @@ static __always_inline struct fx_ctx *fx_ctx_init(struct __sk_buff *skb, __u8 ob
 	}
 	ctx->meta.flow_id = fx_flow_hash(&ctx->pkt.tuple, ctx->ct_sport, ctx->ct_dport);
 	return ctx;
+}
+
+/*
+ * The packet's tuple as events carry it: an ICMP message's type and code in
+ * the port slots (ICMP has no ports), marked FX_TUPLE_ICMP, when they were read.
+ */
+static __always_inline void fx_event_tuple(struct fx_tuple *t, const struct fx_ctx *ctx)
+{
+	*t = ctx->pkt.tuple;
+	if (ctx->icmp_known) {
+		t->sport = ctx->icmp_type;
+		t->dport = ctx->icmp_code;
+		t->flags |= FX_TUPLE_ICMP;
+	}
 }
 
 /* IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect): never policed. */

@@ -54,7 +54,7 @@ static __always_inline void fx_emit_drop(struct fx_ctx *ctx)
 	ev = fx_reserve(FX_KIND_DROP, sizeof(*ev));
 	if (!ev)
 		return;
-	ev->tuple = ctx->pkt.tuple;
+	fx_event_tuple(&ev->tuple, ctx);
 	ev->meta = ctx->meta;
 	ev->reason = ctx->drop_reason;
 	ev->line = ctx->drop_line;

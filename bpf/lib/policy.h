@@ -105,7 +105,7 @@ static __always_inline void fx_emit_verdict(struct fx_ctx *ctx, __u32 remote, co
 	ev = fx_reserve(FX_KIND_POLICY, sizeof(*ev));
 	if (!ev)
 		return;
-	ev->tuple = ctx->pkt.tuple;
+	fx_event_tuple(&ev->tuple, ctx);
 	ev->meta = ctx->meta;
 	ev->remote_identity = remote;
 	ev->action = v->action;

@@ -15,7 +15,7 @@ static __always_inline void fx_emit_trace(struct fx_ctx *ctx)
 	ev = fx_reserve(FX_KIND_TRACE, sizeof(*ev));
 	if (!ev)
 		return;
-	ev->tuple = ctx->pkt.tuple;
+	fx_event_tuple(&ev->tuple, ctx);
 	ev->meta = ctx->meta;
 	__builtin_memcpy(ev->orig_addr, ctx->orig_addr, sizeof(ev->orig_addr));
 	ev->ct_state = ctx->ct_state;
@@ -38,7 +38,7 @@ static __always_inline void fx_emit_capture(struct __sk_buff *skb, struct fx_ctx
 	ev = fx_reserve(FX_KIND_CAPTURE, sizeof(*ev));
 	if (!ev)
 		return;
-	ev->tuple = ctx->pkt.tuple;
+	fx_event_tuple(&ev->tuple, ctx);
 	ev->meta = ctx->meta;
 	ev->cap_len = 0;
 	if (len) {

@@ -51,7 +51,7 @@ public static class WhatIfCommand
         var format = Vocabulary.Format("table, csv, json (one object per line) or parquet (needs --output)", "table", "table", "csv", "json", "parquet");
         var output = Vocabulary.Output("write to this file instead of standard output");
         var cmd = new Command("whatif",
-            "Replay a recording's flows against changed policies through the real datapath (BPF_PROG_TEST_RUN on a private instance programmed from the recording's snapshot): " +
+            "Replay a recording's flows against changed policies through the real datapath (BPF_PROG_TEST_RUN on a private instance programmed from the recording's snapshot, or for Hubble's flows from the pods they name and the --policy files alone): " +
             "one row per flow group with the recorded and the new verdict, drop reason, the rule that decides now and whether it changed. " +
             "Exit codes: 0 nothing that was delivered becomes dropped, 8 some delivered flow becomes dropped, 7 bad input (a policy that does not parse, " +
             "an unknown --remove-policy, a recording without snapshot or datapath events, a newer schema), 3 missing privilege (CAP_BPF), 2 usage");
@@ -82,7 +82,10 @@ public static class WhatIfCommand
                 throw new UsageError("--format parquet needs --output FILE");
             using var session = QuerySession.Open(a.Recordings);
             var snapshot = RecordedFlows.Snapshot(session);
-            var flows = RecordedFlows.Flows(session);
+            var flows = RecordedFlows.Flows(session, snapshot.FromHubble);
+            if (snapshot.FromHubble)
+                Console.Error.WriteLine("note: the recording holds Hubble's flows, not the policies in force: the pods are those its flows name, " +
+                    $"and the flows are replayed against the --policy files given ({a.Policies.Length}), none else; the recorded verdict is Hubble's");
             if (flows.Count == 0)
                 throw new RecordingException($"{string.Join(", ", a.Recordings)}: the recording has none of the datapath's events (trace, drop, policy, capture at the endpoints): no flow to replay");
             var pods = Pods(snapshot);

@@ -592,6 +592,40 @@ public class DatapathTests
     }
 
     [KernelFact]
+    public void IcmpMessages_ThroughPrograms_RowsCarryTypeAndCodeAndReplayNamesThemAsCiliumMonitor()
+    {
+        using var h = new DatapathHarness(Cluster());
+        h.To(Backend2, Packets.IcmpEcho("10.244.0.10", "10.244.0.20", 77));
+        h.From(Backend2, Packets.IcmpEcho("10.244.0.20", "10.244.0.10", 77, reply: true));
+        h.From(Backend2, Packets.IcmpError("10.244.0.20", "10.244.0.10", Packets.Udp("10.244.0.10", 40001, "10.244.0.20", 5353)));
+        h.From(Backend2, Packets.IcmpError("10.244.0.20", "10.244.0.10", Packets.Udp("10.244.0.10", 40002, "10.244.0.20", 5353), type: 11, code: 0));
+        var ev = h.Take();
+
+        // the event's tuple: the type and code in the port slots, marked as such
+        var traces = ev.Traces;
+        Assert.All(traces, t => Assert.True(t.Tuple.CarriesIcmp));
+        Assert.Equal([(8, 0), (0, 0), (3, 3), (11, 0)], traces.Select(t => ((int)t.Tuple.Sport, (int)t.Tuple.Dport)).Distinct());
+
+        // the recorded rows: ports 0 (the schema's "0 for ICMP"), the type and code in the summary as Hubble writes it
+        var ctx = new Forensics.Recorder.Tables.EventContext(0);
+        var rows = Forensics.Recorder.Tables.Rows.For(EventKind.Trace, 16)!;
+        foreach (var r in ev.Records.Where(r => EventReader.Header(r).Kind == EventKind.Trace))
+            rows.Append(r, ctx);
+        var table = Forensics.Recorder.Batches.BatchRows.Rows(rows.Batch).ToList();
+        Assert.All(table, r => Assert.Equal(((ushort)0, (ushort)0), ((ushort)r["src_port"]!, (ushort)r["dst_port"]!)));
+        Assert.Equal(["ICMPv4 EchoRequest", "ICMPv4 EchoReply", "ICMPv4 DestinationUnreachable(Port)", "ICMPv4 TimeExceeded(TTLExceeded)"],
+            table.Select(r => (string)r["summary"]!).Distinct());
+
+        // replayed as cilium monitor prints them: "-> endpoint 212 flow ... : 10.244.0.10 -> 10.244.0.20 EchoRequest"
+        var renderer = new Forensics.Query.Render.LineRenderer(Forensics.Query.Render.RenderFormat.Compact);
+        var lines = table.Select(r => renderer.Render("trace", r)!).ToList();
+        Assert.EndsWith(": 10.244.0.10 -> 10.244.0.20 EchoRequest", lines[0], StringComparison.Ordinal);
+        Assert.Contains(lines, l => l.EndsWith(": 10.244.0.20 -> 10.244.0.10 EchoReply", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.EndsWith(": 10.244.0.20 -> 10.244.0.10 DestinationUnreachable(Port)", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.EndsWith(": 10.244.0.20 -> 10.244.0.10 TimeExceeded(TTLExceeded)", StringComparison.Ordinal));
+    }
+
+    [KernelFact]
     public void Snat_IcmpEcho_MasqueradedAndReplyTranslatedBack()
     {
         using var h = new DatapathHarness(Cluster());

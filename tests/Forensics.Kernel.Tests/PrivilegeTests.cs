@@ -123,4 +123,18 @@ public sealed class PrivilegeTests : IDisposable
         foreach (var f in Directory.EnumerateFiles(output, "*", SearchOption.AllDirectories))
             Assert.True(File.GetUnixFileMode(f) == (UnixFileMode)0x180, $"{f}: {File.GetUnixFileMode(f)}");
     }
+    /// <summary>
+    /// Issue 16's "no permission": ctnetlink (the kernel's NAT), tc and the probes' maps need CAP_NET_ADMIN, so a
+    /// recorder without it is refused before it starts, naming it, and leaves nothing behind.
+    /// </summary>
+    [KernelFact]
+    public void Record_AsNobodyWithoutNetAdmin_RefusedNamingCapNetAdmin()
+    {
+        var output = Path.Combine(_dir, "rec-no-netadmin");
+        var (code, _, stderr) = AsNobody("+bpf,+perfmon,+dac_read_search", "record", "-d", "2s", "-t", "exec,nat", "-o", output);
+        Assert.Equal(3, code);
+        var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("error: insufficient privileges: running as not root and without CAP_NET_ADMIN", line, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(output), "a record that could not start left its output folder behind");
+    }
 }

@@ -269,3 +269,65 @@ public partial class WhatIfTests(StarWarsRecording rec)
         }
     }
 }
+
+/// <summary>
+/// Issue 20 item 3: `whatif` on a recording imported from Hubble: the pods and their identities come from the
+/// labels Hubble's flows name, and the flows are replayed through the real datapath against the policies given.
+/// </summary>
+public class WhatIfHubbleTests
+{
+    private static string Flow(string time, string verdict, string src, string dst, string proto, int sport, int dport,
+        string srcEnd, string dstEnd, int type, int subType, string point) =>
+        $$$"""{"flow":{"time":"{{{time}}}","verdict":"{{{verdict}}}","IP":{"source":"{{{src}}}","destination":"{{{dst}}}","ipVersion":"IPv4"},"l4":{"{{{proto}}}":{"source_port":{{{sport}}},"destination_port":{{{dport}}}}},"source":{{{srcEnd}}},"destination":{{{dstEnd}}},"Type":"L3_L4","node_name":"node-1","event_type":{"type":{{{type}}},"sub_type":{{{subType}}}},"traffic_direction":"EGRESS","trace_observation_point":"{{{point}}}","is_reply":false}}""";
+
+    private static string Pod(int id, int identity, string name, string labels) =>
+        $$$"""{"ID":{{{id}}},"identity":{{{identity}}},"namespace":"default","pod_name":"{{{name}}}","labels":[{{{string.Join(",", labels.Split(',').Select(l => $"\"k8s:{l}\""))}}},"k8s:io.kubernetes.pod.namespace=default"]}""";
+
+    private const string World = """{"identity":2,"labels":["reserved:world"]}""";
+
+    [KernelFact]
+    public void WhatIf_HubbleImport_XwingNoWorld_ExactlyItsOutsideFlowsBecomeDroppedByTheRule()
+    {
+        var work = Directory.CreateTempSubdirectory("fx-whatif-hubble-").FullName;
+        try
+        {
+            string xwing = Pod(11, 4001, "xwing", "class=xwing,org=alliance"), frontend = Pod(12, 4002, "frontend-1", "app=frontend"), backend = Pod(13, 4003, "backend-2", "app=backend");
+            var export = Path.Combine(work, "flows.jsonl");
+            File.WriteAllLines(export,
+            [
+                Flow("2026-12-04T10:00:00.000000001Z", "FORWARDED", "10.0.0.1", "10.0.0.2", "TCP", 40001, 8080, frontend, backend, 4, 0, "TO_ENDPOINT"),
+                Flow("2026-12-04T10:00:01.000000001Z", "FORWARDED", "10.0.0.3", "198.51.100.10", "TCP", 40002, 443, xwing, World, 4, 0, "TO_STACK"),
+                Flow("2026-12-04T10:00:02.000000001Z", "FORWARDED", "10.0.0.3", "198.51.100.53", "UDP", 40003, 53, xwing, World, 4, 0, "TO_STACK"),
+                Flow("2026-12-04T10:00:03.000000001Z", "DROPPED", "10.0.0.3", "203.0.113.66", "TCP", 40004, 443, xwing, World, 1, 181, "TO_STACK"),
+            ]);
+            var rec = Path.Combine(work, "rec");
+            var import = Commands.Run(LabFixture.Cli, ["import", "hubble", export, "-o", rec], TimeSpan.FromSeconds(60));
+            Assert.True(import.ExitCode == 0, import.Stderr);
+
+            var (same, rows0, err0) = WhatIfTests.WhatIf(rec);
+            Assert.True(same == 0, $"exit {same}: {err0}");
+            Assert.Contains("replayed against the --policy files given (0)", err0, StringComparison.Ordinal);
+            // no policy given: every flow Hubble forwarded stays delivered; the denylist's drop is not in force now
+            Assert.Equal(["default/xwing -> 203.0.113.66:443/tcp"], rows0.Where(r => r.Changed).Select(r => r.Group));
+
+            var (code, rows, err) = WhatIfTests.WhatIf(rec, "--policy", WhatIfTests.PolicyFile(WhatIfTests.XwingNoWorld));
+            Assert.True(code == 8, $"exit {code}: {err}");
+            var changed = rows.Where(r => r.Changed).ToList();
+            Assert.Equal(["default/xwing -> 198.51.100.10:443/tcp", "default/xwing -> 198.51.100.53:53/udp"], changed.Select(r => r.Group).Order(StringComparer.Ordinal));
+            Assert.All(changed, r =>
+            {
+                Assert.Equal(("delivered", "dropped", "181 Policy denied by denylist"), (r.Recorded, r.New, r.NewReason));
+                Assert.Equal("default/xwing-no-world spec.egressDeny[0] (L3-Only)", r.Rule);
+                Assert.Equal("5-tuple", r.Packet); // Hubble exports no packet bytes
+            });
+            var inside = Assert.Single(rows, r => r.Source == "default/frontend-1");
+            Assert.Equal(("default/backend-2", 8080, "delivered", "delivered", false), (inside.Destination, inside.Port, inside.Recorded, inside.New, inside.Changed));
+            var darkside = Assert.Single(rows, r => r.Destination == "203.0.113.66");
+            Assert.Equal(("dropped", "181 Policy denied by denylist", "dropped", false), (darkside.Recorded, darkside.RecordedReason, darkside.New, darkside.Changed));
+        }
+        finally
+        {
+            Directory.Delete(work, recursive: true);
+        }
+    }
+}

@@ -1,3 +1,4 @@
+using Forensics.Format;
 using Forensics.Query.Render;
 
 namespace Forensics.Query.Tests;
@@ -92,6 +93,45 @@ public sealed class ReplayTests : IDisposable
         var line = new LineRenderer(RenderFormat.Compact).Render("trace", Row(("obs_point", "to-endpoint"), ("endpoint_id", (ushort)3), ("ct_state", "established"),
             ("src_ip", "10.0.0.1"), ("src_port", (ushort)1), ("dst_ip", "10.0.0.2"), ("dst_port", (ushort)2), ("protocol", "tcp"), ("tcp_flags", recorded)))!;
         Assert.EndsWith("10.0.0.1:1 -> 10.0.0.2:2 " + summaryEnd, line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(false, 8, 0, "EchoRequest")]
+    [InlineData(false, 0, 0, "EchoReply")]
+    [InlineData(false, 3, 3, "DestinationUnreachable(Port)")]
+    [InlineData(false, 3, 99, "DestinationUnreachable(Code: 99)")]
+    [InlineData(false, 11, 0, "TimeExceeded(TTLExceeded)")]
+    [InlineData(false, 5, 2, "Redirect(TOS+Net)")]
+    [InlineData(false, 8, 1, "EchoRequest(Code: 1)")]
+    [InlineData(false, 42, 7, "42(7)")]
+    [InlineData(true, 128, 0, "EchoRequest")]
+    [InlineData(true, 1, 4, "DestinationUnreachable(PortUnreachable)")]
+    [InlineData(true, 3, 0, "TimeExceeded(HopLimitExceeded)")]
+    [InlineData(true, 135, 0, "NeighborSolicitation")]
+    [InlineData(true, 200, 1, "200(1)")]
+    public void IcmpNames_TypeAndCode_AsGopacketPrintsThem(bool v6, byte type, byte code, string expected)
+    {
+        // gopacket layers/icmp4.go and icmp6.go TypeCode.String(): "%s", "%s(%s)", "%s(Code: %d)", "%d(%d)"
+        Assert.Equal(expected, IcmpNames.TypeCode(v6, type, code));
+        Assert.Equal((v6 ? "ICMPv6 " : "ICMPv4 ") + expected, IcmpNames.HubbleSummary(v6, type, code));
+    }
+
+    [Fact]
+    public void LineRenderer_IcmpWithTypeAndCode_NamesThemAsCiliumMonitor()
+    {
+        // pkg/monitor/dissect.go GetConnectionSummary: an ICMP layer prints "%s -> %s %s" (addresses, gopacket's
+        // TypeCode.String()), no ports and no "icmp"; the row holds the type and code as Hubble's summary does.
+        var r = new LineRenderer(RenderFormat.Compact);
+        Assert.Equal("-> endpoint 3459 flow 0x7 , identity 323->world state new ifindex lxc84b58cbdabfe orig-ip 0.0.0.0: 10.60.0.182 -> 10.60.1.115 EchoRequest",
+            r.Render("trace", Row(("obs_point", "to-endpoint"), ("endpoint_id", (ushort)3459), ("flow_id", 7u), ("src_identity", 323u), ("dst_identity", 2u), ("ct_state", "new"),
+                ("interface", "lxc84b58cbdabfe"), ("src_ip", "10.60.0.182"), ("src_port", (ushort)0), ("dst_ip", "10.60.1.115"), ("dst_port", (ushort)0), ("protocol", "icmp"),
+                ("summary", "ICMPv4 EchoRequest"))));
+        var drop = r.Render("drop", Row(("reason", 133u), ("reason_name", "Policy denied"), ("flow_id", 0x5u), ("file", "lib/policy.h"), ("line", 9u), ("src_ip", "fd00::10"),
+            ("dst_ip", "fd00::20"), ("protocol", "icmpv6"), ("summary", "ICMPv6 DestinationUnreachable(PortUnreachable)")))!;
+        Assert.EndsWith(": fd00::10 -> fd00::20 DestinationUnreachable(PortUnreachable)", drop, StringComparison.Ordinal);
+        // a recording made before rows carried type and code: the protocol, as before (not a guessed type)
+        var old = r.Render("trace", Row(("obs_point", "to-stack"), ("src_ip", "10.0.0.1"), ("dst_ip", "10.0.0.2"), ("protocol", "icmp")))!;
+        Assert.EndsWith(": 10.0.0.1 -> 10.0.0.2 icmp", old, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -149,7 +149,21 @@ public readonly struct Tuple
     public readonly byte Proto;
     public readonly byte Family;
     public readonly byte TcpFlags;
-    public readonly byte Pad;
+
+    /// <summary>FX_TUPLE_*: <see cref="IcmpFlag"/> when Sport/Dport are an ICMP message's type and code.</summary>
+    public readonly byte Flags;
+
+    /// <summary>FX_TUPLE_ICMP.</summary>
+    public const byte IcmpFlag = 0x01;
+
+    /// <summary>Whether Sport/Dport carry the ICMP type and code (the datapath read them from the packet).</summary>
+    public bool CarriesIcmp => (Flags & IcmpFlag) != 0;
+
+    /// <summary>The source port: 0 for ICMP (Sport is its type there).</summary>
+    public ushort SourcePort => CarriesIcmp ? (ushort)0 : Sport;
+
+    /// <summary>The destination port: 0 for ICMP (Dport is its code there).</summary>
+    public ushort DestinationPort => CarriesIcmp ? (ushort)0 : Dport;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -143,7 +143,7 @@ public sealed record ObservedEvent(
     }
 
     private static ObservedEvent Base(string kind, Hdr hdr, Abi.Tuple t, DpMeta m, byte[] raw) => new(
-        kind, hdr.Ktime, EventReader.Source(t).ToString(), t.Sport, EventReader.Destination(t).ToString(), t.Dport, t.Proto,
+        kind, hdr.Ktime, EventReader.Source(t).ToString(), t.SourcePort, EventReader.Destination(t).ToString(), t.DestinationPort, t.Proto,
         m.SrcIdentity, m.DstIdentity, m.Ifindex,
         Format.Names.ObsPoint((byte)m.ObsPoint), Format.Names.Direction((byte)m.Direction), "")
     { Raw = raw };

@@ -240,10 +240,14 @@ public sealed class LineRenderer
     /// <summary>
     /// cilium monitor's connection summary (pkg/monitor/dissect.go GetConnectionSummary): "10.0.0.1:1234 -> 10.0.0.2:80 tcp SYN";
     /// for TCP the flags it names are SYN, ACK, RST and FIN, in that order (a segment with none of them keeps the space).
+    /// An ICMP message is "10.0.0.1 -> 10.0.0.2 EchoRequest" (gopacket's type and code names), when the row has
+    /// them (the summary "ICMPv4 EchoRequest" the datapath and Hubble write); else "10.0.0.1 -> 10.0.0.2 icmp".
     /// </summary>
     private static string Summary(IReadOnlyDictionary<string, object?> r)
     {
         var proto = Str(r, "protocol");
+        if (proto is "icmp" or "icmpv6" && IcmpNames.FromHubbleSummary(Str(r, "summary")) is { } icmp)
+            return $"{Str(r, "src_ip")} -> {Str(r, "dst_ip")} {icmp}";
         var s = $"{Addr(Str(r, "src_ip"), U(r, "src_port"), proto)} -> {Addr(Str(r, "dst_ip"), U(r, "dst_port"), proto)} {proto}";
         return proto == "tcp" ? s + " " + CiliumTcpFlags(Str(r, "tcp_flags")) : s;
     }

@@ -22,7 +22,14 @@ public sealed record RecordedSnapshot(
     IReadOnlyList<RecordedEndpoint> Endpoints,
     IReadOnlyList<RecordedPolicy> Policies,
     IReadOnlyList<RecordedService> Services,
-    IReadOnlyList<(string Prefix, uint Identity)> ReservedPrefixes);
+    IReadOnlyList<(string Prefix, uint Identity)> ReservedPrefixes)
+{
+    /// <summary>
+    /// Imported from Hubble (issue 20 item 3): the pods, their labels and identities are those Hubble's flows
+    /// named, and no policy document is in the recording (Hubble's flows name their policies, not their rules).
+    /// </summary>
+    public bool FromHubble { get; init; }
+}
 
 /// <summary>
 /// One distinct flow of a recording, by its 5-tuple as the source sent it (a service's address
@@ -113,11 +120,39 @@ public static class RecordedFlows
         ORDER BY first_seen, src_ip, src_port, dst_ip, dst_port
         """;
 
-    public static IReadOnlyList<RecordedFlow> Flows(QuerySession session)
+    /// <summary>
+    /// The distinct flows Hubble saw (a recording imported from Hubble, or recorded with --from hubble): each
+    /// 5-tuple's first packets as the source sent them (not a reply), with Hubble's verdict: dropped (its drop
+    /// reason) or not. Hubble exports no packet bytes, so each is rebuilt from its tuple.
+    /// </summary>
+    public static readonly string HubbleFlowsSql = """
+        WITH obs AS (
+            SELECT node, time, time_ns, ip_version, protocol, src_ip, src_port, dst_ip, dst_port, 'trace' AS k, CAST(0 AS USMALLINT) AS reason, obs_point
+            FROM trace WHERE source = 'hubble' AND NOT coalesce(is_reply, false) AND coalesce(ct_state, '') IN ('new', 'none', '')
+            UNION ALL
+            SELECT node, time, time_ns, ip_version, protocol, src_ip, src_port, dst_ip, dst_port,
+                   CASE WHEN verdict = 'DROPPED' THEN 'drop' ELSE 'policy' END, 0, obs_point
+            FROM policy WHERE source = 'hubble' AND NOT coalesce(is_reply, false)
+            UNION ALL
+            SELECT node, time, time_ns, ip_version, protocol, src_ip, src_port, dst_ip, dst_port, 'drop', reason, obs_point
+            FROM "drop" WHERE source = 'hubble' AND NOT coalesce(is_reply, false)
+        )
+        SELECT string_agg(DISTINCT node, ',' ORDER BY node) AS node, ip_version, lower(protocol) AS protocol, src_ip, src_port, dst_ip, dst_port,
+               NULL AS xlated_ip, NULL AS xlated_port, min(time) AS first_seen, max(time) AS last_seen,
+               count(*) FILTER (WHERE k = 'drop') AS drops,
+               arg_min(reason, time_ns) FILTER (WHERE k = 'drop' AND reason <> 0) AS drop_reason,
+               arg_min(obs_point, time_ns) FILTER (WHERE k = 'drop') AS drop_point,
+               NULL::BLOB AS cap_from, NULL::BLOB AS cap_to
+        FROM obs WHERE src_ip IS NOT NULL AND dst_ip IS NOT NULL
+        GROUP BY ip_version, lower(protocol), src_ip, src_port, dst_ip, dst_port
+        ORDER BY first_seen, src_ip, src_port, dst_ip, dst_port
+        """;
+
+    public static IReadOnlyList<RecordedFlow> Flows(QuerySession session, bool fromHubble = false)
     {
         ArgumentNullException.ThrowIfNull(session);
         var list = new List<RecordedFlow>();
-        foreach (var r in session.Rows(FlowsSql))
+        foreach (var r in session.Rows(fromHubble ? HubbleFlowsSql : FlowsSql))
         {
             list.Add(new RecordedFlow(
                 (string)r["node"]!,
@@ -158,6 +193,8 @@ public static class RecordedFlows
         const string last = "CASE WHEN bool_or(phase = 'end') THEN 'end' WHEN bool_or(phase = 'start') THEN 'start' ELSE max(phase) END";
         var phases = session.Rows($"SELECT DISTINCT {last} AS phase FROM endpoints GROUP BY recording, node")
             .Select(r => (string)r["phase"]!).Order(StringComparer.Ordinal).ToList();
+        if (phases.Count == 0 && HubbleSnapshot(session) is { } hubble)
+            return hubble;
         if (phases.Count == 0)
             throw new RecordingException($"{Root(session)}: the recording has no snapshot of the datapath's endpoints, identities and policies (recorded without the datapath, or imported): nothing to replay against");
         var phase = string.Join("/", phases);
@@ -198,6 +235,36 @@ public static class RecordedFlows
             .Select(r => ((string)r["prefix"]!, Convert.ToUInt32(r["identity"], CultureInfo.InvariantCulture)))
             .ToList();
         return new RecordedSnapshot(phase, endpoints, policies, services, reserved);
+    }
+
+    /// <summary>
+    /// A recording of Hubble's flows: the pods are the flows' ends that Hubble named (namespace, pod, address,
+    /// identity and labels as Hubble gave them; the last seen wins); reserved identities other than world at the
+    /// addresses Hubble gave them. Null when no Hubble flow names a pod.
+    /// </summary>
+    private static readonly string[] FlowTables = ["\"drop\"", "policy", "trace"];
+
+    private static RecordedSnapshot? HubbleSnapshot(QuerySession session)
+    {
+        const string ends = """
+            SELECT node, time, src_namespace AS ns, src_pod AS pod, src_ip AS ip, src_identity AS identity, src_labels AS labels FROM {0} WHERE source = 'hubble'
+            UNION ALL
+            SELECT node, time, dst_namespace, dst_pod, dst_ip, dst_identity, dst_labels FROM {0} WHERE source = 'hubble'
+            """;
+        var all = string.Join(" UNION ALL ", FlowTables.Select(t => string.Format(CultureInfo.InvariantCulture, ends, t)));
+        var rows = session.Rows($"WITH e AS ({all}) SELECT ns, pod, ip, arg_max(node, time) AS node, arg_max(identity, time) AS identity, arg_max(labels, time) AS labels " +
+                                "FROM e WHERE pod IS NOT NULL AND pod <> '' AND ip IS NOT NULL GROUP BY ns, pod, ip ORDER BY ns, pod, ip").ToList();
+        if (rows.Count == 0)
+            return null;
+        var endpoints = rows.Select(r => new RecordedEndpoint((string?)r["node"] ?? "", (string?)r["ns"] ?? "default", (string)r["pod"]!, (string)r["ip"]!,
+                Convert.ToUInt32(r["identity"] ?? 0u, CultureInfo.InvariantCulture),
+                ((string?)r["labels"] ?? "").Split([' ', ','], StringSplitOptions.RemoveEmptyEntries)))
+            .ToList();
+        var reserved = session.Rows($"WITH e AS ({all}) SELECT DISTINCT ip, identity FROM e WHERE (pod IS NULL OR pod = '') AND ip IS NOT NULL AND identity BETWEEN 1 AND 255 AND identity <> 2 ORDER BY ip")
+            .Select(r => ((string)r["ip"]!, Convert.ToUInt32(r["identity"], CultureInfo.InvariantCulture)))
+            .Select(r => (r.Item1 + (r.Item1.Contains(':', StringComparison.Ordinal) ? "/128" : "/32"), r.Item2))
+            .ToList();
+        return new RecordedSnapshot("hubble", endpoints, [], [], reserved) { FromHubble = true };
     }
 
     private static string Root(QuerySession session) => string.Join(", ", session.Recordings.Select(r => r.Root));

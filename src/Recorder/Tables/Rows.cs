@@ -112,9 +112,9 @@ internal readonly struct TupleCols
     {
         version.Values[i] = t.Family == 10 ? (byte)6 : (byte)4;
         src.Values[i] = ctx.Ip(t.Saddr, t.Family);
-        sport.Values[i] = t.Sport;
+        sport.Values[i] = t.SourcePort; // 0 for ICMP: its type and code go to the summary
         dst.Values[i] = ctx.Ip(t.Daddr, t.Family);
-        dport.Values[i] = t.Dport;
+        dport.Values[i] = t.DestinationPort;
         proto.Values[i] = Names.Protocol(t.Proto);
         if (flags is not null)
             flags.Values[i] = Names.TcpFlags(t.Proto, t.TcpFlags);
@@ -203,7 +203,7 @@ internal readonly struct ProcAttrCols
 /// <summary>
 /// The provenance and workload columns every flow table ends with (schema v2): source, verdict,
 /// namespace/pod/labels of both ends, services, DNS names, reply flag, interface, Cilium event type,
-/// summary, uuid. This tool's datapath fills only source; Hubble fills them all (Forensics.Cilium).
+/// summary, uuid. This tool's datapath fills source, interface and (ICMP) summary; Hubble fills them all (Forensics.Cilium).
 /// </summary>
 internal readonly struct FlowSourceCols
 {
@@ -216,11 +216,12 @@ internal readonly struct FlowSourceCols
 
     private readonly StringColumn source;
     private readonly StringColumn iface;
+    private readonly StringColumn summary;
 
     public FlowSourceCols(TableBatch b)
     {
         source = b.Str("source");
-        StringColumn? ifc = null;
+        StringColumn? ifc = null, sum = null;
         foreach (var n in Names.AsSpan(1))
         {
             if (n == "is_reply")
@@ -229,20 +230,25 @@ internal readonly struct FlowSourceCols
                 b.I32(n, nullable: true);
             else if (n == "interface")
                 ifc = b.Str(n, nullable: true);
+            else if (n == "summary")
+                sum = b.Str(n, nullable: true);
             else
                 b.Str(n, nullable: true);
         }
         iface = ifc!;
+        summary = sum!;
     }
 
     /// <summary>
     /// A datapath row: the interface its ifindex names in the datapath's namespace (as Hubble's interface and
-    /// cilium monitor's "ifindex lxc..." name it), when the recording knows it; the rest stay null.
+    /// cilium monitor's "ifindex lxc..." name it), when the recording knows it; for an ICMP message whose type
+    /// and code the datapath read, the summary as Hubble writes it ("ICMPv4 EchoRequest"); the rest stay null.
     /// </summary>
-    public void SetDatapath(int i, in DpMeta m, EventContext ctx)
+    public void SetDatapath(int i, in DpMeta m, in Datapath.Abi.Tuple t, EventContext ctx)
     {
         source.Values[i] = "datapath";
         iface.Values[i] = m.Ifindex == 0 ? null : ctx.InterfaceName(m.Ifindex);
+        summary.Values[i] = t.CarriesIcmp && t.Proto is 1 or 58 ? IcmpSummaries.Get(t.Proto == 58, t.Sport, t.Dport) : null;
     }
 
     /// <summary>A row of another source that fills none of the rest.</summary>
@@ -309,12 +315,24 @@ internal sealed class DropRows : Rows
         file.Values[i] = Names.SourceFile((byte)ev.File);
         line.Values[i] = ev.Line;
         ct.Values[i] = Names.CtState((byte)ev.CtState);
-        src.SetDatapath(i, ev.Meta, ctx);
+        src.SetDatapath(i, ev.Meta, ev.Tuple, ctx);
         if (ev.Reason is DropReasons.PolicyDenied or DropReasons.PolicyDeniedByDenylist)
         {
             ruleId.Set(i, ev.RuleId);
             (deniedBy.Values[i], rules.Values[i]) = names.Of(ev.RuleId, ctx);
         }
+    }
+}
+
+/// <summary>Hubble-form ICMP summaries ("ICMPv4 EchoRequest") as shared string instances, made on first use.</summary>
+internal static class IcmpSummaries
+{
+    private static readonly string?[] Cache = new string?[2 * 65536];
+
+    public static string Get(bool v6, ushort type, ushort code)
+    {
+        int k = (v6 ? 65536 : 0) | ((type & 0xff) << 8) | (code & 0xff);
+        return Cache[k] ??= IcmpNames.HubbleSummary(v6, (byte)type, (byte)code);
     }
 }
 
@@ -363,7 +381,7 @@ internal sealed class PolicyRows : Rows
         remote.Values[i] = ev.RemoteIdentity;
         action.Values[i] = Names.Action((byte)ev.Action);
         match.Values[i] = Names.Match((byte)ev.Match);
-        src.SetDatapath(i, ev.Meta, ctx);
+        src.SetDatapath(i, ev.Meta, ev.Tuple, ctx);
         ruleId.Set(i, ev.RuleId);
         var (policies, text) = names.Of(ev.RuleId, ctx);
         // an allow names what allowed it; a deny (or an audit: a deny not enforced) what denied it
@@ -429,7 +447,7 @@ internal sealed class NatRows : Rows
         xdport.Values[i] = ev.Xlated.Dport;
         service.Values[i] = ev.ServiceId;
         meta.Set(i, ev.Meta);
-        src.SetDatapath(i, ev.Meta, ctx);
+        src.SetDatapath(i, ev.Meta, ev.Xlated, ctx);
         Conntrack.SetNull(i);
     }
 
@@ -588,7 +606,7 @@ internal sealed class TraceRows : Rows
         ct.Values[i] = Names.CtState((byte)ev.CtState);
         ReadOnlySpan<byte> orig = ev.OrigAddr;
         origIp.Values[i] = orig.IndexOfAnyExcept((byte)0) < 0 ? null : ctx.Ip(ev.OrigAddr, ev.Tuple.Family);
-        src.SetDatapath(i, ev.Meta, ctx);
+        src.SetDatapath(i, ev.Meta, ev.Tuple, ctx);
     }
 }
 
