@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of issue 7 and prints their lines (copy them into bench/RESULTS.md).
 #   bench/run.sh [all|ingest|ingest-exec|writer|datapath|query|query10m|import|net|capture|conntrack|whatif|monitor|arrow|flows-walk]   (root: BPF, BPF_PROG_TEST_RUN, veths named fxb*, labs named fxn*)
-#   bench/run.sh soak [--minutes N] [--baseline-minutes N] [--churn N/s] [--execs N/s] [--drops N/s]   (not part of all: 10+ minutes; lab fxsoak)
+#   bench/run.sh soak [--minutes N] [--baseline-minutes N] [--churn N/s] [--execs N/s] [--drops N/s] [--record-args "ARGS"]   (not part of all: 10+ minutes; lab fxsoak)
 # Output files go to $FXB_DIR (default /tmp/fxb-bench); everything is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ if [[ $what == soak ]]; then
 	# issue 18: a lab under sustained load (iperf3 TCP, a churn of short connections, execs, denied datagrams) recorded by
 	# `forensics record --lab` with its defaults for --minutes (default 10), after a baseline of the same load with the
 	# datapath and nothing recording (and one minute of tcpdump -w of every packet, counted); a line per minute and a table
-	minutes=10 baseline=2 churn=500 execs=300 drops=50
+	minutes=10 baseline=2 churn=500 execs=300 drops=50 record_args=""
 	shift
 	while [[ $# -gt 0 ]]; do
 		case $1 in
@@ -37,11 +37,12 @@ if [[ $what == soak ]]; then
 			--churn) churn=$2; shift 2 ;;
 			--execs) execs=$2; shift 2 ;;
 			--drops) drops=$2; shift 2 ;;
+			--record-args) record_args=$2; shift 2 ;;   # e.g. "--monitor-aggregation none --capture all": every packet
 			*) echo "soak: unknown option $1" >&2; exit 2 ;;
 		esac
 	done
 	./forensics --help >/dev/null   # builds the command the soak runs
-	timeout $(( (minutes + baseline) * 60 + 900 )) "$bench" soak "$PWD/forensics" "$out/churn" "$out/execloop" "$out/udpflood" "$minutes" "$baseline" "$churn" "$execs" "$drops"
+	timeout $(( (minutes + baseline) * 60 + 900 )) "$bench" soak "$PWD/forensics" "$out/churn" "$out/execloop" "$out/udpflood" "$minutes" "$baseline" "$churn" "$execs" "$drops" "$record_args"
 	exit 0
 fi
 if [[ $what == all || $what == ingest ]]; then

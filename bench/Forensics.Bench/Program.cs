@@ -102,10 +102,11 @@ switch (what)
         break;
     case "soak":
         // soak FORENSICS CHURN EXECLOOP UDPFLOOD [MINUTES] [BASELINE_MINUTES] [CHURN/s] [EXECS/s] [DROPS/s]: issue 18's soak (bench/RESULTS.md)
-        Soak.Run(new Soak.Options(Path.Combine(root, "soak"), args[1], args[2], args[3], args[4], Arg(5, 10), Arg(6, 2), Arg(7, 500), Arg(8, 300), Arg(9, 50)));
+        Soak.Run(new Soak.Options(Path.Combine(root, "soak"), args[1], args[2], args[3], args[4], Arg(5, 10), Arg(6, 2), Arg(7, 500), Arg(8, 300), Arg(9, 50),
+            args.Length > 10 ? args[10].Split(' ', StringSplitOptions.RemoveEmptyEntries) : null));
         break;
     default:
-        Console.Error.WriteLine("usage: Forensics.Bench soak FORENSICS CHURN EXECLOOP UDPFLOOD [MINUTES] [BASELINE_MINUTES] [CHURN/s] [EXECS/s] [DROPS/s] | conntrack CTFLOOD [SECONDS] [RATE,...] | monitor [SECONDS] [RATE,...] | ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | whatif EVENTS FLOWS | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
+        Console.Error.WriteLine("usage: Forensics.Bench soak FORENSICS CHURN EXECLOOP UDPFLOOD [MINUTES] [BASELINE_MINUTES] [CHURN/s] [EXECS/s] [DROPS/s] [RECORD_ARGS] | conntrack CTFLOOD [SECONDS] [RATE,...] | monitor [SECONDS] [RATE,...] | ingest-fixed RATE [SECONDS] | ingest-step [SECONDS] | datapath BASELINE.o | query N BATCH | whatif EVENTS FLOWS | net UDPFLOOD [SECONDS] [TRIALS] [nobpf,datapath,record,record-nocapture] | capture UDPFLOOD [SECONDS] [PPS,...] [all|capture] [RING_MIB]");
         return 2;
 }
 return 0;

@@ -26,7 +26,7 @@ internal static partial class Soak
     private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
     public sealed record Options(string Root, string Forensics, string Churn, string ExecLoop, string UdpFlood, double Minutes, double BaselineMinutes,
-        double ChurnRate, double ExecRate, double DropRate);
+        double ChurnRate, double ExecRate, double DropRate, IReadOnlyList<string>? RecordArgs = null);
 
     private static string Yaml() => $$"""
         # bench/run.sh soak: two pods; srv takes iperf3 (5201) and the churn (8080) from cli, and denies the rest (the drops)
@@ -140,7 +140,7 @@ internal static partial class Soak
         var yaml = Path.Combine(o.Root, "soak.yaml");
         File.WriteAllText(yaml, Yaml());
         Commands.Run(o.Forensics, ["lab", "down", yaml], TimeSpan.FromSeconds(120)); // a lab left by an earlier run
-        Console.WriteLine(Inv($"soak setup minutes={o.Minutes} baseline_minutes={o.BaselineMinutes} churn_rate={o.ChurnRate}/s exec_rate={o.ExecRate}/s drop_rate={o.DropRate}/s nproc={Environment.ProcessorCount} load={NetLab.LoadAvg()}"));
+        Console.WriteLine(Inv($"soak setup minutes={o.Minutes} baseline_minutes={o.BaselineMinutes} churn_rate={o.ChurnRate}/s exec_rate={o.ExecRate}/s drop_rate={o.DropRate}/s record_args=[{string.Join(' ', o.RecordArgs ?? [])}] nproc={Environment.ProcessorCount} load={NetLab.LoadAvg()}"));
 
         // ---- the baseline: the same datapath (the defaults of record), the same load, nothing recording the ring
         double baseTcp;
@@ -186,7 +186,7 @@ internal static partial class Soak
         if (Directory.Exists(dir))
             Directory.Delete(dir, true);
         double minutes = o.Minutes;
-        var psi = new ProcessStartInfo(o.Forensics, ["record", "--lab", yaml, "-d", Num(minutes * 60 + 20) + "s", "-o", dir])
+        var psi = new ProcessStartInfo(o.Forensics, ["record", "--lab", yaml, "-d", Num(minutes * 60 + 20) + "s", "-o", dir, .. o.RecordArgs ?? []])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
