@@ -144,6 +144,17 @@ public sealed class ConntrackTests
         Assert.Contains("does not exist", e.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>The node's client to the service (DNAT) and to the world (masquerade), served once each; the client's output.</summary>
+    private static string ServiceAndWorldTraffic(NatNode node)
+    {
+        using var backend = node.StartServers(1);
+        using var echo = node.StartWorldEcho();
+        var output = node.RunClient(NatNode.ServiceAndWorldClient);
+        Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
+        Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
+        return output;
+    }
+
     /// <summary>Connections the flood makes: the issue asks for 200k; CI makes 20k (FX_CT_FLOOD overrides; bench/ runs 200k).</summary>
     internal static int FloodConnections =>
         int.TryParse(Environment.GetEnvironmentVariable("FX_CT_FLOOD"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 20_000;
@@ -320,14 +331,7 @@ public sealed class ConntrackTests
         string output = "";
         try
         {
-            RecordConntrack(source, dir, () =>
-            {
-                using var backend = node.StartServers(1);
-                using var echo = node.StartWorldEcho();
-                output = node.RunClient(NatNode.ServiceAndWorldClient);
-                Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
-                Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
-            }, () => source.Counters()["nat"].Emitted >= 3); // new of both flows, the service flow's reply update
+            RecordConntrack(source, dir, () => output = ServiceAndWorldTraffic(node), () => source.Counters()["nat"].Emitted >= 3); // new of both flows, the service flow's reply update
             int tcpPort = Port(output, "tcp").Item2, udpPort = Port(output, "udp").Item2, droppedPort = Port(output, "dropped").Item2;
 
             using var q = Query.QuerySession.Open([dir]);
@@ -413,14 +417,7 @@ public sealed class ConntrackTests
     {
         using var node = NatNode.Create(NatNode.Rules.Iptables);
         string output = "";
-        var dir = RecordSession(node, () =>
-        {
-            using var backend = node.StartServers(1);
-            using var echo = node.StartWorldEcho();
-            output = node.RunClient(NatNode.ServiceAndWorldClient);
-            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
-            Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
-        });
+        var dir = RecordSession(node, () => output = ServiceAndWorldTraffic(node));
         try
         {
             int tcpPort = Port(output, "tcp").Item2, udpPort = Port(output, "udp").Item2;
@@ -453,13 +450,7 @@ public sealed class ConntrackTests
     public void RecordSession_EntriesBeforeTheStart_StartDumpRecordedAndNothingCountedLost()
     {
         using var node = NatNode.Create(NatNode.Rules.Iptables);
-        using (var backend = node.StartServers(1))
-        using (var echo = node.StartWorldEcho())
-        {
-            node.RunClient(NatNode.ServiceAndWorldClient); // translated entries that outlive it (UDP 30 s, TCP TIME_WAIT)
-            Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
-            Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
-        }
+        ServiceAndWorldTraffic(node); // translated entries that outlive it (UDP 30 s, TCP TIME_WAIT)
         var dir = RecordSession(node, () => { });
         try
         {
@@ -497,14 +488,7 @@ public sealed class ConntrackTests
         string? dir = null;
         try
         {
-            dir = RecordSession(node, () =>
-            {
-                using var backend = node.StartServers(1);
-                using var echo = node.StartWorldEcho();
-                output = node.RunClient(NatNode.ServiceAndWorldClient);
-                Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
-                Assert.True(echo.WaitForExit(TimeSpan.FromSeconds(10)));
-            }, file, EventKind.Nat);
+            dir = RecordSession(node, () => output = ServiceAndWorldTraffic(node), file, EventKind.Nat);
             int tcpPort = Port(output, "tcp").Item2;
             using var q = Query.QuerySession.Open([dir]);
             var svc = Assert.Single(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["mapping"] == "service" && (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}");
