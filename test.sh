@@ -37,6 +37,19 @@ for trx in "$results"/*.trx; do
   failed=$((failed + $(get failed) + $(get error) + $(get timeout) + $(get aborted)))
   skipped=$((skipped + $(get notExecuted)))
 done
+# CI shows only the end of the output: name each test that did not pass, with the first line of why.
+for trx in "$results"/*.trx; do
+  # perl is in every Debian (perl-base); the trx is one XML file per test project.
+  perl -0777 -ne '
+    while (/<UnitTestResult\b([^>]*?)(?:\/>|>(.*?)<\/UnitTestResult>)/gs) {
+      my ($attrs, $body) = ($1, $2 // "");
+      my ($outcome) = $attrs =~ /outcome="([^"]*)"/;
+      next if $outcome eq "Passed" || $outcome eq "NotExecuted";
+      my ($name) = $attrs =~ /testName="([^"]*)"/;
+      my ($message) = $body =~ /<Message>\s*([^\n<]*)/;
+      printf "FAILED %s: %s\n", $name, substr($message // $outcome, 0, 300);
+    }' "$trx" || true
+done
 if [[ "${CI:-}" == true && $skipped -gt 0 ]]; then
   echo "CI: $skipped skipped tests count as failed (kernel tests must run in CI)"
   failed=$((failed + skipped)); skipped=0
