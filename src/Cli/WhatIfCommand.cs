@@ -37,7 +37,6 @@ public static class WhatIfCommand
         };
         var services = Vocabulary.InputFile("--services-file",
             "services and their backends from this file (kubectl get svc,endpointslices -A -o json) instead of the recording's: a flow to a service address is translated as the file says");
-        services.Aliases.Add("--services");
         var changedOnly = new Option<bool>("--changed-only") { Description = "only the flow groups whose verdict or drop reason changes" };
         policy.Validators.Add(r =>
         {

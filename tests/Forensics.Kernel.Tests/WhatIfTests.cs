@@ -216,7 +216,7 @@ public partial class WhatIfTests(StarWarsRecording rec)
         Assert.Equal("ingress default/backend-2", changed.DecidedAt);
         Assert.Contains($"the services are the 1 service ports of {file}", err, StringComparison.Ordinal);
         // deathstar is not in the file: its flows have no service now and are replayed to its address as sent
-        var all = WhatIf(rec.Dir, "--services", file).Rows;
+        var all = WhatIf(rec.Dir, "--services-file", file).Rows;
         Assert.DoesNotContain(all, r => r.Destination == "service default/deathstar");
 
         var bad = Path.Combine(Path.GetDirectoryName(file)!, "bad.json");
