@@ -287,11 +287,80 @@ public class TracingPolicyTests
     }
 
     [Fact]
-    public void Policy_Namespaced_RefusedNotReadAsClusterWide()
+    public void Policy_Namespaced_ReadWithItsNamespaceAsEverySelectorsScope()
     {
-        var text = File.ReadAllText(Reference).Replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced", StringComparison.Ordinal);
+        var text = File.ReadAllText(Reference).Replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced", StringComparison.Ordinal)
+            .Replace("metadata:", "metadata:\n  namespace: team-a", StringComparison.Ordinal);
+        var set = TracingPolicyReader.Parse(text, Cluster);
 
-        Assert.Contains("TracingPolicyNamespaced is not supported", ErrorOf(text), StringComparison.Ordinal);
+        Assert.True(set.Scoped);
+        var sel = Assert.Single(Assert.Single(set.Filters).Selectors);
+        Assert.Equal(new WorkloadScope("team-a", null, false), sel.Scope);
+        Assert.Contains(set.Notices, n => n.Contains("applies to namespace team-a: applied in user space after attribution", StringComparison.Ordinal));
+        // a namespaced policy cannot select host processes (Tetragon refuses it)
+        Assert.Contains("a TracingPolicyNamespaced applies to pods of its namespace only",
+            ErrorOf(text.Replace("spec:", "spec:\n  hostSelector: {}", StringComparison.Ordinal)), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Policy_PodSelectorAndHostSelector_ReadAsTheSelectorsScope()
+    {
+        var text = File.ReadAllText(Reference).Replace("spec:", """
+            spec:
+              hostSelector: {}
+              nodeSelector: {matchLabels: {nodepool: gpu}}
+              podSelector:
+                matchLabels: {app: probe}
+                matchExpressions:
+                - {key: "k8s:io.kubernetes.pod.namespace", operator: NotIn, values: [kube-system]}
+                - {key: tier, operator: DoesNotExist}
+            """, StringComparison.Ordinal);
+        var set = TracingPolicyReader.Parse(text, Cluster);
+
+        var scope = Assert.Single(Assert.Single(set.Filters).Selectors).Scope!;
+        Assert.True(scope.Host);
+        Assert.Null(scope.Namespace);
+        Assert.Equal("app In (probe), k8s:io.kubernetes.pod.namespace NotIn (kube-system), tier DoesNotExist", scope.Pods!.ToString());
+        Assert.Contains(set.Notices, n => n.Contains("spec.nodeSelector: not applied", StringComparison.Ordinal));
+        Assert.Contains("not supported: spec.containerSelector",
+            ErrorOf(File.ReadAllText(Reference).Replace("spec:", "spec:\n  containerSelector: {matchLabels: {name: web}}", StringComparison.Ordinal)), StringComparison.Ordinal);
+        Assert.Contains("operator 'Gt'", ErrorOf(File.ReadAllText(Reference).Replace("spec:",
+            "spec:\n  podSelector: {matchExpressions: [{key: a, operator: Gt, values: ['1']}]}", StringComparison.Ordinal)), StringComparison.Ordinal);
+    }
+
+    /// <summary>Tetragon's table (k8s-filtering.md, "Filtering semantics"), and a namespaced policy's namespace.</summary>
+    [Theory]
+    // hostSelector, podSelector (app=probe), namespace; workload: host or ns/app
+    [InlineData(false, false, null, "host", true)]
+    [InlineData(false, false, null, "team-a/probe", true)]
+    [InlineData(false, true, null, "host", false)]
+    [InlineData(false, true, null, "team-b/probe", true)]
+    [InlineData(false, true, null, "team-b/other", false)]
+    [InlineData(true, false, null, "host", true)]
+    [InlineData(true, false, null, "team-a/probe", false)]
+    [InlineData(true, true, null, "host", true)]
+    [InlineData(true, true, null, "team-a/probe", true)]
+    [InlineData(true, true, null, "team-a/other", false)]
+    [InlineData(false, false, "team-a", "host", false)]
+    [InlineData(false, false, "team-a", "team-a/other", true)]
+    [InlineData(false, false, "team-a", "team-b/probe", false)]
+    [InlineData(false, true, "team-a", "team-a/probe", true)]
+    [InlineData(false, true, "team-a", "team-a/other", false)]
+    public void WorkloadScope_HostPodAndNamespaceSelectors_SelectAsTetragonDoes(bool host, bool pods, string? ns, string workload, bool selected)
+    {
+        var scope = new WorkloadScope(ns, pods ? new LabelSelector([new LabelRequirement("app", "In", ["probe"])]) : null, host);
+        var (podNs, labels) = workload == "host" ? (null, null) : (workload.Split('/')[0], new Dictionary<string, string> { ["app"] = workload.Split('/')[1] });
+        Assert.Equal(selected, scope.Selects(podNs, labels));
+    }
+
+    [Fact]
+    public void LabelSelector_NamespaceLabel_IsThePodsNamespace()
+    {
+        var scope = new WorkloadScope(null, new LabelSelector([new LabelRequirement(LabelSelector.PodNamespaceLabel, "In", ["kube-system"])]), false);
+        Assert.True(scope.Selects("kube-system", null));
+        Assert.False(scope.Selects("default", null));
+        Assert.True(new WorkloadScope(null, new LabelSelector([]), false).Selects("default", null)); // podSelector: {} is every pod
+        Assert.False(new WorkloadScope(null, new LabelSelector([]), false).Selects(null, null));     // and no host process
     }
 
     [Theory]

@@ -42,7 +42,8 @@ public class TetragonCorpusTests
         // security_socket_bind of AF_ALG sockets: not recorded
         { "docs/content/en/docs/concepts/tracing-policy/hooks/af-alg-bind.yaml", "" },
         // refused: what the message says
-        { "examples/quickstart/network_egress_cluster_enforce.yaml", "kind TracingPolicyNamespaced is not supported" },
+        // a TracingPolicyNamespaced (read: its namespace is its selectors' scope) whose selector kills
+        { "examples/quickstart/network_egress_cluster_enforce.yaml", "enforcement actions are not supported: this is a recorder" },
         { "examples/tracingpolicy/tcp-connect-only-local-addrs.yaml", "enforcement actions are not supported: this is a recorder" },
         { "examples/tracingpolicy/tcp-connect-only-private-addrs.yaml", "enforcement actions are not supported: this is a recorder" },
         { "examples/tracingpolicy/security-socket-connect-block-others.yaml", "enforcement actions are not supported: this is a recorder" },

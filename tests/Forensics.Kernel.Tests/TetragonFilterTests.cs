@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Probes;
+using Forensics.Format;
 using Forensics.Tests;
 
 namespace Forensics.Kernel.Tests;
@@ -12,9 +13,11 @@ namespace Forensics.Kernel.Tests;
 /// <summary>
 /// TracingPolicy selectors applied by the connect probe in the kernel (issue 17),
 /// on real connects from a network namespace: Tetragon's own files, and every kind
-/// of condition (DAddr, NotDPort, SAddr, Family, NotSPort, matchBinaries In and
-/// NotIn, udp_sendmsg), selectors ORed and conditions ANDed as Tetragon evaluates
-/// them, what no selector selects counted.
+/// of condition (DAddr, NotDPort, SAddr, Family, NotSPort, DPortPriv, a sockaddr's
+/// SAddr/SPort, Protocol, matchBinaries In and NotIn, udp_sendmsg, tcp_close and
+/// tcp_sendmsg), selectors ORed and conditions ANDed as Tetragon evaluates them,
+/// what no selector selects counted; and the workloads of TracingPolicyNamespaced and
+/// podSelector, applied to a lab's pods after attribution.
 /// </summary>
 public class TetragonFilterTests
 {
@@ -91,6 +94,7 @@ public class TetragonFilterTests
         {
             var any = ns.RunClient("tcp", ns.HostV4, port);
             Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, any.Pid)));
+            Assert.Equal(0xff, log.Connects(any.Pid).First().Selected); // no selector: every connect of the class
         }
 
         // security-socket-connect.yaml: Family AF_INET or AF_INET6, on TCP and UDP connects
@@ -158,6 +162,8 @@ public class TetragonFilterTests
         foreach (var (pid, _) in reported)
             Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)), $"connect of {pid} not reported");
         log.Settle();
+        // the event says which selectors of its class selected it (what user space applies workload scopes with)
+        Assert.Equal([1 << 0, 1 << 1, 1 << 2, 1 << 0], reported.Select(r => (int)log.Connects(r.Pid).First().Selected));
         foreach (var (i, (pid, _)) in filtered.Index())
         {
             Assert.NotEmpty(log.Execs(pid));
@@ -272,6 +278,102 @@ public class TetragonFilterTests
             Assert.True(!log.Connects(pid).Any(), $"filtered client {i} reported");
         }
         Assert.True(probes.UnselectedConnects - unselected >= 3, $"{probes.UnselectedConnects - unselected} counted");
+    }
+
+    /// <summary>
+    /// TracingPolicyNamespaced and podSelector on a lab's pods (issue 17 item 3): the quickstart's enforcing policy with
+    /// its Sigkill made a Post (TracingPolicyNamespaced in team-a, NotDAddr of the cluster) and a podSelector, beside a
+    /// TracingPolicy whose podSelector names namespace team-b by Tetragon's namespace label, each selecting outside
+    /// connects on its port; steps from pods of both namespaces. A connect is a row when a selector that selected it
+    /// applies to its pod; the others are counted in filtered_connects.
+    /// </summary>
+    [KernelFact]
+    public void Record_NamespacedAndPodSelectorPolicies_ConnectsOfOtherPodsCountedNotRecorded()
+    {
+        var work = Directory.CreateTempSubdirectory("fx-tpscope-");
+        string? recording = null;
+        try
+        {
+            var policy = Path.Combine(work.FullName, "policy.yaml");
+            var enforce = File.ReadAllText(Tetragon("examples/quickstart/network_egress_cluster_enforce.yaml"))
+                .Replace("${PODCIDR}", "10.231.0.0/24", StringComparison.Ordinal).Replace("${SERVICECIDR}", "10.231.1.0/24", StringComparison.Ordinal)
+                .Replace("action: Sigkill", "action: Post", StringComparison.Ordinal)
+                .Replace("metadata:", "metadata:\n  namespace: team-a", StringComparison.Ordinal)
+                .Replace("spec:", "spec:\n  podSelector: {matchLabels: {app: probe}}", StringComparison.Ordinal);
+            Assert.Contains("  namespace: team-a", enforce, StringComparison.Ordinal);
+            File.WriteAllText(policy, enforce + """
+                ---
+                apiVersion: cilium.io/v1alpha1
+                kind: TracingPolicy
+                metadata:
+                  name: team-b-8443
+                spec:
+                  podSelector:
+                    matchExpressions:
+                    - {key: "k8s:io.kubernetes.pod.namespace", operator: In, values: [team-b]}
+                  kprobes:
+                  - call: tcp_connect
+                    syscall: false
+                    args: [{index: 0, type: sock}]
+                    selectors:
+                    - matchArgs: [{index: 0, operator: DPort, values: ["8443"]}]
+                """);
+            string Step(string name, string pod, int port) => $"""
+                    - name: {name}
+                      pod: {pod}
+                      tcp: api:{port}
+                      expect:
+                        delivered: true
+
+                """;
+            string Pod(string ns, string name, string app) => $"""
+                ---
+                apiVersion: v1
+                kind: Pod
+                metadata:
+                  name: {name}
+                  namespace: {ns}
+                  labels:
+                    app: {app}
+
+                """;
+            var lab = """
+                apiVersion: forensics.dev/v1
+                kind: Lab
+                metadata:
+                  name: tpscope
+                spec:
+                  podCIDR: 10.231.0.0/24
+                  serviceCIDR: 10.231.1.0/24
+                  nodeIP: 192.0.2.1
+                  world:
+                    - name: api
+                      ip: 198.51.100.10
+                      tcp: [443, 8443]
+                  steps:
+
+                """
+                + Step("a-probe-443", "team-a/a-probe", 443)    // row: team-a, app=probe, outside
+                + Step("a-other-443", "team-a/a-other", 443)    // counted: not app=probe
+                + Step("b-probe-443", "team-b/b-probe", 443)    // counted: not team-a, and not port 8443
+                + Step("b-probe-8443", "team-b/b-probe", 8443)  // row: the second policy's namespace label
+                + Step("a-other-8443", "team-a/a-other", 8443)  // counted: neither policy's workloads
+                + Pod("team-a", "a-probe", "probe") + Pod("team-a", "a-other", "other") + Pod("team-b", "b-probe", "probe");
+            var (dir, _) = RecordLabTests.RecordYaml(lab, "tpscope.yaml", LabFixture.UniqueName(), ["--tetragon-policy", policy]);
+            recording = Path.GetDirectoryName(dir);
+
+            var rows = Duck.Table(dir, "connect", "dst_ip = '198.51.100.10'")
+                .Select(r => $"{r["namespace"]}/{r["pod"]}:{r["dst_port"]}").Order(StringComparer.Ordinal).ToList();
+            Assert.Equal(["team-a/a-probe:443", "team-b/b-probe:8443"], rows.Distinct());
+            var m = Manifest.Read(dir);
+            Assert.True(m.FilteredConnects >= 3, $"{m.FilteredConnects} filtered connects");
+        }
+        finally
+        {
+            work.Delete(true);
+            if (recording is not null)
+                Directory.Delete(recording, true);
+        }
     }
 
     private static (int Pid, int Port) HostClient(string host, int port) => ProbeNetns.RunClientProcess(Process.Start(new ProcessStartInfo(ProbeNetns.Python,

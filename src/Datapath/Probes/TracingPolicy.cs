@@ -49,6 +49,12 @@ public sealed record ConnectSelector
     public PortSet? SPort { get; init; }
     public BinarySet? Binaries { get; init; }
 
+    /// <summary>
+    /// The workloads of the policy (TracingPolicyNamespaced, podSelector, hostSelector), null for every one: not a kernel
+    /// condition; applied in user space to what the kernel reports, once the connect's pod is known.
+    /// </summary>
+    public WorkloadScope? Scope { get; init; }
+
     /// <summary>Selects no connect: what a class is filtered by when its hooks' selectors select none of it (a family no connect has).</summary>
     public static ConnectSelector Nothing { get; } = new() { Families = NoFamily };
 
@@ -61,7 +67,7 @@ public sealed record ConnectSelector
         ArgumentNullException.ThrowIfNull(o);
         static bool Nets(IReadOnlyList<IPNetwork>? a, IReadOnlyList<IPNetwork>? b) => a is null ? b is null : b is not null && a.SequenceEqual(b);
         static bool Ports(PortSet? a, PortSet? b) => a is null ? b is null : b is not null && a.Negate == b.Negate && a.Ranges.SequenceEqual(b.Ranges);
-        return Families == o.Families && Nets(DAddrIn, o.DAddrIn) && Nets(DAddrNotIn, o.DAddrNotIn) && Nets(SAddrIn, o.SAddrIn)
+        return Families == o.Families && Equals(Scope?.ToString(), o.Scope?.ToString()) && Nets(DAddrIn, o.DAddrIn) && Nets(DAddrNotIn, o.DAddrNotIn) && Nets(SAddrIn, o.SAddrIn)
             && Nets(SAddrNotIn, o.SAddrNotIn) && Ports(DPort, o.DPort) && Ports(SPort, o.SPort)
             && (Binaries is null ? o.Binaries is null : o.Binaries is not null && Binaries.Negate == o.Binaries.Negate && Binaries.Paths.SequenceEqual(o.Binaries.Paths));
     }
@@ -82,7 +88,11 @@ public sealed record ConnectFilter(ConnectClass Class, IReadOnlyList<ConnectSele
 /// policy's author counts as inside the cluster).
 /// </summary>
 public sealed record TracingPolicySet(IReadOnlyList<string> Names, IReadOnlyList<ConnectFilter> Filters, IReadOnlyList<string> Notices,
-    IReadOnlyList<IPNetwork> ExcludedCidrs);
+    IReadOnlyList<IPNetwork> ExcludedCidrs)
+{
+    /// <summary>Whether a selector applies to some workloads only (then the recorder checks each reported connect's pod).</summary>
+    public bool Scoped => Filters.Any(f => f.Selectors.Any(s => s.Scope is not null));
+}
 
 /// <summary>A TracingPolicy this tool cannot honour; the message says why, in one line.</summary>
 public sealed class TracingPolicyException : Exception
@@ -190,23 +200,48 @@ public static partial class TracingPolicyReader
             if (doc.RootNode is not YamlMappingNode root)
                 throw new TracingPolicyException($"{at}: a TracingPolicy is a mapping (apiVersion, kind, metadata, spec)");
             var kind = Scalar(root, "kind");
-            if (kind == "TracingPolicyNamespaced")
-                throw new TracingPolicyException(
-                    $"{at}: kind TracingPolicyNamespaced is not supported: connects are not attributed to Kubernetes namespaces, so its scope cannot be honoured (use a TracingPolicy)");
-            if (kind != "TracingPolicy")
-                throw new TracingPolicyException($"{at}: kind is '{kind}', not TracingPolicy");
-            var name = Child(root, "metadata") is YamlMappingNode meta ? Scalar(meta, "name") ?? "" : "";
+            if (kind is not ("TracingPolicy" or "TracingPolicyNamespaced"))
+                throw new TracingPolicyException($"{at}: kind is '{kind}', not TracingPolicy or TracingPolicyNamespaced");
+            var meta = Child(root, "metadata") as YamlMappingNode;
+            var name = meta is null ? "" : Scalar(meta, "name") ?? "";
             names.Add(name);
             if (Child(root, "spec") is not YamlMappingNode spec)
-                throw new TracingPolicyException($"{at}: the TracingPolicy {name} has no spec");
+                throw new TracingPolicyException($"{at}: the {kind} {name} has no spec");
+            string? policyNamespace = null;
+            if (kind == "TracingPolicyNamespaced")
+            {
+                policyNamespace = meta is null ? null : Scalar(meta, "namespace");
+                if (string.IsNullOrEmpty(policyNamespace))
+                {
+                    policyNamespace = "default";
+                    notices.Add($"TracingPolicyNamespaced {name}: no metadata.namespace: namespace default (as kubectl applies it without -n)");
+                }
+            }
+            LabelSelector? pods = null;
+            bool host = false;
             foreach (var key in spec.Children.Keys.OfType<YamlScalarNode>().Select(k => k.Value ?? ""))
             {
                 switch (key)
                 {
                     case "kprobes":
                         break;
-                    case "podSelector" or "containerSelector":
-                        throw new TracingPolicyException($"{name}: not supported: spec.{key} (connects are not attributed to pods)");
+                    case "podSelector":
+                        pods = ReadLabelSelector(Child(spec, key)!, $"{name}: spec.podSelector");
+                        break;
+                    case "hostSelector":
+                        if (IsNull(Child(spec, key)!))
+                            break;
+                        if (Child(spec, key) is not YamlMappingNode { Children.Count: 0 })
+                            throw new TracingPolicyException($"{name}: spec.hostSelector: only {{}} (every host process) or null is supported, as Tetragon supports them");
+                        if (policyNamespace is not null)
+                            throw new TracingPolicyException($"{name}: spec.hostSelector: a TracingPolicyNamespaced applies to pods of its namespace only (as Tetragon refuses it)");
+                        host = true;
+                        break;
+                    case "nodeSelector":
+                        notices.Add($"TracingPolicy {name}: spec.nodeSelector: not applied (a policy from a file is loaded on this node, as Tetragon loads one from a file)");
+                        break;
+                    case "containerSelector":
+                        throw new TracingPolicyException($"{name}: not supported: spec.containerSelector (connects are attributed to pods, not filtered by container)");
                     case "tracepoints" or "uprobes" or "lsmhooks" or "usdts" or "enforcers":
                         notices.Add($"TracingPolicy {name}: spec.{key}: not recorded (this recorder records execs, exits and connects)");
                         break;
@@ -216,6 +251,10 @@ public static partial class TracingPolicyReader
                         throw new TracingPolicyException($"{name}: spec.{key}: unknown field");
                 }
             }
+            var scope = policyNamespace is null && pods is null && !host ? null : new WorkloadScope(policyNamespace, pods, host);
+            if (scope is not null && Child(spec, "kprobes") is not null)
+                notices.Add($"{kind} {name} applies to {scope}: applied in user space after attribution (the kernel reports what its selectors select; " +
+                    "a connect by a process outside these workloads is counted as filtered, not recorded)");
             if (Child(spec, "kprobes") is null)
                 continue;
             if (Child(spec, "kprobes") is not YamlSequenceNode kprobes)
@@ -246,7 +285,18 @@ public static partial class TracingPolicyReader
                 if (Child(kp, "selectors") is not YamlSequenceNode sels || sels.Children.Count == 0)
                 {
                     foreach (var c in classes)
-                        perClass[c] = null; // every connect of the class
+                    {
+                        if (scope is null)
+                            perClass[c] = null; // every connect of the class
+                        else if (!perClass.TryGetValue(c, out var some) || some is not null)
+                        {
+                            var all = new ConnectSelector { Scope = scope }; // every connect of the class, of these workloads
+                            perClass[c] = some is not null && some.Any(all.SameAs) ? some : [.. some ?? [], all];
+                            if (perClass[c]!.Count > MaxSelectors)
+                                throw new TracingPolicyException(
+                                    $"{where}: more than {MaxSelectors} selectors on {(c == ConnectClass.Tcp ? "TCP" : "UDP")} connects: the in-kernel filter holds {MaxSelectors}");
+                        }
+                    }
                     continue;
                 }
                 var selectorNodes = new List<YamlMappingNode>();
@@ -271,8 +321,9 @@ public static partial class TracingPolicyReader
                         notices.Add($"TracingPolicy {name}: kprobe {call}: a selector with NoPost reports nothing: what only it selects is not recorded");
                         continue;
                     }
-                    foreach (var (c, selector) in Selector(sel, args, classes, swhere, excluded, socketLife, notices, name))
+                    foreach (var (c, unscoped) in Selector(sel, args, classes, swhere, excluded, socketLife, notices, name))
                     {
+                        var selector = unscoped with { Scope = scope };
                         var list = perClass[c];
                         if (list is null || list.Any(selector.SameAs))
                             continue; // already every connect, or this selector
@@ -481,6 +532,48 @@ public static partial class TracingPolicyReader
             }
         }
         return keep.Select(c => (c, s));
+    }
+
+    /// <summary>matchLabels and matchExpressions (In, NotIn, Exists, DoesNotExist), as Kubernetes' LabelSelector.</summary>
+    private static LabelSelector ReadLabelSelector(YamlNode node, string where)
+    {
+        if (IsNull(node))
+            return new LabelSelector([]);
+        if (node is not YamlMappingNode m)
+            throw new TracingPolicyException($"{where}: a label selector is a mapping (matchLabels, matchExpressions)");
+        var reqs = new List<LabelRequirement>();
+        foreach (var key in m.Children.Keys.OfType<YamlScalarNode>().Select(k => k.Value ?? ""))
+        {
+            switch (key)
+            {
+                case "matchLabels":
+                    if (IsNull(m.Children[key]))
+                        break;
+                    if (m.Children[key] is not YamlMappingNode labels)
+                        throw new TracingPolicyException($"{where}.matchLabels: a mapping of label to value");
+                    foreach (var (k, v) in labels.Children)
+                        reqs.Add(new LabelRequirement((k as YamlScalarNode)?.Value ?? "", "In",
+                            [(v as YamlScalarNode)?.Value ?? throw new TracingPolicyException($"line {v.Start.Line}: {where}.matchLabels: a value is not a single value")]));
+                    break;
+                case "matchExpressions":
+                    if (IsNull(m.Children[key]))
+                        break;
+                    foreach (var e in Items(m.Children[key], $"{where}.matchExpressions"))
+                    {
+                        var op = Scalar(e, "operator") ?? "";
+                        if (op is not ("In" or "NotIn" or "Exists" or "DoesNotExist"))
+                            throw new TracingPolicyException($"{where}.matchExpressions: operator '{op}' (In, NotIn, Exists, DoesNotExist)");
+                        var values = Child(e, "values") is null ? [] : Values(e, $"{where}.matchExpressions");
+                        if (op is "In" or "NotIn" && values.Count == 0)
+                            throw new TracingPolicyException($"{where}.matchExpressions: operator {op} needs values");
+                        reqs.Add(new LabelRequirement(Scalar(e, "key") ?? throw new TracingPolicyException($"{where}.matchExpressions: key: required field is missing"), op, values));
+                    }
+                    break;
+                default:
+                    throw new TracingPolicyException($"{where}.{key}: unknown field");
+            }
+        }
+        return new LabelSelector(reqs);
     }
 
     private static List<IPNetwork> Addresses(List<string> values, string where, string op)
