@@ -274,6 +274,17 @@ public class TracingPolicyTests
         Assert.Null(destination ? sel.SPort : sel.DPort);
     }
 
+    [Fact]
+    public void Policy_StateOnAConnectHookOfBothClasses_SynSentIsTcpOnly()
+    {
+        // a UDP socket is never in TCP_SYN_SENT: the selector selects TCP connects only, and UDP ones are filtered
+        var set = Kprobe("security_socket_connect", "[{index: 0, type: socket}]", "    - matchArgs: [{index: 0, operator: State, values: [TCP_SYN_SENT]}]");
+        Assert.Equal(0, Assert.Single(set.Filters.Single(f => f.Class == ConnectClass.Tcp).Selectors).Families);
+        Assert.Same(ConnectSelector.Nothing, Assert.Single(set.Filters.Single(f => f.Class == ConnectClass.Udp).Selectors));
+        Assert.Contains("not supported on UDP sockets", KprobeError("udp_sendmsg", "[{index: 0, type: sock}]",
+            "    - matchArgs: [{index: 0, operator: State, values: [TCP_ESTABLISHED]}]"), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("[{index: 0, operator: Family, values: [AF_UNIX]}]")]
     [InlineData("[{index: 0, operator: Family, values: [AF_INET]}, {index: 0, operator: Family, values: [AF_INET6]}]")]

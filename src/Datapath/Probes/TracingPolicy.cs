@@ -522,7 +522,12 @@ public static partial class TracingPolicyReader
                         if (socketLife is not null)
                             throw new TracingPolicyException(
                                 $"{where}.matchArgs State: not supported on {socketLife} (this recorder sees the socket as it connects, in TCP_SYN_SENT)");
-                        // the connect hooks see a TCP socket in SYN_SENT
+                        // the connect hooks see a TCP socket in SYN_SENT; a UDP socket is ESTABLISHED once connected, CLOSE when
+                        // it sends unconnected, which the class's filter does not tell apart
+                        if (keep.Contains(ConnectClass.Udp) && values.Any(v => v is "TCP_ESTABLISHED" or "1" or "TCP_CLOSE" or "7"))
+                            throw new TracingPolicyException(
+                                $"{where}.matchArgs State: not supported on UDP sockets (the filter does not tell connected from unconnected sends)");
+                        keep.Remove(ConnectClass.Udp);
                         if (!values.Contains("TCP_SYN_SENT") && !values.Contains("2"))
                             keep.Clear();
                         break;
