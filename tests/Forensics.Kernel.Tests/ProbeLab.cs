@@ -93,7 +93,11 @@ internal sealed class ProbeNetns : IDisposable
         Unanswering = $"10.213.{subnet}.99";
     }
 
-    /// <summary>An address on the veth's subnet that nobody holds: its neighbour never resolves, nothing answers.</summary>
+    /// <summary>
+    /// An address on the veth's subnet that nobody holds: a permanent neighbour entry in the namespace sends its packets
+    /// out to a MAC address nobody has, so nothing answers and a connect() to it blocks (for minutes, until the SYN
+    /// retries run out); without the entry ARP would give up after ~3 s and fail the connect() with EHOSTUNREACH.
+    /// </summary>
     public string Unanswering { get; }
 
     public string Name { get; }
@@ -109,10 +113,14 @@ internal sealed class ProbeNetns : IDisposable
     public uint Inode { get; private set; }
     public int HostIfindex { get; private set; }
 
+    // Test classes run in parallel (ProbeTests, TetragonFilterTests): two namespaces alive at once must not share a
+    // subnet, or the host routes one's replies into the other. Subnets are handed out in turn, from a random start.
+    private static int lastSubnet = Random.Shared.Next(0, 254);
+
     public static ProbeNetns Create()
     {
         var id = Random.Shared.Next(0x100000, 0xffffff).ToString("x6", CultureInfo.InvariantCulture);
-        var n = new ProbeNetns($"fxp-{id}", $"fxp-{id}-h", Random.Shared.Next(1, 255));
+        var n = new ProbeNetns($"fxp-{id}", $"fxp-{id}-h", Interlocked.Increment(ref lastSubnet) % 254 + 1);
         try
         {
             n.Setup(id);
@@ -140,6 +148,7 @@ internal sealed class ProbeNetns : IDisposable
         Cmd.Run("ip", "-n", Name, "addr", "add", NsV4 + "/24", "dev", peer);
         Cmd.Run("ip", "-n", Name, "-6", "addr", "add", NsV6 + "/64", "dev", peer, "nodad");
         Cmd.Run("ip", "-n", Name, "link", "set", peer, "up");
+        Cmd.Run("ip", "-n", Name, "neigh", "add", Unanswering, "lladdr", "02:00:00:00:d5:63", "nud", "permanent", "dev", peer);
         Cmd.Run("ip", "-n", Name, "route", "add", "default", "via", HostV4);
         Cmd.Run("ip", "-n", Name, "-6", "route", "add", "default", "via", HostV6);
         Inode = Attribution.NetnsInode("/run/netns/" + Name) ?? throw new InvalidOperationException("no inode for " + Name);

@@ -137,7 +137,9 @@ public partial class ProbeTests
 
         Assert.True(before.Failed >= 6, $"{before.Failed} exec events counted as lost; at least 6 of 8 could not fit");
         Assert.InRange((ulong)received, before.Emitted, after.Emitted);
-        Assert.InRange(received, 1, 2);
+        // what was emitted before anything consumed is what the ring held: at most two (execs of other processes on
+        // the host may slip into the space the reader frees while it consumes: those add to `received`, not to this)
+        Assert.InRange(before.Emitted, 1UL, 2UL);
         Assert.Equal(0UL, probes.Counters()[EventKind.Connect].Emitted + probes.Counters()[EventKind.Connect].Failed); // switched off
     }
 
@@ -482,8 +484,9 @@ public partial class ProbeTests
         using var p = BlockingConnect(ns, ns.Unanswering, 80);
         try
         {
-            // connect() is still blocked: the SYN went nowhere; the retransmit after ~1 s reports it
-            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, p.Id), seconds: 6), "no connect event while connect() blocks");
+            // connect() is still blocked: the SYN went nowhere; the retransmit after ~1 s reports it (the bound is for a
+            // loaded machine, where starting ip netns exec and bash alone can take seconds; connect() blocks for minutes)
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, p.Id), seconds: 30), "no connect event while connect() blocks");
             Assert.False(p.HasExited);
             var ev = log.Connects(p.Id).Single();
             Assert.Equal(ConnectKind.Tcp, ev.ConnectKind);
