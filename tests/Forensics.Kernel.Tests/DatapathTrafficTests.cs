@@ -85,7 +85,7 @@ public class DatapathTrafficTests
 
             Assert.True(allowed, "connect to 8080 should succeed");
             Assert.True(dropped, "connect to 9090 should be dropped");
-            Assert.Equal(1, listeners.Accepted(8080));
+            Assert.Equal(1, listeners.Accepted(8080, atLeast: 1));
             Assert.Equal(0, listeners.Accepted(9090));
             var clientId = dp.IdentityOf(client).Id;
             var verdicts = events.Where(e => EventReader.Header(e).Kind == EventKind.Policy).Select(e => EventReader.Read<PolicyEvent>(e)).ToList();
@@ -145,8 +145,8 @@ public class DatapathTrafficTests
 
         Assert.True("10.96.0.50:80" == viaService, $"via service: {viaService}; events:\n{Describe(events)}"); // the client saw the service answer
         Assert.Equal($"{Topology.WorldIp}:443", outside);
-        Assert.Equal(1, backend.Accepted(8080));
-        Assert.Equal(1, world.Accepted(443));
+        Assert.Equal(1, backend.Accepted(8080, atLeast: 1));
+        Assert.Equal(1, world.Accepted(443, atLeast: 1));
         Assert.Equal(IPAddress.Parse(Topology.NodeIp), world.LastPeer(443)!.Address); // masqueraded
         var nats = events.Where(e => EventReader.Header(e).Kind == EventKind.Nat).Select(e => EventReader.Read<NatEvent>(e)).ToList();
         var dnat = Assert.Single(nats, n => n.NatKind == NatKind.Dnat);
@@ -346,6 +346,18 @@ public class DatapathTrafficTests
         {
             lock (accepted)
                 return accepted[port];
+        }
+
+        /// <summary>
+        /// The connections accepted on a port, once there are at least <paramref name="atLeast"/> or the time is up:
+        /// a client's connect() returns at the SYN-ACK, before the accept loop (a thread-pool continuation) has run.
+        /// </summary>
+        public int Accepted(int port, int atLeast)
+        {
+            var sw = Stopwatch.StartNew();
+            while (Accepted(port) < atLeast && sw.Elapsed < TimeSpan.FromSeconds(10))
+                Thread.Sleep(20);
+            return Accepted(port);
         }
 
         public void Dispose()
