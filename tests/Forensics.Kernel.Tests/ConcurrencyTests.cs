@@ -57,7 +57,9 @@ public sealed class ConcurrencyTests : IDisposable
     public void Recover_OnALiveRecording_RefusedNamingTheRecorder()
     {
         var output = Path.Combine(_dir, "live");
-        using var rec = Start("record", "-d", "6s", "-t", "exec", "-o", output);
+        // a long duration, stopped by SIGTERM once recover has been refused: a short one could end before a loaded
+        // machine has even started the recover process, and recover would then (rightly) find no live recorder
+        using var rec = Start("record", "-d", "300s", "-t", "exec", "-o", output);
         var sw = Stopwatch.StartNew();
         while (!File.Exists(Path.Combine(output, "manifest.json")))
         {
@@ -67,6 +69,9 @@ public sealed class ConcurrencyTests : IDisposable
         var recover = Finish(Start("recover", output), TimeSpan.FromSeconds(60));
         Assert.Equal(1, recover.Code);
         Assert.Equal($"error: {output} is in use by another process (pid {rec.Id}): a recorder is writing it, or recover is\n", recover.Stderr);
+        Assert.False(rec.HasExited, "the recorder ended before recover was refused");
+        using (var term = Process.Start("kill", ["-TERM", rec.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!)
+            term.WaitForExit();
         var done = Finish(rec, TimeSpan.FromSeconds(90));
         Assert.True(done.Code is 0 or 4, done.Stderr);
         Assert.Equal(0, Finish(Start("info", output), TimeSpan.FromSeconds(60)).Code);
