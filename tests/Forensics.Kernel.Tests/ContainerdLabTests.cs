@@ -80,10 +80,13 @@ public sealed class ContainerdLabFixture : IDisposable
         return (p, dir);
     }
 
-    /// <summary>Stops the recording as Ctrl-C does (SIGINT) and waits for it to finish writing.</summary>
+    /// <summary>
+    /// Stops the recording as a service manager does (SIGTERM, handled as Ctrl-C is) and waits for it to finish writing.
+    /// Not SIGINT: a test host started as a background job has SIGINT ignored, its children too, and .NET keeps it so.
+    /// </summary>
     public static void Finish(Process recorder)
     {
-        Assert.Equal(0, Commands.Run("kill", ["-INT", recorder.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]).ExitCode);
+        Assert.Equal(0, Commands.Run("kill", ["-TERM", recorder.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]).ExitCode);
         Assert.True(recorder.WaitForExit(TimeSpan.FromSeconds(90)), "record did not stop");
         recorder.WaitForExit();
         Assert.Equal(0, recorder.ExitCode);
@@ -219,23 +222,30 @@ public partial class ContainerdLabTests
         while (sw.Elapsed < TimeSpan.FromSeconds(5))
             Thread.Sleep(50);
         var late = fx.RunExtraPod(cri, "late-1");
-        var self = SelfCommand.Detect();
-        var c = cri.ExecSync(late.Container, [.. self, "lab", "connect", "tcp", "10.0.1.100:8080", "--timeout", "2"], TimeSpan.FromSeconds(30));
-        Assert.Contains("\"connected\"", c.Stdout, StringComparison.Ordinal);
-        // A process outside any pod.
-        Assert.Equal(0, Commands.Run("/bin/sh", ["-c", "echo host-marker-1"]).ExitCode);
-        // A kernel drop in a pod: the node firewall drops what the xwing sends to the darkside.
-        var dark = lab.RunStep(lab.Cluster.Lab!.Steps.Single(s => s.Name == "xwing-to-darkside"));
-        Assert.Equal("timeout", dark.Result);
-        ContainerdLabFixture.Finish(recorder);
         try
         {
-            cri.StopPodSandbox(late.Sandbox);
-            cri.RemovePodSandbox(late.Sandbox);
+            var self = SelfCommand.Detect();
+            var c = cri.ExecSync(late.Container, [.. self, "lab", "connect", "tcp", "10.0.1.100:8080", "--timeout", "2"], TimeSpan.FromSeconds(30));
+            Assert.Contains("\"connected\"", c.Stdout, StringComparison.Ordinal);
+            // A process outside any pod.
+            Assert.Equal(0, Commands.Run("/bin/sh", ["-c", "echo host-marker-1"]).ExitCode);
+            // A kernel drop in a pod: the node firewall drops what the xwing sends to the darkside.
+            var dark = lab.RunStep(lab.Cluster.Lab!.Steps.Single(s => s.Name == "xwing-to-darkside"));
+            Assert.Equal("timeout", dark.Result);
+            ContainerdLabFixture.Finish(recorder);
         }
-        catch (Forensics.Runtime.RuntimeException)
+        finally
         {
-            // the fixture's lab down removes it anyway
+            // even when the test fails: the lab's other tests count its pods
+            try
+            {
+                cri.StopPodSandbox(late.Sandbox);
+                cri.RemovePodSandbox(late.Sandbox);
+            }
+            catch (Forensics.Runtime.RuntimeException)
+            {
+                // the fixture's lab down removes it anyway
+            }
         }
 
         var m = Manifest.Read(dir);
