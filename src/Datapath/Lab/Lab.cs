@@ -399,6 +399,9 @@ public sealed class Lab : IDisposable
     {
         Say("datapath: loading and attaching to every pod's host veth and the world device");
         datapath = load(Cluster);
+        // toFQDNs: what the datapath learns from DNS answers, as progress lines
+        if (datapath is LabDatapath learning)
+            learning.Datapath.NameLearnt = Say;
         if (options.Serve && datapath is LabDatapath served)
             Serve(served);
         if (options.CollectEvents || server is not null)
