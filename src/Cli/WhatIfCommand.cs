@@ -13,7 +13,7 @@ using Forensics.Query.WhatIf;
 namespace Forensics.Cli;
 
 /// <summary>
-/// <c>forensics whatif REC --policy FILE... [--remove-policy NAME...]</c>: the recording's
+/// <c>forensics whatif REC --policy FILE... [--remove-policy NAME...] [--services-file FILE]</c>: the recording's
 /// distinct flows replayed through the real datapath programs (BPF_PROG_TEST_RUN on a private
 /// instance) programmed from the recording's snapshot with the policies changed as asked, and
 /// the verdicts compared with the recorded ones. Docs: docs/whatif.md.
@@ -35,6 +35,8 @@ public static class WhatIfCommand
             Description = "a recorded policy to take away, as namespace/name or name (namespace default) (repeatable)",
             AllowMultipleArgumentsPerToken = true,
         };
+        var services = Vocabulary.InputFile("--services-file",
+            "services and their backends from this file (kubectl get svc,endpointslices -A -o json) instead of the recording's: a flow to a service address is translated as the file says");
         var changedOnly = new Option<bool>("--changed-only") { Description = "only the flow groups whose verdict or drop reason changes" };
         policy.Validators.Add(r =>
         {
@@ -56,15 +58,15 @@ public static class WhatIfCommand
             "Exit codes: 0 nothing that was delivered becomes dropped, 8 some delivered flow becomes dropped, 7 bad input (a policy that does not parse, " +
             "an unknown --remove-policy, a recording without snapshot or datapath events, a newer schema), 3 missing privilege (CAP_BPF), 2 usage");
         cmd.Arguments.Add(rec);
-        foreach (var o in new Option[] { policy, remove, changedOnly, format, output })
+        foreach (var o in new Option[] { policy, remove, services, changedOnly, format, output })
             cmd.Options.Add(o);
         cmd.SetAction(p => Run(new WhatIfArgs(
-            p.GetValue(rec)!, p.GetValue(policy) ?? [], p.GetValue(remove) ?? [], p.GetValue(changedOnly),
+            p.GetValue(rec)!, p.GetValue(policy) ?? [], p.GetValue(remove) ?? [], p.GetValue(services), p.GetValue(changedOnly),
             p.GetValue(format) ?? "table", p.GetValue(output))));
         return cmd;
     }
 
-    private sealed record WhatIfArgs(string[] Recordings, string[] Policies, string[] Remove, bool ChangedOnly, string Format, string? Output);
+    private sealed record WhatIfArgs(string[] Recordings, string[] Policies, string[] Remove, string? ServicesFile, bool ChangedOnly, string Format, string? Output);
 
     private static int Run(WhatIfArgs a)
     {
@@ -82,6 +84,12 @@ public static class WhatIfCommand
                 throw new UsageError("--format parquet needs --output FILE");
             using var session = QuerySession.Open(a.Recordings);
             var snapshot = RecordedFlows.Snapshot(session);
+            if (a.ServicesFile is { } servicesFile)
+            {
+                var given = Services(servicesFile);
+                Console.Error.WriteLine($"note: the services are the {given.Count} service ports of {servicesFile}, not the recording's {snapshot.Services.Count}");
+                snapshot = snapshot with { Services = given };
+            }
             var flows = RecordedFlows.Flows(session, snapshot.FromHubble);
             if (snapshot.FromHubble)
                 Console.Error.WriteLine("note: the recording holds Hubble's flows, not the policies in force: the pods are those its flows name, " +
@@ -108,6 +116,10 @@ public static class WhatIfCommand
         {
             return Cli.Fail(ExitCode.BadInput, e.Message);
         }
+        catch (Forensics.Datapath.Cluster.ClusterInputException e)
+        {
+            return Cli.Fail(ExitCode.BadInput, e.Message);
+        }
         catch (PrerequisiteException e)
         {
             return Cli.Fail(ExitCode.Prerequisite, e.Message);
@@ -127,6 +139,15 @@ public static class WhatIfCommand
     }
 
     private sealed class UsageError(string message) : Exception(message);
+
+    /// <summary>
+    /// A services file's service ports in the snapshot's form: each frontend (cluster IP, external IPs) with its ready
+    /// backends. They replace the recording's services, so a flow to one of those addresses is translated as the file says.
+    /// </summary>
+    private static List<RecordedService> Services(string path) =>
+        [.. Forensics.Datapath.Cluster.ServicesFile.Read(path).Services
+            .Select(s => new RecordedService(s.Name, s.Namespace, s.Ip.ToString(), s.Port, s.Protocol.ToLowerInvariant(),
+                [.. s.Endpoints.Select(e => (e.Ip.ToString(), e.Port)).Distinct()]))];
 
     /// <summary>The recording's endpoints as pods: their identity's k8s labels, without the namespace and cluster labels Cilium adds.</summary>
     private static List<PodSpec> Pods(RecordedSnapshot s)

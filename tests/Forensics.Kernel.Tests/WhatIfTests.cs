@@ -186,6 +186,48 @@ public partial class WhatIfTests(StarWarsRecording rec)
         Assert.Equal("default/backend-from-frontend-8080 spec.ingress[0] (L3-L4)", changed.Rule);
     }
 
+    /// <summary>kubectl get svc,endpointslices -A -o json with backend-service's 8080 served by backend-2's 9090.</summary>
+    internal static string ServicesFile(string backendIp) =>
+        $$$$"""
+        {"apiVersion":"v1","kind":"List","items":[
+          {"apiVersion":"v1","kind":"Service","metadata":{"name":"backend-service","namespace":"default"},
+           "spec":{"type":"ClusterIP","clusterIP":"10.0.1.100","clusterIPs":["10.0.1.100"],"ports":[{"name":"http","port":8080,"protocol":"TCP","targetPort":9090}],"selector":{"app":"backend"}}},
+          {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"backend-service-x1","namespace":"default","labels":{"kubernetes.io/service-name":"backend-service"}},
+           "addressType":"IPv4","ports":[{"name":"http","port":9090,"protocol":"TCP"}],
+           "endpoints":[{"addresses":["{{{{backendIp}}}}"],"conditions":{"ready":true},"targetRef":{"kind":"Pod","name":"backend-2","namespace":"default"}}]}
+        ]}
+        """;
+
+    [KernelFact]
+    public void WhatIf_ServicesFile_BackendServiceMovedTo9090_TheServiceFlowBecomesDroppedAtTheBackendsIngress()
+    {
+        var ip = Commands.Run(LabFixture.Cli, ["query", rec.Dir, "SELECT DISTINCT ip FROM endpoints WHERE pod = 'backend-2'", "-f", "csv"], TimeSpan.FromSeconds(60));
+        var backendIp = ip.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Skip(1).Single();
+        var file = Path.Combine(Directory.CreateTempSubdirectory("fx-whatif-svc-").FullName, "services.json");
+        File.WriteAllText(file, ServicesFile(backendIp));
+
+        var (code, rows, err) = WhatIf(rec.Dir, "--services-file", file, "--changed-only");
+
+        // the frontend's connects to backend-service:8080 are now translated to 9090, which backend-2's ingress does not allow
+        Assert.True(code == 8, $"exit {code}: {err}");
+        var changed = Assert.Single(rows);
+        Assert.Equal(("default/frontend-1", "service default/backend-service", 8080), (changed.Source, changed.Destination, changed.Port));
+        Assert.Equal(("delivered", "dropped", "133 Policy denied"), (changed.Recorded, changed.New, changed.NewReason));
+        Assert.Equal("ingress default/backend-2", changed.DecidedAt);
+        Assert.Contains($"the services are the 1 service ports of {file}", err, StringComparison.Ordinal);
+        // deathstar is not in the file: its flows have no service now and are replayed to its address as sent
+        var all = WhatIf(rec.Dir, "--services-file", file).Rows;
+        Assert.DoesNotContain(all, r => r.Destination == "service default/deathstar");
+
+        var bad = Path.Combine(Path.GetDirectoryName(file)!, "bad.json");
+        File.WriteAllText(bad, "[1, 2");
+        var r = Commands.Run(LabFixture.Cli, ["whatif", rec.Dir, "--services-file", bad], TimeSpan.FromSeconds(120));
+        Assert.Equal(7, r.ExitCode);
+        var line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith($"error: {bad}: not the JSON of 'kubectl get svc,endpointslices -A -o json'", line, StringComparison.Ordinal);
+        Directory.Delete(Path.GetDirectoryName(file)!, true);
+    }
+
     [KernelFact]
     public void WhatIf_PolicyDoesNotParse_OneLineErrorExit7()
     {
