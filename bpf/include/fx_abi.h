@@ -264,7 +264,8 @@ struct fx_connect_event {
 	__u64 cgroup_id;
 	__u8 comm[FX_COMM_LEN];
 	__u8 connect_kind;	/* enum fx_connect_kind */
-	__u8 pad[7];
+	__u8 selected;		/* the TracingPolicy selectors of its class that selected it (bit i: selector i); 0xff: no policy hooks the class */
+	__u8 pad[6];
 };
 _Static_assert(sizeof(struct fx_connect_event) == 112, "fx_connect_event");
 

@@ -171,10 +171,12 @@ static __always_inline struct sock *fx_sock_of_fd(__u32 fd)
 static __always_inline void fx_emit_connect(const struct fx_tuple *t, const struct fx_conn_proc *p, __u8 kind)
 {
 	struct fx_connect_event *ev;
+	__u8 selected;
 
 	if (p->pid == fx_cfg.self_pid)
 		return;
-	if (!fx_conn_selected(t, p->binary_hash, kind == FX_CONNECT_TCP ? FX_CONN_CLASS_TCP : FX_CONN_CLASS_UDP))
+	selected = fx_conn_selected(t, p->binary_hash, kind == FX_CONNECT_TCP ? FX_CONN_CLASS_TCP : FX_CONN_CLASS_UDP);
+	if (!selected)
 		return;
 	ev = fx_reserve(FX_KIND_CONNECT, sizeof(*ev));
 	if (!ev)
@@ -188,6 +190,7 @@ static __always_inline void fx_emit_connect(const struct fx_tuple *t, const stru
 	ev->cgroup_id = p->cgroup_id;
 	__builtin_memcpy(ev->comm, p->comm, sizeof(ev->comm));
 	ev->connect_kind = kind;
+	ev->selected = selected;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	fx_submit(ev, FX_KIND_CONNECT);
 }

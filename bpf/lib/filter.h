@@ -241,24 +241,41 @@ static __always_inline int fx_sel_match(const struct fx_conn_sel *sel, __u8 slot
 	return 1;
 }
 
-/* 1 when the connect is to be reported: no policy hooks its class, or one of its selectors selects it (else counted). */
-static __always_inline int fx_conn_selected(const struct fx_tuple *t, __u64 binary, __u32 cls)
+/* The selectors of its class that select the connect (bit i: selector i, every one asked, so that user space can
+ * apply a selector's workload scope), FX_SEL_UNFILTERED when no policy hooks its class; 0: not reported (counted).
+ * The mask is gathered in a per-CPU slot, not on the stack: the verifier would follow every value it can take. */
+#define FX_SEL_UNFILTERED 0xff
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} fx_conn_mask SEC(".maps");
+
+static __always_inline __u8 fx_conn_selected(const struct fx_tuple *t, __u64 binary, __u32 cls)
 {
 	struct fx_conn_filter *f = bpf_map_lookup_elem(&fx_conn_filters, &cls);
-	__u32 slot = FX_FILTER_SELECTORS, i, idx;
+	__u32 slot = FX_FILTER_SELECTORS, i, idx, zero = 0, *mask;
 	struct fx_conn_sel *sel;
 	__u64 *cnt;
 
 	if (!f || !f->enabled || f->count == 0)
-		return 1;
+		return FX_SEL_UNFILTERED;
+	mask = bpf_map_lookup_elem(&fx_conn_mask, &zero);
+	if (!mask)
+		return FX_SEL_UNFILTERED;
+	*mask = 0;
 	for (i = 0; i < FX_SEL_MAX; i++) {
 		if (i >= f->count)
 			break;
 		idx = cls * FX_SEL_MAX + i;
 		sel = bpf_map_lookup_elem(&fx_conn_sels, &idx);
 		if (sel && fx_sel_match(sel, (__u8)idx, t, binary))
-			return 1;
+			*mask |= 1 << i;
 	}
+	if (*mask & FX_SEL_UNFILTERED)
+		return *mask & FX_SEL_UNFILTERED;
 	cnt = bpf_map_lookup_elem(&fx_filter_stats, &slot);
 	if (cnt)
 		(*cnt)++;

@@ -45,7 +45,7 @@ public static class RecordCommand
         var output = Vocabulary.Output("Recording folder, created mode 0700 (default: ./recording-YYYYMMDD-HHMMSS)");
         var types = Vocabulary.Types($"Event kinds to record, comma-separated or repeated: {string.Join(", ", KindNames)} (default: all)", KindNames);
         var exclude = Vocabulary.Cidrs("--exclude-cidr", "Never report connects to this CIDR (repeatable); filtered in the kernel, counted");
-        var tetragon = Vocabulary.InputFile("--tetragon-policy", "Filter connects in the kernel as a Tetragon TracingPolicy file selects them (tcp_connect, udp_sendmsg, security_socket_connect selectors; ${VARS} from the environment)");
+        var tetragon = Vocabulary.InputFile("--tetragon-policy", "Record the connects a Tetragon TracingPolicy file's network hooks select, filtered in the kernel (docs/tetragon-policy.md; ${VARS} from the environment)");
         var snaplen = Vocabulary.Number("--snaplen", $"Bytes of each packet to capture, 0 turns capture off (max {Limits.CaptureMax})", 128, 0, Limits.CaptureMax);
         var lab = Vocabulary.InputFile("--lab", "Build the lab of this YAML file (Pods, Services, CiliumNetworkPolicies, a Lab), attach the datapath, run its scenario steps, and record it all; the lab is removed afterwards");
         var ring = Vocabulary.Size("--ring-size", "Ring buffer size per BPF object (a power of two from 4K to 1G)", 16UL << 20, 4096, 1UL << 30, powerOfTwo: true);

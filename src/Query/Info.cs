@@ -54,7 +54,7 @@ public static class Info
                 w.WriteLine($"  warning: {warning}");
         }
         if (m.FilteredConnects > 0)
-            w.WriteLine($"filtered    {m.FilteredConnects} connect{(m.FilteredConnects == 1 ? "" : "s")} to in-cluster destinations excluded in the kernel (counted, not recorded)");
+            w.WriteLine($"filtered    {m.FilteredConnects} connect{(m.FilteredConnects == 1 ? "" : "s")} not recorded: to excluded destinations (--exclude-cidr), or not selected by the TracingPolicy (--tetragon-policy) for their workload (counted)");
         foreach (var (name, src) in m.Sources)
         {
             var delivered = src.Received > 0 || src.Kind is "grpc" || (src.Kind == "file" && src.Inputs.Count > 0)

@@ -57,10 +57,10 @@ public class TracingPolicyTests
     [Fact]
     public void Policy_NoConnectKprobe_ReadAndSaysWhatIsNotRecorded()
     {
-        var text = File.ReadAllText(Reference).Replace("\"tcp_connect\"", "\"tcp_close\"", StringComparison.Ordinal);
+        var text = File.ReadAllText(Reference).Replace("\"tcp_connect\"", "\"inet_csk_accept\"", StringComparison.Ordinal);
         var set = TracingPolicyReader.Parse(text, Env(("PODCIDR", "10.0.0.0/8"), ("SERVICECIDR", "10.1.0.0/16")));
         Assert.Empty(set.Filters);
-        Assert.Contains(set.Notices, n => n.Contains("kprobe tcp_close: not recorded", StringComparison.Ordinal));
+        Assert.Contains(set.Notices, n => n.Contains("kprobe inet_csk_accept: not recorded", StringComparison.Ordinal));
         Assert.Contains(set.Notices, n => n.Contains("connects are recorded unfiltered", StringComparison.Ordinal));
     }
 
@@ -157,8 +157,8 @@ public class TracingPolicyTests
                 args: [{index: 0, type: socket}, {index: 1, type: sockaddr}]
                 selectors:
                 - matchArgs:
-                  - {index: 1, operator: DAddr, values: [198.51.100.0/24]}
-                  - {index: 1, operator: NotDPort, values: ["53", "8000:8080"]}
+                  - {index: 1, operator: SAddr, values: [198.51.100.0/24]}
+                  - {index: 1, operator: NotSPort, values: ["53", "8000:8080"]}
                   - {index: 0, operator: Protocol, values: [IPPROTO_TCP]}
                   matchBinaries: [{operator: In, values: [/usr/bin/curl]}]
                 - matchArgs: [{index: 1, operator: Family, values: [AF_INET6]}]
@@ -167,7 +167,10 @@ public class TracingPolicyTests
         var tcp = set.Filters.Single(f => f.Class == ConnectClass.Tcp);
         Assert.Equal(2, tcp.Selectors.Count);
         var first = tcp.Selectors[0];
+        // a sockaddr's address is what the connect names: SAddr and SPort on it are the destination (as Tetragon reads them)
         Assert.Equal(["198.51.100.0/24"], first.DAddrIn!.Select(c => c.ToString()));
+        Assert.Null(first.SAddrIn);
+        Assert.Null(first.SPort);
         Assert.True(first.DPort!.Negate);
         Assert.Equal([(53, 53), (8000, 8080)], first.DPort.Ranges);
         Assert.Equal(["/usr/bin/curl"], first.Binaries!.Paths);
@@ -176,12 +179,199 @@ public class TracingPolicyTests
         Assert.Single(set.Filters.Single(f => f.Class == ConnectClass.Udp).Selectors);
     }
 
-    [Fact]
-    public void Policy_Namespaced_RefusedNotReadAsClusterWide()
-    {
-        var text = File.ReadAllText(Reference).Replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced", StringComparison.Ordinal);
+    private static TracingPolicySet Kprobe(string call, string args, string selectors) => TracingPolicyReader.Parse($"""
+        apiVersion: cilium.io/v1alpha1
+        kind: TracingPolicy
+        metadata: {"{"}name: t{"}"}
+        spec:
+          kprobes:
+          - call: {call}
+            args: {args}
+            selectors:
+        {selectors}
+        """, Cluster);
 
-        Assert.Contains("TracingPolicyNamespaced is not supported", ErrorOf(text), StringComparison.Ordinal);
+    private static string KprobeError(string call, string args, string selectors)
+    {
+        var e = Assert.Throws<TracingPolicyException>(() => Kprobe(call, args, selectors));
+        Assert.DoesNotContain('\n', e.Message);
+        return e.Message;
+    }
+
+    [Theory]
+    [InlineData("DAddr")]
+    [InlineData("NotDPort")]
+    [InlineData("Protocol")]
+    [InlineData("State")]
+    public void Policy_DestinationOperatorOnSockaddr_RefusedAsTetragonRefusesIt(string op)
+    {
+        var message = KprobeError("security_socket_connect", "[{index: 1, type: sockaddr}]", $"    - matchArgs: [{{index: 1, operator: {op}, values: [\"6\"]}}]");
+        Assert.Contains("sockaddr only supports [not]saddr, [not]sport[priv], and family", message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("tcp_sendmsg")]
+    [InlineData("tcp_close")]
+    public void Policy_SocketLifeHook_SelectsTheConnectOfItsSocketAndSaysSo(string call)
+    {
+        var set = Kprobe(call, "[{index: 0, type: sock}]", "    - matchArgs: [{index: 0, operator: DAddr, values: [198.51.100.7]}]");
+        var tcp = Assert.Single(set.Filters);
+        Assert.Equal(ConnectClass.Tcp, tcp.Class);
+        Assert.Equal(["198.51.100.7/32"], Assert.Single(tcp.Selectors).DAddrIn!.Select(c => c.ToString()));
+        Assert.Single(set.Notices, n => n.StartsWith($"kprobe {call}: recorded as the TCP connect of its socket", StringComparison.Ordinal));
+        // the state at a send or close is not the state of the connect the recorder sees
+        Assert.Contains("not supported on " + call,
+            KprobeError(call, "[{index: 0, type: sock}]", "    - matchArgs: [{index: 0, operator: State, values: [TCP_ESTABLISHED]}]"), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Policy_NoPost_LastSelectorReadEarlierRefused()
+    {
+        var set = Kprobe("tcp_connect", "[{index: 0, type: sock}]", """
+                - matchArgs: [{index: 0, operator: DPort, values: ["443"]}]
+                - matchArgs: [{index: 0, operator: DPort, values: ["80"]}]
+                  matchActions: [{action: NoPost}]
+            """);
+        Assert.Equal([(443, 443)], Assert.Single(Assert.Single(set.Filters).Selectors).DPort!.Ranges);
+        Assert.Contains(set.Notices, n => n.Contains("NoPost reports nothing", StringComparison.Ordinal));
+
+        var message = KprobeError("tcp_connect", "[{index: 0, type: sock}]", """
+                - matchArgs: [{index: 0, operator: DPort, values: ["80"]}]
+                  matchActions: [{action: NoPost}]
+                - matchArgs: [{index: 0, operator: DPort, values: ["443"]}]
+            """);
+        Assert.Contains("not supported: NoPost before a selector that posts", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Policy_PostWithObservingActions_ReadEnforcementRefused()
+    {
+        var set = Kprobe("tcp_connect", "[{index: 0, type: sock}]", """
+                - matchArgs: [{index: 0, operator: DPort, values: ["443"]}]
+                  matchActions: [{action: Post, rateLimit: "1m"}, {action: FollowFD, argFd: 0, argName: 1}, {action: TrackSock, argSock: 0}]
+            """);
+        Assert.Single(Assert.Single(set.Filters).Selectors);
+        Assert.Contains(set.Notices, n => n.Contains("rateLimit is not applied", StringComparison.Ordinal));
+        Assert.Contains(set.Notices, n => n.Contains("action FollowFD: not performed", StringComparison.Ordinal));
+        Assert.Contains(set.Notices, n => n.Contains("action TrackSock: not performed", StringComparison.Ordinal));
+        foreach (var enforcing in new[] { "Sigkill", "Signal", "Override", "NotifyEnforcer" })
+            Assert.Contains("enforcement actions are not supported: this is a recorder", KprobeError("tcp_connect", "[{index: 0, type: sock}]",
+                $"    - matchActions: [{{action: Post}}, {{action: {enforcing}}}]"), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("DPortPriv", false, true)]
+    [InlineData("NotDPortPriv", true, true)]
+    [InlineData("SPortPriv", false, false)]
+    [InlineData("NotSPortPriv", true, false)]
+    public void Policy_PrivilegedPortOperators_AreThePorts0To1023(string op, bool negate, bool destination)
+    {
+        var set = Kprobe("tcp_connect", "[{index: 0, type: sock}]", $"    - matchArgs: [{{index: 0, operator: {op}}}]");
+        var sel = Assert.Single(Assert.Single(set.Filters).Selectors);
+        var ports = destination ? sel.DPort : sel.SPort;
+        Assert.Equal(negate, ports!.Negate);
+        Assert.Equal([(0, 1023)], ports.Ranges);
+        Assert.Null(destination ? sel.SPort : sel.DPort);
+    }
+
+    [Fact]
+    public void Policy_StateOnAConnectHookOfBothClasses_SynSentIsTcpOnly()
+    {
+        // a UDP socket is never in TCP_SYN_SENT: the selector selects TCP connects only, and UDP ones are filtered
+        var set = Kprobe("security_socket_connect", "[{index: 0, type: socket}]", "    - matchArgs: [{index: 0, operator: State, values: [TCP_SYN_SENT]}]");
+        Assert.Equal(0, Assert.Single(set.Filters.Single(f => f.Class == ConnectClass.Tcp).Selectors).Families);
+        Assert.Same(ConnectSelector.Nothing, Assert.Single(set.Filters.Single(f => f.Class == ConnectClass.Udp).Selectors));
+        Assert.Contains("not supported on UDP sockets", KprobeError("udp_sendmsg", "[{index: 0, type: sock}]",
+            "    - matchArgs: [{index: 0, operator: State, values: [TCP_ESTABLISHED]}]"), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("[{index: 0, operator: Family, values: [AF_UNIX]}]")]
+    [InlineData("[{index: 0, operator: Family, values: [AF_INET]}, {index: 0, operator: Family, values: [AF_INET6]}]")]
+    [InlineData("[{index: 0, operator: State, values: [TCP_ESTABLISHED]}]")]
+    public void Policy_SelectorThatSelectsNoConnect_FiltersTheClassToNothing(string matchArgs)
+    {
+        // not "no filter": the hook's only selector selects no connect, so none is reported (and each is counted)
+        var set = Kprobe("tcp_connect", "[{index: 0, type: sock}]", $"    - matchArgs: {matchArgs}");
+        var sel = Assert.Single(Assert.Single(set.Filters).Selectors);
+        Assert.Same(ConnectSelector.Nothing, sel);
+    }
+
+    [Fact]
+    public void Policy_Namespaced_ReadWithItsNamespaceAsEverySelectorsScope()
+    {
+        var text = File.ReadAllText(Reference).Replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced", StringComparison.Ordinal)
+            .Replace("metadata:", "metadata:\n  namespace: team-a", StringComparison.Ordinal);
+        var set = TracingPolicyReader.Parse(text, Cluster);
+
+        Assert.True(set.Scoped);
+        var sel = Assert.Single(Assert.Single(set.Filters).Selectors);
+        Assert.Equal(new WorkloadScope("team-a", null, false), sel.Scope);
+        Assert.Contains(set.Notices, n => n.Contains("applies to namespace team-a: applied in user space after attribution", StringComparison.Ordinal));
+        // a namespaced policy cannot select host processes (Tetragon refuses it)
+        Assert.Contains("a TracingPolicyNamespaced applies to pods of its namespace only",
+            ErrorOf(text.Replace("spec:", "spec:\n  hostSelector: {}", StringComparison.Ordinal)), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Policy_PodSelectorAndHostSelector_ReadAsTheSelectorsScope()
+    {
+        var text = File.ReadAllText(Reference).Replace("spec:", """
+            spec:
+              hostSelector: {}
+              nodeSelector: {matchLabels: {nodepool: gpu}}
+              podSelector:
+                matchLabels: {app: probe}
+                matchExpressions:
+                - {key: "k8s:io.kubernetes.pod.namespace", operator: NotIn, values: [kube-system]}
+                - {key: tier, operator: DoesNotExist}
+            """, StringComparison.Ordinal);
+        var set = TracingPolicyReader.Parse(text, Cluster);
+
+        var scope = Assert.Single(Assert.Single(set.Filters).Selectors).Scope!;
+        Assert.True(scope.Host);
+        Assert.Null(scope.Namespace);
+        Assert.Equal("app In (probe), k8s:io.kubernetes.pod.namespace NotIn (kube-system), tier DoesNotExist", scope.Pods!.ToString());
+        Assert.Contains(set.Notices, n => n.Contains("spec.nodeSelector: not applied", StringComparison.Ordinal));
+        Assert.Contains("not supported: spec.containerSelector",
+            ErrorOf(File.ReadAllText(Reference).Replace("spec:", "spec:\n  containerSelector: {matchLabels: {name: web}}", StringComparison.Ordinal)), StringComparison.Ordinal);
+        Assert.Contains("operator 'Gt'", ErrorOf(File.ReadAllText(Reference).Replace("spec:",
+            "spec:\n  podSelector: {matchExpressions: [{key: a, operator: Gt, values: ['1']}]}", StringComparison.Ordinal)), StringComparison.Ordinal);
+    }
+
+    /// <summary>Tetragon's table (k8s-filtering.md, "Filtering semantics"), and a namespaced policy's namespace.</summary>
+    [Theory]
+    // hostSelector, podSelector (app=probe), namespace; workload: host or ns/app
+    [InlineData(false, false, null, "host", true)]
+    [InlineData(false, false, null, "team-a/probe", true)]
+    [InlineData(false, true, null, "host", false)]
+    [InlineData(false, true, null, "team-b/probe", true)]
+    [InlineData(false, true, null, "team-b/other", false)]
+    [InlineData(true, false, null, "host", true)]
+    [InlineData(true, false, null, "team-a/probe", false)]
+    [InlineData(true, true, null, "host", true)]
+    [InlineData(true, true, null, "team-a/probe", true)]
+    [InlineData(true, true, null, "team-a/other", false)]
+    [InlineData(false, false, "team-a", "host", false)]
+    [InlineData(false, false, "team-a", "team-a/other", true)]
+    [InlineData(false, false, "team-a", "team-b/probe", false)]
+    [InlineData(false, true, "team-a", "team-a/probe", true)]
+    [InlineData(false, true, "team-a", "team-a/other", false)]
+    public void WorkloadScope_HostPodAndNamespaceSelectors_SelectAsTetragonDoes(bool host, bool pods, string? ns, string workload, bool selected)
+    {
+        var scope = new WorkloadScope(ns, pods ? new LabelSelector([new LabelRequirement("app", "In", ["probe"])]) : null, host);
+        var (podNs, labels) = workload == "host" ? (null, null) : (workload.Split('/')[0], new Dictionary<string, string> { ["app"] = workload.Split('/')[1] });
+        Assert.Equal(selected, scope.Selects(podNs, labels));
+    }
+
+    [Fact]
+    public void LabelSelector_NamespaceLabel_IsThePodsNamespace()
+    {
+        var scope = new WorkloadScope(null, new LabelSelector([new LabelRequirement(LabelSelector.PodNamespaceLabel, "In", ["kube-system"])]), false);
+        Assert.True(scope.Selects("kube-system", null));
+        Assert.False(scope.Selects("default", null));
+        Assert.True(new WorkloadScope(null, new LabelSelector([]), false).Selects("default", null)); // podSelector: {} is every pod
+        Assert.False(new WorkloadScope(null, new LabelSelector([]), false).Selects(null, null));     // and no host process
     }
 
     [Theory]

@@ -16,29 +16,42 @@ public class TetragonCorpusTests
 
     public static TheoryData<string, string> Files() => new()
     {
-        // read: file, what its connect filter is ("" for none: recorded unfiltered)
+        // read: file, what its connect filter is ("" for none: recorded unfiltered; "nothing": its hooks select no connect of the class)
         { "examples/policylibrary/egress.yaml", "tcp: NotDAddr" },
         { "examples/quickstart/network_egress_cluster.yaml", "tcp: NotDAddr" },
+        // tcp_connect without selectors; tcp_close and tcp_sendmsg (without selectors) stand for the same connects
         { "examples/tracingpolicy/tcp-connect.yaml", "tcp: all" },
+        // the same DAddr selector on tcp_connect, tcp_close and tcp_sendmsg: held once
         { "examples/tracingpolicy/tcp-connect-with-selectors.yaml", "tcp: DAddr" },
         { "examples/tracingpolicy/security-socket-connect.yaml", "tcp: Family; udp: Family" },
-        { "examples/policylibrary/sshd.yaml", "" },
-        { "examples/tracingpolicy/tcp-accept.yaml", "" },
+        // tcp_close without selectors (sk_alloc, __sk_free, tcp_set_state, tcp_create_openreq_child: not recorded)
+        { "examples/policylibrary/sshd.yaml", "tcp: all" },
+        // tcp_close DAddr 127.0.0.1/32 (the rest as sshd.yaml)
+        { "examples/tracingpolicy/tcp-accept.yaml", "tcp: DAddr" },
+        // sk_alloc, __sk_free, inet_csk_listen_start; skb hooks; packet functions: not recorded, connects unfiltered
         { "examples/tracingpolicy/tcp-listen.yaml", "" },
         { "examples/tracingpolicy/datagram.yaml", "" },
         { "examples/tracingpolicy/datagram-with-selectors.yaml", "" },
         { "examples/tracingpolicy/datagram-with-sock-tracking.yaml", "" },
         { "examples/tracingpolicy/datagram_518.yaml", "" },
         { "examples/tracingpolicy/dev_queue_xmit.yaml", "" },
+        { "examples/tracingpolicy/dev_hard_start_xmit.yaml", "" },
         { "examples/tracingpolicy/stack_traces.yaml", "" },
+        // security_socket_connect without selectors (args resolved through btfType: reported, not filtered on)
+        { "docs/content/en/docs/concepts/tracing-policy/hooks/socket-connect-address.yaml", "tcp: all; udp: all" },
+        // security_socket_bind of AF_ALG sockets: not recorded
+        { "docs/content/en/docs/concepts/tracing-policy/hooks/af-alg-bind.yaml", "" },
         // refused: what the message says
-        { "examples/quickstart/network_egress_cluster_enforce.yaml", "kind TracingPolicyNamespaced is not supported" },
+        // a TracingPolicyNamespaced (read: its namespace is its selectors' scope) whose selector kills
+        { "examples/quickstart/network_egress_cluster_enforce.yaml", "enforcement actions are not supported: this is a recorder" },
         { "examples/tracingpolicy/tcp-connect-only-local-addrs.yaml", "enforcement actions are not supported: this is a recorder" },
         { "examples/tracingpolicy/tcp-connect-only-private-addrs.yaml", "enforcement actions are not supported: this is a recorder" },
         { "examples/tracingpolicy/security-socket-connect-block-others.yaml", "enforcement actions are not supported: this is a recorder" },
         { "examples/tracingpolicy/dns-only-specified-servers.yaml", "enforcement actions are not supported: this is a recorder" },
         // the documentation's copy is not valid YAML (matchArgs indented under matchPIDs' sibling): Tetragon cannot read it either
         { "docs/security-observability-with-ebpf/04_chapter/01_cilium_tracing_policy/04_deny_c2_connection.yaml", "the TracingPolicy is not valid YAML" },
+        // the book's CiliumRuntimeSecurityPolicy version of it: tabs as indentation, not YAML
+        { "docs/security-observability-with-ebpf/04_chapter/00_cilium_runtime_security_policy/04_deny_c2_connection.yaml", "the TracingPolicy is not valid YAML" },
     };
 
     [Theory]
@@ -53,7 +66,7 @@ public class TetragonCorpusTests
             return;
         }
         var set = TracingPolicyReader.ReadFile(PathOf(file), Cluster);
-        static string Describe(ConnectSelector s) => string.Join('+', new[]
+        static string Describe(ConnectSelector s) => ReferenceEquals(s, ConnectSelector.Nothing) ? "nothing" : string.Join('+', new[]
         {
             s.DAddrIn is null ? null : "DAddr", s.DAddrNotIn is null ? null : "NotDAddr", s.SAddrIn is null ? null : "SAddr",
             s.SAddrNotIn is null ? null : "NotSAddr", s.DPort is null ? null : "DPort", s.SPort is null ? null : "SPort",

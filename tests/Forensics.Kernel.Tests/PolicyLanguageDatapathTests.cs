@@ -151,9 +151,66 @@ public class PolicyLanguageDatapathTests
         var echo = Send(h, c, "frontend", "pingable", (s, d) => Packets.IcmpEcho(s, d, 7));
         Assert.Equal((TcActOk, PolicyMatch.L3L4), (echo.Verdict, echo.Match));
         Assert.Equal(denied, Check("frontend", "pingable", Tcp(80)));
+        Assert.Equal(denied, Check("frontend", "pingable", (s, d) => Packets.Icmp4(s, d, 13)));
 
         // clusterwide, matchExpressions NotIn: selects pods of every namespace without env=prod
         Assert.Equal(ok, Check("frontend-dev", "tool", Tcp(22)));
         Assert.Equal(denied, Check("frontend", "tool", Tcp(22)));
+    }
+
+    [KernelFact]
+    public void Icmps_TypeByNumberOrNameAndFamily_OnlyThatTypeOfThatFamilyPasses()
+    {
+        // Cilium keys an ICMP rule by its type in the port field (pkg/policy/api/icmp.go, bpf/lib/policy.h:
+        // key.dport = type << 8): EchoRequest is allowed, a timestamp request of the same peer is not, and a
+        // type allowed for IPv4 allows nothing of ICMPv6
+        var policies = ClusterLoader.Load(CiliumFiles.Lab + """
+
+            ---
+            apiVersion: cilium.io/v2
+            kind: CiliumNetworkPolicy
+            metadata: {name: echo-only}
+            spec:
+              endpointSelector: {matchLabels: {app: icmp}}
+              ingress:
+                - fromEndpoints: [{matchLabels: {app: frontend}}]
+                  icmps:
+                    - fields:
+                        - type: 8
+                        - {family: IPv6, type: EchoRequest}
+            """, "icmps.yaml").Policies;
+        var fe4 = TestCluster.Pod("frontend", "default", "10.244.0.10", ("app", "frontend"));
+        var fe6 = TestCluster.Pod("frontend-6", "default", "fd00::10", ("app", "frontend"));
+        var other = TestCluster.Pod("other", "default", "10.244.0.30", ("app", "other"));
+        var t4 = TestCluster.Pod("pingable", "default", "10.244.0.20", ("app", "icmp"));
+        var t6 = TestCluster.Pod("pingable-6", "default", "fd00::20", ("app", "icmp"));
+        var c = new ClusterSpec("icmps.yaml", null, [fe4, fe6, other, t4, t6], [], policies);
+        using var h = new DatapathHarness(c);
+        (uint Verdict, Events Events) To(PodSpec dst, byte[] pkt) => (h.To(dst, pkt).ReturnValue, h.Take());
+        void Denied((uint Verdict, Events Events) r, string what)
+        {
+            Assert.True(r.Verdict == TcActShot, what + " was not dropped");
+            Assert.Equal((ushort)DropReason.Policy, Assert.Single(r.Events.Drops).Reason);
+            Assert.Equal((VerdictAction.Deny, PolicyMatch.None), (Assert.Single(r.Events.Verdicts).Action, r.Events.Verdicts[0].Match));
+        }
+
+        // the denied ones first: a message of another type with zero identifiers would match the echo's tracked connection
+        Denied(To(t4, Packets.Icmp4("10.244.0.10", "10.244.0.20", 13)), "an ICMPv4 timestamp request");
+        Denied(To(t4, Packets.Icmp4("10.244.0.10", "10.244.0.20", 42)), "an ICMPv4 extended echo request");
+        Denied(To(t6, Packets.Icmp6("fd00::10", "fd00::20", 8)), "ICMPv6 type 8 (allowed only as ICMPv4)");
+        Denied(To(t6, Packets.Icmp6("fd00::10", "fd00::20", 160)), "an ICMPv6 extended echo request");
+        Denied(To(t4, Packets.IcmpEcho("10.244.0.30", "10.244.0.20", 8)), "an echo request from a peer the rule does not select");
+        Denied(To(t4, Packets.Tcp("10.244.0.10", 42100, "10.244.0.20", 8)), "TCP to port 8");
+
+        var echo = To(t4, Packets.IcmpEcho("10.244.0.10", "10.244.0.20", 7));
+        var echo6 = To(t6, Packets.Icmp6("fd00::10", "fd00::20", 128));
+
+        Assert.Equal(TcActOk, echo.Verdict);
+        var v = Assert.Single(echo.Events.Verdicts);
+        Assert.Equal((VerdictAction.Allow, PolicyMatch.L3L4), (v.Action, v.Match));
+        Assert.True(v.Tuple.CarriesIcmp);
+        Assert.Equal((ushort)8, v.Tuple.Sport);
+        Assert.Equal(TcActOk, echo6.Verdict);
+        Assert.Equal((VerdictAction.Allow, PolicyMatch.L3L4), (Assert.Single(echo6.Events.Verdicts).Action, echo6.Events.Verdicts[0].Match));
     }
 }

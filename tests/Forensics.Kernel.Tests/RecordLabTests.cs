@@ -17,7 +17,7 @@ public class RecordLabTests(StarWarsRecording rec)
         RecordYaml(File.ReadAllText(Repo.Path("examples", example)), example, labName);
 
     /// <summary>`forensics record --lab` on a scenario's text (its lab renamed to <paramref name="labName"/>); returns the recording and the command's output.</summary>
-    internal static (string Dir, string Output) RecordYaml(string yaml, string example, string labName)
+    internal static (string Dir, string Output) RecordYaml(string yaml, string example, string labName, IEnumerable<string>? extra = null)
     {
         var work = Directory.CreateTempSubdirectory("fx-reclab-").FullName;
         var labDoc = yaml.IndexOf("kind: Lab", StringComparison.Ordinal);
@@ -28,7 +28,7 @@ public class RecordLabTests(StarWarsRecording rec)
         File.WriteAllText(file, yaml);
         var dir = Path.Combine(work, "rec");
         var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
-        using var p = Process.Start(new ProcessStartInfo("dotnet", [cli, "record", "--lab", file, "-o", dir])
+        using var p = Process.Start(new ProcessStartInfo("dotnet", [cli, "record", "--lab", file, "-o", dir, .. extra ?? []])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

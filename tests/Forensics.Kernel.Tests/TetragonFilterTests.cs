@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using Forensics.Datapath;
 using Forensics.Datapath.Abi;
 using Forensics.Datapath.Probes;
+using Forensics.Format;
 using Forensics.Tests;
 
 namespace Forensics.Kernel.Tests;
@@ -12,9 +13,11 @@ namespace Forensics.Kernel.Tests;
 /// <summary>
 /// TracingPolicy selectors applied by the connect probe in the kernel (issue 17),
 /// on real connects from a network namespace: Tetragon's own files, and every kind
-/// of condition (DAddr, NotDPort, SAddr, Family, NotSPort, matchBinaries In and
-/// NotIn, udp_sendmsg), selectors ORed and conditions ANDed as Tetragon evaluates
-/// them, what no selector selects counted.
+/// of condition (DAddr, NotDPort, SAddr, Family, NotSPort, DPortPriv, a sockaddr's
+/// SAddr/SPort, Protocol, matchBinaries In and NotIn, udp_sendmsg, tcp_close and
+/// tcp_sendmsg), selectors ORed and conditions ANDed as Tetragon evaluates them,
+/// what no selector selects counted; and the workloads of TracingPolicyNamespaced and
+/// podSelector, applied to a lab's pods after attribution.
 /// </summary>
 public class TetragonFilterTests
 {
@@ -68,9 +71,11 @@ public class TetragonFilterTests
         using var ports = new Listeners(1);
         int port = ports.Ports[0];
 
-        // tcp-connect-with-selectors.yaml: DAddr 127.0.0.1/8, 192.168.0.0/16 (tcp_close and tcp_sendmsg: noted, not recorded)
+        // tcp-connect-with-selectors.yaml: DAddr 127.0.0.1/8, 192.168.0.0/16 on tcp_connect, and the same on tcp_close and
+        // tcp_sendmsg, which stand for the connect of their socket: one selector in the kernel
         var withSelectors = TracingPolicyReader.ReadFile(Tetragon("examples/tracingpolicy/tcp-connect-with-selectors.yaml"));
-        Assert.Contains(withSelectors.Notices, n => n.Contains("kprobe tcp_close: not recorded", StringComparison.Ordinal));
+        Assert.Contains(withSelectors.Notices, n => n.StartsWith("kprobe tcp_sendmsg: recorded as the TCP connect of its socket", StringComparison.Ordinal));
+        Assert.Single(Assert.Single(withSelectors.Filters).Selectors);
         using (var probes = Load(withSelectors))
         using (var log = new EventLog(probes))
         {
@@ -89,6 +94,7 @@ public class TetragonFilterTests
         {
             var any = ns.RunClient("tcp", ns.HostV4, port);
             Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, any.Pid)));
+            Assert.Equal(0xff, log.Connects(any.Pid).First().Selected); // no selector: every connect of the class
         }
 
         // security-socket-connect.yaml: Family AF_INET or AF_INET6, on TCP and UDP connects
@@ -156,6 +162,8 @@ public class TetragonFilterTests
         foreach (var (pid, _) in reported)
             Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)), $"connect of {pid} not reported");
         log.Settle();
+        // the event says which selectors of its class selected it (what user space applies workload scopes with)
+        Assert.Equal([1 << 0, 1 << 1, 1 << 2, 1 << 0], reported.Select(r => (int)log.Connects(r.Pid).First().Selected));
         foreach (var (i, (pid, _)) in filtered.Index())
         {
             Assert.NotEmpty(log.Execs(pid));
@@ -166,6 +174,206 @@ public class TetragonFilterTests
         // destination, lib/connect.h fx_udp_seen, before the selectors are asked); the counter is host-wide, so other
         // processes' unselected connects may add to it
         Assert.True(probes.UnselectedConnects - unselected >= 4, $"{probes.UnselectedConnects - unselected} counted");
+    }
+
+    [KernelFact]
+    public void TetragonFiles_SocketLifeHooksAndUnselectedHooks_ReportWhatTheySelectAndCountTheRest()
+    {
+        using var ns = ProbeNetns.Create();
+        using var ports = new Listeners(1);
+        int port = ports.Ports[0];
+
+        // tcp-accept.yaml: tcp_close DAddr 127.0.0.1/32 stands for the connects of the sockets it would report
+        // (its sk_alloc, __sk_free, tcp_set_state and tcp_create_openreq_child are said, not recorded)
+        var accept = TracingPolicyReader.ReadFile(Tetragon("examples/tracingpolicy/tcp-accept.yaml"));
+        Assert.Contains(accept.Notices, n => n.StartsWith("kprobe tcp_close: recorded as the TCP connect of its socket", StringComparison.Ordinal));
+        using (var probes = Load(accept))
+        using (var log = new EventLog(probes))
+        {
+            ulong unselected = probes.UnselectedConnects;
+            var outside = ns.RunClient("tcp", ns.HostV4, port);
+            var otherLoopback = HostClient("127.0.0.9", port);
+            var loopback = HostClient("127.0.0.1", port);
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, loopback.Pid)), "the connect to 127.0.0.1 (DAddr 127.0.0.1/32) was not reported");
+            log.Settle();
+            Assert.Empty(log.Connects(outside.Pid));
+            Assert.Empty(log.Connects(otherLoopback.Pid));
+            Assert.True(probes.UnselectedConnects - unselected >= 2, $"{probes.UnselectedConnects - unselected} counted");
+        }
+
+        // socket-connect-address.yaml (the hooks page): security_socket_connect without selectors, every TCP and UDP connect;
+        // sshd.yaml: tcp_close without selectors, every TCP connect, UDP untouched
+        foreach (var file in new[] { "docs/content/en/docs/concepts/tracing-policy/hooks/socket-connect-address.yaml", "examples/policylibrary/sshd.yaml" })
+        {
+            using var probes = Load(TracingPolicyReader.ReadFile(Tetragon(file)));
+            using var log = new EventLog(probes);
+            var tcp = ns.RunClient("tcp", ns.HostV6, port);
+            var udp = ns.RunClient("udp-connect", ns.HostV4, port);
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, tcp.Pid)), $"{file}: the TCP connect was not reported");
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, udp.Pid)), $"{file}: the UDP connect was not reported");
+        }
+
+        // dev_hard_start_xmit.yaml: no hook this recorder filters connects on, so none is filtered
+        var xmit = TracingPolicyReader.ReadFile(Tetragon("examples/tracingpolicy/dev_hard_start_xmit.yaml"));
+        Assert.Empty(xmit.Filters);
+        using (var probes = Load(xmit))
+        using (var log = new EventLog(probes))
+        {
+            var any = ns.RunClient("tcp", ns.HostV4, port);
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, any.Pid)));
+        }
+    }
+
+    [KernelFact]
+    public void SockaddrSelectors_SAddrAndSPortAreTheDestination_PrivilegedPortsAndNothingSelected()
+    {
+        using var ns = ProbeNetns.Create();
+        using var ports = new Listeners(2);
+        int pA = ports.Ports[0], pB = ports.Ports[1];
+        // security-socket-connect-block-others.yaml's observing selector (its Override selector left out): on a sockaddr,
+        // SAddr and SPort are the address connected to; tcp_sendmsg with DPortPriv; the only UDP-capable selector wants TCP
+        var policy = TracingPolicyReader.Parse($$"""
+            apiVersion: cilium.io/v1alpha1
+            kind: TracingPolicy
+            metadata: {name: sockaddr}
+            spec:
+              kprobes:
+              - call: security_socket_connect
+                args: [{index: 0, type: socket}, {index: 1, type: sockaddr}, {index: 2, type: int}]
+                selectors:
+                - matchArgs:
+                  - {index: 0, operator: Protocol, values: [IPPROTO_TCP]}
+                  - {index: 1, operator: Family, values: [AF_INET, AF_INET6]}
+                  - {index: 1, operator: SAddr, values: ["{{ns.HostV4}}"]}
+                  - {index: 1, operator: SPort, values: ["{{pA}}"]}
+                  matchBinaries: [{operator: In, values: [{{ProbeNetns.Python}}]}]
+                  matchActions: [{action: Post}]
+              - call: tcp_sendmsg
+                args: [{index: 0, type: sock}]
+                selectors:
+                - matchArgs: [{index: 0, operator: DPortPriv}]
+            """);
+        Assert.Same(ConnectSelector.Nothing, Assert.Single(policy.Filters.Single(f => f.Class == ConnectClass.Udp).Selectors));
+        using var probes = Load(policy);
+        using var log = new EventLog(probes);
+        ulong unselected = probes.UnselectedConnects;
+
+        var reported = new[]
+        {
+            ns.RunClient("tcp", ns.HostV4, pA),   // the sockaddr's address and port
+            ns.RunClient("tcp", ns.HostV6, 999),  // a privileged port (refused: nothing listens; still a connect)
+        };
+        var filtered = new[]
+        {
+            ns.RunClient("tcp", ns.HostV4, pB),          // another port, not privileged
+            ns.RunClient("tcp", ns.ExcludedHostV4, pA),  // another address
+            ns.RunClient("udp-connect", ns.HostV4, pA),  // UDP: the selector wants IPPROTO_TCP
+        };
+        foreach (var (pid, _) in reported)
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)), $"connect of {pid} not reported");
+        log.Settle();
+        foreach (var (i, (pid, _)) in filtered.Index())
+        {
+            Assert.NotEmpty(log.Execs(pid));
+            Assert.True(!log.Connects(pid).Any(), $"filtered client {i} reported");
+        }
+        Assert.True(probes.UnselectedConnects - unselected >= 3, $"{probes.UnselectedConnects - unselected} counted");
+    }
+
+    /// <summary>
+    /// TracingPolicyNamespaced and podSelector on a lab's pods (issue 17 item 3): the quickstart's enforcing policy with
+    /// its Sigkill made a Post (TracingPolicyNamespaced in team-a, NotDAddr of the cluster) and a podSelector, beside a
+    /// TracingPolicy whose podSelector names namespace team-b by Tetragon's namespace label, each selecting outside
+    /// connects on its port; steps from pods of both namespaces. A connect is a row when a selector that selected it
+    /// applies to its pod; the others are counted in filtered_connects.
+    /// </summary>
+    [KernelFact]
+    public void Record_NamespacedAndPodSelectorPolicies_ConnectsOfOtherPodsCountedNotRecorded()
+    {
+        var work = Directory.CreateTempSubdirectory("fx-tpscope-");
+        string? recording = null;
+        try
+        {
+            var policy = Path.Combine(work.FullName, "policy.yaml");
+            var enforce = File.ReadAllText(Tetragon("examples/quickstart/network_egress_cluster_enforce.yaml"))
+                .Replace("${PODCIDR}", "10.231.0.0/24", StringComparison.Ordinal).Replace("${SERVICECIDR}", "10.231.1.0/24", StringComparison.Ordinal)
+                .Replace("action: Sigkill", "action: Post", StringComparison.Ordinal)
+                .Replace("metadata:", "metadata:\n  namespace: team-a", StringComparison.Ordinal)
+                .Replace("spec:", "spec:\n  podSelector: {matchLabels: {app: probe}}", StringComparison.Ordinal);
+            Assert.Contains("  namespace: team-a", enforce, StringComparison.Ordinal);
+            File.WriteAllText(policy, enforce + """
+                ---
+                apiVersion: cilium.io/v1alpha1
+                kind: TracingPolicy
+                metadata:
+                  name: team-b-8443
+                spec:
+                  podSelector:
+                    matchExpressions:
+                    - {key: "k8s:io.kubernetes.pod.namespace", operator: In, values: [team-b]}
+                  kprobes:
+                  - call: tcp_connect
+                    syscall: false
+                    args: [{index: 0, type: sock}]
+                    selectors:
+                    - matchArgs: [{index: 0, operator: DPort, values: ["8443"]}]
+                """);
+            string Step(string name, string pod, int port) => $"""
+                    - name: {name}
+                      pod: {pod}
+                      tcp: api:{port}
+                      expect:
+                        delivered: true
+
+                """;
+            string Pod(string ns, string name, string app) => $"""
+                ---
+                apiVersion: v1
+                kind: Pod
+                metadata:
+                  name: {name}
+                  namespace: {ns}
+                  labels:
+                    app: {app}
+
+                """;
+            var lab = """
+                apiVersion: forensics.dev/v1
+                kind: Lab
+                metadata:
+                  name: tpscope
+                spec:
+                  podCIDR: 10.231.0.0/24
+                  serviceCIDR: 10.231.1.0/24
+                  nodeIP: 192.0.2.1
+                  world:
+                    - name: api
+                      ip: 198.51.100.10
+                      tcp: [443, 8443]
+                  steps:
+
+                """
+                + Step("a-probe-443", "team-a/a-probe", 443)    // row: team-a, app=probe, outside
+                + Step("a-other-443", "team-a/a-other", 443)    // counted: not app=probe
+                + Step("b-probe-443", "team-b/b-probe", 443)    // counted: not team-a, and not port 8443
+                + Step("b-probe-8443", "team-b/b-probe", 8443)  // row: the second policy's namespace label
+                + Step("a-other-8443", "team-a/a-other", 8443)  // counted: neither policy's workloads
+                + Pod("team-a", "a-probe", "probe") + Pod("team-a", "a-other", "other") + Pod("team-b", "b-probe", "probe");
+            var (dir, _) = RecordLabTests.RecordYaml(lab, "tpscope.yaml", LabFixture.UniqueName(), ["--tetragon-policy", policy]);
+            recording = Path.GetDirectoryName(dir);
+
+            var rows = Duck.Table(dir, "connect", "dst_ip = '198.51.100.10'")
+                .Select(r => $"{r["namespace"]}/{r["pod"]}:{r["dst_port"]}").Order(StringComparer.Ordinal).ToList();
+            Assert.Equal(["team-a/a-probe:443", "team-b/b-probe:8443"], rows.Distinct());
+            var m = Manifest.Read(dir);
+            Assert.True(m.FilteredConnects >= 3, $"{m.FilteredConnects} filtered connects");
+        }
+        finally
+        {
+            work.Delete(true);
+            if (recording is not null)
+                Directory.Delete(recording, true);
+        }
     }
 
     private static (int Pid, int Port) HostClient(string host, int port) => ProbeNetns.RunClientProcess(Process.Start(new ProcessStartInfo(ProbeNetns.Python,

@@ -25,6 +25,15 @@ public static class Packets
         return Build(IPAddress.Parse(src), IPAddress.Parse(dst), 1, l4);
     }
 
+    /// <summary>An ICMPv4 message of a type and code (e.g. 13, timestamp request) with 16 bytes of body.</summary>
+    public static byte[] Icmp4(string src, string dst, byte type, byte code = 0)
+    {
+        var l4 = new byte[24];
+        l4[0] = type;
+        l4[1] = code;
+        return Build(IPAddress.Parse(src), IPAddress.Parse(dst), 1, l4);
+    }
+
     /// <summary>An ICMPv6 message of a type (e.g. 135, neighbour solicitation) with 20 bytes of body.</summary>
     public static byte[] Icmp6(string src, string dst, byte type)
     {

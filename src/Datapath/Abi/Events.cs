@@ -300,7 +300,9 @@ public readonly struct ConnectEvent
     public readonly ulong CgroupId;
     public readonly Bytes16 Comm;
     public readonly ConnectKind ConnectKind;
-    public readonly Bytes7 Pad;
+    /// <summary>The TracingPolicy selectors of its class that selected it (bit i: selector i of the class's filter); 0xff: no policy hooks the class.</summary>
+    public readonly byte Selected;
+    public readonly Bytes6 Pad;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -11,6 +11,9 @@ namespace Forensics.Datapath.Probes;
 /// </summary>
 public sealed record Workload(string? Namespace, string Name)
 {
+    /// <summary>The pod's labels, when its registrar knows them (the lab's pods); not part of what prints.</summary>
+    public IReadOnlyDictionary<string, string>? Labels { get; init; }
+
     public override string ToString() => Namespace is null ? Name : $"{Namespace}/{Name}";
 }
 
@@ -34,16 +37,16 @@ public sealed class Attribution
         Refresh();
     }
 
-    /// <summary>Names a network namespace as a pod.</summary>
-    public void Register(uint netnsInode, string? @namespace, string pod)
+    /// <summary>Names a network namespace as a pod (with its labels, when known).</summary>
+    public void Register(uint netnsInode, string? @namespace, string pod, IReadOnlyDictionary<string, string>? labels = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(pod);
-        registered[netnsInode] = new Workload(@namespace, pod);
+        registered[netnsInode] = new Workload(@namespace, pod) { Labels = labels };
     }
 
     /// <summary>Names a pod by the path of its network namespace (/run/netns/NAME, /proc/PID/ns/net).</summary>
-    public void Register(string netnsPath, string? @namespace, string pod) =>
-        Register(NetnsInode(netnsPath) ?? throw new FileNotFoundException($"no network namespace at {netnsPath}", netnsPath), @namespace, pod);
+    public void Register(string netnsPath, string? @namespace, string pod, IReadOnlyDictionary<string, string>? labels = null) =>
+        Register(NetnsInode(netnsPath) ?? throw new FileNotFoundException($"no network namespace at {netnsPath}", netnsPath), @namespace, pod, labels);
 
     public bool Unregister(uint netnsInode) => registered.TryRemove(netnsInode, out _);
 

@@ -185,6 +185,9 @@ public sealed class RecordingSession
         }
         var (excluded, tracingPolicy) = ExcludedCidrs(o);
         var context = NewContext();
+        // TracingPolicyNamespaced, podSelector, hostSelector: the pod of each reported connect decides (after attribution)
+        if (tracingPolicy is { Scoped: true })
+            context.ConnectScopes = new ConnectScopes(tracingPolicy.Filters);
         var events = new EventOptions
         {
             Kinds = o.Kinds,
@@ -243,7 +246,7 @@ public sealed class RecordingSession
                         context.PolicyRules = labDatapath.Datapath.RulesOf; // verdicts and policy drops name their rules
                     context.InterfaceName = new InterfaceNames(Path.Combine(NetNamespace.Dir, lab.State.NodeNetns)).Name;
                     foreach (var pod in cluster.Pods)
-                        context.Attribution.Register("/run/netns/" + LabNames.PodNs(lab.Name, pod), pod.Namespace, pod.Name);
+                        context.Attribution.Register("/run/netns/" + LabNames.PodNs(lab.Name, pod), pod.Namespace, pod.Name, pod.Labels);
                 }
                 catch (Exception e) when (e is LabException or BpfException)
                 {
@@ -425,7 +428,7 @@ public sealed class RecordingSession
             {
                 rec.UpdateManifest = m =>
                 {
-                    m.FilteredConnects = probes.FilteredConnects + probes.UnselectedConnects;
+                    m.FilteredConnects = probes.FilteredConnects + probes.UnselectedConnects + (context.ConnectScopes?.OutOfScope ?? 0);
                     m.Attribution = workloads?.ManifestEntry();
                 };
             }

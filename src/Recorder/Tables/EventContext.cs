@@ -76,6 +76,9 @@ public sealed class EventContext
 
     public Workload? Owner(uint inode) => inode == 0 ? null : Attribution.Lookup(inode);
 
+    /// <summary>The workload scopes of TracingPolicy selectors (null: none has one): a connect out of scope is counted, not a row.</summary>
+    public ConnectScopes? ConnectScopes { get; set; }
+
     /// <summary>Pods and containers from the container runtime or a pods file (null: none asked for).</summary>
     public Runtime.WorkloadWatcher? Workloads { get; set; }
 

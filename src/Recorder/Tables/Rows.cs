@@ -803,6 +803,8 @@ internal sealed class ConnectRows : Rows
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
     {
         var ev = EventReader.Read<ConnectEvent>(record);
+        if (ctx.ConnectScopes is { } scopes && !scopes.Keeps(ev, ctx))
+            return; // a TracingPolicy selected it for other workloads only: counted
         int i = Batch.NextRow();
         hdr.Set(i, ev.Hdr, ctx);
         pid.Values[i] = ev.Pid;
