@@ -22,6 +22,7 @@
 #include "lib/conntrack.h"
 #include "lib/nat.h"
 #include "lib/lb.h"
+#include "lib/dns.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -54,6 +55,7 @@ struct fx_maps_anchor {
 	struct fx_nodeport_entry npe;
 	struct fx_nat_entry ne;
 	struct fx_nat_config nc;
+	struct fx_dns_answer dns;
 };
 const volatile struct fx_maps_anchor fx_maps_anchor = {};
 
@@ -229,6 +231,7 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 				return fx_finish(skb, ctx, rc);
 		}
 		e->flags |= FX_CTF_REPLY_SEEN;
+		fx_dns_copy(skb, ctx, ep->id);
 	}
 	if (ctx->ct_state != FX_CT_NEW)
 		return fx_finish(skb, ctx, TC_ACT_OK);

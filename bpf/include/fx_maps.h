@@ -300,4 +300,23 @@ struct fx_nat_config {
 };
 _Static_assert(sizeof(struct fx_nat_config) == 52, "fx_nat_config");
 
+/*
+ * fx_dns (ring buffer): a DNS answer (UDP from port 53, a reply of a tracked
+ * connection) on its way into an endpoint; its first len payload bytes follow
+ * the header (at most FX_DNS_MAX). For toFQDNs: the names' addresses are
+ * learnt from these, as Cilium's DNS proxy learns them.
+ */
+#define FX_DNS_MAX 512
+
+struct fx_dns_answer {
+	__u8 saddr[16];		/* the server that answered */
+	__u8 daddr[16];		/* the endpoint */
+	__u16 endpoint_id;
+	__u16 sport;
+	__u16 len;		/* payload bytes copied (0: none could be read) */
+	__u8 family;
+	__u8 pad;
+};
+_Static_assert(sizeof(struct fx_dns_answer) == 40, "fx_dns_answer");
+
 #endif /* FX_MAPS_H */

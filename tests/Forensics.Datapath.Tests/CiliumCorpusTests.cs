@@ -22,7 +22,7 @@ public class CiliumCorpusTests(ITestOutputHelper output)
         ("examples/policies/kubernetes/clustermesh/cross-cluster-policy.yaml", "metadata.description"), // ObjectMeta has none
     ];
 
-    private const int MinimumLoaded = 155;
+    private const int MinimumLoaded = 180;
 
     [Fact]
     public void CorpusFiles_Loaded_NoFewerThanBeforeAndTheRestSayWhy()
@@ -54,8 +54,9 @@ public class CiliumCorpusTests(ITestOutputHelper output)
             f.Message.Contains("not supported: ", StringComparison.Ordinal) || f.Message.Contains("Cilium refuses", StringComparison.Ordinal)
                 || f.Message.Contains("Kubernetes refuses", StringComparison.Ordinal) || StaleUpstream.Any(s => f.File == s.File && f.Message.Contains(s.Field + ": unknown field", StringComparison.Ordinal)),
             f.Message));
-        // Issue 17 asks for 90%. What keeps the rest out: toFQDNs (no DNS events), nodeSelector
-        // (host policies), NodePort and headless services, files Kubernetes itself refuses.
+        // Issue 17 asks for 90%: 180 of 194 (92.8%) load. What keeps the rest out: nodeSelector (10 host
+        // policies: the lab's node has no host firewall), two stale upstream files (StaleUpstream), two with
+        // a lowercase "in" operator (the CRD's enum is In, NotIn, Exists, DoesNotExist: Kubernetes refuses them).
         // A floor at what loads today, raised as each lands: a regression fails here.
         Assert.True(loaded >= MinimumLoaded, $"{loaded} of {files.Count} load, fewer than {MinimumLoaded}");
     }

@@ -33,10 +33,11 @@ public class MapAbiTests
         ["fx_nodeport_entry"] = typeof(NodeportEntry),
         ["fx_nat_entry"] = typeof(NatEntry),
         ["fx_nat_config"] = typeof(NatConfig),
+        ["fx_dns_answer"] = typeof(DnsAnswer),
     };
 
     /// <summary>BPF-side working structs user space never reads.</summary>
-    internal static readonly HashSet<string> InternalStructs = ["fx_ctx", "fx_pkt", "fx_maps_anchor", "fx_verdict", "fx_lb_result", "fx_frag_key", "fx_frag_ports"];
+    internal static readonly HashSet<string> InternalStructs = ["fx_ctx", "fx_pkt", "fx_maps_anchor", "fx_verdict", "fx_lb_result", "fx_frag_key", "fx_frag_ports", "fx_dns_record"];
 
     private static readonly Dictionary<string, (Type Type, string Prefix)> Enums = new()
     {

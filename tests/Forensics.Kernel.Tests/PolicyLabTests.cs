@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Sockets;
 using Forensics.Datapath.Control;
 using Forensics.Datapath.Lab;
 using Forensics.Tests;
@@ -108,5 +110,122 @@ public class PolicyLabTests
         {
             File.Delete(script);
         }
+    }
+
+    /// <summary>
+    /// A tiny DNS server on a world host's address, inside the lab's world namespace: answers an A query for a
+    /// name it knows with its address, anything else with an empty NOERROR answer. Stops when disposed.
+    /// </summary>
+    private sealed class DnsResponder : IDisposable
+    {
+        private readonly Socket socket;
+        private readonly CancellationTokenSource stop = new();
+        private readonly Task loop;
+        private int answered;
+
+        public DnsResponder(string netns, string address, IReadOnlyDictionary<string, string> names)
+        {
+            socket = NetNamespace.Run(netns, () =>
+            {
+                var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                s.Bind(new IPEndPoint(IPAddress.Parse(address), 53));
+                return s;
+            });
+            loop = Task.Run(async () =>
+            {
+                var buf = new byte[1500];
+                while (!stop.IsCancellationRequested)
+                {
+                    SocketReceiveFromResult r;
+                    try
+                    {
+                        r = await socket.ReceiveFromAsync(buf, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), stop.Token);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                    var (id, name, type) = DnsPackets.ReadQuery(buf.AsSpan(0, r.ReceivedBytes));
+                    var answers = type == DnsPackets.A && names.TryGetValue(name, out var ip) ? [(name, ip)] : new List<(string, string)>();
+                    await socket.SendToAsync(DnsPackets.Response(id, name, answers, qtype: type), SocketFlags.None, r.RemoteEndPoint);
+                    Interlocked.Increment(ref answered);
+                }
+            });
+        }
+
+        public int Answered => Volatile.Read(ref answered);
+
+        public void Dispose()
+        {
+            stop.Cancel();
+            try
+            {
+                loop.Wait(TimeSpan.FromSeconds(5));
+            }
+            catch (AggregateException)
+            {
+                // the loop ended with the socket
+            }
+            socket.Dispose();
+            stop.Dispose();
+        }
+    }
+
+    [KernelFact]
+    public void ToFqdns_RealLookupFromAPod_ItsAddressAllowedOnlyAfterItAndOtherNamesStayDenied()
+    {
+        // Cilium: toFQDNs selects the addresses DNS answers gave for matching names, nothing before the lookup;
+        // the lookup is seen because the DNS port's rule has DNS rules (Cilium's proxy), which are not enforced here
+        var name = LabFixture.UniqueName();
+        var cluster = ClusterLoader.Load($$$"""
+            apiVersion: forensics.dev/v1
+            kind: Lab
+            metadata: {name: {{{name}}}}
+            spec:
+              podCIDR: 10.0.0.0/24
+              serviceCIDR: 10.0.1.0/24
+              nodeIP: 192.0.2.1
+              world:
+                - {name: resolver, ip: 203.0.113.53}
+                - {name: allowed, ip: 203.0.113.10, tcp: [80]}
+                - {name: other, ip: 203.0.113.20, tcp: [80]}
+              steps:
+                - {name: before-lookup, pod: client, tcp: "203.0.113.10:80", timeout: 1s, expect: {dropReason: Policy denied}}
+                - {name: lookup-allowed, pod: client, exec: [/bin/busybox, nslookup, -type=a, allowed.example, 203.0.113.53], timeout: 5s, expect: {delivered: true}}
+                - {name: after-lookup, pod: client, tcp: "203.0.113.10:80", timeout: 3s, expect: {delivered: true}}
+                - {name: lookup-other, pod: client, exec: [/bin/busybox, nslookup, -type=a, other.example, 203.0.113.53], timeout: 5s, expect: {delivered: true}}
+                - {name: other-denied, pod: client, tcp: "203.0.113.20:80", timeout: 1s, expect: {dropReason: Policy denied}}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: client, labels: {kind: client}}
+            ---
+            apiVersion: cilium.io/v2
+            kind: CiliumNetworkPolicy
+            metadata: {name: client-egress-to-fqdns}
+            spec:
+              endpointSelector: {matchLabels: {kind: client}}
+              egress:
+                - toFQDNs: [{matchName: allowed.example}]
+                  toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+                - toEntities: [world]
+                  toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]
+            """, "fqdn-lab.yaml");
+        Assert.Contains(cluster.Notices, n => n.Contains("toFQDNs selects only addresses learnt from DNS answers", StringComparison.Ordinal));
+        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        using var dns = new DnsResponder(LabNames.WorldNs(name), "203.0.113.53",
+            new Dictionary<string, string> { ["allowed.example"] = "203.0.113.10", ["other.example"] = "203.0.113.20" });
+        var dp = ((LabDatapath)lab.Datapath!).Datapath;
+
+        var r = lab.RunAll().ToDictionary(s => s.Step.Name);
+
+        Assert.All(r.Values, s => Assert.True(s.Passed, $"{s.Step.Name}: {s.Detail}: {string.Join("; ", s.Failures)}"));
+        Assert.True(dns.Answered >= 2, $"the responder answered {dns.Answered} queries");
+        Assert.Equal(["203.0.113.10"], dp.LearntNames["allowed.example."].Select(a => a.ToString()));
+        // the connect after the lookup: allowed at the client's egress, to the learnt address's CIDR identity
+        var id = Assert.Single(dp.Identities, i => i.Cidr?.ToString() == "203.0.113.10/32");
+        Assert.Contains(r["after-lookup"].Events, e => e is { Kind: "policy", Verdict: "allowed", Direction: "egress", Destination: "203.0.113.10" }
+            && e.RemoteIdentity == id.Id);
+        Assert.Contains(r["other-denied"].Events, e => e is { Kind: "drop", Reason: 133, Destination: "203.0.113.20" });
     }
 }

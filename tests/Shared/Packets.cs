@@ -15,6 +15,17 @@ public static class Packets
     public static byte[] Udp(string src, ushort sport, string dst, ushort dport, int payload = 8) =>
         Build(IPAddress.Parse(src), IPAddress.Parse(dst), 17, L4Udp(sport, dport, payload));
 
+    /// <summary>A UDP datagram carrying <paramref name="payload"/>.</summary>
+    public static byte[] UdpPayload(string src, ushort sport, string dst, ushort dport, byte[] payload)
+    {
+        var l4 = new byte[8 + payload.Length];
+        BinaryPrimitives.WriteUInt16BigEndian(l4, sport);
+        BinaryPrimitives.WriteUInt16BigEndian(l4.AsSpan(2), dport);
+        BinaryPrimitives.WriteUInt16BigEndian(l4.AsSpan(4), (ushort)l4.Length);
+        payload.CopyTo(l4.AsSpan(8));
+        return Build(IPAddress.Parse(src), IPAddress.Parse(dst), 17, l4);
+    }
+
     /// <summary>An ICMPv4 echo request (type 8) or reply (type 0).</summary>
     public static byte[] IcmpEcho(string src, string dst, ushort id, bool reply = false)
     {

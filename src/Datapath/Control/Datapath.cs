@@ -40,6 +40,13 @@ public sealed class Datapath : IEventSource
     private readonly System.Collections.Concurrent.ConcurrentDictionary<uint, PolicyRuleSet> ruleSetsById = new();
     private bool disposed;
     private bool auditMode;
+    // toFQDNs: every name DNS answers to endpoints showed (through a port with DNS rules), with its addresses; kept while loaded
+    private readonly Dictionary<string, SortedSet<IPAddress>> learntNames = new(StringComparer.Ordinal);
+    private readonly object dnsGate = new();
+    private RingBufferReader? dnsReader;
+    private Thread? dnsThread;
+    private volatile bool dnsStop;
+    private long dnsAnswers, dnsLearnt;
 
     private Datapath(BpfObject obj, ClusterSpec cluster)
     {
@@ -267,10 +274,191 @@ public sealed class Datapath : IEventSource
     /// <summary>Rewrites every control-plane map from the current state, deleting what is no longer wanted.</summary>
     private void Sync()
     {
+        SyncLearntIdentities();
         SyncIpcache();
         SyncServices();
         SyncPolicies();
+        SyncDnsLearning();
         ControlPlaneChanged?.Invoke(ControlPlaneLocked());
+    }
+
+    /// <summary>The policy context with the names DNS answers showed (what toFQDNs selects).</summary>
+    private PolicyContext Context() => PolicyContext.Of(cluster) with
+    {
+        LearntNames = learntNames.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<IPAddress>)[.. kv.Value], StringComparer.Ordinal),
+    };
+
+    private IEnumerable<FqdnSelector> FqdnSelectors => cluster.Policies.SelectMany(p => p.Egress).SelectMany(r => r.Fqdns);
+
+    /// <summary>A CIDR identity (/32, /128) for every learnt address a toFQDNs selector in force selects, as Cilium allocates them.</summary>
+    private void SyncLearntIdentities()
+    {
+        var selectors = FqdnSelectors.Distinct().ToList();
+        foreach (var (name, addrs) in learntNames)
+            if (selectors.Any(f => f.Matches(name)))
+                foreach (var ip in addrs)
+                    ids.ForCidr(HostPrefix(ip));
+    }
+
+    /// <summary>
+    /// While a policy has toFQDNs, the programs copy DNS answers into endpoints to the fx_dns ring (fx_dns_cfg[0]),
+    /// and a thread learns names from them (<see cref="ProcessDnsAnswers"/>).
+    /// </summary>
+    private void SyncDnsLearning()
+    {
+        bool on = FqdnSelectors.Any();
+        obj.Map("fx_dns_cfg").Update(0u, on ? 1u : 0u);
+        if (!on || dnsThread is not null)
+            return;
+        dnsThread = new Thread(() =>
+        {
+            while (!dnsStop)
+            {
+                try
+                {
+                    ProcessDnsAnswers(100);
+                }
+                catch (ObjectDisposedException)
+                {
+                    return;
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    // learning stops; the datapath goes on (what it already learnt stays in force)
+                    DnsError = e.Message;
+                    return;
+                }
+            }
+        }) { IsBackground = true, Name = "fx-dns" };
+        dnsThread.Start();
+    }
+
+    /// <summary>Why learning names from DNS answers stopped; null while it runs (or never started).</summary>
+    public string? DnsError { get; private set; }
+
+    /// <summary>DNS answers read from the datapath so far, and addresses learnt from them (new name-address pairs).</summary>
+    public (long Answers, long Learnt) DnsCounts => (Interlocked.Read(ref dnsAnswers), Interlocked.Read(ref dnsLearnt));
+
+    /// <summary>The names learnt from DNS answers and their addresses (what toFQDNs selectors choose from).</summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<IPAddress>> LearntNames
+    {
+        get
+        {
+            lock (gate)
+                return Context().LearntNames;
+        }
+    }
+
+    /// <summary>
+    /// Reads the DNS answers the programs copied (waiting up to <paramref name="timeoutMs"/> for one) and learns
+    /// from each what Cilium's DNS proxy would: the answer's A/AAAA addresses for the name asked (and CNAME targets),
+    /// when the lookup went through a port whose rules have DNS rules letting the name through, to a server that
+    /// rule's peers select. Learnt addresses get CIDR identities and every toFQDNs selector matching the name selects
+    /// them. Returns the number of name-address pairs newly learnt.
+    /// </summary>
+    public int ProcessDnsAnswers(int timeoutMs = 0)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var got = new List<(DnsAnswer Hdr, byte[] Payload)>();
+        lock (dnsGate)
+        {
+            // the handler copies each record into the list of the call that polls
+            dnsReader ??= new RingBufferReader(obj.Map("fx_dns"), record =>
+            {
+                int size = System.Runtime.InteropServices.Marshal.SizeOf<DnsAnswer>();
+                if (record.Length < size)
+                    return;
+                var hdr = System.Runtime.InteropServices.MemoryMarshal.Read<DnsAnswer>(record);
+                int len = Math.Min(hdr.Len, record.Length - size);
+                pendingDns?.Add((hdr, record.Slice(size, len).ToArray()));
+            });
+            pendingDns = got;
+            dnsReader.Poll(timeoutMs);
+            pendingDns = null;
+        }
+        if (got.Count == 0)
+            return 0;
+        Interlocked.Add(ref dnsAnswers, got.Count);
+        int learnt = 0;
+        lock (gate)
+        {
+            if (disposed)
+                return 0;
+            foreach (var (hdr, payload) in got)
+            {
+                var ep = endpoints.Values.FirstOrDefault(e => e.Id == hdr.EndpointId);
+                if (ep.Pod is null || !DnsMessage.TryParseResponse(payload, out var question, out var addrs) || addrs.Count == 0)
+                    continue;
+                var server = MapAddress.To(hdr.Saddr, hdr.Family);
+                if (!ProxyLetsThrough(ep.Pod, server, hdr.Sport, question))
+                    continue;
+                foreach (var a in addrs)
+                {
+                    if (!learntNames.TryGetValue(a.Name, out var set))
+                        learntNames[a.Name] = set = new SortedSet<IPAddress>(AddressOrder.Instance);
+                    if (set.Add(a.Address))
+                        learnt++;
+                }
+            }
+            if (learnt > 0)
+                Sync();
+        }
+        Interlocked.Add(ref dnsLearnt, learnt);
+        return learnt;
+    }
+
+    private List<(DnsAnswer Hdr, byte[] Payload)>? pendingDns;
+
+    /// <summary>
+    /// Whether Cilium's DNS proxy would have seen this lookup and let the name through: an egress allow rule of a
+    /// policy selecting the pod has, on the server's port, DNS rules matching the name, and its peers select the server.
+    /// </summary>
+    private bool ProxyLetsThrough(PodSpec pod, IPAddress server, ushort port, string name)
+    {
+        var labels = IdentityAllocator.PodLabels(pod);
+        var serverId = IdentityOfAddress(server);
+        var context = Context();
+        foreach (var p in cluster.Policies.Where(p => (p.Clusterwide || p.Namespace == pod.Namespace)
+            && PolicyCompiler.Selects(p.Selector, labels, p.Clusterwide ? null : p.Namespace)))
+        {
+            foreach (var r in p.Egress)
+            {
+                bool dnsPort = r.Ports.Any(pp => pp.L7 == "dns" && pp.Dns.Any(d => d.Matches(name))
+                    && pp.Protocol.ToUpperInvariant() is "UDP" or "ANY"
+                    && (pp.Name is { } named
+                        ? pods.Values.Any(x => x.NamedPorts.TryGetValue(named, out var np) && np.Port == port)
+                        : pp.Port == 0 || pp.Port <= port && port <= Math.Max(pp.Port, pp.EndPort)));
+                if (!dnsPort)
+                    continue;
+                var peers = PolicyCompiler.RulePeers(r, p.Clusterwide ? null : p.Namespace, ids, null, context);
+                if (peers.Contains(0) || peers.Contains(serverId))
+                    return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>The identity the ipcache gives an address: a pod's, the node's (host), the longest CIDR's, else world.</summary>
+    private uint IdentityOfAddress(IPAddress ip)
+    {
+        if (pods.Values.FirstOrDefault(p => ip.Equals(p.Ip)) is { } pod)
+            return ids.ForPod(pod).Id;
+        if (cluster.Lab is { } lab && ip.Equals(lab.NodeIp))
+            return (uint)ReservedIdentity.Host;
+        var cidr = ids.All.Where(i => i.IsCidr && i.Cidr!.Value.Contains(ip)).MaxBy(i => i.Cidr!.Value.PrefixLength);
+        return cidr?.Id ?? (uint)ReservedIdentity.World;
+    }
+
+    private sealed class AddressOrder : IComparer<IPAddress>
+    {
+        public static readonly AddressOrder Instance = new();
+
+        public int Compare(IPAddress? x, IPAddress? y)
+        {
+            var a = x!.GetAddressBytes();
+            var b = y!.GetAddressBytes();
+            return a.Length != b.Length ? a.Length.CompareTo(b.Length) : a.AsSpan().SequenceCompareTo(b);
+        }
     }
 
     private void SyncIpcache()
@@ -377,7 +565,7 @@ public sealed class Datapath : IEventSource
         var epMap = obj.Map("fx_endpoints");
         var polMap = obj.Map("fx_policy");
         compiled.Clear();
-        var context = PolicyContext.Of(cluster);
+        var context = Context();
         var keys = new Dictionary<PolicyKey, (PolicyFlags Flags, SortedSet<PolicyRuleRef> Allows, SortedSet<PolicyRuleRef> Denies)>();
         foreach (var (name, (pod, ifindex, id)) in endpoints)
         {
@@ -615,6 +803,14 @@ public sealed class Datapath : IEventSource
 
     public void Dispose()
     {
+        // the DNS thread takes the lock to learn: stop it first
+        dnsStop = true;
+        dnsThread?.Join(TimeSpan.FromSeconds(5));
+        lock (dnsGate)
+        {
+            dnsReader?.Dispose();
+            dnsReader = null;
+        }
         lock (gate)
         {
             if (disposed)

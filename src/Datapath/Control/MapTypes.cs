@@ -385,3 +385,16 @@ public struct NatConfig
     public byte Family;
     public byte Enabled;
 }
+
+/// <summary>fx_dns ring buffer record header (struct fx_dns_answer); <see cref="Len"/> payload bytes follow it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct DnsAnswer
+{
+    public Bytes16 Saddr;
+    public Bytes16 Daddr;
+    public ushort EndpointId;
+    public ushort Sport;
+    public ushort Len;
+    public byte Family;
+    public byte Pad;
+}

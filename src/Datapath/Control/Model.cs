@@ -125,6 +125,12 @@ public sealed record PortProtocol(int Port, string Protocol)
 
     /// <summary>The L7 protocol of the toPorts entry's rules (http, kafka, dns, or an l7proto), null when it has none.</summary>
     public string? L7 { get; init; }
+
+    /// <summary>
+    /// rules.dns: the names Cilium's DNS proxy lets a pod look up through this port (matchName or matchPattern each);
+    /// answers to lookups it lets through are where toFQDNs learns addresses. Not enforced (as other L7 rules).
+    /// </summary>
+    public IReadOnlyList<FqdnSelector> Dns { get; init; } = [];
 }
 
 /// <summary>toServices: a Kubernetes service by name, or services by label selector, in a namespace.</summary>
@@ -164,8 +170,50 @@ public sealed record PolicyRule(
     /// <summary>authentication.mode as given (accepted; mutual authentication is not modelled).</summary>
     public string? Authentication { get; init; }
 
-    /// <summary>Whether the rule names any peer (endpoints, CIDRs, entities, nodes or services).</summary>
-    public bool PeersGiven => Endpoints.Count + Cidrs.Count + Entities.Count + Nodes.Count + Services.Count > 0;
+    /// <summary>
+    /// toFQDNs: names whose addresses the rule selects once DNS answers have shown them
+    /// (Cilium: the addresses its DNS proxy saw returned for a matching name, as toCIDRSet /32 and /128 entries).
+    /// </summary>
+    public IReadOnlyList<FqdnSelector> Fqdns { get; init; } = [];
+
+    /// <summary>Whether the rule names any peer (endpoints, CIDRs, entities, nodes, services or names).</summary>
+    public bool PeersGiven => Endpoints.Count + Cidrs.Count + Entities.Count + Nodes.Count + Services.Count + Fqdns.Count > 0;
+}
+
+/// <summary>
+/// A toFQDNs entry (pkg/policy/api/fqdn.go): matchName, a literal name, or matchPattern, where
+/// "*" is any run of DNS characters within one label, a leading "**." one or more whole labels, and
+/// "*" alone every name (pkg/fqdn/matchpattern). Case-insensitive; a trailing dot is implied.
+/// </summary>
+public sealed record FqdnSelector(string? MatchName, string? MatchPattern)
+{
+    /// <summary>The anchored regular expression Cilium compiles the selector to (matchpattern.ToAnchoredRegexp).</summary>
+    public string Pattern
+    {
+        get
+        {
+            const string dnsChars = "[-a-zA-Z0-9_]";
+            var p = (MatchName ?? MatchPattern ?? "").Trim().ToLowerInvariant();
+            if (MatchName is null && System.Text.RegularExpressions.Regex.IsMatch(p, "^[*]+[.]?$"))
+                return "(^(" + dnsChars + "+[.])+$)|(^[.]$)";
+            if (!p.EndsWith('.'))
+                p += ".";
+            p = p.Replace(".", "[.]", StringComparison.Ordinal);
+            p = System.Text.RegularExpressions.Regex.Replace(p, @"^[*]{2,}\[\.\]", "(" + dnsChars + "+([.]" + dnsChars + "+){0,})[.]");
+            p = System.Text.RegularExpressions.Regex.Replace(p, "[*]+", dnsChars + "*");
+            return "^" + p + "$";
+        }
+    }
+
+    /// <summary>Whether a DNS name (any case, with or without its trailing dot) is selected.</summary>
+    public bool Matches(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var n = name.ToLowerInvariant();
+        return System.Text.RegularExpressions.Regex.IsMatch(n.EndsWith('.') ? n : n + ".", Pattern, System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+    }
+
+    public override string ToString() => MatchName is not null ? $"matchName: {MatchName}" : $"matchPattern: {MatchPattern}";
 }
 
 public sealed record NetworkPolicySpec(

@@ -58,6 +58,13 @@ public sealed record PolicyContext(
     }
 
     public static PolicyContext Empty { get; } = new([], [], new Dictionary<string, string>(StringComparer.Ordinal), false);
+
+    /// <summary>
+    /// The names DNS answers have shown and their addresses (toFQDNs selects these, and only these):
+    /// empty until a pod resolved a name.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<IPAddress>> LearntNames { get; init; } =
+        new Dictionary<string, IReadOnlyList<IPAddress>>(StringComparer.Ordinal);
 }
 
 /// <summary>
@@ -338,6 +345,12 @@ public static class PolicyCompiler
         foreach (var entity in rule.Entities)
             foreach (var id in EntityIdentities(entity, all))
                 set.Add(id);
+        // toFQDNs: the addresses DNS answers gave for matching names, as toCIDRSet entries (fqdn.go GetAsEndpointSelectors)
+        foreach (var f in rule.Fqdns)
+            foreach (var (name, addrs) in context.LearntNames)
+                if (f.Matches(name))
+                    foreach (var ip in addrs)
+                        AddCidr(new IPNetwork(ip, IsV4(ip) ? 32 : 128), []);
         return set;
 
         void AddCidr(IPNetwork net, List<IPNetwork> excepts)

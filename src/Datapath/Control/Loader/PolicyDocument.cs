@@ -35,7 +35,6 @@ internal static partial class PolicyDocument
     {
         ["fromGroups"] = "cloud provider groups",
         ["toGroups"] = "cloud provider groups",
-        ["toFQDNs"] = "no DNS events: the names' addresses are never learnt",
     };
 
     private static readonly string[] L7Kinds = ["http", "kafka", "dns"];
@@ -161,12 +160,15 @@ internal static partial class PolicyDocument
                 common = [.. common, "toServices"];
             if (!deny)
                 common = [.. common, "authentication"];
-            var unsupported = PeerUnsupported.Where(kv => kv.Key.StartsWith(dir, StringComparison.Ordinal) && (kv.Key != "toFQDNs" || !deny))
+            // EgressDenyRule has no toFQDNs
+            if (!ingress && !deny)
+                common = [.. common, "toFQDNs"];
+            var unsupported = PeerUnsupported.Where(kv => kv.Key.StartsWith(dir, StringComparison.Ordinal))
                 .ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
             r.Strict(unsupported, common);
 
             // Cilium refuses a rule that combines two kinds of peer (IngressRule/EgressRule.sanitize)
-            var peerFields = new[] { $"{dir}Endpoints", $"{dir}CIDR", $"{dir}CIDRSet", $"{dir}Entities", $"{dir}Nodes", "toServices" }
+            var peerFields = new[] { $"{dir}Endpoints", $"{dir}CIDR", $"{dir}CIDRSet", $"{dir}Entities", $"{dir}Nodes", "toServices", "toFQDNs" }
                 .Where(f => r.Get(f) is { } given && given.Yaml is YamlDotNet.RepresentationModel.YamlSequenceNode { Children.Count: > 0 }).ToList();
             if (peerFields.Count > 1)
                 throw r.Error($"Combining {Pascal(peerFields[0])} and {Pascal(peerFields[1])} is not supported yet (Cilium refuses this rule)");
@@ -236,6 +238,15 @@ internal static partial class PolicyDocument
             if (!ingress && r.Get("toServices") is { } svcs)
                 foreach (var sv in svcs.Items())
                     services.Add(ServiceReference(sv, ns));
+            var fqdns = new List<FqdnSelector>();
+            if (!ingress && !deny && r.Get("toFQDNs") is { } fq)
+            {
+                foreach (var f in fq.Items())
+                    fqdns.Add(Fqdn(f));
+                if (fqdns.Count > 0)
+                    notices.Add(("toFQDNs",
+                        $"{r.Doc.File}: {r.Doc}: {r.Path}.toFQDNs: toFQDNs selects only addresses learnt from DNS answers (as Cilium's DNS proxy learns them); before a pod resolves a name, its rule allows nothing"));
+            }
             var ports = new List<PortProtocol>();
             bool portsGiven = false;
             if (r.Get("toPorts") is { } tps)
@@ -244,6 +255,7 @@ internal static partial class PolicyDocument
                 {
                     portsGiven = true;
                     string? l7 = null;
+                    var dnsRules = new List<FqdnSelector>();
                     if (deny)
                     {
                         tp.Strict("ports");
@@ -252,12 +264,16 @@ internal static partial class PolicyDocument
                     {
                         tp.Strict(new Dictionary<string, string>(StringComparer.Ordinal) { ["listener"] = "Envoy listeners are not modelled" },
                             "ports", "rules", "terminatingTLS", "originatingTLS", "serverNames");
-                        l7 = L7(tp, ingress, notices);
+                        l7 = L7(tp, ingress, notices, dnsRules);
                     }
                     if (tp.Get("ports") is not { } pl)
                         continue;
                     foreach (var p in pl.Items())
-                        ports.Add(Port(p, deny ? "PortDenyRule" : "PortRule") with { L7 = l7 });
+                    {
+                        var port = Port(p, deny ? "PortDenyRule" : "PortRule") with { L7 = l7 };
+                        // only when given: a port without DNS rules keeps the default (records compare lists by reference)
+                        ports.Add(dnsRules.Count == 0 ? port : port with { Dns = dnsRules });
+                    }
                 }
             }
             if (r.Get("icmps") is { } icmps)
@@ -292,9 +308,34 @@ internal static partial class PolicyDocument
                 Nodes = nodes,
                 Services = services,
                 Authentication = auth,
+                Fqdns = fqdns,
             });
         }
         return result;
+    }
+
+    [GeneratedRegex("^[-a-zA-Z0-9_.]+$")]
+    private static partial Regex MatchNameChars();
+
+    [GeneratedRegex("^[-a-zA-Z0-9_.*]+$")]
+    private static partial Regex MatchPatternChars();
+
+    /// <summary>A toFQDNs entry, checked as Cilium's FQDNSelector.sanitize checks it.</summary>
+    private static FqdnSelector Fqdn(Node f)
+    {
+        f.Strict("matchName", "matchPattern");
+        var name = f.Get("matchName")?.String();
+        var pattern = f.Get("matchPattern")?.String();
+        if (!string.IsNullOrEmpty(name) && !string.IsNullOrEmpty(pattern))
+            throw f.Error("only one of MatchName or MatchPattern is allowed in an FQDNSelector");
+        if (!string.IsNullOrEmpty(name) && !MatchNameChars().IsMatch(name))
+            throw f.Require("matchName").Error($"Invalid characters in MatchName: \"{name}\". Only 0-9, a-z, A-Z and . and - characters are allowed");
+        if (!string.IsNullOrEmpty(pattern) && !MatchPatternChars().IsMatch(pattern))
+            throw f.Require("matchPattern").Error($"Invalid characters in MatchPattern: \"{pattern}\". Only 0-9, a-z, A-Z and ., - and * characters are allowed");
+        if ((name ?? pattern ?? "").Trim().Length > 255)
+            throw f.Error($"Invalid MatchPattern: \"{name ?? pattern}\". Must be <= 255 characters long.");
+        // an entry with neither selects nothing (an empty pattern matches no name)
+        return string.IsNullOrEmpty(name) ? new FqdnSelector(null, pattern ?? "") : new FqdnSelector(name, null);
     }
 
     private static string Pascal(string field) => char.ToUpperInvariant(field[0]) + field[1..];
@@ -443,7 +484,7 @@ internal static partial class PolicyDocument
     }
 
     /// <summary>The L7 part of a toPorts entry: parsed and kept (the policy text is in the snapshot), noted once, not enforced.</summary>
-    private static string? L7(Node tp, bool ingress, List<(string Key, string Text)> notices)
+    private static string? L7(Node tp, bool ingress, List<(string Key, string Text)> notices, List<FqdnSelector> dnsRules)
     {
         string? kind = null;
         if (tp.Get("rules") is { } rules)
@@ -461,9 +502,24 @@ internal static partial class PolicyDocument
             if (rules.Get("http") is { } http)
                 foreach (var h in http.Items())
                     h.Strict("path", "method", "host", "headers", "headerMatches");
-            if (rules.Get("dns") is { } dnsRules)
-                foreach (var d in dnsRules.Items())
+            if (rules.Get("dns") is { } dnsList)
+            {
+                // a PortRuleDNS may have both (either lets the name through), unlike a toFQDNs entry
+                foreach (var d in dnsList.Items())
+                {
                     d.Strict("matchName", "matchPattern");
+                    var name = d.Get("matchName")?.String();
+                    var pattern = d.Get("matchPattern")?.String();
+                    if (!string.IsNullOrEmpty(name) && !MatchNameChars().IsMatch(name))
+                        throw d.Require("matchName").Error($"Invalid characters in MatchName: \"{name}\". Only 0-9, a-z, A-Z and . and - characters are allowed");
+                    if (!string.IsNullOrEmpty(pattern) && !MatchPatternChars().IsMatch(pattern))
+                        throw d.Require("matchPattern").Error($"Invalid characters in MatchPattern: \"{pattern}\". Only 0-9, a-z, A-Z and ., - and * characters are allowed");
+                    if (!string.IsNullOrEmpty(name))
+                        dnsRules.Add(new FqdnSelector(name, null));
+                    if (!string.IsNullOrEmpty(pattern))
+                        dnsRules.Add(new FqdnSelector(null, pattern));
+                }
+            }
             if (rules.Get("kafka") is { } kafka)
                 foreach (var k in kafka.Items())
                     k.Strict("role", "apiKey", "apiVersion", "clientID", "topic");
