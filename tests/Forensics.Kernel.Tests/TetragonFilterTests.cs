@@ -280,6 +280,42 @@ public class TetragonFilterTests
         Assert.True(probes.UnselectedConnects - unselected >= 3, $"{probes.UnselectedConnects - unselected} counted");
     }
 
+    [KernelFact]
+    public void HostSelectorAndPodSelector_HostProcessesConnects_OnlyTheHostSelectorsSelectionIsKept()
+    {
+        using var ns = ProbeNetns.Create();
+        using var ports = new Listeners(2);
+        int pA = ports.Ports[0], pB = ports.Ports[1];
+        string Policy(string name, string selector, int port) => $$"""
+            apiVersion: cilium.io/v1alpha1
+            kind: TracingPolicy
+            metadata: {name: {{name}}}
+            spec:
+              {{selector}}
+              kprobes:
+              - call: tcp_connect
+                args: [{index: 0, type: sock}]
+                selectors:
+                - matchArgs: [{index: 0, operator: DPort, values: ["{{port}}"]}]
+            """;
+        // a process in a named network namespace (not a pod's) is a host process
+        var policy = TracingPolicyReader.Parse(Policy("hosts", "hostSelector: {}", pA) + "\n---\n" + Policy("pods", "podSelector: {}", pB));
+        Assert.True(policy.Scoped);
+        var scopes = new Forensics.Recorder.Tables.ConnectScopes(policy.Filters);
+        var ctx = Forensics.Recorder.Sessions.RecordingSession.NewContext();
+        using var probes = Load(policy);
+        using var log = new EventLog(probes);
+
+        var host = ns.RunClient("tcp", ns.HostV4, pA);
+        var notPod = ns.RunClient("tcp", ns.HostV4, pB);
+        foreach (var (pid, _) in new[] { host, notPod })
+            Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)), $"connect of {pid} not reported by the kernel");
+        // the kernel selected both (each by its policy's selector); the recorder keeps the one whose policy applies to host processes
+        Assert.True(scopes.Keeps(log.Connects(host.Pid).First(), ctx));
+        Assert.False(scopes.Keeps(log.Connects(notPod.Pid).First(), ctx));
+        Assert.Equal(1UL, scopes.OutOfScope);
+    }
+
     /// <summary>
     /// TracingPolicyNamespaced and podSelector on a lab's pods (issue 17 item 3): the quickstart's enforcing policy with
     /// its Sigkill made a Post (TracingPolicyNamespaced in team-a, NotDAddr of the cluster) and a podSelector, beside a
