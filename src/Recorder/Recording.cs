@@ -473,7 +473,7 @@ public sealed class Recording : IDisposable
     private void SampleLoss(bool final)
     {
         long utc = DateTime.UtcNow.Ticks * 100 - DateTime.UnixEpoch.Ticks * 100;
-        var perTable = new SortedDictionary<string, (ulong E, ulong F, ulong D)>(StringComparer.Ordinal);
+        var perTable = new SortedDictionary<string, (ulong E, ulong F, ulong D, Dictionary<uint, CpuCounts> Cpus)>(StringComparer.Ordinal);
         var progress = new Dictionary<string, SourceCounts>(StringComparer.Ordinal);
         foreach (var (source, counts) in ReadCounters())
         {
@@ -492,23 +492,27 @@ public sealed class Recording : IDisposable
                     w.NotRecorded($"{unread} {table} event{(unread == 1 ? "" : "s")} emitted but not read when the recording stopped (counted as lost in user space)");
                 }
                 var t = perTable.GetValueOrDefault(table);
-                perTable[table] = (t.E + now.Emitted - before.Emitted, t.F + now.Failed - before.Failed, t.D + drops - dropsBefore + now.Dropped - before.Dropped);
+                var cpus = t.Cpus ?? [];
+                LossSplit.Add(cpus, LossSplit.Since(now, before));
+                perTable[table] = (t.E + now.Emitted - before.Emitted, t.F + now.Failed - before.Failed, t.D + drops - dropsBefore + now.Dropped - before.Dropped, cpus);
                 lastCounters[key] = now;
                 lastDrops[key] = drops;
                 var p = progress.GetValueOrDefault(table);
                 progress[table] = new SourceCounts(p.Emitted + now.Emitted, p.Failed + now.Failed, p.Dropped + now.Dropped);
             }
         }
-        foreach (var (table, (e, f, d)) in perTable)
+        foreach (var (table, (e, f, d, cpus)) in perTable)
         {
-            if (e == 0 && f == 0 && d == 0)
-                continue;
-            if (loss.Batch.IsFull)
+            // a row per CPU that failed to hand events over, and one without a CPU for the rest (schemas/loss.v3.json)
+            foreach (var (cpu, ce, cf, cd) in LossSplit.Rows(e, f, d, cpus))
             {
-                WriteBatchSafely(loss.Batch);
-                loss.Batch.Reset();
+                if (loss.Batch.IsFull)
+                {
+                    WriteBatchSafely(loss.Batch);
+                    loss.Batch.Reset();
+                }
+                loss.Add(utc - utc % 1_000_000_000, table, ce, cf, cd, cpuId: cpu);
             }
-            loss.Add(utc - utc % 1_000_000_000, table, e, f, d);
         }
         progressCounters = progress;
     }

@@ -118,6 +118,21 @@ public class RecorderTests
         var perSecond = Duck.Table(dir, "loss", "kind = 'trace'");
         Assert.Equal(loss.Failed, (ulong)perSecond.Sum(r => (long)(ulong)r["failed"]!));
         Assert.Equal(loss.Emitted, (ulong)perSecond.Sum(r => (long)(ulong)r["emitted"]!));
+        // the kernel's failures are counted per CPU (loss v3): the rows of a CPU sum to them, the rows without one hold none
+        var ofCpus = perSecond.Where(r => r["cpu"] is not null).ToList();
+        Assert.NotEmpty(ofCpus);
+        Assert.Equal(loss.Failed, (ulong)ofCpus.Sum(r => (long)(ulong)r["failed"]!));
+        Assert.All(ofCpus, r => Assert.InRange((uint)r["cpu"]!, 0u, (uint)Environment.ProcessorCount - 1));
+        Assert.All(perSecond.Where(r => r["cpu"] is null), r => Assert.Equal(0UL, (ulong)r["failed"]!));
+
+        // replay prints cilium monitor's line for each CPU's loss, and nothing else for it
+        var (code, output) = LabFixture.RunCli("replay", dir, "-f", "compact", "-t", "loss");
+        Assert.True(code == 0, output);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var cpuLines = lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"^CPU (\d{2,}): Lost (\d+) events$")).ToList();
+        Assert.True(cpuLines.All(m => m.Success), "replay printed a loss line that is not cilium monitor's:\n" + output);
+        Assert.Equal(ofCpus.Count(r => (ulong)r["failed"]! > 0), cpuLines.Count);
+        Assert.Equal(loss.Failed, cpuLines.Aggregate(0UL, (a, m) => a + ulong.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture)));
     }
 
     private static bool ListsASealedFile(string dir)

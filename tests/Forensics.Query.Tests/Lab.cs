@@ -92,7 +92,10 @@ internal static class Lab
         r.Add("connect", new { ktime_ns = c + 1000, pid = 250u, tid = 250u, exec_id = 4000ul, binary = "/usr/bin/nc", comm = "nc", connect_kind = "tcp", ip_version = (byte)4, src_ip = Xwing, src_port = (ushort)53001, dst_ip = Deathstar, dst_port = (ushort)8080, protocol = "tcp", netns_ino = XwingNetns, @namespace = "default", pod = "xwing" });
 
         r.Add("kdrop", new { ktime_ns = c + 5000, reason = 2u, reason_name = "NO_SOCKET", location = 0xffffffff81000000ul, function = "tcp_v4_rcv+0x1a", l3_proto = (ushort)0x0800, ip_version = (byte)4, src_ip = Outside, src_port = (ushort)443, dst_ip = Node, dst_port = (ushort)59999, protocol = "tcp", netns_ino = 4026531840u, ifindex = 2u, pkt_len = 60u });
-        r.Add("loss", new { time = TestRecording.Start.AddSeconds(9), kind = "trace", emitted = 100ul, failed = 3ul, userspace_dropped = 0ul });
+        // the kernel's ring buffer on CPU 1 could not take 3 trace events in that second (loss v3: a row per CPU that
+        // lost, one without a CPU for the rest)
+        r.Add("loss", new { time = TestRecording.Start.AddSeconds(9), kind = "trace", emitted = 40ul, failed = 3ul, userspace_dropped = 0ul, cpu = 1u });
+        r.Add("loss", new { time = TestRecording.Start.AddSeconds(9), kind = "trace", emitted = 60ul, failed = 0ul, userspace_dropped = 0ul });
         r.Loss["trace"] = new Forensics.Format.ManifestLoss { Emitted = 100, Failed = 3, UserspaceDropped = 0 };
         r.Build();
         return r;

@@ -183,6 +183,33 @@ public sealed class ReplayTests : IDisposable
         Assert.Equal("🔌 connect default/xwing /usr/bin/nc udp 10.0.1.5:53000 -> 198.51.100.7:53", new LineRenderer(RenderFormat.Text).Render("connect", row));
     }
 
+    // cilium monitor's line for a CPU's ring buffer that lost events (pkg/monitor/format/format.go FormatLostEvent,
+    // /work/shared/reference/format_templates_from_source.md): "CPU %02d: Lost %d events"
+    [Fact]
+    public void LineRenderer_LossRowOfOneCpu_PrintsCiliumsLostLine()
+    {
+        var compact = new LineRenderer(RenderFormat.Compact);
+        Assert.Equal("CPU 01: Lost 3 events", compact.Render("loss", Row(("kind", "trace"), ("emitted", 40ul), ("failed", 3ul), ("userspace_dropped", 0ul), ("cpu", 1u))));
+        Assert.Equal("CPU 00: Lost 1 events", compact.Render("loss", Row(("kind", "exec"), ("emitted", 0ul), ("failed", 1ul), ("userspace_dropped", 0ul), ("cpu", 0u))));
+        Assert.Equal("CPU 123: Lost 70000 events", compact.Render("loss", Row(("kind", "drop"), ("emitted", 5ul), ("failed", 70000ul), ("userspace_dropped", 0ul), ("cpu", 123u))));
+        // a CPU that emitted but lost nothing prints nothing
+        Assert.Null(compact.Render("loss", Row(("kind", "trace"), ("emitted", 40ul), ("failed", 0ul), ("userspace_dropped", 0ul), ("cpu", 2u))));
+        // text form: the second's time first, then the same line
+        Assert.Equal("2026-11-23T10:00:09.000000Z CPU 01: Lost 3 events", new LineRenderer(RenderFormat.Text).Render("loss",
+            Row(("time", new DateTime(2026, 11, 23, 10, 0, 9, DateTimeKind.Utc)), ("kind", "trace"), ("failed", 3ul), ("userspace_dropped", 0ul), ("cpu", 1u))));
+    }
+
+    [Fact]
+    public void LineRenderer_LossRowWithoutCpu_PrintsOwnLineNotCiliums()
+    {
+        var compact = new LineRenderer(RenderFormat.Compact);
+        // user space's drops (cpu null in loss v3) and a loss v2 row (no cpu column) are not a CPU's ring buffer
+        var user = compact.Render("loss", Row(("kind", "trace"), ("emitted", 60ul), ("failed", 0ul), ("userspace_dropped", 5ul), ("cpu", null)));
+        Assert.Equal("Lost 5 trace events (ring buffer full: 0, user space: 5)", user);
+        Assert.DoesNotMatch(@"^CPU \d+: Lost", user);
+        Assert.Equal("Lost 3 trace events (ring buffer full: 3, user space: 0)", compact.Render("loss", Row(("kind", "trace"), ("emitted", 100ul), ("failed", 3ul), ("userspace_dropped", 0ul))));
+    }
+
     [Fact]
     public void LineRenderer_NoBinary_NoEmptyPadding()
     {

@@ -153,12 +153,17 @@ public sealed class LineRenderer
         return $"xx kernel drop ({Str(r, "reason_name")}) at {Str(r, "function")},{where} ifindex {U(r, "ifindex")}: {Summary(r).TrimEnd()}";
     }
 
+    // A row of one CPU's ring buffer (loss v3): cilium monitor's own line for a CPU whose buffer lost events
+    // (pkg/monitor/format/format.go FormatLostEvent: "CPU %02d: Lost %d events"). Any other row (user space's drops,
+    // another source's loss, a recording made before loss v3) is this tool's line: Cilium prints nothing like it.
     private static string? Loss(IReadOnlyDictionary<string, object?> r)
     {
         var failed = U(r, "failed");
         var user = U(r, "userspace_dropped");
         if (failed + user == 0)
             return null;
+        if (r.TryGetValue("cpu", out var cpu) && cpu is not null)
+            return string.Create(CultureInfo.InvariantCulture, $"CPU {Convert.ToUInt32(cpu, CultureInfo.InvariantCulture):D2}: Lost {failed + user} events");
         return $"Lost {failed + user} {Str(r, "kind")} events (ring buffer full: {failed}, user space: {user})";
     }
 

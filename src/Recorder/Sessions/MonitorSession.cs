@@ -193,8 +193,10 @@ public sealed class MonitorSession
                             ulong f = now.Failed - before.Failed, u = drops - dropsBefore + now.Dropped - before.Dropped;
                             failed += f;
                             dropped += u;
-                            if (f + u > 0 && !loss.Batch.IsFull)
-                                loss.Add(utc - utc % 1_000_000_000, table, now.Emitted - before.Emitted, f, u);
+                            if (f + u > 0)
+                                foreach (var (cpu, ce, cf, cu) in LossSplit.Rows(now.Emitted - before.Emitted, f, u, LossSplit.Since(now, before)))
+                                    if (!loss.Batch.IsFull)
+                                        loss.Add(utc - utc % 1_000_000_000, table, ce, cf, cu, cpuId: cpu);
                         }
                     }
                     if (loss.Batch.Count > 0)

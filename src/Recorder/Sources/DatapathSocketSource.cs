@@ -129,6 +129,7 @@ public sealed class DatapathSocketSource : IRecordSource, IMonitorHandler
     public IReadOnlyDictionary<string, SourceCounts> Counters()
     {
         var sums = new Dictionary<string, SourceCounts>(StringComparer.Ordinal);
+        var perCpu = new Dictionary<string, Dictionary<uint, CpuCounts>>(StringComparer.Ordinal);
         lock (gate)
         {
             if (baseline is null)
@@ -139,9 +140,14 @@ public sealed class DatapathSocketSource : IRecordSource, IMonitorHandler
                 var table = Rows.TableOf(key.Kind);
                 var s = sums.GetValueOrDefault(table);
                 sums[table] = new SourceCounts(s.Emitted + e.Emitted - b.Emitted, s.Failed + e.Failed - b.Failed, s.Dropped + e.Dropped - b.Dropped);
+                if (!perCpu.TryGetValue(table, out var cpus))
+                    perCpu[table] = cpus = [];
+                var c = cpus.GetValueOrDefault(key.Cpu);
+                cpus[key.Cpu] = new CpuCounts(c.Emitted + e.Emitted - b.Emitted, c.Failed + e.Failed - b.Failed);
             }
         }
-        return sums;
+        // the kernel's ring buffer failures per CPU (this client's queue drops stay user space's, without a CPU)
+        return sums.ToDictionary(kv => kv.Key, kv => kv.Value with { PerCpu = perCpu[kv.Key] }, StringComparer.Ordinal);
     }
 
     /// <summary>The running datapath's tables now, from its pinned maps and its control plane's file.</summary>

@@ -46,7 +46,70 @@ public interface IRecordSource : IDisposable
 /// counts a successful ring buffer reservation), events it could not hand over, and events it had but dropped in
 /// user space on their way to this recorder (<paramref name="Dropped"/>: a datapath's monitor socket dropping for a
 /// client whose queue was full). <paramref name="Emitted"/> counts those too; they go to <c>userspace_dropped</c>.</summary>
-public readonly record struct SourceCounts(ulong Emitted, ulong Failed, ulong Dropped = 0);
+public readonly record struct SourceCounts(ulong Emitted, ulong Failed, ulong Dropped = 0)
+{
+    /// <summary>
+    /// The same <see cref="Emitted"/> and <see cref="Failed"/> per CPU, when the producer counts per CPU (the kernel's
+    /// per-CPU fx_emit_stats); null otherwise. Its values sum to <see cref="Emitted"/> and <see cref="Failed"/>.
+    /// </summary>
+    public IReadOnlyDictionary<uint, CpuCounts>? PerCpu { get; init; }
+}
+
+/// <summary>One CPU's cumulative counts of a table: events handed over and events that could not be.</summary>
+public readonly record struct CpuCounts(ulong Emitted, ulong Failed);
+
+/// <summary>
+/// Rows of the loss table for one table and one second (schema loss v3): a row per CPU that failed to hand events
+/// over (that CPU's emitted and failed: cilium monitor's "CPU %02d: Lost %d events"), and one row without a CPU for
+/// the rest (emitted on CPUs that lost nothing, failures not counted per CPU, what user space dropped). The rows
+/// sum to the second's totals.
+/// </summary>
+public static class LossSplit
+{
+    /// <summary>The per-CPU counts of <paramref name="now"/> since <paramref name="before"/>; null when not counted per CPU.</summary>
+    public static Dictionary<uint, CpuCounts>? Since(SourceCounts now, SourceCounts before)
+    {
+        if (now.PerCpu is null)
+            return null;
+        var d = new Dictionary<uint, CpuCounts>();
+        foreach (var (cpu, c) in now.PerCpu)
+        {
+            var b = before.PerCpu?.GetValueOrDefault(cpu) ?? default;
+            if (c.Emitted >= b.Emitted && c.Failed >= b.Failed && (c.Emitted > b.Emitted || c.Failed > b.Failed))
+                d[cpu] = new CpuCounts(c.Emitted - b.Emitted, c.Failed - b.Failed);
+        }
+        return d;
+    }
+
+    /// <summary>Adds one source's per-CPU counts to a second's (several sources may feed one table).</summary>
+    public static void Add(Dictionary<uint, CpuCounts> into, IReadOnlyDictionary<uint, CpuCounts>? more)
+    {
+        ArgumentNullException.ThrowIfNull(into);
+        foreach (var (cpu, c) in more ?? new Dictionary<uint, CpuCounts>())
+        {
+            var s = into.GetValueOrDefault(cpu);
+            into[cpu] = new CpuCounts(s.Emitted + c.Emitted, s.Failed + c.Failed);
+        }
+    }
+
+    /// <summary>The rows, CPUs in order, then the row without a CPU when anything is left; nothing when all is zero.</summary>
+    public static List<(uint? Cpu, ulong Emitted, ulong Failed, ulong Dropped)> Rows(ulong emitted, ulong failed, ulong dropped, IReadOnlyDictionary<uint, CpuCounts>? perCpu)
+    {
+        var rows = new List<(uint?, ulong, ulong, ulong)>();
+        ulong e = emitted, f = failed;
+        foreach (var (cpu, c) in (perCpu ?? new Dictionary<uint, CpuCounts>()).Where(kv => kv.Value.Failed > 0).OrderBy(kv => kv.Key))
+        {
+            // a CPU's counts are read in the same pass as the totals, so they never exceed them
+            ulong ce = Math.Min(c.Emitted, e), cf = Math.Min(c.Failed, f);
+            rows.Add((cpu, ce, cf, 0));
+            e -= ce;
+            f -= cf;
+        }
+        if (e > 0 || f > 0 || dropped > 0)
+            rows.Add((null, e, f, dropped));
+        return rows;
+    }
+}
 
 /// <summary>Thread-safe cumulative counters a source that is not the kernel keeps (see <see cref="IRecordSource.Counters"/>).</summary>
 public sealed class SourceCounters

@@ -85,8 +85,25 @@ public sealed class KernelSource : IRecordSource
     /// <summary>The emission counters; once <see cref="Run"/> has returned, as they were when it took its last records.</summary>
     public IReadOnlyDictionary<string, SourceCounts> Counters() => final ?? ReadCounters();
 
-    private Dictionary<string, SourceCounts> ReadCounters() =>
-        EventChannel.ReadCounters(objects).ToDictionary(kv => Rows.TableOf(kv.Key), kv => new SourceCounts(kv.Value.Emitted, kv.Value.Failed), StringComparer.Ordinal);
+    /// <summary>Every kind's counters, summed over the objects, with each CPU's (one read of the per-CPU maps).</summary>
+    private Dictionary<string, SourceCounts> ReadCounters()
+    {
+        var perCpu = new Dictionary<string, Dictionary<uint, CpuCounts>>(StringComparer.Ordinal);
+        for (var k = EventKind.Drop; k < EventKind.Max; k++)
+            perCpu.TryAdd(Rows.TableOf(k), []);
+        foreach (var o in objects)
+        {
+            foreach (var e in EventChannel.ReadPerCpu(o.EmitStatsMap))
+            {
+                var cpus = perCpu[Rows.TableOf(e.Kind)];
+                var c = cpus.GetValueOrDefault(e.Cpu);
+                cpus[e.Cpu] = new CpuCounts(c.Emitted + e.Emitted, c.Failed + e.Failed);
+            }
+        }
+        return perCpu.ToDictionary(kv => kv.Key, kv => new SourceCounts(
+            kv.Value.Values.Aggregate(0UL, (a, c) => a + c.Emitted), kv.Value.Values.Aggregate(0UL, (a, c) => a + c.Failed)) { PerCpu = kv.Value },
+            StringComparer.Ordinal);
+    }
 
     /// <summary>The BPF objects are the caller's to dispose.</summary>
     public void Dispose()

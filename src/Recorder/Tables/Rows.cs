@@ -875,13 +875,14 @@ internal sealed class KdropRows : Rows
     }
 }
 
-/// <summary>The loss table: one row per second and kind.</summary>
+/// <summary>The loss table: one row per second and kind, and for the kernel's ring buffers one per CPU that lost events.</summary>
 public sealed class LossRows : Rows
 {
     private readonly Column<long> time;
     private readonly StringColumn kind;
     private readonly Column<ulong> emitted, failed, dropped;
     private readonly StringColumn source, detail;
+    private readonly Column<uint> cpu;
 
     public LossRows(int capacity) : base("loss", capacity)
     {
@@ -892,12 +893,14 @@ public sealed class LossRows : Rows
         dropped = Batch.U64("userspace_dropped");
         source = Batch.Str("source", nullable: true);
         detail = Batch.Str("detail", nullable: true);
+        cpu = Batch.U32("cpu", nullable: true);
     }
 
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx) =>
         throw new NotSupportedException("loss rows are added with Add");
 
-    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount, string? sourceName = null, string? detailText = null)
+    /// <param name="cpuId">the CPU whose ring buffer counters the row holds; null for a row not of one CPU</param>
+    public void Add(long utcNs, string kindName, ulong emittedCount, ulong failedCount, ulong droppedCount, string? sourceName = null, string? detailText = null, uint? cpuId = null)
     {
         int i = Batch.NextRow();
         time.Values[i] = utcNs;
@@ -907,5 +910,9 @@ public sealed class LossRows : Rows
         dropped.Values[i] = droppedCount;
         source.Values[i] = sourceName;
         detail.Values[i] = detailText;
+        if (cpuId is { } c)
+            cpu.Set(i, c);
+        else
+            cpu.SetNull(i);
     }
 }
