@@ -312,7 +312,8 @@ public static class LabCommand
         var udp = new Option<string[]>("--udp") { Description = "[IP:]PORT to answer UDP on (echo)" };
         var names = new Option<string[]>("--name") { Description = "NAME to answer with, or IP=NAME per local address" };
         var lifetime = new Option<double>("--lifetime") { Description = "Seconds before exiting", DefaultValueFactory = _ => 43200 };
-        var cmd = new Command("serve", "Answer TCP, HTTP and UDP on the given ports (run by the lab inside its namespaces)") { tcp, udp, names, lifetime };
+        var dnsNames = new Option<string[]>("--dns") { Description = "IP=NAME=ADDRESS: answer DNS queries for NAME with ADDRESS on IP's UDP port 53" };
+        var cmd = new Command("serve", "Answer TCP, HTTP and UDP on the given ports (run by the lab inside its namespaces)") { tcp, udp, names, lifetime, dnsNames };
         cmd.Hidden = true;
         cmd.SetAction(parse =>
         {
@@ -330,12 +331,24 @@ public static class LabCommand
                 }
                 var t = (parse.GetValue(tcp) ?? []).Select(ListenSpec.Parse).ToList();
                 var u = (parse.GetValue(udp) ?? []).Select(ListenSpec.Parse).ToList();
-                if (t.Count + u.Count == 0)
-                    return Cli.Fail(ExitCode.Usage, "lab serve needs --tcp or --udp");
+                var dns = new Dictionary<System.Net.IPAddress, Dictionary<string, System.Net.IPAddress>>();
+                foreach (var d in parse.GetValue(dnsNames) ?? [])
+                {
+                    var parts = d.Split('=');
+                    if (parts.Length != 3)
+                        return Cli.Fail(ExitCode.Usage, $"lab serve: --dns '{d}' is not IP=NAME=ADDRESS");
+                    var at = System.Net.IPAddress.Parse(parts[0]);
+                    if (!dns.TryGetValue(at, out var map))
+                        dns[at] = map = new Dictionary<string, System.Net.IPAddress>(StringComparer.Ordinal);
+                    map[parts[1].TrimEnd('.').ToLowerInvariant() + "."] = System.Net.IPAddress.Parse(parts[2]);
+                }
+                if (t.Count + u.Count + dns.Count == 0)
+                    return Cli.Fail(ExitCode.Usage, "lab serve needs --tcp, --udp or --dns");
                 using var cts = new CancellationTokenSource();
                 using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
                 using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
-                Traffic.ServeAsync(t, u, dflt, byAddr, TimeSpan.FromSeconds(parse.GetValue(lifetime)), Console.Out, cts.Token).GetAwaiter().GetResult();
+                Traffic.ServeAsync(t, u, dflt, byAddr, TimeSpan.FromSeconds(parse.GetValue(lifetime)), Console.Out, cts.Token,
+                    dns.ToDictionary(kv => kv.Key, kv => (IReadOnlyDictionary<string, System.Net.IPAddress>)kv.Value)).GetAwaiter().GetResult();
                 return (int)ExitCode.Ok;
             }
             catch (Exception e) when (e is FormatException or System.Net.Sockets.SocketException)

@@ -66,6 +66,51 @@ public class FqdnTests
         Assert.False(DnsMessage.TryParseResponse(loop, out _, out _));
     }
 
+    [Fact]
+    public void DnsMessage_AnswerToAQuery_AsAnAuthoritativeServerAnswers()
+    {
+        var names = new Dictionary<string, IPAddress> { ["api.example.com."] = IPAddress.Parse("203.0.113.10"), ["v6.example."] = IPAddress.Parse("2001:db8::1") };
+
+        var a = DnsMessage.Answer(DnsPackets.Query(9, "API.example.com"), names);
+        var aaaa = DnsMessage.Answer(DnsPackets.Query(10, "v6.example", DnsPackets.Aaaa), names);
+        var wrongFamily = DnsMessage.Answer(DnsPackets.Query(11, "api.example.com", DnsPackets.Aaaa), names);
+        var unknown = DnsMessage.Answer(DnsPackets.Query(12, "nope.example"), names);
+
+        Assert.True(DnsMessage.TryParseResponse(a, out var q, out var addrs));
+        Assert.Equal(("api.example.com.", "203.0.113.10", 300u), (q, Assert.Single(addrs).Address.ToString(), addrs[0].Ttl));
+        Assert.Equal(9, a![0] << 8 | a[1]);
+        Assert.True(DnsMessage.TryParseResponse(aaaa, out _, out var v6));
+        Assert.Equal("2001:db8::1", Assert.Single(v6).Address.ToString());
+        Assert.True(DnsMessage.TryParseResponse(wrongFamily, out _, out var none));
+        Assert.Empty(none);
+        Assert.Equal(3, unknown![3] & 0xf); // NXDOMAIN
+        Assert.Null(DnsMessage.Answer(a, names)); // a response is not a query
+    }
+
+    [Theory]
+    [InlineData("dns: {api.example.com: 203.0.113}", "is not an IPv4 or IPv6 address")]
+    [InlineData("dns: {'bad name': 203.0.113.10}", "is not a DNS name")]
+    [InlineData("dns: [api.example.com]", "expected a mapping of DNS names to addresses")]
+    [InlineData("udp: [53]\n      dns: {api.example.com: 203.0.113.10}", "leave 53 out of udp")]
+    public void LabWorldHostDns_Malformed_OneLineError(string field, string expected)
+    {
+        var yaml = $$$"""
+            apiVersion: forensics.dev/v1
+            kind: Lab
+            metadata: {name: w}
+            spec:
+              podCIDR: 10.0.0.0/24
+              serviceCIDR: 10.0.1.0/24
+              nodeIP: 192.0.2.1
+              world:
+                - name: resolver
+                  ip: 203.0.113.53
+                  {{{field}}}
+            """;
+        var e = Assert.Throws<ClusterSpecException>(() => ClusterLoader.Load(yaml, "w.yaml"));
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
     private static ClusterSpec Load(string egress) => ClusterLoader.Load(CiliumFiles.Lab + $$$"""
 
         ---

@@ -414,6 +414,22 @@ public class LabScenarioTests
 public class LabShopScenarioTests
 {
     [KernelFact]
+    public void FqdnScenario_EveryStep_MeetsItsExpectation()
+    {
+        // examples/fqdn.yaml: the world's resolver (dns:) answers the client's real lookups; toFQDNs allows
+        // api.example.com's address only after the lookup, and never www.other.example's
+        var name = LabFixture.UniqueName();
+        using var lab = Lab.Up(LabFixture.Load("fqdn.yaml", name), LabFixture.WithDatapath());
+        var reports = lab.RunAll().ToDictionary(r => r.Step.Name);
+        Assert.All(reports.Values, r => Assert.True(r.Passed, $"{r.Step.Name}: {r.Detail}: {string.Join("; ", r.Failures)}"));
+        Assert.Equal(5, reports.Count);
+        var dp = ((LabDatapath)lab.Datapath!).Datapath;
+        Assert.Equal(["203.0.113.10"], dp.LearntNames["api.example.com."].Select(a => a.ToString()));
+        Assert.Equal(["203.0.113.20"], dp.LearntNames["www.other.example."].Select(a => a.ToString()));
+        Assert.Contains(reports["after-the-lookup-allowed"].Events, e => e is { Kind: "policy", Verdict: "allowed", Destination: "203.0.113.10" });
+    }
+
+    [KernelFact]
     public void ShopScenario_EveryStep_MeetsItsExpectation()
     {
         var name = LabFixture.UniqueName();

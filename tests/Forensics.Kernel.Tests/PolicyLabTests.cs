@@ -212,7 +212,8 @@ public class PolicyLabTests
                   toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]
             """, "fqdn-lab.yaml");
         Assert.Contains(cluster.Notices, n => n.Contains("toFQDNs selects only addresses learnt from DNS answers", StringComparison.Ordinal));
-        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        var progress = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var lab = Lab.Up(cluster, LabFixture.WithDatapath() with { Progress = progress.Enqueue });
         using var dns = new DnsResponder(LabNames.WorldNs(name), "203.0.113.53",
             new Dictionary<string, string> { ["allowed.example"] = "203.0.113.10", ["other.example"] = "203.0.113.20" });
         var dp = ((LabDatapath)lab.Datapath!).Datapath;
@@ -227,5 +228,7 @@ public class PolicyLabTests
         Assert.Contains(r["after-lookup"].Events, e => e is { Kind: "policy", Verdict: "allowed", Direction: "egress", Destination: "203.0.113.10" }
             && e.RemoteIdentity == id.Id);
         Assert.Contains(r["other-denied"].Events, e => e is { Kind: "drop", Reason: 133, Destination: "203.0.113.20" });
+        // the lab says what it learnt, from which server, for which pod
+        Assert.Contains("toFQDNs: learnt allowed.example. -> 203.0.113.10 (TTL 300 s) from 203.0.113.53's answer to default/client", progress);
     }
 }

@@ -376,8 +376,18 @@ public sealed class Datapath : IEventSource
             dnsReader.Poll(timeoutMs);
             pendingDns = null;
         }
+        var said = new List<string>();
+        if (obj.Map("fx_dns_cfg").TryLookup<uint, uint>(1u, out var lost) && lost > dnsLostSeen)
+        {
+            said.Add($"toFQDNs: {lost - dnsLostSeen} DNS answers lost (the fx_dns ring was full): names in them were not learnt");
+            dnsLostSeen = lost;
+        }
         if (got.Count == 0)
+        {
+            foreach (var line in said)
+                NameLearnt?.Invoke(line);
             return 0;
+        }
         Interlocked.Add(ref dnsAnswers, got.Count);
         int learnt = 0;
         lock (gate)
@@ -397,15 +407,25 @@ public sealed class Datapath : IEventSource
                     if (!learntNames.TryGetValue(a.Name, out var set))
                         learntNames[a.Name] = set = new SortedSet<IPAddress>(AddressOrder.Instance);
                     if (set.Add(a.Address))
+                    {
                         learnt++;
+                        said.Add($"toFQDNs: learnt {a.Name} -> {a.Address} (TTL {a.Ttl} s) from {server}'s answer to {ep.Pod.FullName}");
+                    }
                 }
             }
             if (learnt > 0)
                 Sync();
         }
         Interlocked.Add(ref dnsLearnt, learnt);
+        foreach (var line in said)
+            NameLearnt?.Invoke(line);
         return learnt;
     }
+
+    private uint dnsLostSeen;
+
+    /// <summary>Told each name-address pair learnt from a DNS answer, and DNS answers lost to a full ring (one line each; called outside the lock).</summary>
+    public Action<string>? NameLearnt { get; set; }
 
     private List<(DnsAnswer Hdr, byte[] Payload)>? pendingDns;
 

@@ -76,6 +76,41 @@ public static class DnsMessage
         return true;
     }
 
+    /// <summary>
+    /// What a small authoritative server answers to a query (the lab's world hosts with <c>dns:</c>): the question
+    /// echoed, one A or AAAA record (TTL 300 s) when the name is known with an address of the asked family, no record
+    /// for the other family, NXDOMAIN for a name it does not know. Null for what is not a one-question query.
+    /// </summary>
+    public static byte[]? Answer(ReadOnlySpan<byte> query, IReadOnlyDictionary<string, IPAddress> names)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        if (query.Length < 12)
+            return null;
+        ushort flags = BinaryPrimitives.ReadUInt16BigEndian(query[2..]);
+        if ((flags & 0x8000) != 0 || BinaryPrimitives.ReadUInt16BigEndian(query[4..]) != 1)
+            return null;
+        int off = 12;
+        if (!TryName(query, ref off, out var name) || off + 4 > query.Length)
+            return null;
+        ushort type = BinaryPrimitives.ReadUInt16BigEndian(query[off..]);
+        int questionEnd = off + 4;
+        bool known = names.TryGetValue(name, out var ip);
+        byte[]? rdata = known && (type == 1 && ip!.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork
+            || type == 28 && ip!.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6) ? ip.GetAddressBytes() : null;
+        var r = new List<byte>(questionEnd + 32);
+        r.AddRange(query[..2]);
+        ushort rflags = (ushort)(0x8400 | (flags & 0x0100) | (known ? 0 : 3));
+        r.AddRange([(byte)(rflags >> 8), (byte)rflags, 0, 1, 0, (byte)(rdata is null ? 0 : 1), 0, 0, 0, 0]);
+        r.AddRange(query[12..questionEnd]);
+        if (rdata is not null)
+        {
+            // the question's name by a compression pointer to offset 12
+            r.AddRange([0xc0, 12, (byte)(type >> 8), (byte)type, 0, 1, 0, 0, 0x01, 0x2c, 0, (byte)rdata.Length]);
+            r.AddRange(rdata);
+        }
+        return [.. r];
+    }
+
     /// <summary>A domain name at <paramref name="off"/> (advanced past it), lower case with a trailing dot.</summary>
     private static bool TryName(ReadOnlySpan<byte> msg, ref int off, out string name)
     {

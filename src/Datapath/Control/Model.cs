@@ -298,7 +298,11 @@ public sealed record PolicyRuleRef(string Kind, string Namespace, string Name, s
 }
 
 /// <summary>A host of the "outside world" on a TEST-NET address, with listening ports.</summary>
-public sealed record OutsideHost(string Name, IPAddress Ip, IReadOnlyList<int> TcpPorts, IReadOnlyList<int> UdpPorts);
+public sealed record OutsideHost(string Name, IPAddress Ip, IReadOnlyList<int> TcpPorts, IReadOnlyList<int> UdpPorts)
+{
+    /// <summary>dns: names this host answers DNS queries for (UDP port 53), each with its address; empty: no DNS server.</summary>
+    public IReadOnlyDictionary<string, IPAddress> Dns { get; init; } = new Dictionary<string, IPAddress>(StringComparer.Ordinal);
+}
 
 /// <summary>
 /// What a scenario step's traffic is expected to meet; null fields are not checked.

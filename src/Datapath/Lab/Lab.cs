@@ -314,7 +314,7 @@ public sealed class Lab : IDisposable
         var world = State.WorldNetns;
         Directory.CreateDirectory(LabNames.LogDir(Name));
         var started = new List<LabProcess>();
-        if (spec.Outside.Any(h => h.TcpPorts.Count + h.UdpPorts.Count > 0))
+        if (spec.Outside.Any(h => h.TcpPorts.Count + h.UdpPorts.Count + h.Dns.Count > 0))
         {
             var args = new List<string> { "--name", "world" };
             foreach (var h in spec.Outside)
@@ -322,6 +322,7 @@ public sealed class Lab : IDisposable
                 args.AddRange(["--name", $"{h.Ip}={h.Name}"]);
                 args.AddRange(h.TcpPorts.SelectMany(p => new[] { "--tcp", $"{h.Ip}:{p}" }));
                 args.AddRange(h.UdpPorts.SelectMany(p => new[] { "--udp", $"{h.Ip}:{p}" }));
+                args.AddRange(h.Dns.SelectMany(kv => new[] { "--dns", $"{h.Ip}={kv.Key}={kv.Value}" }));
             }
             started.Add(StartServer(world, "world", args));
         }
@@ -399,6 +400,9 @@ public sealed class Lab : IDisposable
     {
         Say("datapath: loading and attaching to every pod's host veth and the world device");
         datapath = load(Cluster);
+        // toFQDNs: what the datapath learns from DNS answers, as progress lines
+        if (datapath is LabDatapath learning)
+            learning.Datapath.NameLearnt = Say;
         if (options.Serve && datapath is LabDatapath served)
             Serve(served);
         if (options.CollectEvents || server is not null)

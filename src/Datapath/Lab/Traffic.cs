@@ -83,7 +83,8 @@ public static class Traffic
     /// Writes "ready" on <paramref name="log"/> once every socket is bound.
     /// </summary>
     public static async Task ServeAsync(IReadOnlyList<ListenSpec> tcp, IReadOnlyList<ListenSpec> udp, string defaultName,
-        IReadOnlyDictionary<string, string> namesByAddress, TimeSpan lifetime, TextWriter log, CancellationToken token)
+        IReadOnlyDictionary<string, string> namesByAddress, TimeSpan lifetime, TextWriter log, CancellationToken token,
+        IReadOnlyDictionary<IPAddress, IReadOnlyDictionary<string, IPAddress>>? dns = null)
     {
         ArgumentNullException.ThrowIfNull(tcp);
         ArgumentNullException.ThrowIfNull(udp);
@@ -108,10 +109,20 @@ public static class Traffic
                 s.Bind(new IPEndPoint(u.Address, u.Port));
                 sockets.Add(s);
             }
-            await log.WriteLineAsync($"ready tcp={string.Join(',', tcp)} udp={string.Join(',', udp)}").ConfigureAwait(false);
+            var dnsSockets = new List<(Socket Socket, IReadOnlyDictionary<string, IPAddress> Names)>();
+            foreach (var (addr, names) in dns ?? new Dictionary<IPAddress, IReadOnlyDictionary<string, IPAddress>>())
+            {
+                var s = new Socket(addr.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+                s.Bind(new IPEndPoint(addr, 53));
+                sockets.Add(s);
+                dnsSockets.Add((s, names));
+            }
+            await log.WriteLineAsync($"ready tcp={string.Join(',', tcp)} udp={string.Join(',', udp)}"
+                + (dnsSockets.Count == 0 ? "" : $" dns={string.Join(',', dnsSockets.Select(d => d.Socket.LocalEndPoint))}")).ConfigureAwait(false);
             await log.FlushAsync(cts.Token).ConfigureAwait(false);
             var tasks = listeners.Select(l => AcceptLoop(l, defaultName, namesByAddress, cts.Token))
-                .Concat(sockets.Select(s => UdpLoop(s, defaultName, namesByAddress, cts.Token))).ToList();
+                .Concat(sockets.Where(s => !dnsSockets.Any(d => d.Socket == s)).Select(s => UdpLoop(s, defaultName, namesByAddress, cts.Token)))
+                .Concat(dnsSockets.Select(d => DnsLoop(d.Socket, d.Names, cts.Token))).ToList();
             try
             {
                 await Task.WhenAll(tasks).ConfigureAwait(false);
@@ -202,6 +213,29 @@ public static class Traffic
                 var local = new IPEndPoint(r.PacketInformation.Address, ((IPEndPoint)s.LocalEndPoint!).Port);
                 var reply = $"{Who(names, name, local)}: {Encoding.UTF8.GetString(buf, 0, r.ReceivedBytes).TrimEnd()}\n";
                 await s.SendToAsync(Encoding.UTF8.GetBytes(reply), SocketFlags.None, r.RemoteEndPoint, token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (SocketException)
+            {
+                // an ICMP error from an earlier reply; keep serving
+            }
+        }
+    }
+
+    /// <summary>Answers DNS queries for the names given (Control.DnsMessage.Answer); ignores what is not a query.</summary>
+    private static async Task DnsLoop(Socket s, IReadOnlyDictionary<string, IPAddress> names, CancellationToken token)
+    {
+        var buf = new byte[1500];
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                var r = await s.ReceiveFromAsync(buf, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), token).ConfigureAwait(false);
+                if (Control.DnsMessage.Answer(buf.AsSpan(0, r.ReceivedBytes), names) is { } answer)
+                    await s.SendToAsync(answer, SocketFlags.None, r.RemoteEndPoint, token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {

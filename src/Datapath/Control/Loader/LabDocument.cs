@@ -42,6 +42,10 @@ internal static partial class LabDocument
     [GeneratedRegex(@"^(?<n>[0-9]+(\.[0-9]+)?)(?<u>ms|s)?$")]
     private static partial Regex Duration();
 
+    /// <summary>A fully qualified DNS name (labels of letters, digits, '-' and '_', dot-separated; trailing dot optional).</summary>
+    [GeneratedRegex(@"^([-A-Za-z0-9_]{1,63}\.)*[-A-Za-z0-9_]{1,63}$")]
+    private static partial Regex DnsFqdn();
+
     public static RawLab Read(Node root, RawLab? earlier)
     {
         if (earlier is not null)
@@ -94,7 +98,7 @@ internal static partial class LabDocument
         {
             foreach (var h in w.Items())
             {
-                h.Strict("name", "ip", "tcp", "udp");
+                h.Strict("name", "ip", "tcp", "udp", "dns");
                 var hn = h.Require("name");
                 var hname = hn.String();
                 if (!DnsName().IsMatch(hname))
@@ -109,7 +113,23 @@ internal static partial class LabDocument
                     throw ipNode.Error($"{ip} is already used by the node or another world host");
                 var tcp = PortList(h.Get("tcp"));
                 var udp = PortList(h.Get("udp"));
-                world.Add((h, new OutsideHost(hname, ip, tcp, udp)));
+                var dns = new Dictionary<string, IPAddress>(StringComparer.Ordinal);
+                if (h.Get("dns") is { } dn)
+                {
+                    // name: address (A or AAAA): the host answers DNS queries on UDP port 53
+                    if (udp.Contains(53))
+                        throw dn.Error("a host with dns answers on UDP port 53 itself: leave 53 out of udp");
+                    if (dn.Yaml is not YamlMappingNode)
+                        throw dn.Error("expected a mapping of DNS names to addresses (name: address)");
+                    foreach (var (dnsName, at) in dn.Entries())
+                    {
+                        if (!DnsFqdn().IsMatch(dnsName.TrimEnd('.')))
+                            throw at.Error($"'{dnsName}' is not a DNS name");
+                        var addr = Probes.Cidrs.ParseAddress(at.String()) ?? throw at.Error($"'{at.Scalar()}' is not an IPv4 or IPv6 address");
+                        dns[dnsName.TrimEnd('.').ToLowerInvariant() + "."] = addr;
+                    }
+                }
+                world.Add((h, new OutsideHost(hname, ip, tcp, udp) { Dns = dns }));
             }
         }
         var steps = new List<RawStep>();
