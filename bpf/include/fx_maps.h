@@ -301,9 +301,9 @@ struct fx_nat_config {
 _Static_assert(sizeof(struct fx_nat_config) == 52, "fx_nat_config");
 
 /*
- * fx_dns (ring buffer): a DNS answer (UDP from port 53, a reply of a tracked
- * connection) on its way into an endpoint; its first len payload bytes follow
- * the header (at most FX_DNS_MAX). For toFQDNs: the names' addresses are
+ * fx_dns (ring buffer): a DNS answer (UDP or TCP from port 53, a reply of a
+ * tracked connection) on its way into an endpoint; its first len payload bytes
+ * follow the header (at most FX_DNS_MAX; over TCP with the 2-byte length). For toFQDNs: the names' addresses are
  * learnt from these, as Cilium's DNS proxy learns them.
  */
 #define FX_DNS_MAX 512
@@ -315,7 +315,7 @@ struct fx_dns_answer {
 	__u16 sport;
 	__u16 len;		/* payload bytes copied (0: none could be read) */
 	__u8 family;
-	__u8 pad;
+	__u8 proto;		/* IPPROTO_UDP or IPPROTO_TCP */
 };
 _Static_assert(sizeof(struct fx_dns_answer) == 40, "fx_dns_answer");
 

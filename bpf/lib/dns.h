@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * DNS answers to endpoints, for toFQDNs: what Cilium's DNS proxy sees of a
- * lookup, the control plane reads from here. A UDP reply from port 53 of a
- * tracked connection, on its way into a pod, is copied (its first
+ * lookup, the control plane reads from here. A UDP or TCP reply (with data)
+ * from port 53 of a tracked connection, on its way into a pod, is copied (its first
  * FX_DNS_MAX payload bytes) to the fx_dns ring buffer when fx_dns_cfg[0] is
  * non-zero (user space sets it while a policy has toFQDNs). The packet itself
  * is not touched. A full ring counts in fx_dns_cfg[1].
@@ -35,13 +35,21 @@ static __always_inline void fx_dns_copy(struct __sk_buff *skb, const struct fx_c
 	__u32 zero = 0, one = 1, *on, *lost;
 	struct fx_dns_record *r;
 	__u32 off, len;
+	__u8 doff;
 
-	if (ctx->pkt.tuple.proto != IPPROTO_UDP || ctx->pkt.tuple.sport != 53 || ctx->pkt.frag == FX_FRAG_LATER)
+	if ((ctx->pkt.tuple.proto != IPPROTO_UDP && ctx->pkt.tuple.proto != IPPROTO_TCP) ||
+	    ctx->pkt.tuple.sport != 53 || ctx->pkt.frag == FX_FRAG_LATER)
 		return;
 	on = bpf_map_lookup_elem(&fx_dns_cfg, &zero);
 	if (!on || !*on)
 		return;
 	off = ctx->pkt.l4_off + 8;
+	if (ctx->pkt.tuple.proto == IPPROTO_TCP) {
+		/* the segment's data, after the TCP header (its data offset, in 32-bit words) */
+		if (bpf_skb_load_bytes(skb, ctx->pkt.l4_off + 12, &doff, 1) < 0)
+			return;
+		off = ctx->pkt.l4_off + (doff >> 4) * 4;
+	}
 	if (skb->len <= off)
 		return;
 	len = skb->len - off;
@@ -56,7 +64,7 @@ static __always_inline void fx_dns_copy(struct __sk_buff *skb, const struct fx_c
 	}
 	r->hdr.endpoint_id = endpoint_id;
 	r->hdr.family = ctx->pkt.tuple.family;
-	r->hdr.pad = 0;
+	r->hdr.proto = ctx->pkt.tuple.proto;
 	r->hdr.sport = ctx->pkt.tuple.sport;
 	r->hdr.len = 0;
 	__builtin_memcpy(r->hdr.saddr, ctx->pkt.tuple.saddr, 16);

@@ -45,6 +45,8 @@ public static class Cli
     {
         // Every verb that reads a recording takes a bundle as it takes a folder: verified, extracted privately.
         RecordingLocator.IsBundle ??= BundleReader.IsBundle;
+        // recordings' and bundles' files are opened without following a final link and without waiting (a FIFO)
+        RegularFile.NoWaitOpen ??= Forensics.Datapath.Files.OpenRegularNoFollow;
         RecordingLocator.BundleOpener ??= (p, limits) =>
         {
             var lease = BundleReader.OpenVerified(p, out var dir, limits);

@@ -32,7 +32,9 @@ public static class RecoverCommand
             Console.WriteLine(r.WasComplete
                 ? $"{path}: complete, nothing to recover"
                 : $"{path}: recovered; {r.FilesAdded} sealed segments added ({r.RowsAdded} rows); {r.UnsealedFiles} unsealed segments ({r.UnsealedBytes} bytes) could not be read"
-                  + (r.EstimatedLost > 0 ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"; about {r.EstimatedLost} events of the last {r.GapSeconds:0.0} s were lost (estimated, counted in events_lost)") : ""));
+                  + (r.EstimatedLost == 0 ? ""
+                      : r.Exact ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"; {r.EstimatedLost} events of the last {r.GapSeconds:0.0} s were lost (the kernel's counters, counted in events_lost)")
+                      : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"; about {r.EstimatedLost} events of the last {r.GapSeconds:0.0} s were lost (estimated, counted in events_lost)")));
             return (int)ExitCode.Ok;
         });
         return cmd;

@@ -61,6 +61,36 @@ public static class Files
     }
 
     /// <summary>
+    /// Opens a file of a recording or bundle for reading, refusing anything but a regular file with no race
+    /// between the check and the open: opened with O_NOFOLLOW (a final symbolic link fails) and O_NONBLOCK (a FIFO
+    /// renamed over the path cannot make the open wait for a writer), then the descriptor itself is fstat'ed.
+    /// Throws <see cref="IOException"/> with a one-line message ("is a FIFO, not a regular file").
+    /// </summary>
+    public static SafeFileHandle OpenRegularNoFollow(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_NONBLOCK | LibC.O_NOFOLLOW | LibC.O_CLOEXEC);
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new IOException(errno == LibC.ELOOP ? $"{path}: is a symbolic link, not a regular file" : $"{path}: {Marshal.GetPInvokeErrorMessage(errno)}");
+        }
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        try
+        {
+            var kind = KindOf(fd, path);
+            if (kind != "a regular file")
+                throw new IOException($"{path}: is {kind}, not a regular file");
+            return handle;
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
     /// Creates a folder mode 0700 if it does not exist; true when this call created it (mkdir(2) is
     /// atomic: of two processes creating the same folder, exactly one is told it did).
     /// </summary>

@@ -182,6 +182,8 @@ public sealed class Recording : IDisposable
         lock (manifestLock)
             ManifestStore.Write(manifest, options.OutputDir);
         Reserve();
+        if (kernel is not null)
+            kernel.PinDir = KernelCounterPins.DirOf(manifest.RecordingId);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(token);
         using var queue = new BatchQueue(options.Pipeline.BatchRows, options.Pipeline.BatchesPerTable + lanes.Count - 1);
         using var pipe = pipeline;
@@ -235,7 +237,8 @@ public sealed class Recording : IDisposable
             manifest.StopReason = reason;
             FillLoss();
             UpdateManifest?.Invoke(manifest);
-            TryWriteManifest();
+            if (TryWriteManifest() && kernel?.PinDir is { } pins)
+                KernelCounterPins.Remove(pins); // the final manifest counts to the end; a killed recorder's are recover's
         }
         return new RecordingSummary(options.OutputDir, reason, sw.Elapsed,
             manifest.Tables.ToDictionary(t => t.Key, t => t.Value.Rows),
@@ -441,15 +444,17 @@ public sealed class Recording : IDisposable
         }
     }
 
-    private void TryWriteManifest()
+    private bool TryWriteManifest()
     {
         try
         {
             ManifestStore.Write(manifest, options.OutputDir);
+            return true;
         }
         catch (IOException e)
         {
             Fail("writing the manifest: " + e.Message); // the last sealed manifest stays valid
+            return false;
         }
     }
 

@@ -186,9 +186,11 @@ public sealed class MonitorSocketTests : IDisposable
         var readerThread = Run(reader, h);
         int n = 0, published = 0;
         // The stalled client's socket buffer and 4 KiB queue fill; the reader keeps up (its sender drains its queue).
-        for (int round = 0; round < 200; round++)
+        // A round is 20 frames of 96 bytes, under half the reader's queue: the reader has a round when its sender may
+        // not yet have moved the queue's tail past it (a descheduled sender), and a stats frame may be queued beside them.
+        for (int round = 0; round < 400; round++)
         {
-            for (int i = 0; i < 40; i++, n++)
+            for (int i = 0; i < 20; i++, n++)
             {
                 server.Publish(Record(EventKind.Trace, (uint)(n % 4), (ulong)n));
                 published++;

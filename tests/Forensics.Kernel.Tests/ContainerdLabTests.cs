@@ -385,9 +385,15 @@ public partial class ContainerdLabTests
         }
 
         var drops = q.Rows(Forensics.Query.Reconstructions.Drops(new Forensics.Query.Filter())).ToList();
-        var fw = Assert.Single(drops, r => Str(r, "destination").Contains("203.0.113.66", StringComparison.Ordinal));
-        Assert.Contains("NETFILTER_DROP", Str(fw, "kernel_reason"), StringComparison.Ordinal);
-        Assert.Contains("xwing", Str(fw, "source"), StringComparison.Ordinal);
+        // the firewall's drop of xwing's connect; a loaded machine can make the step's client retransmit or retry
+        // within its timeout, and every such drop must be the firewall's, of xwing
+        var fw = drops.Where(r => Str(r, "destination").Contains("203.0.113.66", StringComparison.Ordinal)).ToList();
+        Assert.True(fw.Count > 0, "no drop to 203.0.113.66: " + string.Join("; ", drops.Select(r => string.Join(",", r.Values))));
+        Assert.All(fw, r =>
+        {
+            Assert.Contains("NETFILTER_DROP", Str(r, "kernel_reason"), StringComparison.Ordinal);
+            Assert.Contains("xwing", Str(r, "source"), StringComparison.Ordinal);
+        });
 
         var external = q.Rows(Forensics.Query.Reconstructions.Connects(new Forensics.Query.Filter(), externalOnly: true))
             .Where(r => lab.State.Endpoints.Any(e => e.Pod == Str(r, "pod")))

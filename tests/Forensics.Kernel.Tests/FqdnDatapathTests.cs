@@ -30,6 +30,22 @@ public class FqdnDatapathTests
         h.Take();
     }
 
+    /// <summary>A DNS lookup over TCP: handshake, then the answer in one segment with its 2-byte length.</summary>
+    private static void LookupTcp(DatapathHarness h, PodSpec pod, string server, string name, string address)
+    {
+        var port = NextPort();
+        var client = pod.Ip!.ToString();
+        Assert.True(h.From(pod, Packets.Tcp(client, port, server, 53)).ReturnValue == TcActOk, $"the TCP lookup of {name} was dropped");
+        Assert.Equal(TcActOk, h.To(pod, Packets.Tcp(server, 53, client, port, 0x12)).ReturnValue);
+        var msg = DnsPackets.Response(port, name, [(name, address)]);
+        var framed = new byte[2 + msg.Length];
+        framed[0] = (byte)(msg.Length >> 8);
+        framed[1] = (byte)msg.Length;
+        msg.CopyTo(framed, 2);
+        Assert.Equal(TcActOk, h.To(pod, Packets.TcpPayload(server, 53, client, port, framed)).ReturnValue);
+        h.Take();
+    }
+
     /// <summary>Waits (bounded) until the control plane has learnt a name.</summary>
     private static void WaitLearnt(DatapathHarness h, string name)
     {
@@ -144,6 +160,14 @@ public class FqdnDatapathTests
         Assert.Equal(TcActOk, Connect(h, client, "198.51.100.10", 80).Verdict);
         AssertDenied(Connect(h, client, "198.51.100.10", 443), "the target on 443");
         AssertDenied(Connect(h, client, "198.51.100.20", 80), "google.com");
+
+        // the file allows DNS over TCP too: an answer there is learnt as well (a new address of the same name)
+        AssertDenied(Connect(h, client, "198.51.100.12", 80), "the TCP-answered address before the lookup");
+        LookupTcp(h, client, dns.Ip!.ToString(), "one.one.one.one", "198.51.100.12");
+        var sw = Stopwatch.StartNew();
+        while (!h.Dp.LearntNames["one.one.one.one."].Any(a => a.ToString() == "198.51.100.12") && sw.Elapsed < TimeSpan.FromSeconds(10))
+            h.Dp.ProcessDnsAnswers(50);
+        Assert.Equal(TcActOk, Connect(h, client, "198.51.100.12", 80).Verdict);
     }
 
     [KernelFact]

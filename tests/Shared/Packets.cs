@@ -15,6 +15,14 @@ public static class Packets
     public static byte[] Udp(string src, ushort sport, string dst, ushort dport, int payload = 8) =>
         Build(IPAddress.Parse(src), IPAddress.Parse(dst), 17, L4Udp(sport, dport, payload));
 
+    /// <summary>A TCP segment carrying <paramref name="payload"/> (flags: PSH|ACK unless given).</summary>
+    public static byte[] TcpPayload(string src, ushort sport, string dst, ushort dport, byte[] payload, byte flags = 0x18)
+    {
+        var l4 = L4Tcp(sport, dport, flags, payload.Length);
+        payload.CopyTo(l4.AsSpan(20));
+        return Build(IPAddress.Parse(src), IPAddress.Parse(dst), 6, l4);
+    }
+
     /// <summary>A UDP datagram carrying <paramref name="payload"/>.</summary>
     public static byte[] UdpPayload(string src, ushort sport, string dst, ushort dport, byte[] payload)
     {

@@ -397,10 +397,14 @@ public sealed class Datapath : IEventSource
             foreach (var (hdr, payload) in got)
             {
                 var ep = endpoints.Values.FirstOrDefault(e => e.Id == hdr.EndpointId);
-                if (ep.Pod is null || !DnsMessage.TryParseResponse(payload, out var question, out var addrs) || addrs.Count == 0)
+                // over TCP a message is prefixed by its length (RFC 1035 4.2.2); one split across segments is not read
+                var msg = payload.AsSpan();
+                if (hdr.Proto == PolicyCompiler.Tcp)
+                    msg = msg.Length < 2 ? [] : msg[2..Math.Min(msg.Length, 2 + (msg[0] << 8 | msg[1]))];
+                if (ep.Pod is null || !DnsMessage.TryParseResponse(msg, out var question, out var addrs) || addrs.Count == 0)
                     continue;
                 var server = MapAddress.To(hdr.Saddr, hdr.Family);
-                if (!ProxyLetsThrough(ep.Pod, server, hdr.Sport, question))
+                if (!ProxyLetsThrough(ep.Pod, server, hdr.Proto, hdr.Sport, question))
                     continue;
                 foreach (var a in addrs)
                 {
@@ -433,7 +437,7 @@ public sealed class Datapath : IEventSource
     /// Whether Cilium's DNS proxy would have seen this lookup and let the name through: an egress allow rule of a
     /// policy selecting the pod has, on the server's port, DNS rules matching the name, and its peers select the server.
     /// </summary>
-    private bool ProxyLetsThrough(PodSpec pod, IPAddress server, ushort port, string name)
+    private bool ProxyLetsThrough(PodSpec pod, IPAddress server, byte proto, ushort port, string name)
     {
         var labels = IdentityAllocator.PodLabels(pod);
         var serverId = IdentityOfAddress(server);
@@ -444,7 +448,7 @@ public sealed class Datapath : IEventSource
             foreach (var r in p.Egress)
             {
                 bool dnsPort = r.Ports.Any(pp => pp.L7 == "dns" && pp.Dns.Any(d => d.Matches(name))
-                    && pp.Protocol.ToUpperInvariant() is "UDP" or "ANY"
+                    && (pp.Protocol.ToUpperInvariant() is "ANY" || PolicyCompiler.ProtocolNumber(pp.Protocol) == proto)
                     && (pp.Name is { } named
                         ? pods.Values.Any(x => x.NamedPorts.TryGetValue(named, out var np) && np.Port == port)
                         : pp.Port == 0 || pp.Port <= port && port <= Math.Max(pp.Port, pp.EndPort)));

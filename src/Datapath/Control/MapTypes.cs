@@ -396,5 +396,5 @@ public struct DnsAnswer
     public ushort Sport;
     public ushort Len;
     public byte Family;
-    public byte Pad;
+    public byte Proto;
 }

@@ -175,6 +175,8 @@ internal static unsafe partial class LibC
     public const int O_DIRECTORY = 0x10000;
     public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
+    public const int O_NOFOLLOW = 0x20000;
+    public const int ELOOP = 40;
 
     /// <summary>statx(2): struct statx has one layout on every architecture (stx_mode at 0x1C).</summary>
     [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]

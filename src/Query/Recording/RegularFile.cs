@@ -17,12 +17,20 @@ namespace Forensics.Query.Recording;
 /// on the handle must still show a non-empty file that is not a folder.</item>
 /// </list>
 /// What managed code cannot do is open without waiting (O_NONBLOCK): a FIFO renamed over the path between
-/// the two steps, by someone who may write its folder, makes the open wait for a writer (Ctrl-C ends it).
-/// A recording's folders are 0700, and the kernel refuses to follow another user's link in a sticky
-/// folder such as /tmp (fs.protected_symlinks).
+/// the two steps, by someone who may write its folder, would make the open wait for a writer. So the command
+/// line sets <see cref="NoWaitOpen"/> (src/Datapath's Files.OpenRegularNoFollow: O_NONBLOCK | O_NOFOLLOW, then
+/// fstat of the descriptor), and step 2 is done on a descriptor that could not wait; without it (a library user),
+/// the managed open, where Ctrl-C ends such a wait. A recording's folders are 0700, and the kernel refuses to
+/// follow another user's link in a sticky folder such as /tmp (fs.protected_symlinks).
 /// </summary>
 public static class RegularFile
 {
+    /// <summary>
+    /// Opens a path for reading without following a final link and without waiting, and refuses (IOException,
+    /// one line) anything but a regular file, checked on the descriptor opened. Set by the command line.
+    /// </summary>
+    public static Func<string, SafeFileHandle>? NoWaitOpen { get; set; }
+
     /// <summary>What <see cref="Kind"/> says of a regular file.</summary>
     public const string Regular = "a regular file";
 
@@ -68,7 +76,7 @@ public static class RegularFile
         SafeFileHandle handle;
         try
         {
-            handle = File.OpenHandle(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            handle = NoWaitOpen is { } open ? open(full) : File.OpenHandle(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

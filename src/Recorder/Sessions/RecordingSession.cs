@@ -363,7 +363,12 @@ public sealed class RecordingSession
             KernelSource? kernel = null;
             if (objects.Count > 0)
             {
-                kernel = new KernelSource(objects, context, (o.Tuning ?? new RecordOptions { OutputDir = o.Output }).Pipeline.PollMs);
+                // the probes are this recording's: detached when it stops, so that what they emitted is counted to their end
+                var ownProbes = probes;
+                kernel = new KernelSource(objects, context, (o.Tuning ?? new RecordOptions { OutputDir = o.Output }).Pipeline.PollMs)
+                {
+                    StopEmitting = ownProbes is null ? null : ownProbes.Detach,
+                };
                 kernel.Preamble.AddRange(preamble);
                 sources.Add(kernel);
             }

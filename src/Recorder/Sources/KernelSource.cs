@@ -35,10 +35,24 @@ public sealed class KernelSource : IRecordSource
     /// <summary>Event records known at start (processes found in /proc), handed over before the ring buffers.</summary>
     public List<byte[]> Preamble { get; } = [];
 
+    /// <summary>
+    /// Called when the recording stops, before its last records are taken: detaches the programs the recording
+    /// owns (its probes), so that the counters frozen after the drain are the programs' last and everything they
+    /// emitted is a row or counted lost. Null for programs that go on serving others (a lab's datapath).
+    /// </summary>
+    public Action? StopEmitting { get; init; }
+
+    /// <summary>
+    /// A bpffs folder to pin the objects' emission counters in while recording (<see cref="Storage.KernelCounterPins"/>):
+    /// what <c>recover</c> counts a killed recorder's loss from. Null: none.
+    /// </summary>
+    public string? PinDir { get; set; }
+
     public void Run(RecordWriter writer, CancellationToken token)
     {
         ArgumentNullException.ThrowIfNull(writer);
         final = null;
+        var pinned = PinDir is { } dir && Storage.KernelCounterPins.Pin(dir, objects);
         foreach (var rec in Preamble)
             writer.Write(rec);
         using var reader = new RingBufferReader(objects.Select(s => s.EventsMap).ToList(), writer.Write);
@@ -53,6 +67,7 @@ public sealed class KernelSource : IRecordSource
         // emitted meanwhile is reported neither as a row nor as lost (a busy producer may leave some unread:
         // the recording counts those as lost).
         IReadOnlyDictionary<string, SourceCounts> counts;
+        StopEmitting?.Invoke();
         var drain = System.Diagnostics.Stopwatch.StartNew();
         do
         {
@@ -62,7 +77,11 @@ public sealed class KernelSource : IRecordSource
         while (drain.ElapsedMilliseconds < 1000 && counts.Any(kv => kv.Value.Emitted > writer.Taken(kv.Key) + writer.Dropped(kv.Key)));
         final = counts;
         writer.Flush();
+        Pinned = pinned;
     }
+
+    /// <summary>Whether the counters were pinned in <see cref="PinDir"/> (the recording removes them once its final manifest is written).</summary>
+    public bool Pinned { get; private set; }
 
     public bool Decode(ReadOnlySpan<byte> record, RowSink rows) => DecodeAbi(record, rows, context);
 

@@ -12,6 +12,9 @@ public sealed record RecoveryResult(int FilesAdded, long RowsAdded, int Unsealed
 
     /// <summary>Seconds between the last manifest and the recorder's last sign of life.</summary>
     public double GapSeconds { get; init; }
+
+    /// <summary>Whether <see cref="EstimatedLost"/> was counted exactly, from the kernel's counters the recorder left pinned.</summary>
+    public bool Exact { get; init; }
 }
 
 /// <summary>
@@ -88,10 +91,19 @@ public static class Recovery
         }
         ulong estimated = 0;
         double gap = 0;
+        bool exact = false;
+        var pins = KernelCounterPins.DirOf(manifest.RecordingId);
+        // the reserve's room is what a full disk has left for this manifest
+        File.Delete(reserve);
         if (!complete || added > 0)
         {
             if (!complete)
-                (estimated, gap) = EstimateGap(manifest, manifestWritten, alive, unsealedByTable);
+            {
+                var kernel = KernelCounterPins.Read(pins);
+                (estimated, gap) = EstimateGap(manifest, manifestWritten, alive, unsealedByTable,
+                    kernel is null ? null : await KernelTruthAsync(dir, manifest, kernel));
+                exact = kernel is not null;
+            }
             manifest.Recovered = true;
             manifest.StopReason = "recovered";
             manifest.EndedAt ??= new DateTimeOffset(alive, TimeSpan.Zero);
@@ -99,8 +111,52 @@ public static class Recovery
             manifest.UnsealedBytes = unsealedBytes;
             ManifestStore.Write(manifest, dir);
         }
-        File.Delete(reserve);
-        return new RecoveryResult(added, rowsAdded, unsealed, unsealedBytes, complete && added == 0) { EstimatedLost = estimated, GapSeconds = gap };
+        KernelCounterPins.Remove(pins);
+        return new RecoveryResult(added, rowsAdded, unsealed, unsealedBytes, complete && added == 0) { EstimatedLost = estimated, GapSeconds = gap, Exact = exact };
+    }
+
+    /// <summary>
+    /// Per table the kernel alone fed: what the recording must say of it, from the kernel's final counters (emitted,
+    /// failed) against the rows sealed: every event handed over is a sealed row or lost in user space. The exec rows
+    /// of processes found in /proc at start (procfs) are rows no program emitted.
+    /// </summary>
+    private static async Task<Dictionary<string, ManifestLoss>> KernelTruthAsync(string dir, Manifest m, Dictionary<string, Sources.SourceCounts> kernel)
+    {
+        var truth = new Dictionary<string, ManifestLoss>(StringComparer.Ordinal);
+        foreach (var (table, c) in kernel)
+        {
+            if (c.Emitted == 0 && c.Failed == 0)
+                continue;
+            // another source's rows in the same table (conntrack's nat, a datapath's socket): the rows are not the kernel's alone
+            if (m.Sources.Any(s => s.Key != "kernel" && s.Key != GapSource && s.Value.Loss.ContainsKey(table)))
+                continue;
+            long rows = m.Tables.TryGetValue(table, out var t) ? t.Rows : 0;
+            if (table == "exec" && t is not null)
+                rows -= await CountTrueAsync(dir, t.Files, "procfs");
+            ulong kernelRows = (ulong)Math.Max(0, rows);
+            truth[table] = new ManifestLoss { Emitted = c.Emitted, Failed = c.Failed, UserspaceDropped = c.Emitted > kernelRows ? c.Emitted - kernelRows : 0 };
+        }
+        return truth;
+    }
+
+    private static async Task<long> CountTrueAsync(string dir, IEnumerable<ManifestFile> files, string column)
+    {
+        long n = 0;
+        foreach (var f in files)
+        {
+            await using var reader = await ParquetReader.CreateAsync(Path.Combine(dir, f.Path));
+            var field = reader.Schema.DataFields.FirstOrDefault(d => d.Name == column);
+            if (field is null)
+                continue;
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                using var rg = reader.OpenRowGroupReader(g);
+                var values = new bool[rg.RowCount];
+                await rg.ReadAsync<bool>(field, values.AsMemory(), null, default);
+                n += values.Count(v => v);
+            }
+        }
+        return n;
     }
 
     /// <summary>The manifest's source entry that holds a crash's estimated loss.</summary>
@@ -112,14 +168,36 @@ public static class Recovery
     /// rows). Added to the manifest as a source of kind "estimate" and to the loss, so that events_lost is never
     /// 0 when events are missing; the source's note says it is an estimate.
     /// </summary>
-    private static (ulong Lost, double GapSeconds) EstimateGap(Manifest m, DateTime manifestWritten, DateTime alive, Dictionary<string, int> unsealed)
+    private static (ulong Lost, double GapSeconds) EstimateGap(Manifest m, DateTime manifestWritten, DateTime alive, Dictionary<string, int> unsealed,
+        Dictionary<string, ManifestLoss>? kernel)
     {
         double gap = Math.Max(0, (alive - manifestWritten).TotalSeconds);
         double counted = Math.Max(0.001, (manifestWritten - m.StartedAt.UtcDateTime).TotalSeconds);
-        var entry = new ManifestSource { Kind = "estimate", Detail = "events of a killed recorder's last seconds, estimated by recover" };
-        ulong total = 0;
+        var entry = kernel is null
+            ? new ManifestSource { Kind = "estimate", Detail = "events of a killed recorder's last seconds, estimated by recover" }
+            : new ManifestSource { Kind = "kernel-counters", Detail = "events of a killed recorder's last seconds, counted by recover from the kernel's emission counters (fx_emit_stats) the recorder kept pinned in bpffs; tables other sources also fed are estimated" };
+        ulong total = 0, exactLost = 0;
+        foreach (var (table, truth) in kernel ?? [])
+        {
+            // the kernel's own count: what it handed over or could not, to the end of the programs (they detach when the recorder dies)
+            var sum = m.Loss.TryGetValue(table, out var s) ? s : m.Loss[table] = new ManifestLoss();
+            var more = new ManifestLoss
+            {
+                Emitted = truth.Emitted > sum.Emitted ? truth.Emitted - sum.Emitted : 0,
+                Failed = truth.Failed > sum.Failed ? truth.Failed - sum.Failed : 0,
+                UserspaceDropped = truth.UserspaceDropped > sum.UserspaceDropped ? truth.UserspaceDropped - sum.UserspaceDropped : 0,
+            };
+            ulong before = sum.Failed + sum.UserspaceDropped;
+            m.Loss[table] = truth;
+            if (truth.Failed + truth.UserspaceDropped > before)
+                exactLost += truth.Failed + truth.UserspaceDropped - before;
+            if (more.Emitted + more.Failed + more.UserspaceDropped > 0)
+                entry.Loss[table] = more;
+        }
         foreach (var table in m.Loss.Keys.Concat(unsealed.Keys).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
         {
+            if (kernel?.ContainsKey(table) == true)
+                continue;
             var l = m.Loss.GetValueOrDefault(table);
             ulong emitted = l?.Emitted ?? 0;
             // counted as emitted by the last manifest but in no sealed segment (in flight), plus the gap at the counted rate
@@ -135,12 +213,16 @@ public static class Recovery
             sum.UserspaceDropped += n;
             total += n;
         }
-        if (total == 0)
+        if (total + exactLost == 0)
             return (0, gap);
-        entry.NotRecorded.Add(string.Create(CultureInfo.InvariantCulture,
-            $"the recorder was killed: about {total} events were not sealed: those the last manifest (at {manifestWritten:yyyy-MM-ddTHH:mm:ss.fffZ}) counted as emitted beyond its sealed rows, and {gap:0.0} s after it at each table's counted rate (at least one per unsealed segment); an estimate"));
+        if (exactLost > 0)
+            entry.NotRecorded.Add(string.Create(CultureInfo.InvariantCulture,
+                $"the recorder was killed: {exactLost} more events were lost than its last manifest (at {manifestWritten:yyyy-MM-ddTHH:mm:ss.fffZ}) counted, {gap:0.0} s before its end: the kernel's counters of what its programs emitted, against the sealed rows; exact"));
+        if (total > 0)
+            entry.NotRecorded.Add(string.Create(CultureInfo.InvariantCulture,
+                $"the recorder was killed: about {total} events were not sealed: those the last manifest (at {manifestWritten:yyyy-MM-ddTHH:mm:ss.fffZ}) counted as emitted beyond its sealed rows, and {gap:0.0} s after it at each table's counted rate (at least one per unsealed segment); an estimate"));
         m.Sources[GapSource] = entry;
-        m.EventsLost += total;
-        return (total, gap);
+        m.EventsLost = m.Loss.Values.Aggregate(0UL, (a, l) => a + l.Failed + l.UserspaceDropped);
+        return (total + exactLost, gap);
     }
 }
