@@ -52,7 +52,7 @@ public sealed class ContainerdLabFixture : IDisposable
     public static (Process Recorder, string Dir) StartRecording(params string[] extra)
     {
         var duration = TimeSpan.FromMinutes(5);
-        var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-crirec-").FullName, "rec");
+        var dir = Path.Combine(Scratch.Dir("fx-crirec-"), "rec");
         var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
         var psi = new ProcessStartInfo("dotnet", [cli, "record", "--duration", $"{duration.TotalSeconds}s", "-o", dir, "--snaplen", "0", .. extra])
         {
@@ -435,7 +435,7 @@ public class RecordAttributionInputTests
 {
     private static (int Code, string Stderr, string Dir) Record(params string[] extra)
     {
-        var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-attrin-").FullName, "rec");
+        var dir = Path.Combine(Scratch.Dir("fx-attrin-"), "rec");
         var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
         var r = Commands.Run("dotnet", [cli, "record", "--duration", "1s", "-t", "exec,exit", "-o", dir, .. extra], TimeSpan.FromSeconds(90));
         return (r.ExitCode, r.Stderr, dir);

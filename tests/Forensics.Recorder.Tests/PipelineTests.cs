@@ -28,7 +28,7 @@ public class PipelineTests
     private static MemorySource AbiFeed(string name = "feed") =>
         new(name, (rec, rows) => KernelSource.DecodeAbi(rec, rows, new EventContext(0)), r => KernelSource.AbiTableOf(r));
 
-    private static string TempDir() => Path.Combine(Directory.CreateTempSubdirectory("fx-pipe-").FullName, "rec");
+    private static string TempDir() => Path.Combine(Scratch.Dir("fx-pipe-"), "rec");
 
     private static (RecordingSummary Summary, Manifest Manifest) Record(IRecordSource source, string dir, Action<Recording> whileRunning,
         PipelineOptions? pipeline = null)
