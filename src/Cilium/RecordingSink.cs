@@ -135,10 +135,12 @@ public sealed class RecordingSink : IAsyncDisposable
         }
     }
 
-    /// <summary>A row of the loss table (per second, source and kind).</summary>
-    public void Loss(string node, DateTime utc, string kind, ulong failed, string source, string? detail) =>
+    /// <summary>A row of the loss table (per second, source and kind); <paramref name="cpu"/>: the CPU whose ring buffer lost them, when the source says.</summary>
+    public void Loss(string node, DateTime utc, string kind, ulong failed, string source, string? detail, uint? cpu = null) =>
         Row("loss", node, w =>
         {
+            if (cpu is { } c)
+                w.U32("cpu", c);
             long ns = (utc.ToUniversalTime().Ticks - DateTime.UnixEpoch.Ticks) * 100;
             w.Time("time", ns - ns % 1_000_000_000);
             w.Str("kind", kind);

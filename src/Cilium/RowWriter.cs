@@ -75,7 +75,7 @@ public sealed class RowWriter
     public void U32(string name, uint v)
     {
         if (byName.TryGetValue(name, out var c) && c is Column<uint> x)
-            x.Values[row] = v;
+            x.Set(row, v); // (a nullable column: the value, not null)
     }
 
     public void U64(string name, ulong? v)

@@ -44,6 +44,7 @@ public sealed class LiveTests : IDisposable
         foreach (var f in Fixtures.HubbleFlows().Concat(Fixtures.SockTranslation()))
             hubble.Add(f);
         hubble.Add(new GetFlowsResponse { LostEvents = new LostEvent { Source = LostEventSource.HubbleRingBuffer, NumEventsLost = 7 }, NodeName = "k8s1" });
+        hubble.Add(new GetFlowsResponse { LostEvents = new LostEvent { Source = LostEventSource.PerfEventRingBuffer, NumEventsLost = 4, Cpu = 3 }, NodeName = "k8s1" });
         hubble.Garbage([0xff, 0xff, 0xff, 0x0f, 0x01]); // no GetFlowsResponse
         server.Hubble.Enqueue(hubble);
         var tetragon = new Script();
@@ -61,19 +62,20 @@ public sealed class LiveTests : IDisposable
         var r = record.Wait();
         Assert.True(got, $"the recorder did not receive every message in time (server sent {server.HubbleSent}+{server.TetragonSent} of {sent}): {r.Stderr}{r.Stdout}");
 
-        // events were lost (Hubble's 7, Tetragon's rate limit 5): exit 4, one line that says so
+        // events were lost (Hubble's 7 and a perf ring's 4 on CPU 3, Tetragon's rate limit 5): exit 4, one line that says so
         Assert.Equal(4, r.ExitCode);
         var err = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("error:", StringComparison.Ordinal));
-        Assert.Contains("12 events were lost", err, StringComparison.Ordinal);
+        Assert.Contains("16 events were lost", err, StringComparison.Ordinal);
 
         var m = Manifest.Read(rec);
-        Assert.Equal(12UL, m.EventsLost);
+        Assert.Equal(16UL, m.EventsLost);
         var h = m.Sources["hubble"];
         var t = m.Sources["tetragon"];
         Assert.Equal(hubble.Messages.Count, h.Received);
         Assert.Equal(tetragon.Messages.Count, t.Received);
         Assert.Equal(1, h.Malformed);
         Assert.Equal(7UL, h.Lost["HUBBLE_RING_BUFFER"]);
+        Assert.Equal(4UL, h.Lost["PERF_EVENT_RING_BUFFER"]);
         Assert.Equal(5UL, t.Lost["rate-limit"]);
         Assert.Equal(1, t.Skipped["kprobe tcp_close"]);
         foreach (var s in new[] { h, t })
@@ -83,8 +85,13 @@ public sealed class LiveTests : IDisposable
         Assert.Equal(h.RowsWritten.Values.Sum() + t.RowsWritten.Values.Sum(), tables.Values.Sum(v => Convert.ToInt64(v, System.Globalization.CultureInfo.InvariantCulture)));
         Assert.Equal(h.Stored, (long)tables["d"]! + (long)tables["p"]! + (long)tables["tr"]! + (long)tables["n"]!);
         Assert.Equal(t.Stored, (long)tables["e"]! + (long)tables["x"]! + (long)tables["c"]!);
-        var loss = Rows(rec, "SELECT source, failed FROM loss WHERE source IS NOT NULL ORDER BY source");
-        Assert.Equal([("hubble", 7UL), ("tetragon", 5UL)], loss.Select(l => ((string)l["source"]!, (ulong)l["failed"]!)));
+        var loss = Rows(rec, "SELECT source, failed, cpu FROM loss WHERE source IS NOT NULL ORDER BY source, failed");
+        Assert.Equal([("hubble", 4UL, (uint?)3), ("hubble", 7UL, null), ("tetragon", 5UL, null)],
+            loss.Select(l => ((string)l["source"]!, (ulong)l["failed"]!, (uint?)l["cpu"])));
+        // replay: the perf ring's loss on CPU 3 as cilium monitor printed it; Hubble's own buffer's in this tool's line
+        var replay = Cli.Run("replay", rec, "-f", "compact", "-t", "loss");
+        Assert.Equal(["CPU 03: Lost 4 events", "Lost 7 flow events (ring buffer full: 7, user space: 0)"],
+            replay.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.Contains("flow events", StringComparison.Ordinal) || l.StartsWith("CPU ", StringComparison.Ordinal)).Order(StringComparer.Ordinal));
 
         // the verbs answer from them
         var drops = Cli.Run("drops", rec);

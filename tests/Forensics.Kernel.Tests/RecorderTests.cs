@@ -43,7 +43,7 @@ public class RecorderTests
         return summary ?? throw new InvalidOperationException("the recording did not finish");
     }
 
-    private static string TempDir() => Path.Combine(Directory.CreateTempSubdirectory("fx-rec-").FullName, "rec");
+    private static string TempDir() => Path.Combine(Scratch.Dir("fx-rec-"), "rec");
 
     [KernelFact]
     public void Record_ProcessesRun_ExecAndExitRowsWithFieldsInParquet()

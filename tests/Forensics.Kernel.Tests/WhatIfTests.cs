@@ -96,7 +96,7 @@ public partial class WhatIfTests(StarWarsRecording rec)
 
     internal static string PolicyFile(string yaml)
     {
-        var path = Path.Combine(Directory.CreateTempSubdirectory("fx-whatif-").FullName, "policy.yaml");
+        var path = Path.Combine(Scratch.Dir("fx-whatif-"), "policy.yaml");
         File.WriteAllText(path, yaml + "\n");
         return path;
     }
@@ -203,7 +203,7 @@ public partial class WhatIfTests(StarWarsRecording rec)
     {
         var ip = Commands.Run(LabFixture.Cli, ["query", rec.Dir, "SELECT DISTINCT ip FROM endpoints WHERE pod = 'backend-2'", "-f", "csv"], TimeSpan.FromSeconds(60));
         var backendIp = ip.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Skip(1).Single();
-        var file = Path.Combine(Directory.CreateTempSubdirectory("fx-whatif-svc-").FullName, "services.json");
+        var file = Path.Combine(Scratch.Dir("fx-whatif-svc-"), "services.json");
         File.WriteAllText(file, ServicesFile(backendIp));
 
         var (code, rows, err) = WhatIf(rec.Dir, "--services-file", file, "--changed-only");
@@ -330,7 +330,7 @@ public class WhatIfHubbleTests
     [KernelFact]
     public void WhatIf_HubbleImport_XwingNoWorld_ExactlyItsOutsideFlowsBecomeDroppedByTheRule()
     {
-        var work = Directory.CreateTempSubdirectory("fx-whatif-hubble-").FullName;
+        var work = Scratch.Dir("fx-whatif-hubble-");
         try
         {
             string xwing = Pod(11, 4001, "xwing", "class=xwing,org=alliance"), frontend = Pod(12, 4002, "frontend-1", "app=frontend"), backend = Pod(13, 4003, "backend-2", "app=backend");

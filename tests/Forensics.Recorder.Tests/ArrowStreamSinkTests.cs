@@ -21,7 +21,7 @@ public class ArrowStreamSinkTests
     [ArrowReaderFact]
     public void ArrowStreamSink_ExecKdropAndLoss_OneStreamWithExactTypesAndValues()
     {
-        var file = Path.Combine(Directory.CreateTempSubdirectory("fx-arrow-").FullName, "monitor.arrows");
+        var file = Path.Combine(Scratch.Dir("fx-arrow-"), "monitor.arrows");
         using (var output = File.Create(file))
         {
             using var sink = new ArrowStreamSink(output, ["exec", "kdrop"]);

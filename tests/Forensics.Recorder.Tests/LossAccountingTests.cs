@@ -4,6 +4,7 @@ using Forensics.Format;
 using Forensics.Recorder.Sources;
 using Forensics.Recorder.Storage;
 using Forensics.Recorder.Tables;
+using Forensics.Tests;
 
 namespace Forensics.Recorder.Tests;
 
@@ -22,7 +23,7 @@ public class LossAccountingTests
         return r;
     }
 
-    private static string TempDir() => Path.Combine(Directory.CreateTempSubdirectory("fx-loss-").FullName, "rec");
+    private static string TempDir() => Path.Combine(Scratch.Dir("fx-loss-"), "rec");
 
     [Fact]
     public void Recording_ProducerEmittedMoreThanWasTaken_UnreadCountedAsLostWithANote()

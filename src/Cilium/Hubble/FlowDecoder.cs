@@ -50,7 +50,9 @@ public sealed class FlowDecoder
             var when = (time ?? Timestamp.FromDateTime(DateTime.UtcNow)).ToDateTime();
             var cpu = lost.Cpu is { } c ? $" cpu {c}" : "";
             var detail = $"{EnumName(lost.Source)}{cpu}: {lost.NumEventsLost} events lost";
-            sink.Loss(node, when, "flow", lost.NumEventsLost, "hubble", detail);
+            // a perf ring buffer's loss on one CPU is what cilium monitor prints as "CPU %02d: Lost %d events" (loss v3's cpu)
+            uint? onCpu = lost.Source == LostEventSource.PerfEventRingBuffer && lost.Cpu is >= 0 and int k ? (uint)k : null;
+            sink.Loss(node, when, "flow", lost.NumEventsLost, "hubble", detail, onCpu);
             sink.CountLoss("hubble", lost.NumEventsLost);
             lock (stats)
             {
