@@ -136,7 +136,8 @@ public sealed class WorkloadCatalog
         IReadOnlyDictionary<ulong, string> CgroupToContainer,
         IReadOnlyDictionary<string, PodRecord> ByIp,
         IReadOnlyDictionary<string, string> LabelsByUid,
-        IReadOnlyDictionary<string, ContainerRecord> SoleContainer);
+        IReadOnlyDictionary<string, ContainerRecord> SoleContainer,
+        IReadOnlySet<string> Live);
 
     private readonly object gate = new();
     private readonly Func<string, ulong?> inodeOf;
@@ -148,7 +149,8 @@ public sealed class WorkloadCatalog
     private readonly HashSet<string> liveContainers = new(StringComparer.Ordinal);
     private Dictionary<ulong, string> cgroups = [];
     private volatile Index index = new(new Dictionary<uint, PodRecord>(), new Dictionary<string, PodRecord>(), new Dictionary<string, ContainerRecord>(),
-        new Dictionary<ulong, string>(), new Dictionary<string, PodRecord>(), new Dictionary<string, string>(), new Dictionary<string, ContainerRecord>());
+        new Dictionary<ulong, string>(), new Dictionary<string, PodRecord>(), new Dictionary<string, string>(), new Dictionary<string, ContainerRecord>(),
+        new HashSet<string>(StringComparer.Ordinal));
 
     /// <param name="inodeOf">stat(2)'s inode of a path (a cgroup folder's inode is its cgroup id).</param>
     /// <param name="cgroupMount">The cgroup v2 mount (null: found in /proc/self/mountinfo).</param>
@@ -275,16 +277,29 @@ public sealed class WorkloadCatalog
     /// <summary>Whether a cgroup id is one the last scan knew (container or not is another matter).</summary>
     public bool KnowsCgroup(ulong cgroupId) => index.CgroupToContainer.ContainsKey(cgroupId);
 
-    /// <summary>The owner of an event: the container of its cgroup (and that container's pod), else the pod of its network namespace.</summary>
+    /// <summary>
+    /// The owner of an event: the container of its cgroup (and that container's pod), else the pod of its network
+    /// namespace. The kernel reuses a freed namespace's inode number at once, so the namespace alone is trusted only
+    /// where it cannot name the wrong pod: a process of a container the runtime has not listed yet (its cgroup is a
+    /// container's folder) is nobody's until it is listed, not the pod whose namespace had that number before; a
+    /// process outside every container (`ip netns exec`, `nsenter`) is a live pod's, never a gone one's; an event
+    /// of no process (cgroup 0 or the root: softirq, a kernel drop) is the namespace's pod, a live one first.
+    /// </summary>
     public Owner? Lookup(uint netnsInode, ulong cgroupId)
     {
         var ix = index;
-        if (cgroupId != 0 && ix.CgroupToContainer.TryGetValue(cgroupId, out var cid) && ix.Containers.TryGetValue(cid, out var c)
-            && ix.ByUid.TryGetValue(c.PodUid, out var cp))
-            return new Owner(cp.Namespace, cp.Name, cp.Uid, c.Id, c.Name, ix.LabelsByUid.GetValueOrDefault(cp.Uid));
-        if (netnsInode != 0 && ix.ByNetns.TryGetValue(netnsInode, out var p))
-            return new Owner(p.Namespace, p.Name, p.Uid, null, null, ix.LabelsByUid.GetValueOrDefault(p.Uid));
-        return null;
+        bool containerCgroup = false;
+        if (cgroupId > 1 && ix.CgroupToContainer.TryGetValue(cgroupId, out var cid))
+        {
+            if (ix.Containers.TryGetValue(cid, out var c) && ix.ByUid.TryGetValue(c.PodUid, out var cp))
+                return new Owner(cp.Namespace, cp.Name, cp.Uid, c.Id, c.Name, ix.LabelsByUid.GetValueOrDefault(cp.Uid));
+            containerCgroup = true;
+        }
+        if (netnsInode == 0 || containerCgroup || !ix.ByNetns.TryGetValue(netnsInode, out var p))
+            return null;
+        if (cgroupId > 1 && !ix.Live.Contains(p.Uid))
+            return null;
+        return new Owner(p.Namespace, p.Name, p.Uid, null, null, ix.LabelsByUid.GetValueOrDefault(p.Uid));
     }
 
     /// <summary>
@@ -357,6 +372,7 @@ public sealed class WorkloadCatalog
         var sole = containers.Values.Where(c => c.State == "running" && c.PodUid.Length > 0).GroupBy(c => c.PodUid, StringComparer.Ordinal)
             .Where(g => g.Count() == 1).ToDictionary(g => g.Key, g => g.Single(), StringComparer.Ordinal);
         index = new Index(byNetns, new Dictionary<string, PodRecord>(pods, StringComparer.Ordinal),
-            new Dictionary<string, ContainerRecord>(containers, StringComparer.Ordinal), new Dictionary<ulong, string>(cgroups), byIp, labels, sole);
+            new Dictionary<string, ContainerRecord>(containers, StringComparer.Ordinal), new Dictionary<ulong, string>(cgroups), byIp, labels, sole,
+            new HashSet<string>(livePods, StringComparer.Ordinal));
     }
 }

@@ -241,6 +241,34 @@ public class RuntimeSourceTests
         Assert.Null(catalog.Lookup(1, 0));
     }
 
+    /// <summary>
+    /// The kernel gives a new network namespace the inode number of one just freed: a pod deleted and another created
+    /// at once share it. The new pod's first events, before the runtime lists its container, must not be the old pod's.
+    /// </summary>
+    [Fact]
+    public void WorkloadCatalog_NamespaceInodeReused_NewContainerIsNobodysUntilListedNeverTheGonePods()
+    {
+        const string Late = "8c1f0e5d2b4a69788f1e0d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0f9e";
+        var root = Forensics.Tests.Scratch.Dir("fx-cgroups-");
+        Directory.CreateDirectory(Path.Combine(root, "k8s.io", Late));
+        var catalog = new WorkloadCatalog(p => p.EndsWith(Late, StringComparison.Ordinal) ? 777UL : null, cgroupMount: root);
+        var early = new PodRecord("u1", "default", "early-1", "sb1", ["10.0.0.3"], 4026532001, new Dictionary<string, string>(), DateTime.UnixEpoch, true);
+        catalog.Apply(new WorkloadSnapshot([early], []), DateTime.UtcNow, first: true);
+        catalog.Apply(new WorkloadSnapshot([], []), DateTime.UtcNow); // early-1 is deleted
+        Assert.True(catalog.RescanCgroups()); // late-1's container has its cgroup folder; the runtime does not list it yet
+
+        Assert.Null(catalog.Lookup(4026532001, 777)); // a process of that container, in the namespace with early-1's number
+        Assert.Null(catalog.Lookup(4026532001, 555)); // a host process entering that namespace: not the gone pod's either
+        Assert.Equal("early-1", catalog.Lookup(4026532001, 0)!.Pod); // an event of no process: the namespace's last pod
+
+        var late = early with { Uid = "u2", Name = "late-1", SandboxId = "sb2", CreatedUtc = DateTime.UnixEpoch.AddSeconds(1) };
+        catalog.Apply(new WorkloadSnapshot([late], [new ContainerRecord(Late, "probe", "busybox", "u2", "sb2", "running", DateTime.UnixEpoch)]), DateTime.UtcNow);
+        var o = catalog.Lookup(4026532001, 777)!;
+        Assert.Equal(("late-1", Late), (o.Pod, o.ContainerId));
+        Assert.Equal("late-1", catalog.Lookup(4026532001, 555)!.Pod); // a live pod's namespace, entered from the host
+        Assert.Equal("late-1", catalog.Lookup(4026532001, 0)!.Pod);
+    }
+
     [Fact]
     public void WorkloadCatalog_AddressOfPod_SoleRunningContainerAndSortedLabels()
     {
