@@ -73,20 +73,25 @@ public sealed class WorkloadWatcher : IDisposable
     }
 
     /// <summary>
-    /// The owner of an event. A cgroup not seen before makes the catalog rescan the cgroups and
-    /// ask the runtime at once (unless it failed last time): a container started a moment ago is
-    /// then known from its first events. Each unknown cgroup id triggers this once.
+    /// The owner of an event. A cgroup of no listed container makes the catalog rescan the cgroups
+    /// and ask the runtime at once (unless it asked within 200 ms or failed last time); when the
+    /// cgroup is a container's folder the runtime has not listed, it is asked even so: a container
+    /// started a moment ago is then known from its first events, and its events are never left to
+    /// the network namespace (whose inode number a deleted pod may have had). Each cgroup id
+    /// triggers this once.
     /// </summary>
     public Owner? Lookup(uint netnsInode, ulong cgroupId)
     {
         var o = Catalog.Lookup(netnsInode, cgroupId);
-        if (source is null || o?.ContainerId is not null || cgroupId <= 1 || Catalog.KnowsCgroup(cgroupId))
+        if (source is null || o?.ContainerId is not null || cgroupId <= 1)
             return o; // without a source there is no container to find: no cgroup walks on the decode thread
         if (missed.Count > 100_000)
             missed.Clear();
         if (!missed.TryAdd(cgroupId, 0))
             return o;
         RefreshSoon();
+        if (Catalog.KnowsCgroup(cgroupId) && Catalog.Lookup(netnsInode, cgroupId)?.ContainerId is null && source is { Live: true })
+            Refresh(first: false, force: true);
         return Catalog.Lookup(netnsInode, cgroupId) ?? o;
     }
 
@@ -101,13 +106,13 @@ public sealed class WorkloadWatcher : IDisposable
         Refresh(first: false);
     }
 
-    private void Refresh(bool first)
+    private void Refresh(bool first, bool force = false)
     {
         if (source is null)
             return;
         lock (refreshGate)
         {
-            if (!first && sinceRefresh.Elapsed < MinGap / 2)
+            if (!first && !force && sinceRefresh.Elapsed < MinGap / 2)
                 return;
             sinceRefresh.Restart();
             try

@@ -269,6 +269,42 @@ public class RuntimeSourceTests
         Assert.Equal("late-1", catalog.Lookup(4026532001, 0)!.Pod);
     }
 
+    private sealed class ScriptedSource(params WorkloadSnapshot[] reads) : IWorkloadSource
+    {
+        private int next;
+        public string Description => "scripted";
+        public bool Live => true;
+        public int Reads => next;
+        public WorkloadSnapshot Read() => reads[Math.Min(next++, reads.Length - 1)];
+        public void Dispose() { }
+    }
+
+    /// <summary>
+    /// A container started a moment ago, in a namespace whose inode number a deleted pod had: its first event, within
+    /// 200 ms of the last refresh, finds its cgroup folder; the runtime is asked at once and the event is the new pod's.
+    /// </summary>
+    [Fact]
+    public void WorkloadWatcher_NewContainersFirstEvent_RuntimeAskedAtOnceAndTheEventIsItsPods()
+    {
+        const string Late = "8c1f0e5d2b4a69788f1e0d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0f9e";
+        var root = Forensics.Tests.Scratch.Dir("fx-cgroups-");
+        Directory.CreateDirectory(Path.Combine(root, "k8s.io", Late));
+        var early = new PodRecord("u1", "extra", "early-1", "sb1", ["10.0.0.3"], 4026532001, new Dictionary<string, string>(), DateTime.UnixEpoch, true);
+        var late = early with { Uid = "u2", Name = "late-1", SandboxId = "sb2", CreatedUtc = DateTime.UnixEpoch.AddSeconds(1) };
+        var source = new ScriptedSource(
+            new WorkloadSnapshot([early], []),
+            new WorkloadSnapshot([late], [new ContainerRecord(Late, "main", "busybox", "u2", "sb2", "running", DateTime.UnixEpoch)]));
+        var catalog = new WorkloadCatalog(p => p.EndsWith(Late, StringComparison.Ordinal) ? 777UL : null, cgroupMount: root);
+        using var watcher = new WorkloadWatcher(source, catalog, interval: TimeSpan.FromHours(1));
+        watcher.Start();
+        Assert.Equal(1, source.Reads);
+
+        var o = watcher.Lookup(4026532001, 777);
+
+        Assert.Equal(2, source.Reads);
+        Assert.Equal(("late-1", Late, "main"), (o?.Pod, o?.ContainerId, o?.Container));
+    }
+
     [Fact]
     public void WorkloadCatalog_AddressOfPod_SoleRunningContainerAndSortedLabels()
     {
