@@ -311,8 +311,9 @@ public class TetragonFilterTests
         foreach (var (pid, _) in new[] { host, notPod })
             Assert.True(log.WaitFor(e => EventLog.Is(e, EventKind.Connect, pid)), $"connect of {pid} not reported by the kernel");
         // the kernel selected both (each by its policy's selector); the recorder keeps the one whose policy applies to host processes
-        Assert.True(scopes.Keeps(log.Connects(host.Pid).First(), ctx));
-        Assert.False(scopes.Keeps(log.Connects(notPod.Pid).First(), ctx));
+        bool Keeps(ConnectEvent ev) => scopes.Keeps(ev, ctx.Owner(ev.NetnsIno, ev.CgroupId), ctx);
+        Assert.True(Keeps(log.Connects(host.Pid).First()));
+        Assert.False(Keeps(log.Connects(notPod.Pid).First()));
         Assert.Equal(1UL, scopes.OutOfScope);
     }
 

@@ -31,21 +31,32 @@ public sealed class ConnectScopes
 
     private ulong outOfScope;
 
-    /// <summary>Whether the connect is a row; counts it when not.</summary>
-    public bool Keeps(in ConnectEvent ev, EventContext ctx)
+    /// <summary>Whether the connect is a row (<paramref name="owner"/>: its owner, as the row will carry it); counts it when not.</summary>
+    public bool Keeps(in ConnectEvent ev, EventOwner owner, EventContext ctx)
     {
         ArgumentNullException.ThrowIfNull(ctx);
         int cls = ev.ConnectKind == ConnectKind.Tcp ? (int)ConnectClass.Tcp : (int)ConnectClass.Udp;
         if (!scoped[cls])
             return true;
-        var owner = ctx.Owner(ev.NetnsIno, ev.CgroupId);
-        IReadOnlyDictionary<string, string>? labels = owner.Labels is { } l ? ParseLabels(l) : owner.Pod is null ? null : ctx.Owner(ev.NetnsIno)?.Labels;
+        IReadOnlyDictionary<string, string>? labels = owner.Labels is { } l ? LabelsOf(l) : owner.Pod is null ? null : ctx.Owner(ev.NetnsIno)?.Labels;
         var scopes = byClass[cls];
         for (int i = 0; i < scopes.Length; i++)
             if ((ev.Selected & (1 << i)) != 0 && (scopes[i] is not { } s || s.Selects(owner.Pod is null ? null : owner.Namespace ?? "default", labels)))
                 return true;
         Interlocked.Increment(ref outOfScope);
         return false;
+    }
+
+    // a pod's labels, parsed once per distinct "k=v,k=v" string (the catalog's strings are shared per pod)
+    private readonly Dictionary<string, Dictionary<string, string>> parsed = new(StringComparer.Ordinal);
+
+    private Dictionary<string, string> LabelsOf(string labels)
+    {
+        if (parsed.TryGetValue(labels, out var d))
+            return d;
+        if (parsed.Count >= 4096)
+            parsed.Clear();
+        return parsed[labels] = ParseLabels(labels);
     }
 
     /// <summary>"k=v,k=v" (EventOwner.Labels) as a dictionary.</summary>

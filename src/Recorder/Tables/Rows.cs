@@ -186,11 +186,14 @@ internal readonly struct ProcAttrCols
 
     /// <param name="podNetnsIno">the namespace that decides the pod, when not the event's own (an exit: where its image was executed)</param>
     /// <returns>the owner, whose labels go in the pod_labels column of <see cref="ProcSourceCols"/></returns>
-    public EventOwner Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null)
+    public EventOwner Set(int i, uint netnsIno, ulong cgroupId, EventContext ctx, uint? podNetnsIno = null) =>
+        Set(i, netnsIno, cgroupId, ctx.Owner(podNetnsIno ?? netnsIno, cgroupId));
+
+    /// <summary>The same with the owner already looked up (<see cref="EventContext.Owner(uint, ulong)"/>).</summary>
+    public EventOwner Set(int i, uint netnsIno, ulong cgroupId, EventOwner owner)
     {
         netns.Values[i] = netnsIno;
         cgroup.Values[i] = cgroupId;
-        var owner = ctx.Owner(podNetnsIno ?? netnsIno, cgroupId);
         ns.Values[i] = owner.Namespace;
         pod.Values[i] = owner.Pod;
         uid.Values[i] = owner.PodUid;
@@ -803,7 +806,8 @@ internal sealed class ConnectRows : Rows
     public override void Append(ReadOnlySpan<byte> record, EventContext ctx)
     {
         var ev = EventReader.Read<ConnectEvent>(record);
-        if (ctx.ConnectScopes is { } scopes && !scopes.Keeps(ev, ctx))
+        var owner = ctx.Owner(ev.NetnsIno, ev.CgroupId);
+        if (ctx.ConnectScopes is { } scopes && !scopes.Keeps(ev, owner, ctx))
             return; // a TracingPolicy selected it for other workloads only: counted
         int i = Batch.NextRow();
         hdr.Set(i, ev.Hdr, ctx);
@@ -818,7 +822,7 @@ internal sealed class ConnectRows : Rows
         comm.Values[i] = EventReader.CString(ev.Comm);
         kind.Values[i] = Names.Connect((byte)ev.ConnectKind);
         tuple.Set(i, ev.Tuple, ctx);
-        var owner = attr.Set(i, ev.NetnsIno, ev.CgroupId, ctx);
+        attr.Set(i, ev.NetnsIno, ev.CgroupId, owner);
         ctx.RememberConnect(ev.Tuple, ev.NetnsIno, ev.CgroupId);
         src.SetProbes(i, owner);
     }
