@@ -106,35 +106,35 @@ public static class WhatIfCommand
         }
         catch (UsageError e)
         {
-            return Cli.Fail(ExitCode.Usage, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Usage, e.Message);
         }
         catch (RecordingException e)
         {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
+            return ForensicsCommand.Fail(ExitCode.BadInput, e.Message);
         }
         catch (ClusterSpecException e)
         {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
+            return ForensicsCommand.Fail(ExitCode.BadInput, e.Message);
         }
         catch (Forensics.Datapath.Cluster.ClusterInputException e)
         {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
+            return ForensicsCommand.Fail(ExitCode.BadInput, e.Message);
         }
         catch (PrerequisiteException e)
         {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Prerequisite, e.Message);
         }
         catch (Forensics.Datapath.Bpf.BpfException e)
         {
-            return Cli.Fail(ExitCode.Failure, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
         }
         catch (QueryException e)
         {
-            return Cli.Fail(ExitCode.Failure, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
         }
         catch (IOException e)
         {
-            return Cli.Fail(ExitCode.Failure, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
         }
     }
 

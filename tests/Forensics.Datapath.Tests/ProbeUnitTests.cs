@@ -617,11 +617,11 @@ public class ProbeOptionsTests
     [Fact]
     public void Load_MoreExcludedCidrsThanTheTrieHolds_RejectedBeforeTouchingTheKernel()
     {
-        var many = Enumerable.Range(0, Probes.Probes.ExcludeMax + 1).Select(i => new IPNetwork(new IPAddress([10, (byte)(i >> 8), (byte)i, 0]), 24)).ToList();
+        var many = Enumerable.Range(0, Probes.TracingProbes.ExcludeMax + 1).Select(i => new IPNetwork(new IPAddress([10, (byte)(i >> 8), (byte)i, 0]), 24)).ToList();
 
-        var e = Assert.Throws<ArgumentException>(() => Probes.Probes.Load(new ProbeOptions { ExcludedCidrs = many }));
+        var e = Assert.Throws<ArgumentException>(() => Probes.TracingProbes.Load(new ProbeOptions { ExcludedCidrs = many }));
 
-        Assert.Contains($"{Probes.Probes.ExcludeMax + 1} excluded IPv4 CIDRs", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"{Probes.TracingProbes.ExcludeMax + 1} excluded IPv4 CIDRs", e.Message, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -632,7 +632,7 @@ public class ProbeOptionsTests
     public void EffectiveKinds_ProbesAndKinds_KernelEmitsTheirIntersection(ProbeSet enabled, EventKind[] kinds, EventKind[] expected)
     {
         var options = new ProbeOptions { Enabled = enabled, Events = new EventOptions { Kinds = kinds.ToHashSet() } };
-        Assert.Equal(expected.Order(), Probes.Probes.EffectiveKinds(options).Order());
+        Assert.Equal(expected.Order(), Probes.TracingProbes.EffectiveKinds(options).Order());
     }
 }
 
@@ -644,5 +644,5 @@ public class ExclusionNormalizeTests
     [InlineData("fd00::/64", "fd00::/64")]
     [InlineData("10.0.0.0/8", "10.0.0.0/8")]
     public void Normalize_Ipv4MappedCidr_BecomesIpv4(string cidr, string expected) =>
-        Assert.Equal(expected, Probes.Probes.Normalize(Cidrs.Parse(cidr)).ToString());
+        Assert.Equal(expected, Probes.TracingProbes.Normalize(Cidrs.Parse(cidr)).ToString());
 }

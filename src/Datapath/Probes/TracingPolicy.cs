@@ -588,7 +588,7 @@ public static partial class TracingPolicyReader
         {
             if (!Cidrs.TryParse(v, out var net))
                 throw new TracingPolicyException($"{op} value '{v}' is not an address or CIDR (as Go's netip parses them)");
-            list.Add(Probes.Normalize(net));
+            list.Add(TracingProbes.Normalize(net));
         }
         return list;
     }
