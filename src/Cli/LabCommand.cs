@@ -50,8 +50,8 @@ public static class LabCommand
         a.Validators.Add(r =>
         {
             var f = r.GetValueOrDefault<FileInfo>();
-            if (f is not null && !f.Exists)
-                r.AddError($"{f}: no such file");
+            if (f is not null && Vocabulary.InputFileProblem(f.FullName) is { } problem)
+                r.AddError($"{f}: {problem}");
         });
         return a;
     }

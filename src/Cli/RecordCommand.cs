@@ -104,8 +104,8 @@ public static class RecordCommand
         tlsCa.Validators.Add(r =>
         {
             foreach (var f in r.Tokens.Select(t => t.Value))
-                if (!File.Exists(f))
-                    r.AddError($"--tls-ca-cert-files: {f}: no such file");
+                if (Vocabulary.InputFileProblem(f) is { } problem)
+                    r.AddError($"--tls-ca-cert-files: {f}: {problem}");
         });
         var tlsCert = Vocabulary.InputFile("--tls-client-cert-file", "PEM client certificate (mutual TLS)");
         var tlsKey = Vocabulary.InputFile("--tls-client-key-file", "PEM key of the client certificate");

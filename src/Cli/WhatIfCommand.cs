@@ -41,8 +41,8 @@ public static class WhatIfCommand
         policy.Validators.Add(r =>
         {
             foreach (var f in r.Tokens.Select(t => t.Value))
-                if (!File.Exists(f))
-                    r.AddError($"--policy: {f}: no such file");
+                if (Vocabulary.InputFileProblem(f) is { } problem)
+                    r.AddError($"--policy: {f}: {problem}");
         });
         remove.Validators.Add(r =>
         {

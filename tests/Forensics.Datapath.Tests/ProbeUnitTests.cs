@@ -81,6 +81,21 @@ public class TracingPolicyTests
     }
 
     [Theory]
+    [InlineData(5, null)]
+    [InlineData(6, "t: spec.kprobes[0].selectors: no more than 5 selectors supported (6 provided), as Tetragon refuses it")]
+    public void Policy_SelectorsOfOneKprobe_AtMostFiveAsTetragon(int count, string? expected)
+    {
+        var selectors = string.Concat(Enumerable.Range(1, count).Select(i =>
+            $"\n    - matchArgs: [{{index: 0, operator: DPort, values: ['{i}']}}]"));
+        var text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: t}\nspec:\n  kprobes:\n" +
+                   "  - call: tcp_connect\n    args: [{index: 0, type: sock}]\n    selectors:" + selectors + "\n";
+        if (expected is null)
+            Assert.NotNull(TracingPolicyReader.Parse(text, Cluster));
+        else
+            Assert.Equal(expected, ErrorOf(text));
+    }
+
+    [Theory]
     [InlineData("- NotDAddr", "t: spec.kprobes[0].selectors[0]: a selector is not a mapping")]
     [InlineData("- matchArgs: [0]", "spec.kprobes[0].selectors[0].matchArgs: an entry is not a mapping")]
     [InlineData("- matchArgs: NotDAddr", "spec.kprobes[0].selectors[0].matchArgs is not a list")]

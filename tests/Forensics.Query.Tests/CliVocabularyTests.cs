@@ -166,6 +166,27 @@ public sealed class CliVocabularyTests : IDisposable
             Assert.False(byName.ContainsKey(old), $"{old} is not in the vocabulary");
     }
 
+    [Fact]
+    public void FileOptions_DirectoryOrDanglingLink_SaidAsSuch()
+    {
+        var dangling = Path.Combine(_dir, "dangling.yaml");
+        File.CreateSymbolicLink(dangling, Path.Combine(_dir, "gone.yaml"));
+        string[][] verbs =
+        [
+            ["record", "--tetragon-policy"], ["record", "--lab"], ["record", "--pods-file"], ["record", "--tls-ca-cert-files"],
+            ["whatif", _dir, "--policy"], ["bundle", _dir, "-o", Path.Combine(_dir, "b.fxb"), "--sign-key"],
+        ];
+        foreach (var v in verbs)
+        {
+            var name = v[^1];
+            Assert.Equal($"{name}: {_dir}: is a directory", UsageError([.. v, _dir]));
+            Assert.Equal($"{name}: {dangling}: a symbolic link that leads nowhere", UsageError([.. v, dangling]));
+        }
+        Assert.Equal($"{_dir}: is a directory", UsageError(["lab", "run", _dir]));
+    }
+
+    private static string? UsageError(string[] args) => Cli.Cli.UsageError(Cli.Cli.Build().Parse(args), args);
+
     [Theory]
     [InlineData("error: --snaplen: 'abc' is not a whole number from 0 to 256", "record", "--snaplen", "abc")]
     [InlineData("error: --monitor-aggregation: 'high' is not one of medium, none", "record", "--monitor-aggregation", "high")]
