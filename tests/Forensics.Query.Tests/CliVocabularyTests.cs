@@ -185,7 +185,7 @@ public sealed class CliVocabularyTests : IDisposable
         Assert.Equal($"{_dir}: is a directory", UsageError(["lab", "run", _dir]));
     }
 
-    private static string? UsageError(string[] args) => Cli.Cli.UsageError(Cli.Cli.Build().Parse(args), args);
+    private static string? UsageError(string[] args) => Cli.ForensicsCommand.UsageError(Cli.ForensicsCommand.Build().Parse(args), args);
 
     [Theory]
     [InlineData("error: --snaplen: 'abc' is not a whole number from 0 to 256", "record", "--snaplen", "abc")]
