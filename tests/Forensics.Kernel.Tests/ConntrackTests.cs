@@ -320,6 +320,8 @@ public sealed class ConntrackTests(ITestOutputHelper log)
         // the loss table's seconds add up to the manifest's count, and the recording says events were lost
         Assert.Equal((long)loss.Failed, Count("SELECT CAST(coalesce(sum(failed), 0) AS BIGINT) AS n FROM loss WHERE kind = 'nat'"));
         Assert.True(m.EventsLost >= loss.Failed);
+        var (_, info) = LabFixture.RunCli("info", dir);
+        Assert.Contains($"nat              emitted {m.Loss["nat"].Emitted}, lost in kernel (ring buffer full, or the ctnetlink socket's ENOBUFS) {loss.Failed}, lost in user space {loss.UserspaceDropped}", info, StringComparison.Ordinal);
         // the table at the end holds every entry the flood made, events lost or not
         Assert.Equal((long)made, Count("SELECT count(*) AS n FROM kernel_conntrack WHERE phase = 'end' AND nat <> '' AND orig_dst_ip = '" + NatNode.ServiceIp + "'"));
     }
