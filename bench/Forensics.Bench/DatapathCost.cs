@@ -89,12 +89,12 @@ internal static class DatapathCost
             };
             foreach (var (cname, dst, port, options) in configs)
             {
-                using var dp = Datapath.Control.Datapath.Load(cluster, options);
-                var register = typeof(Datapath.Control.Datapath).GetMethod("RegisterEndpoint", BindingFlags.NonPublic | BindingFlags.Instance)!;
+                using var dp = Datapath.Control.LoadedDatapath.Load(cluster, options);
+                var register = typeof(Datapath.Control.LoadedDatapath).GetMethod("RegisterEndpoint", BindingFlags.NonPublic | BindingFlags.Instance)!;
                 register.Invoke(dp, [front, ifindex[0]]);
                 register.Invoke(dp, [back, ifindex[1]]);
-                var obj = (BpfObject)typeof(Datapath.Control.Datapath).GetProperty("Object", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(dp)!;
-                var from = obj.Program(Datapath.Control.Datapath.FromEndpoint);
+                var obj = (BpfObject)typeof(Datapath.Control.LoadedDatapath).GetProperty("Object", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(dp)!;
+                var from = obj.Program(Datapath.Control.LoadedDatapath.FromEndpoint);
                 long events = 0;
                 using var reader = new RingBufferReader(dp.EventsMap, _ => events++);
                 void Drain() => reader.Consume();

@@ -18,7 +18,7 @@ internal static class FlowWalkBench
     {
         var cluster = new ClusterSpec("walk.yaml",
             new LabSpec("fxwalk", IPNetwork.Parse("10.0.0.0/16"), IPNetwork.Parse("10.96.0.0/12"), IPAddress.Parse("192.0.2.1"), [], []), [], [], []);
-        using var dp = Datapath.Control.Datapath.Load(cluster, new EventOptions { RingBytes = 1 << 20 });
+        using var dp = Datapath.Control.LoadedDatapath.Load(cluster, new EventOptions { RingBytes = 1 << 20 });
         var ct = dp.StateMap("fx_ct");
         var keys = new CtKey[ct.MaxEntries];
         var values = new CtEntry[ct.MaxEntries];

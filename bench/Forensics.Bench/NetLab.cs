@@ -29,9 +29,9 @@ internal sealed class NetLab : IDisposable
     private RecordingSummary? summary;
     private Dictionary<EventKind, EmitStats> countersAtStart = [];
 
-    private NetLab(Lab lab) => Lab = lab;
+    private NetLab(NetnsLab lab) => Lab = lab;
 
-    public Lab Lab { get; }
+    public NetnsLab Lab { get; }
     public string ClientNs => LabNames.PodNs(Lab.Name, Lab.Cluster.Pods[0]);
     public string ServerNs => LabNames.PodNs(Lab.Name, Lab.Cluster.Pods[1]);
     public string NodeNs => Lab.State.NodeNetns;
@@ -63,17 +63,17 @@ internal sealed class NetLab : IDisposable
     {
         var cluster = Cluster(name);
         Prerequisites.EnsureKernelAccess(); // mounts tracefs and bpffs as forensics record does
-        Probes? p = null;
+        TracingProbes? p = null;
         if (events is not null && probes)
         {
-            p = Probes.Load(new ProbeOptions { Events = events, Enabled = RecordingSession.ProbesFor(events.Kinds) });
+            p = TracingProbes.Load(new ProbeOptions { Events = events, Enabled = RecordingSession.ProbesFor(events.Kinds) });
             p.Attach();
             p.SeedProcesses();
         }
-        Lab lab;
+        NetnsLab lab;
         try
         {
-            lab = Lab.Up(cluster, new LabOptions
+            lab = NetnsLab.Up(cluster, new LabOptions
             {
                 Datapath = events is null ? null : LabDatapath.Factory(events),
                 CollectEvents = false,
@@ -160,7 +160,7 @@ internal sealed class NetLab : IDisposable
         finally
         {
             Lab.Dispose(); // detaches the datapath, kills what runs in the namespaces, removes them
-            foreach (var s in sources.OfType<Probes>())
+            foreach (var s in sources.OfType<TracingProbes>())
                 s.Dispose();
         }
     }

@@ -147,7 +147,7 @@ internal static partial class Soak
         long pcapBytes = -1, pcapPackets = -1, pcapDropped = -1, everyPacketPcap = -1;
         string baseCounts;
         var cluster = ClusterLoader.Load(File.ReadAllText(yaml), yaml);
-        using (var lab = Datapath.Lab.Lab.Up(cluster, new LabOptions
+        using (var lab = Datapath.Lab.NetnsLab.Up(cluster, new LabOptions
         {
             Datapath = LabDatapath.Factory(new EventOptions { SelfPid = (uint)Environment.ProcessId }),
             CollectEvents = false,

@@ -13,7 +13,7 @@ internal static class CiliumRecord
     public static int Run(RecordArgs args, IReadOnlyList<LiveEndpoint> endpoints)
     {
         if (endpoints.Count == 0)
-            return Cli.Fail(ExitCode.Usage, "--from names no source");
+            return ForensicsCommand.Fail(ExitCode.Usage, "--from names no source");
         var manifest = new Manifest
         {
             Node = Environment.MachineName,
@@ -34,7 +34,7 @@ internal static class CiliumRecord
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            return Cli.Fail(Forensics.Datapath.FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, $"cannot write the output folder {args.Output}: {e.Message}");
+            return ForensicsCommand.Fail(Forensics.Datapath.FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, $"cannot write the output folder {args.Output}: {e.Message}");
         }
         var sources = new CiliumSources(endpoints, target, Environment.MachineName);
         try
@@ -46,7 +46,7 @@ internal static class CiliumRecord
         {
             sources.DisposeAsync().AsTask().GetAwaiter().GetResult();
             target.WithManifest(m => { m.EndedAt = DateTime.UtcNow; m.StopReason = "error"; }, write: true);
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Prerequisite, e.Message);
         }
         if (args.Progress)
             Console.Error.WriteLine($"recording to {args.Output}{(args.Duration is { } dd ? $" for {dd}" : "")}; Ctrl-C stops");
@@ -60,7 +60,7 @@ internal static class CiliumRecord
         }
         catch (IOException e)
         {
-            return Cli.Fail(Forensics.Datapath.FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.Failure, $"writing {args.Output}: {e.Message}");
+            return ForensicsCommand.Fail(Forensics.Datapath.FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.Failure, $"writing {args.Output}: {e.Message}");
         }
         ulong lost = 0;
         long malformed = 0;
@@ -74,9 +74,9 @@ internal static class CiliumRecord
         }, write: false);
         RecordCommand.Print(summary!);
         if (lost > 0)
-            return Cli.Fail(ExitCode.EventsLost, $"{lost} events were lost: {RecordCommand.LossText(summary!.Loss)}");
+            return ForensicsCommand.Fail(ExitCode.EventsLost, $"{lost} events were lost: {RecordCommand.LossText(summary!.Loss)}");
         if (malformed > 0)
-            return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources.<name>.malformed)");
+            return ForensicsCommand.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources.<name>.malformed)");
         return (int)ExitCode.Ok;
     }
 }

@@ -37,9 +37,9 @@ public static class ImportCommand
         foreach (var f in args.Files)
         {
             if (Directory.Exists(f))
-                return Cli.Fail(ExitCode.BadInput, $"{f} is a directory: give the export files");
+                return ForensicsCommand.Fail(ExitCode.BadInput, $"{f} is a directory: give the export files");
             if (!File.Exists(f))
-                return Cli.Fail(ExitCode.BadInput, $"{f}: no such file");
+                return ForensicsCommand.Fail(ExitCode.BadInput, $"{f}: no such file");
         }
         // One writer per folder (flock), created 0700, removed again if nothing was written (as record's).
         OutputFolder folder;
@@ -49,7 +49,7 @@ public static class ImportCommand
         }
         catch (RecordingSetupException e)
         {
-            return Cli.Fail(e.Problem switch
+            return ForensicsCommand.Fail(e.Problem switch
             {
                 SetupProblem.DiskFull => ExitCode.DiskFull,
                 SetupProblem.Failure => ExitCode.Failure,
@@ -63,7 +63,7 @@ public static class ImportCommand
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            return Cli.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, e.Message);
+            return ForensicsCommand.Fail(FileSystem.IsDiskFull(e) ? ExitCode.DiskFull : ExitCode.BadInput, e.Message);
         }
         finally
         {
@@ -85,7 +85,7 @@ public static class ImportCommand
         {
             var where = string.Join(", ", src.MalformedExamples.Take(5).Select(m => $"{Path.GetFileName(m.File)}:{m.Line.ToString(inv)}"));
             var first = src.MalformedExamples.FirstOrDefault();
-            return Cli.Fail(ExitCode.EventsLost, $"{src.Malformed.ToString(inv)} malformed line(s) not imported ({where}{(src.Malformed > 5 ? ", ..." : "")}){(first is null ? "" : $"; first: {first.Error}")}; every other line is in the recording (manifest: sources.{(args.Kind == ExportKind.Tetragon ? "tetragon" : "hubble")}.malformed_examples)");
+            return ForensicsCommand.Fail(ExitCode.EventsLost, $"{src.Malformed.ToString(inv)} malformed line(s) not imported ({where}{(src.Malformed > 5 ? ", ..." : "")}){(first is null ? "" : $"; first: {first.Error}")}; every other line is in the recording (manifest: sources.{(args.Kind == ExportKind.Tetragon ? "tetragon" : "hubble")}.malformed_examples)");
         }
         return (int)ExitCode.Ok;
     }

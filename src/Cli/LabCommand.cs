@@ -50,8 +50,8 @@ public static class LabCommand
         a.Validators.Add(r =>
         {
             var f = r.GetValueOrDefault<FileInfo>();
-            if (f is not null && !f.Exists)
-                r.AddError($"{f}: no such file");
+            if (f is not null && Vocabulary.InputFileProblem(f.FullName) is { } problem)
+                r.AddError($"{f}: {problem}");
         });
         return a;
     }
@@ -131,7 +131,7 @@ public static class LabCommand
                 CaptureFirst = RecordCommand.CaptureFirstOf(parse.GetValue(capture)!, (uint)parse.GetValue(captureFirst)),
                 Snaplen = parse.GetValue(capture) == "none" ? 0 : new EventOptions().Snaplen,
             };
-            using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: false, serve: true, collect: parse.GetValue(events), events: sampling));
+            using var lab = NetnsLab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: false, serve: true, collect: parse.GetValue(events), events: sampling));
             PrintSummary(lab);
             Console.WriteLine($"lab {lab.Name} is up (pid {Environment.ProcessId}); Ctrl-C or `forensics lab down {parse.GetValue(file)}` removes it");
             int printed = 0;
@@ -151,7 +151,7 @@ public static class LabCommand
         return cmd;
     }
 
-    private static void PrintSummary(Lab lab)
+    private static void PrintSummary(NetnsLab lab)
     {
         var s = lab.State;
         var spec = lab.Cluster.Lab!;
@@ -245,13 +245,13 @@ public static class LabCommand
             if (existing is not null && existing.UpAlive())
             {
                 Console.WriteLine($"lab {cluster.Lab.Name} is up (pid {existing.UpPid}): running in it; drop reasons and translations are seen by that process, only delivery is checked here");
-                using var attached = Lab.Attach(cluster);
+                using var attached = NetnsLab.Attach(cluster);
                 if (attached.Notice is { } n1)
                     Console.WriteLine(n1);
                 return Report(selected.Select(attached.RunStep));
             }
             Console.WriteLine($"lab {cluster.Lab.Name}: building from {cluster.SourceFile}");
-            using var lab = Lab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: true));
+            using var lab = NetnsLab.Up(cluster, Options(!parse.GetValue(noDatapath), quiet: true));
             if (lab.Notice is { } n2)
                 Console.WriteLine(n2);
             return Report(selected.Select(lab.RunStep));
@@ -299,7 +299,7 @@ public static class LabCommand
             }
             if (n is null)
                 throw new UsageException("lab down needs FILE or --name");
-            var removed = Lab.Down(n, cluster);
+            var removed = NetnsLab.Down(n, cluster);
             Console.WriteLine(removed.Count == 0 ? $"lab {n}: nothing to remove" : $"lab {n}: removed {string.Join(", ", removed)}");
             return (int)ExitCode.Ok;
         }));
@@ -336,14 +336,14 @@ public static class LabCommand
                 {
                     var parts = d.Split('=');
                     if (parts.Length != 3)
-                        return Cli.Fail(ExitCode.Usage, $"lab serve: --dns '{d}' is not IP=NAME=ADDRESS");
+                        return ForensicsCommand.Fail(ExitCode.Usage, $"lab serve: --dns '{d}' is not IP=NAME=ADDRESS");
                     var at = System.Net.IPAddress.Parse(parts[0]);
                     if (!dns.TryGetValue(at, out var map))
                         dns[at] = map = new Dictionary<string, System.Net.IPAddress>(StringComparer.Ordinal);
                     map[parts[1].TrimEnd('.').ToLowerInvariant() + "."] = System.Net.IPAddress.Parse(parts[2]);
                 }
                 if (t.Count + u.Count + dns.Count == 0)
-                    return Cli.Fail(ExitCode.Usage, "lab serve needs --tcp, --udp or --dns");
+                    return ForensicsCommand.Fail(ExitCode.Usage, "lab serve needs --tcp, --udp or --dns");
                 using var cts = new CancellationTokenSource();
                 using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
                 using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
@@ -353,7 +353,7 @@ public static class LabCommand
             }
             catch (Exception e) when (e is FormatException or System.Net.Sockets.SocketException)
             {
-                return Cli.Fail(ExitCode.Failure, "lab serve: " + e.Message);
+                return ForensicsCommand.Fail(ExitCode.Failure, "lab serve: " + e.Message);
             }
         });
         return cmd;
@@ -379,7 +379,7 @@ public static class LabCommand
             }
             catch (Exception e) when (e is FormatException or ArgumentException)
             {
-                return Cli.Fail(ExitCode.Usage, "lab connect: " + e.Message);
+                return ForensicsCommand.Fail(ExitCode.Usage, "lab connect: " + e.Message);
             }
         });
         return cmd;

@@ -86,7 +86,7 @@ public static class MonitorCommand
             }
             catch (FormatException e)
             {
-                return Cli.Fail(ExitCode.Usage, e.Message);
+                return ForensicsCommand.Fail(ExitCode.Usage, e.Message);
             }
             EndpointFilter filter;
             try
@@ -95,7 +95,7 @@ public static class MonitorCommand
             }
             catch (FormatException e)
             {
-                return Cli.Fail(ExitCode.Usage, e.Message);
+                return ForensicsCommand.Fail(ExitCode.Usage, e.Message);
             }
             return Run(kinds, format, parse.GetValue(file), excluded, d, parse.GetValue(labs) ?? [], filter, parse.GetValue(verbose), parse.GetValue(runtime), parse.GetValue(pods));
         });
@@ -120,7 +120,7 @@ public static class MonitorCommand
         var datapathKinds = RecordingSession.DatapathKinds(kinds);
         if (labs.Length == 0 && datapathKinds.Count > 0 && RecordingSession.ProbesFor(kinds) == ProbeSet.None
             && Forensics.Datapath.Lab.LabState.Serving().Count == 0)
-            return Cli.Fail(ExitCode.Prerequisite, $"no running datapath to show {string.Join(",", datapathKinds.Order().Select(Rows.TableOf))} events of: start one with `forensics lab up FILE`");
+            return ForensicsCommand.Fail(ExitCode.Prerequisite, $"no running datapath to show {string.Join(",", datapathKinds.Order().Select(Rows.TableOf))} events of: start one with `forensics lab up FILE`");
         var session = new MonitorSession(new MonitorSessionOptions
         {
             Kinds = kinds,
@@ -161,15 +161,15 @@ public static class MonitorCommand
         }
         catch (RecordingSetupException e)
         {
-            return Cli.Fail(e.Problem == SetupProblem.BadInput ? ExitCode.Usage : ExitCode.Prerequisite, e.Message);
+            return ForensicsCommand.Fail(e.Problem == SetupProblem.BadInput ? ExitCode.Usage : ExitCode.Prerequisite, e.Message);
         }
         catch (IOException e)
         {
-            return Cli.Fail(ExitCode.Failure, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
         }
         catch (UnauthorizedAccessException e)
         {
-            return Cli.Fail(ExitCode.Failure, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
         }
         finally
         {
@@ -178,7 +178,7 @@ public static class MonitorCommand
         }
         // a closed pipe on standard output is the reader leaving; a file that cannot be written is an error
         if (file is not null && arrow?.Failure is { } broken)
-            return Cli.Fail(FileSystem.IsDiskFull(broken) ? ExitCode.DiskFull : ExitCode.Failure, $"{file}: {broken.Message}");
+            return ForensicsCommand.Fail(FileSystem.IsDiskFull(broken) ? ExitCode.DiskFull : ExitCode.Failure, $"{file}: {broken.Message}");
         if (summary.Failed + summary.UserspaceDropped > 0)
             Console.Error.WriteLine($"lost {summary.Failed + summary.UserspaceDropped} events (ring buffer full: {summary.Failed}, user space: {summary.UserspaceDropped})");
         return (int)ExitCode.Ok;

@@ -1,4 +1,4 @@
 using System.CommandLine;
 using Forensics.Cli;
 
-return await Cli.RunAsync(args);
+return await ForensicsCommand.RunAsync(args);

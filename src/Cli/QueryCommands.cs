@@ -491,7 +491,7 @@ public static class QueryCommands
                 using var rec = RecordingLocator.Open(path, limits.Limits(p));
                 ok &= Forensics.Query.Info.Report(rec, Console.Out);
             }
-            return ok ? (int)ExitCode.Ok : Cli.Fail(ExitCode.VerifyFailed, "files differ from the manifest (tampered or corrupted)");
+            return ok ? (int)ExitCode.Ok : ForensicsCommand.Fail(ExitCode.VerifyFailed, "files differ from the manifest (tampered or corrupted)");
         });
         return cmd;
     }

@@ -104,8 +104,8 @@ public static class RecordCommand
         tlsCa.Validators.Add(r =>
         {
             foreach (var f in r.Tokens.Select(t => t.Value))
-                if (!File.Exists(f))
-                    r.AddError($"--tls-ca-cert-files: {f}: no such file");
+                if (Vocabulary.InputFileProblem(f) is { } problem)
+                    r.AddError($"--tls-ca-cert-files: {f}: {problem}");
         });
         var tlsCert = Vocabulary.InputFile("--tls-client-cert-file", "PEM client certificate (mutual TLS)");
         var tlsKey = Vocabulary.InputFile("--tls-client-key-file", "PEM key of the client certificate");
@@ -234,7 +234,7 @@ public static class RecordCommand
         if (!args.Probes && args.Lab is null)
         {
             if (ciliumSources.Count == 0)
-                return Cli.Fail(ExitCode.Usage, "--from names no source");
+                return ForensicsCommand.Fail(ExitCode.Usage, "--from names no source");
             // The folder is held (flock) while Hubble and Tetragon write into it, as a kernel recording's is.
             Forensics.Recorder.Storage.OutputFolder folder;
             try
@@ -243,7 +243,7 @@ public static class RecordCommand
             }
             catch (RecordingSetupException e)
             {
-                return Cli.Fail(Exit(e.Problem), e.Message);
+                return ForensicsCommand.Fail(Exit(e.Problem), e.Message);
             }
             try
             {
@@ -317,7 +317,7 @@ public static class RecordCommand
         }
         catch (RecordingSetupException e)
         {
-            return Cli.Fail(Exit(e.Problem), e.Message);
+            return ForensicsCommand.Fail(Exit(e.Problem), e.Message);
         }
         if (cilium is not null && session.Recording is { } rec)
         {
@@ -337,14 +337,14 @@ public static class RecordCommand
             if (malformed > 0 && summary.Error is null && lost == 0)
             {
                 PrintSummary(summary);
-                return Cli.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources)");
+                return ForensicsCommand.Fail(ExitCode.EventsLost, $"{malformed} message(s) from Hubble/Tetragon could not be decoded (counted in the manifest's sources)");
             }
         }
         PrintSummary(summary);
         if (summary.Error is not null)
-            return Cli.Fail(summary.StopReason == "disk-full" ? ExitCode.DiskFull : ExitCode.Failure, summary.Error);
+            return ForensicsCommand.Fail(summary.StopReason == "disk-full" ? ExitCode.DiskFull : ExitCode.Failure, summary.Error);
         if (summary.EventsLost > 0)
-            return Cli.Fail(ExitCode.EventsLost, $"{summary.EventsLost} events were lost: {LossText(summary.Loss)}");
+            return ForensicsCommand.Fail(ExitCode.EventsLost, $"{summary.EventsLost} events were lost: {LossText(summary.Loss)}");
         return (int)ExitCode.Ok;
     }
 

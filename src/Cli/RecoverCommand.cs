@@ -25,7 +25,7 @@ public static class RecoverCommand
             }
             catch (OutputFolderException e)
             {
-                return Cli.Fail(ExitCode.Failure, e.Message);
+                return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
             }
             using var _ = held;
             var r = await Recovery.RecoverAsync(path);

@@ -194,19 +194,38 @@ public static partial class Vocabulary
             var s = NonEmpty(r, name);
             if (s is null)
                 return null;
-            if (!File.Exists(s))
-            {
-                r.AddError($"{name}: {s}: no such file");
-                return s;
-            }
-            // A link given by hand is followed; what it leads to must be a regular file with bytes in it.
-            var full = Path.GetFullPath(s);
-            var target = new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full;
-            if (RegularFile.Kind(target) is { } kind && kind != RegularFile.Regular)
-                r.AddError($"{name}: {s}: is {kind}");
+            if (InputFileProblem(s) is { } problem)
+                r.AddError($"{name}: {s}: {problem}");
             return s;
         },
     };
+
+    /// <summary>
+    /// What is wrong with a file given to be read ("no such file", "is a directory", "is empty or not a
+    /// regular file ..."), or null when it is a regular file with bytes in it. A link given by hand is
+    /// followed: what it leads to is checked.
+    /// </summary>
+    public static string? InputFileProblem(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var full = Path.GetFullPath(path);
+        FileSystemInfo? target;
+        try
+        {
+            target = new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true);
+        }
+        catch (IOException)
+        {
+            return "a symbolic link that leads nowhere";
+        }
+        return RegularFile.Kind(target?.FullName ?? full) switch
+        {
+            null when target is not null => "a symbolic link that leads nowhere",
+            null => "no such file",
+            RegularFile.Regular => null,
+            var kind => $"is {kind}",
+        };
+    }
 
     /// <summary>
     /// Recording arguments (folders or bundles). A word that looks like an option and is not a

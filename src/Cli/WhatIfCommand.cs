@@ -41,8 +41,8 @@ public static class WhatIfCommand
         policy.Validators.Add(r =>
         {
             foreach (var f in r.Tokens.Select(t => t.Value))
-                if (!File.Exists(f))
-                    r.AddError($"--policy: {f}: no such file");
+                if (Vocabulary.InputFileProblem(f) is { } problem)
+                    r.AddError($"--policy: {f}: {problem}");
         });
         remove.Validators.Add(r =>
         {
@@ -106,35 +106,35 @@ public static class WhatIfCommand
         }
         catch (UsageError e)
         {
-            return Cli.Fail(ExitCode.Usage, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Usage, e.Message);
         }
         catch (RecordingException e)
         {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
+            return ForensicsCommand.Fail(ExitCode.BadInput, e.Message);
         }
         catch (ClusterSpecException e)
         {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
+            return ForensicsCommand.Fail(ExitCode.BadInput, e.Message);
         }
         catch (Forensics.Datapath.Cluster.ClusterInputException e)
         {
-            return Cli.Fail(ExitCode.BadInput, e.Message);
+            return ForensicsCommand.Fail(ExitCode.BadInput, e.Message);
         }
         catch (PrerequisiteException e)
         {
-            return Cli.Fail(ExitCode.Prerequisite, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Prerequisite, e.Message);
         }
         catch (Forensics.Datapath.Bpf.BpfException e)
         {
-            return Cli.Fail(ExitCode.Failure, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
         }
         catch (QueryException e)
         {
-            return Cli.Fail(ExitCode.Failure, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
         }
         catch (IOException e)
         {
-            return Cli.Fail(ExitCode.Failure, e.Message);
+            return ForensicsCommand.Fail(ExitCode.Failure, e.Message);
         }
     }
 

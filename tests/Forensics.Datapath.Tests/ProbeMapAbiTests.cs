@@ -51,6 +51,6 @@ public class ProbeMapAbiTests
     public void ProbePrograms_ProbesObject_EveryProgramBelongsToAProbe()
     {
         using var obj = BpfObject.OpenEmbedded(EmbeddedObjects.Probes); // open only: no kernel needed
-        Assert.Equal(obj.ProgramNames().Order(StringComparer.Ordinal), Probes.Probes.ProgramProbes.Keys.Order(StringComparer.Ordinal));
+        Assert.Equal(obj.ProgramNames().Order(StringComparer.Ordinal), Probes.TracingProbes.ProgramProbes.Keys.Order(StringComparer.Ordinal));
     }
 }

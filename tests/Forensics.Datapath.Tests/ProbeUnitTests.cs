@@ -81,6 +81,21 @@ public class TracingPolicyTests
     }
 
     [Theory]
+    [InlineData(5, null)]
+    [InlineData(6, "t: spec.kprobes[0].selectors: no more than 5 selectors supported (6 provided), as Tetragon refuses it")]
+    public void Policy_SelectorsOfOneKprobe_AtMostFiveAsTetragon(int count, string? expected)
+    {
+        var selectors = string.Concat(Enumerable.Range(1, count).Select(i =>
+            $"\n    - matchArgs: [{{index: 0, operator: DPort, values: ['{i}']}}]"));
+        var text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: t}\nspec:\n  kprobes:\n" +
+                   "  - call: tcp_connect\n    args: [{index: 0, type: sock}]\n    selectors:" + selectors + "\n";
+        if (expected is null)
+            Assert.NotNull(TracingPolicyReader.Parse(text, Cluster));
+        else
+            Assert.Equal(expected, ErrorOf(text));
+    }
+
+    [Theory]
     [InlineData("- NotDAddr", "t: spec.kprobes[0].selectors[0]: a selector is not a mapping")]
     [InlineData("- matchArgs: [0]", "spec.kprobes[0].selectors[0].matchArgs: an entry is not a mapping")]
     [InlineData("- matchArgs: NotDAddr", "spec.kprobes[0].selectors[0].matchArgs is not a list")]
@@ -617,11 +632,11 @@ public class ProbeOptionsTests
     [Fact]
     public void Load_MoreExcludedCidrsThanTheTrieHolds_RejectedBeforeTouchingTheKernel()
     {
-        var many = Enumerable.Range(0, Probes.Probes.ExcludeMax + 1).Select(i => new IPNetwork(new IPAddress([10, (byte)(i >> 8), (byte)i, 0]), 24)).ToList();
+        var many = Enumerable.Range(0, Probes.TracingProbes.ExcludeMax + 1).Select(i => new IPNetwork(new IPAddress([10, (byte)(i >> 8), (byte)i, 0]), 24)).ToList();
 
-        var e = Assert.Throws<ArgumentException>(() => Probes.Probes.Load(new ProbeOptions { ExcludedCidrs = many }));
+        var e = Assert.Throws<ArgumentException>(() => Probes.TracingProbes.Load(new ProbeOptions { ExcludedCidrs = many }));
 
-        Assert.Contains($"{Probes.Probes.ExcludeMax + 1} excluded IPv4 CIDRs", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"{Probes.TracingProbes.ExcludeMax + 1} excluded IPv4 CIDRs", e.Message, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -632,7 +647,7 @@ public class ProbeOptionsTests
     public void EffectiveKinds_ProbesAndKinds_KernelEmitsTheirIntersection(ProbeSet enabled, EventKind[] kinds, EventKind[] expected)
     {
         var options = new ProbeOptions { Enabled = enabled, Events = new EventOptions { Kinds = kinds.ToHashSet() } };
-        Assert.Equal(expected.Order(), Probes.Probes.EffectiveKinds(options).Order());
+        Assert.Equal(expected.Order(), Probes.TracingProbes.EffectiveKinds(options).Order());
     }
 }
 
@@ -644,5 +659,5 @@ public class ExclusionNormalizeTests
     [InlineData("fd00::/64", "fd00::/64")]
     [InlineData("10.0.0.0/8", "10.0.0.0/8")]
     public void Normalize_Ipv4MappedCidr_BecomesIpv4(string cidr, string expected) =>
-        Assert.Equal(expected, Probes.Probes.Normalize(Cidrs.Parse(cidr)).ToString());
+        Assert.Equal(expected, Probes.TracingProbes.Normalize(Cidrs.Parse(cidr)).ToString());
 }

@@ -98,4 +98,54 @@ public class LayeringTests
             Directory.Delete(root, recursive: true);
         }
     }
+
+    /// <summary>
+    /// Types named as a part of their own namespace, each as "path: Namespace.Type" (Forensics.Datapath.Lab.Lab was one: every
+    /// use had to be spelt Lab.Lab or aliased). Top-level declarations of every .cs file under the root.
+    /// </summary>
+    internal static List<string> TypesNamedLikeTheirNamespace(string srcRoot)
+    {
+        var ns = new Regex(@"^namespace\s+([\w.]+)\s*;", RegexOptions.Multiline);
+        var type = new Regex(@"^(?:public|internal|file)?\s*(?:(?:static|sealed|abstract|readonly|partial|ref|unsafe)\s+)*(?:class|struct|interface|enum|record(?:\s+(?:class|struct))?|delegate\s+[\w<>\[\]?,. ]+?)\s+(\w+)", RegexOptions.Multiline);
+        var hits = new List<string>();
+        foreach (var file in Directory.EnumerateFiles(srcRoot, "*.cs", SearchOption.AllDirectories))
+        {
+            var rel = Path.GetRelativePath(srcRoot, file).Replace('\\', '/');
+            if (rel.Contains("/obj/", StringComparison.Ordinal) || rel.Contains("/bin/", StringComparison.Ordinal))
+                continue;
+            var text = File.ReadAllText(file);
+            if (ns.Match(text) is not { Success: true } n)
+                continue;
+            var segments = n.Groups[1].Value.Split('.');
+            foreach (Match t in type.Matches(text))
+                if (segments.Contains(t.Groups[1].Value, StringComparer.Ordinal))
+                    hits.Add($"src/{rel}: {n.Groups[1].Value}.{t.Groups[1].Value}");
+        }
+        return hits;
+    }
+
+    [Fact]
+    public void TypeNames_DifferFromTheirNamespaces()
+    {
+        Assert.Empty(TypesNamedLikeTheirNamespace(Repo.Path("src")));
+    }
+
+    [Fact]
+    public void TypeNameScan_FindsATypeNamedLikeItsNamespace()
+    {
+        var root = Directory.CreateTempSubdirectory("fx-naming-").FullName;
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(root, "Datapath", "Lab"));
+            File.WriteAllText(Path.Combine(root, "Datapath", "Lab", "Lab.cs"), "namespace Forensics.Datapath.Lab;\n\n/// <summary>a lab</summary>\npublic sealed class Lab { }\n");
+            File.WriteAllText(Path.Combine(root, "Datapath", "Lab", "NetnsLab.cs"), "namespace Forensics.Datapath.Lab;\n\n// the Lab class was renamed\npublic sealed class NetnsLab { public string Lab = \"\"; }\n");
+            File.WriteAllText(Path.Combine(root, "Datapath", "Probes.cs"), "namespace Forensics.Datapath.Probes;\n\ninternal static partial class Probes { }\n");
+            Assert.Equal(["src/Datapath/Lab/Lab.cs: Forensics.Datapath.Lab.Lab", "src/Datapath/Probes.cs: Forensics.Datapath.Probes.Probes"],
+                TypesNamedLikeTheirNamespace(root).Order(StringComparer.Ordinal));
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
 }

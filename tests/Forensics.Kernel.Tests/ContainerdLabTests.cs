@@ -11,7 +11,7 @@ namespace Forensics.Kernel.Tests;
 /// <summary>One containerd lab node (examples/starwars-containerd.yaml) shared by a test class: it takes ~10 s to build.</summary>
 public sealed class ContainerdLabFixture : IDisposable
 {
-    private Lab? lab;
+    private NetnsLab? lab;
     private Exception? failure;
 
     public ContainerdLabFixture()
@@ -24,7 +24,7 @@ public sealed class ContainerdLabFixture : IDisposable
     public ClusterSpec Cluster { get; }
 
     /// <summary>The lab, built on first use (so that a machine without root fails the tests, not the fixture).</summary>
-    public Lab Lab
+    public NetnsLab Lab
     {
         get
         {
@@ -32,7 +32,7 @@ public sealed class ContainerdLabFixture : IDisposable
                 throw new InvalidOperationException("the containerd lab did not come up: " + failure.Message, failure);
             try
             {
-                return lab ??= Lab.Up(Cluster);
+                return lab ??= NetnsLab.Up(Cluster);
             }
             catch (Exception e)
             {
@@ -123,7 +123,7 @@ public sealed class ContainerdLabFixture : IDisposable
     public void Dispose()
     {
         lab?.Dispose();
-        Lab.Down(Name, Cluster);
+        NetnsLab.Down(Name, Cluster);
     }
 }
 
@@ -157,7 +157,7 @@ public partial class ContainerdLabTests(ContainerdLabFixture fx) : IClassFixture
         // A container's processes live in the pod's cgroup, /forensics-LAB/pod<uid>/<container id> (cgroupfs layout).
         var api = containers.Single(c => c.Name == "api");
         var ep = lab.State.Endpoints.Single(e => e.Pod == "default/backend-2");
-        var server = Lab.ProcessesIn(new HashSet<ulong> { sandboxes.Single(s => s.Name == "backend-2").NetnsInode })
+        var server = NetnsLab.ProcessesIn(new HashSet<ulong> { sandboxes.Single(s => s.Name == "backend-2").NetnsInode })
             .Single(pid => File.ReadAllText($"/proc/{pid}/cmdline").Contains("serve", StringComparison.Ordinal));
         var owner = CgroupPaths.OfProcess(server);
         Assert.Equal(api.Id, owner.ContainerId);
@@ -434,7 +434,7 @@ public class ContainerdLabDownTests
         {
             if (!up.HasExited)
                 up.Kill();
-            Lab.Down(name);
+            NetnsLab.Down(name);
             File.Delete(file);
         }
     }

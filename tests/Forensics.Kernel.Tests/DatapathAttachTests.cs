@@ -89,7 +89,7 @@ public class DatapathAttachTests
         var dir = Path.Combine(work, "rec");
         try
         {
-            using (var lab = Lab.Up(cluster, LabFixture.WithDatapath() with { Serve = true, CollectEvents = false }))
+            using (var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath() with { Serve = true, CollectEvents = false }))
             {
                 var server = lab.Server!;
                 using var lines = new Child("monitor", "-t", "drop", "--lab", name);

@@ -107,7 +107,7 @@ internal sealed class DatapathHarness : IDisposable
         try
         {
             // per-packet tests see every packet's trace and capture: they ask for it (the product's default samples them)
-            Dp = Datapath.Control.Datapath.Load(cluster, options ?? EventOptions.PerPacket with { RingBytes = 1 << 20 });
+            Dp = Datapath.Control.LoadedDatapath.Load(cluster, options ?? EventOptions.PerPacket with { RingBytes = 1 << 20 });
             for (int i = 0; i < eps.Count; i++)
             {
                 Dp.RegisterEndpoint(eps[i], links.Ifindexes[i]);
@@ -123,21 +123,21 @@ internal sealed class DatapathHarness : IDisposable
         }
     }
 
-    public Datapath.Control.Datapath Dp { get; }
+    public Datapath.Control.LoadedDatapath Dp { get; }
 
     public int IfindexOf(PodSpec pod) => ifindexOf[pod.FullName];
 
     /// <summary>A packet leaving the pod (from-endpoint on its host veth).</summary>
     public TestRunResult From(PodSpec pod, byte[] pkt) =>
-        Dp.Object.Program(Datapath.Control.Datapath.FromEndpoint).TestRun(pkt, ifindex: IfindexOf(pod));
+        Dp.Object.Program(Datapath.Control.LoadedDatapath.FromEndpoint).TestRun(pkt, ifindex: IfindexOf(pod));
 
     /// <summary>A packet entering the pod (to-endpoint on its host veth).</summary>
     public TestRunResult To(PodSpec pod, byte[] pkt) =>
-        Dp.Object.Program(Datapath.Control.Datapath.ToEndpoint).TestRun(pkt, ifindex: IfindexOf(pod));
+        Dp.Object.Program(Datapath.Control.LoadedDatapath.ToEndpoint).TestRun(pkt, ifindex: IfindexOf(pod));
 
-    public TestRunResult ToNetwork(byte[] pkt) => Dp.Object.Program(Datapath.Control.Datapath.ToNetwork).TestRun(pkt, ifindex: links.Ifindexes[0]);
+    public TestRunResult ToNetwork(byte[] pkt) => Dp.Object.Program(Datapath.Control.LoadedDatapath.ToNetwork).TestRun(pkt, ifindex: links.Ifindexes[0]);
 
-    public TestRunResult FromNetwork(byte[] pkt) => Dp.Object.Program(Datapath.Control.Datapath.FromNetwork).TestRun(pkt, ifindex: links.Ifindexes[0]);
+    public TestRunResult FromNetwork(byte[] pkt) => Dp.Object.Program(Datapath.Control.LoadedDatapath.FromNetwork).TestRun(pkt, ifindex: links.Ifindexes[0]);
 
     /// <summary>Events emitted since the last call.</summary>
     public Events Take()

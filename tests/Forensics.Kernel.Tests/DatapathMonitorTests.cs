@@ -43,7 +43,7 @@ public class DatapathMonitorTests
     {
         var name = LabFixture.UniqueName();
         var cluster = LabFixture.Load("starwars.yaml", name);
-        using (var lab = Lab.Up(cluster, LabFixture.WithDatapath() with { Serve = true, CollectEvents = false }))
+        using (var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath() with { Serve = true, CollectEvents = false }))
         {
             Assert.Equal(LabNames.MonitorSocket(name), lab.State.MonitorSocket);
             if (OperatingSystem.IsLinux())

@@ -69,7 +69,7 @@ public class DatapathTrafficTests
         {
             string node = topo.Node, nsA = topo.PodNs[0], nsB = topo.PodNs[1];
             string vethA = topo.PodVeth[0], vethB = topo.PodVeth[1];
-            using var dp = Datapath.Control.Datapath.Load(cluster, new EventOptions { RingBytes = 1 << 20, Snaplen = 0 });
+            using var dp = Datapath.Control.LoadedDatapath.Load(cluster, new EventOptions { RingBytes = 1 << 20, Snaplen = 0 });
             var events = new List<byte[]>();
             using var reader = new RingBufferReader(dp.EventsMap, r => events.Add(r.ToArray()));
             int ifA = Sh.Ifindex(vethA, node), ifB = Sh.Ifindex(vethB, node);
@@ -125,7 +125,7 @@ public class DatapathTrafficTests
             [new ServicePort(80, 8080, "TCP")]);
         var cluster = new ClusterSpec("traffic.yaml", lab, [client, server], [svc], []);
         using var topo = new Topology(tag, [client, server], world: true);
-        using var dp = Datapath.Control.Datapath.Load(cluster, new EventOptions { RingBytes = 1 << 20, Snaplen = 0 });
+        using var dp = Datapath.Control.LoadedDatapath.Load(cluster, new EventOptions { RingBytes = 1 << 20, Snaplen = 0 });
         var events = new List<byte[]>();
         using var reader = new RingBufferReader(dp.EventsMap, r => events.Add(r.ToArray()));
         int ifA = Sh.Ifindex(topo.PodVeth[0], topo.Node), ifB = Sh.Ifindex(topo.PodVeth[1], topo.Node), ifW = Sh.Ifindex(topo.WorldVeth!, topo.Node);

@@ -191,7 +191,7 @@ public class FlowsTests
         var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-flows-").FullName, "rec");
         try
         {
-            using (var lab = Lab.Up(cluster, new LabOptions { Datapath = LabDatapath.Factory(new EventOptions { RingBytes = 4u << 20 }), CollectEvents = false }))
+            using (var lab = NetnsLab.Up(cluster, new LabOptions { Datapath = LabDatapath.Factory(new EventOptions { RingBytes = 4u << 20 }), CollectEvents = false }))
             {
                 var dp = ((LabDatapath)lab.Datapath!).Datapath;
                 using var source = new DatapathFlowSource([FlowMaps.Of(lab.Name, dp)],
@@ -333,7 +333,7 @@ public class FlowsTests
         var dir = Path.Combine(Directory.CreateTempSubdirectory("fx-reuse-").FullName, "rec");
         try
         {
-            using (var lab = Lab.Up(cluster, new LabOptions { Datapath = LabDatapath.Factory(new EventOptions { RingBytes = 4u << 20 }), CollectEvents = false }))
+            using (var lab = NetnsLab.Up(cluster, new LabOptions { Datapath = LabDatapath.Factory(new EventOptions { RingBytes = 4u << 20 }), CollectEvents = false }))
             {
                 var dp = ((LabDatapath)lab.Datapath!).Datapath;
                 using var source = new DatapathFlowSource([FlowMaps.Of(lab.Name, dp)],

@@ -112,7 +112,7 @@ public class LabTests
         var name = LabFixture.UniqueName();
         var cluster = LabFixture.Load("starwars.yaml", name);
         IReadOnlyList<LabProcess> processes;
-        using (var lab = Lab.Up(cluster))
+        using (var lab = NetnsLab.Up(cluster))
         {
             processes = [.. lab.State.Processes];
             Assert.Equal(LabNames.Namespaces(cluster).Order(), NetNamespace.List().Where(n => n.StartsWith(name + "-", StringComparison.Ordinal)).Order());
@@ -133,7 +133,7 @@ public class LabTests
             Assert.False(svc.Delivered);
         }
         Assert.Empty(LabFixture.Leftovers(name, processes: processes));
-        Assert.Empty(Lab.Down(name, cluster)); // idempotent: nothing more to remove
+        Assert.Empty(NetnsLab.Down(name, cluster)); // idempotent: nothing more to remove
     }
 
     [KernelFact]
@@ -155,7 +155,7 @@ public class LabTests
             kind: Pod
             metadata: {name: a-very-long-pod-name-2, labels: {app: x}}
             """, "long.yaml");
-        using var lab = Lab.Up(c);
+        using var lab = NetnsLab.Up(c);
         var links = lab.State.Endpoints.Select(e => e.HostLink).ToList();
         Assert.All(links, l => Assert.True(l.Length <= 15, l));
         Assert.Equal(2, links.Distinct().Count());
@@ -257,13 +257,13 @@ public class LabTests
 [Collection("lab")]
 public class LabScenarioTests
 {
-    private static Dictionary<string, StepReport> RunAll(Lab lab) => lab.RunAll().ToDictionary(r => r.Step.Name);
+    private static Dictionary<string, StepReport> RunAll(NetnsLab lab) => lab.RunAll().ToDictionary(r => r.Step.Name);
 
     [KernelFact]
     public void StarwarsScenario_EveryStep_MeetsItsExpectation()
     {
         var name = LabFixture.UniqueName();
-        using var lab = Lab.Up(LabFixture.Load("starwars.yaml", name), LabFixture.WithDatapath());
+        using var lab = NetnsLab.Up(LabFixture.Load("starwars.yaml", name), LabFixture.WithDatapath());
         var reports = lab.RunAll();
         Assert.Equal(7, reports.Count);
         Assert.All(reports, r => Assert.True(r.Passed, $"{r.Step.Name}: {r.Detail}: {string.Join("; ", r.Failures)}"));
@@ -278,7 +278,7 @@ public class LabScenarioTests
         var name = LabFixture.UniqueName();
         var cluster = LabFixture.Load("starwars-demo/lab.yaml", name);
         Assert.Equal(2, cluster.Pods.Count(p => p.Owner == "Deployment default/deathstar"));
-        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        using var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath());
         var dp = ((LabDatapath)lab.Datapath!).Datapath;
         var r = RunAll(lab);
 
@@ -303,7 +303,7 @@ public class LabScenarioTests
     {
         var name = LabFixture.UniqueName();
         var cluster = LabFixture.Load("starwars.yaml", name);
-        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        using var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath());
         var dp = ((LabDatapath)lab.Datapath!).Datapath;
         uint Identity(string pod) => dp.IdentityOf(cluster.Pods.Single(p => p.Name == pod)).Id;
         var frontend = lab.PodIp("frontend-1").ToString();
@@ -377,8 +377,8 @@ public class LabScenarioTests
     {
         var a = LabFixture.UniqueName();
         var b = LabFixture.UniqueName();
-        using var labA = Lab.Up(LabFixture.Load("starwars.yaml", a), LabFixture.WithDatapath());
-        using var labB = Lab.Up(LabFixture.Load("starwars.yaml", b), LabFixture.WithDatapath());
+        using var labA = NetnsLab.Up(LabFixture.Load("starwars.yaml", a), LabFixture.WithDatapath());
+        using var labB = NetnsLab.Up(LabFixture.Load("starwars.yaml", b), LabFixture.WithDatapath());
         Assert.Equal(labA.PodIp("backend-2"), labB.PodIp("backend-2"));
         Assert.Empty(labA.State.ProgramIds.Intersect(labB.State.ProgramIds));
 
@@ -397,7 +397,7 @@ public class LabScenarioTests
     {
         var name = LabFixture.UniqueName();
         var cluster = LabFixture.Load("starwars.yaml", name);
-        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        using var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath());
         var step = cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-port-not-allowed");
         // Claim the wrong reason (181 instead of 133) and a translation that does not happen.
         var wrong = step with { Expect = new StepExpectation(false, 181, $"DNAT 10.0.1.100:8080 -> {lab.PodIp("backend-2")}:9090") };
@@ -419,7 +419,7 @@ public class LabShopScenarioTests
         // examples/fqdn.yaml: the world's resolver (dns:) answers the client's real lookups; toFQDNs allows
         // api.example.com's address only after the lookup, and never www.other.example's
         var name = LabFixture.UniqueName();
-        using var lab = Lab.Up(LabFixture.Load("fqdn.yaml", name), LabFixture.WithDatapath());
+        using var lab = NetnsLab.Up(LabFixture.Load("fqdn.yaml", name), LabFixture.WithDatapath());
         var reports = lab.RunAll().ToDictionary(r => r.Step.Name);
         Assert.All(reports.Values, r => Assert.True(r.Passed, $"{r.Step.Name}: {r.Detail}: {string.Join("; ", r.Failures)}"));
         Assert.Equal(5, reports.Count);
@@ -433,7 +433,7 @@ public class LabShopScenarioTests
     public void ShopScenario_EveryStep_MeetsItsExpectation()
     {
         var name = LabFixture.UniqueName();
-        using var lab = Lab.Up(LabFixture.Load("shop.yaml", name), LabFixture.WithDatapath());
+        using var lab = NetnsLab.Up(LabFixture.Load("shop.yaml", name), LabFixture.WithDatapath());
         var reports = lab.RunAll().ToDictionary(r => r.Step.Name);
         Assert.All(reports.Values, r => Assert.True(r.Passed, $"{r.Step.Name}: {r.Detail}: {string.Join("; ", r.Failures)}"));
         // A service without backends: dropped with 158 before any policy, towards the service address.
@@ -451,7 +451,7 @@ public class LabShopScenarioTests
     {
         var name = LabFixture.UniqueName();
         var cluster = LabFixture.Load("shop.yaml", name);
-        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        using var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath());
         var step = cluster.Lab!.Steps.Single(s => s.Name == "web-to-api-service");
         var answered = new List<string>();
         for (int i = 0; i < 12 && answered.Distinct().Count() < 2; i++)

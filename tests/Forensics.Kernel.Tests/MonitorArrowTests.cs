@@ -37,7 +37,7 @@ public class MonitorArrowTests
             var head = pipe.StandardOutput.ReadLineAsync();
             var name = LabFixture.UniqueName();
             var cluster = LabFixture.Load("starwars.yaml", name);
-            using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+            using var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath());
             var node = Attribution.NetnsInode($"/run/netns/{lab.State.NodeNetns}") ?? throw new InvalidOperationException("no node netns");
             var step = cluster.Lab!.Steps.Single(s => s.Name == "xwing-to-denylisted-host");
 

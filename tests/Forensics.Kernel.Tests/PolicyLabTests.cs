@@ -94,7 +94,7 @@ public class PolicyLabTests
                     - fromEndpoints: [{matchLabels: {app: client}}]
                       icmps: [{fields: [{type: 13}]}]
                 """, "icmps-lab.yaml");
-            using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+            using var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath());
             var r = lab.RunAll().ToDictionary(s => s.Step.Name);
 
             Assert.All(r.Values, s => Assert.True(s.Passed, $"{s.Step.Name}: {s.Detail}: {string.Join("; ", s.Failures)}"));
@@ -213,7 +213,7 @@ public class PolicyLabTests
             """, "fqdn-lab.yaml");
         Assert.Contains(cluster.Notices, n => n.Contains("toFQDNs selects only addresses learnt from DNS answers", StringComparison.Ordinal));
         var progress = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        using var lab = Lab.Up(cluster, LabFixture.WithDatapath() with { Progress = progress.Enqueue });
+        using var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath() with { Progress = progress.Enqueue });
         using var dns = new DnsResponder(LabNames.WorldNs(name), "203.0.113.53",
             new Dictionary<string, string> { ["allowed.example"] = "203.0.113.10", ["other.example"] = "203.0.113.20" });
         var dp = ((LabDatapath)lab.Datapath!).Datapath;

@@ -194,7 +194,7 @@ internal sealed class EventLog : IDisposable
 {
     private readonly RingBufferReader reader;
 
-    public EventLog(Probes probes) => reader = new RingBufferReader(probes.EventsMap, r => Events.Add(r.ToArray()));
+    public EventLog(TracingProbes probes) => reader = new RingBufferReader(probes.EventsMap, r => Events.Add(r.ToArray()));
 
     public List<byte[]> Events { get; } = [];
 

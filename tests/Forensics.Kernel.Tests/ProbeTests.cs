@@ -16,10 +16,10 @@ namespace Forensics.Kernel.Tests;
 /// </summary>
 public partial class ProbeTests
 {
-    private static Probes LoadProbes(ProbeSet enabled = ProbeSet.All, params string[] excluded)
+    private static TracingProbes LoadProbes(ProbeSet enabled = ProbeSet.All, params string[] excluded)
     {
         Prerequisites.EnsureKernelAccess();
-        var probes = Probes.Load(new ProbeOptions
+        var probes = TracingProbes.Load(new ProbeOptions
         {
             Events = new EventOptions { RingBytes = 8u << 20, WakeupBytes = 4096 },
             Enabled = enabled,
@@ -120,7 +120,7 @@ public partial class ProbeTests
     public void EmitFailures_ExecBurstIntoOnePageRing_CountedPerKind()
     {
         Prerequisites.EnsureKernelAccess();
-        using var probes = Probes.Load(new ProbeOptions
+        using var probes = TracingProbes.Load(new ProbeOptions
         {
             Events = new EventOptions { RingBytes = 4096 }, // two exec events fit
             Enabled = ProbeSet.Exec,
@@ -583,7 +583,7 @@ public partial class ProbeTests
         var policy = TracingPolicyReader.ReadFile(Path.Combine(AppContext.BaseDirectory, "testdata", "tetragon_network_egress_cluster.yaml"),
             name => name switch { "PODCIDR" => ns.ExcludedV4Cidr, "SERVICECIDR" => "10.96.0.0/12", _ => null });
         Prerequisites.EnsureKernelAccess();
-        using var probes = Probes.Load(new ProbeOptions { Enabled = ProbeSet.Exec | ProbeSet.Connect, ConnectFilters = policy.Filters });
+        using var probes = TracingProbes.Load(new ProbeOptions { Enabled = ProbeSet.Exec | ProbeSet.Connect, ConnectFilters = policy.Filters });
         probes.Attach();
         using var log = new EventLog(probes);
         using var any = new TcpListener(IPAddress.Any, 0);

@@ -23,7 +23,7 @@ public class RedactionRecordingTests
             var password = "hunter2-" + Guid.NewGuid().ToString("N")[..10];
             var apiKey = "AKIA" + Guid.NewGuid().ToString("N")[..16].ToUpperInvariant();
             var (mono, boot) = Recording.ClockOffsets();
-            using (var probes = Probes.Load(new ProbeOptions { Events = new EventOptions { SelfPid = (uint)Environment.ProcessId }, Enabled = ProbeSet.Exec | ProbeSet.Exit }))
+            using (var probes = TracingProbes.Load(new ProbeOptions { Events = new EventOptions { SelfPid = (uint)Environment.ProcessId }, Enabled = ProbeSet.Exec | ProbeSet.Exit }))
             {
                 probes.Attach();
                 using var cts = new CancellationTokenSource();

@@ -23,10 +23,10 @@ public class TetragonFilterTests
 {
     private static string Tetragon(string upstream) => Path.Combine(AppContext.BaseDirectory, "testdata", "tetragon", upstream);
 
-    private static Probes Load(TracingPolicySet policy)
+    private static TracingProbes Load(TracingPolicySet policy)
     {
         Prerequisites.EnsureKernelAccess();
-        var probes = Probes.Load(new ProbeOptions
+        var probes = TracingProbes.Load(new ProbeOptions
         {
             Events = new EventOptions { RingBytes = 8u << 20, WakeupBytes = 4096 },
             Enabled = ProbeSet.Exec | ProbeSet.Connect,

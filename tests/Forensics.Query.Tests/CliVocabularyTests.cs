@@ -115,7 +115,7 @@ public sealed class CliVocabularyTests : IDisposable
     [Fact]
     public void EveryOption_BadValue_OneUsageLine()
     {
-        var root = Cli.Cli.Build();
+        var root = Cli.ForensicsCommand.Build();
         var missing = new List<string>();
         var passed = new List<string>();
         var cases = 0;
@@ -134,7 +134,7 @@ public sealed class CliVocabularyTests : IDisposable
                         ? [.. path, .. Positionals(cmd, option), option.Name + v]
                         : [.. path, .. Positionals(cmd, option), option.Name, v];
                     cases++;
-                    var error = Cli.Cli.UsageError(root.Parse(args), args);
+                    var error = Cli.ForensicsCommand.UsageError(root.Parse(args), args);
                     if (error is null || error.Contains('\n', StringComparison.Ordinal) || !error.Contains(option.Name.TrimStart('-'), StringComparison.Ordinal) && !error.Contains("not one of", StringComparison.Ordinal))
                         passed.Add($"{string.Join(' ', args)} => {error ?? "(parsed)"}");
                 }
@@ -150,7 +150,7 @@ public sealed class CliVocabularyTests : IDisposable
     {
         // The same option name takes the same aliases everywhere (docs/cli.md's table).
         var byName = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
-        foreach (var (_, cmd) in Verbs(Cli.Cli.Build(), []))
+        foreach (var (_, cmd) in Verbs(Cli.ForensicsCommand.Build(), []))
             foreach (var o in cmd.Options)
             {
                 if (!byName.TryGetValue(o.Name, out var set))
@@ -165,6 +165,27 @@ public sealed class CliVocabularyTests : IDisposable
         foreach (var old in new[] { "--type", "--pods", "--processes", "--pcap" })
             Assert.False(byName.ContainsKey(old), $"{old} is not in the vocabulary");
     }
+
+    [Fact]
+    public void FileOptions_DirectoryOrDanglingLink_SaidAsSuch()
+    {
+        var dangling = Path.Combine(_dir, "dangling.yaml");
+        File.CreateSymbolicLink(dangling, Path.Combine(_dir, "gone.yaml"));
+        string[][] verbs =
+        [
+            ["record", "--tetragon-policy"], ["record", "--lab"], ["record", "--pods-file"], ["record", "--tls-ca-cert-files"],
+            ["whatif", _dir, "--policy"], ["bundle", _dir, "-o", Path.Combine(_dir, "b.fxb"), "--sign-key"],
+        ];
+        foreach (var v in verbs)
+        {
+            var name = v[^1];
+            Assert.Equal($"{name}: {_dir}: is a directory", UsageError([.. v, _dir]));
+            Assert.Equal($"{name}: {dangling}: a symbolic link that leads nowhere", UsageError([.. v, dangling]));
+        }
+        Assert.Equal($"{_dir}: is a directory", UsageError(["lab", "run", _dir]));
+    }
+
+    private static string? UsageError(string[] args) => Cli.ForensicsCommand.UsageError(Cli.ForensicsCommand.Build().Parse(args), args);
 
     [Theory]
     [InlineData("error: --snaplen: 'abc' is not a whole number from 0 to 256", "record", "--snaplen", "abc")]

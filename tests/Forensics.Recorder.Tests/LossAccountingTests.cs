@@ -103,6 +103,30 @@ public class LossAccountingTests
     }
 
     [Fact]
+    public async Task Recover_KilledWithTheLossTablesSegmentUnsealed_NoEventCountedLost()
+    {
+        // The loss table is the recorder's own accounting, not a source's events: its unsealed segment
+        // (a killed recorder always leaves one) is no lost event, while an event table's still is.
+        var dir = TempDir();
+        Directory.CreateDirectory(Path.Combine(dir, "loss", "node=n"));
+        Directory.CreateDirectory(Path.Combine(dir, "exec", "node=n"));
+        ManifestStore.Write(new Manifest { Node = "n", StartedAt = DateTimeOffset.UtcNow.AddSeconds(-3) }, dir);
+        await File.WriteAllBytesAsync(Path.Combine(dir, "loss", "node=n", "seg-000001.parquet.tmp"), new byte[100]);
+
+        await Recovery.RecoverAsync(dir);
+
+        var after = Manifest.Read(dir);
+        Assert.Equal(0UL, after.EventsLost);
+        Assert.False(after.Loss.ContainsKey("loss"));
+        Assert.Equal(1, after.UnsealedSegments);
+
+        await File.WriteAllBytesAsync(Path.Combine(dir, "exec", "node=n", "seg-000001.parquet.tmp"), new byte[100]);
+        ManifestStore.Write(new Manifest { Node = "n", StartedAt = DateTimeOffset.UtcNow.AddSeconds(-3) }, dir);
+        await Recovery.RecoverAsync(dir);
+        Assert.Equal(1UL, Manifest.Read(dir).EventsLost);
+    }
+
+    [Fact]
     public async Task Recover_CompleteRecording_NothingEstimated()
     {
         var dir = TempDir();

@@ -101,8 +101,9 @@ public class SchemaTests
     [MemberData(nameof(Tables))]
     public async Task SegmentWriter_EveryValue_ReadsBackThroughDuckDb(string table)
     {
-        // two row groups of varied values, extremes included (delta-encoded 64-bit columns, dictionary
-        // strings with nulls, nanosecond timestamps): what DuckDB reads is what the batches held
+        // three row groups of varied values, extremes included (delta-encoded 64-bit columns, dictionary
+        // strings with nulls, nanosecond timestamps), the third with every nullable string and binary
+        // null (the Hubble-shaped columns of our own events): what DuckDB reads is what the batches held
         var dir = Directory.CreateTempSubdirectory("fx-values-").FullName;
         try
         {
@@ -112,11 +113,11 @@ public class SchemaTests
             var template = AllRows().Single(r => r.Batch.Table == table).Batch;
             await using (var w = new SegmentWriter(dir, "n1", template, "rec-1", sealedFiles.Add, TimeSpan.FromSeconds(1)))
             {
-                for (int g = 0; g < 2; g++)
+                for (int g = 0; g < 3; g++)
                 {
                     var batch = AllRows(3000).Single(r => r.Batch.Table == table).Batch;
                     for (int i = 0; i < 3000; i++)
-                        expected.Add(FillRow(batch, rnd, expected.Count));
+                        expected.Add(FillRow(batch, rnd, expected.Count, allNull: g == 2));
                     await w.WriteAsync(batch);
                 }
                 await w.SealAsync();
@@ -144,7 +145,7 @@ public class SchemaTests
         }
     }
 
-    private static string[] FillRow(TableBatch b, Random rnd, int n)
+    private static string[] FillRow(TableBatch b, Random rnd, int n, bool allNull = false)
     {
         int i = b.NextRow();
         var text = new string[b.Columns.Count];
@@ -203,11 +204,11 @@ public class SchemaTests
                     text[c] = v.Values[i] ? "1" : "0";
                     break;
                 case StringColumn s:
-                    s.Values[i] = s.Nullable && rnd.Next(4) == 0 ? null : rnd.Next(3) == 0 ? $"v{rnd.Next(5000)}" : words[rnd.Next(words.Length)];
+                    s.Values[i] = s.Nullable && (allNull || rnd.Next(4) == 0) ? null : rnd.Next(3) == 0 ? $"v{rnd.Next(5000)}" : words[rnd.Next(words.Length)];
                     text[c] = s.Values[i]!;
                     break;
                 case BinaryColumn bin:
-                    bin.Values[i] = bin.Nullable && rnd.Next(4) == 0 ? null : [.. Enumerable.Range(0, rnd.Next(0, 40)).Select(_ => (byte)rnd.Next(256))];
+                    bin.Values[i] = bin.Nullable && (allNull || rnd.Next(4) == 0) ? null : [.. Enumerable.Range(0, rnd.Next(0, 40)).Select(_ => (byte)rnd.Next(256))];
                     text[c] = bin.Values[i] is { } bytes ? Convert.ToHexString(bytes) : null!;
                     break;
                 default:

@@ -8,7 +8,7 @@ namespace Forensics.Datapath.Control;
 /// <summary>
 /// A datapath another process owns and keeps running (<c>lab up</c>), read from outside: its state maps
 /// pinned in bpffs and its control plane's state in a JSON file beside its monitor socket, both kept current by
-/// the owner. <see cref="Snapshot"/> gives the same tables <see cref="Datapath.Snapshot"/> gives in the owner,
+/// the owner. <see cref="Snapshot"/> gives the same tables <see cref="LoadedDatapath.Snapshot"/> gives in the owner,
 /// by the same code, without loading or changing anything.
 /// </summary>
 public static class PinnedDatapath
@@ -53,7 +53,7 @@ public static class PinnedDatapath
         var opened = new Dictionary<string, BpfMap>(StringComparer.Ordinal);
         try
         {
-            return Datapath.ReadKernelTables(cp, name =>
+            return LoadedDatapath.ReadKernelTables(cp, name =>
             {
                 if (!opened.TryGetValue(name, out var m))
                     opened[name] = m = BpfMap.OpenPinned(Path.Combine(pinDir, name));
@@ -68,7 +68,7 @@ public static class PinnedDatapath
     }
 
     /// <summary>
-    /// The rules behind the rule ids of a running datapath's verdicts and policy drops (<see cref="Datapath.RulesOf"/>
+    /// The rules behind the rule ids of a running datapath's verdicts and policy drops (<see cref="LoadedDatapath.RulesOf"/>
     /// in its owner), from the control plane's file: read again when an id is not in it and the owner has rewritten
     /// the file since (a policy changed), or a second has passed since it was read (two writes within the file
     /// system's clock tick have one time). Empty for an id the owner never gave or when the file cannot be read.

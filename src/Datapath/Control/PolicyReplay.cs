@@ -52,7 +52,7 @@ public sealed class PolicyReplay : IDisposable
     private const uint TcActShot = 2;
     private const int ClearEvery = 4096;
 
-    private readonly Datapath dp;
+    private readonly LoadedDatapath dp;
     private readonly RingBufferReader reader;
     private readonly List<byte[]> pending = [];
     private readonly Dictionary<IPAddress, (string Name, Endpoint Entry)> local = [];
@@ -60,7 +60,7 @@ public sealed class PolicyReplay : IDisposable
     private ushort aliased;
     private int sinceClear;
 
-    private PolicyReplay(Datapath dp)
+    private PolicyReplay(LoadedDatapath dp)
     {
         this.dp = dp;
         endpointsMap = dp.Object.Map("fx_endpoints");
@@ -81,7 +81,7 @@ public sealed class PolicyReplay : IDisposable
         ArgumentNullException.ThrowIfNull(services);
         ArgumentNullException.ThrowIfNull(reservedPrefixes);
         var options = new EventOptions { Kinds = new HashSet<EventKind> { EventKind.Drop, EventKind.Policy }, RingBytes = 1 << 20, Snaplen = 0 };
-        var dp = Datapath.Load(cluster with { Services = [] }, options);
+        var dp = LoadedDatapath.Load(cluster with { Services = [] }, options);
         PolicyReplay? replay = null;
         try
         {
@@ -166,7 +166,7 @@ public sealed class PolicyReplay : IDisposable
             throw new ArgumentException("not an IPv4 or IPv6 packet", nameof(packet));
         if (local.TryGetValue(src.Src, out var from))
         {
-            var (stage, rc, data) = RunAt(from, Datapath.FromEndpoint, Dir.Egress, pkt);
+            var (stage, rc, data) = RunAt(from, LoadedDatapath.FromEndpoint, Dir.Egress, pkt);
             stages.Add(stage);
             if (rc == TcActShot)
                 return new ReplayResult(false, stage.DropReason, stage, stages);
@@ -174,7 +174,7 @@ public sealed class PolicyReplay : IDisposable
         }
         if (ReplayPackets.Addresses(pkt) is { } dst && local.TryGetValue(dst.Dst, out var to))
         {
-            var (stage, rc, _) = RunAt(to, Datapath.ToEndpoint, Dir.Ingress, pkt);
+            var (stage, rc, _) = RunAt(to, LoadedDatapath.ToEndpoint, Dir.Ingress, pkt);
             stages.Add(stage);
             if (rc == TcActShot)
                 return new ReplayResult(false, stage.DropReason, stage, stages);

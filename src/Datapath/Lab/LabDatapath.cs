@@ -2,16 +2,16 @@ using Forensics.Datapath.Control;
 
 namespace Forensics.Datapath.Lab;
 
-/// <summary>The real datapath (<see cref="Control.Datapath"/>) as the lab drives it.</summary>
+/// <summary>The real datapath (<see cref="Control.LoadedDatapath"/>) as the lab drives it.</summary>
 public sealed class LabDatapath : ILabDatapath
 {
-    private LabDatapath(Control.Datapath datapath, EventOptions options)
+    private LabDatapath(Control.LoadedDatapath datapath, EventOptions options)
     {
         Datapath = datapath;
         Options = options;
     }
 
-    public Control.Datapath Datapath { get; }
+    public Control.LoadedDatapath Datapath { get; }
 
     /// <summary>What its event channel was configured with.</summary>
     public EventOptions Options { get; }
@@ -20,7 +20,7 @@ public sealed class LabDatapath : ILabDatapath
 
     /// <summary>Loads the datapath for the cluster with these event options.</summary>
     public static Func<ClusterSpec, ILabDatapath> Factory(EventOptions options) =>
-        cluster => new LabDatapath(Control.Datapath.Load(cluster, options), options);
+        cluster => new LabDatapath(Control.LoadedDatapath.Load(cluster, options), options);
 
     public void AttachEndpoint(PodSpec pod, int hostIfindex) => Datapath.AttachEndpoint(pod, hostIfindex);
 

@@ -152,6 +152,9 @@ public static partial class TracingPolicyReader
 
     /// <summary>Selectors per class the kernel filter holds (FX_SEL_MAX), ranges per port set, binaries per selector.</summary>
     public const int MaxSelectors = 8;
+
+    /// <summary>Tetragon's limit on one kprobe's selectors (pkg/selectors MaxSelectors): it refuses a policy with more.</summary>
+    public const int TetragonMaxSelectors = 5;
     public const int MaxPortRanges = 8;
     public const int MaxBinaries = 8;
 
@@ -299,6 +302,9 @@ public static partial class TracingPolicyReader
                     }
                     continue;
                 }
+                if (sels.Children.Count > TetragonMaxSelectors)
+                    throw new TracingPolicyException(
+                        $"{where}.selectors: no more than {TetragonMaxSelectors} selectors supported ({sels.Children.Count} provided), as Tetragon refuses it");
                 var selectorNodes = new List<YamlMappingNode>();
                 for (int j = 0; j < sels.Children.Count; j++)
                     selectorNodes.Add(sels.Children[j] as YamlMappingNode
@@ -588,7 +594,7 @@ public static partial class TracingPolicyReader
         {
             if (!Cidrs.TryParse(v, out var net))
                 throw new TracingPolicyException($"{op} value '{v}' is not an address or CIDR (as Go's netip parses them)");
-            list.Add(Probes.Normalize(net));
+            list.Add(TracingProbes.Normalize(net));
         }
         return list;
     }

@@ -128,13 +128,13 @@ public sealed class MonitorSession
             throw new RecordingSetupException(e.Message, SetupProblem.Prerequisite, e);
         }
         Attached = [.. extra.OfType<DatapathSocketSource>().Select(d => d.Lab)];
-        Probes? probes = null;
+        TracingProbes? probes = null;
         var probeSet = RecordingSession.ProbesFor(kinds);
         try
         {
             if (probeSet != ProbeSet.None || (extra.Count == 0 && options.Sources.Count == 0))
             {
-                probes = Probes.Load(new ProbeOptions
+                probes = TracingProbes.Load(new ProbeOptions
                 {
                     Events = new EventOptions { Kinds = kinds, Snaplen = 0, SelfPid = (uint)Environment.ProcessId },
                     Enabled = probeSet,

@@ -204,8 +204,8 @@ public sealed class RecordingSession
 
         var objects = new List<IEventSource>();
         var preamble = new List<byte[]>();
-        Probes? probes = null;
-        Lab? lab = null;
+        TracingProbes? probes = null;
+        NetnsLab? lab = null;
         Workloads? workloads = null;
         var extra = new List<IRecordSource>();
         try
@@ -215,7 +215,7 @@ public sealed class RecordingSession
             {
                 try
                 {
-                    probes = Probes.Load(new ProbeOptions
+                    probes = TracingProbes.Load(new ProbeOptions
                     {
                         Events = events, Enabled = probeSet, ExcludedCidrs = excluded, ConnectFilters = tracingPolicy?.Filters ?? [],
                     });
@@ -235,7 +235,7 @@ public sealed class RecordingSession
             {
                 try
                 {
-                    lab = Lab.Up(cluster, new LabOptions
+                    lab = NetnsLab.Up(cluster, new LabOptions
                     {
                         Datapath = LabDatapath.Factory(events),
                         CollectEvents = false,
@@ -611,7 +611,7 @@ public sealed class RecordingSession
     };
 
     /// <summary>Runs the lab's scenario steps once every source is live; without a duration, ends the recording after them.</summary>
-    private void RunSteps(Lab lab, Action done, CancellationToken token)
+    private void RunSteps(NetnsLab lab, Action done, CancellationToken token)
     {
         if (!WaitHandle.WaitAny([Started.WaitHandle, token.WaitHandle]).Equals(0))
             return;

@@ -37,7 +37,7 @@ public sealed record FlowOptions
 public sealed record FlowMaps(string Datapath, BpfMap Conntrack, BpfMap? Stats, BpfMap? Endpoints, BpfMap? Closed = null)
 {
     /// <summary>The maps of a datapath this process loaded.</summary>
-    public static FlowMaps Of(string name, Datapath.Control.Datapath dp)
+    public static FlowMaps Of(string name, Datapath.Control.LoadedDatapath dp)
     {
         ArgumentNullException.ThrowIfNull(dp);
         return new FlowMaps(name, dp.StateMap("fx_ct"), dp.StateMap("fx_ct_stats"), dp.StateMap("fx_endpoints"), dp.StateMap("fx_ct_closed"));

@@ -194,7 +194,8 @@ public static class Recovery
             if (more.Emitted + more.Failed + more.UserspaceDropped > 0)
                 entry.Loss[table] = more;
         }
-        foreach (var table in m.Loss.Keys.Concat(unsealed.Keys).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
+        // (the loss table's own segment is the recorder's accounting, not a source's events)
+        foreach (var table in m.Loss.Keys.Concat(unsealed.Keys.Where(t => t != Format.Tables.Loss)).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
         {
             if (kernel?.ContainsKey(table) == true)
                 continue;

@@ -66,7 +66,7 @@ public sealed class EventContext
     public TextCache Texts { get; } = new();
 
     /// <summary>
-    /// The policy rules behind a rule id of this tool's datapath (Datapath.RulesOf; empty for an unknown id);
+    /// The policy rules behind a rule id of this tool's datapath (LoadedDatapath.RulesOf; empty for an unknown id);
     /// null without a datapath. Thread-safe.
     /// </summary>
     public Func<uint, IReadOnlyList<Datapath.Control.PolicyRuleRef>>? PolicyRules { get; set; }

@@ -39,7 +39,7 @@ public sealed class UsageException : Exception
 }
 
 /// <summary>The one user-facing command, <c>forensics</c>, and its verbs.</summary>
-public static class Cli
+public static class ForensicsCommand
 {
     public static RootCommand Build()
     {

@@ -59,7 +59,7 @@ public sealed record LabOptions
 /// Nothing is added to the machine's own namespace, so labs (and the user's
 /// network) never collide.
 /// </summary>
-public sealed class Lab : IDisposable
+public sealed class NetnsLab : IDisposable
 {
     public const string Gateway = "169.254.1.1";
     private static readonly string[] FixedNamespaces = ["the node", "the world"];
@@ -75,7 +75,7 @@ public sealed class Lab : IDisposable
     private bool disposed;
     private LabLock? labLock;
 
-    private Lab(ClusterSpec cluster, LabState state, LabOptions options, IReadOnlyList<string> self, bool owned = true)
+    private NetnsLab(ClusterSpec cluster, LabState state, LabOptions options, IReadOnlyList<string> self, bool owned = true)
     {
         Cluster = cluster;
         State = state;
@@ -89,7 +89,7 @@ public sealed class Lab : IDisposable
     /// it leaves the lab up. Drop reasons and translations are not observed (the
     /// datapath's ring buffer belongs to the up process).
     /// </summary>
-    public static Lab Attach(ClusterSpec cluster, LabOptions? options = null)
+    public static NetnsLab Attach(ClusterSpec cluster, LabOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(cluster);
         var name = cluster.Lab?.Name ?? throw new LabException($"{cluster.SourceFile}: no Lab document: a lab needs one (kind: Lab)");
@@ -97,7 +97,7 @@ public sealed class Lab : IDisposable
         if (state.Phase != "ready")
             throw new LabException($"lab {name} is {state.Phase}, not ready");
         options ??= new LabOptions();
-        return new Lab(cluster, state, options, options.SelfCommand ?? SelfCommand.Detect(), owned: false);
+        return new NetnsLab(cluster, state, options, options.SelfCommand ?? SelfCommand.Detect(), owned: false);
     }
 
     public ClusterSpec Cluster { get; }
@@ -119,7 +119,7 @@ public sealed class Lab : IDisposable
     public MonitorServer? Server => server;
 
     /// <summary>Builds the lab. On any failure everything made so far is removed and a one-line <see cref="LabException"/> thrown.</summary>
-    public static Lab Up(ClusterSpec cluster, LabOptions? options = null)
+    public static NetnsLab Up(ClusterSpec cluster, LabOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(cluster);
         options ??= new LabOptions();
@@ -144,7 +144,7 @@ public sealed class Lab : IDisposable
         }
     }
 
-    private static Lab UpLocked(ClusterSpec cluster, LabSpec spec, LabOptions options, IReadOnlyList<string> self)
+    private static NetnsLab UpLocked(ClusterSpec cluster, LabSpec spec, LabOptions options, IReadOnlyList<string> self)
     {
         var existing = LabState.Read(spec.Name);
         if (existing is not null && existing.UpAlive() && existing.UpPid != Environment.ProcessId)
@@ -164,7 +164,7 @@ public sealed class Lab : IDisposable
             WorldLink = LabNames.WorldLink(spec.Name),
         };
         state.Save();
-        var lab = new Lab(cluster, state, options, self);
+        var lab = new NetnsLab(cluster, state, options, self);
         try
         {
             lab.Build();

@@ -11,7 +11,7 @@ namespace Forensics.Datapath.Control;
 /// endpoint's host-side veth and to the node's network device, and dumps its
 /// tables. Disposing detaches everything and frees the maps.
 /// </summary>
-public sealed class Datapath : IEventSource
+public sealed class LoadedDatapath : IEventSource
 {
     public const string FromEndpoint = "fx_from_endpoint";
     public const string ToEndpoint = "fx_to_endpoint";
@@ -48,7 +48,7 @@ public sealed class Datapath : IEventSource
     private volatile bool dnsStop;
     private long dnsAnswers, dnsLearnt;
 
-    private Datapath(BpfObject obj, ClusterSpec cluster)
+    private LoadedDatapath(BpfObject obj, ClusterSpec cluster)
     {
         this.obj = obj;
         this.cluster = cluster;
@@ -91,7 +91,7 @@ public sealed class Datapath : IEventSource
     }
 
     /// <summary>Loads the datapath programmed for a cluster; nothing is attached until AttachEndpoint/AttachNetworkDevice.</summary>
-    public static Datapath Load(ClusterSpec cluster, EventOptions options)
+    public static LoadedDatapath Load(ClusterSpec cluster, EventOptions options)
     {
         ArgumentNullException.ThrowIfNull(cluster);
         ArgumentNullException.ThrowIfNull(options);
@@ -101,7 +101,7 @@ public sealed class Datapath : IEventSource
         {
             EventChannel.Configure(obj, options);
             obj.Load();
-            var dp = new Datapath(obj, cluster);
+            var dp = new LoadedDatapath(obj, cluster);
             dp.Initialize();
             return dp;
         }

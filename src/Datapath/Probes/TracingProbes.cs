@@ -106,7 +106,7 @@ internal struct LpmV6Key
 /// <see cref="SeedProcesses"/> so processes older than the recording have an
 /// identity too; read events from <see cref="EventsMap"/>.
 /// </summary>
-public sealed class Probes : IEventSource
+public sealed class TracingProbes : IEventSource
 {
     public const string ExcludeV4Map = "fx_exclude_v4";
     public const string ExcludeV6Map = "fx_exclude_v6";
@@ -138,7 +138,7 @@ public sealed class Probes : IEventSource
     private readonly List<string> loadedPrograms = [];
     private readonly BpfMap filterStats;
 
-    private Probes(BpfObject obj, ProbeOptions options, IReadOnlyList<string> programs)
+    private TracingProbes(BpfObject obj, ProbeOptions options, IReadOnlyList<string> programs)
     {
         this.obj = obj;
         Options = options;
@@ -165,7 +165,7 @@ public sealed class Probes : IEventSource
     public bool IsAttached => links.Count > 0;
 
     /// <summary>Opens, configures and loads the probes; the enabled ones are attached by <see cref="Attach"/>.</summary>
-    public static Probes Load(ProbeOptions options)
+    public static TracingProbes Load(ProbeOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.ExcludedCidrs.Any(c => c.BaseAddress.AddressFamily is not (AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)))
@@ -187,7 +187,7 @@ public sealed class Probes : IEventSource
                     programs.Add(program);
             }
             obj.Load();
-            var p = new Probes(obj, options, programs);
+            var p = new TracingProbes(obj, options, programs);
             p.SetExcluded(options.ExcludedCidrs);
             p.SetConnectFilters(options.ConnectFilters);
             return p;
