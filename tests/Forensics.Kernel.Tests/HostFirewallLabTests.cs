@@ -72,7 +72,7 @@ public class HostFirewallLabTests
                 - toEndpoints: [{matchLabels: {app: server}}]
                   toPorts: [{ports: [{port: "80", protocol: TCP}]}]
             """, "hostfw-lab.yaml");
-        using var lab = Lab.Up(cluster, LabFixture.WithDatapath());
+        using var lab = NetnsLab.Up(cluster, LabFixture.WithDatapath());
         var r = lab.RunAll().ToDictionary(s => s.Step.Name);
         var dp = ((LabDatapath)lab.Datapath!).Datapath;
         string Rules(uint id) => string.Join(", ", dp.RulesOf(id));
