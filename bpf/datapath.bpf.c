@@ -8,6 +8,10 @@
  *
  * from-endpoint: service DNAT, conntrack, egress policy on new connections.
  * to-endpoint:   conntrack (replies: reverse DNAT), ingress policy on new ones.
+ *
+ * The node itself is the host endpoint (Cilium's host firewall, bpf_host.c)
+ * while a host policy selects it: connections to the node's address and from
+ * it are policed by its policy too (see fx_host_endpoint).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -120,20 +124,72 @@ static __always_inline void fx_sample(struct fx_ctx *ctx, struct fx_ct_entry *e)
 }
 
 /*
+ * The host endpoint (Cilium's host firewall): the node, under key
+ * FX_HOST_EP_IFINDEX of fx_endpoints, present while a host policy (a
+ * CiliumClusterwideNetworkPolicy with a nodeSelector) selects the node. Its
+ * address is the node's; its identity is reserved:host.
+ */
+static __always_inline struct fx_endpoint *fx_host_endpoint(void)
+{
+	return fx_endpoint_of(FX_HOST_EP_IFINDEX);
+}
+
+/*
+ * The host endpoint's policy for a new connection between a pod and the node,
+ * seen at the pod's veth: dir is the host's (ingress: pod -> node, as
+ * bpf_lxc hands such a packet to the host's ingress policy; egress: node ->
+ * pod, as bpf_host's from-host enforces the host's egress policy). Its verdict
+ * and drop are the host endpoint's (its id, its direction); otherwise ctx's
+ * endpoint is left as it was.
+ */
+static __always_inline int fx_host_enforce(struct fx_ctx *ctx, __u8 dir, __u32 remote)
+{
+	struct fx_endpoint *host = fx_host_endpoint();
+	__u16 ep_id = ctx->meta.endpoint_id;
+	__u8 ep_dir = ctx->meta.direction;
+	struct fx_verdict v;
+	int rc;
+
+	if (!host || host->family != ctx->pkt.tuple.family)
+		return TC_ACT_OK;
+	ctx->meta.endpoint_id = host->id;
+	ctx->meta.direction = dir;
+	rc = fx_policy_enforce(ctx, host, dir, remote, &v);
+	if (rc != TC_ACT_OK)
+		return rc;
+	ctx->meta.endpoint_id = ep_id;
+	ctx->meta.direction = ep_dir;
+	return TC_ACT_OK;
+}
+
+/*
  * The first packet of a connection at an endpoint: enforce the endpoint's
  * policy in this direction against the remote identity, then track the
- * connection (with its service translation to undo on replies, if any).
+ * connection (with its service translation to undo on replies, if any). When
+ * the other end is the node (to_host), the host endpoint's policy decides too:
+ * before the pod's ingress policy for node -> pod, after the pod's egress
+ * policy for pod -> node.
  */
 static __always_inline int fx_admit_new(struct __sk_buff *skb, struct fx_ctx *ctx, struct fx_endpoint *ep,
-					__u8 dir, __u32 remote, const struct fx_lb_result *lb)
+					__u8 dir, __u32 remote, const struct fx_lb_result *lb, __u8 to_host)
 {
 	struct fx_ct_entry *ne = &ctx->entry;
 	struct fx_verdict v;
 	int rc;
 
+	if (to_host && dir == FX_DIR_INGRESS) {
+		rc = fx_host_enforce(ctx, FX_DIR_EGRESS, ep->identity);
+		if (rc != TC_ACT_OK)
+			return fx_finish(skb, ctx, rc);
+	}
 	rc = fx_policy_enforce(ctx, ep, dir, remote, &v);
 	if (rc != TC_ACT_OK)
 		return fx_finish(skb, ctx, rc);
+	if (to_host && dir == FX_DIR_EGRESS) {
+		rc = fx_host_enforce(ctx, FX_DIR_INGRESS, ep->identity);
+		if (rc != TC_ACT_OK)
+			return fx_finish(skb, ctx, rc);
+	}
 	ne->endpoint_id = ep->id;
 	ne->remote_identity = remote;
 	ne->match = v.match;
@@ -198,7 +254,8 @@ static __always_inline int fx_from_endpoint_handle(struct __sk_buff *skb)
 	if (ctx->ct_state != FX_CT_NEW)
 		return fx_finish(skb, ctx, TC_ACT_OK);
 
-	return fx_admit_new(skb, ctx, ep, FX_DIR_EGRESS, ctx->meta.dst_identity, &lb);
+	return fx_admit_new(skb, ctx, ep, FX_DIR_EGRESS, ctx->meta.dst_identity, &lb,
+			    ctx->meta.dst_identity == FX_ID_HOST);
 }
 
 /* Packets entering the pod (tc egress on its host-side veth). */
@@ -236,7 +293,8 @@ static __always_inline int fx_to_endpoint_handle(struct __sk_buff *skb)
 	if (ctx->ct_state != FX_CT_NEW)
 		return fx_finish(skb, ctx, TC_ACT_OK);
 
-	return fx_admit_new(skb, ctx, ep, FX_DIR_INGRESS, ctx->meta.src_identity, NULL);
+	return fx_admit_new(skb, ctx, ep, FX_DIR_INGRESS, ctx->meta.src_identity, NULL,
+			    ctx->meta.src_identity == FX_ID_HOST);
 }
 
 SEC("tc")
@@ -252,14 +310,47 @@ int fx_to_endpoint(struct __sk_buff *skb)
 }
 
 /*
+ * A connection of the node's own on the node's device (from the world to the
+ * node's address, or from it to the world; not one translated above), while
+ * the host endpoint exists: tracked as the host endpoint's, and its first
+ * packet policed by the host's policy in dir, as bpf_host's host firewall
+ * does on the native device. Replies (and ICMP errors about it) pass.
+ */
+static __always_inline int fx_host_network(struct __sk_buff *skb, struct fx_ctx *ctx, struct fx_endpoint *host, __u8 dir)
+{
+	struct fx_ct_entry *e;
+	__u32 remote;
+
+	ctx->meta.endpoint_id = host->id;
+	ctx->ct_state = fx_ct_lookup(skb, ctx, dir, &ctx->key, &e);
+	if (dir == FX_DIR_INGRESS) {
+		remote = fx_remote_identity(ctx, e, ctx->pkt.tuple.saddr);
+		ctx->meta.src_identity = remote;
+		ctx->meta.dst_identity = host->identity;
+	} else {
+		remote = fx_remote_identity(ctx, e, ctx->pkt.tuple.daddr);
+		ctx->meta.src_identity = host->identity;
+		ctx->meta.dst_identity = remote;
+	}
+	fx_sample(ctx, e);
+	if (ctx->ct_state == FX_CT_REPLY && e)
+		e->flags |= FX_CTF_REPLY_SEEN;
+	if (ctx->ct_state != FX_CT_NEW)
+		return fx_finish(skb, ctx, TC_ACT_OK);
+	return fx_admit_new(skb, ctx, host, dir, remote, NULL, 0);
+}
+
+/*
  * The node's device, egress: replies of connections that came in through a
  * NodePort, a load balancer address or an external IP get their frontend
- * back; pod connections leaving the cluster are masqueraded.
+ * back; pod connections leaving the cluster are masqueraded; the node's own
+ * connections meet the host endpoint's egress policy.
  */
 SEC("tc")
 int fx_to_network(struct __sk_buff *skb)
 {
 	struct fx_ctx *ctx = fx_ctx_init(skb, FX_OBS_TO_NETWORK);
+	struct fx_endpoint *host;
 	int translated = 0, rc;
 
 	if (!ctx)
@@ -270,18 +361,25 @@ int fx_to_network(struct __sk_buff *skb)
 	rc = fx_masquerade(skb, ctx, &translated);
 	if (rc != TC_ACT_OK || translated)
 		return fx_finish(skb, ctx, rc);
+	host = fx_host_endpoint();
+	if (host && host->family == ctx->pkt.tuple.family && !ctx->frag_missing &&
+	    fx_addr_eq(ctx->pkt.tuple.saddr, host->addr, host->family))
+		return fx_host_network(skb, ctx, host, FX_DIR_EGRESS);
 	return TC_ACT_OK;
 }
 
 /*
  * The node's device, ingress: return traffic of masqueraded connections, and
  * connections from outside to a NodePort, a load balancer address or an
- * external IP (translated to a backend, as Cilium's nodeport path does).
+ * external IP (translated to a backend, as Cilium's nodeport path does);
+ * other connections to the node's address meet the host endpoint's ingress
+ * policy.
  */
 SEC("tc")
 int fx_from_network(struct __sk_buff *skb)
 {
 	struct fx_ctx *ctx = fx_ctx_init(skb, FX_OBS_FROM_NETWORK);
+	struct fx_endpoint *host;
 	int translated = 0, rc;
 
 	if (!ctx)
@@ -292,5 +390,9 @@ int fx_from_network(struct __sk_buff *skb)
 	rc = fx_nodeport_translate(skb, ctx, &translated);
 	if (rc != TC_ACT_OK || translated)
 		return fx_finish(skb, ctx, rc);
+	host = fx_host_endpoint();
+	if (host && host->family == ctx->pkt.tuple.family && !ctx->frag_missing &&
+	    fx_addr_eq(ctx->pkt.tuple.daddr, host->addr, host->family))
+		return fx_host_network(skb, ctx, host, FX_DIR_INGRESS);
 	return TC_ACT_OK;
 }

@@ -95,7 +95,13 @@ struct fx_ipcache_value {
 };
 _Static_assert(sizeof(struct fx_ipcache_value) == 8, "fx_ipcache_value");
 
-/* fx_endpoints: host-side veth ifindex -> endpoint. */
+/*
+ * fx_endpoints: host-side veth ifindex -> endpoint; key FX_HOST_EP_IFINDEX (no
+ * device has ifindex 0) is the host endpoint (the node: its address, identity
+ * reserved:host), present while a host policy selects the node.
+ */
+#define FX_HOST_EP_IFINDEX 0
+
 struct fx_endpoint {
 	__u8 addr[16];
 	__u32 identity;

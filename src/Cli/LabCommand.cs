@@ -364,14 +364,16 @@ public static class LabCommand
         var proto = new Argument<string>("PROTOCOL") { Description = "tcp, udp or http" };
         var target = new Argument<string>("TARGET") { Description = "IP:PORT (http: IP:PORT/path)" };
         var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for the connection and again for the reply", DefaultValueFactory = _ => 2 };
-        var cmd = new Command("connect", "Connect once and print what happened as one JSON line (run by the lab inside pods)") { proto, target, timeout };
+        var source = new Option<string?>("--source") { Description = "The local address to connect from (a world host's)" };
+        var cmd = new Command("connect", "Connect once and print what happened as one JSON line (run by the lab inside pods)") { proto, target, timeout, source };
         cmd.Hidden = true;
         cmd.SetAction(parse =>
         {
             try
             {
                 var secs = Math.Clamp(parse.GetValue(timeout), 0.05, 60);
-                var r = Traffic.ConnectAsync(parse.GetValue(proto)!, parse.GetValue(target)!, TimeSpan.FromSeconds(secs)).GetAwaiter().GetResult();
+                var from = parse.GetValue(source) is { } src ? System.Net.IPAddress.Parse(src) : null;
+                var r = Traffic.ConnectAsync(parse.GetValue(proto)!, parse.GetValue(target)!, TimeSpan.FromSeconds(secs), from).GetAwaiter().GetResult();
                 Console.WriteLine(r.ToJson());
                 return r.Delivered ? (int)ExitCode.Ok : (int)ExitCode.Failure;
             }

@@ -108,4 +108,8 @@ public static class ReservedIdentities
         [9] = "reserved:world-ipv4",
         [10] = "reserved:world-ipv6",
     };
+
+    /// <summary>A reserved identity's name as Cilium's tools print it ("world"), or null for an identity that is not reserved.</summary>
+    public static string? Name(ulong id) =>
+        id <= uint.MaxValue && Labels.TryGetValue((uint)id, out var label) ? label["reserved:".Length..] : null;
 }

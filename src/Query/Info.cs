@@ -50,6 +50,8 @@ public static class Info
         if (m.Attribution is { } a)
         {
             w.WriteLine($"attribution source: {a.Source}{(a.Source == "none" ? "" : $" ({a.Pods} pods, {a.Containers} containers)")}");
+            if (a.Refreshes + a.Failures > 0)
+                w.WriteLine($"  refreshes {a.Refreshes}, of them failed {a.Failures}");
             foreach (var warning in a.Warnings)
                 w.WriteLine($"  warning: {warning}");
         }
@@ -61,6 +63,8 @@ public static class Info
                 ? $"{src.Received} received, {src.Stored} stored, {src.Skipped.Values.Sum()} not stored, {src.Malformed} malformed"
                 : $"{src.Records} records";
             w.WriteLine($"source      {name} ({src.Kind}{(src.Detail.Length > 0 ? ": " + src.Detail : "")}): {delivered}");
+            if (src.RowsWritten.Count > 0)
+                w.WriteLine($"  rows      {string.Join(", ", src.RowsWritten.Select(kv => $"{kv.Key} {kv.Value}"))}");
             foreach (var (table, l) in src.Loss)
                 w.WriteLine($"  {table,-16} emitted {l.Emitted}, not handed over {l.Failed}, lost in user space {l.UserspaceDropped}");
             foreach (var line in src.NotRecorded)

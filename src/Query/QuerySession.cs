@@ -67,8 +67,7 @@ public sealed class QueryException : Exception
 public sealed class QuerySession : IDisposable
 {
     /// <summary>The event tables, in the order replay lists them.</summary>
-    public static readonly IReadOnlyList<string> EventTables =
-        ["drop", "policy", "nat", "trace", "capture", "exec", "exit", "connect", "kdrop", "loss"];
+    public static readonly IReadOnlyList<string> EventTables = [.. Tables.Events, Tables.Loss];
 
     private readonly DuckDBConnection _conn;
     private readonly QueryLimits _limits;

@@ -320,9 +320,6 @@ public sealed class WorkloadCatalog
     /// <summary>A pod by uid (also one that is gone).</summary>
     public PodRecord? PodOf(string uid) => index.ByUid.TryGetValue(uid, out var p) ? p : null;
 
-    /// <summary>Whether an id is a container the catalog knows.</summary>
-    public bool KnowsContainer(string id) => index.Containers.ContainsKey(id);
-
     /// <summary>Cgroup ids are never reused (64-bit kernfs ids): a removed container's cgroup keeps its entry, for its late events.</summary>
     private void MergeCgroups(Dictionary<ulong, string> fresh)
     {

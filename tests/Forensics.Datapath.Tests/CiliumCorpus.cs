@@ -140,12 +140,47 @@ public static partial class CiliumCorpus
         return docs;
     }
 
-    /// <summary>The file, rendered, in a lab with the pods its selectors select.</summary>
+    /// <summary>
+    /// The labels a user would give the lab's node to try the file's host policies: every nodeSelector's
+    /// matchLabels (and an In requirement's first value), as one labels a node (kubectl label node) for them.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> NodeLabelsFor(string text)
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader(text));
+        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var doc in stream.Documents)
+        {
+            if (doc.RootNode is not YamlMappingNode root || Str(root, "kind") != "CiliumClusterwideNetworkPolicy")
+                continue;
+            var specs = new List<YamlMappingNode>();
+            if (Child(root, "spec") is YamlMappingNode one)
+                specs.Add(one);
+            if (Child(root, "specs") is YamlSequenceNode many)
+                specs.AddRange(many.Children.OfType<YamlMappingNode>());
+            foreach (var sel in specs.Select(s => Child(s, "nodeSelector")).OfType<YamlMappingNode>())
+            {
+                if (Child(sel, "matchLabels") is YamlMappingNode ml)
+                    foreach (var (k, v) in ml.Children)
+                        labels[PolicyCompiler.SplitKey(((YamlScalarNode)k).Value!).Key] = (v as YamlScalarNode)?.Value ?? "";
+                if (Child(sel, "matchExpressions") is YamlSequenceNode me)
+                    foreach (var e in me.Children.OfType<YamlMappingNode>())
+                        if (Str(e, "operator") == "In" && (Child(e, "values") as YamlSequenceNode)?.Children.OfType<YamlScalarNode>().FirstOrDefault()?.Value is { } v)
+                            labels[PolicyCompiler.SplitKey(Str(e, "key")!).Key] = v;
+            }
+        }
+        return labels;
+    }
+
+    /// <summary>The file, rendered, in a lab with the pods its selectors select (and a node its host policies select).</summary>
     public static ClusterSpec Load(string upstreamPath)
     {
         var text = Render(File.ReadAllText(CiliumFiles.PathOf(upstreamPath)));
         var docs = PodsFor(text);
-        return ClusterLoader.Load(text.TrimEnd() + "\n---\n" + string.Join("\n---\n", docs.Prepend(CiliumFiles.Lab)), upstreamPath);
+        var nodeLabels = NodeLabelsFor(text);
+        var lab = nodeLabels.Count == 0 ? CiliumFiles.Lab
+            : CiliumFiles.Lab.Replace("nodeIP: 192.0.2.1}", $"nodeIP: 192.0.2.1, nodeLabels: {Map(nodeLabels.ToDictionary())}}}", StringComparison.Ordinal);
+        return ClusterLoader.Load(text.TrimEnd() + "\n---\n" + string.Join("\n---\n", docs.Prepend(lab)), upstreamPath);
     }
 
     private static string Map(Dictionary<string, string> labels)

@@ -113,4 +113,79 @@ public class CiliumFileDatapathTests
         Assert.Equal((ushort)DropReason.NoService, Assert.Single(h.Take().Drops).Reason);
         Assert.Empty(Assert.Single(h.Dp.Snapshot().Services).Backends);
     }
+    [KernelFact]
+    public void HostFirewallConnectivityManifests_PodToHostAndHostToPod_AsCiliumCliExpects()
+    {
+        const string node = "192.0.2.1";
+        // host-firewall-ingress (cilium-cli: PodToHost; the pod labelled name=client gets ResultPolicyDenyIngressDrop, others OK)
+        var ing = CiliumFiles.LoadWith("cilium-cli/connectivity/builder/manifests/host-firewall-ingress.yaml",
+            CiliumFiles.Pod("client", ("name", "client")), CiliumFiles.Pod("client2", ("name", "client2")));
+        using (var h = new DatapathHarness(ing))
+        {
+            var hostId = Assert.NotNull(h.Dp.HostEndpoint).Id;
+            var client = ing.PodNamed("client");
+            var client2 = ing.PodNamed("client2");
+
+            Assert.Equal(TcActOk, h.From(client2, Packets.IcmpEcho(client2.Ip!.ToString(), node, 7)).ReturnValue);
+            Assert.Empty(h.Take().Drops);
+            Assert.Equal(TcActShot, h.From(client, Packets.IcmpEcho(client.Ip!.ToString(), node, 8)).ReturnValue);
+            var ev = h.Take();
+            var d = Assert.Single(ev.Drops);
+            Assert.Equal(((ushort)DropReason.Policy, hostId, Dir.Ingress), (d.Reason, d.Meta.EndpointId, d.Meta.Direction));
+            // the world (fromEntities world) reaches the node
+            Assert.Equal(TcActOk, h.FromNetwork(Packets.Tcp("198.51.100.10", 40000, node, 22)).ReturnValue);
+            Assert.Empty(h.Take().Drops);
+        }
+
+        // host-firewall-egress (cilium-cli: HostToPod on 8080; echo-other-node gets ResultPolicyDenyEgressDrop, others OK)
+        var eg = CiliumFiles.LoadWith("cilium-cli/connectivity/builder/manifests/host-firewall-egress.yaml",
+            CiliumFiles.Pod("echo-same-node", ("name", "echo-same-node")), CiliumFiles.Pod("echo-other-node", ("name", "echo-other-node")));
+        using (var h = new DatapathHarness(eg))
+        {
+            var hostId = Assert.NotNull(h.Dp.HostEndpoint).Id;
+            var same = eg.PodNamed("echo-same-node");
+            var other = eg.PodNamed("echo-other-node");
+
+            Assert.Equal(TcActOk, h.To(same, Packets.Tcp(node, 43000, same.Ip!.ToString(), 8080)).ReturnValue);
+            Assert.Empty(h.Take().Drops);
+            Assert.Equal(TcActShot, h.To(other, Packets.Tcp(node, 43001, other.Ip!.ToString(), 8080)).ReturnValue);
+            var d = Assert.Single(h.Take().Drops);
+            Assert.Equal(((ushort)DropReason.Policy, hostId, Dir.Egress), (d.Reason, d.Meta.EndpointId, d.Meta.Direction));
+            // the node to the world (toEntities world)
+            Assert.Equal(TcActOk, h.ToNetwork(Packets.Tcp(node, 42000, "198.51.100.10", 443)).ReturnValue);
+            Assert.Empty(h.Take().Drops);
+        }
+    }
+    [KernelFact]
+    public void DemoHostPolicy_NodeLabelledNodeAccessSsh_AsTheHostFirewallGuideShows()
+    {
+        // Documentation/security/host-firewall.rst: the node labelled node-access=ssh; from outside the cluster only
+        // TCP/22 and ICMP echo requests, everything from the cluster; "10.0.2.2:49038 -> 10.0.2.15:21 ... action deny, match none"
+        const string node = "192.0.2.1";
+        var lab = CiliumFiles.Lab.Replace("nodeIP: 192.0.2.1}", "nodeIP: 192.0.2.1, nodeLabels: {node-access: ssh}}", StringComparison.Ordinal);
+        Assert.Contains("node-access", lab, StringComparison.Ordinal);
+        var c = ClusterLoader.Load(File.ReadAllText(CiliumFiles.PathOf("examples/policies/host/demo-host-policy.yaml")) + "\n---\n" + lab
+            + "\n---\n" + CiliumFiles.Pod("app", ("app", "web")), "demo-host-policy.yaml");
+        using var h = new DatapathHarness(c);
+        var host = Assert.NotNull(h.Dp.HostEndpoint);
+        var app = c.PodNamed("app");
+
+        Assert.True(host.IngressEnforced);
+        Assert.False(host.EgressEnforced);
+        Assert.Equal(TcActOk, h.FromNetwork(Packets.Tcp("198.51.100.10", 49000, node, 22)).ReturnValue);
+        Assert.Equal(TcActOk, h.FromNetwork(Packets.IcmpEcho("198.51.100.10", node, 9)).ReturnValue);
+        Assert.Equal(TcActOk, h.From(app, Packets.Tcp(app.Ip!.ToString(), 41000, node, 10250)).ReturnValue);
+        Assert.Empty(h.Take().Drops);
+        Assert.Equal(TcActShot, h.FromNetwork(Packets.Tcp("198.51.100.10", 49038, node, 21)).ReturnValue);
+        var ev = h.Take();
+        var v = Assert.Single(ev.Verdicts);
+        Assert.Equal((VerdictAction.Deny, PolicyMatch.None, Dir.Ingress, (uint)ReservedIdentity.World, host.Id),
+            (v.Action, v.Match, v.Meta.Direction, v.RemoteIdentity, v.Meta.EndpointId));
+        Assert.Equal((ushort)DropReason.Policy, Assert.Single(ev.Drops).Reason);
+        // egress is not enforced (the policy has no egress rules): the node reaches the world on any port
+        Assert.Equal(TcActOk, h.ToNetwork(Packets.Tcp(node, 42000, "198.51.100.10", 8443)).ReturnValue);
+        // ...and its reply comes back in, though ingress is enforced and allows no such port: tracked as the host's connection
+        Assert.Equal(TcActOk, h.FromNetwork(Packets.Tcp("198.51.100.10", 8443, node, 42000, 0x12)).ReturnValue);
+        Assert.Empty(h.Take().Drops);
+    }
 }

@@ -126,6 +126,12 @@ public sealed class ManifestReaderTests
             Loss = { ["nat"] = new Forensics.Format.ManifestLoss { Emitted = 80, Failed = 3, UserspaceDropped = 0 } },
             NotRecorded = ["NAT of other namespaces not recorded because they were not asked for"],
             Inputs = [new Forensics.Format.ManifestInput { Path = "flows.jsonl", Bytes = 99, Sha256 = new string('d', 64) }],
+            RowsWritten = { ["nat"] = 74, ["trace"] = 3 },
+        };
+        m.Attribution = new Forensics.Format.ManifestAttribution
+        {
+            Source = "cri unix:///run/containerd/containerd.sock (containerd 1.6.20, CRI v1)", Pods = 5, Containers = 7, Refreshes = 31, Failures = 2,
+            Warnings = ["refresh: deadline exceeded"],
         };
         File.WriteAllBytes(path, m.ToJson());
         using var opened = Recording.RecordingLocator.Open(rec.Root);
@@ -138,7 +144,9 @@ public sealed class ManifestReaderTests
             new string('e', 64), "duration 12.5 s", "lab test", "snaplen 128", "pods 10.244.0.0/16", "services 10.97.0.0/16", "node 192.0.2.10",
             "drop_env", "source      conntrack (netlink: ctnetlink in the root namespace): 77 records", "nat              emitted 80, not handed over 3",
             "not recorded: NAT of other namespaces", "input     flows.jsonl (99 bytes, sha256 " + new string('d', 64), "boot boot-1", "x86_64",
-            "kinds       ", "in-cluster  10.0.0.0/16",
+            "kinds       ", "in-cluster  10.0.0.0/16", "rows      nat 74, trace 3",
+            "attribution source: cri unix:///run/containerd/containerd.sock (containerd 1.6.20, CRI v1) (5 pods, 7 containers)",
+            "refreshes 31, of them failed 2", "warning: refresh: deadline exceeded",
         })
             Assert.Contains(expected, text, StringComparison.Ordinal);
         // and the cluster ranges are inside the cluster for the reconstructions

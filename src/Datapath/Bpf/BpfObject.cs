@@ -39,8 +39,6 @@ public sealed unsafe class BpfObject : IDisposable
 
     public string Name { get; }
 
-    public bool IsLoaded => loaded;
-
     /// <summary>Opens an ELF object from bytes.</summary>
     public static BpfObject Open(string name, byte[] elf) => new(name, elf);
 

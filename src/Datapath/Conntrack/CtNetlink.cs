@@ -152,9 +152,6 @@ public static class CtNetlink
 
         public Message Current { get; private set; }
 
-        /// <summary>Bytes left over that did not form a whole message (a truncated or malformed datagram).</summary>
-        public readonly int Leftover => rest.Length;
-
         public readonly MessageEnumerator GetEnumerator() => this;
 
         public bool MoveNext()

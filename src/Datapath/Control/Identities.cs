@@ -7,7 +7,6 @@ public sealed record SecurityIdentity(uint Id, IReadOnlyList<string> Labels)
 {
     public bool IsReserved => Id < (uint)ReservedIdentity.MinCluster;
     public bool IsCidr => Id >= (uint)ReservedIdentity.MinLocal;
-    public bool IsWorkload => !IsReserved && !IsCidr;
 
     /// <summary>The prefix of a CIDR identity.</summary>
     public IPNetwork? Cidr { get; init; }
@@ -52,8 +51,6 @@ public sealed class IdentityAllocator
     public IEnumerable<SecurityIdentity> All => byId.Values.OrderBy(i => i.Id);
 
     public SecurityIdentity this[uint id] => byId[id];
-
-    public bool TryGet(uint id, out SecurityIdentity identity) => byId.TryGetValue(id, out identity!);
 
     public const string ServiceAccountLabel = "io.cilium.k8s.policy.serviceaccount";
     public const string NamespaceLabelsPrefix = "io.cilium.k8s.namespace.labels.";

@@ -442,7 +442,7 @@ public sealed class LoadedDatapath : IEventSource
         var labels = IdentityAllocator.PodLabels(pod);
         var serverId = IdentityOfAddress(server);
         var context = Context();
-        foreach (var p in cluster.Policies.Where(p => (p.Clusterwide || p.Namespace == pod.Namespace)
+        foreach (var p in cluster.Policies.Where(p => !p.SelectsNodes && (p.Clusterwide || p.Namespace == pod.Namespace)
             && PolicyCompiler.Selects(p.Selector, labels, p.Clusterwide ? null : p.Namespace)))
         {
             foreach (var r in p.Egress)
@@ -591,9 +591,8 @@ public sealed class LoadedDatapath : IEventSource
         compiled.Clear();
         var context = Context();
         var keys = new Dictionary<PolicyKey, (PolicyFlags Flags, SortedSet<PolicyRuleRef> Allows, SortedSet<PolicyRuleRef> Denies)>();
-        foreach (var (name, (pod, ifindex, id)) in endpoints)
+        void Add(string name, ushort id, CompiledEndpointPolicy c)
         {
-            var c = PolicyCompiler.Compile(pod, id, cluster.Policies, ids, context);
             c = c with { Entries = [.. c.Entries.Select(e => e with { RuleId = RuleSetOf(e.Rules) })] };
             compiled[name] = c;
             foreach (var e in c.Entries)
@@ -607,6 +606,15 @@ public sealed class LoadedDatapath : IEventSource
                     keys[key] = (cur.Flags | (e.Allow ? PolicyFlags.Allow : 0) | (e.Deny ? PolicyFlags.Deny : 0), cur.Allows, cur.Denies);
                 }
             }
+        }
+        foreach (var (name, (pod, ifindex, id)) in endpoints)
+            Add(name, id, PolicyCompiler.Compile(pod, id, cluster.Policies, ids, context));
+        // the host endpoint (Cilium's host firewall), while a host policy selects the lab's node
+        ushort? hostId = null;
+        if (cluster.Lab is not null && cluster.Policies.Any(p => PolicyCompiler.SelectsNode(p, cluster.NodeLabels)))
+        {
+            hostId = HostEndpointId();
+            Add(PolicyCompiler.HostEndpointName, hostId.Value, PolicyCompiler.CompileHost(hostId.Value, cluster.Policies, ids, context));
         }
         // A longest-prefix match must never hide a deny: an allow inside a deny's range denies too (as Cilium's MapState folds them).
         foreach (var (key, v) in keys.ToList())
@@ -643,6 +651,50 @@ public sealed class LoadedDatapath : IEventSource
             {
                 Addr = MapAddress.From(pod.Ip!), Identity = ids.ForPod(pod).Id, Id = id, Family = MapAddress.Family(pod.Ip!), Flags = flags,
             });
+        }
+        if (hostId is { } hid)
+        {
+            var c = compiled[PolicyCompiler.HostEndpointName];
+            var flags = (c.IngressEnforced ? EndpointFlags.IngressEnforced : 0) | (c.EgressEnforced ? EndpointFlags.EgressEnforced : 0)
+                | (auditMode ? EndpointFlags.Audit : 0);
+            var node = cluster.Lab!.NodeIp;
+            epMap.Update(HostEndpointKey, new Endpoint
+            {
+                Addr = MapAddress.From(node), Identity = (uint)ReservedIdentity.Host, Id = hid, Family = MapAddress.Family(node), Flags = flags,
+            });
+            hostProgrammed = true;
+        }
+        else if (hostProgrammed)
+        {
+            epMap.Delete(HostEndpointKey);
+            hostProgrammed = false;
+        }
+    }
+
+    /// <summary>The key of the host endpoint in fx_endpoints (FX_HOST_EP_IFINDEX: no device has ifindex 0).</summary>
+    private const uint HostEndpointKey = 0;
+
+    private bool hostProgrammed;
+
+    /// <summary>The host endpoint's id: allocated once, beside the pods' (never one of theirs).</summary>
+    private ushort HostEndpointId()
+    {
+        if (!endpointIds.TryGetValue(PolicyCompiler.HostEndpointName, out var id))
+            endpointIds[PolicyCompiler.HostEndpointName] = id = (ushort)(endpointIds.Count == 0 ? 1 : endpointIds.Values.Max() + 1);
+        return id;
+    }
+
+    /// <summary>
+    /// The host endpoint (Cilium's host firewall) while a host policy selects the lab's node: its id, and whether
+    /// its ingress and egress are enforced; null when no host policy selects the node.
+    /// </summary>
+    public (ushort Id, bool IngressEnforced, bool EgressEnforced)? HostEndpoint
+    {
+        get
+        {
+            lock (gate)
+                return compiled.TryGetValue(PolicyCompiler.HostEndpointName, out var c) && endpointIds.TryGetValue(PolicyCompiler.HostEndpointName, out var id)
+                    ? (id, c.IngressEnforced, c.EgressEnforced) : null;
         }
     }
 

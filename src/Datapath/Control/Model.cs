@@ -240,6 +240,13 @@ public sealed record NetworkPolicySpec(
 
     public bool Clusterwide => Kind == "CiliumClusterwideNetworkPolicy";
 
+    /// <summary>
+    /// A host policy: spec.nodeSelector (a CiliumClusterwideNetworkPolicy), so <see cref="Selector"/> selects
+    /// nodes by their labels, and the policy applies to the host endpoint of the nodes it selects (Cilium's host
+    /// firewall), never to pods; a policy with an endpointSelector never applies to the host.
+    /// </summary>
+    public bool SelectsNodes { get; init; }
+
     /// <summary>namespace/name as Cilium and Hubble name the policy (the name alone when clusterwide).</summary>
     public string FullName => Clusterwide ? Name : $"{Namespace}/{Name}";
 
@@ -324,7 +331,22 @@ public sealed record ScenarioStep(
     IReadOnlyList<string> Command,
     StepExpectation? Expect,
     string? TargetText = null,
-    TimeSpan? Timeout = null);
+    TimeSpan? Timeout = null)
+{
+    /// <summary>
+    /// Where the step runs (<see cref="StepSources"/>): in the pod <see cref="Pod"/> names, or (from:) on the node
+    /// (Pod is "node": the node's namespace and address) or on a world host (Pod is its name: from its address).
+    /// </summary>
+    public string From { get; init; } = StepSources.Pod;
+}
+
+/// <summary>The values of <see cref="ScenarioStep.From"/>.</summary>
+public static class StepSources
+{
+    public const string Pod = "pod";
+    public const string Node = "node";
+    public const string World = "world";
+}
 
 public sealed record LabSpec(
     string Name,
@@ -339,6 +361,12 @@ public sealed record LabSpec(
 
     /// <summary>spec.nodeFirewall: iptables-restore text applied in the node (containerd node only).</summary>
     public string? NodeFirewall { get; init; }
+
+    /// <summary>spec.nodeListeners.tcp: ports the lab listens on at the node's address (what host policies police).</summary>
+    public IReadOnlyList<int> NodeTcpPorts { get; init; } = [];
+
+    /// <summary>spec.nodeListeners.udp.</summary>
+    public IReadOnlyList<int> NodeUdpPorts { get; init; } = [];
 }
 
 /// <summary>The values of a Lab's spec.node.</summary>

@@ -98,13 +98,54 @@ public static class PolicyCompiler
         ArgumentNullException.ThrowIfNull(pod);
         ArgumentNullException.ThrowIfNull(policies);
         ArgumentNullException.ThrowIfNull(ids);
-        context ??= PolicyContext.Empty;
         var podLabels = IdentityAllocator.PodLabels(pod);
+        // a host policy (nodeSelector) never selects a pod (rule.matchesSubject)
+        var selected = policies.Where(p => !p.SelectsNodes && (p.Clusterwide || p.Namespace == pod.Namespace)
+            && Selects(p.Selector, podLabels, p.Clusterwide ? null : p.Namespace)).ToList();
+        return CompileSelected(selected, pod.FullName, [pod], endpointId, ids, context ?? PolicyContext.Empty);
+    }
+
+    /// <summary>The name the host endpoint's policy entries carry (Cilium labels the host endpoint reserved:host).</summary>
+    public const string HostEndpointName = "reserved:host";
+
+    /// <summary>
+    /// The labels of the lab's one node as Cilium's host endpoint has them: its node labels (source k8s) and
+    /// reserved:host. What a nodeSelector, fromNodes and toNodes select it by.
+    /// </summary>
+    public static IReadOnlyList<string> NodeIdentityLabels(IReadOnlyDictionary<string, string> nodeLabels)
+    {
+        ArgumentNullException.ThrowIfNull(nodeLabels);
+        return [.. nodeLabels.Select(kv => $"k8s:{kv.Key}={kv.Value}"), "reserved:host"];
+    }
+
+    /// <summary>Whether a host policy (nodeSelector) selects the lab's node.</summary>
+    public static bool SelectsNode(NetworkPolicySpec policy, IReadOnlyDictionary<string, string> nodeLabels)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        return policy.SelectsNodes && Selects(policy.Selector, NodeIdentityLabels(nodeLabels), null);
+    }
+
+    /// <summary>
+    /// The host endpoint's policy (Cilium's host firewall): the host policies whose nodeSelector selects the lab's
+    /// node (by <see cref="PolicyContext.NodeLabels"/>), compiled as an endpoint's with the same semantics: a
+    /// direction with rules is enforced, default deny unless enableDefaultDeny says otherwise. Named ports on
+    /// ingress resolve to nothing (the node has no container ports).
+    /// </summary>
+    public static CompiledEndpointPolicy CompileHost(ushort endpointId, IReadOnlyList<NetworkPolicySpec> policies, IdentityAllocator ids,
+        PolicyContext? context = null)
+    {
+        ArgumentNullException.ThrowIfNull(policies);
+        ArgumentNullException.ThrowIfNull(ids);
+        context ??= PolicyContext.Empty;
+        var selected = policies.Where(p => SelectsNode(p, context.NodeLabels)).ToList();
+        return CompileSelected(selected, HostEndpointName, [], endpointId, ids, context);
+    }
+
+    private static CompiledEndpointPolicy CompileSelected(List<NetworkPolicySpec> selected, string endpointName, IReadOnlyList<PodSpec> ownPorts,
+        ushort endpointId, IdentityAllocator ids, PolicyContext context)
+    {
         bool ingress = false, egress = false, ingressDefaultDeny = false, egressDefaultDeny = false;
         var entries = new Dictionary<(Dir, uint, byte, ushort, ushort), (bool Allow, bool Deny, SortedSet<string> Names, SortedSet<PolicyRuleRef> Allows, SortedSet<PolicyRuleRef> Denies)>();
-
-        var selected = policies.Where(p => (p.Clusterwide || p.Namespace == pod.Namespace)
-            && Selects(p.Selector, podLabels, p.Clusterwide ? null : p.Namespace)).ToList();
         // fromRequires/toRequires of every rule that selects the endpoint apply to every endpoint selector (rules.go)
         var requires = new Dictionary<(Dir, bool), List<LabelRequirement>>
         {
@@ -138,7 +179,7 @@ public static class PolicyCompiler
                 {
                     var r = rules[i];
                     var rule = p.RuleRef(section, i);
-                    var ports = RulePorts(r, dir, pod, context, deny);
+                    var ports = RulePorts(r, dir, ownPorts, context, deny);
                     if (ports.Count == 0)
                         continue;
                     foreach (var id in RulePeers(r, p.Clusterwide ? null : p.Namespace, ids, requires[(dir, deny)], context))
@@ -164,7 +205,7 @@ public static class PolicyCompiler
         }
 
         var list = entries
-            .Select(kv => new PolicyEntry(endpointId, pod.FullName, kv.Key.Item1, kv.Key.Item2, kv.Key.Item3, kv.Key.Item4,
+            .Select(kv => new PolicyEntry(endpointId, endpointName, kv.Key.Item1, kv.Key.Item2, kv.Key.Item3, kv.Key.Item4,
                 kv.Value.Allow, kv.Value.Deny, [.. kv.Value.Names])
             {
                 EndPort = kv.Key.Item5,
@@ -269,7 +310,7 @@ public static class PolicyCompiler
     /// resolved (ingress: the endpoint's own; egress: every pod's, when the name means
     /// one number), ports with L7 rules left out of allows under --l7 deny.
     /// </summary>
-    private static List<(byte Proto, ushort Port, ushort End)> RulePorts(PolicyRule rule, Dir dir, PodSpec pod, PolicyContext context, bool deny)
+    private static List<(byte Proto, ushort Port, ushort End)> RulePorts(PolicyRule rule, Dir dir, IReadOnlyList<PodSpec> ownPorts, PolicyContext context, bool deny)
     {
         if (!rule.PortsGiven)
             return [(0, 0, 0)];
@@ -282,7 +323,7 @@ public static class PolicyCompiler
             {
                 if (pp.Name is { } portName)
                 {
-                    if (NamedPort(portName, proto, dir == Dir.Ingress ? [pod] : context.Pods) is { } n)
+                    if (NamedPort(portName, proto, dir == Dir.Ingress ? ownPorts : context.Pods) is { } n)
                         list.Add((proto, n, 0));
                     continue;
                 }
@@ -334,7 +375,7 @@ public static class PolicyCompiler
                     set.Add(id.Id);
         }
         // the lab has one node, the host: a node selector selects it by the lab's node labels
-        var nodeLabels = context.NodeLabels.Select(kv => $"k8s:{kv.Key}={kv.Value}").Append("reserved:host").ToList();
+        var nodeLabels = NodeIdentityLabels(context.NodeLabels);
         if (rule.Nodes.Any(n => Selects(n, nodeLabels, null)))
             set.Add((uint)ReservedIdentity.Host);
         foreach (var c in rule.Cidrs)

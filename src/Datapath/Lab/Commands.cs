@@ -72,9 +72,6 @@ public static class Commands
         return r.Stdout;
     }
 
-    /// <summary>Runs <c>ip</c> and ignores failure (for teardown); returns whether it succeeded.</summary>
-    public static bool TryIp(params string[] args) => Run("ip", args).ExitCode == 0;
-
     /// <summary>
     /// Writes sysctls inside a network namespace: /proc/sys/net resolves to the
     /// namespace of the thread that opens it, so a thread that entered it writes there.

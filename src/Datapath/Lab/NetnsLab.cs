@@ -281,7 +281,7 @@ public sealed class NetnsLab : IDisposable
             State.Save();
         }
 
-        // Listeners: the outside hosts' ports, and every pod's containerPorts and the target ports of its services.
+        // Listeners: the outside hosts' ports, the node's, and every pod's containerPorts and the target ports of its services.
         var started = StartWorldListeners();
         foreach (var pod in Cluster.Pods)
         {
@@ -308,12 +308,20 @@ public sealed class NetnsLab : IDisposable
         WaitReady(started);
     }
 
+    /// <summary>The world hosts' listeners, and the node's (spec.nodeListeners, on the node's address).</summary>
     private List<LabProcess> StartWorldListeners()
     {
         var spec = Cluster.Lab!;
         var world = State.WorldNetns;
         Directory.CreateDirectory(LabNames.LogDir(Name));
         var started = new List<LabProcess>();
+        if (spec.NodeTcpPorts.Count + spec.NodeUdpPorts.Count > 0)
+        {
+            var args = new List<string> { "--name", "node" };
+            args.AddRange(spec.NodeTcpPorts.SelectMany(p => new[] { "--tcp", $"{spec.NodeIp}:{p}" }));
+            args.AddRange(spec.NodeUdpPorts.SelectMany(p => new[] { "--udp", $"{spec.NodeIp}:{p}" }));
+            started.Add(StartServer(State.NodeNetns, "the node", args));
+        }
         if (spec.Outside.Any(h => h.TcpPorts.Count + h.UdpPorts.Count + h.Dns.Count > 0))
         {
             var args = new List<string> { "--name", "world" };
@@ -476,16 +484,36 @@ public sealed class NetnsLab : IDisposable
         IPAddress.Parse(State.Endpoints.FirstOrDefault(e => e.Pod == pod || e.Pod == "default/" + pod)?.Ip
             ?? throw new LabException($"no pod {pod} in lab {Name}"));
 
-    /// <summary>Runs one step's traffic inside its pod and reports what it met (and, with a datapath, what the datapath saw).</summary>
+    /// <summary>
+    /// Runs one step's traffic inside its pod (or on the node, or on a world host from its address) and reports
+    /// what it met (and, with a datapath, what the datapath saw).
+    /// </summary>
     public StepReport RunStep(ScenarioStep step)
     {
         ArgumentNullException.ThrowIfNull(step);
         ObjectDisposedException.ThrowIf(disposed, this);
-        var ep = State.Endpoints.FirstOrDefault(e => e.Pod == step.Pod) ?? throw new LabException($"step {step.Name}: no pod {step.Pod} in lab {Name}");
+        LabEndpoint? ep = null;
+        string netns, sourceIp;
+        string? bind = null;
+        switch (step.From)
+        {
+            case StepSources.Node:
+                (netns, sourceIp) = (State.NodeNetns, Cluster.Lab!.NodeIp.ToString());
+                break;
+            case StepSources.World:
+                var host = Cluster.Lab!.Outside.FirstOrDefault(h => h.Name == step.Pod) ?? throw new LabException($"step {step.Name}: no world host {step.Pod} in lab {Name}");
+                // the world namespace holds every world host's address: the step's connections leave from this one's
+                (netns, sourceIp, bind) = (State.WorldNetns, host.Ip.ToString(), host.Ip.ToString());
+                break;
+            default:
+                ep = State.Endpoints.FirstOrDefault(e => e.Pod == step.Pod) ?? throw new LabException($"step {step.Name}: no pod {step.Pod} in lab {Name}");
+                (netns, sourceIp) = (ep.Netns, ep.Ip);
+                break;
+        }
         var timeout = step.Timeout ?? DefaultStepTimeout;
         collector?.Drain();
         ulong since = Monotonic.NowNs();
-        var argv = new List<string> { "netns", "exec", ep.Netns };
+        var argv = new List<string> { "netns", "exec", netns };
         if (step.Action == "exec")
         {
             argv.AddRange(step.Command);
@@ -494,10 +522,12 @@ public sealed class NetnsLab : IDisposable
         {
             argv.AddRange(self);
             argv.AddRange(["lab", "connect", step.Action, step.Target!, "--timeout", timeout.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture)]);
+            if (bind is not null)
+                argv.AddRange(["--source", bind]);
         }
         var limit = step.Action == "exec" ? (step.Timeout ?? TimeSpan.FromSeconds(10)) : timeout * 2 + TimeSpan.FromSeconds(30);
         // containerd node: in the pod's first container, as kubectl exec would (argv after "ip netns exec NS").
-        var r = State.Node == LabNodeKinds.Containerd
+        var r = State.Node == LabNodeKinds.Containerd && ep is not null
             ? ContainerdNode.Exec(Name, ep, argv.Skip(3).ToList(), limit)
             : Commands.Run("ip", argv, limit);
         ConnectResult? cr = null;
@@ -526,13 +556,13 @@ public sealed class NetnsLab : IDisposable
         {
             Thread.Sleep(150);
             collector.Drain();
-            var addrs = new HashSet<string>(StringComparer.Ordinal) { ep.Ip };
+            var addrs = new HashSet<string>(StringComparer.Ordinal) { sourceIp };
             if (step.Target is { } t)
                 addrs.Add(t[..t.IndexOf(':', StringComparison.Ordinal)]);
             observed = collector.Since(since).Where(e => e.Involves(addrs)).ToList();
         }
         bool delivered = cr?.Delivered ?? (result == "exited" && r.ExitCode == 0);
-        var report = new StepReport(step, ep.Ip, result, delivered, cr?.Sent ?? 0, cr?.Received ?? 0,
+        var report = new StepReport(step, sourceIp, result, delivered, cr?.Sent ?? 0, cr?.Received ?? 0,
             step.Action == "exec" ? r.ExitCode : (delivered ? 0 : 1), r.Elapsed, detail, cr, HasDatapath, observed);
         if (State.Node == LabNodeKinds.Containerd && step.Expect?.DropReason is { } why)
             return report with { NotApplicable = $"expects a datapath drop ({why} {Format.DropReasons.NameOf(why)}): CiliumNetworkPolicies are not enforced on a containerd node" };

@@ -248,8 +248,11 @@ public static class Traffic
         }
     }
 
-    /// <summary>Connects once (tcp, udp or http) and reports what happened; never longer than about twice the timeout.</summary>
-    public static async Task<ConnectResult> ConnectAsync(string protocol, string target, TimeSpan timeout)
+    /// <summary>
+    /// Connects once (tcp, udp or http) and reports what happened; never longer than about twice the timeout.
+    /// <paramref name="source"/>: the local address to connect from (a world host's, in the world namespace that holds them all).
+    /// </summary>
+    public static async Task<ConnectResult> ConnectAsync(string protocol, string target, TimeSpan timeout, IPAddress? source = null)
     {
         ArgumentNullException.ThrowIfNull(protocol);
         ArgumentNullException.ThrowIfNull(target);
@@ -273,6 +276,8 @@ public static class Traffic
             using var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
             try
             {
+                if (source is not null)
+                    s.Bind(new IPEndPoint(source, 0));
                 await s.ConnectAsync(ep, cts.Token).ConfigureAwait(false);
                 var hello = Encoding.UTF8.GetBytes("hello\n");
                 int sent = await s.SendAsync(hello, SocketFlags.None, cts.Token).ConfigureAwait(false);
@@ -295,6 +300,8 @@ public static class Traffic
         using var t = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         try
         {
+            if (source is not null)
+                t.Bind(new IPEndPoint(source, 0));
             await t.ConnectAsync(ep, cts.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException)

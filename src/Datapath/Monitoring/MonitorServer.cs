@@ -337,7 +337,7 @@ public sealed class MonitorServer : IDisposable
     }
 
     /// <summary>Table names by event kind (index = kind).</summary>
-    internal static readonly string[] KindNames = ["", "drop", "policy", "nat", "trace", "capture", "exec", "exit", "connect", "kdrop"];
+    internal static readonly string[] KindNames = ["", .. Format.Tables.Events];
 
     /// <summary>Stops accepting, gives each client a second to take what is queued, says goodbye, removes the socket.</summary>
     public void Dispose()

@@ -13,9 +13,6 @@ public enum ConnectClass
     Udp = 1,
 }
 
-/// <summary>An In (or NotIn) set of CIDRs for an address.</summary>
-public sealed record AddressSet(bool Negate, IReadOnlyList<IPNetwork> Cidrs);
-
 /// <summary>An In (or NotIn) set of port ranges.</summary>
 public sealed record PortSet(bool Negate, IReadOnlyList<(int First, int Last)> Ranges);
 

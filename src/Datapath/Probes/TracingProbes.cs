@@ -162,8 +162,6 @@ public sealed class TracingProbes : IEventSource
     /// <summary>The programs loaded for the enabled probes.</summary>
     public IReadOnlyList<string> Programs => loadedPrograms;
 
-    public bool IsAttached => links.Count > 0;
-
     /// <summary>Opens, configures and loads the probes; the enabled ones are attached by <see cref="Attach"/>.</summary>
     public static TracingProbes Load(ProbeOptions options)
     {

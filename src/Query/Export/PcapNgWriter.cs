@@ -36,8 +36,6 @@ public sealed class PcapNgWriter : IDisposable
         Block(ShbType, body.ToArray());
     }
 
-    public int InterfaceCount => _interfaces.Count;
-
     /// <summary>The interface id for a name, writing its IDB the first time.</summary>
     public uint Interface(string name, uint snaplen)
     {

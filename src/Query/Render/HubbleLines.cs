@@ -12,13 +12,6 @@ public static class HubbleLines
 {
     private const int Drop = 1, Trace = 4, PolicyVerdict = 5, TraceSock = 7;
 
-    // pkg/identity reservedIdentityNames
-    private static readonly Dictionary<ulong, string> Reserved = new()
-    {
-        [0] = "unknown", [1] = "host", [2] = "world", [3] = "unmanaged", [4] = "health", [5] = "init",
-        [6] = "remote-node", [7] = "kube-apiserver", [8] = "ingress", [9] = "world-ipv4", [10] = "world-ipv6",
-    };
-
     // pkg/monitor/api TraceObservationPoints, by the trace message's sub type
     private static readonly string[] ObsPoints =
     [
@@ -82,7 +75,8 @@ public static class HubbleLines
         return host.Contains(':', StringComparison.Ordinal) ? $"[{host}]:{port}" : $"{host}:{port}";
     }
 
-    private static string Identity(ulong id) => Reserved.TryGetValue(id, out var n) ? $"({n})" : $"(ID:{id})";
+    // pkg/identity reservedIdentityNames: the reference table's names
+    private static string Identity(ulong id) => Forensics.Format.ReservedIdentities.Name(id) is { } n ? $"({n})" : $"(ID:{id})";
 
     private static string FlowType(IReadOnlyDictionary<string, object?> r)
     {

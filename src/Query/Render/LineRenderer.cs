@@ -235,7 +235,7 @@ public sealed class LineRenderer
 
     /// <summary>A security identity as cilium monitor prints it without -n: a reserved identity by its name (world), others by number.</summary>
     internal static string Identity(ulong id) =>
-        id <= uint.MaxValue && Forensics.Format.ReservedIdentities.Labels.TryGetValue((uint)id, out var labels) ? labels["reserved:".Length..] : id.ToString(CultureInfo.InvariantCulture);
+        Forensics.Format.ReservedIdentities.Name(id) ?? id.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>
     /// A drop's source file as Cilium's BPF file list names files (pkg/monitor/api/files.go: "bpf_lxc.c",

@@ -9,7 +9,11 @@ namespace Forensics.Datapath.Control;
 
 internal sealed record RawStep(Node At, string Name, string PodText, Node PodNode, string Action, string? Target, Node? TargetNode,
     IReadOnlyList<string> Command, Node? ExpectNode, bool? Delivered, int? DropReason, string? Translation, Node? TranslationNode,
-    TimeSpan? Timeout);
+    TimeSpan? Timeout)
+{
+    /// <summary>from: instead of pod: the step runs on the node or a world host (PodText is "node" or the host's name).</summary>
+    public bool FromGiven { get; init; }
+}
 
 /// <summary>The Lab document (forensics.dev/v1): CIDRs, node address, world hosts, scenario steps.</summary>
 internal sealed record RawLab(DocRef Doc, Node At, string Name, IPNetwork PodCidr, Node PodCidrNode, IPNetwork ServiceCidr,
@@ -24,6 +28,9 @@ internal sealed record RawLab(DocRef Doc, Node At, string Name, IPNetwork PodCid
 
     /// <summary>spec.include: more files of manifests, relative to the lab's.</summary>
     public List<(Node At, string Path)> Include { get; init; } = [];
+
+    /// <summary>spec.nodeListeners: TCP and UDP ports the lab listens on at the node's address.</summary>
+    public (List<int> Tcp, List<int> Udp) NodeListeners { get; init; } = ([], []);
 }
 
 internal static partial class LabDocument
@@ -54,7 +61,7 @@ internal static partial class LabDocument
         if (!LabName().IsMatch(name))
             throw root.Require("metadata").Require("name").Error(
                 $"'{name}' is not a valid lab name (lowercase letters, digits and '-', at most 24)");
-        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "node", "nodeFirewall", "nodeLabels", "loadBalancerPool", "include", "world", "steps");
+        var spec = root.Require("spec").Strict("podCIDR", "serviceCIDR", "nodeIP", "node", "nodeFirewall", "nodeLabels", "nodeListeners", "loadBalancerPool", "include", "world", "steps");
         var include = new List<(Node, string)>();
         if (spec.Get("include") is { } inc)
         {
@@ -152,6 +159,12 @@ internal static partial class LabDocument
         if (spec.Get("nodeLabels") is { } nl)
             foreach (var (k, v) in nl.StringMap())
                 nodeLabels[k] = v;
+        (List<int> Tcp, List<int> Udp) nodeListeners = ([], []);
+        if (spec.Get("nodeListeners") is { } listeners)
+        {
+            listeners.Strict("tcp", "udp");
+            nodeListeners = (PortList(listeners.Get("tcp")), PortList(listeners.Get("udp")));
+        }
         IPNetwork? lbPool = null;
         if (spec.Get("loadBalancerPool") is { } poolNode)
         {
@@ -164,6 +177,7 @@ internal static partial class LabDocument
         return new RawLab(root.Doc, root, name, podCidr, podCidrNode, svcCidr, svcCidrNode, nodeIp, nodeIpNode, world, steps, nodeKind, nodeFirewall)
         {
             NodeLabels = nodeLabels,
+            NodeListeners = nodeListeners,
             LoadBalancerPool = lbPool,
             Include = include,
         };
@@ -186,9 +200,12 @@ internal static partial class LabDocument
 
     private static RawStep Step(Node s)
     {
-        s.Strict("name", "pod", "tcp", "udp", "http", "exec", "timeout", "expect");
+        s.Strict("name", "pod", "from", "tcp", "udp", "http", "exec", "timeout", "expect");
         var name = s.Require("name").String();
-        var podNode = s.Require("pod");
+        // where it runs: in a pod (pod:), or on the node or a world host (from:)
+        if (s.Get("pod") is not null && s.Get("from") is { } both)
+            throw both.Error("a step runs in a pod (pod:) or from the node or a world host (from:), not both");
+        var podNode = s.Get("from") ?? s.Get("pod") ?? throw s.Error("pod: required field is missing (or from: node | WORLD-HOST)");
         var actions = StepActions.Where(a => s.Get(a) is not null).ToList();
         if (actions.Count != 1)
             throw s.Error($"a step does exactly one of tcp, udp, http, exec (found {(actions.Count == 0 ? "none" : string.Join(", ", actions))})");
@@ -248,7 +265,7 @@ internal static partial class LabDocument
             }
         }
         return new RawStep(s, name, podNode.String(), podNode, action, target, targetNode, command, en, delivered, reason,
-            translation, translationNode, timeout);
+            translation, translationNode, timeout) { FromGiven = s.Get("from") is not null };
     }
 
     /// <summary>The Lab with its steps resolved against the cluster's pods and services.</summary>
@@ -262,7 +279,21 @@ internal static partial class LabDocument
         var steps = new List<ScenarioStep>();
         foreach (var s in lab.Steps)
         {
-            var pod = FindPod(s.PodText, pods) ?? throw s.PodNode.Error($"no Pod named '{s.PodText}'");
+            string source, from = StepSources.Pod;
+            if (s.FromGiven)
+            {
+                if (s.PodText == "node")
+                    from = StepSources.Node;
+                else if (lab.World.Any(w => w.Host.Name == s.PodText))
+                    from = StepSources.World;
+                else
+                    throw s.PodNode.Error($"'{s.PodText}' is neither the node nor a world host (from: node | WORLD-HOST; a step in a pod says pod: NAME)");
+                source = s.PodText;
+            }
+            else
+            {
+                source = (FindPod(s.PodText, pods) ?? throw s.PodNode.Error($"no Pod named '{s.PodText}'")).FullName;
+            }
             string? target = null;
             if (s.Target is { } t)
             {
@@ -287,12 +318,14 @@ internal static partial class LabDocument
             if (s.Translation is { } tr)
                 translation = NormalizeTranslation(tr, lab, pods, services, s.TranslationNode!.Value);
             var expect = s.ExpectNode is null ? null : new StepExpectation(s.Delivered, s.DropReason, translation);
-            steps.Add(new ScenarioStep(s.Name, pod.FullName, s.Action, target, s.Command, expect, s.Target, s.Timeout));
+            steps.Add(new ScenarioStep(s.Name, source, s.Action, target, s.Command, expect, s.Target, s.Timeout) { From = from });
         }
         return new LabSpec(lab.Name, lab.PodCidr, lab.ServiceCidr, lab.NodeIp, lab.World.Select(w => w.Host).ToList(), steps)
         {
             Node = lab.NodeKind,
             NodeFirewall = lab.NodeFirewall,
+            NodeTcpPorts = lab.NodeListeners.Tcp,
+            NodeUdpPorts = lab.NodeListeners.Udp,
         };
     }
 

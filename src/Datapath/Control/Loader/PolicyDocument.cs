@@ -26,11 +26,6 @@ internal static partial class PolicyDocument
     public static IReadOnlyList<string> Entities { get; } =
         ["all", "world", "world-ipv4", "world-ipv6", "cluster", "host", "init", "ingress", "unmanaged", "remote-node", "health", "none", "kube-apiserver"];
 
-    private static readonly Dictionary<string, string> RuleUnsupported = new(StringComparer.Ordinal)
-    {
-        ["nodeSelector"] = "host policies: the lab's node has no host firewall",
-    };
-
     private static readonly Dictionary<string, string> PeerUnsupported = new(StringComparer.Ordinal)
     {
         ["fromGroups"] = "cloud provider groups",
@@ -65,16 +60,33 @@ internal static partial class PolicyDocument
         }
         foreach (var (rule, ruleName, path) in rules)
         {
-            rule.Strict(RuleUnsupported, "endpointSelector", "ingress", "egress", "ingressDeny", "egressDeny", "description", "labels", "enableDefaultDeny");
+            rule.Strict("endpointSelector", "nodeSelector", "ingress", "egress", "ingressDeny", "egressDeny", "description", "labels", "enableDefaultDeny");
             var selectors = new List<(Node, EndpointSelector, bool)>();
-            var selNode = rule.Get("endpointSelector") ?? throw rule.Error("endpointSelector: required field is missing (a rule needs one of endpointSelector or nodeSelector)");
-            var subject = Subject(selNode, ns);
-            selectors.Add((selNode, subject, true));
+            // a host policy (Cilium's host firewall) selects nodes by their labels instead of endpoints (api.Rule.Sanitize)
+            var nodeNode = rule.Get("nodeSelector");
+            if (nodeNode is { } nn && !clusterwide)
+                throw nn.Error("Invalid CiliumNetworkPolicy spec: rule cannot have NodeSelector (Cilium refuses this rule: host policies are CiliumClusterwideNetworkPolicies)");
+            if (nodeNode is { } both && rule.Get("endpointSelector") is not null)
+                throw both.Error("rule cannot have both EndpointSelector and NodeSelector (Cilium refuses this rule)");
+            EndpointSelector subject;
+            if (nodeNode is { } nodeSel)
+            {
+                // ParseToCiliumRule: NewESFromK8sLabelSelector("", ...): keys of any source, no namespace
+                subject = Selector(nodeSel, null, peer: false);
+            }
+            else
+            {
+                var selNode = rule.Get("endpointSelector") ?? throw rule.Error("endpointSelector: required field is missing (a rule needs one of endpointSelector or nodeSelector)");
+                subject = Subject(selNode, ns);
+                selectors.Add((selNode, subject, true));
+            }
             var notices = new List<(string Key, string Text)>();
             var ingress = Rules(rule.Get("ingress"), ns, "ingress", selectors, notices);
             var egress = Rules(rule.Get("egress"), ns, "egress", selectors, notices);
             var ingressDeny = Rules(rule.Get("ingressDeny"), ns, "ingressDeny", selectors, notices);
             var egressDeny = Rules(rule.Get("egressDeny"), ns, "egressDeny", selectors, notices);
+            if (nodeNode is not null)
+                HostRuleL7(rule);
             bool? defaultDenyIngress = null, defaultDenyEgress = null;
             if (rule.Get("enableDefaultDeny") is { } dd)
             {
@@ -93,10 +105,30 @@ internal static partial class PolicyDocument
                 ResourceName = name,
                 SpecPath = path,
                 Description = rule.Get("description")?.Scalar(),
+                SelectsNodes = nodeNode is not null,
             };
             result.Add(new RawPolicy(root.Doc, rule, spec, selectors, notices));
         }
         return result;
+    }
+
+    /// <summary>
+    /// What Cilium refuses in a host policy's L7 rules (IngressRule/EgressRule.sanitize with hostPolicy): any L7
+    /// rule on ingress, HTTP and Kafka on egress (DNS rules are allowed: the host's DNS lookups go to the proxy).
+    /// </summary>
+    private static void HostRuleL7(Node rule)
+    {
+        foreach (var (section, ingress) in new[] { ("ingress", true), ("egress", false) })
+            foreach (var r in rule.Get(section)?.Items() ?? [])
+                foreach (var tp in r.Get("toPorts")?.Items() ?? [])
+                    if (tp.Get("rules") is { } rules)
+                    {
+                        if (ingress)
+                            throw rules.Error("L7 policy is not supported on host ingress yet (Cilium refuses this rule)");
+                        foreach (var (field, name) in new[] { ("http", "HTTP"), ("kafka", "Kafka") })
+                            if (rules.Get(field) is { } given)
+                                throw given.Error($"L7 protocol {name} is not supported on host egress yet (Cilium refuses this rule)");
+                    }
     }
 
     /// <summary>
