@@ -369,7 +369,7 @@ public static class RecordCommand
         var inv = CultureInfo.InvariantCulture;
         Console.WriteLine($"recorded {s.Elapsed.TotalSeconds.ToString("F1", inv)}s to {s.Directory} (stopped: {s.StopReason})");
         foreach (var (table, rows) in s.Rows.OrderBy(r => r.Key, StringComparer.Ordinal))
-            Console.WriteLine($"  {table,-10} {rows.ToString("N0", inv),12} rows");
+            Console.WriteLine($"  {table,-16} {rows.ToString("N0", inv),12} rows");
         Console.WriteLine($"  {s.Bytes.ToString("N0", inv)} bytes sealed; events lost: {(s.EventsLost == 0 ? "none" : s.EventsLost.ToString(inv))}");
     }
 }
