@@ -362,7 +362,7 @@ public static class RecordCommand
         string.Join(", ", loss.Where(l => l.Value.Failed + l.Value.UserspaceDropped > 0)
             .Select(l => l.Key is "hubble" or "tetragon"
                 ? $"{l.Key} {l.Value.Failed} (reported lost by {l.Key})"
-                : $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
+                : $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: {(l.Key == "nat" ? "ring buffer full or ctnetlink's ENOBUFS" : "ring buffer full")}, {l.Value.UserspaceDropped} in user space)"));
 
     private static void PrintSummary(RecordingSummary s)
     {
