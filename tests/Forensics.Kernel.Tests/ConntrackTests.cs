@@ -467,11 +467,13 @@ public sealed class ConntrackTests(ITestOutputHelper log)
             Assert.DoesNotContain(nat, r => ((string?)r["client"])?.EndsWith(":" + droppedPort.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal) == true);
 
             // the rows themselves: events with the kernel's id, status and reply tuple
-            var rows = q.Rows($"SELECT ct_event, ct_id, ct_status, reply_src_ip, netns_ino FROM nat WHERE orig_src_port = {tcpPort} ORDER BY ktime_ns").ToList();
+            var rows = q.Rows($"SELECT ct_event, ct_id, ct_status, ct_mark, ct_zone, reply_src_ip, netns_ino FROM nat WHERE orig_src_port = {tcpPort} ORDER BY ktime_ns").ToList();
             Assert.Equal("new", rows[0]["ct_event"]);
             Assert.Contains(rows, r => (string?)r["ct_event"] == "update" && ((string)r["ct_status"]!).Contains("SEEN_REPLY", StringComparison.Ordinal));
             Assert.Single(rows.Select(r => r["ct_id"]).Distinct());
             Assert.All(rows, r => Assert.Equal(NatNode.ServerIp, r["reply_src_ip"]));
+            Assert.All(rows, r => Assert.Equal((uint)NatNode.ServiceMark, Convert.ToUInt32(r["ct_mark"], CultureInfo.InvariantCulture))); // the rules' CONNMARK / ct mark
+            Assert.All(rows, r => Assert.Equal(0u, Convert.ToUInt32(r["ct_zone"] ?? 0u, CultureInfo.InvariantCulture))); // the default zone
             Assert.All(rows, r => Assert.Equal((uint)NetNamespace.Inode(node.Node)!, Convert.ToUInt32(r["netns_ino"], CultureInfo.InvariantCulture)));
 
             // the table at the end holds both flows; the manifest accounts the source

@@ -23,6 +23,8 @@ internal sealed class NatNode : IDisposable
     public const string WorldIp = "203.0.113.7";
     public const string DroppedIp = "203.0.113.9";
     public const int WorldPort = 5353;
+    /// <summary>The conntrack mark the node's rules set on the service's connections.</summary>
+    public const int ServiceMark = 42;
 
     private readonly List<string> namespaces = [];
 
@@ -78,6 +80,8 @@ internal sealed class NatNode : IDisposable
             Exec(Node, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", ServiceIp, "-p", "tcp", "--dport", "80",
                 "-m", "comment", "--comment", "default/web:http", "-j", "DNAT", "--to-destination", $"{ServerIp}:{ServerPort}");
             Exec(Node, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", outer, "-j", "MASQUERADE");
+            // a connection mark on the service's connections, as a CNI or kube-proxy sets one (0x4000 marks for masquerade)
+            Exec(Node, "iptables", "-t", "mangle", "-A", "PREROUTING", "-d", ServiceIp, "-p", "tcp", "--dport", "80", "-j", "CONNMARK", "--set-mark", ServiceMark.ToString(CultureInfo.InvariantCulture));
             Exec(Node, "iptables", "-A", "FORWARD", "-d", DroppedIp, "-j", "DROP");
         }
         else
@@ -86,7 +90,7 @@ internal sealed class NatNode : IDisposable
                 table ip fxct {
                     chain pre {
                         type nat hook prerouting priority dstnat; policy accept;
-                        ip daddr {{ServiceIp}} tcp dport {{ServicePort}} dnat to {{ServerIp}}:{{ServerPort}} comment "default/web:http"
+                        ip daddr {{ServiceIp}} tcp dport {{ServicePort}} ct mark set {{ServiceMark}} dnat to {{ServerIp}}:{{ServerPort}} comment "default/web:http"
                     }
                     chain post {
                         type nat hook postrouting priority srcnat; policy accept;
