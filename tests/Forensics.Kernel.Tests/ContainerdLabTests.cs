@@ -355,6 +355,45 @@ public partial class ContainerdLabTests
             });
         }
     }
+    /// <summary>`monitor` names the pod from the runtime too: a command run in the xwing pod prints as tetra prints a pod's process.</summary>
+    [KernelFact]
+    public void MonitorCri_ExecInAPod_TetraLineNamesThePod()
+    {
+        var lab = fx.Lab;
+        using var cri = fx.Cri();
+        var token = "fxmoncri" + Guid.NewGuid().ToString("N")[..8];
+        var cli = Path.Combine(AppContext.BaseDirectory, "forensics.dll");
+        using var mon = Process.Start(new ProcessStartInfo("dotnet", [cli, "monitor", "-d", "120s", "-t", "exec", "--runtime-endpoint", lab.State.RuntimeEndpoint!])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        mon.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+                lines.Enqueue(e.Data);
+        };
+        mon.BeginOutputReadLine();
+        try
+        {
+            var sw = Stopwatch.StartNew();
+            while (mon.StandardError.ReadLine() is { } l && !l.StartsWith("Listening for events", StringComparison.Ordinal) && sw.Elapsed < TimeSpan.FromSeconds(60))
+            {
+            }
+            var xwing = lab.State.Endpoints.Single(e => e.Pod == "default/xwing").Containers[0].Id;
+            Assert.Equal(0, cri.ExecSync(xwing, ["/bin/sh", "-c", "echo " + token, token], TimeSpan.FromSeconds(30)).ExitCode);
+            Assert.True(Until.True(() => lines.Any(l => l.Contains(token, StringComparison.Ordinal)), 30), "no exec line: " + string.Join("\n", lines));
+            Assert.All(lines.Where(l => l.Contains(token, StringComparison.Ordinal)), l => Assert.StartsWith("🚀 process default/xwing ", l, StringComparison.Ordinal));
+        }
+        finally
+        {
+            if (!mon.HasExited)
+                mon.Kill();
+            mon.WaitForExit();
+        }
+    }
+
     /// <summary>
     /// The offline fallback: `--pods-file` with what `kubectl get pods -A -o json` says of the lab's pods (written here
     /// from the runtime's own listing), no runtime socket: a step's connect carries its pod and container.
