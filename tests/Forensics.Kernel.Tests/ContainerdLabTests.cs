@@ -507,6 +507,33 @@ public partial class ContainerdLabTests
             .Where(r => lab.State.Endpoints.Any(e => e.Pod == Str(r, "pod")))
             .Select(r => Str(r, "destination")).ToHashSet();
         Assert.Equal(new HashSet<string> { "198.51.100.10:443", "198.51.100.53:53", "203.0.113.66:443" }, external);
+
+        // flow (the xwing's flows): its process's connect, the node's masquerade and the outcome, as on the datapath lab
+        var flows = q.Rows(Forensics.Query.Reconstructions.Flows(new Forensics.Query.Filter { Pod = "xwing" }))
+            .Where(r => Str(r, "client_pod") == "default/xwing" && Str(r, "binary").StartsWith(AppContext.BaseDirectory, StringComparison.Ordinal)).ToList();
+        // one flow per step's connection (more when a loaded machine makes a step retry: each answers the same)
+        IEnumerable<Dictionary<string, object?>> To(string server)
+        {
+            var matching = flows.Where(r => Str(r, "server") == server).ToList();
+            Assert.True(matching.Count > 0, "no flow of the xwing to " + server);
+            return matching;
+        }
+        Assert.All(To("198.51.100.10:443"), f =>
+        {
+            Assert.Equal("delivered", Str(f, "outcome"));
+            Assert.StartsWith(Ip("default/xwing") + ":", Str(f, "snat"), StringComparison.Ordinal);
+            Assert.Contains(" -> " + lab.Cluster.Lab!.NodeIp + ":", Str(f, "snat"), StringComparison.Ordinal);
+        });
+        Assert.All(To("10.0.1.80:80"), f =>
+        {
+            Assert.Equal("delivered", Str(f, "outcome"));
+            Assert.Equal("10.0.1.80:80 -> " + Ip("default/deathstar-1") + ":80", Str(f, "dnat"));
+        });
+        Assert.All(To("203.0.113.66:443"), f =>
+        {
+            Assert.Equal("dropped by the kernel", Str(f, "outcome"));
+            Assert.StartsWith("NETFILTER_DROP", Str(f, "drop_reason"), StringComparison.Ordinal);
+        });
     }
 }
 
