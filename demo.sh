@@ -26,17 +26,19 @@ if [[ "$mode" == containerd ]]; then
   for _ in $(seq 1 240); do ./forensics lab status "$lab" | grep -q ': ready' && break; sleep 0.5; done
   ./forensics lab status "$lab"
   endpoint=$(sed -n 's/.*"ContainerdDir": "\(.*\)".*/unix:\/\/\1\/containerd.sock/p' /run/forensics/lab/swcd.json)
-  echo "== recording the node host-wide for 25 s (attribution from $endpoint, NAT from the node's conntrack) while lab run runs the steps"
-  ./forensics record --duration 25s --runtime-endpoint "$endpoint" --netns swcd-node -o "$rec" &
+  echo "== recording the node host-wide (attribution from $endpoint, NAT from the node's conntrack) while lab run runs the steps"
+  # until the steps are done (SIGTERM stops it as Ctrl-C does; the duration only bounds a run that hangs)
+  ./forensics record --duration 10m --runtime-endpoint "$endpoint" --netns swcd-node -o "$rec" &
   recorder=$!
   for _ in $(seq 1 120); do [[ -f "$rec/manifest.json" ]] && break; sleep 0.5; done
   ./forensics lab run "$lab" || true
+  kill -TERM "$recorder"
   wait "$recorder" || true
   ./forensics lab down "$lab"
   wait "$up" 2>/dev/null || true
   trap - EXIT
   show info "$rec"
-  show query "$rec" "SELECT namespace, pod, container, binary, dst_ip, dst_port FROM connect WHERE pod IS NOT NULL ORDER BY time"
+  show query "$rec" "SELECT namespace, pod, container, \"binary\", dst_ip, dst_port FROM connect WHERE pod IS NOT NULL ORDER BY time"
   show query "$rec" "SELECT pod, container, reason_name, function, dst_ip, dst_port, count(*) AS drops FROM kdrop WHERE pod IS NOT NULL GROUP BY ALL"
   show query "$rec" "SELECT phase, namespace, pod, uid, ips FROM pods ORDER BY taken, pod"
   show drops "$rec"

@@ -73,7 +73,7 @@ public static class ImportCommand
         var src = s.Source;
         Console.WriteLine($"imported {src.Received.ToString("N0", inv)} {(args.Kind == ExportKind.Hubble ? "Hubble" : "Tetragon")} events from {src.Inputs.Count} file(s) to {s.Directory}");
         foreach (var (table, rows) in s.Rows.OrderBy(r => r.Key, StringComparer.Ordinal))
-            Console.WriteLine($"  {table,-10} {rows.ToString("N0", inv),12} rows");
+            Console.WriteLine($"  {table,-16} {rows.ToString("N0", inv),12} rows");
         if (src.Skipped.Count > 0)
             Console.WriteLine($"  not stored: {string.Join(", ", src.Skipped.Select(kv => $"{kv.Key} {kv.Value.ToString(inv)}"))}");
         if (src.UnknownFields.Count > 0)

@@ -362,14 +362,14 @@ public static class RecordCommand
         string.Join(", ", loss.Where(l => l.Value.Failed + l.Value.UserspaceDropped > 0)
             .Select(l => l.Key is "hubble" or "tetragon"
                 ? $"{l.Key} {l.Value.Failed} (reported lost by {l.Key})"
-                : $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: ring buffer full, {l.Value.UserspaceDropped} in user space)"));
+                : $"{l.Key} {l.Value.Failed + l.Value.UserspaceDropped} ({l.Value.Failed} in the kernel: {(l.Key == "nat" ? "ring buffer full or ctnetlink's ENOBUFS" : "ring buffer full")}, {l.Value.UserspaceDropped} in user space)"));
 
     private static void PrintSummary(RecordingSummary s)
     {
         var inv = CultureInfo.InvariantCulture;
         Console.WriteLine($"recorded {s.Elapsed.TotalSeconds.ToString("F1", inv)}s to {s.Directory} (stopped: {s.StopReason})");
         foreach (var (table, rows) in s.Rows.OrderBy(r => r.Key, StringComparer.Ordinal))
-            Console.WriteLine($"  {table,-10} {rows.ToString("N0", inv),12} rows");
+            Console.WriteLine($"  {table,-16} {rows.ToString("N0", inv),12} rows");
         Console.WriteLine($"  {s.Bytes.ToString("N0", inv)} bytes sealed; events lost: {(s.EventsLost == 0 ? "none" : s.EventsLost.ToString(inv))}");
     }
 }

@@ -89,7 +89,7 @@ public static class Info
         foreach (var (kind, l) in m.Loss.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             w.WriteLine(kind is "hubble" or "tetragon"
                 ? $"  {kind,-16} reported lost by {kind} {l.Failed}"
-                : $"  {kind,-16} emitted {l.Emitted}, lost in kernel (ring buffer full) {l.Failed}, lost in user space {l.UserspaceDropped}");
+                : $"  {kind,-16} emitted {l.Emitted}, lost in kernel ({(kind == "nat" ? "ring buffer full, or the ctnetlink socket's ENOBUFS" : "ring buffer full")}) {l.Failed}, lost in user space {l.UserspaceDropped}");
         var results = RecordingLocator.Verify(rec);
         var bad = results.Where(r => !r.Ok).ToList();
         w.WriteLine($"files       {results.Count - bad.Count} of {results.Count} verified against the manifest's SHA-256");

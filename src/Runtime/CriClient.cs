@@ -286,6 +286,12 @@ public sealed class CriClient : IDisposable
                 _ => se.Message,
             };
         }
+        // something listens but does not speak HTTP/2 (gRPC's transport): not a CRI runtime's socket
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (x is IOException io && io.Message.Contains("HTTP/2", StringComparison.Ordinal))
+                return $"the answer is not gRPC: {io.Message.TrimEnd('.')} (is this a CRI runtime's socket?)";
+        }
         if (e.StatusCode == StatusCode.Unimplemented)
             return "not implemented: the runtime does not serve CRI runtime.v1 (containerd >= 1.6 and CRI-O >= 1.20 do; is containerd's cri plugin disabled?)";
         if (e.StatusCode == StatusCode.DeadlineExceeded)

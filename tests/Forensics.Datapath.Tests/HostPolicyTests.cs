@@ -70,6 +70,23 @@ public class HostPolicyTests
     }
 
     [Fact]
+    public void NodeSelector_MatchingNoNodeLabel_LoadsWithANoticeNamingTheNodeLabels()
+    {
+        var c = Load("""
+            apiVersion: cilium.io/v2
+            kind: CiliumClusterwideNetworkPolicy
+            metadata: {name: gpu-nodes}
+            spec:
+              nodeSelector: {matchLabels: {pool: gpu}}
+              ingress: [{fromEntities: [world]}]
+            """);
+
+        var notice = Assert.Single(c.Notices, n => n.Contains("nodeSelector selects no node", StringComparison.Ordinal));
+        Assert.Contains("type=worker", notice, StringComparison.Ordinal);
+        Assert.DoesNotContain(c.Notices, n => n.Contains("selects no node", StringComparison.Ordinal) && n != notice);
+    }
+
+    [Fact]
     public void EndpointSelectorAll_InAClusterwidePolicy_DoesNotSelectTheNode()
     {
         var c = Load("""

@@ -6,6 +6,7 @@ using Forensics.Datapath.Abi;
 using Forensics.Datapath.Conntrack;
 using Forensics.Datapath.Lab;
 using Forensics.Tests;
+using Xunit.Abstractions;
 
 namespace Forensics.Kernel.Tests;
 
@@ -13,7 +14,7 @@ namespace Forensics.Kernel.Tests;
 /// The ctnetlink client against the real kernel: a node of plain network namespaces whose
 /// NAT and drops are real iptables / nftables rules, listened to from the test's own namespace.
 /// </summary>
-public sealed class ConntrackTests
+public sealed class ConntrackTests(ITestOutputHelper log)
 {
     /// <summary>Polls a listener on a thread, keeping every entry.</summary>
     private sealed class Pump : IDisposable
@@ -159,16 +160,99 @@ public sealed class ConntrackTests
     internal static int FloodConnections =>
         int.TryParse(Environment.GetEnvironmentVariable("FX_CT_FLOOD"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 20_000;
 
+    /// <summary>
+    /// Makes the client namespace of <paramref name="node"/> a flood target: every datagram to the service address's
+    /// 10.96.0.0/16 with a new destination port is a new conntrack entry, DNATed to a local receiver at 10.97.0.1:9999
+    /// (see <see cref="Flood"/>). UDP entries live <paramref name="udpTimeoutSeconds"/>.
+    /// </summary>
+    private static void FloodTarget(NatNode node, int udpTimeoutSeconds)
+    {
+        NatNode.Exec(node.Client, "ip", "addr", "add", "10.97.0.1/32", "dev", "lo");
+        NatNode.Exec(node.Client, "ip", "route", "add", "local", "10.96.0.0/16", "dev", "lo");
+        // the senders' own addresses (see Flood)
+        for (int i = 1; i <= 8; i++)
+            NatNode.Exec(node.Client, "ip", "addr", "add", $"10.98.0.{i.ToString(CultureInfo.InvariantCulture)}/32", "dev", "lo");
+        NatNode.Exec(node.Client, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", NatNode.ServiceIp, "-p", "udp",
+            "-j", "DNAT", "--to-destination", "10.97.0.1:9999");
+        NatNode.Exec(node.Client, "sysctl", "-qw", $"net.netfilter.nf_conntrack_udp_timeout={udpTimeoutSeconds.ToString(CultureInfo.InvariantCulture)}");
+    }
+
+    /// <summary>
+    /// Sends <paramref name="target"/> one-byte datagrams from the client namespace, each to a new 5-tuple (bounded by
+    /// <paramref name="deadline"/>); returns how many were sent, each a conntrack entry the kernel confirmed (a refused
+    /// one fails the send with EPERM). The receiver reads them all (a 32 MiB buffer, drained while they come), so that
+    /// the flood is not 200k kernel drops in the probes of other recordings on the machine.
+    /// </summary>
+    private static int Flood(NatNode node, int target, TimeSpan deadline)
+    {
+        int made = 0;
+        NetNamespace.RunAt("/run/netns/" + node.Client, () =>
+        {
+            using var sink = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            sink.SetRawSocketOption(1, 33, BitConverter.GetBytes(32 << 20)); // SOL_SOCKET, SO_RCVBUFFORCE (CAP_NET_ADMIN)
+            sink.Bind(new IPEndPoint(IPAddress.Parse("10.97.0.1"), 9999));
+            sink.ReceiveTimeout = 200;
+            using var sent = new CancellationTokenSource();
+            var reader = new Thread(() =>
+            {
+                var buffer = new byte[16];
+                while (true)
+                {
+                    try
+                    {
+                        sink.Receive(buffer);
+                    }
+                    catch (SocketException e) when (e.SocketErrorCode == SocketError.TimedOut)
+                    {
+                        if (sent.IsCancellationRequested)
+                            return; // nothing came for 200 ms after the last send: all read
+                    }
+                }
+            }) { IsBackground = true, Name = "flood sink" };
+            reader.Start();
+            // a sender per 25,000 datagrams, each from an address of its own: the entries all reply from 10.97.0.1:9999, so NAT
+            // gives each a source port of its own (an implicit SNAT) out of 64,512 (1024-65535) per sender address, and its
+            // search for a free one gives up when the range is nearly full
+            Assert.True(target <= 200_000, "at most 8 senders");
+            var senders = Enumerable.Range(0, (target + 24_999) / 25_000).Select(k =>
+            {
+                var sender = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                sender.Bind(new IPEndPoint(IPAddress.Parse($"10.98.0.{(k + 1).ToString(CultureInfo.InvariantCulture)}"), 0));
+                return sender;
+            }).ToList();
+            var payload = new byte[1];
+            var service = IPAddress.Parse(NatNode.ServiceIp);
+            var until = DateTime.UtcNow + deadline;
+            try
+            {
+                for (int i = 0; i < target && DateTime.UtcNow < until; i++)
+                {
+                    try
+                    {
+                        senders[i / 25_000].SendTo(payload, new IPEndPoint(service, 1 + i % 25_000));
+                        made++;
+                    }
+                    catch (SocketException)
+                    {
+                    }
+                }
+            }
+            finally
+            {
+                senders.ForEach(s => s.Dispose());
+                sent.Cancel();
+                reader.Join(TimeSpan.FromSeconds(30));
+            }
+            return 0;
+        });
+        return made;
+    }
+
     [KernelFact]
     public void Listener_FloodOverASmallBuffer_ReceivedPlusDroppedEqualsConnectionsMade()
     {
         using var node = NatNode.Create(NatNode.Rules.Iptables);
-        // every flood datagram is a new conntrack entry (a distinct 5-tuple), DNATed to a local receiver
-        NatNode.Exec(node.Client, "ip", "addr", "add", "10.97.0.1/32", "dev", "lo");
-        NatNode.Exec(node.Client, "ip", "route", "add", "local", "10.96.0.0/16", "dev", "lo");
-        NatNode.Exec(node.Client, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", NatNode.ServiceIp, "-p", "udp",
-            "-j", "DNAT", "--to-destination", "10.97.0.1:9999");
-        NatNode.Exec(node.Client, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1");
+        FloodTarget(node, udpTimeoutSeconds: 1);
         using var listener = ConntrackListener.Open(new ConntrackOptions { NetnsPath = "/run/netns/" + node.Client, ReceiveBufferBytes = 4096, Updates = false });
         ulong received = 0;
         using var stop = new CancellationTokenSource();
@@ -183,35 +267,8 @@ public sealed class ConntrackTests
         }) { IsBackground = true };
         reader.Start();
 
-        int target = FloodConnections, made = 0;
-        NetNamespace.RunAt("/run/netns/" + node.Client, () =>
-        {
-            using var sink = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-            sink.Bind(new IPEndPoint(IPAddress.Parse("10.97.0.1"), 9999));
-            var senders = Enumerable.Range(0, (target + 59_999) / 60_000).Select(_ => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp)).ToList();
-            var payload = new byte[1];
-            var deadline = DateTime.UtcNow.AddSeconds(60);
-            try
-            {
-                for (int i = 0; i < target && DateTime.UtcNow < deadline; i++)
-                {
-                    var to = new IPEndPoint(IPAddress.Parse(NatNode.ServiceIp), 1 + i % 60_000);
-                    try
-                    {
-                        senders[i / 60_000].SendTo(payload, to);
-                        made++; // the entry was confirmed: a refused one fails the send (EPERM)
-                    }
-                    catch (SocketException)
-                    {
-                    }
-                }
-            }
-            finally
-            {
-                senders.ForEach(s => s.Dispose());
-            }
-            return 0;
-        });
+        int target = FloodConnections;
+        int made = Flood(node, target, TimeSpan.FromSeconds(60));
         Assert.True(made >= target * 9 / 10, $"only {made} of {target} datagrams were sent");
         // events are queued (or dropped and counted) while the datagram is sent: once drained, the sum is exact
         Assert.True(Until.True(() => Interlocked.Read(ref received) + listener.Counts(CtEventType.New).Dropped == (ulong)made, 30),
@@ -222,6 +279,51 @@ public sealed class ConntrackTests
         Assert.True(counts.Dropped > 0, "the small buffer never overran");
         Assert.True(counts.Overruns > 0, "ENOBUFS was never reported");
         Assert.Equal((ulong)made, received + counts.Dropped);
+    }
+
+    /// <summary>
+    /// Issue 16: a flood of 200k short connections (a datagram each, every one a new DNATed conntrack entry) recorded by
+    /// the conntrack source through a small receive buffer overruns it (ENOBUFS), and what the recording holds (the nat
+    /// rows of new events) plus what it counts as lost (the manifest, and the loss table's seconds) is exactly the
+    /// connections made. Entries outlive the recording (a long UDP timeout), so no destroy event mixes in.
+    /// </summary>
+    [KernelFact]
+    public void Record_FloodOf200kConnectionsOverASmallBuffer_NatRowsPlusCountedLostEqualConnectionsMade()
+    {
+        const int Target = 200_000;
+        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        FloodTarget(node, udpTimeoutSeconds: 600);
+        var dir = Path.Combine(Scratch.Dir("fx-ctflood-"), "rec");
+        using var source = new Recorder.Conntrack.ConntrackSource(new Recorder.Conntrack.ConntrackSourceOptions
+        {
+            Capture = new Recorder.Conntrack.ConntrackCaptureOptions
+            {
+                Targets = [new Recorder.Conntrack.ConntrackTarget("/run/netns/" + node.Client, node.Client)],
+                ReceiveBufferBytes = 4096,
+                Updates = false,
+            },
+        });
+        int made = 0;
+        RecordConntrack(source, dir, () => made = Flood(node, Target, TimeSpan.FromSeconds(120)),
+            () => source.Counters()["nat"] is var c && c.Emitted + c.Failed >= (ulong)made);
+        Assert.True(made == Target, $"only {made} of {Target} datagrams were sent in 120 s");
+
+        var m = Format.Manifest.Read(dir);
+        var loss = m.Sources["conntrack"].Loss["nat"];
+        Assert.True(loss.Failed > 0, "the small buffer never overran (no ENOBUFS)");
+        using var q = Query.QuerySession.Open([dir]);
+        long Count(string sql) => Convert.ToInt64(q.Rows(sql).Single()["n"], CultureInfo.InvariantCulture);
+        var recorded = Count("SELECT count(*) AS n FROM nat WHERE ct_event = 'new' AND orig_dst_ip = '" + NatNode.ServiceIp + "'");
+        log.WriteLine($"made {made}, recorded {recorded}, lost in the kernel (ENOBUFS) {loss.Failed}, lost in user space {loss.UserspaceDropped}");
+        Assert.Equal((long)made, recorded + (long)loss.Failed + (long)loss.UserspaceDropped);
+        Assert.True(recorded > 0);
+        // the loss table's seconds add up to the manifest's count, and the recording says events were lost
+        Assert.Equal((long)loss.Failed, Count("SELECT CAST(coalesce(sum(failed), 0) AS BIGINT) AS n FROM loss WHERE kind = 'nat'"));
+        Assert.True(m.EventsLost >= loss.Failed);
+        var (_, info) = LabFixture.RunCli("info", dir);
+        Assert.Contains($"nat              emitted {m.Loss["nat"].Emitted}, lost in kernel (ring buffer full, or the ctnetlink socket's ENOBUFS) {loss.Failed}, lost in user space {loss.UserspaceDropped}", info, StringComparison.Ordinal);
+        // the table at the end holds every entry the flood made, events lost or not
+        Assert.Equal((long)made, Count("SELECT count(*) AS n FROM kernel_conntrack WHERE phase = 'end' AND nat <> '' AND orig_dst_ip = '" + NatNode.ServiceIp + "'"));
     }
 
     private static (long, ulong) Clock() => (DateTime.UtcNow.Ticks * 100, (ulong)Environment.TickCount64 * 1_000_000);
@@ -257,22 +359,40 @@ public sealed class ConntrackTests
         Assert.All(capture.Counts(), c => Assert.Equal(0UL, c.Counts.Dropped));
     }
 
+    /// <summary>
+    /// A kernel without ctnetlink, in one of the two namespaces recorded (the client's: its listener asks a subsystem the
+    /// kernel does not have, which it answers as a kernel without ctnetlink answers a conntrack dump, EINVAL): one line of
+    /// the manifest and of `info` says NAT there was not recorded and why; the node's NAT is recorded all the same.
+    /// </summary>
     [KernelFact]
-    public void Capture_KernelWithoutCtnetlink_NatNotRecordedLine()
+    public void Record_KernelWithoutCtnetlink_InfoSaysNatNotRecordedAndTheRestIsRecorded()
     {
         using var node = NatNode.Create(NatNode.Rules.Iptables);
-        // a kernel without ctnetlink takes the subscription and answers the dump with EINVAL, as it answers any subsystem it lacks
-        using var capture = Recorder.Conntrack.ConntrackCapture.Open(new Recorder.Conntrack.ConntrackCaptureOptions
+        var clientPath = "/run/netns/" + node.Client;
+        var dir = Path.Combine(Scratch.Dir("fx-noctnl-"), "rec");
+        using var source = new Recorder.Conntrack.ConntrackSource(new Recorder.Conntrack.ConntrackSourceOptions
         {
-            Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node)],
-            OpenListener = o => ConntrackListener.Open(o with { Subsystem = 15 }),
+            Capture = new Recorder.Conntrack.ConntrackCaptureOptions
+            {
+                Targets = [new Recorder.Conntrack.ConntrackTarget(node.NodePath, node.Node), new Recorder.Conntrack.ConntrackTarget(clientPath, node.Client)],
+                OpenListener = o => ConntrackListener.Open(o.NetnsPath == clientPath ? o with { Subsystem = 15 } : o),
+            },
         });
-        capture.Dump(Recorder.Conntrack.ConntrackRecord.PhaseStart, _ => { }, Clock);
-        var line = Assert.Single(capture.NotRecorded);
-        Assert.StartsWith($"NAT in network namespace {node.Node} not recorded: ", line, StringComparison.Ordinal);
+        string output = "";
+        RecordConntrack(source, dir, () => output = ServiceAndWorldTraffic(node), () => source.Counters()["nat"].Emitted >= 3);
+        int tcpPort = Port(output, "tcp").Item2;
+
+        var line = Assert.Single(Format.Manifest.Read(dir).Sources["conntrack"].NotRecorded);
+        Assert.StartsWith($"NAT in network namespace {node.Client} not recorded: ", line, StringComparison.Ordinal);
         Assert.Contains("the kernel has no ctnetlink", line, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', line);
-        Assert.Empty(capture.Counts());
+        var (code, info) = LabFixture.RunCli("info", dir);
+        Assert.Equal(0, code);
+        Assert.Single(info.Split('\n'), l => l == "  not recorded: " + line);
+        // the rest: the node's translation, its table at the end
+        using var q = Query.QuerySession.Open([dir]);
+        Assert.Contains(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}" && (string?)r["mapping"] == "service");
+        Assert.NotEmpty(q.Rows("SELECT * FROM kernel_conntrack WHERE phase = 'end' AND netns = '" + node.Node + "'"));
     }
 
     [KernelFact]
@@ -535,9 +655,19 @@ public sealed class ConntrackTests
     }
 
     [KernelFact]
-    public void RecordSession_IptablesDrop_KernelDropRowWithNetfilterDropBesideTheNat()
+    public void RecordSession_IptablesDrop_KernelDropRowWithNetfilterDropBesideTheNat() => DropBesideTheNat(NatNode.Rules.Iptables);
+
+    [KernelFact]
+    public void RecordSession_NftablesDrop_KernelDropRowWithNetfilterDropBesideTheNat() => DropBesideTheNat(NatNode.Rules.Nftables);
+
+    /// <summary>
+    /// The node's filter DROP (iptables or nftables) of the client's connection: one drops row of the kernel,
+    /// NETFILTER_DROP, from the client's address, and (its connect recorded) the client's network namespace
+    /// named as where the dropped packets came from; beside it the node's service translation.
+    /// </summary>
+    private static void DropBesideTheNat(NatNode.Rules rules)
     {
-        using var node = NatNode.Create(NatNode.Rules.Iptables);
+        using var node = NatNode.Create(rules);
         string output = "";
         var dir = RecordSession(node, () =>
         {
@@ -545,7 +675,7 @@ public sealed class ConntrackTests
             using var echo = node.StartWorldEcho();
             output = node.RunClient(NatNode.ServiceAndWorldClient);
             Assert.True(backend.WaitForExit(TimeSpan.FromSeconds(10)));
-        }, EventKind.Nat, EventKind.Kdrop);
+        }, EventKind.Nat, EventKind.Kdrop, EventKind.Connect);
         try
         {
             int droppedPort = Port(output, "dropped").Item2, tcpPort = Port(output, "tcp").Item2;
@@ -556,6 +686,14 @@ public sealed class ConntrackTests
             Assert.Equal(("NETFILTER_DROP", "kernel", NatNode.ClientIp), ((string?)drop.Item1, (string?)drop.Item2, (string?)drop.Item3));
             var byWorkload = q.Rows("SELECT * FROM drops_by_workload WHERE reason_name = 'NETFILTER_DROP'").ToList();
             Assert.Contains(byWorkload, r => (string?)r["destination"] == NatNode.DroppedIp && (string?)r["source"] == NatNode.ClientIp);
+            // dropped in the node's namespace (a forwarded packet); the flow ties the drop to the client's process and network namespace
+            var kdrops = q.Rows("SELECT netns_ino FROM kdrop WHERE dst_ip = '" + NatNode.DroppedIp + "' AND src_port = " + droppedPort.ToString(CultureInfo.InvariantCulture)).ToList();
+            Assert.NotEmpty(kdrops);
+            Assert.All(kdrops, r => Assert.Equal((uint)NetNamespace.Inode(node.Node)!, Convert.ToUInt32(r["netns_ino"], CultureInfo.InvariantCulture)));
+            var flow = Assert.Single(q.Rows($"SELECT outcome, drop_reason, netns_ino, pid FROM flow_story WHERE client = '{NatNode.ClientIp}:{droppedPort}' AND server = '{NatNode.DroppedIp}:443'"));
+            Assert.Equal(("dropped by the kernel", true, (uint)NetNamespace.Inode(node.Client)!),
+                ((string?)flow["outcome"], ((string?)flow["drop_reason"])?.StartsWith("NETFILTER_DROP", StringComparison.Ordinal), Convert.ToUInt32(flow["netns_ino"], CultureInfo.InvariantCulture)));
+            Assert.NotNull(flow["pid"]);
             // the same recording has the node's service translation
             Assert.Contains(q.Rows(Query.Reconstructions.Nat(new Query.Filter())), r => (string?)r["client"] == $"{NatNode.ClientIp}:{tcpPort}" && (string?)r["service"] == "default/web:http");
         }

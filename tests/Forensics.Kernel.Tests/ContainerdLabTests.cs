@@ -179,6 +179,19 @@ public partial class ContainerdLabTests(ContainerdLabFixture fx) : IClassFixture
         Assert.False(dark.DatapathAttached);
     }
 
+    /// <summary>CiliumNetworkPolicies are not enforced on this node: a step expecting a policy drop is not applicable, not a failure.</summary>
+    [KernelFact]
+    public void ContainerdLab_StepExpectingAPolicyDrop_NotApplicableNotAFailure()
+    {
+        var lab = fx.Lab;
+        var step = lab.Cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend-admin-port");
+        var r = lab.RunStep(step with { Expect = new StepExpectation(false, 133, null) });
+        Assert.True(r.Delivered); // nothing on the node drops it
+        Assert.StartsWith("expects a datapath drop (133 ", r.NotApplicable, StringComparison.Ordinal);
+        Assert.Empty(r.Failures);
+        Assert.True(r.Passed);
+    }
+
     [KernelFact]
     public void ContainerdLab_NodeRules_AreKubeProxysIptablesRules()
     {
@@ -264,10 +277,11 @@ public partial class ContainerdLabTests
         });
         var earlyExit = Duck.Table(dir, "exit", $"container_id = '{early.Container}'");
         Assert.NotEmpty(earlyExit); // the exec's process (and the pod's) exited; still attributed after the pod is gone
-        Assert.All(earlyExit, r => Assert.Equal("early-1", Str(r, "pod")));
+        Assert.All(earlyExit, r => Assert.Equal(("extra", "early-1", early.Uid, "main"), (Str(r, "namespace"), Str(r, "pod"), Str(r, "pod_uid"), Str(r, "container"))));
 
         // this run's connect: the probes are host-wide, and other labs on the machine may use the same service address
         var lateConnect = Assert.Single(Duck.Table(dir, "connect", $"dst_ip = '10.0.1.100' AND dst_port = 8080 AND \"binary\" LIKE '{AppContext.BaseDirectory}%'"));
+        Assert.Equal("extra", Str(lateConnect, "namespace"));
         Assert.Equal("late-1", Str(lateConnect, "pod"));
         Assert.Equal(late.Uid, Str(lateConnect, "pod_uid"));
         Assert.Equal(late.Container, Str(lateConnect, "container_id"));
@@ -286,10 +300,13 @@ public partial class ContainerdLabTests
         });
 
         var xwing = lab.State.Endpoints.Single(e => e.Pod == "default/xwing");
-        var kdrop = Duck.Table(dir, "kdrop", "dst_ip = '203.0.113.66'");
+        // this lab's drops: in its node's namespace (the probes are host-wide, and another lab's datapath may drop its own xwing's packets to the same address)
+        var nodeIno = NetNamespace.Inode(lab.State.NodeNetns) ?? throw new InvalidOperationException("no node namespace " + lab.State.NodeNetns);
+        var kdrop = Duck.Table(dir, "kdrop", $"dst_ip = '203.0.113.66' AND netns_ino = {nodeIno}");
         Assert.NotEmpty(kdrop);
         Assert.All(kdrop, r =>
         {
+            Assert.Equal("default", Str(r, "namespace"));
             Assert.Equal("xwing", Str(r, "pod"));
             Assert.Equal(xwing.PodUid, Str(r, "pod_uid"));
             Assert.Equal(xwing.Containers[0].Id, Str(r, "container_id"));
@@ -315,6 +332,8 @@ public partial class ContainerdLabTests
         var run = LabFixture.RunCli("lab", "run", LabFixture.Example("starwars-containerd.yaml"), "--name", fx.Name);
         Assert.True(run.Code == 0, run.Out);
         Assert.Contains("7 of 7 steps met their expectation", run.Out, StringComparison.Ordinal);
+        // said once: what this node does not do
+        Assert.Single(run.Out.Split('\n'), l => l.Contains("CiliumNetworkPolicies are not enforced", StringComparison.Ordinal));
         ContainerdLabFixture.Finish(recorder);
 
         foreach (var step in lab.Cluster.Lab!.Steps.Where(s => s.Action is "tcp" or "udp" or "http"))
@@ -336,6 +355,55 @@ public partial class ContainerdLabTests
             });
         }
     }
+    /// <summary>
+    /// The offline fallback: `--pods-file` with what `kubectl get pods -A -o json` says of the lab's pods (written here
+    /// from the runtime's own listing), no runtime socket: a step's connect carries its pod and container.
+    /// </summary>
+    [KernelFact]
+    public void RecordPodsFile_KubectlJsonOfTheLabsPods_StepsConnectCarriesItsPodWithoutTheRuntime()
+    {
+        var lab = fx.Lab;
+        using var cri = fx.Cri();
+        var sandboxes = cri.ListSandboxes();
+        var containers = cri.ListContainers();
+        var items = new System.Text.Json.Nodes.JsonArray();
+        foreach (var sb in sandboxes)
+        {
+            var statuses = new System.Text.Json.Nodes.JsonArray();
+            foreach (var c in containers.Where(c => c.SandboxId == sb.Id))
+                statuses.Add(new System.Text.Json.Nodes.JsonObject { ["name"] = c.Name, ["image"] = c.Image, ["containerID"] = "containerd://" + c.Id, ["state"] = new System.Text.Json.Nodes.JsonObject { ["running"] = new System.Text.Json.Nodes.JsonObject() } });
+            var labels = new System.Text.Json.Nodes.JsonObject();
+            foreach (var (k, v) in sb.Labels)
+                labels[k] = v;
+            items.Add(new System.Text.Json.Nodes.JsonObject
+            {
+                ["apiVersion"] = "v1",
+                ["kind"] = "Pod",
+                ["metadata"] = new System.Text.Json.Nodes.JsonObject { ["name"] = sb.Name, ["namespace"] = sb.Namespace, ["uid"] = sb.Uid, ["labels"] = labels },
+                ["status"] = new System.Text.Json.Nodes.JsonObject { ["phase"] = "Running", ["podIP"] = sb.Ips[0], ["containerStatuses"] = statuses },
+            });
+        }
+        var podsFile = Path.Combine(Scratch.Dir("fx-podsfile-"), "pods.json");
+        File.WriteAllText(podsFile, new System.Text.Json.Nodes.JsonObject { ["apiVersion"] = "v1", ["kind"] = "List", ["items"] = items }.ToJsonString());
+
+        var (recorder, dir) = ContainerdLabFixture.StartRecording("--pods-file", podsFile, "-t", "exec,exit,connect");
+        var report = lab.RunStep(lab.Cluster.Lab!.Steps.Single(s => s.Name == "frontend-to-backend"));
+        Assert.True(report.Passed, string.Join("; ", report.Failures));
+        ContainerdLabFixture.Finish(recorder);
+
+        var m = Manifest.Read(dir);
+        Assert.Equal($"pods file {podsFile}", m.Attribution!.Source);
+        var ep = lab.State.Endpoints.Single(e => e.Pod == "default/frontend-1");
+        var rows = Duck.Table(dir, "connect", $"dst_ip = '{lab.State.Endpoints.Single(e => e.Pod == "default/backend-2").Ip}' AND dst_port = 8080 AND \"binary\" LIKE '{AppContext.BaseDirectory}%'");
+        Assert.NotEmpty(rows);
+        Assert.All(rows, r =>
+        {
+            Assert.Equal(("default", "frontend-1", ep.PodUid, ep.Containers[0].Id, "web"),
+                (Str(r, "namespace"), Str(r, "pod"), Str(r, "pod_uid"), Str(r, "container_id"), Str(r, "container")));
+        });
+        Assert.Contains(Duck.Table(dir, "pods"), r => Str(r, "pod") == "frontend-1" && Str(r, "source") == "pods-file");
+    }
+
     /// <summary>
     /// Issue 16 item 4: the node's own conntrack (--netns, the lab node's namespace) answers nat, drops and
     /// connects --external as our datapath's lab does: the service VIP:port -> backend, the masquerade to the
@@ -479,16 +547,59 @@ public class RecordAttributionInputTests
         }
     }
 
+    /// <summary>A unix socket that answers every connection with a line that is neither HTTP/2 nor gRPC, until disposed.</summary>
+    private sealed class GarbageRuntime : IDisposable
+    {
+        private readonly System.Net.Sockets.Socket listener = new(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        private readonly CancellationTokenSource stop = new();
+        private readonly Task server;
+
+        public GarbageRuntime()
+        {
+            Path = System.IO.Path.Combine(Scratch.Dir("fx-garbage-"), "runtime.sock");
+            listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(Path));
+            listener.Listen(16);
+            server = Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    using var s = await listener.AcceptAsync(stop.Token);
+                    await s.SendAsync("this is not HTTP/2, nor gRPC\r\n\r\n"u8.ToArray(), stop.Token);
+                    s.Shutdown(System.Net.Sockets.SocketShutdown.Both);
+                }
+            });
+        }
+
+        public string Path { get; }
+
+        public void Dispose()
+        {
+            stop.Cancel();
+            listener.Dispose();
+            try
+            {
+                server.Wait(TimeSpan.FromSeconds(10));
+            }
+            catch (AggregateException)
+            {
+                // cancelled, or the listener closed under the accept
+            }
+            stop.Dispose();
+        }
+    }
+
     [KernelFact]
-    public void Record_RuntimeSocketAbsentOrPodsFileNotJson_WarnsAndRecords()
+    public void Record_RuntimeSocketAbsentAnswersGarbageOrPodsFileNotJson_WarnsAndRecords()
     {
         var notJson = Path.GetTempFileName();
         File.WriteAllText(notJson, "NAME READY STATUS\n");
+        using var garbage = new GarbageRuntime();
         try
         {
             foreach (var (args, why) in new[]
             {
                 (new[] { "--runtime-endpoint", "unix:///run/forensics-test-absent/containerd.sock" }, "no such socket"),
+                (new[] { "--runtime-endpoint", "unix://" + garbage.Path }, "unix://" + garbage.Path + ": Version: the answer is not gRPC"),
                 (new[] { "--pods-file", notJson }, "not JSON"),
             })
             {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Forensics.Datapath.Lab;
 using Forensics.Tests;
 
 namespace Forensics.Kernel.Tests;
@@ -136,5 +137,54 @@ public sealed class PrivilegeTests : IDisposable
         var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.StartsWith("error: insufficient privileges: running as not root and without CAP_NET_ADMIN", line, StringComparison.Ordinal);
         Assert.False(Directory.Exists(output), "a record that could not start left its output folder behind");
+    }
+
+    /// <summary>
+    /// "No permission" for what a recording reads besides the kernel's probes (issues 15 and 16): a recorder with the
+    /// capabilities `record` needs, but neither write access to the runtime's socket nor CAP_SYS_ADMIN (to enter the
+    /// node's network namespace given with --netns). Each is one warning line and a line of `info` saying what was not
+    /// recorded and why (attribution source: none; NAT in that namespace not recorded), and the rest is recorded: the
+    /// processes, and the NAT of the recorder's own namespace.
+    /// </summary>
+    [KernelFact]
+    public void Record_AsNobodyWithoutSocketOrNamespaceAccess_WarnsSaysWhyInInfoAndRecordsTheRest()
+    {
+        var socketPath = Path.Combine(_dir, "cri.sock");
+        using var runtime = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        runtime.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath));
+        runtime.Listen(4);
+        File.SetUnixFileMode(socketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite); // root's only, as containerd's is
+        var netns = "fxpriv-" + Guid.NewGuid().ToString("N")[..6];
+        Assert.Equal(0, Commands.Run("ip", ["netns", "add", netns]).ExitCode);
+        try
+        {
+            var output = Path.Combine(_dir, "rec-no-access");
+            var (code, _, stderr) = AsNobody("+bpf,+perfmon,+net_admin,+dac_read_search", "record", "-d", "2s", "-t", "exec,nat", "-o", output,
+                "--runtime-endpoint", "unix://" + socketPath, "--netns", netns);
+            Assert.True(code is 0 or 4, $"exit {code}: {stderr}");
+            Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+            var warning = Assert.Single(stderr.Split('\n'), l => l.StartsWith("warning: pod attribution: ", StringComparison.Ordinal));
+            Assert.Contains("permission denied", warning, StringComparison.Ordinal);
+
+            var m = Forensics.Format.Manifest.Read(output);
+            Assert.Equal("none", m.Attribution!.Source);
+            Assert.True(m.Tables["exec"].Rows > 0, "no exec recorded");
+            var ct = m.Sources["conntrack"];
+            var notRecorded = Assert.Single(ct.NotRecorded, l => l.Contains(netns, StringComparison.Ordinal));
+            Assert.StartsWith($"NAT in network namespace {netns} not recorded: ", notRecorded, StringComparison.Ordinal);
+            Assert.Contains("CAP_SYS_ADMIN", notRecorded, StringComparison.Ordinal);
+            Assert.DoesNotContain(ct.NotRecorded, l => l.Contains("the recorder's network namespace", StringComparison.Ordinal) && l.StartsWith("NAT in", StringComparison.Ordinal));
+
+            var info = LabFixture.RunCli("info", output);
+            Assert.Equal(0, info.Code);
+            var lines = info.Out.Split('\n');
+            Assert.Contains("attribution source: none", lines);
+            Assert.Contains(lines, l => l.StartsWith("  warning: ", StringComparison.Ordinal) && l.Contains("permission denied", StringComparison.Ordinal));
+            Assert.Single(lines, l => l.Contains(notRecorded, StringComparison.Ordinal));
+        }
+        finally
+        {
+            Commands.Run("ip", ["netns", "del", netns]);
+        }
     }
 }

@@ -188,6 +188,15 @@ public class RecordLabTests(StarWarsRecording rec)
             Assert.Contains(drops, d => (string?)d["source"] == "default/frontend-1" && (string?)d["destination"] == "default/backend-2"
                 && Convert.ToInt32(d["reason"], System.Globalization.CultureInfo.InvariantCulture) == 133 && (string?)d["decided_by"] == "default deny");
             Assert.Contains(drops, d => (string?)d["source"] == "default/xwing" && (string?)d["decided_by"] == "denied by CiliumNetworkPolicy default/xwing-denylist spec.egressDeny[0]");
+            // the same packets dropped at two layers (our tc program's verdict, then the kernel freeing them as TC_INGRESS or
+            // TC_EGRESS, traced by the probes) are one row naming both, not a datapath row and a kernel row (issue 16 item 2)
+            foreach (var (from, reason) in new[] { ("default/frontend-1", 133), ("default/xwing", 181) })
+            {
+                var both = Assert.Single(drops, d => (string?)d["source"] == from && d["reason"] is not null
+                    && Convert.ToInt32(d["reason"], System.Globalization.CultureInfo.InvariantCulture) == reason);
+                Assert.Equal("datapath+kernel", both["dropped_by"]);
+                Assert.Matches("^TC_(INGRESS|EGRESS)$", (string?)both["kernel_reason"]);
+            }
             var nat = q.Rows("SELECT * FROM nat_mappings").ToList();
             Assert.Contains(nat, n => (string?)n["original"] == "10.0.1.100:8080" && (string?)n["translated"] == $"{Ip("backend-2")}:8080" && (string?)n["backend_pod"] == "default/backend-2");
             Assert.Contains(nat, n => (string?)n["mapping"] == "snat" && (string?)n["destination"] == "198.51.100.10:443" && (string?)n["client_pod"] == "default/xwing");

@@ -401,6 +401,13 @@ public static partial class ClusterLoader
                 }
             }
 
+            // Host policies: a nodeSelector the lab's node does not match makes no host endpoint (valid, as for a node
+            // Cilium has not labelled yet), most often a label missing from spec.nodeLabels: said once per policy.
+            if (lab is not null)
+                foreach (var p in policies.Where(p => p.Policy.SelectsNodes && !PolicyCompiler.SelectsNode(p.Policy, lab.NodeLabels)))
+                    notices.Add((p.At.Get("nodeSelector") ?? p.At).Error(
+                        $"nodeSelector selects no node (the lab's node has {string.Join(", ", lab.NodeLabels.Select(kv => $"{kv.Key}={kv.Value}"))}; spec.nodeLabels adds labels): the host policy is not enforced").Message);
+
             // the containerd node's kube-proxy rules are rendered for cluster IPs only (KubeProxyRules)
             if (lab?.NodeKind == LabNodeKinds.Containerd)
             {

@@ -53,7 +53,11 @@ public static class NetNamespace
             {
                 using var ns = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
                 if (LibC.setns((int)ns.DangerousGetHandle(), LibC.CLONE_NEWNET) != 0)
-                    throw new LabException($"cannot enter network namespace {name}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+                {
+                    int errno = Marshal.GetLastPInvokeError();
+                    // EPERM: setns(CLONE_NEWNET) needs CAP_SYS_ADMIN besides the namespace's own CAP_NET_ADMIN
+                    throw new LabException($"cannot enter network namespace {name}: {Marshal.GetPInvokeErrorMessage(errno)}{(errno == 1 ? " (entering a network namespace needs CAP_SYS_ADMIN)" : "")}");
+                }
                 result = action();
             }
             catch (Exception e) when (e is not OutOfMemoryException)

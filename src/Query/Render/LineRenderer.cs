@@ -164,7 +164,9 @@ public sealed class LineRenderer
             return null;
         if (r.TryGetValue("cpu", out var cpu) && cpu is not null)
             return string.Create(CultureInfo.InvariantCulture, $"CPU {Convert.ToUInt32(cpu, CultureInfo.InvariantCulture):D2}: Lost {failed + user} events");
-        return $"Lost {failed + user} {Str(r, "kind")} events (ring buffer full: {failed}, user space: {user})";
+        // nat rows come from the datapath's ring buffer and from the kernel's conntrack (ctnetlink), whose loss is ENOBUFS
+        var kind = Str(r, "kind");
+        return $"Lost {failed + user} {kind} events ({(kind == "nat" ? "ring buffer full or ENOBUFS" : "ring buffer full")}: {failed}, user space: {user})";
     }
 
     // tetra getevents -o compact (pkg/encoder): "🚀 %-7s" "process", then ProcessInfo (pod or node, binary), then the arguments:

@@ -78,8 +78,9 @@ CREATE VIEW kdrops_resolved AS
 -- dropped_by 'datapath' (our datapath: Cilium's reason code and name), 'kernel' (reason NULL,
 -- reason_name the kernel's skb_drop_reason from BTF, kernel_function where) or 'datapath+kernel'
 -- (the datapath's drop, which the kernel then freed: kernel_reason names the kernel's side).
--- For a kernel drop whose addresses are no endpoint's, drop_netns_pod names the pod (or named
--- network namespace) the packet was dropped in. `hidden` marks kernel drops left out by default.
+-- For a kernel drop, drop_netns_pod names the pod it belongs to (the recorder's attribution: the pod of
+-- the namespace it happened in, or in the node's namespace the pod whose connect sent it, else the pod
+-- owning its source address; docs/drops.md). `hidden` marks kernel drops left out by default.
 CREATE VIEW drops_resolved AS
     WITH kt AS (SELECT * FROM kdrops_resolved WHERE twin),
     dp AS (
@@ -133,7 +134,7 @@ CREATE VIEW drops_resolved AS
 -- source/destination: namespace/pod when the address is an endpoint's, else (destination) the
 -- service whose virtual IP:port it is, as "namespace/name (VIP:port)", else the identity's labels
 -- (reserved:world, ...), else the address (identity 0: unknown); drop_netns_pod: the pod
--- or network namespace a kernel drop happened in. decided_by: for a policy drop, the rules that
+-- a kernel drop belongs to (see drops_resolved). decided_by: for a policy drop, the rules that
 -- denied it ('denied by CiliumNetworkPolicy ns/name spec.egressDeny[0]') or 'default deny' (fx_drop_by).
 CREATE MACRO drops_between(since, until, all_reasons := false) AS TABLE
     SELECT recording, node,
