@@ -124,4 +124,27 @@ public sealed partial class ExitCodeTableTests
             foreach (Match m in Backticked().Matches(cell + " " + code))
                 Assert.True(tested.Exists(p => p.Contains(m.Value, StringComparison.Ordinal)), $"docs/cli.md names {m.Value}; add it to Cases()");
     }
+
+    [Fact]
+    public void ExitCodes_TheDocsTableAndHelp_ListEveryCode()
+    {
+        // docs/cli.md's table of codes: every ExitCode and the bundle range, nothing else; forensics --help says each too
+        var lines = File.ReadAllLines(Repo.Path("docs", "cli.md"));
+        var start = Array.FindIndex(lines, l => l.StartsWith("| code | meaning |", StringComparison.Ordinal));
+        Assert.True(start >= 0, "docs/cli.md has no table of exit codes");
+        var documented = new SortedSet<int>();
+        for (var i = start + 2; i < lines.Length && lines[i].StartsWith('|'); i++)
+        {
+            var code = lines[i].Split('|', StringSplitOptions.TrimEntries)[1];
+            if (code == "10..23")
+                documented.UnionWith(Enumerable.Range(10, 14));
+            else
+                documented.Add(int.Parse(code, System.Globalization.CultureInfo.InvariantCulture));
+        }
+        var codes = new SortedSet<int>(Enum.GetValues<ExitCode>().Select(c => (int)c).Concat(Enum.GetValues<BundleError>().Select(e => (int)e)));
+        codes.UnionWith(Enumerable.Range(10, 14));
+        Assert.Equal(codes, documented);
+        foreach (var c in Enum.GetValues<ExitCode>())
+            Assert.Matches($@"(^|[;:] ?|\s){(int)c} ", ForensicsCommand.ExitCodesText.ReplaceLineEndings(" "));
+    }
 }
