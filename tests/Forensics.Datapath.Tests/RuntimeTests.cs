@@ -43,6 +43,26 @@ public class CgroupPathTests
     public void CriClient_Endpoint_SocketPath(string endpoint, string path) => Assert.Equal(path, CriClient.SocketPathOf(endpoint));
 
     [Fact]
+    public void CriClient_Detect_FirstWellKnownSocketThatExists()
+    {
+        var root = Directory.CreateTempSubdirectory("fx-cridetect-").FullName;
+        try
+        {
+            Assert.Null(CriClient.Detect(root));
+            Directory.CreateDirectory(Path.Combine(root, "var/run/crio"));
+            File.WriteAllText(Path.Combine(root, "var/run/crio/crio.sock"), "");
+            Assert.Equal("unix:///var/run/crio/crio.sock", CriClient.Detect(root)); // a CRI-O node
+            Directory.CreateDirectory(Path.Combine(root, "run/containerd"));
+            File.WriteAllText(Path.Combine(root, "run/containerd/containerd.sock"), "");
+            Assert.Equal("unix:///run/containerd/containerd.sock", CriClient.Detect(root)); // containerd first
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
     public void CriClient_TcpEndpoint_OneLineError()
     {
         var e = Assert.Throws<RuntimeException>(() => CriClient.SocketPathOf("tcp://10.0.0.1:1234"));
