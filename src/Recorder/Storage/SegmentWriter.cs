@@ -186,17 +186,8 @@ public sealed class SegmentWriter : IAsyncDisposable
                 // The present values and a definition level per row (0 null, 1 present), written as they are:
                 // Parquet.Net 6.1 writes a null ReadOnlyMemory<char>? as "", and its string overload walks an
                 // IEnumerable per value (the Hubble-shaped tables' mostly-null columns doubled a trace row's cost)
-                var present = Scratch<ReadOnlyMemory<char>>(index, n);
-                var defs = Definitions(index, n);
-                var k = 0;
-                for (int i = 0; i < n; i++)
-                {
-                    var v = s.Values[i];
-                    defs[i] = v is null ? 0 : 1;
-                    if (v is not null)
-                        present[k++] = v.AsMemory();
-                }
-                await rg.WriteAllPartsAsync<ReadOnlyMemory<char>>(f, present.AsMemory(0, k), defs.AsMemory(0, n), null, token);
+                var (present, defs) = Present(index, s.Values!, n, v => v.AsMemory());
+                await rg.WriteAllPartsAsync(f, present, defs, null, token);
                 break;
             case StringColumn s:
                 // Parquet.Net's string overload copies into a new array per call (a large-object-heap
@@ -213,29 +204,33 @@ public sealed class SegmentWriter : IAsyncDisposable
                 await rg.WriteAsync<ReadOnlyMemory<byte>>(f, blobs.AsMemory(0, n), cancellationToken: token);
                 break;
             case BinaryColumn bin:
-                var presentBlobs = Scratch<ReadOnlyMemory<byte>>(index, n); // as for nullable strings
-                var blobDefs = Definitions(index, n);
-                var kb = 0;
-                for (int i = 0; i < n; i++)
-                {
-                    var v = bin.Values[i];
-                    blobDefs[i] = v is null ? 0 : 1;
-                    if (v is not null)
-                        presentBlobs[kb++] = v;
-                }
-                await rg.WriteAllPartsAsync<ReadOnlyMemory<byte>>(f, presentBlobs.AsMemory(0, kb), blobDefs.AsMemory(0, n), null, token);
+                var (presentBlobs, blobDefs) = Present(index, bin.Values, n, v => (ReadOnlyMemory<byte>)v); // as for nullable strings
+                await rg.WriteAllPartsAsync(f, presentBlobs, blobDefs, null, token);
                 break;
             default:
                 throw new InvalidOperationException($"{Table}.{column.Name}: no writer for {column.GetType().Name}");
         }
     }
 
-    /// <summary>A reused buffer of definition levels for a nullable column.</summary>
-    private int[] Definitions(int index, int n)
+    /// <summary>
+    /// A nullable column of references as Parquet stores it: the present values, converted, and a definition
+    /// level per row (0 null, 1 present), in buffers reused per column.
+    /// </summary>
+    private (ReadOnlyMemory<T> Present, ReadOnlyMemory<int> Definitions) Present<TIn, T>(int index, TIn?[] values, int n, Func<TIn, T> convert)
+        where TIn : class
     {
-        if (definitions[index] is { } a && a.Length >= n)
-            return a;
-        return definitions[index] = new int[Math.Max(n, 1024)];
+        var present = Scratch<T>(index, n);
+        if (definitions[index] is not { } defs || defs.Length < n)
+            definitions[index] = defs = new int[Math.Max(n, 1024)];
+        var k = 0;
+        for (int i = 0; i < n; i++)
+        {
+            var v = values[i];
+            defs[i] = v is null ? 0 : 1;
+            if (v is not null)
+                present[k++] = convert(v);
+        }
+        return (present.AsMemory(0, k), defs.AsMemory(0, n));
     }
 
     private T[] Scratch<T>(int index, int n)
