@@ -688,6 +688,10 @@ public sealed class ConntrackTests(ITestOutputHelper log)
             Assert.Equal(("NETFILTER_DROP", "kernel", NatNode.ClientIp), ((string?)drop.Item1, (string?)drop.Item2, (string?)drop.Item3));
             var byWorkload = q.Rows("SELECT * FROM drops_by_workload WHERE reason_name = 'NETFILTER_DROP'").ToList();
             Assert.Contains(byWorkload, r => (string?)r["destination"] == NatNode.DroppedIp && (string?)r["source"] == NatNode.ClientIp);
+            // the drops row names the client's network namespace (a plain netns: no pod to name)
+            var clientNetns = (uint)NetNamespace.Inode(node.Client)!;
+            Assert.Contains(byWorkload, r => (string?)r["destination"] == NatNode.DroppedIp
+                && r["src_netns_ino"] is { } ino && Convert.ToUInt32(ino, CultureInfo.InvariantCulture) == clientNetns);
             // dropped in the node's namespace (a forwarded packet); the flow ties the drop to the client's process and network namespace
             var kdrops = q.Rows("SELECT netns_ino FROM kdrop WHERE dst_ip = '" + NatNode.DroppedIp + "' AND src_port = " + droppedPort.ToString(CultureInfo.InvariantCulture)).ToList();
             Assert.NotEmpty(kdrops);

@@ -81,8 +81,20 @@ CREATE VIEW kdrops_resolved AS
 -- For a kernel drop, drop_netns_pod names the pod it belongs to (the recorder's attribution: the pod of
 -- the namespace it happened in, or in the node's namespace the pod whose connect sent it, else the pod
 -- owning its source address; docs/drops.md). `hidden` marks kernel drops left out by default.
+-- src_netns_ino: for a kernel drop, the network namespace of the process whose connect sent the packet
+-- (the connect from the same source address, port and protocol, the last if the port was reused: a forwarded
+-- packet dropped in the node's namespace names its client's, pod or not); NULL when no connect did.
 CREATE VIEW drops_resolved AS
     WITH kt AS (SELECT * FROM kdrops_resolved WHERE twin),
+    senders AS (
+        -- a connect is reported after its first packets when they go unanswered: matched by address, not by time
+        SELECT recording, node, protocol, src_ip, src_port, arg_max(netns_ino, ktime_ns) AS netns_ino
+        FROM connect GROUP BY ALL),
+    kc AS (
+        SELECT k.*, c.netns_ino AS src_netns_ino
+        FROM kdrops_resolved k LEFT JOIN senders c ON c.recording = k.recording AND c.node = k.node
+            AND c.protocol = k.protocol AND c.src_ip = k.src_ip AND c.src_port = k.src_port
+        WHERE NOT k.twin),
     dp AS (
         SELECT d.*, k.reason_name AS kernel_reason, k."function" AS kernel_function
         FROM "drop" d
@@ -93,7 +105,7 @@ CREATE VIEW drops_resolved AS
                reason, reason_name, obs_point, direction, endpoint_id, ifindex, flow_id, file, line, ct_state,
                src_namespace, src_pod, src_labels, dst_namespace, dst_pod, dst_labels,
                CASE WHEN kernel_reason IS NULL THEN 'datapath' ELSE 'datapath+kernel' END AS dropped_by, kernel_reason, kernel_function,
-               NULL::VARCHAR AS drop_netns_pod, false AS hidden, NULL::VARCHAR AS hidden_why,
+               NULL::VARCHAR AS drop_netns_pod, NULL::UINTEGER AS src_netns_ino, false AS hidden, NULL::VARCHAR AS hidden_why,
                denied_by, rule_id, rules
         FROM dp
         UNION ALL BY NAME
@@ -102,9 +114,9 @@ CREATE VIEW drops_resolved AS
                NULL::USMALLINT AS endpoint_id, ifindex, NULL::UINTEGER AS flow_id, NULL::VARCHAR AS file, NULL::USMALLINT AS line,
                NULL::VARCHAR AS ct_state, NULL::VARCHAR AS src_namespace, NULL::VARCHAR AS src_pod, NULL::VARCHAR AS src_labels,
                NULL::VARCHAR AS dst_namespace, NULL::VARCHAR AS dst_pod, NULL::VARCHAR AS dst_labels, 'kernel' AS dropped_by, reason_name AS kernel_reason, "function" AS kernel_function,
-               coalesce(namespace || '/' || pod, pod) AS drop_netns_pod, hidden, hidden_why,
+               coalesce(namespace || '/' || pod, pod) AS drop_netns_pod, src_netns_ino, hidden, hidden_why,
                NULL::VARCHAR AS denied_by, NULL::UINTEGER AS rule_id, NULL::VARCHAR AS rules
-        FROM kdrops_resolved WHERE NOT twin)
+        FROM kc)
     SELECT d.recording, d.node, d.time, d.ktime_ns,
            -- what the row names itself (Hubble's endpoints) wins over the endpoints snapshot
            coalesce(d.src_namespace, s.namespace) AS src_namespace, coalesce(d.src_pod, s.pod) AS src_pod, d.src_identity,
@@ -114,7 +126,7 @@ CREATE VIEW drops_resolved AS
            d.protocol, d.tcp_flags, d.reason,
            CASE WHEN d.dropped_by = 'kernel' THEN d.reason_name
                 ELSE coalesce(nullif(d.reason_name, ''), dr.name, 'Unknown reason ' || CAST(d.reason AS VARCHAR)) END AS reason_name,
-           d.dropped_by, d.kernel_reason, d.kernel_function, d.drop_netns_pod, d.hidden, d.hidden_why,
+           d.dropped_by, d.kernel_reason, d.kernel_function, d.drop_netns_pod, d.src_netns_ino, d.hidden, d.hidden_why,
            d.obs_point, d.direction, d.endpoint_id, d.ifindex, d.flow_id, d.file, d.line, d.ct_state,
            d.denied_by, d.rule_id, d.rules, fx_drop_by(d.reason, d.rules, d.denied_by) AS decided_by
     FROM all_drops d
@@ -134,7 +146,7 @@ CREATE VIEW drops_resolved AS
 -- source/destination: namespace/pod when the address is an endpoint's, else (destination) the
 -- service whose virtual IP:port it is, as "namespace/name (VIP:port)", else the identity's labels
 -- (reserved:world, ...), else the address (identity 0: unknown); drop_netns_pod: the pod
--- a kernel drop belongs to (see drops_resolved). decided_by: for a policy drop, the rules that
+-- a kernel drop belongs to, src_netns_ino the network namespace of its client (see drops_resolved). decided_by: for a policy drop, the rules that
 -- denied it ('denied by CiliumNetworkPolicy ns/name spec.egressDeny[0]') or 'default deny' (fx_drop_by).
 CREATE MACRO drops_between(since, until, all_reasons := false) AS TABLE
     SELECT recording, node,
@@ -143,7 +155,7 @@ CREATE MACRO drops_between(since, until, all_reasons := false) AS TABLE
            coalesce(dst_namespace || '/' || dst_pod, dst_service || ' (' || fx_addr(dst_ip, dst_port) || ')',
                     CASE WHEN dst_identity <> 0 THEN dst_labels END, dst_ip) AS destination,
            dst_namespace, dst_pod, dst_service, dst_identity, dst_labels,
-           dst_port, protocol, reason, reason_name, decided_by, dropped_by, kernel_reason, drop_netns_pod,
+           dst_port, protocol, reason, reason_name, decided_by, dropped_by, kernel_reason, drop_netns_pod, src_netns_ino,
            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
     FROM drops_resolved
     WHERE (since IS NULL OR time >= CAST(since AS TIMESTAMPTZ)) AND (until IS NULL OR time < CAST(until AS TIMESTAMPTZ))
