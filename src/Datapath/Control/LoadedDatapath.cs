@@ -442,8 +442,7 @@ public sealed class LoadedDatapath : IEventSource
         var labels = IdentityAllocator.PodLabels(pod);
         var serverId = IdentityOfAddress(server);
         var context = Context();
-        foreach (var p in cluster.Policies.Where(p => !p.SelectsNodes && (p.Clusterwide || p.Namespace == pod.Namespace)
-            && PolicyCompiler.Selects(p.Selector, labels, p.Clusterwide ? null : p.Namespace)))
+        foreach (var p in cluster.Policies.Where(p => PolicyCompiler.SelectsPod(p, pod, labels)))
         {
             foreach (var r in p.Egress)
             {

@@ -99,10 +99,20 @@ public static class PolicyCompiler
         ArgumentNullException.ThrowIfNull(policies);
         ArgumentNullException.ThrowIfNull(ids);
         var podLabels = IdentityAllocator.PodLabels(pod);
-        // a host policy (nodeSelector) never selects a pod (rule.matchesSubject)
-        var selected = policies.Where(p => !p.SelectsNodes && (p.Clusterwide || p.Namespace == pod.Namespace)
-            && Selects(p.Selector, podLabels, p.Clusterwide ? null : p.Namespace)).ToList();
+        var selected = policies.Where(p => SelectsPod(p, pod, podLabels)).ToList();
         return CompileSelected(selected, pod.FullName, [pod], endpointId, ids, context ?? PolicyContext.Empty);
+    }
+
+    /// <summary>
+    /// Whether a policy selects a pod (its labels: <see cref="IdentityAllocator.PodLabels"/>): a namespaced policy
+    /// only in its namespace; a host policy (nodeSelector) never (Cilium's rule.matchesSubject).
+    /// </summary>
+    public static bool SelectsPod(NetworkPolicySpec policy, PodSpec pod, IReadOnlyList<string> podLabels)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        ArgumentNullException.ThrowIfNull(pod);
+        return !policy.SelectsNodes && (policy.Clusterwide || policy.Namespace == pod.Namespace)
+            && Selects(policy.Selector, podLabels, policy.Clusterwide ? null : policy.Namespace);
     }
 
     /// <summary>The name the host endpoint's policy entries carry (Cilium labels the host endpoint reserved:host).</summary>
